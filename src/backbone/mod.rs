@@ -1,0 +1,288 @@
+//! The shared transformer encoder.
+//!
+//! It maps embeddings `[batch, tokens, dim]` (plus an optional padding mask `[batch, tokens]`,
+//! 1 = attend, 0 = padding) to hidden states of the same shape. It knows nothing of images,
+//! text, audio or Hugging Face names: modalities build the embeddings, objectives and heads
+//! read the hidden states, and `hub/` maps checkpoint names onto the names used here:
+//!
+//! ```text
+//! layers.{i}.norm1  layers.{i}.attn.{q,k,v,o}  layers.{i}.norm2  layers.{i}.mlp.{fc1,fc2}  norm
+//! ```
+//! Pre-norm (ViT, MAE): `x = x + attn(norm1(x)); x = x + mlp(norm2(x))`, final `norm`.
+//! Post-norm (BERT): `x = norm1(x + attn(x)); x = norm2(x + mlp(x))`, no final norm.
+
+pub mod ops;
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+pub use ops::{LayerNorm, Linear, Mode};
+
+/// Where LayerNorm sits relative to the residual connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormPosition {
+    /// Normalise the input of each sub-layer (ViT, MAE); a final norm follows the stack.
+    Pre,
+    /// Normalise after each residual sum (BERT); no final norm.
+    Post,
+}
+
+/// The MLP's activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    /// Exact GELU, `x * Φ(x)` (PyTorch `nn.GELU()`, HF `"gelu"`).
+    Gelu,
+    /// Tanh approximation (PyTorch `GELU(approximate="tanh")`, HF `"gelu_new"`).
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Gelu => x.gelu_erf(),
+            Activation::GeluTanh => x.gelu(),
+            Activation::Relu => x.relu(),
+        }
+    }
+}
+
+/// Shape and behaviour of a transformer encoder stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncoderConfig {
+    /// Hidden size (width of every token).
+    pub dim: usize,
+    /// Number of blocks.
+    pub depth: usize,
+    /// Attention heads; must divide `dim`.
+    pub heads: usize,
+    /// Hidden size of the MLP.
+    pub mlp_dim: usize,
+    pub norm: NormPosition,
+    pub activation: Activation,
+    pub norm_eps: f64,
+    /// Bias on the query/key/value projections.
+    pub qkv_bias: bool,
+    /// Dropout after the attention output and MLP projections.
+    pub dropout: f64,
+    /// Dropout on the attention probabilities.
+    pub attention_dropout: f64,
+}
+
+impl EncoderConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.dim == 0 || self.depth == 0 || self.heads == 0 || self.mlp_dim == 0 {
+            return Err("dim, depth, heads and mlp_dim must all be positive".into());
+        }
+        if self.dim % self.heads != 0 {
+            return Err(format!(
+                "dim ({}) must be divisible by heads ({})",
+                self.dim, self.heads
+            ));
+        }
+        for (name, p) in [
+            ("dropout", self.dropout),
+            ("attention_dropout", self.attention_dropout),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!("{name} must be in [0, 1), found {p}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Multi-head self-attention.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    attention_dropout: f64,
+    dropout: f64,
+}
+
+impl Attention {
+    pub fn new(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            q: Linear::new(cfg.dim, cfg.dim, cfg.qkv_bias, vb.pp("q"))?,
+            k: Linear::new(cfg.dim, cfg.dim, cfg.qkv_bias, vb.pp("k"))?,
+            v: Linear::new(cfg.dim, cfg.dim, cfg.qkv_bias, vb.pp("v"))?,
+            o: Linear::new(cfg.dim, cfg.dim, true, vb.pp("o"))?,
+            heads: cfg.heads,
+            attention_dropout: cfg.attention_dropout,
+            dropout: cfg.dropout,
+        })
+    }
+
+    /// `x: [B, T, D]`, `bias: [B, 1, 1, T]` additive key mask (0 or a large negative).
+    pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>, mode: &mut Mode) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let hd = d / self.heads;
+        let split = |y: Tensor| -> Result<Tensor> {
+            y.reshape((b, t, self.heads, hd))?.transpose(1, 2)?.contiguous()
+        };
+        let q = split(self.q.forward(x)?)?; // [B, H, T, hd]
+        let k = split(self.k.forward(x)?)?;
+        let v = split(self.v.forward(x)?)?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // [B, H, T, T]
+        let scores = match bias {
+            Some(bias) => scores.broadcast_add(bias)?,
+            None => scores,
+        };
+        let probs = ops::softmax_last_dim(&scores)?;
+        let probs = ops::dropout(&probs, self.attention_dropout, mode)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        ops::dropout(&self.o.forward(&ctx)?, self.dropout, mode)
+    }
+}
+
+/// Two-layer feed-forward network.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    activation: Activation,
+    dropout: f64,
+}
+
+impl Mlp {
+    pub fn new(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            fc1: Linear::new(cfg.dim, cfg.mlp_dim, true, vb.pp("fc1"))?,
+            fc2: Linear::new(cfg.mlp_dim, cfg.dim, true, vb.pp("fc2"))?,
+            activation: cfg.activation,
+            dropout: cfg.dropout,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        let h = self.activation.apply(&self.fc1.forward(x)?)?;
+        ops::dropout(&self.fc2.forward(&h)?, self.dropout, mode)
+    }
+}
+
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub struct Block {
+    norm1: LayerNorm,
+    attn: Attention,
+    norm2: LayerNorm,
+    mlp: Mlp,
+    position: NormPosition,
+}
+
+impl Block {
+    pub fn new(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            norm1: LayerNorm::new(cfg.dim, cfg.norm_eps, vb.pp("norm1"))?,
+            attn: Attention::new(cfg, vb.pp("attn"))?,
+            norm2: LayerNorm::new(cfg.dim, cfg.norm_eps, vb.pp("norm2"))?,
+            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+            position: cfg.norm,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>, mode: &mut Mode) -> Result<Tensor> {
+        match self.position {
+            NormPosition::Pre => {
+                let x = (x + self.attn.forward(&self.norm1.forward(x)?, bias, mode)?)?;
+                &x + self.mlp.forward(&self.norm2.forward(&x)?, mode)?
+            }
+            NormPosition::Post => {
+                let x = self.norm1.forward(&(x + self.attn.forward(x, bias, mode)?)?)?;
+                self.norm2.forward(&(&x + self.mlp.forward(&x, mode)?)?)
+            }
+        }
+    }
+}
+
+/// A stack of blocks, with a final LayerNorm in the pre-norm arrangement.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    layers: Vec<Block>,
+    norm: Option<LayerNorm>,
+    dim: usize,
+}
+
+impl Encoder {
+    pub fn new(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
+        if let Err(msg) = cfg.validate() {
+            candle_core::bail!("invalid encoder config: {msg}");
+        }
+        let layers = (0..cfg.depth)
+            .map(|i| Block::new(cfg, vb.pp(format!("layers.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = match cfg.norm {
+            NormPosition::Pre => Some(LayerNorm::new(cfg.dim, cfg.norm_eps, vb.pp("norm"))?),
+            NormPosition::Post => None,
+        };
+        Ok(Self {
+            layers,
+            norm,
+            dim: cfg.dim,
+        })
+    }
+
+    /// # Shapes
+    /// - `x`: `[B, T, dim]` embeddings
+    /// - `padding_mask`: `[B, T]`, 1 where a token is real, 0 where it is padding
+    /// - returns `[B, T, dim]`
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        padding_mask: Option<&Tensor>,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        if d != self.dim {
+            candle_core::bail!("encoder input: expected last dimension {}, found {d}", self.dim);
+        }
+        let bias = match padding_mask {
+            Some(m) => {
+                if m.dims() != [b, t] {
+                    candle_core::bail!(
+                        "padding mask: expected shape [{b}, {t}], found {:?}",
+                        m.dims()
+                    );
+                }
+                // (1 - mask) * most-negative-finite, like HF's extended attention mask.
+                let m = m.to_dtype(DType::F32)?;
+                let bias = ((1.0 - m)? * f32::MIN as f64)?;
+                Some(bias.reshape((b, 1, 1, t))?.to_dtype(x.dtype())?)
+            }
+            None => None,
+        };
+        let mut h = x.clone();
+        for layer in &self.layers {
+            h = layer.forward(&h, bias.as_ref(), mode)?;
+        }
+        match &self.norm {
+            Some(norm) => norm.forward(&h),
+            None => Ok(h),
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+}
+
+/// Mean of hidden states over the tokens where `mask` is 1 (all tokens when `None`).
+/// `x: [B, T, D]`, `mask: [B, T]` → `[B, D]`.
+pub fn masked_mean(x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    match mask {
+        None => x.mean(1),
+        Some(m) => {
+            let m = m.to_dtype(x.dtype())?.unsqueeze(D::Minus1)?; // [B, T, 1]
+            let sum = x.broadcast_mul(&m)?.sum(1)?;
+            let count = m.sum(1)?.clamp(1e-9, f64::INFINITY)?;
+            sum.broadcast_div(&count)
+        }
+    }
+}

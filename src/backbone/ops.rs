@@ -1,0 +1,136 @@
+//! Differentiable building blocks.
+//!
+//! candle-nn 0.11's fused `ops::layer_norm`, `ops::softmax_last_dim` and
+//! `LayerNorm::forward` (on contiguous input) have no backward pass: gradients silently
+//! stop there. Everything here is composed from ops that do have one, and
+//! `tests/gradients.rs` checks that every trainable tensor receives a gradient.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+use rand::Rng;
+
+/// Layer normalisation over the last dimension, `y = (x - mean) / sqrt(var + eps) * w + b`.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(dim, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(dim, "bias", Init::Const(0.0))?,
+            eps,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+    }
+}
+
+/// Affine map `x W^T + b` on inputs of any rank; weights stored as `[out, in]` like PyTorch.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Xavier-uniform weights and zero bias, as MAE and timm initialise transformer layers.
+    pub fn new(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+        let bound = (6.0 / (in_dim + out_dim) as f64).sqrt();
+        let weight = vb.get_with_hints(
+            (out_dim, in_dim),
+            "weight",
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?;
+        let bias = if bias {
+            Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().unwrap_or(&0);
+        let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims;
+        if let Some(last) = out.last_mut() {
+            *last = self.weight.dim(0)?;
+        }
+        y.reshape(out)
+    }
+}
+
+/// Softmax over the last dimension, numerically stabilised by the row maximum.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Whether a forward pass trains (dropout on, drawing from the given RNG) or evaluates.
+pub enum Mode<'a> {
+    Eval,
+    Train(&'a mut dyn rand::RngCore),
+}
+
+impl Mode<'_> {
+    pub fn is_train(&self) -> bool {
+        matches!(self, Mode::Train(_))
+    }
+}
+
+/// Inverted dropout: in training, zero each element with probability `p` and scale the
+/// rest by `1 / (1 - p)`; identity in evaluation. The mask comes from the mode's RNG so
+/// runs are reproducible.
+pub fn dropout(x: &Tensor, p: f64, mode: &mut Mode) -> Result<Tensor> {
+    let rng = match mode {
+        Mode::Train(rng) if p > 0.0 => rng,
+        _ => return Ok(x.clone()),
+    };
+    if p >= 1.0 {
+        return x.zeros_like();
+    }
+    let scale = (1.0 / (1.0 - p)) as f32;
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| if rng.gen::<f64>() < p { 0.0 } else { scale })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    x.mul(&mask)
+}
+
+/// Cross-entropy from logits `[N, C]` and integer targets `[N]` (u32), mean over rows.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let max = logits.max_keepdim(D::Minus1)?.detach();
+    let shifted = logits.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let log_probs = shifted.broadcast_sub(&lse)?;
+    let picked = log_probs.gather(&targets.to_dtype(DType::U32)?.unsqueeze(1)?, 1)?;
+    picked.neg()?.mean_all()
+}

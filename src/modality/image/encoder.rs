@@ -1,0 +1,112 @@
+//! The image encoder: patch embedding + class token + fixed 2-D sin-cos positions, feeding
+//! the shared backbone. Objectives (MAE) and downstream heads use it under the prefix `vit.`.
+
+use candle_core::{Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::embed::PatchEmbed;
+use super::patch::sincos_2d;
+use crate::backbone::{Encoder, EncoderConfig, Mode};
+
+/// Geometry of the images an encoder takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageGeometry {
+    /// Side of the (square) input image, in pixels.
+    pub size: usize,
+    pub channels: usize,
+    /// Side of a square patch; must divide `size`.
+    pub patch: usize,
+}
+
+impl ImageGeometry {
+    pub fn grid(&self) -> usize {
+        self.size / self.patch
+    }
+    pub fn num_patches(&self) -> usize {
+        self.grid() * self.grid()
+    }
+    pub fn patch_dim(&self) -> usize {
+        self.patch * self.patch * self.channels
+    }
+}
+
+/// Fixed (not trained) position embeddings `[1, 1 + L, dim]`, the first row for the class
+/// token being zeros, as in MAE.
+pub fn sincos_with_cls(dim: usize, grid: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let mut values = vec![0f32; dim];
+    values.extend(sincos_2d(dim, grid));
+    Tensor::from_vec(values, (1, 1 + grid * grid, dim), device)
+}
+
+#[derive(Debug, Clone)]
+pub struct ImageEncoder {
+    pub patch_embed: PatchEmbed,
+    pub cls_token: Tensor,      // [1, 1, D]
+    pub pos_embed: Tensor,      // [1, 1 + L, D], fixed
+    pub encoder: Encoder,
+    pub geometry: ImageGeometry,
+}
+
+impl ImageEncoder {
+    pub fn new(geometry: ImageGeometry, cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
+        if geometry.patch == 0 || geometry.size % geometry.patch != 0 {
+            candle_core::bail!(
+                "image size {} is not divisible by patch size {}",
+                geometry.size,
+                geometry.patch
+            );
+        }
+        Ok(Self {
+            patch_embed: PatchEmbed::new(
+                geometry.channels,
+                geometry.patch,
+                cfg.dim,
+                vb.pp("patch_embed"),
+            )?,
+            cls_token: vb.get_with_hints(
+                (1, 1, cfg.dim),
+                "cls_token",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )?,
+            pos_embed: sincos_with_cls(cfg.dim, geometry.grid(), vb.device())?,
+            encoder: Encoder::new(cfg, vb.pp("encoder"))?,
+            geometry,
+        })
+    }
+
+    /// Patch tokens with their positions, no class token: `[B, C, H, W]` → `[B, L, D]`.
+    pub fn embed_patches(&self, imgs: &Tensor) -> Result<Tensor> {
+        let (_, c, h, w) = imgs.dims4()?;
+        let g = self.geometry;
+        if c != g.channels || h != g.size || w != g.size {
+            candle_core::bail!(
+                "image encoder: expected images [B, {}, {}, {}], found {:?}",
+                g.channels,
+                g.size,
+                g.size,
+                imgs.dims()
+            );
+        }
+        let x = self.patch_embed.forward(imgs)?;
+        x.broadcast_add(&self.pos_embed.narrow(1, 1, g.num_patches())?)
+    }
+
+    /// Prepends the class token (with its position) and runs the backbone:
+    /// `[B, T, D]` → `[B, 1 + T, D]`.
+    pub fn encode_tokens(&self, tokens: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        let b = tokens.dim(0)?;
+        let cls = (&self.cls_token + self.pos_embed.narrow(1, 0, 1)?)?;
+        let cls = cls.broadcast_as((b, 1, self.encoder.dim()))?;
+        let x = Tensor::cat(&[&cls, tokens], 1)?;
+        self.encoder.forward(&x, None, mode)
+    }
+
+    /// All tokens visible: `[B, C, H, W]` → hidden states `[B, 1 + L, D]`.
+    pub fn forward(&self, imgs: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        self.encode_tokens(&self.embed_patches(imgs)?, mode)
+    }
+}

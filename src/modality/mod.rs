@@ -1,0 +1,3 @@
+//! Modalities: data readers, tensor layouts and embedders, one module each.
+
+pub mod image;

@@ -1,0 +1,4 @@
+//! Pretext tasks, one file each. An objective owns its masking, its decoder and its loss;
+//! it depends on a modality's embedder and the backbone, never on another objective.
+
+pub mod mae;

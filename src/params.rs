@@ -1,0 +1,210 @@
+//! A named, ordered store of trainable parameters with *seeded* initialisation.
+//!
+//! Candle's `VarMap` initialises from the CPU device's thread RNG, which cannot be seeded,
+//! so two runs with the same recipe would start from different weights. `ParamStore` plugs
+//! into `VarBuilder` as a backend and draws each parameter from a ChaCha stream keyed by
+//! `(seed, parameter name)`: the result depends neither on construction order nor on the
+//! thread, and a run is reproducible bit for bit on CPU.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Shape, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone)]
+pub struct ParamStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    seed: u64,
+    vars: Mutex<BTreeMap<String, Var>>,
+}
+
+/// 64-bit FNV-1a: a stable hash of the parameter name (std's hasher is not stable).
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+fn init_values(init: Init, shape: &Shape, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    let n = shape.elem_count();
+    let uniform = |rng: &mut ChaCha8Rng, lo: f64, up: f64| -> Vec<f32> {
+        (0..n).map(|_| rng.gen_range(lo..up) as f32).collect()
+    };
+    match init {
+        Init::Const(c) => vec![c as f32; n],
+        Init::Randn { mean, stdev } => {
+            let d = Normal::new(mean, stdev.max(0.0)).expect("stdev is non-negative");
+            (0..n).map(|_| d.sample(rng) as f32).collect()
+        }
+        Init::Uniform { lo, up } if lo < up => uniform(rng, lo, up),
+        Init::Uniform { lo, .. } => vec![lo as f32; n],
+        Init::Kaiming {
+            dist,
+            fan,
+            non_linearity,
+        } => {
+            let fan = fan.for_shape(shape);
+            let std = non_linearity.gain() / (fan as f64).sqrt();
+            match dist {
+                candle_nn::init::NormalOrUniform::Uniform => {
+                    let bound = 3f64.sqrt() * std;
+                    uniform(rng, -bound, bound)
+                }
+                candle_nn::init::NormalOrUniform::Normal => {
+                    let d = Normal::new(0.0, std).expect("std is non-negative");
+                    (0..n).map(|_| d.sample(rng) as f32).collect()
+                }
+            }
+        }
+    }
+}
+
+impl ParamStore {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                seed,
+                vars: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// A `VarBuilder` that creates (or returns) parameters in this store.
+    pub fn var_builder(&self, device: &Device) -> VarBuilder<'static> {
+        let backend: Box<dyn candle_nn::var_builder::SimpleBackend> = Box::new(self.clone());
+        VarBuilder::from_backend(backend, DType::F32, device.clone())
+    }
+
+    /// All parameters, sorted by name.
+    pub fn vars(&self) -> Vec<(String, Var)> {
+        let vars = self.inner.vars.lock().expect("param store lock");
+        vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Parameters whose name starts with `prefix`.
+    pub fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, Var)> {
+        self.vars()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect()
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.vars().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Overwrite parameters with the given tensors. Every stored parameter must be present
+    /// with the same shape; unknown names are errors (nothing is silently ignored).
+    pub fn load_tensors(
+        &self,
+        tensors: &BTreeMap<String, Tensor>,
+        origin: &std::path::Path,
+    ) -> Result<()> {
+        let vars = self.inner.vars.lock().expect("param store lock");
+        for name in tensors.keys() {
+            if !vars.contains_key(name) {
+                return Err(Error::Checkpoint {
+                    path: origin.to_path_buf(),
+                    message: format!("unexpected tensor `{name}`: the model has no such parameter"),
+                });
+            }
+        }
+        for (name, var) in vars.iter() {
+            let t = tensors.get(name).ok_or_else(|| Error::Checkpoint {
+                path: origin.to_path_buf(),
+                message: format!("missing tensor `{name}` (shape {:?})", var.dims()),
+            })?;
+            if t.dims() != var.dims() {
+                return Err(Error::Checkpoint {
+                    path: origin.to_path_buf(),
+                    message: format!(
+                        "tensor `{name}`: expected shape {:?}, found {:?}",
+                        var.dims(),
+                        t.dims()
+                    ),
+                });
+            }
+            var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+        }
+        Ok(())
+    }
+
+    fn create(&self, shape: Shape, name: &str, init: Init, dev: &Device) -> candle_core::Result<Var> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.inner.seed ^ fnv1a(name));
+        let values = init_values(init, &shape, &mut rng);
+        Var::from_tensor(&Tensor::from_vec(values, shape, dev)?)
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for ParamStore {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        h: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let mut vars = self.inner.vars.lock().expect("param store lock");
+        if let Some(v) = vars.get(name) {
+            if v.shape() != &s {
+                candle_core::bail!(
+                    "parameter `{name}` requested with shape {s:?} but exists with {:?}",
+                    v.shape()
+                );
+            }
+            return v.as_tensor().to_dtype(dtype);
+        }
+        let var = self.create(s, name, h, dev)?;
+        let t = var.as_tensor().to_dtype(dtype)?;
+        vars.insert(name.to_string(), var);
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+        let vars = self.inner.vars.lock().expect("param store lock");
+        match vars.get(name) {
+            Some(v) => v.as_tensor().to_dtype(dtype),
+            None => candle_core::bail!("no parameter named `{name}`"),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.inner.vars.lock().expect("param store lock").contains_key(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_weights_in_any_order() {
+        let dev = Device::Cpu;
+        let a = ParamStore::new(7);
+        let b = ParamStore::new(7);
+        let va = a.var_builder(&dev);
+        let vb = b.var_builder(&dev);
+        let init = Init::Randn { mean: 0.0, stdev: 0.02 };
+        let x1 = va.get_with_hints((3, 4), "x", init).unwrap();
+        let y1 = va.get_with_hints(5, "y", init).unwrap();
+        let y2 = vb.get_with_hints(5, "y", init).unwrap();
+        let x2 = vb.get_with_hints((3, 4), "x", init).unwrap();
+        assert_eq!(x1.to_vec2::<f32>().unwrap(), x2.to_vec2::<f32>().unwrap());
+        assert_eq!(y1.to_vec1::<f32>().unwrap(), y2.to_vec1::<f32>().unwrap());
+        let c = ParamStore::new(8);
+        let x3 = c.var_builder(&dev).get_with_hints((3, 4), "x", init).unwrap();
+        assert_ne!(x1.to_vec2::<f32>().unwrap(), x3.to_vec2::<f32>().unwrap());
+        let std = x1.flatten_all().unwrap().sqr().unwrap().mean_all().unwrap();
+        assert!(std.to_scalar::<f32>().unwrap() > 0.0);
+    }
+}

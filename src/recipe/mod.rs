@@ -1,0 +1,491 @@
+//! Recipes: TOML files parsed into typed structs, with model presets, `--set`/`--unset`
+//! overrides, and validation that names the file and key of anything wrong — all before
+//! a device or a data set is touched.
+
+pub mod types;
+
+use std::path::{Path, PathBuf};
+
+pub use types::*;
+
+use crate::error::{Error, Result};
+
+/// Model presets shipped with the binary (`models/*.toml`), by name.
+pub const PRESETS: &[(&str, &str)] = &[
+    ("vit-tiny", include_str!("../../models/vit-tiny.toml")),
+    ("vit-mini", include_str!("../../models/vit-mini.toml")),
+];
+
+/// A recipe as loaded: the typed form plus where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub recipe: Recipe,
+    pub file: PathBuf,
+}
+
+/// One command-line override.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Override {
+    /// `--set a.b=value` (value parsed as TOML, else taken as a string).
+    Set(String, String),
+    /// `--unset a.b`.
+    Unset(String),
+}
+
+impl Override {
+    /// Parses the argument of `--set` (`KEY=VALUE`).
+    pub fn parse_set(arg: &str) -> Result<Self> {
+        match arg.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok(Override::Set(k.trim().into(), v.into())),
+            _ => Err(Error::Usage(format!(
+                "--set expects KEY=VALUE (e.g. --set train.steps=100), found `{arg}`"
+            ))),
+        }
+    }
+}
+
+/// Reads, overrides, resolves presets, type-checks and validates a recipe file. Data paths
+/// are not checked here (see [`check_paths`]).
+pub fn load(file: &Path, overrides: &[Override]) -> Result<Loaded> {
+    let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+    load_str(&text, file, overrides)
+}
+
+/// [`load`] on text already read; `file` names it in errors.
+pub fn load_str(text: &str, file: &Path, overrides: &[Override]) -> Result<Loaded> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| Error::Toml {
+        path: file.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    for o in overrides {
+        apply_override(&mut table, o, file)?;
+    }
+    resolve_preset(&mut table, file)?;
+    let recipe = deserialize(table, file)?;
+    validate(&recipe, file)?;
+    Ok(Loaded {
+        recipe,
+        file: file.to_path_buf(),
+    })
+}
+
+fn apply_override(table: &mut toml::Table, o: &Override, file: &Path) -> Result<()> {
+    let key = match o {
+        Override::Set(k, _) | Override::Unset(k) => k,
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(Error::Usage(format!("override key `{key}` is malformed")));
+    }
+    let (last, parents) = parts.split_last().expect("split on a non-empty key");
+    let mut cur = table;
+    for (i, p) in parents.iter().enumerate() {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            _ => {
+                return Err(Error::InvalidValue {
+                    file: file.to_path_buf(),
+                    key: parts[..=i].join("."),
+                    message: format!("is not a table, so `{key}` cannot be overridden"),
+                })
+            }
+        };
+    }
+    match o {
+        Override::Set(_, v) => {
+            let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(v.clone()));
+            cur.insert(last.to_string(), value);
+        }
+        Override::Unset(_) => {
+            cur.remove(*last);
+        }
+    }
+    Ok(())
+}
+
+/// Looks a preset up by name (built in) or as a `.toml` path relative to the recipe.
+fn preset_table(name: &str, file: &Path) -> Result<toml::Table> {
+    let (text, origin) = if name.ends_with(".toml") {
+        let path = file.parent().unwrap_or(Path::new(".")).join(name);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        (text, path)
+    } else {
+        let found = PRESETS.iter().find(|(n, _)| *n == name);
+        match found {
+            Some((_, text)) => (text.to_string(), PathBuf::from(format!("models/{name}.toml"))),
+            None => {
+                let names: Vec<String> = PRESETS.iter().map(|(n, _)| n.to_string()).collect();
+                return Err(Error::InvalidValue {
+                    file: file.to_path_buf(),
+                    key: "model.preset".into(),
+                    message: format!(
+                        "no preset named `{name}`{}",
+                        match closest(name, &names) {
+                            Some(s) => format!("; did you mean `{s}`?"),
+                            None => format!(" (presets: {})", names.join(", ")),
+                        }
+                    ),
+                });
+            }
+        }
+    };
+    toml::from_str(&text).map_err(|e| Error::Toml {
+        path: origin,
+        message: e.to_string(),
+    })
+}
+
+/// Fills keys missing from `[model]` with the preset's; keys set in the recipe win.
+fn resolve_preset(table: &mut toml::Table, file: &Path) -> Result<()> {
+    let Some(toml::Value::Table(model)) = table.get_mut("model") else {
+        return Ok(());
+    };
+    let name = match model.get("preset") {
+        None => return Ok(()),
+        Some(toml::Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(Error::InvalidValue {
+                file: file.to_path_buf(),
+                key: "model.preset".into(),
+                message: format!("expected a preset name, found {}", other.type_str()),
+            })
+        }
+    };
+    for (k, v) in preset_table(&name, file)? {
+        model.entry(k).or_insert(v);
+    }
+    Ok(())
+}
+
+fn deserialize(table: toml::Table, file: &Path) -> Result<Recipe> {
+    let value = toml::Value::Table(table);
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        match unknown_field(&message) {
+            Some((field, valid)) => {
+                // The path ends with the unknown key itself.
+                let key = if path.is_empty() || path == "." { field.clone() } else { path };
+                Error::UnknownKey {
+                    file: file.to_path_buf(),
+                    suggestion: closest(&field, &valid).map(|s| replace_last(&key, &s)),
+                    key,
+                    valid,
+                }
+            }
+            None => Error::InvalidValue {
+                file: file.to_path_buf(),
+                key: if path == "." { "(top level)".into() } else { path },
+                message,
+            },
+        }
+    })
+}
+
+fn replace_last(key: &str, last: &str) -> String {
+    match key.rsplit_once('.') {
+        Some((head, _)) => format!("{head}.{last}"),
+        None => last.to_string(),
+    }
+}
+
+/// Parses serde's `unknown field `x`, expected one of `a`, `b`` into (x, [a, b]).
+fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let valid = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some((field.to_string(), valid))
+}
+
+/// The valid name most similar to `given`, if any is similar enough.
+pub fn closest(given: &str, valid: &[String]) -> Option<String> {
+    valid
+        .iter()
+        .map(|v| (strsim::jaro_winkler(given, v), v))
+        .filter(|(score, _)| *score > 0.75)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, v)| v.clone())
+}
+
+fn check(ok: bool, file: &Path, key: &str, message: impl FnOnce() -> String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidValue {
+            file: file.to_path_buf(),
+            key: key.into(),
+            message: message(),
+        })
+    }
+}
+
+/// Value ranges and cross-field consistency.
+pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
+    check(
+        !r.name.is_empty()
+            && r.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+        file,
+        "name",
+        || format!("`{}` must be non-empty and use only letters, digits, - _ .", r.name),
+    )?;
+    crate::device::parse(&r.device).map_err(|m| Error::InvalidValue {
+        file: file.to_path_buf(),
+        key: "device".into(),
+        message: m,
+    })?;
+    r.model
+        .encoder_config()
+        .validate()
+        .map_err(|m| Error::InvalidValue {
+            file: file.to_path_buf(),
+            key: "model".into(),
+            message: m,
+        })?;
+
+    match r.data.modality {
+        Modality::Image => {
+            let img = r.data.image.as_ref().ok_or_else(|| Error::InvalidValue {
+                file: file.to_path_buf(),
+                key: "data.image".into(),
+                message: "required when data.modality = \"image\" (e.g. image = { size = 28, channels = 1, patch = 4 })".into(),
+            })?;
+            check(img.patch > 0 && img.size % img.patch == 0, file, "data.image.patch", || {
+                format!("patch {} must divide size {}", img.patch, img.size)
+            })?;
+            check(img.channels > 0, file, "data.image.channels", || "must be positive".into())?;
+            check(img.mean.len() == img.channels, file, "data.image.mean", || {
+                format!("needs one value per channel ({}), found {}", img.channels, img.mean.len())
+            })?;
+            check(
+                img.std.len() == img.channels && img.std.iter().all(|s| *s > 0.0),
+                file,
+                "data.image.std",
+                || format!("needs {} positive values", img.channels),
+            )?;
+            check(r.model.dim % 4 == 0, file, "model.dim", || {
+                format!("{} must be divisible by 4 (2-D sin-cos positions)", r.model.dim)
+            })?;
+        }
+    }
+
+    let o = &r.objective;
+    check(o.mask_ratio > 0.0 && o.mask_ratio < 1.0, file, "objective.mask_ratio", || {
+        format!("must be in (0, 1), found {}", o.mask_ratio)
+    })?;
+    check(
+        o.decoder.dim > 0 && o.decoder.dim % 4 == 0,
+        file,
+        "objective.decoder.dim",
+        || format!("{} must be a positive multiple of 4", o.decoder.dim),
+    )?;
+    check(
+        o.decoder.depth > 0 && o.decoder.heads > 0 && o.decoder.dim % o.decoder.heads == 0,
+        file,
+        "objective.decoder.heads",
+        || format!("depth and heads must be positive and heads ({}) must divide dim ({})", o.decoder.heads, o.decoder.dim),
+    )?;
+
+    let t = &r.train;
+    check(t.steps > 0, file, "train.steps", || "must be positive".into())?;
+    check(t.batch_size > 0, file, "train.batch_size", || "must be positive".into())?;
+    check(t.grad_accum > 0, file, "train.grad_accum", || "must be positive".into())?;
+    let opt = &t.optimizer;
+    check(opt.lr.is_finite() && opt.lr > 0.0, file, "train.optimizer.lr", || {
+        format!("must be a positive number, found {}", opt.lr)
+    })?;
+    check(opt.weight_decay >= 0.0, file, "train.optimizer.weight_decay", || {
+        "must not be negative".into()
+    })?;
+    check(
+        opt.betas.iter().all(|b| (0.0..1.0).contains(b)),
+        file,
+        "train.optimizer.betas",
+        || format!("each must be in [0, 1), found {:?}", opt.betas),
+    )?;
+    check(opt.eps > 0.0, file, "train.optimizer.eps", || "must be positive".into())?;
+    check(t.schedule.warmup_steps <= t.steps, file, "train.schedule.warmup_steps", || {
+        format!("{} exceeds train.steps ({})", t.schedule.warmup_steps, t.steps)
+    })?;
+    check(
+        t.schedule.min_lr >= 0.0 && t.schedule.min_lr <= opt.lr,
+        file,
+        "train.schedule.min_lr",
+        || format!("must be in [0, lr], found {}", t.schedule.min_lr),
+    )?;
+    if let Some(c) = t.clip_grad_norm {
+        check(c > 0.0, file, "train.clip_grad_norm", || "must be positive".into())?;
+    }
+    check(t.checkpoint_every > 0, file, "train.checkpoint_every", || "must be positive".into())?;
+    check(t.keep_checkpoints > 0, file, "train.keep_checkpoints", || "must be at least 1".into())?;
+    check(t.log_every > 0, file, "train.log_every", || "must be positive".into())?;
+
+    for (i, d) in r.downstream.iter().enumerate() {
+        let key = |k: &str| format!("downstream[{i}].{k}");
+        check(
+            !d.label_fractions.is_empty() && d.label_fractions.iter().all(|f| *f > 0.0 && *f <= 1.0),
+            file,
+            &key("label_fractions"),
+            || format!("each must be in (0, 1], found {:?}", d.label_fractions),
+        )?;
+        check(d.epochs > 0, file, &key("epochs"), || "must be positive".into())?;
+        check(d.lr > 0.0, file, &key("lr"), || "must be positive".into())?;
+        check(d.batch_size > 0, file, &key("batch_size"), || "must be positive".into())?;
+        check(r.data.train.labels.is_some(), file, "data.train.labels", || {
+            "a downstream head needs labels for the training split".into()
+        })?;
+        check(
+            r.data.test.as_ref().is_some_and(|t| t.labels.is_some()),
+            file,
+            "data.test.labels",
+            || "a downstream head needs a labelled test split".into(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Every data file the recipe names exists.
+pub fn check_paths(r: &Recipe, file: &Path) -> Result<()> {
+    let mut sources = vec![("data.train", &r.data.train)];
+    if let Some(t) = &r.data.test {
+        sources.push(("data.test", t));
+    }
+    for (key, src) in sources {
+        let mut paths = vec![("images", &src.images)];
+        if let Some(l) = &src.labels {
+            paths.push(("labels", l));
+        }
+        for (k, p) in paths {
+            if !p.exists() {
+                return Err(Error::MissingFile {
+                    file: file.to_path_buf(),
+                    key: format!("{key}.{k}"),
+                    path: p.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The recipe as TOML, as it will run (presets and overrides applied, defaults filled in).
+pub fn to_toml(r: &Recipe) -> String {
+    toml::to_string_pretty(r).expect("a recipe always serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "t"
+[model]
+preset = "vit-mini"
+[data]
+modality = "image"
+train = { format = "idx", images = "a.gz" }
+image = { size = 28, channels = 1, patch = 4 }
+[objective]
+kind = "mae"
+decoder = { dim = 32, depth = 1, heads = 2 }
+[train]
+steps = 10
+batch_size = 4
+optimizer = { kind = "adamw", lr = 1e-3 }
+"#;
+
+    fn load(text: &str, o: &[Override]) -> Result<Loaded> {
+        load_str(text, Path::new("r.toml"), o)
+    }
+
+    #[test]
+    fn misspelled_key_names_file_key_and_suggestion() {
+        let text = MINIMAL.replace("kind = \"mae\"", "kind = \"mae\"\nmask_rato = 0.5");
+        let err = load(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("r.toml"), "{err}");
+        assert!(err.contains("objective.mask_rato"), "{err}");
+        assert!(err.contains("did you mean `objective.mask_ratio`"), "{err}");
+    }
+
+    #[test]
+    fn misspelled_top_level_and_inline_keys() {
+        let err = load(&MINIMAL.replace("seed", "x").replace("name = \"t\"", "name = \"t\"\nsede = 1"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown key `sede`") && err.contains("`seed`"), "{err}");
+        let err = load(&MINIMAL.replace("lr = 1e-3", "lr = 1e-3, weight_decy = 0.1"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train.optimizer.weight_decy"), "{err}");
+        assert!(err.contains("train.optimizer.weight_decay"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_and_range_name_the_key() {
+        let err = load(&MINIMAL.replace("steps = 10", "steps = \"ten\""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train.steps"), "{err}");
+        let err = load(MINIMAL, &[Override::parse_set("objective.mask_ratio=1.5").unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("objective.mask_ratio") && err.contains("(0, 1)"), "{err}");
+    }
+
+    #[test]
+    fn malformed_toml_names_file_and_line() {
+        let err = load("name = \"t\"\n[model\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("r.toml") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn preset_fills_and_recipe_wins() {
+        let r = load(MINIMAL, &[]).unwrap().recipe;
+        let preset: toml::Table = toml::from_str(PRESETS[1].1).unwrap();
+        assert_eq!(r.model.dim as i64, preset["dim"].as_integer().unwrap());
+        let r = load(MINIMAL, &[Override::parse_set("model.depth=1").unwrap()]).unwrap().recipe;
+        assert_eq!(r.model.depth, 1);
+        let err = load(&MINIMAL.replace("vit-mini", "vit-qiuck"), &[]).unwrap_err().to_string();
+        assert!(err.contains("did you mean `vit-mini`"), "{err}");
+    }
+
+    #[test]
+    fn set_and_unset() {
+        let r = load(
+            MINIMAL,
+            &[
+                Override::parse_set("train.schedule.kind=cosine").unwrap(),
+                Override::parse_set("name=other").unwrap(),
+                Override::Unset("train.optimizer.lr".into()),
+                Override::parse_set("train.optimizer.lr=0.5").unwrap(),
+            ],
+        )
+        .unwrap()
+        .recipe;
+        assert_eq!(r.train.schedule.kind, ScheduleKind::Cosine);
+        assert_eq!(r.name, "other");
+        assert_eq!(r.train.optimizer.lr, 0.5);
+        let err = load(MINIMAL, &[Override::Unset("train.steps".into())]).unwrap_err().to_string();
+        assert!(err.contains("train") && err.contains("steps"), "{err}");
+        assert!(Override::parse_set("novalue").is_err());
+    }
+
+    #[test]
+    fn resolved_recipe_round_trips() {
+        let r = load(MINIMAL, &[]).unwrap().recipe;
+        let again = load(&to_toml(&r), &[]).unwrap().recipe;
+        assert_eq!(r, again);
+    }
+}

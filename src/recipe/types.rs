@@ -1,0 +1,328 @@
+//! The recipe schema: typed, documented, with every default in one place.
+//!
+//! Every struct denies unknown fields; `recipe::load` turns serde's complaint into an error
+//! naming the file, the full key and the closest valid key.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backbone::{Activation, EncoderConfig, NormPosition};
+
+/// A complete recipe: what to pretrain, on what, how, and what to evaluate afterwards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Names the run directory (`runs/<name>`).
+    pub name: String,
+    /// The one seed for weights, data order, masking and dropout.
+    #[serde(default)]
+    pub seed: u64,
+    /// `auto` | `cpu` | `cuda:N` | `metal`.
+    #[serde(default = "defaults::device")]
+    pub device: String,
+    pub model: ModelSection,
+    pub data: DataSection,
+    pub objective: ObjectiveSection,
+    pub train: TrainSection,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub downstream: Vec<DownstreamSection>,
+}
+
+/// The encoder. `preset = "NAME"` fills unset keys from `models/NAME.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    pub dim: usize,
+    pub depth: usize,
+    pub heads: usize,
+    /// MLP hidden size; default `4 * dim`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlp_dim: Option<usize>,
+    #[serde(default = "defaults::norm")]
+    pub norm: NormPosition,
+    #[serde(default = "defaults::activation")]
+    pub activation: Activation,
+    #[serde(default = "defaults::norm_eps")]
+    pub norm_eps: f64,
+    #[serde(default = "defaults::yes")]
+    pub qkv_bias: bool,
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default)]
+    pub attention_dropout: f64,
+}
+
+impl ModelSection {
+    pub fn encoder_config(&self) -> EncoderConfig {
+        EncoderConfig {
+            dim: self.dim,
+            depth: self.depth,
+            heads: self.heads,
+            mlp_dim: self.mlp_dim.unwrap_or(4 * self.dim),
+            norm: self.norm,
+            activation: self.activation,
+            norm_eps: self.norm_eps,
+            qkv_bias: self.qkv_bias,
+            dropout: self.dropout,
+            attention_dropout: self.attention_dropout,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Modality {
+    Image,
+}
+
+/// Where the data is and how it becomes tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    pub modality: Modality,
+    /// Pretraining split (labels, if present, are ignored by pretraining).
+    pub train: DataSource,
+    /// Held-out split: reconstruction pictures and downstream evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<DataSource>,
+    /// Required when `modality = "image"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageSection>,
+}
+
+/// A file-based data source. Relative paths are relative to the directory `pretext` runs in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSource {
+    /// `idx` (MNIST-style, optionally gzip-compressed).
+    pub format: DataFormat,
+    pub images: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<PathBuf>,
+    /// Use only the first N examples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    Idx,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSection {
+    /// Side of the square input, in pixels (must equal the data's for IDX).
+    pub size: usize,
+    pub channels: usize,
+    /// Patch side; must divide `size`.
+    pub patch: usize,
+    /// Per-channel normalisation applied after scaling pixels to [0, 1].
+    #[serde(default = "defaults::half")]
+    pub mean: Vec<f32>,
+    #[serde(default = "defaults::half")]
+    pub std: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ObjectiveKind {
+    Mae,
+}
+
+/// The pretext task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectiveSection {
+    pub kind: ObjectiveKind,
+    /// Fraction of patches removed, in (0, 1).
+    #[serde(default = "defaults::mask_ratio")]
+    pub mask_ratio: f64,
+    /// Predict per-patch normalised pixels.
+    #[serde(default = "defaults::yes")]
+    pub norm_pix_loss: bool,
+    pub decoder: DecoderSection,
+}
+
+/// MAE's light decoder (pre-norm, exact GELU, the model's norm_eps).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecoderSection {
+    pub dim: usize,
+    pub depth: usize,
+    pub heads: usize,
+    /// Default `4 * dim`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlp_dim: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Examples per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches whose gradients are summed per optimizer step (effective batch =
+    /// `batch_size * grad_accum`).
+    #[serde(default = "defaults::one")]
+    pub grad_accum: usize,
+    pub optimizer: OptimizerSection,
+    #[serde(default)]
+    pub schedule: ScheduleSection,
+    /// Clip gradients to this global L2 norm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_grad_norm: Option<f64>,
+    /// Write a checkpoint (and pictures) every N steps, and at the end.
+    #[serde(default = "defaults::checkpoint_every")]
+    pub checkpoint_every: usize,
+    /// Checkpoints kept on disk (oldest removed first).
+    #[serde(default = "defaults::keep_checkpoints")]
+    pub keep_checkpoints: usize,
+    /// Log a metrics line every N steps.
+    #[serde(default = "defaults::log_every")]
+    pub log_every: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adamw,
+}
+
+/// AdamW (decoupled weight decay). Biases, norms, and tokens get no weight decay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerSection {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    #[serde(default = "defaults::weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "defaults::betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "defaults::eps")]
+    pub eps: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    #[default]
+    Constant,
+    Linear,
+    Cosine,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSection {
+    #[serde(default)]
+    pub kind: ScheduleKind,
+    /// Steps of linear warm-up from 0 to `lr`.
+    #[serde(default)]
+    pub warmup_steps: usize,
+    /// Final learning rate for linear and cosine decay.
+    #[serde(default)]
+    pub min_lr: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadKind {
+    LinearProbe,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The class token's final hidden state.
+    Cls,
+    /// Mean of the patch tokens' final hidden states.
+    Mean,
+}
+
+/// A downstream evaluation of the pretrained encoder on the labelled splits
+/// (`data.train` with labels for training, `data.test` for accuracy).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownstreamSection {
+    pub head: HeadKind,
+    #[serde(default = "defaults::pooling")]
+    pub pooling: Pooling,
+    /// Fractions of the labelled training split to train on (stratified, seeded draws).
+    #[serde(default = "defaults::fractions")]
+    pub label_fractions: Vec<f64>,
+    #[serde(default = "defaults::probe_epochs")]
+    pub epochs: usize,
+    #[serde(default = "defaults::probe_lr")]
+    pub lr: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default = "defaults::probe_batch")]
+    pub batch_size: usize,
+}
+
+mod defaults {
+    use super::*;
+    pub fn device() -> String {
+        "auto".into()
+    }
+    pub fn norm() -> NormPosition {
+        NormPosition::Pre
+    }
+    pub fn activation() -> Activation {
+        Activation::Gelu
+    }
+    pub fn norm_eps() -> f64 {
+        1e-6
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn one() -> usize {
+        1
+    }
+    pub fn half() -> Vec<f32> {
+        vec![0.5]
+    }
+    pub fn mask_ratio() -> f64 {
+        0.75
+    }
+    pub fn checkpoint_every() -> usize {
+        500
+    }
+    pub fn keep_checkpoints() -> usize {
+        3
+    }
+    pub fn log_every() -> usize {
+        10
+    }
+    pub fn weight_decay() -> f64 {
+        0.05
+    }
+    pub fn betas() -> [f64; 2] {
+        [0.9, 0.95]
+    }
+    pub fn eps() -> f64 {
+        1e-8
+    }
+    pub fn pooling() -> Pooling {
+        Pooling::Cls
+    }
+    pub fn fractions() -> Vec<f64> {
+        vec![1.0]
+    }
+    pub fn probe_epochs() -> usize {
+        100
+    }
+    pub fn probe_lr() -> f64 {
+        1e-2
+    }
+    pub fn probe_batch() -> usize {
+        256
+    }
+}

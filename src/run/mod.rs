@@ -1,0 +1,227 @@
+//! Running a recipe: pretraining, then the downstream heads, in a run directory that can
+//! be resumed at any time with `pretext run RUN_DIR`.
+
+pub mod dir;
+pub mod downstream;
+pub mod pretrain;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::backbone::Mode;
+use crate::error::{Error, Result};
+use crate::modality::image::dataset::ImageDataset;
+use crate::objective::mae::Mae;
+use crate::params::ParamStore;
+use crate::recipe::{self, DataSource, ImageSection, Loaded, Override, Recipe};
+use crate::train::{self, checkpoint};
+use downstream::DownstreamResult;
+use pretrain::{mae_config, MaeTask};
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Parent of new run directories (default `runs`).
+    pub runs_root: Option<PathBuf>,
+    /// Exact run directory for a new run (must not exist yet).
+    pub out: Option<PathBuf>,
+    /// Stop after this step as if interrupted (for tests of resumption).
+    pub stop_after: Option<usize>,
+    /// Skip the downstream stage.
+    pub skip_downstream: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub name: String,
+    pub run_dir: PathBuf,
+    pub steps: usize,
+    pub final_loss: f32,
+    /// Throughput and time of the last invocation (a resumed run counts only its part).
+    pub samples_per_s: f64,
+    pub pretrain_seconds: f64,
+    pub encoder_parameters: usize,
+    pub total_parameters: usize,
+    pub downstream: Vec<DownstreamResult>,
+}
+
+/// Everything a recipe needs, built and checked.
+struct Prepared {
+    device: Device,
+    image: ImageSection,
+    train: ImageDataset,
+    test: Option<ImageDataset>,
+    params: ParamStore,
+    mae: Mae,
+}
+
+fn load_images(src: &DataSource, key: &str, image: &ImageSection, file: &Path) -> Result<ImageDataset> {
+    let mut data = ImageDataset::from_idx(&src.images, src.labels.as_deref())?;
+    if data.size != image.size || data.channels != image.channels {
+        return Err(Error::InvalidValue {
+            file: file.to_path_buf(),
+            key: "data.image".into(),
+            message: format!(
+                "{} ({key}) holds {}-channel {}x{} images but the recipe says channels = {}, size = {}",
+                src.images.display(),
+                data.channels,
+                data.size,
+                data.size,
+                image.channels,
+                image.size
+            ),
+        });
+    }
+    if let Some(limit) = src.limit {
+        let keep: Vec<usize> = (0..data.len.min(limit)).collect();
+        data = data.subset(&keep);
+    }
+    if data.len == 0 {
+        return Err(Error::data(&src.images, format!("{key} has no examples")));
+    }
+    Ok(data)
+}
+
+fn prepare(r: &Recipe, file: &Path) -> Result<Prepared> {
+    recipe::check_paths(r, file)?;
+    let image = r.data.image.clone().ok_or_else(|| Error::InvalidValue {
+        file: file.to_path_buf(),
+        key: "data.image".into(),
+        message: "missing".into(),
+    })?;
+    let train = load_images(&r.data.train, "data.train", &image, file)?;
+    let test = r.data.test.as_ref().map(|t| load_images(t, "data.test", &image, file)).transpose()?;
+    let device = crate::device::open(crate::device::parse(&r.device).map_err(Error::Usage)?)?;
+    let params = ParamStore::new(r.seed);
+    let mae = Mae::new(&mae_config(r, &image), params.var_builder(&device))?;
+    Ok(Prepared { device, image, train, test, params, mae })
+}
+
+/// Validates a recipe through one forward pass of one batch, without training; returns a
+/// report of the shapes involved.
+pub fn dry_run(loaded: &Loaded) -> Result<String> {
+    let r = &loaded.recipe;
+    let p = prepare(r, &loaded.file)?;
+    let b = r.train.batch_size.min(p.train.len);
+    let idx: Vec<usize> = (0..b).collect();
+    let imgs = p.train.batch(&idx, &p.image.mean, &p.image.std, &p.device)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
+    let noise = p.mae.sample_noise(b, &mut rng, &p.device)?;
+    let out = p.mae.forward(&imgs, &noise, &mut Mode::Eval)?;
+    let loss = out.loss.to_scalar::<f32>()?;
+    if !loss.is_finite() {
+        return Err(Error::NonFinite { step: 0, loss });
+    }
+    let encoder_params = p.params.vars_with_prefix("vit.").iter().map(|(_, v)| v.elem_count()).sum::<usize>();
+    let mut report = format!(
+        "recipe `{}` is valid\n  train: {} images{}\n  model: {} parameters ({} in the encoder)\n  batch: images {:?} -> {} visible of {} patches -> prediction {:?}\n  initial loss: {loss:.4}\n",
+        r.name,
+        p.train.len,
+        p.test.as_ref().map_or(String::new(), |t| format!(", test: {} images", t.len)),
+        p.params.num_params(),
+        encoder_params,
+        imgs.dims(),
+        p.mae.len_keep(),
+        p.image.size / p.image.patch * (p.image.size / p.image.patch),
+        out.pred.dims(),
+    );
+    for (i, d) in r.downstream.iter().enumerate() {
+        let f = downstream::features(&p.mae.vit, &p.train.subset(&idx[..b.min(4)]), &p.image, d.pooling, &p.device)?;
+        report.push_str(&format!(
+            "  downstream[{i}]: {:?} on {:?}-pooled features {:?}, label fractions {:?}\n",
+            d.head, d.pooling, f.dims(), d.label_fractions
+        ));
+    }
+    Ok(report)
+}
+
+/// Starts a new run of a loaded recipe.
+pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
+    recipe::check_paths(&loaded.recipe, &loaded.file)?;
+    let run_dir = match &opts.out {
+        Some(out) => {
+            std::fs::create_dir(out).map_err(|e| Error::io(out, e))?;
+            out.clone()
+        }
+        None => dir::create(opts.runs_root.as_deref().unwrap_or(Path::new("runs")), &loaded.recipe.name)?,
+    };
+    dir::write_recipe(&run_dir, &loaded.recipe, &loaded.file)?;
+    eprintln!("run directory: {}", run_dir.display());
+    execute(&loaded.recipe, &run_dir, &loaded.file, opts)
+}
+
+/// Resumes (or finishes) the run in `run_dir` from its latest checkpoint. Overrides (for
+/// example a larger `train.steps`) are applied to its recipe and saved.
+pub fn resume(run_dir: &Path, overrides: &[Override], opts: &RunOptions) -> Result<Summary> {
+    let file = run_dir.join(dir::RECIPE_FILE);
+    let loaded = recipe::load(&file, overrides)?;
+    if !overrides.is_empty() {
+        dir::write_recipe(run_dir, &loaded.recipe, &file)?;
+    }
+    execute(&loaded.recipe, run_dir, &file, opts)
+}
+
+fn execute(r: &Recipe, run_dir: &Path, file: &Path, opts: &RunOptions) -> Result<Summary> {
+    let p = prepare(r, file)?;
+    let ckpt = match checkpoint::latest(&run_dir.join("checkpoints"))? {
+        Some(path) => {
+            let c = checkpoint::load(&path, &p.device)?;
+            eprintln!("resuming from {} (step {})", path.display(), c.state.step);
+            Some(c)
+        }
+        None => None,
+    };
+    let preview = p.test.as_ref().unwrap_or(&p.train);
+    let task = MaeTask {
+        mae: &p.mae,
+        train: &p.train,
+        preview,
+        image: &p.image,
+        device: p.device.clone(),
+        seed: r.seed,
+    };
+    let started = Instant::now();
+    let outcome = train::train(&task, &p.params, &r.train, r.seed, run_dir, ckpt, opts.stop_after)?;
+    let pretrain_seconds = started.elapsed().as_secs_f64();
+
+    let mut results = Vec::new();
+    if outcome.step == r.train.steps && !opts.skip_downstream {
+        for section in &r.downstream {
+            let test = p.test.as_ref().ok_or_else(|| Error::InvalidValue {
+                file: file.to_path_buf(),
+                key: "data.test".into(),
+                message: "downstream evaluation needs a test split".into(),
+            })?;
+            let rs = downstream::evaluate(section, &p.mae.vit, &p.train, test, &p.image, r.seed, &p.device)?;
+            for d in &rs {
+                eprintln!(
+                    "{:?} ({:?} pooling), {:.0} % of labels ({} examples): test accuracy {:.2} %",
+                    d.head,
+                    d.pooling,
+                    d.label_fraction * 100.0,
+                    d.train_examples,
+                    d.test_accuracy * 100.0
+                );
+            }
+            results.extend(rs);
+        }
+    }
+    let summary = Summary {
+        name: r.name.clone(),
+        run_dir: run_dir.to_path_buf(),
+        steps: outcome.step,
+        final_loss: outcome.last_loss,
+        samples_per_s: outcome.samples_per_s,
+        pretrain_seconds,
+        encoder_parameters: p.params.vars_with_prefix("vit.").iter().map(|(_, v)| v.elem_count()).sum(),
+        total_parameters: p.params.num_params(),
+        downstream: results,
+    };
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::data(run_dir, e.to_string()))?;
+    crate::tensor_io::write_atomic(&run_dir.join(dir::SUMMARY_FILE), json.as_bytes())?;
+    Ok(summary)
+}

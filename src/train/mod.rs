@@ -1,0 +1,11 @@
+//! Training machinery shared by every objective: the optimizer, LR schedules, the data
+//! sampler, full-state checkpoints, metrics, and the loop that ties them together.
+
+pub mod checkpoint;
+pub mod r#loop;
+pub mod metrics;
+pub mod optim;
+pub mod sampler;
+pub mod schedule;
+
+pub use r#loop::{train, TrainOutcome, TrainTask};

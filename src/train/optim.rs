@@ -1,0 +1,208 @@
+//! AdamW (Loshchilov & Hutter) with two parameter groups, and global-norm gradient
+//! clipping. The update is PyTorch's `torch.optim.AdamW`:
+//! `p -= lr*wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;
+//!  p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)`.
+//! Weight decay skips biases, norm weights and learned tokens (anything of rank ≤ 1, or
+//! named `*_token` / `*pos_embed*`), as timm and MAE do.
+
+use std::collections::BTreeMap;
+
+use candle_core::{backprop::GradStore, Tensor, Var};
+
+use crate::error::{Error, Result};
+use crate::recipe::OptimizerSection;
+
+struct Param {
+    name: String,
+    var: Var,
+    decay: bool,
+    m: Tensor,
+    v: Tensor,
+}
+
+pub struct AdamW {
+    params: Vec<Param>,
+    lr_scale_wd: f64,
+    betas: [f64; 2],
+    eps: f64,
+    /// Updates applied so far (Adam's `t`).
+    pub steps: usize,
+}
+
+/// Whether a parameter gets weight decay.
+pub fn decays(name: &str, var: &Var) -> bool {
+    var.rank() >= 2 && !name.ends_with("_token") && !name.contains("pos_embed")
+}
+
+impl AdamW {
+    pub fn new(vars: Vec<(String, Var)>, cfg: &OptimizerSection) -> Result<Self> {
+        let params = vars
+            .into_iter()
+            .map(|(name, var)| {
+                Ok(Param {
+                    decay: decays(&name, &var),
+                    m: var.zeros_like()?,
+                    v: var.zeros_like()?,
+                    name,
+                    var,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { params, lr_scale_wd: cfg.weight_decay, betas: cfg.betas, eps: cfg.eps, steps: 0 })
+    }
+
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &Var)> {
+        self.params.iter().map(|p| (p.name.as_str(), &p.var))
+    }
+
+    /// Applies one update from `grads` (one entry per parameter, in `vars()` order; `None`
+    /// for a parameter the loss does not reach).
+    pub fn step(&mut self, grads: &[Option<Tensor>], lr: f64) -> Result<()> {
+        self.steps += 1;
+        let [b1, b2] = self.betas;
+        let t = self.steps as i32;
+        let step_size = lr / (1.0 - b1.powi(t));
+        let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
+        for (p, g) in self.params.iter_mut().zip(grads) {
+            let Some(g) = g else { continue };
+            p.m = ((&p.m * b1)? + (g * (1.0 - b1))?)?;
+            p.v = ((&p.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let mut w = p.var.as_tensor().detach();
+            if p.decay && self.lr_scale_wd > 0.0 {
+                w = (w * (1.0 - lr * self.lr_scale_wd))?;
+            }
+            let denom = ((p.v.sqrt()? / bc2_sqrt)? + self.eps)?;
+            let update = ((&p.m / denom)? * step_size)?;
+            p.var.set(&(w - update)?)?;
+        }
+        Ok(())
+    }
+
+    /// Moments as named tensors (`m.NAME`, `v.NAME`) for a checkpoint.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .flat_map(|p| [(format!("m.{}", p.name), p.m.clone()), (format!("v.{}", p.name), p.v.clone())])
+            .collect()
+    }
+
+    /// Restores moments saved by [`AdamW::state`]; every parameter's must be present.
+    pub fn load_state(&mut self, state: &BTreeMap<String, Tensor>, steps: usize, origin: &std::path::Path) -> Result<()> {
+        for p in &mut self.params {
+            for (slot, which) in [(&mut p.m, "m"), (&mut p.v, "v")] {
+                let key = format!("{which}.{}", p.name);
+                let t = state.get(&key).ok_or_else(|| Error::Checkpoint {
+                    path: origin.to_path_buf(),
+                    message: format!("missing optimizer state `optim.{key}`"),
+                })?;
+                if t.dims() != p.var.dims() {
+                    return Err(Error::Checkpoint {
+                        path: origin.to_path_buf(),
+                        message: format!("optimizer state `optim.{key}`: expected shape {:?}, found {:?}", p.var.dims(), t.dims()),
+                    });
+                }
+                *slot = t.clone();
+            }
+        }
+        self.steps = steps;
+        Ok(())
+    }
+}
+
+/// Gradients of `vars` from a backward pass, in order.
+pub fn collect_grads<'a>(grads: &GradStore, vars: impl Iterator<Item = &'a Var>) -> Vec<Option<Tensor>> {
+    vars.map(|v| grads.get(v.as_tensor()).cloned()).collect()
+}
+
+/// Adds `more` into `acc` elementwise (gradient accumulation).
+pub fn accumulate(acc: &mut [Option<Tensor>], more: Vec<Option<Tensor>>) -> Result<()> {
+    for (a, m) in acc.iter_mut().zip(more) {
+        *a = match (a.take(), m) {
+            (Some(x), Some(y)) => Some((x + y)?),
+            (x, y) => x.or(y),
+        };
+    }
+    Ok(())
+}
+
+/// Global L2 norm of all gradients.
+pub fn global_norm(grads: &[Option<Tensor>]) -> Result<f64> {
+    let mut total = 0f64;
+    for g in grads.iter().flatten() {
+        total += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    }
+    Ok(total.sqrt())
+}
+
+/// Scales gradients so their global norm is at most `max_norm` (PyTorch's
+/// `clip_grad_norm_`, eps 1e-6). Returns the norm before clipping.
+pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
+    let norm = global_norm(grads)?;
+    let scale = max_norm / (norm + 1e-6);
+    if scale < 1.0 {
+        for g in grads.iter_mut().flatten() {
+            *g = (&*g * scale)?;
+        }
+    }
+    Ok(norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::OptimizerKind;
+    use candle_core::Device;
+
+    #[test]
+    fn matches_pytorch_adamw_two_steps() {
+        // torch.optim.AdamW([p], lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.5)
+        // with p = [[1., -2.]], grads [[0.5, 0.25]] then [[-1., 2.]].
+        let dev = Device::Cpu;
+        let var = Var::from_tensor(&Tensor::new(&[[1f32, -2.0]], &dev).unwrap()).unwrap();
+        let cfg = OptimizerSection { kind: OptimizerKind::Adamw, lr: 0.1, weight_decay: 0.5, betas: [0.9, 0.999], eps: 1e-8 };
+        let mut opt = AdamW::new(vec![("w".into(), var.clone())], &cfg).unwrap();
+        let g1 = Tensor::new(&[[0.5f32, 0.25]], &dev).unwrap();
+        opt.step(&[Some(g1)], 0.1).unwrap();
+        let p1 = var.as_tensor().to_vec2::<f32>().unwrap();
+        // decay: 1*(1-0.05)=0.95, -1.9; Adam step t=1 moves by lr*sign(g) = 0.1.
+        assert!((p1[0][0] - 0.85).abs() < 1e-6 && (p1[0][1] + 2.0).abs() < 1e-6, "{p1:?}");
+        let g2 = Tensor::new(&[[-1f32, 2.0]], &dev).unwrap();
+        opt.step(&[Some(g2)], 0.1).unwrap();
+        let p2 = var.as_tensor().to_vec2::<f32>().unwrap();
+        // Reference from the formula in f64.
+        let reference = |p0: f64, ga: f64, gb: f64| {
+            let (b1, b2, lr, wd, eps) = (0.9f64, 0.999f64, 0.1, 0.5, 1e-8);
+            let mut p = p0 * (1.0 - lr * wd);
+            let m = (1.0 - b1) * ga;
+            let v = (1.0 - b2) * ga * ga;
+            p -= lr / (1.0 - b1) * m / ((v).sqrt() / (1.0 - b2).sqrt() + eps);
+            p *= 1.0 - lr * wd;
+            let m = b1 * m + (1.0 - b1) * gb;
+            let v = b2 * v + (1.0 - b2) * gb * gb;
+            p - lr / (1.0 - b1 * b1) * m / (v.sqrt() / (1.0 - b2 * b2).sqrt() + eps)
+        };
+        assert!((p2[0][0] as f64 - reference(1.0, 0.5, -1.0)).abs() < 1e-5, "{p2:?}");
+        assert!((p2[0][1] as f64 - reference(-2.0, 0.25, 2.0)).abs() < 1e-5, "{p2:?}");
+    }
+
+    #[test]
+    fn no_decay_for_biases_norms_tokens() {
+        let dev = Device::Cpu;
+        let v2 = Var::zeros((2, 2), candle_core::DType::F32, &dev).unwrap();
+        let v1 = Var::zeros(2, candle_core::DType::F32, &dev).unwrap();
+        let v3 = Var::zeros((1, 1, 2), candle_core::DType::F32, &dev).unwrap();
+        assert!(decays("encoder.layers.0.attn.q.weight", &v2));
+        assert!(!decays("encoder.layers.0.attn.q.bias", &v1));
+        assert!(!decays("vit.cls_token", &v3));
+        assert!(!decays("decoder.mask_token", &v3));
+    }
+
+    #[test]
+    fn clipping_scales_to_max_norm() {
+        let dev = Device::Cpu;
+        let mut g = vec![Some(Tensor::new(&[3f32, 4.0], &dev).unwrap()), None];
+        let before = clip_grad_norm(&mut g, 1.0).unwrap();
+        assert!((before - 5.0).abs() < 1e-6);
+        assert!((global_norm(&g).unwrap() - 1.0).abs() < 1e-5);
+    }
+}
