@@ -39,7 +39,7 @@ pub fn features(
         };
         out.push(pooled);
     }
-    Ok(Tensor::cat(&out, 0)?)
+    Ok(Tensor::cat(&out, 0)?.contiguous()?)
 }
 
 /// Runs one downstream section at each of its label fractions.

@@ -1,0 +1,59 @@
+//! Shared helpers for integration tests: a tiny recipe on the committed Fashion-MNIST
+//! sample. (Included with `mod common;`.)
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// A recipe small enough to train in seconds: 64 sample images, a 1-block encoder,
+/// dropout on (so resumption must restore the RNG too).
+pub fn tiny_recipe(steps: usize, checkpoint_every: usize) -> String {
+    format!(
+        r#"
+name = "tiny"
+seed = 3
+device = "cpu"
+
+[model]
+dim = 32
+depth = 1
+heads = 2
+mlp_dim = 64
+dropout = 0.1
+
+[data]
+modality = "image"
+train = {{ format = "idx", images = "data/fashion-mnist-sample/train-images-idx3-ubyte.gz", labels = "data/fashion-mnist-sample/train-labels-idx1-ubyte.gz", limit = 64 }}
+test = {{ format = "idx", images = "data/fashion-mnist-sample/t10k-images-idx3-ubyte.gz", labels = "data/fashion-mnist-sample/t10k-labels-idx1-ubyte.gz", limit = 40 }}
+image = {{ size = 28, channels = 1, patch = 7, mean = [0.2860], std = [0.3530] }}
+
+[objective]
+kind = "mae"
+mask_ratio = 0.75
+decoder = {{ dim = 16, depth = 1, heads = 2 }}
+
+[train]
+steps = {steps}
+batch_size = 16
+grad_accum = 2
+optimizer = {{ kind = "adamw", lr = 1e-3 }}
+schedule = {{ kind = "cosine", warmup_steps = 2 }}
+clip_grad_norm = 1.0
+checkpoint_every = {checkpoint_every}
+keep_checkpoints = 2
+log_every = 1
+
+[[downstream]]
+head = "linear-probe"
+pooling = "cls"
+label_fractions = [0.5, 1.0]
+epochs = 5
+"#
+    )
+}
+
+/// Writes `text` as a recipe file in `dir`.
+pub fn write_recipe(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
