@@ -9,7 +9,11 @@ use crate::recipe::{self, Override};
 use crate::run::{self, dir, RunOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "pretext", version, about = "Self-supervised masked pretraining on Candle")]
+#[command(
+    name = "pretext",
+    version,
+    about = "Self-supervised masked pretraining on Candle"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -70,16 +74,31 @@ pub enum RecipeCommand {
 }
 
 fn overrides(set: &[String], unset: &[String]) -> Result<Vec<Override>> {
-    let mut out = set.iter().map(|s| Override::parse_set(s)).collect::<Result<Vec<_>>>()?;
+    let mut out = set
+        .iter()
+        .map(|s| Override::parse_set(s))
+        .collect::<Result<Vec<_>>>()?;
     out.extend(unset.iter().map(|k| Override::Unset(k.clone())));
     Ok(out)
 }
 
 pub fn execute(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { target, set, unset, runs_dir, out, stop_after } => {
+        Command::Run {
+            target,
+            set,
+            unset,
+            runs_dir,
+            out,
+            stop_after,
+        } => {
             let o = overrides(&set, &unset)?;
-            let opts = RunOptions { runs_root: Some(runs_dir), out, stop_after, skip_downstream: false };
+            let opts = RunOptions {
+                runs_root: Some(runs_dir),
+                out,
+                stop_after,
+                skip_downstream: false,
+            };
             let summary = if target.is_dir() {
                 if !dir::is_run_dir(&target) {
                     return Err(Error::Usage(format!(
@@ -92,20 +111,36 @@ pub fn execute(cli: Cli) -> Result<()> {
             } else {
                 run::start(&recipe::load(&target, &o)?, &opts)?
             };
-            println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&summary).unwrap_or_default()
+            );
             Ok(())
         }
-        Command::Recipe { command: RecipeCommand::Check { file, set, unset } } => {
+        Command::Recipe {
+            command: RecipeCommand::Check { file, set, unset },
+        } => {
             let loaded = recipe::load(&file, &overrides(&set, &unset)?)?;
             print!("{}", run::dry_run(&loaded)?);
             Ok(())
         }
-        Command::Recipe { command: RecipeCommand::Show { file, resolved, set, unset } } => {
+        Command::Recipe {
+            command:
+                RecipeCommand::Show {
+                    file,
+                    resolved,
+                    set,
+                    unset,
+                },
+        } => {
             if resolved || !set.is_empty() || !unset.is_empty() {
                 let loaded = recipe::load(&file, &overrides(&set, &unset)?)?;
                 print!("{}", recipe::to_toml(&loaded.recipe));
             } else {
-                print!("{}", std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?);
+                print!(
+                    "{}",
+                    std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?
+                );
             }
             Ok(())
         }

@@ -14,18 +14,23 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     if !path.exists() {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")));
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        ));
     }
     if dir::is_run_dir(path) {
-        return checkpoint::latest(&path.join("checkpoints"))?.ok_or_else(|| {
-            Error::data(path, "this run has no checkpoint yet")
-        });
+        return checkpoint::latest(&path.join("checkpoints"))?
+            .ok_or_else(|| Error::data(path, "this run has no checkpoint yet"));
     }
     let model = path.join("model.safetensors");
     if model.is_file() {
         return Ok(model);
     }
-    Err(Error::data(path, "neither a run directory nor a directory with model.safetensors"))
+    Err(Error::data(
+        path,
+        "neither a run directory nor a directory with model.safetensors",
+    ))
 }
 
 /// A human-readable listing: one line per tensor (name, dtype, shape, elements), totals,
@@ -34,7 +39,10 @@ pub fn report(path: &Path) -> Result<String> {
     let file = resolve(path)?;
     let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-        Error::data(&file, format!("not a valid safetensors file ({e}); it may be truncated or corrupt"))
+        Error::data(
+            &file,
+            format!("not a valid safetensors file ({e}); it may be truncated or corrupt"),
+        )
     })?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::data(&file, e.to_string()))?;
@@ -45,20 +53,40 @@ pub fn report(path: &Path) -> Result<String> {
     let width = names.iter().map(|n| n.len()).max().unwrap_or(4).max(4);
     let mut out = String::new();
     writeln!(out, "{}", file.display()).ok();
-    writeln!(out, "{:width$}  {:5}  {:>16}  {:>10}", "name", "dtype", "shape", "elements").ok();
+    writeln!(
+        out,
+        "{:width$}  {:5}  {:>16}  {:>10}",
+        "name", "dtype", "shape", "elements"
+    )
+    .ok();
     let (mut params, mut other) = (0usize, 0usize);
     let is_ckpt = checkpoint::is_checkpoint(&meta);
     for name in &names {
-        let view = st.tensor(name).map_err(|e| Error::data(&file, e.to_string()))?;
+        let view = st
+            .tensor(name)
+            .map_err(|e| Error::data(&file, e.to_string()))?;
         let n: usize = view.shape().iter().product();
         if is_ckpt && !name.starts_with("model.") {
             other += n;
         } else {
             params += n;
         }
-        writeln!(out, "{name:width$}  {:5}  {:>16}  {n:>10}", format!("{:?}", view.dtype()), format!("{:?}", view.shape())).ok();
+        writeln!(
+            out,
+            "{name:width$}  {:5}  {:>16}  {n:>10}",
+            format!("{:?}", view.dtype()),
+            format!("{:?}", view.shape())
+        )
+        .ok();
     }
-    writeln!(out, "{} tensors, {} parameters ({:.2} M)", names.len(), params, params as f64 / 1e6).ok();
+    writeln!(
+        out,
+        "{} tensors, {} parameters ({:.2} M)",
+        names.len(),
+        params,
+        params as f64 / 1e6
+    )
+    .ok();
     if is_ckpt {
         let c = checkpoint::load(&file, &candle_core::Device::Cpu)?;
         writeln!(

@@ -138,7 +138,13 @@ impl ParamStore {
         Ok(())
     }
 
-    fn create(&self, shape: Shape, name: &str, init: Init, dev: &Device) -> candle_core::Result<Var> {
+    fn create(
+        &self,
+        shape: Shape,
+        name: &str,
+        init: Init,
+        dev: &Device,
+    ) -> candle_core::Result<Var> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.inner.seed ^ fnv1a(name));
         let values = init_values(init, &shape, &mut rng);
         Var::from_tensor(&Tensor::from_vec(values, shape, dev)?)
@@ -170,7 +176,12 @@ impl candle_nn::var_builder::SimpleBackend for ParamStore {
         Ok(t)
     }
 
-    fn get_unchecked(&self, name: &str, dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        _dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         let vars = self.inner.vars.lock().expect("param store lock");
         match vars.get(name) {
             Some(v) => v.as_tensor().to_dtype(dtype),
@@ -179,7 +190,11 @@ impl candle_nn::var_builder::SimpleBackend for ParamStore {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.inner.vars.lock().expect("param store lock").contains_key(name)
+        self.inner
+            .vars
+            .lock()
+            .expect("param store lock")
+            .contains_key(name)
     }
 }
 
@@ -194,7 +209,10 @@ mod tests {
         let b = ParamStore::new(7);
         let va = a.var_builder(&dev);
         let vb = b.var_builder(&dev);
-        let init = Init::Randn { mean: 0.0, stdev: 0.02 };
+        let init = Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
         let x1 = va.get_with_hints((3, 4), "x", init).unwrap();
         let y1 = va.get_with_hints(5, "y", init).unwrap();
         let y2 = vb.get_with_hints(5, "y", init).unwrap();
@@ -202,7 +220,10 @@ mod tests {
         assert_eq!(x1.to_vec2::<f32>().unwrap(), x2.to_vec2::<f32>().unwrap());
         assert_eq!(y1.to_vec1::<f32>().unwrap(), y2.to_vec1::<f32>().unwrap());
         let c = ParamStore::new(8);
-        let x3 = c.var_builder(&dev).get_with_hints((3, 4), "x", init).unwrap();
+        let x3 = c
+            .var_builder(&dev)
+            .get_with_hints((3, 4), "x", init)
+            .unwrap();
         assert_ne!(x1.to_vec2::<f32>().unwrap(), x3.to_vec2::<f32>().unwrap());
         let std = x1.flatten_all().unwrap().sqr().unwrap().mean_all().unwrap();
         assert!(std.to_scalar::<f32>().unwrap() > 0.0);

@@ -19,38 +19,84 @@ fn st_dtype(d: DType) -> Result<StDtype> {
         DType::U32 => StDtype::U32,
         DType::U8 => StDtype::U8,
         DType::I64 => StDtype::I64,
-        other => return Err(Error::Usage(format!("cannot write dtype {other:?} to safetensors"))),
+        other => {
+            return Err(Error::Usage(format!(
+                "cannot write dtype {other:?} to safetensors"
+            )))
+        }
     })
 }
 
 /// Writes `tensors` (and string `metadata`) to `path` atomically.
-pub fn write(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
+pub fn write(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
     let mut data = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let t = t.to_device(&Device::Cpu)?.contiguous()?;
         let bytes: Vec<u8> = match t.dtype() {
-            DType::F32 => t.flatten_all()?.to_vec1::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            DType::U32 => t.flatten_all()?.to_vec1::<u32>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            DType::I64 => t.flatten_all()?.to_vec1::<i64>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            DType::F32 => t
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            DType::U32 => t
+                .flatten_all()?
+                .to_vec1::<u32>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            DType::I64 => t
+                .flatten_all()?
+                .to_vec1::<i64>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
             DType::U8 => t.flatten_all()?.to_vec1::<u8>()?,
-            DType::F64 => t.flatten_all()?.to_vec1::<f64>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            other => return Err(Error::Usage(format!("tensor `{name}`: cannot write dtype {other:?}"))),
+            DType::F64 => t
+                .flatten_all()?
+                .to_vec1::<f64>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            other => {
+                return Err(Error::Usage(format!(
+                    "tensor `{name}`: cannot write dtype {other:?}"
+                )))
+            }
         };
         data.push((name.clone(), st_dtype(t.dtype())?, t.dims().to_vec(), bytes));
     }
     let views = data
         .iter()
-        .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b).map_err(|e| Error::Usage(format!("tensor `{n}`: {e}")))?)))
+        .map(|(n, d, s, b)| {
+            Ok((
+                n.clone(),
+                TensorView::new(*d, s.clone(), b)
+                    .map_err(|e| Error::Usage(format!("tensor `{n}`: {e}")))?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
-    let meta = if metadata.is_empty() { None } else { Some(metadata) };
-    let bytes = safetensors::serialize(views, meta).map_err(|e| Error::data(path, e.to_string()))?;
+    let meta = if metadata.is_empty() {
+        None
+    } else {
+        Some(metadata)
+    };
+    let bytes =
+        safetensors::serialize(views, meta).map_err(|e| Error::data(path, e.to_string()))?;
     write_atomic(path, &bytes)
 }
 
 /// Writes bytes to `path` through a temporary file and a rename, so readers never see a
 /// partial file even if the process is killed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
@@ -71,7 +117,10 @@ pub struct Loaded {
 pub fn read(path: &Path, device: &Device) -> Result<Loaded> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let corrupt = |e: safetensors::SafeTensorError| {
-        Error::data(path, format!("not a valid safetensors file ({e}); it may be truncated or corrupt"))
+        Error::data(
+            path,
+            format!("not a valid safetensors file ({e}); it may be truncated or corrupt"),
+        )
     };
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(corrupt)?;
     let metadata = header.metadata().clone().unwrap_or_default();

@@ -34,13 +34,20 @@ fn every_preset_file_is_shipped_and_valid() {
     files.sort();
     let mut built_in: Vec<String> = recipe::PRESETS.iter().map(|(n, _)| n.to_string()).collect();
     built_in.sort();
-    assert_eq!(files, built_in, "models/*.toml and the presets built into the binary differ");
+    assert_eq!(
+        files, built_in,
+        "models/*.toml and the presets built into the binary differ"
+    );
     let quickstart = std::fs::read_to_string("recipes/quickstart.toml").unwrap();
     assert!(quickstart.contains("preset = \"vit-mini\""));
     for name in built_in {
         let text = quickstart.replace("preset = \"vit-mini\"", &format!("preset = \"{name}\""));
-        let loaded = recipe::load_str(&text, Path::new("preset-test.toml"), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let loaded = recipe::load_str(&text, Path::new("preset-test.toml"), &[])
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(loaded.recipe.model.preset.as_deref(), Some(name.as_str()));
-        assert!(loaded.recipe.model.encoder_config().validate().is_ok(), "{name}");
+        assert!(
+            loaded.recipe.model.encoder_config().validate().is_ok(),
+            "{name}"
+        );
     }
 }

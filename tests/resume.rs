@@ -13,13 +13,22 @@ use pretext::run::{self, RunOptions};
 use pretext::train::checkpoint;
 
 fn final_weights(run_dir: &Path) -> std::collections::BTreeMap<String, Vec<u32>> {
-    let path = checkpoint::latest(&run_dir.join("checkpoints")).unwrap().unwrap();
+    let path = checkpoint::latest(&run_dir.join("checkpoints"))
+        .unwrap()
+        .unwrap();
     let c = checkpoint::load(&path, &Device::Cpu).unwrap();
     c.model
         .iter()
-        .chain(c.optim.iter().map(|(k, v)| (k, v)))
+        .chain(c.optim.iter())
         .map(|(k, t)| {
-            let bits = t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|f| f.to_bits()).collect();
+            let bits = t
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|f| f.to_bits())
+                .collect();
             (k.clone(), bits)
         })
         .collect()
@@ -32,17 +41,31 @@ fn stopped_and_resumed_run_is_bitwise_equal_to_uninterrupted() {
     let loaded = recipe::load(&file, &[]).unwrap();
 
     let straight = tmp.path().join("straight");
-    let s = run::start(&loaded, &RunOptions { out: Some(straight.clone()), ..Default::default() }).unwrap();
+    let s = run::start(
+        &loaded,
+        &RunOptions {
+            out: Some(straight.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(s.steps, 6);
 
     let resumed = tmp.path().join("resumed");
     let partial = run::start(
         &loaded,
-        &RunOptions { out: Some(resumed.clone()), stop_after: Some(4), ..Default::default() },
+        &RunOptions {
+            out: Some(resumed.clone()),
+            stop_after: Some(4),
+            ..Default::default()
+        },
     )
     .unwrap();
     assert_eq!(partial.steps, 4);
-    assert!(partial.downstream.is_empty(), "downstream waits for the end of pretraining");
+    assert!(
+        partial.downstream.is_empty(),
+        "downstream waits for the end of pretraining"
+    );
     let r = run::resume(&resumed, &[], &RunOptions::default()).unwrap();
     assert_eq!(r.steps, 6);
 
@@ -59,13 +82,23 @@ fn stopped_and_resumed_run_is_bitwise_equal_to_uninterrupted() {
     let log = std::fs::read_to_string(resumed.join("metrics.jsonl")).unwrap();
     let steps: Vec<u64> = log
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(steps, vec![1, 2, 3, 4, 5, 6]);
     // Only the newest `keep_checkpoints` remain, and pictures were drawn at checkpoints.
-    let kept: Vec<usize> = checkpoint::list(&resumed.join("checkpoints")).unwrap().into_iter().map(|(s, _)| s).collect();
+    let kept: Vec<usize> = checkpoint::list(&resumed.join("checkpoints"))
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
     assert_eq!(kept, vec![4, 6]);
-    assert!(resumed.join("pictures/reconstruction-step-0000006.png").is_file());
+    assert!(resumed
+        .join("pictures/reconstruction-step-0000006.png")
+        .is_file());
 }
 
 #[test]
@@ -76,7 +109,12 @@ fn kill_dash_nine_then_resume_finishes() {
     let run_dir = tmp.path().join("run");
     let exe = env!("CARGO_BIN_EXE_pretext");
     let mut child = Command::new(exe)
-        .args(["run", file.to_str().unwrap(), "--out", run_dir.to_str().unwrap()])
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+        ])
         .stderr(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -84,21 +122,31 @@ fn kill_dash_nine_then_resume_finishes() {
     let ckpts = run_dir.join("checkpoints");
     let start = Instant::now();
     while checkpoint::list(&ckpts).map(|l| l.len()).unwrap_or(0) < 1 {
-        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint within 2 minutes");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint within 2 minutes"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
     let at_kill = checkpoint::list(&ckpts).unwrap().last().unwrap().0;
-    assert!(at_kill < steps, "training finished before it could be killed");
+    assert!(
+        at_kill < steps,
+        "training finished before it could be killed"
+    );
     assert!(!run_dir.join("summary.json").exists());
 
-    let out = Command::new(exe).args(["run", run_dir.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(exe)
+        .args(["run", run_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("resuming from"), "{stderr}");
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
     assert_eq!(summary["steps"], steps);
     assert!(summary["downstream"][0]["test_accuracy"].as_f64().unwrap() > 0.0);
 }

@@ -77,7 +77,7 @@ impl EncoderConfig {
         if self.dim == 0 || self.depth == 0 || self.heads == 0 || self.mlp_dim == 0 {
             return Err("dim, depth, heads and mlp_dim must all be positive".into());
         }
-        if self.dim % self.heads != 0 {
+        if !self.dim.is_multiple_of(self.heads) {
             return Err(format!(
                 "dim ({}) must be divisible by heads ({})",
                 self.dim, self.heads
@@ -125,7 +125,9 @@ impl Attention {
         let (b, t, d) = x.dims3()?;
         let hd = d / self.heads;
         let split = |y: Tensor| -> Result<Tensor> {
-            y.reshape((b, t, self.heads, hd))?.transpose(1, 2)?.contiguous()
+            y.reshape((b, t, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
         };
         let q = split(self.q.forward(x)?)?; // [B, H, T, hd]
         let k = split(self.k.forward(x)?)?;
@@ -195,7 +197,9 @@ impl Block {
                 &x + self.mlp.forward(&self.norm2.forward(&x)?, mode)?
             }
             NormPosition::Post => {
-                let x = self.norm1.forward(&(x + self.attn.forward(x, bias, mode)?)?)?;
+                let x = self
+                    .norm1
+                    .forward(&(x + self.attn.forward(x, bias, mode)?)?)?;
                 self.norm2.forward(&(&x + self.mlp.forward(&x, mode)?)?)
             }
         }
@@ -241,7 +245,10 @@ impl Encoder {
     ) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         if d != self.dim {
-            candle_core::bail!("encoder input: expected last dimension {}, found {d}", self.dim);
+            candle_core::bail!(
+                "encoder input: expected last dimension {}, found {d}",
+                self.dim
+            );
         }
         let bias = match padding_mask {
             Some(m) => {

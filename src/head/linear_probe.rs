@@ -39,23 +39,40 @@ pub struct LinearProbe {
 /// Fraction of rows whose arg-max logit equals the label.
 pub fn accuracy(logits: &Tensor, labels: &Tensor) -> Result<f64> {
     let pred = logits.argmax(D::Minus1)?.to_dtype(DType::U32)?;
-    let hits = pred.eq(&labels.to_dtype(DType::U32)?)?.to_dtype(DType::F32)?.sum_all()?;
+    let hits = pred
+        .eq(&labels.to_dtype(DType::U32)?)?
+        .to_dtype(DType::F32)?
+        .sum_all()?;
     Ok(hits.to_scalar::<f32>()? as f64 / labels.dim(0)? as f64)
 }
 
 impl LinearProbe {
     /// Trains on `features: [N, D]`, `labels: [N]` (u32).
-    pub fn fit(features: &Tensor, labels: &Tensor, classes: usize, cfg: &ProbeConfig) -> Result<Self> {
+    pub fn fit(
+        features: &Tensor,
+        labels: &Tensor,
+        classes: usize,
+        cfg: &ProbeConfig,
+    ) -> Result<Self> {
         let (n, d) = features.dims2()?;
         if labels.dims() != [n] {
-            return Err(Error::shape("probe labels", format!("[{n}]"), format!("{:?}", labels.dims())));
+            return Err(Error::shape(
+                "probe labels",
+                format!("[{n}]"),
+                format!("{:?}", labels.dims()),
+            ));
         }
         let mean = features.mean_keepdim(0)?;
         let std = (features.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)? + 1e-6)?.sqrt()?;
         let x = features.broadcast_sub(&mean)?.broadcast_div(&std)?.detach();
 
         let store = ParamStore::new(cfg.seed);
-        let linear = Linear::new(d, classes, true, store.var_builder(features.device()).pp("head"))?;
+        let linear = Linear::new(
+            d,
+            classes,
+            true,
+            store.var_builder(features.device()).pp("head"),
+        )?;
         let opt_cfg = OptimizerSection {
             kind: OptimizerKind::Adamw,
             lr: cfg.lr,
@@ -72,11 +89,15 @@ impl LinearProbe {
             order.shuffle(&mut rng);
             for chunk in order.chunks(cfg.batch_size) {
                 let idx = Tensor::new(chunk, features.device())?;
-                let loss = cross_entropy(&linear.forward(&x.index_select(&idx, 0)?)?, &labels.index_select(&idx, 0)?)?;
+                let loss = cross_entropy(
+                    &linear.forward(&x.index_select(&idx, 0)?)?,
+                    &labels.index_select(&idx, 0)?,
+                )?;
                 let grads = loss.backward()?;
                 let g = optim::collect_grads(&grads, opt.vars().map(|(_, v)| v));
                 // Cosine decay over all iterations.
-                let lr = cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * it as f64 / total as f64).cos());
+                let lr =
+                    cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * it as f64 / total as f64).cos());
                 opt.step(&g, lr)?;
                 it += 1;
             }
@@ -85,7 +106,9 @@ impl LinearProbe {
     }
 
     pub fn logits(&self, features: &Tensor) -> Result<Tensor> {
-        let x = features.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
+        let x = features
+            .broadcast_sub(&self.mean)?
+            .broadcast_div(&self.std)?;
         Ok(self.linear.forward(&x)?.detach())
     }
 
@@ -104,4 +127,3 @@ impl LinearProbe {
         })
     }
 }
-

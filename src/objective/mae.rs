@@ -116,7 +116,12 @@ impl Mae {
     }
 
     /// Uniform noise `[B, L]` for `random_masking`, drawn from `rng`.
-    pub fn sample_noise(&self, batch: usize, rng: &mut impl Rng, device: &Device) -> Result<Tensor> {
+    pub fn sample_noise(
+        &self,
+        batch: usize,
+        rng: &mut impl Rng,
+        device: &Device,
+    ) -> Result<Tensor> {
         let l = self.cfg.geometry.num_patches();
         let v: Vec<f32> = (0..batch * l).map(|_| rng.gen::<f32>()).collect();
         Tensor::from_vec(v, (batch, l), device)
@@ -127,12 +132,12 @@ impl Mae {
     pub fn random_masking(&self, x: &Tensor, noise: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, l, d) = x.dims3()?;
         if noise.dims() != [b, l] {
-            candle_core::bail!(
-                "noise: expected shape [{b}, {l}], found {:?}",
-                noise.dims()
-            );
+            candle_core::bail!("noise: expected shape [{b}, {l}], found {:?}", noise.dims());
         }
-        let m = masking_from_noise(&noise.to_dtype(DType::F32)?.to_vec2::<f32>()?, self.len_keep());
+        let m = masking_from_noise(
+            &noise.to_dtype(DType::F32)?.to_vec2::<f32>()?,
+            self.len_keep(),
+        );
         let dev = x.device();
         let ids_keep = Tensor::from_vec(m.ids_keep, (b, m.keep, 1), dev)?
             .broadcast_as((b, m.keep, d))?
@@ -222,7 +227,8 @@ impl Mae {
         let n = target.dim(2)? as f64;
         let mean = target.mean_keepdim(2)?;
         let var = (target.broadcast_sub(&mean)?.sqr()?.sum_keepdim(2)? / (n - 1.0).max(1.0))?;
-        pred.broadcast_mul(&(var + 1e-6)?.sqrt()?)?.broadcast_add(&mean)
+        pred.broadcast_mul(&(var + 1e-6)?.sqrt()?)?
+            .broadcast_add(&mean)
     }
 }
 

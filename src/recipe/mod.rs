@@ -118,7 +118,10 @@ fn preset_table(name: &str, file: &Path) -> Result<toml::Table> {
     } else {
         let found = PRESETS.iter().find(|(n, _)| *n == name);
         match found {
-            Some((_, text)) => (text.to_string(), PathBuf::from(format!("models/{name}.toml"))),
+            Some((_, text)) => (
+                text.to_string(),
+                PathBuf::from(format!("models/{name}.toml")),
+            ),
             None => {
                 let names: Vec<String> = PRESETS.iter().map(|(n, _)| n.to_string()).collect();
                 return Err(Error::InvalidValue {
@@ -171,7 +174,11 @@ fn deserialize(table: toml::Table, file: &Path) -> Result<Recipe> {
         match unknown_field(&message) {
             Some((field, valid)) => {
                 // The path ends with the unknown key itself.
-                let key = if path.is_empty() || path == "." { field.clone() } else { path };
+                let key = if path.is_empty() || path == "." {
+                    field.clone()
+                } else {
+                    path
+                };
                 Error::UnknownKey {
                     file: file.to_path_buf(),
                     suggestion: closest(&field, &valid).map(|s| replace_last(&key, &s)),
@@ -181,7 +188,11 @@ fn deserialize(table: toml::Table, file: &Path) -> Result<Recipe> {
             }
             None => Error::InvalidValue {
                 file: file.to_path_buf(),
-                key: if path == "." { "(top level)".into() } else { path },
+                key: if path == "." {
+                    "(top level)".into()
+                } else {
+                    path
+                },
                 message,
             },
         }
@@ -239,7 +250,12 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
         file,
         "name",
-        || format!("`{}` must be non-empty and use only letters, digits, - _ .", r.name),
+        || {
+            format!(
+                "`{}` must be non-empty and use only letters, digits, - _ .",
+                r.name
+            )
+        },
     )?;
     crate::device::parse(&r.device).map_err(|m| Error::InvalidValue {
         file: file.to_path_buf(),
@@ -262,63 +278,110 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
                 key: "data.image".into(),
                 message: "required when data.modality = \"image\" (e.g. image = { size = 28, channels = 1, patch = 4 })".into(),
             })?;
-            check(img.patch > 0 && img.size % img.patch == 0, file, "data.image.patch", || {
-                format!("patch {} must divide size {}", img.patch, img.size)
+            check(
+                img.patch > 0 && img.size % img.patch == 0,
+                file,
+                "data.image.patch",
+                || format!("patch {} must divide size {}", img.patch, img.size),
+            )?;
+            check(img.channels > 0, file, "data.image.channels", || {
+                "must be positive".into()
             })?;
-            check(img.channels > 0, file, "data.image.channels", || "must be positive".into())?;
-            check(img.mean.len() == img.channels, file, "data.image.mean", || {
-                format!("needs one value per channel ({}), found {}", img.channels, img.mean.len())
-            })?;
+            check(
+                img.mean.len() == img.channels,
+                file,
+                "data.image.mean",
+                || {
+                    format!(
+                        "needs one value per channel ({}), found {}",
+                        img.channels,
+                        img.mean.len()
+                    )
+                },
+            )?;
             check(
                 img.std.len() == img.channels && img.std.iter().all(|s| *s > 0.0),
                 file,
                 "data.image.std",
                 || format!("needs {} positive values", img.channels),
             )?;
-            check(r.model.dim % 4 == 0, file, "model.dim", || {
-                format!("{} must be divisible by 4 (2-D sin-cos positions)", r.model.dim)
+            check(r.model.dim.is_multiple_of(4), file, "model.dim", || {
+                format!(
+                    "{} must be divisible by 4 (2-D sin-cos positions)",
+                    r.model.dim
+                )
             })?;
         }
     }
 
     let o = &r.objective;
-    check(o.mask_ratio > 0.0 && o.mask_ratio < 1.0, file, "objective.mask_ratio", || {
-        format!("must be in (0, 1), found {}", o.mask_ratio)
-    })?;
     check(
-        o.decoder.dim > 0 && o.decoder.dim % 4 == 0,
+        o.mask_ratio > 0.0 && o.mask_ratio < 1.0,
+        file,
+        "objective.mask_ratio",
+        || format!("must be in (0, 1), found {}", o.mask_ratio),
+    )?;
+    check(
+        o.decoder.dim > 0 && o.decoder.dim.is_multiple_of(4),
         file,
         "objective.decoder.dim",
         || format!("{} must be a positive multiple of 4", o.decoder.dim),
     )?;
     check(
-        o.decoder.depth > 0 && o.decoder.heads > 0 && o.decoder.dim % o.decoder.heads == 0,
+        o.decoder.depth > 0 && o.decoder.heads > 0 && o.decoder.dim.is_multiple_of(o.decoder.heads),
         file,
         "objective.decoder.heads",
-        || format!("depth and heads must be positive and heads ({}) must divide dim ({})", o.decoder.heads, o.decoder.dim),
+        || {
+            format!(
+                "depth and heads must be positive and heads ({}) must divide dim ({})",
+                o.decoder.heads, o.decoder.dim
+            )
+        },
     )?;
 
     let t = &r.train;
-    check(t.steps > 0, file, "train.steps", || "must be positive".into())?;
-    check(t.batch_size > 0, file, "train.batch_size", || "must be positive".into())?;
-    check(t.grad_accum > 0, file, "train.grad_accum", || "must be positive".into())?;
+    check(t.steps > 0, file, "train.steps", || {
+        "must be positive".into()
+    })?;
+    check(t.batch_size > 0, file, "train.batch_size", || {
+        "must be positive".into()
+    })?;
+    check(t.grad_accum > 0, file, "train.grad_accum", || {
+        "must be positive".into()
+    })?;
     let opt = &t.optimizer;
-    check(opt.lr.is_finite() && opt.lr > 0.0, file, "train.optimizer.lr", || {
-        format!("must be a positive number, found {}", opt.lr)
-    })?;
-    check(opt.weight_decay >= 0.0, file, "train.optimizer.weight_decay", || {
-        "must not be negative".into()
-    })?;
+    check(
+        opt.lr.is_finite() && opt.lr > 0.0,
+        file,
+        "train.optimizer.lr",
+        || format!("must be a positive number, found {}", opt.lr),
+    )?;
+    check(
+        opt.weight_decay >= 0.0,
+        file,
+        "train.optimizer.weight_decay",
+        || "must not be negative".into(),
+    )?;
     check(
         opt.betas.iter().all(|b| (0.0..1.0).contains(b)),
         file,
         "train.optimizer.betas",
         || format!("each must be in [0, 1), found {:?}", opt.betas),
     )?;
-    check(opt.eps > 0.0, file, "train.optimizer.eps", || "must be positive".into())?;
-    check(t.schedule.warmup_steps <= t.steps, file, "train.schedule.warmup_steps", || {
-        format!("{} exceeds train.steps ({})", t.schedule.warmup_steps, t.steps)
+    check(opt.eps > 0.0, file, "train.optimizer.eps", || {
+        "must be positive".into()
     })?;
+    check(
+        t.schedule.warmup_steps <= t.steps,
+        file,
+        "train.schedule.warmup_steps",
+        || {
+            format!(
+                "{} exceeds train.steps ({})",
+                t.schedule.warmup_steps, t.steps
+            )
+        },
+    )?;
     check(
         t.schedule.min_lr >= 0.0 && t.schedule.min_lr <= opt.lr,
         file,
@@ -326,26 +389,48 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
         || format!("must be in [0, lr], found {}", t.schedule.min_lr),
     )?;
     if let Some(c) = t.clip_grad_norm {
-        check(c > 0.0, file, "train.clip_grad_norm", || "must be positive".into())?;
+        check(c > 0.0, file, "train.clip_grad_norm", || {
+            "must be positive".into()
+        })?;
     }
-    check(t.checkpoint_every > 0, file, "train.checkpoint_every", || "must be positive".into())?;
-    check(t.keep_checkpoints > 0, file, "train.keep_checkpoints", || "must be at least 1".into())?;
-    check(t.log_every > 0, file, "train.log_every", || "must be positive".into())?;
+    check(
+        t.checkpoint_every > 0,
+        file,
+        "train.checkpoint_every",
+        || "must be positive".into(),
+    )?;
+    check(
+        t.keep_checkpoints > 0,
+        file,
+        "train.keep_checkpoints",
+        || "must be at least 1".into(),
+    )?;
+    check(t.log_every > 0, file, "train.log_every", || {
+        "must be positive".into()
+    })?;
 
     for (i, d) in r.downstream.iter().enumerate() {
         let key = |k: &str| format!("downstream[{i}].{k}");
         check(
-            !d.label_fractions.is_empty() && d.label_fractions.iter().all(|f| *f > 0.0 && *f <= 1.0),
+            !d.label_fractions.is_empty()
+                && d.label_fractions.iter().all(|f| *f > 0.0 && *f <= 1.0),
             file,
             &key("label_fractions"),
             || format!("each must be in (0, 1], found {:?}", d.label_fractions),
         )?;
-        check(d.epochs > 0, file, &key("epochs"), || "must be positive".into())?;
-        check(d.lr > 0.0, file, &key("lr"), || "must be positive".into())?;
-        check(d.batch_size > 0, file, &key("batch_size"), || "must be positive".into())?;
-        check(r.data.train.labels.is_some(), file, "data.train.labels", || {
-            "a downstream head needs labels for the training split".into()
+        check(d.epochs > 0, file, &key("epochs"), || {
+            "must be positive".into()
         })?;
+        check(d.lr > 0.0, file, &key("lr"), || "must be positive".into())?;
+        check(d.batch_size > 0, file, &key("batch_size"), || {
+            "must be positive".into()
+        })?;
+        check(
+            r.data.train.labels.is_some(),
+            file,
+            "data.train.labels",
+            || "a downstream head needs labels for the training split".into(),
+        )?;
         check(
             r.data.test.as_ref().is_some_and(|t| t.labels.is_some()),
             file,
@@ -421,13 +506,24 @@ optimizer = { kind = "adamw", lr = 1e-3 }
 
     #[test]
     fn misspelled_top_level_and_inline_keys() {
-        let err = load(&MINIMAL.replace("seed", "x").replace("name = \"t\"", "name = \"t\"\nsede = 1"), &[])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("unknown key `sede`") && err.contains("`seed`"), "{err}");
-        let err = load(&MINIMAL.replace("lr = 1e-3", "lr = 1e-3, weight_decy = 0.1"), &[])
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            &MINIMAL
+                .replace("seed", "x")
+                .replace("name = \"t\"", "name = \"t\"\nsede = 1"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("unknown key `sede`") && err.contains("`seed`"),
+            "{err}"
+        );
+        let err = load(
+            &MINIMAL.replace("lr = 1e-3", "lr = 1e-3, weight_decy = 0.1"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("train.optimizer.weight_decy"), "{err}");
         assert!(err.contains("train.optimizer.weight_decay"), "{err}");
     }
@@ -438,10 +534,16 @@ optimizer = { kind = "adamw", lr = 1e-3 }
             .unwrap_err()
             .to_string();
         assert!(err.contains("train.steps"), "{err}");
-        let err = load(MINIMAL, &[Override::parse_set("objective.mask_ratio=1.5").unwrap()])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("objective.mask_ratio") && err.contains("(0, 1)"), "{err}");
+        let err = load(
+            MINIMAL,
+            &[Override::parse_set("objective.mask_ratio=1.5").unwrap()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("objective.mask_ratio") && err.contains("(0, 1)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -455,9 +557,13 @@ optimizer = { kind = "adamw", lr = 1e-3 }
         let r = load(MINIMAL, &[]).unwrap().recipe;
         let preset: toml::Table = toml::from_str(PRESETS[1].1).unwrap();
         assert_eq!(r.model.dim as i64, preset["dim"].as_integer().unwrap());
-        let r = load(MINIMAL, &[Override::parse_set("model.depth=1").unwrap()]).unwrap().recipe;
+        let r = load(MINIMAL, &[Override::parse_set("model.depth=1").unwrap()])
+            .unwrap()
+            .recipe;
         assert_eq!(r.model.depth, 1);
-        let err = load(&MINIMAL.replace("vit-mini", "vit-qiuck"), &[]).unwrap_err().to_string();
+        let err = load(&MINIMAL.replace("vit-mini", "vit-qiuck"), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("did you mean `vit-mini`"), "{err}");
     }
 
@@ -477,7 +583,9 @@ optimizer = { kind = "adamw", lr = 1e-3 }
         assert_eq!(r.train.schedule.kind, ScheduleKind::Cosine);
         assert_eq!(r.name, "other");
         assert_eq!(r.train.optimizer.lr, 0.5);
-        let err = load(MINIMAL, &[Override::Unset("train.steps".into())]).unwrap_err().to_string();
+        let err = load(MINIMAL, &[Override::Unset("train.steps".into())])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("train") && err.contains("steps"), "{err}");
         assert!(Override::parse_set("novalue").is_err());
     }

@@ -19,7 +19,11 @@ pub fn is_run_dir(path: &Path) -> bool {
 pub fn create(root: &Path, name: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
     for n in 1.. {
-        let dir = if n == 1 { root.join(name) } else { root.join(format!("{name}-{n}")) };
+        let dir = if n == 1 {
+            root.join(name)
+        } else {
+            root.join(format!("{name}-{n}"))
+        };
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

@@ -61,7 +61,11 @@ pub fn evaluate(
     let mut results = Vec::new();
     for &fraction in &section.label_fractions {
         let chosen = split::stratified(labels, fraction, seed);
-        let idx = Tensor::from_vec(chosen.iter().map(|&i| i as u32).collect::<Vec<_>>(), chosen.len(), device)?;
+        let idx = Tensor::from_vec(
+            chosen.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            chosen.len(),
+            device,
+        )?;
         let x = train_x.index_select(&idx, 0)?;
         let y = train.label_batch(&chosen, device)?;
         let r = match section.head {

@@ -59,7 +59,12 @@ struct Prepared {
     mae: Mae,
 }
 
-fn load_images(src: &DataSource, key: &str, image: &ImageSection, file: &Path) -> Result<ImageDataset> {
+fn load_images(
+    src: &DataSource,
+    key: &str,
+    image: &ImageSection,
+    file: &Path,
+) -> Result<ImageDataset> {
     let mut data = ImageDataset::from_idx(&src.images, src.labels.as_deref())?;
     if data.size != image.size || data.channels != image.channels {
         return Err(Error::InvalidValue {
@@ -94,11 +99,23 @@ fn prepare(r: &Recipe, file: &Path) -> Result<Prepared> {
         message: "missing".into(),
     })?;
     let train = load_images(&r.data.train, "data.train", &image, file)?;
-    let test = r.data.test.as_ref().map(|t| load_images(t, "data.test", &image, file)).transpose()?;
+    let test = r
+        .data
+        .test
+        .as_ref()
+        .map(|t| load_images(t, "data.test", &image, file))
+        .transpose()?;
     let device = crate::device::open(crate::device::parse(&r.device).map_err(Error::Usage)?)?;
     let params = ParamStore::new(r.seed);
     let mae = Mae::new(&mae_config(r, &image), params.var_builder(&device))?;
-    Ok(Prepared { device, image, train, test, params, mae })
+    Ok(Prepared {
+        device,
+        image,
+        train,
+        test,
+        params,
+        mae,
+    })
 }
 
 /// Validates a recipe through one forward pass of one batch, without training; returns a
@@ -108,7 +125,9 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
     let p = prepare(r, &loaded.file)?;
     let b = r.train.batch_size.min(p.train.len);
     let idx: Vec<usize> = (0..b).collect();
-    let imgs = p.train.batch(&idx, &p.image.mean, &p.image.std, &p.device)?;
+    let imgs = p
+        .train
+        .batch(&idx, &p.image.mean, &p.image.std, &p.device)?;
     let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
     let noise = p.mae.sample_noise(b, &mut rng, &p.device)?;
     let out = p.mae.forward(&imgs, &noise, &mut Mode::Eval)?;
@@ -116,7 +135,12 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
     if !loss.is_finite() {
         return Err(Error::NonFinite { step: 0, loss });
     }
-    let encoder_params = p.params.vars_with_prefix("vit.").iter().map(|(_, v)| v.elem_count()).sum::<usize>();
+    let encoder_params = p
+        .params
+        .vars_with_prefix("vit.")
+        .iter()
+        .map(|(_, v)| v.elem_count())
+        .sum::<usize>();
     let mut report = format!(
         "recipe `{}` is valid\n  train: {} images{}\n  model: {} parameters ({} in the encoder)\n  batch: images {:?} -> {} visible of {} patches -> prediction {:?}\n  initial loss: {loss:.4}\n",
         r.name,
@@ -130,10 +154,19 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
         out.pred.dims(),
     );
     for (i, d) in r.downstream.iter().enumerate() {
-        let f = downstream::features(&p.mae.vit, &p.train.subset(&idx[..b.min(4)]), &p.image, d.pooling, &p.device)?;
+        let f = downstream::features(
+            &p.mae.vit,
+            &p.train.subset(&idx[..b.min(4)]),
+            &p.image,
+            d.pooling,
+            &p.device,
+        )?;
         report.push_str(&format!(
             "  downstream[{i}]: {:?} on {:?}-pooled features {:?}, label fractions {:?}\n",
-            d.head, d.pooling, f.dims(), d.label_fractions
+            d.head,
+            d.pooling,
+            f.dims(),
+            d.label_fractions
         ));
     }
     Ok(report)
@@ -147,7 +180,10 @@ pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
             std::fs::create_dir(out).map_err(|e| Error::io(out, e))?;
             out.clone()
         }
-        None => dir::create(opts.runs_root.as_deref().unwrap_or(Path::new("runs")), &loaded.recipe.name)?,
+        None => dir::create(
+            opts.runs_root.as_deref().unwrap_or(Path::new("runs")),
+            &loaded.recipe.name,
+        )?,
     };
     dir::write_recipe(&run_dir, &loaded.recipe, &loaded.file)?;
     eprintln!("run directory: {}", run_dir.display());
@@ -185,7 +221,15 @@ fn execute(r: &Recipe, run_dir: &Path, file: &Path, opts: &RunOptions) -> Result
         seed: r.seed,
     };
     let started = Instant::now();
-    let outcome = train::train(&task, &p.params, &r.train, r.seed, run_dir, ckpt, opts.stop_after)?;
+    let outcome = train::train(
+        &task,
+        &p.params,
+        &r.train,
+        r.seed,
+        run_dir,
+        ckpt,
+        opts.stop_after,
+    )?;
     let pretrain_seconds = started.elapsed().as_secs_f64();
 
     let mut results = Vec::new();
@@ -196,7 +240,9 @@ fn execute(r: &Recipe, run_dir: &Path, file: &Path, opts: &RunOptions) -> Result
                 key: "data.test".into(),
                 message: "downstream evaluation needs a test split".into(),
             })?;
-            let rs = downstream::evaluate(section, &p.mae.vit, &p.train, test, &p.image, r.seed, &p.device)?;
+            let rs = downstream::evaluate(
+                section, &p.mae.vit, &p.train, test, &p.image, r.seed, &p.device,
+            )?;
             for d in &rs {
                 eprintln!(
                     "{:?} ({:?} pooling), {:.0} % of labels ({} examples): test accuracy {:.2} %",
@@ -217,11 +263,17 @@ fn execute(r: &Recipe, run_dir: &Path, file: &Path, opts: &RunOptions) -> Result
         final_loss: outcome.last_loss,
         samples_per_s: outcome.samples_per_s,
         pretrain_seconds,
-        encoder_parameters: p.params.vars_with_prefix("vit.").iter().map(|(_, v)| v.elem_count()).sum(),
+        encoder_parameters: p
+            .params
+            .vars_with_prefix("vit.")
+            .iter()
+            .map(|(_, v)| v.elem_count())
+            .sum(),
         total_parameters: p.params.num_params(),
         downstream: results,
     };
-    let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::data(run_dir, e.to_string()))?;
+    let json =
+        serde_json::to_string_pretty(&summary).map_err(|e| Error::data(run_dir, e.to_string()))?;
     crate::tensor_io::write_atomic(&run_dir.join(dir::SUMMARY_FILE), json.as_bytes())?;
     Ok(summary)
 }

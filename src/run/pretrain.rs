@@ -22,7 +22,11 @@ pub fn mae_config(r: &Recipe, img: &ImageSection) -> MaeConfig {
     let encoder = r.model.encoder_config();
     let d = &r.objective.decoder;
     MaeConfig {
-        geometry: ImageGeometry { size: img.size, channels: img.channels, patch: img.patch },
+        geometry: ImageGeometry {
+            size: img.size,
+            channels: img.channels,
+            patch: img.patch,
+        },
         decoder: EncoderConfig {
             dim: d.dim,
             depth: d.depth,
@@ -64,7 +68,9 @@ impl MaeTask<'_> {
     pub fn reconstruction_rows(&self, n: usize) -> Result<Vec<Tensor>> {
         let n = n.min(self.preview.len);
         let idx: Vec<usize> = (0..n).collect();
-        let imgs = self.preview.batch(&idx, &self.image.mean, &self.image.std, &self.device)?;
+        let imgs = self
+            .preview
+            .batch(&idx, &self.image.mean, &self.image.std, &self.device)?;
         // The same masks at every checkpoint, so pictures are comparable over training.
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x7069_6373);
         let noise = self.mae.sample_noise(n, &mut rng, &self.device)?;
@@ -83,18 +89,26 @@ impl MaeTask<'_> {
 }
 
 impl TrainTask for MaeTask<'_> {
-    fn len(&self) -> usize {
+    fn num_examples(&self) -> usize {
         self.train.len
     }
 
     fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
-        let imgs = self.train.batch(indices, &self.image.mean, &self.image.std, &self.device)?;
+        let imgs = self
+            .train
+            .batch(indices, &self.image.mean, &self.image.std, &self.device)?;
         let noise = self.mae.sample_noise(indices.len(), rng, &self.device)?;
         Ok(self.mae.forward(&imgs, &noise, &mut Mode::Train(rng))?.loss)
     }
 
     fn on_checkpoint(&self, step: usize, run_dir: &Path) -> Result<()> {
         let rows = self.reconstruction_rows(8)?;
-        save_grid(&rows, 4, &run_dir.join("pictures").join(format!("reconstruction-step-{step:07}.png")))
+        save_grid(
+            &rows,
+            4,
+            &run_dir
+                .join("pictures")
+                .join(format!("reconstruction-step-{step:07}.png")),
+        )
     }
 }

@@ -45,10 +45,16 @@ pub fn save(
     keep: usize,
 ) -> Result<PathBuf> {
     let path = dir.join(file_name(state.step));
-    let mut tensors: Vec<(String, Tensor)> = model.iter().map(|(n, t)| (format!("model.{n}"), t.clone())).collect();
+    let mut tensors: Vec<(String, Tensor)> = model
+        .iter()
+        .map(|(n, t)| (format!("model.{n}"), t.clone()))
+        .collect();
     tensors.extend(optim.iter().map(|(n, t)| (format!("optim.{n}"), t.clone())));
     let state_json = serde_json::to_string(state).map_err(|e| Error::data(&path, e.to_string()))?;
-    let meta = HashMap::from([(STATE_KEY.to_string(), state_json), ("format".to_string(), "pt".to_string())]);
+    let meta = HashMap::from([
+        (STATE_KEY.to_string(), state_json),
+        ("format".to_string(), "pt".to_string()),
+    ]);
     tensor_io::write(&path, &tensors, meta)?;
     let all = list(dir)?;
     for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {
@@ -90,10 +96,13 @@ pub fn is_checkpoint(metadata: &HashMap<String, String>) -> bool {
 
 pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
     let loaded = tensor_io::read(path, device)?;
-    let state_json = loaded.metadata.get(STATE_KEY).ok_or_else(|| Error::Checkpoint {
-        path: path.to_path_buf(),
-        message: format!("no `{STATE_KEY}` metadata: not a pretext training checkpoint"),
-    })?;
+    let state_json = loaded
+        .metadata
+        .get(STATE_KEY)
+        .ok_or_else(|| Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!("no `{STATE_KEY}` metadata: not a pretext training checkpoint"),
+        })?;
     let state: TrainingState = serde_json::from_str(state_json).map_err(|e| Error::Checkpoint {
         path: path.to_path_buf(),
         message: format!("unreadable training state: {e}"),
@@ -106,8 +115,16 @@ pub fn load(path: &Path, device: &Device) -> Result<Checkpoint> {
         } else if let Some(n) = name.strip_prefix("optim.") {
             optim.insert(n.to_string(), t);
         } else {
-            return Err(Error::Checkpoint { path: path.to_path_buf(), message: format!("unexpected tensor `{name}`") });
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!("unexpected tensor `{name}`"),
+            });
         }
     }
-    Ok(Checkpoint { path: path.to_path_buf(), state, model, optim })
+    Ok(Checkpoint {
+        path: path.to_path_buf(),
+        state,
+        model,
+        optim,
+    })
 }

@@ -24,7 +24,7 @@ use crate::recipe::TrainSection;
 /// What the loop trains.
 pub trait TrainTask {
     /// Number of training examples the sampler draws from.
-    fn len(&self) -> usize;
+    fn num_examples(&self) -> usize;
     /// Scalar loss on the examples `indices`; `rng` drives masking and dropout.
     fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor>;
     /// Runs after each checkpoint is written (e.g. reconstruction pictures).
@@ -74,9 +74,13 @@ pub fn train(
             opt.load_state(&ckpt.optim, ckpt.state.step, &ckpt.path)?;
             (ckpt.state.step, ckpt.state.rng, ckpt.state.data)
         }
-        None => (0, ChaCha8Rng::seed_from_u64(seed ^ 0x6d61_736b), Position::default()),
+        None => (
+            0,
+            ChaCha8Rng::seed_from_u64(seed ^ 0x6d61_736b),
+            Position::default(),
+        ),
     };
-    let mut sampler = Sampler::new(task.len(), seed, position);
+    let mut sampler = Sampler::new(task.num_examples(), seed, position);
     let mut metrics = MetricsLog::open(&run_dir.join("metrics.jsonl"), Some(step))?;
     let ckpt_dir = run_dir.join("checkpoints");
 
@@ -97,11 +101,17 @@ pub fn train(
             let value = loss.to_scalar::<f32>()?;
             if !value.is_finite() {
                 bar.abandon();
-                return Err(Error::NonFinite { step: step + 1, loss: value });
+                return Err(Error::NonFinite {
+                    step: step + 1,
+                    loss: value,
+                });
             }
             loss_sum += value;
             let g = (loss / cfg.grad_accum as f64)?.backward()?;
-            optim::accumulate(&mut grads, optim::collect_grads(&g, opt.vars().map(|(_, v)| v)))?;
+            optim::accumulate(
+                &mut grads,
+                optim::collect_grads(&g, opt.vars().map(|(_, v)| v)),
+            )?;
         }
         let grad_norm = match cfg.clip_grad_norm {
             Some(max) => optim::clip_grad_norm(&mut grads, max)?,
@@ -124,7 +134,10 @@ pub fn train(
                 elapsed_s: start.elapsed().as_secs_f64(),
             };
             metrics.log(&record)?;
-            let msg = format!("loss {:.4}  lr {:.2e}  {:.0} samples/s", record.loss, lr, record.samples_per_s);
+            let msg = format!(
+                "loss {:.4}  lr {:.2e}  {:.0} samples/s",
+                record.loss, lr, record.samples_per_s
+            );
             if bar.is_hidden() {
                 eprintln!("step {step}/{}  {msg}", cfg.steps);
             }
@@ -134,10 +147,23 @@ pub fn train(
         bar.set_position(step as u64);
 
         if step % cfg.checkpoint_every == 0 || step == cfg.steps {
-            let state = TrainingState { step, data: sampler.position(), rng: rng.clone() };
-            let model: Vec<(String, Tensor)> =
-                params.vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
-            checkpoint::save(&ckpt_dir, &state, &model, &opt.state(), cfg.keep_checkpoints)?;
+            let state = TrainingState {
+                step,
+                data: sampler.position(),
+                rng: rng.clone(),
+            };
+            let model: Vec<(String, Tensor)> = params
+                .vars()
+                .into_iter()
+                .map(|(n, v)| (n, v.as_tensor().clone()))
+                .collect();
+            checkpoint::save(
+                &ckpt_dir,
+                &state,
+                &model,
+                &opt.state(),
+                cfg.keep_checkpoints,
+            )?;
             bar.suspend(|| task.on_checkpoint(step, run_dir))?;
         }
         if stop_after == Some(step) {
@@ -160,8 +186,10 @@ fn progress_bar(total: usize, at: usize) -> ProgressBar {
     }
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta}]")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta}]",
+        )
+        .expect("valid template"),
     );
     bar.set_position(at as u64);
     bar

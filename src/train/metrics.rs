@@ -39,11 +39,15 @@ impl MetricsLog {
             .append(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        Ok(Self { path: path.to_path_buf(), file })
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
     pub fn log(&mut self, record: &impl Serialize) -> Result<()> {
-        let line = serde_json::to_string(record).map_err(|e| Error::data(&self.path, e.to_string()))?;
+        let line =
+            serde_json::to_string(record).map_err(|e| Error::data(&self.path, e.to_string()))?;
         writeln!(self.file, "{line}").map_err(|e| Error::io(&self.path, e))?;
         self.file.flush().map_err(|e| Error::io(&self.path, e))
     }

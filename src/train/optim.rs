@@ -48,7 +48,13 @@ impl AdamW {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { params, lr_scale_wd: cfg.weight_decay, betas: cfg.betas, eps: cfg.eps, steps: 0 })
+        Ok(Self {
+            params,
+            lr_scale_wd: cfg.weight_decay,
+            betas: cfg.betas,
+            eps: cfg.eps,
+            steps: 0,
+        })
     }
 
     pub fn vars(&self) -> impl Iterator<Item = (&str, &Var)> {
@@ -82,12 +88,22 @@ impl AdamW {
     pub fn state(&self) -> Vec<(String, Tensor)> {
         self.params
             .iter()
-            .flat_map(|p| [(format!("m.{}", p.name), p.m.clone()), (format!("v.{}", p.name), p.v.clone())])
+            .flat_map(|p| {
+                [
+                    (format!("m.{}", p.name), p.m.clone()),
+                    (format!("v.{}", p.name), p.v.clone()),
+                ]
+            })
             .collect()
     }
 
     /// Restores moments saved by [`AdamW::state`]; every parameter's must be present.
-    pub fn load_state(&mut self, state: &BTreeMap<String, Tensor>, steps: usize, origin: &std::path::Path) -> Result<()> {
+    pub fn load_state(
+        &mut self,
+        state: &BTreeMap<String, Tensor>,
+        steps: usize,
+        origin: &std::path::Path,
+    ) -> Result<()> {
         for p in &mut self.params {
             for (slot, which) in [(&mut p.m, "m"), (&mut p.v, "v")] {
                 let key = format!("{which}.{}", p.name);
@@ -98,7 +114,11 @@ impl AdamW {
                 if t.dims() != p.var.dims() {
                     return Err(Error::Checkpoint {
                         path: origin.to_path_buf(),
-                        message: format!("optimizer state `optim.{key}`: expected shape {:?}, found {:?}", p.var.dims(), t.dims()),
+                        message: format!(
+                            "optimizer state `optim.{key}`: expected shape {:?}, found {:?}",
+                            p.var.dims(),
+                            t.dims()
+                        ),
                     });
                 }
                 *slot = t.clone();
@@ -110,7 +130,10 @@ impl AdamW {
 }
 
 /// Gradients of `vars` from a backward pass, in order.
-pub fn collect_grads<'a>(grads: &GradStore, vars: impl Iterator<Item = &'a Var>) -> Vec<Option<Tensor>> {
+pub fn collect_grads<'a>(
+    grads: &GradStore,
+    vars: impl Iterator<Item = &'a Var>,
+) -> Vec<Option<Tensor>> {
     vars.map(|v| grads.get(v.as_tensor()).cloned()).collect()
 }
 
@@ -159,13 +182,22 @@ mod tests {
         // with p = [[1., -2.]], grads [[0.5, 0.25]] then [[-1., 2.]].
         let dev = Device::Cpu;
         let var = Var::from_tensor(&Tensor::new(&[[1f32, -2.0]], &dev).unwrap()).unwrap();
-        let cfg = OptimizerSection { kind: OptimizerKind::Adamw, lr: 0.1, weight_decay: 0.5, betas: [0.9, 0.999], eps: 1e-8 };
+        let cfg = OptimizerSection {
+            kind: OptimizerKind::Adamw,
+            lr: 0.1,
+            weight_decay: 0.5,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+        };
         let mut opt = AdamW::new(vec![("w".into(), var.clone())], &cfg).unwrap();
         let g1 = Tensor::new(&[[0.5f32, 0.25]], &dev).unwrap();
         opt.step(&[Some(g1)], 0.1).unwrap();
         let p1 = var.as_tensor().to_vec2::<f32>().unwrap();
         // decay: 1*(1-0.05)=0.95, -1.9; Adam step t=1 moves by lr*sign(g) = 0.1.
-        assert!((p1[0][0] - 0.85).abs() < 1e-6 && (p1[0][1] + 2.0).abs() < 1e-6, "{p1:?}");
+        assert!(
+            (p1[0][0] - 0.85).abs() < 1e-6 && (p1[0][1] + 2.0).abs() < 1e-6,
+            "{p1:?}"
+        );
         let g2 = Tensor::new(&[[-1f32, 2.0]], &dev).unwrap();
         opt.step(&[Some(g2)], 0.1).unwrap();
         let p2 = var.as_tensor().to_vec2::<f32>().unwrap();
@@ -181,8 +213,14 @@ mod tests {
             let v = b2 * v + (1.0 - b2) * gb * gb;
             p - lr / (1.0 - b1 * b1) * m / (v.sqrt() / (1.0 - b2 * b2).sqrt() + eps)
         };
-        assert!((p2[0][0] as f64 - reference(1.0, 0.5, -1.0)).abs() < 1e-5, "{p2:?}");
-        assert!((p2[0][1] as f64 - reference(-2.0, 0.25, 2.0)).abs() < 1e-5, "{p2:?}");
+        assert!(
+            (p2[0][0] as f64 - reference(1.0, 0.5, -1.0)).abs() < 1e-5,
+            "{p2:?}"
+        );
+        assert!(
+            (p2[0][1] as f64 - reference(-2.0, 0.25, 2.0)).abs() < 1e-5,
+            "{p2:?}"
+        );
     }
 
     #[test]

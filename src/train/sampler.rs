@@ -22,14 +22,20 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(len: usize, seed: u64, pos: Position) -> Self {
-        let mut s = Self { len, seed, pos, order: Vec::new() };
+        let mut s = Self {
+            len,
+            seed,
+            pos,
+            order: Vec::new(),
+        };
         s.order = s.permutation(pos.epoch);
         s
     }
 
     fn permutation(&self, epoch: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.len).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch as u64);
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch as u64);
         order.shuffle(&mut rng);
         order
     }
@@ -39,7 +45,10 @@ impl Sampler {
         let mut out = Vec::with_capacity(n);
         while out.len() < n && self.len > 0 {
             if self.pos.index == self.len {
-                self.pos = Position { epoch: self.pos.epoch + 1, index: 0 };
+                self.pos = Position {
+                    epoch: self.pos.epoch + 1,
+                    index: 0,
+                };
                 self.order = self.permutation(self.pos.epoch);
             }
             let take = (n - out.len()).min(self.len - self.pos.index);

@@ -44,12 +44,24 @@ mod tests {
     use super::*;
 
     fn sched(kind: ScheduleKind) -> Schedule {
-        Schedule::new(&ScheduleSection { kind, warmup_steps: 10, min_lr: 0.1 }, 1.0, 110)
+        Schedule::new(
+            &ScheduleSection {
+                kind,
+                warmup_steps: 10,
+                min_lr: 0.1,
+            },
+            1.0,
+            110,
+        )
     }
 
     #[test]
     fn warmup_then_decay() {
-        for kind in [ScheduleKind::Constant, ScheduleKind::Linear, ScheduleKind::Cosine] {
+        for kind in [
+            ScheduleKind::Constant,
+            ScheduleKind::Linear,
+            ScheduleKind::Cosine,
+        ] {
             let s = sched(kind);
             assert_eq!(s.lr(0), 0.0);
             assert!((s.lr(5) - 0.5).abs() < 1e-12);
@@ -60,7 +72,10 @@ mod tests {
         assert!((lin.lr(110) - 0.1).abs() < 1e-12);
         let cos = sched(ScheduleKind::Cosine);
         assert!((cos.lr(60) - 0.55).abs() < 1e-12); // half way: mean of lr and min_lr
-        assert!((cos.lr(35) - (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI / 4.0).cos()))).abs() < 1e-12);
+        assert!(
+            (cos.lr(35) - (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI / 4.0).cos()))).abs()
+                < 1e-12
+        );
         assert!((cos.lr(110) - 0.1).abs() < 1e-12);
         assert_eq!(sched(ScheduleKind::Constant).lr(100), 1.0);
     }

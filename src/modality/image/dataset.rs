@@ -25,7 +25,10 @@ impl ImageDataset {
         if imgs.rows != imgs.cols {
             return Err(Error::data(
                 images,
-                format!("images are {}x{}; only square images are supported", imgs.rows, imgs.cols),
+                format!(
+                    "images are {}x{}; only square images are supported",
+                    imgs.rows, imgs.cols
+                ),
             ));
         }
         let labels = match labels {
@@ -34,7 +37,12 @@ impl ImageDataset {
                 if l.len() != imgs.n {
                     return Err(Error::data(
                         path,
-                        format!("{} labels for {} images in {}", l.len(), imgs.n, images.display()),
+                        format!(
+                            "{} labels for {} images in {}",
+                            l.len(),
+                            imgs.n,
+                            images.display()
+                        ),
                     ));
                 }
                 Some(l.into_iter().map(u32::from).collect())
@@ -77,7 +85,13 @@ impl ImageDataset {
     }
 
     /// Images `indices` as `[B, C, H, W]` f32, scaled to [0, 1] then normalised per channel.
-    pub fn batch(&self, indices: &[usize], mean: &[f32], std: &[f32], device: &Device) -> Result<Tensor> {
+    pub fn batch(
+        &self,
+        indices: &[usize],
+        mean: &[f32],
+        std: &[f32],
+        device: &Device,
+    ) -> Result<Tensor> {
         let per = self.channels * self.size * self.size;
         let plane = self.size * self.size;
         let mut out = Vec::with_capacity(indices.len() * per);

@@ -42,15 +42,15 @@ pub fn sincos_with_cls(dim: usize, grid: usize, device: &candle_core::Device) ->
 #[derive(Debug, Clone)]
 pub struct ImageEncoder {
     pub patch_embed: PatchEmbed,
-    pub cls_token: Tensor,      // [1, 1, D]
-    pub pos_embed: Tensor,      // [1, 1 + L, D], fixed
+    pub cls_token: Tensor, // [1, 1, D]
+    pub pos_embed: Tensor, // [1, 1 + L, D], fixed
     pub encoder: Encoder,
     pub geometry: ImageGeometry,
 }
 
 impl ImageEncoder {
     pub fn new(geometry: ImageGeometry, cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
-        if geometry.patch == 0 || geometry.size % geometry.patch != 0 {
+        if geometry.patch == 0 || !geometry.size.is_multiple_of(geometry.patch) {
             candle_core::bail!(
                 "image size {} is not divisible by patch size {}",
                 geometry.size,

@@ -23,9 +23,16 @@ pub fn save_grid(rows: &[Tensor], scale: usize, path: &Path) -> Result<()> {
     let mut img = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
     for (r, row) in rows.iter().enumerate() {
         if row.dims4()? != (n, c, h, w) {
-            return Err(Error::shape("save_grid row", format!("{:?}", (n, c, h, w)), format!("{:?}", row.dims())));
+            return Err(Error::shape(
+                "save_grid row",
+                format!("{:?}", (n, c, h, w)),
+                format!("{:?}", row.dims()),
+            ));
         }
-        let px: Vec<f32> = row.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+        let px: Vec<f32> = row
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1()?;
         for i in 0..n {
             for y in 0..h * scale {
                 for x in 0..w * scale {
@@ -33,7 +40,11 @@ pub fn save_grid(rows: &[Tensor], scale: usize, path: &Path) -> Result<()> {
                         let v = px[((i * c + ch) * h + y / scale) * w + x / scale];
                         (v.clamp(0.0, 1.0) * 255.0).round() as u8
                     };
-                    let rgb = if c == 1 { [at(0); 3] } else { [at(0), at(1), at(2)] };
+                    let rgb = if c == 1 {
+                        [at(0); 3]
+                    } else {
+                        [at(0), at(1), at(2)]
+                    };
                     img.put_pixel(
                         (gap + i * cw + x) as u32,
                         (gap + r * ch + y) as u32,

@@ -33,7 +33,10 @@ pub fn unpatchify(x: &Tensor, p: usize, channels: usize) -> Result<Tensor> {
 /// `get_2d_sincos_pos_embed`, without the class-token row): the first half of each row
 /// encodes the column index, the second half the row index.
 pub fn sincos_2d(dim: usize, grid: usize) -> Vec<f32> {
-    assert!(dim % 4 == 0, "sincos embedding dim must be divisible by 4");
+    assert!(
+        dim.is_multiple_of(4),
+        "sincos embedding dim must be divisible by 4"
+    );
     let quarter = dim / 4;
     let omega: Vec<f64> = (0..quarter)
         .map(|i| 1.0 / 10000f64.powf(i as f64 / quarter as f64))
