@@ -39,15 +39,14 @@ pub fn open(spec: DeviceSpec) -> Result<Device> {
     };
     match spec {
         DeviceSpec::Cpu => Ok(Device::Cpu),
-        DeviceSpec::Auto => {
-            if candle_core::utils::cuda_is_available() {
-                Ok(Device::new_cuda(0)?)
-            } else if candle_core::utils::metal_is_available() {
-                Ok(Device::new_metal(0)?)
-            } else {
-                Ok(Device::Cpu)
-            }
-        }
+        // Built with a GPU feature but no GPU present: fall back to the CPU.
+        DeviceSpec::Auto => Ok(if candle_core::utils::cuda_is_available() {
+            Device::new_cuda(0).unwrap_or(Device::Cpu)
+        } else if candle_core::utils::metal_is_available() {
+            Device::new_metal(0).unwrap_or(Device::Cpu)
+        } else {
+            Device::Cpu
+        }),
         DeviceSpec::Cuda(n) if candle_core::utils::cuda_is_available() => Ok(Device::new_cuda(n)?),
         DeviceSpec::Cuda(_) => Err(unavailable("cuda", "cuda")),
         DeviceSpec::Metal if candle_core::utils::metal_is_available() => Ok(Device::new_metal(0)?),

@@ -112,10 +112,17 @@ fn unreadable_idx_file_is_an_error_naming_it() {
         bad.to_str().unwrap(),
     );
     let file = common::write_recipe(tmp.path(), &text);
-    let (ok, _, err) = pretext(&["recipe", "check", file.to_str().unwrap()]);
-    assert!(!ok);
-    assert_clean_failure(&err);
-    assert!(err.contains("truncated.gz"), "{err}");
+    let runs = tmp.path().join("runs");
+    for args in [
+        vec!["recipe", "check", file.to_str().unwrap()],
+        vec!["run", file.to_str().unwrap(), "--runs-dir", runs.to_str().unwrap()],
+    ] {
+        let (ok, _, err) = pretext(&args);
+        assert!(!ok);
+        assert_clean_failure(&err);
+        assert!(err.contains("truncated.gz"), "{err}");
+    }
+    assert!(!runs.exists(), "a run that cannot start leaves no directory behind");
 }
 
 #[test]

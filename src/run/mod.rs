@@ -174,7 +174,8 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
 
 /// Starts a new run of a loaded recipe.
 pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
-    recipe::check_paths(&loaded.recipe, &loaded.file)?;
+    // Data and model first: a recipe that cannot run leaves no run directory behind.
+    let prepared = prepare(&loaded.recipe, &loaded.file)?;
     let run_dir = match &opts.out {
         Some(out) => {
             std::fs::create_dir(out).map_err(|e| Error::io(out, e))?;
@@ -187,7 +188,7 @@ pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
     };
     dir::write_recipe(&run_dir, &loaded.recipe, &loaded.file)?;
     eprintln!("run directory: {}", run_dir.display());
-    execute(&loaded.recipe, &run_dir, &loaded.file, opts)
+    execute(prepared, &loaded.recipe, &run_dir, &loaded.file, opts)
 }
 
 /// Resumes (or finishes) the run in `run_dir` from its latest checkpoint. Overrides (for
@@ -198,11 +199,10 @@ pub fn resume(run_dir: &Path, overrides: &[Override], opts: &RunOptions) -> Resu
     if !overrides.is_empty() {
         dir::write_recipe(run_dir, &loaded.recipe, &file)?;
     }
-    execute(&loaded.recipe, run_dir, &file, opts)
+    execute(prepare(&loaded.recipe, &file)?, &loaded.recipe, run_dir, &file, opts)
 }
 
-fn execute(r: &Recipe, run_dir: &Path, file: &Path, opts: &RunOptions) -> Result<Summary> {
-    let p = prepare(r, file)?;
+fn execute(p: Prepared, r: &Recipe, run_dir: &Path, file: &Path, opts: &RunOptions) -> Result<Summary> {
     let ckpt = match checkpoint::latest(&run_dir.join("checkpoints"))? {
         Some(path) => {
             let c = checkpoint::load(&path, &p.device)?;
