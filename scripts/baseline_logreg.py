@@ -45,6 +45,8 @@ def main():
     p.add_argument("--dir", help="directory holding the four files under their upstream names")
     p.add_argument("--max-iter", type=int, default=5000)
     p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength (default 1.0)")
+    p.add_argument("--label-fraction", type=float, default=1.0,
+                   help="train on a stratified draw of this fraction of the training split (seed 0)")
     args = p.parse_args()
 
     if args.dir:
@@ -66,6 +68,11 @@ def main():
     xte = xte.reshape(len(xte), -1).astype(np.float64) / 255.0
     if len(xtr) != len(ytr) or len(xte) != len(yte):
         sys.exit("image and label counts differ")
+
+    if args.label_fraction < 1.0:
+        from sklearn.model_selection import train_test_split
+        xtr, _, ytr, _ = train_test_split(xtr, ytr, train_size=args.label_fraction,
+                                          stratify=ytr, random_state=0)
 
     clf = LogisticRegression(max_iter=args.max_iter, C=args.C)
     t0 = time.time()

@@ -11,6 +11,7 @@
 //! Pre-norm (ViT, MAE): `x = x + attn(norm1(x)); x = x + mlp(norm2(x))`, final `norm`.
 //! Post-norm (BERT): `x = norm1(x + attn(x)); x = norm2(x + mlp(x))`, no final norm.
 
+pub mod fused;
 pub mod ops;
 
 use candle_core::{DType, Module, Result, Tensor, D};

@@ -29,6 +29,9 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(xn) = super::fused::normalize(x, self.eps)? {
+            return xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias);
+        }
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
@@ -89,6 +92,9 @@ impl Module for Linear {
 
 /// Softmax over the last dimension, numerically stabilised by the row maximum.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if let Some(y) = super::fused::softmax_last_dim(x)? {
+        return Ok(y);
+    }
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)

@@ -1,0 +1,225 @@
+//! Fused CPU kernels with hand-written backward passes for the two row-wise operations that
+//! dominate a small transformer's elementwise time: layer normalisation (without its affine
+//! part) and the last-dimension softmax. Composed from candle ops they cost a dozen
+//! temporaries each in both passes; fused, one. On other devices, and for other dtypes, the
+//! callers fall back to the composed versions (`ops.rs`). Both are checked against the
+//! composed ops, values and gradients, in the tests below.
+
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Rows of a contiguous f32 tensor, or `None` when the fused path does not apply.
+fn rows<'a>(s: &'a CpuStorage, l: &Layout) -> Option<(&'a [f32], usize)> {
+    let (start, end) = l.contiguous_offsets()?;
+    match s {
+        CpuStorage::F32(v) => Some((&v[start..end], *l.dims().last()?)),
+        _ => None,
+    }
+}
+
+fn f32_rows(t: &Tensor) -> Result<Vec<f32>> {
+    t.contiguous()?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// Rows of work below this many elements run on one thread.
+const PAR_MIN: usize = 1 << 14;
+
+fn for_rows(out: &mut [f32], d: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if out.len() < PAR_MIN {
+        out.chunks_mut(d).enumerate().for_each(|(i, o)| f(i, o));
+    } else {
+        out.par_chunks_mut(d).enumerate().for_each(|(i, o)| f(i, o));
+    }
+}
+
+/// `(x - mean) / sqrt(var + eps)` over the last dimension (biased variance, as PyTorch).
+struct Normalize {
+    eps: f32,
+}
+
+fn mean_rstd(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+impl CustomOp1 for Normalize {
+    fn name(&self) -> &'static str {
+        "pretext-normalize"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, d) = rows(s, l)
+            .ok_or_else(|| candle_core::Error::Msg("normalize: needs contiguous f32".into()))?;
+        let mut out = vec![0f32; x.len()];
+        for_rows(&mut out, d, |i, o| {
+            let xr = &x[i * d..(i + 1) * d];
+            let (mean, rstd) = mean_rstd(xr, self.eps);
+            for (o, v) in o.iter_mut().zip(xr) {
+                *o = (v - mean) * rstd;
+            }
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    /// `dx = rstd * (g - mean(g) - xhat * mean(g * xhat))`.
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let d = arg.dim(candle_core::D::Minus1)?;
+        let (x, xhat, g) = (f32_rows(arg)?, f32_rows(res)?, f32_rows(grad)?);
+        let mut dx = vec![0f32; x.len()];
+        for_rows(&mut dx, d, |i, o| {
+            let r = i * d..(i + 1) * d;
+            let (_, rstd) = mean_rstd(&x[r.clone()], self.eps);
+            let (xh, gr) = (&xhat[r.clone()], &g[r]);
+            let mg = gr.iter().sum::<f32>() / d as f32;
+            let mgx = gr.iter().zip(xh).map(|(a, b)| a * b).sum::<f32>() / d as f32;
+            for ((o, a), b) in o.iter_mut().zip(gr).zip(xh) {
+                *o = rstd * (a - mg - b * mgx);
+            }
+        });
+        Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
+    }
+}
+
+/// Softmax over the last dimension.
+struct Softmax;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "pretext-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, d) = rows(s, l)
+            .ok_or_else(|| candle_core::Error::Msg("softmax: needs contiguous f32".into()))?;
+        let mut out = vec![0f32; x.len()];
+        for_rows(&mut out, d, |i, o| {
+            let xr = &x[i * d..(i + 1) * d];
+            let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for (o, v) in o.iter_mut().zip(xr) {
+                *o = (v - max).exp();
+                sum += *o;
+            }
+            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|v| *v *= inv);
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    /// `dx = y * (g - sum(g * y))`.
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let d = arg.dim(candle_core::D::Minus1)?;
+        let (y, g) = (f32_rows(res)?, f32_rows(grad)?);
+        let mut dx = vec![0f32; y.len()];
+        for_rows(&mut dx, d, |i, o| {
+            let r = i * d..(i + 1) * d;
+            let (yr, gr) = (&y[r.clone()], &g[r]);
+            let dot = yr.iter().zip(gr).map(|(a, b)| a * b).sum::<f32>();
+            for ((o, a), b) in o.iter_mut().zip(yr).zip(gr) {
+                *o = a * (b - dot);
+            }
+        });
+        Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
+    }
+}
+
+fn applies(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// Fused normalisation, or `None` where only the composed version applies.
+pub fn normalize(x: &Tensor, eps: f64) -> Result<Option<Tensor>> {
+    if !applies(x) {
+        return Ok(None);
+    }
+    x.contiguous()?
+        .apply_op1(Normalize { eps: eps as f32 })
+        .map(Some)
+}
+
+/// Fused softmax over the last dimension, or `None` where only the composed one applies.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Option<Tensor>> {
+    if !applies(x) {
+        return Ok(None);
+    }
+    x.contiguous()?.apply_op1(Softmax).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var, D};
+
+    fn composed_normalize(x: &Tensor, eps: f64) -> Tensor {
+        let mean = x.mean_keepdim(D::Minus1).unwrap();
+        let xc = x.broadcast_sub(&mean).unwrap();
+        let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        xc.broadcast_div(&(var + eps).unwrap().sqrt().unwrap())
+            .unwrap()
+    }
+
+    fn composed_softmax(x: &Tensor) -> Tensor {
+        let max = x.max_keepdim(D::Minus1).unwrap().detach();
+        let e = x.broadcast_sub(&max).unwrap().exp().unwrap();
+        e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap()
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// Values and gradients (through a loss with non-uniform weights) match the composed op.
+    fn check(fused: impl Fn(&Tensor) -> Tensor, composed: impl Fn(&Tensor) -> Tensor, rows: usize) {
+        let dev = Device::Cpu;
+        let x =
+            Var::from_tensor(&(Tensor::randn(0f32, 2.0, (rows, 24), &dev).unwrap() + 0.5).unwrap())
+                .unwrap();
+        let w = Tensor::randn(0f32, 1.0, (rows, 24), &dev).unwrap();
+        let (yf, yc) = (fused(x.as_tensor()), composed(x.as_tensor()));
+        assert!(max_abs_diff(&yf, &yc) < 1e-5);
+        let gf = (&yf * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gc = (&yc * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (gf, gc) = (
+            gf.get(x.as_tensor()).unwrap(),
+            gc.get(x.as_tensor()).unwrap(),
+        );
+        assert!(
+            max_abs_diff(gf, gc) < 1e-4,
+            "gradient differs by {}",
+            max_abs_diff(gf, gc)
+        );
+    }
+
+    #[test]
+    fn fused_normalize_matches_composed() {
+        for rows in [3, 2000] {
+            check(
+                |x| normalize(x, 1e-6).unwrap().unwrap(),
+                |x| composed_normalize(x, 1e-6),
+                rows,
+            );
+        }
+    }
+
+    #[test]
+    fn fused_softmax_matches_composed() {
+        for rows in [3, 2000] {
+            check(
+                |x| softmax_last_dim(x).unwrap().unwrap(),
+                composed_softmax,
+                rows,
+            );
+        }
+    }
+}
