@@ -44,7 +44,10 @@ pub enum Activation {
 impl Activation {
     fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Activation::Gelu => x.gelu_erf(),
+            Activation::Gelu => match fused::gelu_erf(x)? {
+                Some(y) => Ok(y),
+                None => x.gelu_erf(),
+            },
             Activation::GeluTanh => x.gelu(),
             Activation::Relu => x.relu(),
         }
