@@ -115,14 +115,22 @@ fn unreadable_idx_file_is_an_error_naming_it() {
     let runs = tmp.path().join("runs");
     for args in [
         vec!["recipe", "check", file.to_str().unwrap()],
-        vec!["run", file.to_str().unwrap(), "--runs-dir", runs.to_str().unwrap()],
+        vec![
+            "run",
+            file.to_str().unwrap(),
+            "--runs-dir",
+            runs.to_str().unwrap(),
+        ],
     ] {
         let (ok, _, err) = pretext(&args);
         assert!(!ok);
         assert_clean_failure(&err);
         assert!(err.contains("truncated.gz"), "{err}");
     }
-    assert!(!runs.exists(), "a run that cannot start leaves no directory behind");
+    assert!(
+        !runs.exists(),
+        "a run that cannot start leaves no directory behind"
+    );
 }
 
 #[test]

@@ -199,10 +199,22 @@ pub fn resume(run_dir: &Path, overrides: &[Override], opts: &RunOptions) -> Resu
     if !overrides.is_empty() {
         dir::write_recipe(run_dir, &loaded.recipe, &file)?;
     }
-    execute(prepare(&loaded.recipe, &file)?, &loaded.recipe, run_dir, &file, opts)
+    execute(
+        prepare(&loaded.recipe, &file)?,
+        &loaded.recipe,
+        run_dir,
+        &file,
+        opts,
+    )
 }
 
-fn execute(p: Prepared, r: &Recipe, run_dir: &Path, file: &Path, opts: &RunOptions) -> Result<Summary> {
+fn execute(
+    p: Prepared,
+    r: &Recipe,
+    run_dir: &Path,
+    file: &Path,
+    opts: &RunOptions,
+) -> Result<Summary> {
     let ckpt = match checkpoint::latest(&run_dir.join("checkpoints"))? {
         Some(path) => {
             let c = checkpoint::load(&path, &p.device)?;
