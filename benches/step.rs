@@ -72,11 +72,11 @@ const MEAN: [f32; 1] = [0.2860];
 const STD: [f32; 1] = [0.3530];
 
 // ---- The timing protocol (both sides) ----
-const TRAIN_WARMUP: usize = 2;
-const TRAIN_STEPS_PER_ROUND: usize = 3;
-const INFER_WARMUP: usize = 1;
-const INFER_STEPS_PER_ROUND: usize = 3;
-const ROUNDS: usize = 5;
+const TRAIN_WARMUP: usize = 3;
+const TRAIN_STEPS_PER_ROUND: usize = 8;
+const INFER_WARMUP: usize = 2;
+const INFER_STEPS_PER_ROUND: usize = 8;
+const ROUNDS: usize = 7;
 
 fn encoder(dim: usize, depth: usize, heads: usize, mlp_dim: usize) -> EncoderConfig {
     EncoderConfig {
@@ -463,11 +463,15 @@ fn main() {
         fmt_rates(&rust_infer),
         fmt_rates(&py_infer)
     );
-    println!(
-        "last training loss: pretext {:.4}, PyTorch {:.4} (different initial weights; same \
-         model and data)",
-        last_loss.0, last_loss.1
-    );
+    if have_py {
+        println!(
+            "last training loss: pretext {:.4}, PyTorch {:.4} (different initial weights; \
+             same model and data)",
+            last_loss.0, last_loss.1
+        );
+    } else {
+        println!("last training loss: pretext {:.4}", last_loss.0);
+    }
     println!(
         "protocol: {TRAIN_WARMUP} warm-up steps, then {ROUNDS} alternating rounds of \
          {TRAIN_STEPS_PER_ROUND} training steps / {INFER_STEPS_PER_ROUND} inference passes \
