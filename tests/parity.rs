@@ -168,10 +168,7 @@ fn check_padding_is_invisible(name: &str) {
     let mask = case.tensor("padding_mask");
     let (b, t, d) = x.dims3().unwrap();
     let m = flat(mask);
-    assert!(
-        m.contains(&0.0),
-        "{name}: fixture has no padding to test"
-    );
+    assert!(m.contains(&0.0), "{name}: fixture has no padding to test");
 
     // x' = x + (1 - mask) * big, with `big` varying per element.
     let big = Tensor::randn(0f32, 1.0, (b, t, d), &Device::Cpu)

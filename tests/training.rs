@@ -109,8 +109,7 @@ fn non_finite_loss_stops_the_run_naming_the_step() {
             ..Default::default()
         },
     )
-    .err()
-    .expect("the run must fail");
+    .expect_err("the run must fail");
     let msg = err.to_string();
     assert!(
         msg.contains("training stopped at step") && msg.contains("non-finite"),

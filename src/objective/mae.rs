@@ -184,18 +184,23 @@ impl Mae {
         x.narrow(1, 1, l)
     }
 
-    /// The reconstruction target: patches, per-patch normalised when `norm_pix_loss`
-    /// (unbiased variance, eps 1e-6, as MAE).
+    /// Per-patch mean and standard deviation of `patches` (`[B, L, P]` → `[B, L, 1]` each),
+    /// with the unbiased variance and eps 1e-6 of MAE's `norm_pix_loss`.
+    fn patch_stats(patches: &Tensor) -> Result<(Tensor, Tensor)> {
+        let n = patches.dim(2)? as f64;
+        let mean = patches.mean_keepdim(2)?;
+        let var = (patches.broadcast_sub(&mean)?.sqr()?.sum_keepdim(2)? / (n - 1.0).max(1.0))?;
+        Ok((mean, (var + 1e-6)?.sqrt()?))
+    }
+
+    /// The reconstruction target: patches, per-patch normalised when `norm_pix_loss`.
     pub fn target(&self, imgs: &Tensor) -> Result<Tensor> {
         let target = patchify(imgs, self.cfg.geometry.patch)?;
         if !self.cfg.norm_pix_loss {
             return Ok(target);
         }
-        let n = target.dim(2)? as f64;
-        let mean = target.mean_keepdim(2)?;
-        let centered = target.broadcast_sub(&mean)?;
-        let var = (centered.sqr()?.sum_keepdim(2)? / (n - 1.0).max(1.0))?;
-        centered.broadcast_div(&(var + 1e-6)?.sqrt()?)
+        let (mean, std) = Self::patch_stats(&target)?;
+        target.broadcast_sub(&mean)?.broadcast_div(&std)
     }
 
     /// Mean over removed patches of the per-patch mean squared error.
@@ -223,12 +228,8 @@ impl Mae {
         if !self.cfg.norm_pix_loss {
             return Ok(pred.clone());
         }
-        let target = patchify(imgs, self.cfg.geometry.patch)?;
-        let n = target.dim(2)? as f64;
-        let mean = target.mean_keepdim(2)?;
-        let var = (target.broadcast_sub(&mean)?.sqr()?.sum_keepdim(2)? / (n - 1.0).max(1.0))?;
-        pred.broadcast_mul(&(var + 1e-6)?.sqrt()?)?
-            .broadcast_add(&mean)
+        let (mean, std) = Self::patch_stats(&patchify(imgs, self.cfg.geometry.patch)?)?;
+        pred.broadcast_mul(&std)?.broadcast_add(&mean)
     }
 }
 
