@@ -5,27 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
-use safetensors::tensor::{Dtype as StDtype, TensorView};
+use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
-
-fn st_dtype(d: DType) -> Result<StDtype> {
-    Ok(match d {
-        DType::F32 => StDtype::F32,
-        DType::F64 => StDtype::F64,
-        DType::F16 => StDtype::F16,
-        DType::BF16 => StDtype::BF16,
-        DType::U32 => StDtype::U32,
-        DType::U8 => StDtype::U8,
-        DType::I64 => StDtype::I64,
-        other => {
-            return Err(Error::Usage(format!(
-                "cannot write dtype {other:?} to safetensors"
-            )))
-        }
-    })
-}
 
 /// Writes `tensors` (and string `metadata`) to `path` atomically.
 pub fn write(
@@ -33,60 +15,17 @@ pub fn write(
     tensors: &[(String, Tensor)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let mut data = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let t = t.to_device(&Device::Cpu)?.contiguous()?;
-        let bytes: Vec<u8> = match t.dtype() {
-            DType::F32 => t
-                .flatten_all()?
-                .to_vec1::<f32>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-            DType::U32 => t
-                .flatten_all()?
-                .to_vec1::<u32>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-            DType::I64 => t
-                .flatten_all()?
-                .to_vec1::<i64>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-            DType::U8 => t.flatten_all()?.to_vec1::<u8>()?,
-            DType::F64 => t
-                .flatten_all()?
-                .to_vec1::<f64>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-            other => {
-                return Err(Error::Usage(format!(
-                    "tensor `{name}`: cannot write dtype {other:?}"
-                )))
-            }
-        };
-        data.push((name.clone(), st_dtype(t.dtype())?, t.dims().to_vec(), bytes));
-    }
-    let views = data
+    // candle's `Tensor` is a safetensors `View`; it must be contiguous and on the CPU.
+    let cpu = tensors
         .iter()
-        .map(|(n, d, s, b)| {
-            Ok((
-                n.clone(),
-                TensorView::new(*d, s.clone(), b)
-                    .map_err(|e| Error::Usage(format!("tensor `{n}`: {e}")))?,
-            ))
-        })
+        .map(|(name, t)| Ok((name.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
         .collect::<Result<Vec<_>>>()?;
     let meta = if metadata.is_empty() {
         None
     } else {
         Some(metadata)
     };
-    let bytes =
-        safetensors::serialize(views, meta).map_err(|e| Error::data(path, e.to_string()))?;
+    let bytes = safetensors::serialize(cpu, meta).map_err(|e| Error::data(path, e.to_string()))?;
     write_atomic(path, &bytes)
 }
 
