@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 // glibc malloc maps and unmaps every large tensor buffer; mimalloc keeps freed memory,
-// which measured ~1.6x faster training steps here (see DESIGN.md).
+// which took an MAE step from 44 to 70 samples/s in the measurement DESIGN.md records.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
