@@ -84,6 +84,18 @@ impl ParamStore {
         VarBuilder::from_backend(backend, DType::F32, device.clone())
     }
 
+    /// A `VarBuilder` over detached copies of the current values: a model built from it is
+    /// frozen and its forward pass records no gradient graph (candle has no no-grad mode),
+    /// which is what evaluation and feature extraction want.
+    pub fn frozen_var_builder(&self, device: &Device) -> VarBuilder<'static> {
+        let tensors = self
+            .vars()
+            .into_iter()
+            .map(|(name, v)| (name, v.as_tensor().detach()))
+            .collect();
+        VarBuilder::from_tensors(tensors, DType::F32, device)
+    }
+
     /// All parameters, sorted by name.
     pub fn vars(&self) -> Vec<(String, Var)> {
         let vars = self.inner.vars.lock().expect("param store lock");

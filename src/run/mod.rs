@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::backbone::Mode;
 use crate::error::{Error, Result};
 use crate::modality::image::dataset::ImageDataset;
+use crate::modality::image::ImageEncoder;
 use crate::objective::mae::Mae;
 use crate::params::ParamStore;
 use crate::recipe::{self, DataSource, ImageSection, Loaded, Override, Recipe};
@@ -245,7 +246,12 @@ fn execute(
     let pretrain_seconds = started.elapsed().as_secs_f64();
 
     let mut results = Vec::new();
-    if outcome.step == r.train.steps && !opts.skip_downstream {
+    if outcome.step == r.train.steps && !opts.skip_downstream && !r.downstream.is_empty() {
+        let frozen = ImageEncoder::new(
+            p.mae.config().geometry,
+            &p.mae.config().encoder,
+            p.params.frozen_var_builder(&p.device).pp("vit"),
+        )?;
         for section in &r.downstream {
             let test = p.test.as_ref().ok_or_else(|| Error::InvalidValue {
                 file: file.to_path_buf(),
@@ -253,7 +259,7 @@ fn execute(
                 message: "downstream evaluation needs a test split".into(),
             })?;
             let rs = downstream::evaluate(
-                section, &p.mae.vit, &p.train, test, &p.image, r.seed, &p.device,
+                section, &frozen, &p.train, test, &p.image, r.seed, &p.device,
             )?;
             for d in &rs {
                 eprintln!(
