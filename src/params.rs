@@ -111,7 +111,15 @@ impl ParamStore {
     }
 
     pub fn num_params(&self) -> usize {
-        self.vars().iter().map(|(_, v)| v.elem_count()).sum()
+        self.num_params_with_prefix("")
+    }
+
+    /// Number of scalar parameters whose name starts with `prefix`.
+    pub fn num_params_with_prefix(&self, prefix: &str) -> usize {
+        self.vars_with_prefix(prefix)
+            .iter()
+            .map(|(_, v)| v.elem_count())
+            .sum()
     }
 
     /// Overwrite parameters with the given tensors. Every stored parameter must be present

@@ -134,12 +134,18 @@ fn assert_close(what: &str, actual: &Tensor, expected: &Tensor) {
     );
 }
 
-fn check_backbone(name: &str) {
+/// A fixture case and the encoder built from its config and weights.
+fn load_backbone(name: &str) -> (Case, Encoder) {
     let case = Case::load(name);
     let cfg = encoder_config(&case.config);
     let store = ParamStore::new(0);
     let enc = Encoder::new(&cfg, store.var_builder(&Device::Cpu)).unwrap();
     case.load_into(&store);
+    (case, enc)
+}
+
+fn check_backbone(name: &str) {
+    let (case, enc) = load_backbone(name);
     let x = case.tensor("x");
     let mask = case.tensor("padding_mask");
     let out = enc.forward(x, Some(mask), &mut Mode::Eval).unwrap();
@@ -159,11 +165,7 @@ fn backbone_post_norm_tanh_gelu_qkv_bias_matches_pytorch() {
 /// Replacing the padded tokens' embeddings by large arbitrary values must leave every real
 /// token's output unchanged (the additive `f32::MIN` key bias gives them exactly zero weight).
 fn check_padding_is_invisible(name: &str) {
-    let case = Case::load(name);
-    let cfg = encoder_config(&case.config);
-    let store = ParamStore::new(0);
-    let enc = Encoder::new(&cfg, store.var_builder(&Device::Cpu)).unwrap();
-    case.load_into(&store);
+    let (case, enc) = load_backbone(name);
     let x = case.tensor("x");
     let mask = case.tensor("padding_mask");
     let (b, t, d) = x.dims3().unwrap();

@@ -136,12 +136,7 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
     if !loss.is_finite() {
         return Err(Error::NonFinite { step: 0, loss });
     }
-    let encoder_params = p
-        .params
-        .vars_with_prefix("vit.")
-        .iter()
-        .map(|(_, v)| v.elem_count())
-        .sum::<usize>();
+    let encoder_params = p.params.num_params_with_prefix("vit.");
     let mut report = format!(
         "recipe `{}` is valid\n  train: {} images{}\n  model: {} parameters ({} in the encoder)\n  batch: images {:?} -> {} visible of {} patches -> prediction {:?}\n  initial loss: {loss:.4}\n",
         r.name,
@@ -281,12 +276,7 @@ fn execute(
         final_loss: outcome.last_loss,
         samples_per_s: outcome.samples_per_s,
         pretrain_seconds,
-        encoder_parameters: p
-            .params
-            .vars_with_prefix("vit.")
-            .iter()
-            .map(|(_, v)| v.elem_count())
-            .sum(),
+        encoder_parameters: p.params.num_params_with_prefix("vit."),
         total_parameters: p.params.num_params(),
         downstream: results,
     };
