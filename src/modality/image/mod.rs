@@ -1,5 +1,6 @@
 //! Images: reading (IDX), tensors (patches), and the embedder that feeds the backbone.
 
+pub mod classifier;
 pub mod dataset;
 pub mod embed;
 pub mod encoder;
@@ -7,4 +8,5 @@ pub mod grid;
 pub mod idx;
 pub mod patch;
 
+pub use classifier::{ClassifierSpec, ImageClassifier};
 pub use encoder::{ImageEncoder, ImageGeometry};
