@@ -9,6 +9,7 @@ pub mod cli;
 pub mod device;
 pub mod error;
 pub mod head;
+pub mod hf;
 pub mod inspect;
 pub mod modality;
 pub mod objective;

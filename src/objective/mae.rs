@@ -109,6 +109,27 @@ impl Mae {
         &self.cfg
     }
 
+    /// The decoder's fixed position table `[1, 1 + L, Dd]`.
+    pub fn decoder_pos_embed(&self) -> &Tensor {
+        &self.decoder_pos_embed
+    }
+
+    /// Replaces both fixed position tables with those a checkpoint stores (Hugging Face
+    /// ViT-MAE keeps them as `position_embeddings` / `decoder_pos_embed`), so a loaded model
+    /// uses exactly its own tables. `encoder: [1, 1 + L, D]`, `decoder: [1, 1 + L, Dd]`.
+    pub fn set_fixed_positions(&mut self, encoder: Tensor, decoder: Tensor) -> Result<()> {
+        if decoder.dims() != self.decoder_pos_embed.dims() {
+            candle_core::bail!(
+                "decoder position table: expected shape {:?}, found {:?}",
+                self.decoder_pos_embed.dims(),
+                decoder.dims()
+            );
+        }
+        self.vit.set_fixed_positions(encoder)?;
+        self.decoder_pos_embed = decoder;
+        Ok(())
+    }
+
     /// Number of patches an encoder pass keeps.
     pub fn len_keep(&self) -> usize {
         let l = self.cfg.geometry.num_patches();

@@ -1,5 +1,9 @@
-//! The image encoder: patch embedding + class token + fixed 2-D sin-cos positions, feeding
-//! the shared backbone. Objectives (MAE) and downstream heads use it under the prefix `vit.`.
+//! The image encoder: patch embedding + class token + 2-D positions, feeding the shared
+//! backbone. Objectives (MAE) and downstream heads use it under the prefix `vit.`.
+//!
+//! Positions are MAE's fixed sin-cos table by default (not a parameter), or a learned
+//! parameter `pos_embed` `[1, 1 + L, D]` as in ViT (Dosovitskiy et al. 2020; Hugging Face
+//! `ViTEmbeddings.position_embeddings`).
 
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -39,17 +43,40 @@ pub fn sincos_with_cls(dim: usize, grid: usize, device: &candle_core::Device) ->
     Tensor::from_vec(values, (1, 1 + grid * grid, dim), device)
 }
 
+/// How an [`ImageEncoder`] gets its position embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Positions {
+    /// MAE's fixed 2-D sin-cos table with a zero class-token row; not a parameter.
+    #[default]
+    Sincos,
+    /// A trained parameter `pos_embed` `[1, 1 + L, D]` (ViT), initialised N(0, 0.02).
+    Learned,
+}
+
 #[derive(Debug, Clone)]
 pub struct ImageEncoder {
     pub patch_embed: PatchEmbed,
     pub cls_token: Tensor, // [1, 1, D]
-    pub pos_embed: Tensor, // [1, 1 + L, D], fixed
+    pub pos_embed: Tensor, // [1, 1 + L, D], fixed or learned (see `positions`)
     pub encoder: Encoder,
     pub geometry: ImageGeometry,
+    pub positions: Positions,
 }
 
 impl ImageEncoder {
+    /// An encoder with MAE's fixed sin-cos positions.
     pub fn new(geometry: ImageGeometry, cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
+        Self::with_positions(geometry, cfg, Positions::Sincos, vb)
+    }
+
+    /// An encoder with the given kind of position embeddings.
+    pub fn with_positions(
+        geometry: ImageGeometry,
+        cfg: &EncoderConfig,
+        positions: Positions,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         if geometry.patch == 0 || !geometry.size.is_multiple_of(geometry.patch) {
             candle_core::bail!(
                 "image size {} is not divisible by patch size {}",
@@ -72,10 +99,35 @@ impl ImageEncoder {
                     stdev: 0.02,
                 },
             )?,
-            pos_embed: sincos_with_cls(cfg.dim, geometry.grid(), vb.device())?,
+            pos_embed: match positions {
+                Positions::Sincos => sincos_with_cls(cfg.dim, geometry.grid(), vb.device())?,
+                Positions::Learned => vb.get_with_hints(
+                    (1, 1 + geometry.num_patches(), cfg.dim),
+                    "pos_embed",
+                    Init::Randn {
+                        mean: 0.0,
+                        stdev: 0.02,
+                    },
+                )?,
+            },
             encoder: Encoder::new(cfg, vb.pp("encoder"))?,
             geometry,
+            positions,
         })
+    }
+
+    /// Replaces the fixed position table (a checkpoint that stores its own, like Hugging
+    /// Face ViT-MAE's `position_embeddings`); `table: [1, 1 + L, D]`.
+    pub fn set_fixed_positions(&mut self, table: Tensor) -> Result<()> {
+        if table.dims() != self.pos_embed.dims() {
+            candle_core::bail!(
+                "position table: expected shape {:?}, found {:?}",
+                self.pos_embed.dims(),
+                table.dims()
+            );
+        }
+        self.pos_embed = table;
+        Ok(())
     }
 
     /// Patch tokens with their positions, no class token: `[B, C, H, W]` → `[B, L, D]`.

@@ -9,4 +9,4 @@ pub mod idx;
 pub mod patch;
 
 pub use classifier::{ClassifierSpec, ImageClassifier};
-pub use encoder::{ImageEncoder, ImageGeometry};
+pub use encoder::{ImageEncoder, ImageGeometry, Positions};

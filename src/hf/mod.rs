@@ -1,0 +1,39 @@
+//! Hugging Face weights in and out: `transformers`' ViT (`ViTModel`,
+//! `ViTForImageClassification`) and ViT-MAE (`ViTMAEForPreTraining`) checkpoints mapped onto
+//! pretext's image encoder, classifier and MAE, and pretext models written back in the layout
+//! `save_pretrained` writes.
+//!
+//! Follows `transformers/models/vit/modeling_vit.py` and
+//! `transformers/models/vit_mae/modeling_vit_mae.py`. The backbone knows nothing of these
+//! names: one mapping table per family ([`vit::rows`], [`vit_mae::rows`]) pairs every pretext
+//! parameter with its Hugging Face name and shape, and serves both loading and export.
+//!
+//! - [`config`]: `config.json` ↔ [`ModelSpec`]
+//! - [`checkpoint`]: a Hugging Face directory → [`LoadedModel`] (names, shapes, dtypes checked)
+//! - [`source`]: any model source (run, checkpoint, classifier dir, HF dir, `hf:org/name`)
+//! - [`hub`]: `hf:org/name[@rev]` in the local Hugging Face cache
+//! - [`model`]: the runnable model and its outputs, named as in `transformers`
+//! - [`export`]: [`LoadedModel`] → `config.json` + `model.safetensors`
+//! - [`images`]: image files → normalised pixel tensors
+
+pub mod checkpoint;
+pub mod config;
+pub mod export;
+pub mod hub;
+pub mod images;
+pub mod model;
+pub mod source;
+pub mod spec;
+pub mod vit;
+pub mod vit_mae;
+
+pub use model::Model;
+pub use spec::{Kind, LoadedModel, ModelSpec, Normalize};
+
+/// The name table for `spec`: ViT-MAE for MAEs, ViT otherwise.
+pub fn table(spec: &ModelSpec) -> Vec<vit::Row> {
+    match spec.kind {
+        Kind::Mae { .. } => vit_mae::rows(spec),
+        _ => vit::rows(spec),
+    }
+}

@@ -1,0 +1,192 @@
+//! Model sources: whatever `--model` / `export SRC` names, loaded as a [`LoadedModel`].
+//!
+//! - `hf:org/name[@rev]` — a model in the local Hugging Face cache ([`super::hub`])
+//! - a run directory — its latest checkpoint and its `recipe.toml` (an MAE)
+//! - a checkpoint file inside a run (`RUN/checkpoints/step-NNNNNNN.safetensors`)
+//! - a saved classifier directory (`model.json` + `model.safetensors`)
+//! - a Hugging Face model directory (`config.json` + `model.safetensors`)
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+
+use super::checkpoint::{self, preprocessor_normalize, reject_leftovers};
+use super::hub::{self, HubRef};
+use super::spec::{Kind, LoadedModel, ModelSpec, Normalize};
+use crate::error::{Error, Result};
+use crate::modality::image::classifier::{ClassifierSpec, SPEC_FILE, WEIGHTS_FILE};
+use crate::modality::image::encoder::sincos_with_cls;
+use crate::modality::image::Positions;
+use crate::run::dir;
+use crate::train::checkpoint as ckpt;
+
+/// Loads the model `src` names, on `device`.
+pub fn load(src: &str, device: &Device) -> Result<LoadedModel> {
+    if let Some(r) = HubRef::parse(src) {
+        let dir = hub::snapshot_dir(&r?)?;
+        return checkpoint::read_dir(&dir, device, src);
+    }
+    let path = Path::new(src);
+    if !path.exists() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        ));
+    }
+    if path.is_file() {
+        let run = path
+            .parent()
+            .and_then(Path::parent)
+            .filter(|r| dir::is_run_dir(r))
+            .ok_or_else(|| {
+                Error::data(
+                    path,
+                    "a checkpoint file must be inside a run directory (RUN/checkpoints/), whose \
+                     recipe.toml describes the model; give a run, classifier or Hugging Face \
+                     directory, or hf:org/name",
+                )
+            })?;
+        return load_run(run, path, device);
+    }
+    if dir::is_run_dir(path) {
+        let latest = ckpt::latest(&path.join("checkpoints"))?
+            .ok_or_else(|| Error::data(path, "this run has no checkpoint yet"))?;
+        return load_run(path, &latest, device);
+    }
+    if path.join(SPEC_FILE).is_file() {
+        return load_classifier(path, device);
+    }
+    if checkpoint::is_hf_dir(path) {
+        return checkpoint::read_dir(path, device, src);
+    }
+    Err(Error::data(
+        path,
+        format!(
+            "not a model: expected a run directory (recipe.toml), a saved classifier \
+             ({SPEC_FILE} + {WEIGHTS_FILE}) or a Hugging Face directory (config.json + \
+             model.safetensors)"
+        ),
+    ))
+}
+
+/// Checks `tensors` (pretext names) against the table for `spec` and adds the fixed
+/// position tables the model computes rather than stores.
+fn complete(
+    spec: &ModelSpec,
+    mut tensors: BTreeMap<String, Tensor>,
+    path: &Path,
+    device: &Device,
+) -> Result<BTreeMap<String, Tensor>> {
+    let g = spec.geometry;
+    if spec.positions == Positions::Sincos && !tensors.contains_key("vit.pos_embed") {
+        tensors.insert(
+            "vit.pos_embed".into(),
+            sincos_with_cls(spec.encoder.dim, g.grid(), device)?,
+        );
+    }
+    if let Kind::Mae { decoder, .. } = &spec.kind {
+        tensors.insert(
+            "decoder.pos_embed".into(),
+            sincos_with_cls(decoder.dim, g.grid(), device)?,
+        );
+    }
+    // The table's pretext names stand in for the "hf" side here.
+    let rows: Vec<_> = super::table(spec)
+        .into_iter()
+        .map(|mut r| {
+            r.hf = r.ours.clone();
+            r.aliases.clear();
+            r.base = false;
+            r
+        })
+        .collect();
+    let what = format!("the {} model", spec.hf_class());
+    let out = checkpoint::take(&rows, &mut tensors, path, &what)?;
+    reject_leftovers(&tensors, path, &what)?;
+    Ok(out)
+}
+
+fn recipe_normalize(run: &Path) -> Result<Option<Normalize>> {
+    let loaded = crate::recipe::load(&run.join(dir::RECIPE_FILE), &[])?;
+    Ok(loaded.recipe.data.image.map(|i| Normalize {
+        mean: i.mean,
+        std: i.std,
+    }))
+}
+
+/// A pretext MAE run at one of its checkpoints.
+fn load_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<LoadedModel> {
+    let recipe_path = run.join(dir::RECIPE_FILE);
+    let loaded = crate::recipe::load(&recipe_path, &[])?;
+    let r = &loaded.recipe;
+    let image = r.data.image.clone().ok_or_else(|| Error::InvalidValue {
+        file: recipe_path.clone(),
+        key: "data.image".into(),
+        message: "missing".into(),
+    })?;
+    let cfg = crate::run::pretrain::mae_config(r, &image);
+    let spec = ModelSpec {
+        geometry: cfg.geometry,
+        encoder: cfg.encoder,
+        positions: Positions::Sincos,
+        kind: Kind::Mae {
+            decoder: cfg.decoder,
+            mask_ratio: cfg.mask_ratio,
+            norm_pix_loss: cfg.norm_pix_loss,
+        },
+    };
+    let model = ckpt::load(checkpoint, device)?.model;
+    let tensors = complete(&spec, model, checkpoint, device)?;
+    Ok(LoadedModel {
+        spec,
+        tensors,
+        normalize: Normalize {
+            mean: image.mean,
+            std: image.std,
+        },
+        hf_config: None,
+        origin: checkpoint.display().to_string(),
+    })
+}
+
+/// A saved classifier directory.
+fn load_classifier(path: &Path, device: &Device) -> Result<LoadedModel> {
+    let cs = ClassifierSpec::read(path)?;
+    let weights: PathBuf = path.join(WEIGHTS_FILE);
+    let tensors = crate::tensor_io::read(&weights, device)?.tensors;
+    let spec = ModelSpec {
+        geometry: cs.geometry,
+        encoder: cs.encoder,
+        positions: if tensors.contains_key("vit.pos_embed") {
+            Positions::Learned
+        } else {
+            Positions::Sincos
+        },
+        kind: Kind::Classifier {
+            num_labels: cs.num_labels,
+            pooling: cs.pooling,
+        },
+    };
+    let tensors = complete(&spec, tensors, &weights, device)?;
+    let channels = spec.geometry.channels;
+    // RUN/downstream/<name>/ takes the run's normalisation.
+    let run = path
+        .parent()
+        .and_then(Path::parent)
+        .filter(|r| dir::is_run_dir(r));
+    let normalize = match preprocessor_normalize(path, channels)? {
+        Some(n) => n,
+        None => match run {
+            Some(run) => recipe_normalize(run)?.unwrap_or_else(|| Normalize::half(channels)),
+            None => Normalize::half(channels),
+        },
+    };
+    Ok(LoadedModel {
+        spec,
+        tensors,
+        normalize,
+        hf_config: None,
+        origin: path.display().to_string(),
+    })
+}
