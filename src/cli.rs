@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 
+use candle_core::Device;
 use clap::{Parser, Subcommand};
 
 use crate::error::{Error, Result};
+use crate::hf;
 use crate::recipe::{self, Override};
 use crate::run::{self, dir, RunOptions};
 
@@ -48,6 +50,61 @@ pub enum Command {
     },
     /// List the tensors of a safetensors file, a checkpoint or a run.
     Inspect { path: PathBuf },
+    /// Write a model in another format: `--format hf` writes a directory `transformers`
+    /// loads with `from_pretrained` (config.json + model.safetensors).
+    Export {
+        /// A run directory, a checkpoint inside a run, a saved classifier directory, a
+        /// Hugging Face directory, or hf:org/name[@rev] (local Hugging Face cache).
+        src: String,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Output directory (created if needed).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run a model on tensors named as in `transformers` (pixel_values, optional noise and
+    /// labels); writes last_hidden_state and, where the model has them, pooler_output,
+    /// logits, loss, mask, ids_restore.
+    Forward {
+        /// Any model source (see `export`).
+        #[arg(long)]
+        model: String,
+        /// Safetensors file with the inputs.
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Safetensors file for the outputs.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Pooled embeddings of image files (one per image).
+    Embed {
+        /// Any model source (see `export`).
+        #[arg(long)]
+        model: String,
+        /// Image files (PNG, JPEG).
+        #[arg(long = "image", value_name = "PATH", required = true, num_args = 1..)]
+        images: Vec<PathBuf>,
+        /// FILE.safetensors (`embeddings` [N, D], file names in the metadata key `images`)
+        /// or FILE.jsonl (`{"image": path, "embedding": [...]}` per line); default: JSON
+        /// lines on standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The class token's final hidden state, or the mean of the patch tokens'.
+        #[arg(long, value_enum, default_value = "cls")]
+        pooling: PoolingArg,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// Hugging Face `transformers` (save_pretrained layout).
+    Hf,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolingArg {
+    Cls,
+    Mean,
 }
 
 #[derive(Subcommand, Debug)]
@@ -148,5 +205,96 @@ pub fn execute(cli: Cli) -> Result<()> {
             print!("{}", crate::inspect::report(&path)?);
             Ok(())
         }
+        Command::Export { src, format, out } => {
+            let ExportFormat::Hf = format;
+            let model = hf::source::load(&src, &Device::Cpu)?;
+            let files = hf::export::write_hf(&model, &out)?;
+            println!(
+                "wrote {} ({}) to {}",
+                files
+                    .iter()
+                    .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                model.spec.hf_class(),
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Forward { model, inputs, out } => {
+            let loaded = hf::source::load(&model, &Device::Cpu)?;
+            let m = hf::Model::build(&loaded, &Device::Cpu)?;
+            let tensors = crate::tensor_io::read(&inputs, &Device::Cpu)?.tensors;
+            let outputs = m.forward(&tensors).map_err(|e| match e {
+                Error::Usage(msg) => Error::data(&inputs, msg),
+                Error::Candle(c) => Error::data(&inputs, c.to_string()),
+                e => e,
+            })?;
+            let list: Vec<(String, candle_core::Tensor)> = outputs.into_iter().collect();
+            crate::tensor_io::write(&out, &list, Default::default())?;
+            Ok(())
+        }
+        Command::Embed {
+            model,
+            images,
+            out,
+            pooling,
+        } => embed(&model, &images, out.as_deref(), pooling),
     }
+}
+
+/// `pretext embed`: decode, batch, encode, pool, write.
+fn embed(
+    model: &str,
+    images: &[PathBuf],
+    out: Option<&std::path::Path>,
+    pooling: PoolingArg,
+) -> Result<()> {
+    let dev = Device::Cpu;
+    let loaded = hf::source::load(model, &dev)?;
+    let m = hf::Model::build(&loaded, &dev)?;
+    let pooling = match pooling {
+        PoolingArg::Cls => recipe::Pooling::Cls,
+        PoolingArg::Mean => recipe::Pooling::Mean,
+    };
+    let mut rows = Vec::with_capacity(images.len());
+    for chunk in images.chunks(64) {
+        let pixels = chunk
+            .iter()
+            .map(|p| hf::images::load(p, loaded.spec.geometry, &loaded.normalize, &dev))
+            .collect::<Result<Vec<_>>>()?;
+        let e = m.embed(&candle_core::Tensor::stack(&pixels, 0)?, pooling)?;
+        rows.extend(e.to_vec2::<f32>()?);
+    }
+    let names: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
+    let jsonl = || -> String {
+        names
+            .iter()
+            .zip(&rows)
+            .map(|(n, e)| serde_json::json!({"image": n, "embedding": e}).to_string() + "\n")
+            .collect()
+    };
+    match out {
+        None => print!("{}", jsonl()),
+        Some(path) if path.extension().is_some_and(|e| e == "jsonl") => {
+            crate::tensor_io::write_atomic(path, jsonl().as_bytes())?
+        }
+        Some(path) if path.extension().is_some_and(|e| e == "safetensors") => {
+            let d = rows.first().map_or(0, Vec::len);
+            let flat: Vec<f32> = rows.concat();
+            let t = candle_core::Tensor::from_vec(flat, (rows.len(), d), &dev)?;
+            let meta = std::collections::HashMap::from([(
+                "images".to_string(),
+                serde_json::to_string(&names).unwrap_or_default(),
+            )]);
+            crate::tensor_io::write(path, &[("embeddings".to_string(), t)], meta)?
+        }
+        Some(path) => {
+            return Err(Error::Usage(format!(
+                "--out {}: expected a .safetensors or .jsonl file",
+                path.display()
+            )))
+        }
+    }
+    Ok(())
 }

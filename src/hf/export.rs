@@ -54,12 +54,19 @@ pub fn write_hf(m: &LoadedModel, out: &Path) -> Result<Vec<PathBuf>> {
         "do_rescale": true,
         "rescale_factor": 1.0 / 255.0,
         "do_normalize": true,
-        "image_mean": m.normalize.mean,
-        "image_std": m.normalize.std,
+        "image_mean": shortest(&m.normalize.mean),
+        "image_std": shortest(&m.normalize.std),
     });
     let pre_path = out.join(PREPROCESSOR_FILE);
     write_json(&pre_path, &pre)?;
     Ok(vec![config_path, weights, pre_path])
+}
+
+/// f32 values as the f64 with the shortest decimal form (0.286, not 0.28600001335144043).
+fn shortest(v: &[f32]) -> Vec<f64> {
+    v.iter()
+        .map(|x| x.to_string().parse().unwrap_or(*x as f64))
+        .collect()
 }
 
 fn write_json(path: &Path, v: &Value) -> Result<()> {
