@@ -13,7 +13,7 @@
 //! Base-model names (the first five lines) carry the prefix `vit.` inside task wrappers and
 //! none in a bare `ViTModel`; loading accepts both, as `from_pretrained` does.
 
-use crate::backbone::EncoderConfig;
+use crate::backbone::{EncoderConfig, NormPosition};
 
 use super::spec::{Kind, ModelSpec};
 
@@ -79,7 +79,7 @@ fn block_shape(leaf: &str, cfg: &EncoderConfig) -> Option<Vec<usize>> {
     })
 }
 
-/// Rows of a pre-norm stack: blocks `{ours}.layers.{i}` ↔ `hf_layer(i)` (plus `aliases(i)`),
+/// Rows of a stack: blocks `{ours}.layers.{i}` ↔ `hf_layer(i)` (plus `aliases(i)`),
 /// then the final norm `{ours}.norm` ↔ `hf_norm`.
 pub fn stack_rows(
     cfg: &EncoderConfig,
@@ -105,7 +105,12 @@ pub fn stack_rows(
             }
         }
     }
-    for leaf in ["weight", "bias"] {
+    // Post-norm stacks (pretext's own; not representable in transformers) have no final norm.
+    let final_norm: &[&str] = match cfg.norm {
+        NormPosition::Pre => &["weight", "bias"],
+        NormPosition::Post => &[],
+    };
+    for leaf in final_norm {
         rows.push(Row::new(
             format!("{ours}.norm.{leaf}"),
             format!("{hf_norm}.{leaf}"),
