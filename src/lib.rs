@@ -2,7 +2,8 @@
 //!
 //! Direction of dependency (see DESIGN.md):
 //! `cli` → `run` → `objective` / `head` / `modality` → `backbone` → candle;
-//! `recipe`, `train`, `params` and `tensor_io` serve `run`.
+//! `recipe`, `train`, `params` and `tensor_io` serve `run`; `hf` (Hugging Face weights in
+//! and out) maps `transformers` checkpoints onto `modality` / `objective` models.
 
 pub mod backbone;
 pub mod cli;

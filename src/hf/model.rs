@@ -26,7 +26,7 @@ pub enum Model {
         pooler: Option<Linear>,
     },
     Classifier(ImageClassifier),
-    Mae(Mae),
+    Mae(Box<Mae>),
 }
 
 impl Model {
@@ -85,7 +85,7 @@ impl Model {
                 };
                 let mut mae = Mae::new(&cfg, vb)?;
                 mae.set_fixed_positions(table("vit.pos_embed")?, table("decoder.pos_embed")?)?;
-                Model::Mae(mae)
+                Model::Mae(Box::new(mae))
             }
         })
     }
