@@ -219,6 +219,9 @@ pub fn execute(cli: Cli) -> Result<()> {
                 model.spec.hf_class(),
                 out.display()
             );
+            if let Some(note) = hf::export::notes(&model) {
+                eprintln!("note: {note}");
+            }
             Ok(())
         }
         Command::Forward { model, inputs, out } => {

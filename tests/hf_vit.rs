@@ -272,3 +272,28 @@ fn vit_model_keys_load_with_the_vit_prefix() {
     let m = source::load(tmp.path().to_str().unwrap(), &Device::Cpu).unwrap();
     assert_eq!(m.spec.kind, pretext::hf::Kind::Encoder { pooler: Some(16) });
 }
+
+#[test]
+fn vit_model_without_pooler_loads_without_pooler_output() {
+    let tmp = copy_case("vit_model");
+    rewrite_weights(tmp.path(), |t| {
+        t.remove("pooler.dense.weight");
+        t.remove("pooler.dense.bias");
+    });
+    let m = source::load(tmp.path().to_str().unwrap(), &Device::Cpu).unwrap();
+    assert_eq!(m.spec.kind, pretext::hf::Kind::Encoder { pooler: None });
+    assert!(pretext::hf::export::notes(&m)
+        .unwrap()
+        .contains("add_pooling_layer=False"));
+    let model = Model::build(&m, &Device::Cpu).unwrap();
+    let committed = read(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/vit_model/io.safetensors"),
+    );
+    let inputs = BTreeMap::from([(
+        "pixel_values".to_string(),
+        committed["pixel_values"].clone(),
+    )]);
+    let out = model.forward(&inputs).unwrap();
+    assert!(!out.contains_key("pooler_output"));
+    assert!(rel_err(&out["last_hidden_state"], &committed["last_hidden_state"]) < REL_TOL);
+}

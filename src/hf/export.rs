@@ -14,6 +14,18 @@ use super::spec::{Kind, LoadedModel};
 use crate::error::{Error, Result};
 use crate::tensor_io;
 
+/// What a user of the export should know, if anything.
+pub fn notes(m: &LoadedModel) -> Option<String> {
+    match m.spec.kind {
+        Kind::Encoder { pooler: None } => Some(
+            "this ViTModel has no pooler: load it with \
+             ViTModel.from_pretrained(DIR, add_pooling_layer=False)"
+                .into(),
+        ),
+        _ => None,
+    }
+}
+
 /// Writes `m` into `out` (created if needed); returns the files written.
 pub fn write_hf(m: &LoadedModel, out: &Path) -> Result<Vec<PathBuf>> {
     let cfg = config::to_json(&m.spec, m.hf_config.as_ref())?;

@@ -95,3 +95,30 @@ pub fn snapshot_dir(r: &HubRef) -> Result<PathBuf> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_repo_and_revision() {
+        let r = HubRef::parse("hf:google/vit-base-patch16-224")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.repo.as_str(), r.revision.as_str()),
+            ("google/vit-base-patch16-224", "main")
+        );
+        let r = HubRef::parse("hf:facebook/vit-mae-base@v1.0")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.repo.as_str(), r.revision.as_str()),
+            ("facebook/vit-mae-base", "v1.0")
+        );
+        assert!(HubRef::parse("runs/quickstart").is_none());
+        for bad in ["hf:", "hf:a/b/c", "hf:a/b@", "hf:/b", "hf:a b/c"] {
+            assert!(HubRef::parse(bad).unwrap().is_err(), "{bad}");
+        }
+    }
+}

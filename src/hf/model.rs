@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use super::spec::{Kind, LoadedModel};
 use crate::backbone::{Linear, Mode};
 use crate::error::{Error, Result};
-use crate::modality::image::{ImageClassifier, ImageEncoder};
+use crate::modality::image::{ImageClassifier, ImageEncoder, Positions};
 use crate::objective::mae::{Mae, MaeConfig};
 use crate::recipe::Pooling;
 
@@ -47,12 +47,18 @@ impl Model {
         };
         let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, device);
         let s = &m.spec;
-        let vit =
-            || ImageEncoder::with_positions(s.geometry, &s.encoder, s.positions, vb.pp("vit"));
+        // A fixed table comes from the weights too, so a checkpoint's own table is used.
+        let vit = || -> Result<ImageEncoder> {
+            let mut vit =
+                ImageEncoder::with_positions(s.geometry, &s.encoder, s.positions, vb.pp("vit"))?;
+            if s.positions == Positions::Sincos {
+                vit.set_fixed_positions(table("vit.pos_embed")?)?;
+            }
+            Ok(vit)
+        };
         Ok(match &s.kind {
             Kind::Encoder { pooler } => {
-                let mut vit = vit()?;
-                vit.set_fixed_positions(table("vit.pos_embed")?)?;
+                let vit = vit()?;
                 let pooler = match pooler {
                     Some(p) => Some(Linear::new(s.encoder.dim, *p, true, vb.pp("pooler.dense"))?),
                     None => None,
@@ -63,8 +69,7 @@ impl Model {
                 num_labels,
                 pooling,
             } => {
-                let mut vit = vit()?;
-                vit.set_fixed_positions(table("vit.pos_embed")?)?;
+                let vit = vit()?;
                 Model::Classifier(ImageClassifier {
                     vit,
                     classifier: Linear::new(s.encoder.dim, *num_labels, true, vb.pp("classifier"))?,
