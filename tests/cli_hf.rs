@@ -343,6 +343,37 @@ fn mae_run_exports_as_vit_mae_for_pretraining() {
     );
 }
 
+#[test]
+fn mae_run_that_vit_mae_cannot_represent_is_refused() {
+    // Our decoder is always exact GELU; ViTMAEConfig has one hidden_act for both stacks.
+    let tmp = tempfile::tempdir().unwrap();
+    let text = common::tiny_recipe(2, 2);
+    let text = text[..text.find("[[downstream]]").unwrap()]
+        .replace("dropout = 0.1", "dropout = 0.1\nactivation = \"relu\"");
+    let file = common::write_recipe(tmp.path(), &text);
+    let run = tmp.path().join("run");
+    pretext(&["run", s(&file), "--out", s(&run)]);
+    let err = pretext_fails(&[
+        "export",
+        s(&run),
+        "--format",
+        "hf",
+        "--out",
+        s(&tmp.path().join("hf")),
+    ]);
+    assert!(
+        err.contains("cannot export as ViTMAEForPreTraining"),
+        "{err}"
+    );
+    assert!(err.contains("another activation"), "{err}");
+    // It still runs.
+    let inputs = tmp.path().join("in.safetensors");
+    let x = Tensor::zeros((1, 1, 28, 28), DType::F32, &Device::Cpu).unwrap();
+    pretext::tensor_io::write(&inputs, &[("pixel_values".into(), x)], Default::default()).unwrap();
+    let out = forward(s(&run), &inputs, tmp.path(), "relu");
+    assert_eq!(out["noise"].dims(), [1, 16]);
+}
+
 /// A saved classifier directory with random weights (the layout the downstream stage
 /// writes: model.json + model.safetensors under pretext's names).
 fn saved_classifier(dir: &Path, pooling: Pooling, norm: NormPosition) {
@@ -494,10 +525,14 @@ fn embed_writes_one_pooled_embedding_per_image() {
         .unwrap();
     assert_ne!(first, cls0, "mean pooling gave the cls embedding");
 
-    // A grey-scale model takes colour files (converted to luma).
+    // A grey-scale model takes colour files (converted to luma), JPEG too.
+    let jpg = tmp.path().join("c.jpg");
+    image::RgbImage::from_pixel(8, 8, image::Rgb([90, 90, 90]))
+        .save(&jpg)
+        .unwrap();
     let grey = fixture("vit_mae_raw");
-    let out = pretext(&["embed", "--model", s(&grey), "--image", s(&b)]);
-    assert_eq!(out.lines().count(), 1);
+    let out = pretext(&["embed", "--model", s(&grey), "--image", s(&b), s(&jpg)]);
+    assert_eq!(out.lines().count(), 2);
 }
 
 #[test]
