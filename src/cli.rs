@@ -50,8 +50,11 @@ pub enum Command {
     },
     /// List the tensors of a safetensors file, a checkpoint or a run.
     Inspect { path: PathBuf },
-    /// Write a model in another format: `--format hf` writes a directory `transformers`
-    /// loads with `from_pretrained` (config.json + model.safetensors).
+    /// Write a model in another format (`--format hf`: Hugging Face transformers).
+    ///
+    /// `--format hf` writes config.json, model.safetensors and preprocessor_config.json in
+    /// the layout `save_pretrained` writes, which `from_pretrained` loads: an MAE run as
+    /// ViTMAEForPreTraining, a saved classifier as ViTForImageClassification.
     Export {
         /// A run directory, a checkpoint inside a run, a saved classifier directory, a
         /// Hugging Face directory, or hf:org/name[@rev] (local Hugging Face cache).
@@ -62,9 +65,11 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Run a model on tensors named as in `transformers` (pixel_values, optional noise and
-    /// labels); writes last_hidden_state and, where the model has them, pooler_output,
-    /// logits, loss, mask, ids_restore.
+    /// Run a model on a safetensors file of inputs named as in transformers.
+    ///
+    /// Inputs: pixel_values, optional noise and labels (other tensors are ignored); writes last_hidden_state and, where the model has
+    /// them, pooler_output, logits, loss, mask (f32), ids_restore (i64). An MAE given no
+    /// noise draws it with seed 0 and writes it as `noise`.
     Forward {
         /// Any model source (see `export`).
         #[arg(long)]
