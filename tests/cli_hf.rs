@@ -268,6 +268,8 @@ fn export_of_hf_dirs_writes_the_save_pretrained_layout() {
         let a = forward(s(&fixture(case)), &io, tmp.path(), "a");
         let b = forward(s(&out), &io, tmp.path(), "b");
         assert_same_outputs(&a, &b);
+        let c = forward(s(&out.join("model.safetensors")), &io, tmp.path(), "c");
+        assert_same_outputs(&a, &c);
     }
     let cfg: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(tmp.path().join("vit_classifier/config.json")).unwrap(),

@@ -5,6 +5,8 @@
 //! - a checkpoint file inside a run (`RUN/checkpoints/step-NNNNNNN.safetensors`)
 //! - a saved classifier directory (`model.json` + `model.safetensors`)
 //! - a Hugging Face model directory (`config.json` + `model.safetensors`)
+//!
+//! A `model.safetensors` file given directly stands for the directory it is in.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,13 @@ pub fn load(src: &str, device: &Device) -> Result<LoadedModel> {
         ));
     }
     if path.is_file() {
+        // A weights file inside a model directory stands for the directory.
+        if let Some(parent) = path
+            .parent()
+            .filter(|p| p.join(SPEC_FILE).is_file() || checkpoint::is_hf_dir(p))
+        {
+            return load(&parent.display().to_string(), device);
+        }
         let run = path
             .parent()
             .and_then(Path::parent)
