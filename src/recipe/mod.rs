@@ -80,18 +80,37 @@ fn apply_override(table: &mut toml::Table, o: &Override, file: &Path) -> Result<
     let (last, parents) = parts.split_last().expect("split on a non-empty key");
     let mut cur = table;
     for (i, p) in parents.iter().enumerate() {
+        let not_table = || Error::InvalidValue {
+            file: file.to_path_buf(),
+            key: parts[..=i].join("."),
+            message: format!("is not a table, so `{key}` cannot be overridden"),
+        };
+        // `name[i]` steps into the i-th table of an array of tables (`downstream[1].lr`).
+        let (name, index) = split_index(p).ok_or_else(|| {
+            Error::Usage(format!("override key `{key}`: `{p}` has a malformed index"))
+        })?;
         let entry = cur
-            .entry(p.to_string())
+            .entry(name.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = match index {
+            None => entry,
+            Some(n) => match entry {
+                toml::Value::Array(items) => {
+                    let len = items.len();
+                    items.get_mut(n).ok_or_else(|| Error::InvalidValue {
+                        file: file.to_path_buf(),
+                        key: parts[..=i].join("."),
+                        message: format!(
+                            "`{name}` has {len} entries, so index {n} is out of range"
+                        ),
+                    })?
+                }
+                _ => return Err(not_table()),
+            },
+        };
         cur = match entry {
             toml::Value::Table(t) => t,
-            _ => {
-                return Err(Error::InvalidValue {
-                    file: file.to_path_buf(),
-                    key: parts[..=i].join("."),
-                    message: format!("is not a table, so `{key}` cannot be overridden"),
-                })
-            }
+            _ => return Err(not_table()),
         };
     }
     match o {
@@ -107,6 +126,15 @@ fn apply_override(table: &mut toml::Table, o: &Override, file: &Path) -> Result<
         }
     }
     Ok(())
+}
+
+/// `name[3]` → (`name`, Some(3)); `name` → (`name`, None); `None` if the index is malformed.
+fn split_index(part: &str) -> Option<(&str, Option<usize>)> {
+    match part.strip_suffix(']').and_then(|p| p.split_once('[')) {
+        Some((name, i)) => Some((name, Some(i.parse().ok()?))),
+        None if part.contains('[') || part.contains(']') => None,
+        None => Some((part, None)),
+    }
 }
 
 /// Looks a preset up by name (built in) or as a `.toml` path relative to the recipe.
@@ -418,10 +446,38 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
             &key("label_fractions"),
             || format!("each must be in (0, 1], found {:?}", d.label_fractions),
         )?;
-        check(d.epochs > 0, file, &key("epochs"), || {
+        check(d.epochs() > 0, file, &key("epochs"), || {
             "must be positive".into()
         })?;
-        check(d.lr > 0.0, file, &key("lr"), || "must be positive".into())?;
+        check(d.lr() > 0.0, file, &key("lr"), || "must be positive".into())?;
+        check(
+            (0.0..1.0).contains(&d.warmup_fraction),
+            file,
+            &key("warmup_fraction"),
+            || format!("must be in [0, 1), found {}", d.warmup_fraction),
+        )?;
+        check(
+            d.layer_decay > 0.0 && d.layer_decay <= 1.0,
+            file,
+            &key("layer_decay"),
+            || format!("must be in (0, 1], found {}", d.layer_decay),
+        )?;
+        check(
+            (0.0..1.0).contains(&d.label_smoothing),
+            file,
+            &key("label_smoothing"),
+            || format!("must be in [0, 1), found {}", d.label_smoothing),
+        )?;
+        check(d.k > 0, file, &key("k"), || "must be at least 1".into())?;
+        check(d.temperature > 0.0, file, &key("temperature"), || {
+            "must be positive".into()
+        })?;
+        check(
+            !(d.head == HeadKind::FineTune && d.input == DownstreamInput::Pixels),
+            file,
+            &key("input"),
+            || "a fine-tuned head needs an encoder: use `pretrained` or `scratch`".into(),
+        )?;
         check(d.batch_size > 0, file, &key("batch_size"), || {
             "must be positive".into()
         })?;

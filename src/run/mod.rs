@@ -4,6 +4,7 @@
 pub mod dir;
 pub mod downstream;
 pub mod pretrain;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,7 +17,6 @@ use serde::Serialize;
 use crate::backbone::Mode;
 use crate::error::{Error, Result};
 use crate::modality::image::dataset::ImageDataset;
-use crate::modality::image::ImageEncoder;
 use crate::objective::mae::Mae;
 use crate::params::ParamStore;
 use crate::recipe::{self, DataSource, ImageSection, Loaded, Override, Recipe};
@@ -48,6 +48,9 @@ pub struct Summary {
     pub encoder_parameters: usize,
     pub total_parameters: usize,
     pub downstream: Vec<DownstreamResult>,
+    /// Test accuracy by method and label fraction (also written as `report.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_efficiency: Option<report::Report>,
 }
 
 /// Everything a recipe needs, built and checked.
@@ -150,16 +153,16 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
         out.pred.dims(),
     );
     for (i, d) in r.downstream.iter().enumerate() {
-        let f = downstream::features(
-            &p.mae.vit,
-            &p.train.subset(&idx[..b.min(4)]),
-            &p.image,
-            d.pooling,
-            &p.device,
-        )?;
+        let sample = p.train.subset(&idx[..b.min(4)]);
+        let f = match d.input {
+            recipe::DownstreamInput::Pixels => {
+                downstream::pixel_features(&sample, &p.image, &p.device)?
+            }
+            _ => downstream::features(&p.mae.vit, &sample, &p.image, d.pooling, &p.device)?,
+        };
         report.push_str(&format!(
-            "  downstream[{i}]: {:?} on {:?}-pooled features {:?}, label fractions {:?}\n",
-            d.head,
+            "  downstream[{i}]: {} on {:?}-pooled features {:?}, label fractions {:?}\n",
+            d.label(),
             d.pooling,
             f.dims(),
             d.label_fractions
@@ -242,32 +245,30 @@ fn execute(
 
     let mut results = Vec::new();
     if outcome.step == r.train.steps && !opts.skip_downstream && !r.downstream.is_empty() {
-        let frozen = ImageEncoder::new(
-            p.mae.config().geometry,
-            &p.mae.config().encoder,
-            p.params.frozen_var_builder(&p.device).pp("vit"),
-        )?;
-        for section in &r.downstream {
-            let test = p.test.as_ref().ok_or_else(|| Error::InvalidValue {
-                file: file.to_path_buf(),
-                key: "data.test".into(),
-                message: "downstream evaluation needs a test split".into(),
-            })?;
-            let rs = downstream::evaluate(
-                section, &frozen, &p.train, test, &p.image, r.seed, &p.device,
-            )?;
-            for d in &rs {
-                eprintln!(
-                    "{:?} ({:?} pooling), {:.0} % of labels ({} examples): test accuracy {:.2} %",
-                    d.head,
-                    d.pooling,
-                    d.label_fraction * 100.0,
-                    d.train_examples,
-                    d.test_accuracy * 100.0
-                );
-            }
-            results.extend(rs);
+        let test = p.test.as_ref().ok_or_else(|| Error::InvalidValue {
+            file: file.to_path_buf(),
+            key: "data.test".into(),
+            message: "downstream evaluation needs a test split".into(),
+        })?;
+        results = downstream::Downstream {
+            run_dir,
+            train: &p.train,
+            test,
+            image: &p.image,
+            geometry: p.mae.config().geometry,
+            encoder: p.mae.config().encoder.clone(),
+            pretrained: &p.params,
+            pretrain_steps: outcome.step,
+            seed: r.seed,
+            device: &p.device,
         }
+        .run(&r.downstream)?;
+    }
+    let label_efficiency = (!results.is_empty()).then(|| report::Report::new(&results));
+    if let Some(report) = &label_efficiency {
+        let md = report.markdown();
+        eprintln!("\n{md}");
+        crate::tensor_io::write_atomic(&run_dir.join("report.md"), md.as_bytes())?;
     }
     let summary = Summary {
         name: r.name.clone(),
@@ -279,6 +280,7 @@ fn execute(
         encoder_parameters: p.params.num_params_with_prefix("vit."),
         total_parameters: p.params.num_params(),
         downstream: results,
+        label_efficiency,
     };
     let json =
         serde_json::to_string_pretty(&summary).map_err(|e| Error::data(run_dir, e.to_string()))?;
