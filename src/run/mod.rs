@@ -160,10 +160,13 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
             }
             _ => downstream::features(&p.mae.vit, &sample, &p.image, d.pooling, &p.device)?,
         };
+        let on = match d.input {
+            recipe::DownstreamInput::Pixels => "pixels".to_string(),
+            _ => format!("{:?}-pooled features", d.pooling),
+        };
         report.push_str(&format!(
-            "  downstream[{i}]: {} on {:?}-pooled features {:?}, label fractions {:?}\n",
+            "  downstream[{i}]: {} on {on} {:?}, label fractions {:?}\n",
             d.label(),
-            d.pooling,
             f.dims(),
             d.label_fractions
         ));
