@@ -271,6 +271,7 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
             message: m,
         })?;
 
+    validate_sources(r, file)?;
     match r.data.modality {
         Modality::Image => {
             let img = r.data.image.as_ref().ok_or_else(|| Error::InvalidValue {
@@ -314,7 +315,6 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
         }
     }
 
-    validate_sources(r, file)?;
     if let Some(a) = &r.data.augment {
         validate_augment(a, file)?;
     }
