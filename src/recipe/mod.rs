@@ -474,10 +474,13 @@ fn sources(r: &Recipe) -> Vec<(&'static str, &DataSource)> {
     sources
 }
 
+/// Keys of a source and whether each is present.
+type KeysPresent<'a> = &'a [(&'a str, bool)];
+
 /// Each source has the keys its format needs and none of another format's.
 fn validate_sources(r: &Recipe, file: &Path) -> Result<()> {
     for (key, src) in sources(r) {
-        let (needed, foreign): (&[(&str, bool)], &[(&str, bool)]) = match src.format {
+        let (needed, foreign): (KeysPresent, KeysPresent) = match src.format {
             DataFormat::Idx => (
                 &[("images", src.images.is_some())],
                 &[("root", src.root.is_some())],

@@ -47,7 +47,7 @@ pub struct Batch {
 
 enum Source {
     Inline {
-        maker: BatchMaker,
+        maker: Box<BatchMaker>,
         sampler: Sampler,
     },
     Worker {
@@ -68,7 +68,10 @@ impl Loader {
     /// in parallel).
     pub fn synchronous(maker: BatchMaker, sampler: Sampler, batch_size: usize) -> Self {
         Self {
-            source: Source::Inline { maker, sampler },
+            source: Source::Inline {
+                maker: Box::new(maker),
+                sampler,
+            },
             batch_size,
             waited: Duration::ZERO,
         }
