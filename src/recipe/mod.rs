@@ -299,6 +299,7 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
             message: m,
         })?;
 
+    validate_sources(r, file)?;
     match r.data.modality {
         Modality::Image => {
             let img = r.data.image.as_ref().ok_or_else(|| Error::InvalidValue {
@@ -342,6 +343,10 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
         }
     }
 
+    if let Some(a) = &r.data.augment {
+        validate_augment(a, file)?;
+    }
+
     let o = &r.objective;
     check(
         o.mask_ratio > 0.0 && o.mask_ratio < 1.0,
@@ -349,23 +354,42 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
         "objective.mask_ratio",
         || format!("must be in (0, 1), found {}", o.mask_ratio),
     )?;
-    check(
-        o.decoder.dim > 0 && o.decoder.dim.is_multiple_of(4),
-        file,
-        "objective.decoder.dim",
-        || format!("{} must be a positive multiple of 4", o.decoder.dim),
-    )?;
-    check(
-        o.decoder.depth > 0 && o.decoder.heads > 0 && o.decoder.dim.is_multiple_of(o.decoder.heads),
-        file,
-        "objective.decoder.heads",
-        || {
-            format!(
-                "depth and heads must be positive and heads ({}) must divide dim ({})",
-                o.decoder.heads, o.decoder.dim
-            )
-        },
-    )?;
+    match (o.kind, &o.decoder) {
+        (ObjectiveKind::Mae, None) => {
+            return Err(Error::InvalidValue {
+                file: file.to_path_buf(),
+                key: "objective.decoder".into(),
+                message: "required for kind = \"mae\" (e.g. decoder = { dim = 64, depth = 2, heads = 4 })".into(),
+            })
+        }
+        (ObjectiveKind::Simmim, Some(_)) => {
+            return Err(Error::InvalidValue {
+                file: file.to_path_buf(),
+                key: "objective.decoder".into(),
+                message: "kind = \"simmim\" has no decoder (a linear head predicts the pixels); remove this key".into(),
+            })
+        }
+        _ => {}
+    }
+    if let Some(d) = &o.decoder {
+        check(
+            d.dim > 0 && d.dim.is_multiple_of(4),
+            file,
+            "objective.decoder.dim",
+            || format!("{} must be a positive multiple of 4", d.dim),
+        )?;
+        check(
+            d.depth > 0 && d.heads > 0 && d.dim.is_multiple_of(d.heads),
+            file,
+            "objective.decoder.heads",
+            || {
+                format!(
+                    "depth and heads must be positive and heads ({}) must divide dim ({})",
+                    d.heads, d.dim
+                )
+            },
+        )?;
+    }
 
     let t = &r.train;
     check(t.steps > 0, file, "train.steps", || {
@@ -482,13 +506,13 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
             "must be positive".into()
         })?;
         check(
-            r.data.train.labels.is_some(),
+            r.data.train.may_have_labels(),
             file,
             "data.train.labels",
             || "a downstream head needs labels for the training split".into(),
         )?;
         check(
-            r.data.test.as_ref().is_some_and(|t| t.labels.is_some()),
+            r.data.test.as_ref().is_some_and(|t| t.may_have_labels()),
             file,
             "data.test.labels",
             || "a downstream head needs a labelled test split".into(),
@@ -497,14 +521,104 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Every data file the recipe names exists.
-pub fn check_paths(r: &Recipe, file: &Path) -> Result<()> {
+/// The data sources a recipe names, with their keys.
+fn sources(r: &Recipe) -> Vec<(&'static str, &DataSource)> {
     let mut sources = vec![("data.train", &r.data.train)];
     if let Some(t) = &r.data.test {
         sources.push(("data.test", t));
     }
-    for (key, src) in sources {
-        let mut paths = vec![("images", &src.images)];
+    sources
+}
+
+/// Keys of a source and whether each is present.
+type KeysPresent<'a> = &'a [(&'a str, bool)];
+
+/// Each source has the keys its format needs and none of another format's.
+fn validate_sources(r: &Recipe, file: &Path) -> Result<()> {
+    for (key, src) in sources(r) {
+        let (needed, foreign): (KeysPresent, KeysPresent) = match src.format {
+            DataFormat::Idx => (
+                &[("images", src.images.is_some())],
+                &[("root", src.root.is_some())],
+            ),
+            DataFormat::Folder => (
+                &[("root", src.root.is_some())],
+                &[
+                    ("images", src.images.is_some()),
+                    ("labels", src.labels.is_some()),
+                ],
+            ),
+        };
+        let format = match src.format {
+            DataFormat::Idx => "idx",
+            DataFormat::Folder => "folder",
+        };
+        for (k, present) in needed {
+            check(*present, file, &format!("{key}.{k}"), || {
+                format!("required when format = \"{format}\"")
+            })?;
+        }
+        for (k, present) in foreign {
+            check(!*present, file, &format!("{key}.{k}"), || {
+                match src.format {
+                DataFormat::Idx => "is for format = \"folder\"; an IDX source names `images` (and `labels`)".into(),
+                DataFormat::Folder => "is for format = \"idx\"; a folder source names only `root` (labels are its class directories)".into(),
+            }
+            })?;
+        }
+        if src.format == DataFormat::Folder {
+            if let Some(img) = &r.data.image {
+                check(
+                    img.channels == 1 || img.channels == 3,
+                    file,
+                    "data.image.channels",
+                    || {
+                        format!(
+                            "image folders give 1 (luma) or 3 (RGB) channels, found {}",
+                            img.channels
+                        )
+                    },
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_augment(a: &AugmentSection, file: &Path) -> Result<()> {
+    check(
+        (0.0..=1.0).contains(&a.hflip),
+        file,
+        "data.augment.hflip",
+        || format!("a probability in [0, 1], found {}", a.hflip),
+    )?;
+    if let Some(c) = &a.random_resized_crop {
+        check(
+            c.scale[0] > 0.0 && c.scale[0] <= c.scale[1] && c.scale[1] <= 1.0,
+            file,
+            "data.augment.random_resized_crop.scale",
+            || format!("needs 0 < min <= max <= 1, found {:?}", c.scale),
+        )?;
+        check(
+            c.ratio[0] > 0.0 && c.ratio[0] <= c.ratio[1] && c.ratio[1].is_finite(),
+            file,
+            "data.augment.random_resized_crop.ratio",
+            || format!("needs 0 < min <= max, found {:?}", c.ratio),
+        )?;
+    }
+    Ok(())
+}
+
+/// Every data file the recipe names exists.
+pub fn check_paths(r: &Recipe, file: &Path) -> Result<()> {
+    for (key, src) in sources(r) {
+        let mut paths = Vec::new();
+        if let Some(p) = &src.images {
+            paths.push(("images", p));
+        }
+        if let Some(p) = &src.root {
+            paths.push(("root", p));
+        }
         if let Some(l) = &src.labels {
             paths.push(("labels", l));
         }

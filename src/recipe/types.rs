@@ -91,17 +91,31 @@ pub struct DataSection {
     /// Required when `modality = "image"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageSection>,
+    /// Augmentations of pretraining batches (not of pictures or downstream features);
+    /// absent = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<AugmentSection>,
 }
 
 /// A file-based data source. Relative paths are relative to the directory `pretext` runs in.
+///
+/// `{ format = "idx", images = FILE, labels = FILE }` or `{ format = "folder", root = DIR }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSource {
-    /// `idx` (MNIST-style, optionally gzip-compressed).
+    /// `idx` (MNIST-style, optionally gzip-compressed) or `folder` (`root/<class>/*.png|jpg|jpeg`,
+    /// classes numbered in sorted order; images directly in `root` = unlabelled).
     pub format: DataFormat,
-    pub images: PathBuf,
+    /// `idx`: the image file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<PathBuf>,
+    /// `idx`: the label file (optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<PathBuf>,
+    /// `folder`: the directory. Images of any size and channel count are converted to
+    /// `data.image.channels` (1 = luma, 3 = RGB) and resized (bilinear) to `data.image.size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
     /// Use only the first N examples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
@@ -111,6 +125,43 @@ pub struct DataSource {
 #[serde(rename_all = "lowercase")]
 pub enum DataFormat {
     Idx,
+    Folder,
+}
+
+impl DataSource {
+    /// Whether the source can give labels (an IDX label file, or a folder's class
+    /// directories — known only once it is read).
+    pub fn may_have_labels(&self) -> bool {
+        match self.format {
+            DataFormat::Idx => self.labels.is_some(),
+            DataFormat::Folder => true,
+        }
+    }
+}
+
+/// Pretraining augmentations, applied in this order with torchvision's semantics; each
+/// example's randomness is a function of (seed, epoch, example index) only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentSection {
+    /// `RandomResizedCrop` (bilinear) to `data.image.size`; absent = resize the whole image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub random_resized_crop: Option<CropSection>,
+    /// Probability of `RandomHorizontalFlip`; default 0.
+    #[serde(default)]
+    pub hflip: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CropSection {
+    /// Range of the crop's area as a fraction of the image's; default [0.08, 1.0].
+    #[serde(default = "defaults::crop_scale")]
+    pub scale: [f64; 2],
+    /// Range of the crop's aspect ratio (width / height), sampled log-uniformly;
+    /// default [3/4, 4/3].
+    #[serde(default = "defaults::crop_ratio")]
+    pub ratio: [f64; 2],
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +183,20 @@ pub struct ImageSection {
 #[serde(rename_all = "kebab-case")]
 pub enum ObjectiveKind {
     Mae,
+    /// SimMIM (Xie et al. 2022): all patches through the encoder, removed ones as a learned
+    /// mask token; a linear head predicts their pixels; L1 loss. Takes no `decoder`.
+    Simmim,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskingKind {
+    /// Patches removed uniformly at random.
+    #[default]
+    Random,
+    /// BEiT's block-wise masking: random rectangles (at least 4 patches, aspect ratio in
+    /// [0.3, 1/0.3]) until the count is reached.
+    Block,
 }
 
 /// The pretext task.
@@ -142,10 +207,17 @@ pub struct ObjectiveSection {
     /// Fraction of patches removed, in (0, 1).
     #[serde(default = "defaults::mask_ratio")]
     pub mask_ratio: f64,
-    /// Predict per-patch normalised pixels.
+    /// `random` (default) or `block`. Both remove exactly `L - floor(L * (1 - mask_ratio))`
+    /// of the `L` patches, MAE's count.
+    #[serde(default)]
+    pub masking: MaskingKind,
+    /// Predict per-patch normalised pixels (for `simmim`, set false to follow the paper,
+    /// which predicts the normalised image).
     #[serde(default = "defaults::yes")]
     pub norm_pix_loss: bool,
-    pub decoder: DecoderSection,
+    /// MAE's decoder; required for `mae`, not allowed for `simmim`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<DecoderSection>,
 }
 
 /// MAE's light decoder (pre-norm, exact GELU, the model's norm_eps).
@@ -364,6 +436,12 @@ mod defaults {
     }
     pub fn half() -> Vec<f32> {
         vec![0.5]
+    }
+    pub fn crop_scale() -> [f64; 2] {
+        [0.08, 1.0]
+    }
+    pub fn crop_ratio() -> [f64; 2] {
+        [3.0 / 4.0, 4.0 / 3.0]
     }
     pub fn mask_ratio() -> f64 {
         0.75
