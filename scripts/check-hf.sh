@@ -3,8 +3,9 @@
 #   1. regenerate the HF fixtures with other sizes and seeds and check that pretext loads
 #      them with outputs equal to transformers' (tests/hf_vit.rs on the new set);
 #   2. round-trip exports through transformers itself: `pretext export --format hf` of
-#      (a) every regenerated HF directory, (b) a pretext MAE run (a few steps of a tiny
-#      recipe on data/fashion-mnist-sample), (c) a saved classifier directory; then
+#      (a) every regenerated HF directory, (b) a pretext MAE run and a SimMIM run (a few
+#      steps of tiny recipes on data/fashion-mnist-sample), (c) a saved classifier
+#      directory; then
 #      `from_pretrained(..., output_loading_info=True)` must report no missing/unexpected
 #      keys and give `pretext forward`'s outputs within 1e-4 (check_roundtrip.py).
 # Needs python3 with torch, safetensors and transformers.
@@ -51,6 +52,14 @@ save_file({"pixel_values": torch.randn(3, 1, 28, 28, generator=g),
            "noise": torch.rand(3, 49, generator=g)}, sys.argv[1])
 PY
 roundtrip "$out/run" "$out/run-inputs.safetensors" mae-run
+
+echo "== export of a pretext SimMIM run (its encoder, as ViTModel without pooler)"
+"$pretext" run recipes/simmim-fashion-mnist-sample.toml --out "$out/simmim" \
+    --set device=cpu --set data.train.limit=64 --set train.steps=4 --set train.batch_size=16 \
+    --set train.checkpoint_every=4 --set train.schedule.warmup_steps=1 \
+    --set model.dim=32 --set model.depth=2 --set model.heads=4 --set model.mlp_dim=48 \
+    --set 'downstream=[]' > /dev/null
+roundtrip "$out/simmim" "$out/run-inputs.safetensors" simmim-run
 
 echo "== export of a saved classifier"
 PRETEXT_HF_CLASSIFIER_OUT="$out/classifier" \

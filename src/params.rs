@@ -122,6 +122,33 @@ impl ParamStore {
             .sum()
     }
 
+    /// Copies the values of `src`'s parameters named `prefix*` into this store's parameters of
+    /// the same names (for example a pretrained encoder `vit.*` into a classifier). Each must
+    /// exist here with the same shape; returns how many were copied.
+    pub fn copy_prefix_from(&self, src: &ParamStore, prefix: &str) -> Result<usize> {
+        let ours = self.inner.vars.lock().expect("param store lock");
+        let mut copied = 0;
+        for (name, v) in src.vars_with_prefix(prefix) {
+            let target = ours.get(&name).ok_or_else(|| {
+                Error::shape(
+                    format!("parameter `{name}`"),
+                    "a parameter of that name in the target model",
+                    "none",
+                )
+            })?;
+            if target.dims() != v.dims() {
+                return Err(Error::shape(
+                    format!("parameter `{name}`"),
+                    format!("{:?}", target.dims()),
+                    format!("{:?}", v.dims()),
+                ));
+            }
+            target.set(&v.as_tensor().detach())?;
+            copied += 1;
+        }
+        Ok(copied)
+    }
+
     /// Overwrite parameters with the given tensors. Every stored parameter must be present
     /// with the same shape; unknown names are errors (nothing is silently ignored).
     pub fn load_tensors(

@@ -376,6 +376,54 @@ fn mae_run_that_vit_mae_cannot_represent_is_refused() {
     assert_eq!(out["noise"].dims(), [1, 16]);
 }
 
+#[test]
+fn simmim_run_exports_its_encoder_as_vit_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    pretext(&[
+        "run",
+        "recipes/simmim-fashion-mnist-sample.toml",
+        "--out",
+        s(&run),
+        "--set",
+        "device=cpu",
+        "--set",
+        "train.steps=2",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.checkpoint_every=2",
+        "--set",
+        "train.schedule.warmup_steps=1",
+        "--set",
+        "data.train.limit=16",
+        "--set",
+        "model.dim=32",
+        "--set",
+        "model.depth=1",
+        "--set",
+        "model.heads=2",
+        "--set",
+        "model.mlp_dim=64",
+        "--set",
+        "downstream=[]",
+    ]);
+    let hf = tmp.path().join("hf");
+    let (ok, msg) = pretext_env(&["export", s(&run), "--format", "hf", "--out", s(&hf)], &[]);
+    assert!(ok, "{msg}");
+    assert!(
+        msg.contains("(ViTModel)") && msg.contains("add_pooling_layer=False"),
+        "{msg}"
+    );
+    let inputs = tmp.path().join("in.safetensors");
+    let x = Tensor::randn(0f32, 1.0, (2, 1, 28, 28), &Device::Cpu).unwrap();
+    pretext::tensor_io::write(&inputs, &[("pixel_values".into(), x)], Default::default()).unwrap();
+    let a = forward(s(&run), &inputs, tmp.path(), "run");
+    let b = forward(s(&hf), &inputs, tmp.path(), "hf");
+    assert_eq!(a.keys().collect::<Vec<_>>(), ["last_hidden_state"]);
+    assert_same_outputs(&a, &b);
+}
+
 /// A saved classifier directory with random weights (the layout the downstream stage
 /// writes: model.json + model.safetensors under pretext's names).
 fn saved_classifier(dir: &Path, pooling: Pooling, norm: NormPosition) {

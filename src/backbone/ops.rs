@@ -30,6 +30,9 @@ impl LayerNorm {
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if let Some(xn) = super::fused::normalize(x, self.eps)? {
+            if let Some(y) = super::fused::row_affine(&xn, &self.weight, &self.bias)? {
+                return Ok(y);
+            }
             return xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias);
         }
         let mean = x.mean_keepdim(D::Minus1)?;
@@ -79,7 +82,10 @@ impl Module for Linear {
         let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
         let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
         let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
+            Some(b) => match super::fused::row_bias(&y, b)? {
+                Some(y) => y,
+                None => y.broadcast_add(b)?,
+            },
             None => y,
         };
         let mut out = dims;
@@ -133,10 +139,21 @@ pub fn dropout(x: &Tensor, p: f64, mode: &mut Mode) -> Result<Tensor> {
 
 /// Cross-entropy from logits `[N, C]` and integer targets `[N]` (u32), mean over rows.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    cross_entropy_smoothed(logits, targets, 0.0)
+}
+
+/// Cross-entropy against targets smoothed towards uniform by `smoothing` (PyTorch's
+/// `F.cross_entropy(..., label_smoothing=smoothing)`): `(1-ε)·nll + ε·mean_c(-log p_c)`.
+pub fn cross_entropy_smoothed(logits: &Tensor, targets: &Tensor, smoothing: f64) -> Result<Tensor> {
     let max = logits.max_keepdim(D::Minus1)?.detach();
     let shifted = logits.broadcast_sub(&max)?;
     let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
     let log_probs = shifted.broadcast_sub(&lse)?;
     let picked = log_probs.gather(&targets.to_dtype(DType::U32)?.unsqueeze(1)?, 1)?;
-    picked.neg()?.mean_all()
+    let nll = picked.neg()?.mean_all()?;
+    if smoothing == 0.0 {
+        return Ok(nll);
+    }
+    let uniform = log_probs.mean(D::Minus1)?.neg()?.mean_all()?;
+    (nll * (1.0 - smoothing))? + (uniform * smoothing)?
 }

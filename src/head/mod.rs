@@ -1,6 +1,8 @@
-//! Downstream heads. They work on pooled encoder features `[N, D]` and labels, whatever
-//! the modality that produced them.
+//! Downstream heads, whatever the modality: the linear probe and k-NN work on pooled
+//! features `[N, D]`; fine-tuning takes the model's parameters and forward pass.
 
+pub mod finetune;
+pub mod knn;
 pub mod linear_probe;
 pub mod split;
 

@@ -1,7 +1,8 @@
 //! Model sources: whatever `--model` / `export SRC` names, loaded as a [`LoadedModel`].
 //!
 //! - `hf:org/name[@rev]` — a model in the local Hugging Face cache ([`super::hub`])
-//! - a run directory — its latest checkpoint and its `recipe.toml` (an MAE)
+//! - a run directory — its latest checkpoint and its `recipe.toml` (an MAE; a SimMIM
+//!   run's encoder)
 //! - a checkpoint file inside a run (`RUN/checkpoints/step-NNNNNNN.safetensors`)
 //! - a saved classifier directory (`model.json` + `model.safetensors`)
 //! - a Hugging Face model directory (`config.json` + `model.safetensors`)
@@ -20,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::modality::image::classifier::{ClassifierSpec, SPEC_FILE, WEIGHTS_FILE};
 use crate::modality::image::encoder::sincos_with_cls;
 use crate::modality::image::Positions;
+use crate::recipe::ObjectiveKind;
 use crate::run::dir;
 use crate::train::checkpoint as ckpt;
 
@@ -124,7 +126,8 @@ fn recipe_normalize(run: &Path) -> Result<Option<Normalize>> {
     }))
 }
 
-/// A pretext MAE run at one of its checkpoints.
+/// A pretext run at one of its checkpoints: an MAE whole; for SimMIM, whose prediction head
+/// has no `transformers` counterpart here, the encoder alone (a `ViTModel` without pooler).
 fn load_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<LoadedModel> {
     let recipe_path = run.join(dir::RECIPE_FILE);
     let loaded = crate::recipe::load(&recipe_path, &[])?;
@@ -134,18 +137,32 @@ fn load_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<LoadedMode
         key: "data.image".into(),
         message: "missing".into(),
     })?;
-    let cfg = crate::run::pretrain::mae_config(r, &image);
-    let spec = ModelSpec {
-        geometry: cfg.geometry,
-        encoder: cfg.encoder,
-        positions: Positions::Sincos,
-        kind: Kind::Mae {
-            decoder: cfg.decoder,
-            mask_ratio: cfg.mask_ratio,
-            norm_pix_loss: cfg.norm_pix_loss,
-        },
+    let mut model = ckpt::load(checkpoint, device)?.model;
+    let spec = match r.objective.kind {
+        ObjectiveKind::Mae => {
+            let cfg = crate::run::pretrain::mae_config(r, &image)?;
+            ModelSpec {
+                geometry: cfg.geometry,
+                encoder: cfg.encoder,
+                positions: Positions::Sincos,
+                kind: Kind::Mae {
+                    decoder: cfg.decoder,
+                    mask_ratio: cfg.mask_ratio,
+                    norm_pix_loss: cfg.norm_pix_loss,
+                },
+            }
+        }
+        ObjectiveKind::Simmim => {
+            let cfg = crate::run::pretrain::simmim_config(r, &image);
+            model.retain(|name, _| name.starts_with("vit."));
+            ModelSpec {
+                geometry: cfg.geometry,
+                encoder: cfg.encoder,
+                positions: Positions::Sincos,
+                kind: Kind::Encoder { pooler: None },
+            }
+        }
     };
-    let model = ckpt::load(checkpoint, device)?.model;
     let tensors = complete(&spec, model, checkpoint, device)?;
     Ok(LoadedModel {
         spec,

@@ -1,4 +1,7 @@
 //! Pretext tasks, one file each. An objective owns its masking, its decoder and its loss;
 //! it depends on a modality's embedder and the backbone, never on another objective.
+//! `masking` holds the mask generators objectives share.
 
 pub mod mae;
+pub mod masking;
+pub mod simmim;

@@ -80,18 +80,37 @@ fn apply_override(table: &mut toml::Table, o: &Override, file: &Path) -> Result<
     let (last, parents) = parts.split_last().expect("split on a non-empty key");
     let mut cur = table;
     for (i, p) in parents.iter().enumerate() {
+        let not_table = || Error::InvalidValue {
+            file: file.to_path_buf(),
+            key: parts[..=i].join("."),
+            message: format!("is not a table, so `{key}` cannot be overridden"),
+        };
+        // `name[i]` steps into the i-th table of an array of tables (`downstream[1].lr`).
+        let (name, index) = split_index(p).ok_or_else(|| {
+            Error::Usage(format!("override key `{key}`: `{p}` has a malformed index"))
+        })?;
         let entry = cur
-            .entry(p.to_string())
+            .entry(name.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = match index {
+            None => entry,
+            Some(n) => match entry {
+                toml::Value::Array(items) => {
+                    let len = items.len();
+                    items.get_mut(n).ok_or_else(|| Error::InvalidValue {
+                        file: file.to_path_buf(),
+                        key: parts[..=i].join("."),
+                        message: format!(
+                            "`{name}` has {len} entries, so index {n} is out of range"
+                        ),
+                    })?
+                }
+                _ => return Err(not_table()),
+            },
+        };
         cur = match entry {
             toml::Value::Table(t) => t,
-            _ => {
-                return Err(Error::InvalidValue {
-                    file: file.to_path_buf(),
-                    key: parts[..=i].join("."),
-                    message: format!("is not a table, so `{key}` cannot be overridden"),
-                })
-            }
+            _ => return Err(not_table()),
         };
     }
     match o {
@@ -107,6 +126,15 @@ fn apply_override(table: &mut toml::Table, o: &Override, file: &Path) -> Result<
         }
     }
     Ok(())
+}
+
+/// `name[3]` → (`name`, Some(3)); `name` → (`name`, None); `None` if the index is malformed.
+fn split_index(part: &str) -> Option<(&str, Option<usize>)> {
+    match part.strip_suffix(']').and_then(|p| p.split_once('[')) {
+        Some((name, i)) => Some((name, Some(i.parse().ok()?))),
+        None if part.contains('[') || part.contains(']') => None,
+        None => Some((part, None)),
+    }
 }
 
 /// Looks a preset up by name (built in) or as a `.toml` path relative to the recipe.
@@ -271,6 +299,7 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
             message: m,
         })?;
 
+    validate_sources(r, file)?;
     match r.data.modality {
         Modality::Image => {
             let img = r.data.image.as_ref().ok_or_else(|| Error::InvalidValue {
@@ -314,6 +343,10 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
         }
     }
 
+    if let Some(a) = &r.data.augment {
+        validate_augment(a, file)?;
+    }
+
     let o = &r.objective;
     check(
         o.mask_ratio > 0.0 && o.mask_ratio < 1.0,
@@ -321,23 +354,42 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
         "objective.mask_ratio",
         || format!("must be in (0, 1), found {}", o.mask_ratio),
     )?;
-    check(
-        o.decoder.dim > 0 && o.decoder.dim.is_multiple_of(4),
-        file,
-        "objective.decoder.dim",
-        || format!("{} must be a positive multiple of 4", o.decoder.dim),
-    )?;
-    check(
-        o.decoder.depth > 0 && o.decoder.heads > 0 && o.decoder.dim.is_multiple_of(o.decoder.heads),
-        file,
-        "objective.decoder.heads",
-        || {
-            format!(
-                "depth and heads must be positive and heads ({}) must divide dim ({})",
-                o.decoder.heads, o.decoder.dim
-            )
-        },
-    )?;
+    match (o.kind, &o.decoder) {
+        (ObjectiveKind::Mae, None) => {
+            return Err(Error::InvalidValue {
+                file: file.to_path_buf(),
+                key: "objective.decoder".into(),
+                message: "required for kind = \"mae\" (e.g. decoder = { dim = 64, depth = 2, heads = 4 })".into(),
+            })
+        }
+        (ObjectiveKind::Simmim, Some(_)) => {
+            return Err(Error::InvalidValue {
+                file: file.to_path_buf(),
+                key: "objective.decoder".into(),
+                message: "kind = \"simmim\" has no decoder (a linear head predicts the pixels); remove this key".into(),
+            })
+        }
+        _ => {}
+    }
+    if let Some(d) = &o.decoder {
+        check(
+            d.dim > 0 && d.dim.is_multiple_of(4),
+            file,
+            "objective.decoder.dim",
+            || format!("{} must be a positive multiple of 4", d.dim),
+        )?;
+        check(
+            d.depth > 0 && d.heads > 0 && d.dim.is_multiple_of(d.heads),
+            file,
+            "objective.decoder.heads",
+            || {
+                format!(
+                    "depth and heads must be positive and heads ({}) must divide dim ({})",
+                    d.heads, d.dim
+                )
+            },
+        )?;
+    }
 
     let t = &r.train;
     check(t.steps > 0, file, "train.steps", || {
@@ -418,21 +470,49 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
             &key("label_fractions"),
             || format!("each must be in (0, 1], found {:?}", d.label_fractions),
         )?;
-        check(d.epochs > 0, file, &key("epochs"), || {
+        check(d.epochs() > 0, file, &key("epochs"), || {
             "must be positive".into()
         })?;
-        check(d.lr > 0.0, file, &key("lr"), || "must be positive".into())?;
+        check(d.lr() > 0.0, file, &key("lr"), || "must be positive".into())?;
+        check(
+            (0.0..1.0).contains(&d.warmup_fraction),
+            file,
+            &key("warmup_fraction"),
+            || format!("must be in [0, 1), found {}", d.warmup_fraction),
+        )?;
+        check(
+            d.layer_decay > 0.0 && d.layer_decay <= 1.0,
+            file,
+            &key("layer_decay"),
+            || format!("must be in (0, 1], found {}", d.layer_decay),
+        )?;
+        check(
+            (0.0..1.0).contains(&d.label_smoothing),
+            file,
+            &key("label_smoothing"),
+            || format!("must be in [0, 1), found {}", d.label_smoothing),
+        )?;
+        check(d.k > 0, file, &key("k"), || "must be at least 1".into())?;
+        check(d.temperature > 0.0, file, &key("temperature"), || {
+            "must be positive".into()
+        })?;
+        check(
+            !(d.head == HeadKind::FineTune && d.input == DownstreamInput::Pixels),
+            file,
+            &key("input"),
+            || "a fine-tuned head needs an encoder: use `pretrained` or `scratch`".into(),
+        )?;
         check(d.batch_size > 0, file, &key("batch_size"), || {
             "must be positive".into()
         })?;
         check(
-            r.data.train.labels.is_some(),
+            r.data.train.may_have_labels(),
             file,
             "data.train.labels",
             || "a downstream head needs labels for the training split".into(),
         )?;
         check(
-            r.data.test.as_ref().is_some_and(|t| t.labels.is_some()),
+            r.data.test.as_ref().is_some_and(|t| t.may_have_labels()),
             file,
             "data.test.labels",
             || "a downstream head needs a labelled test split".into(),
@@ -441,14 +521,104 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Every data file the recipe names exists.
-pub fn check_paths(r: &Recipe, file: &Path) -> Result<()> {
+/// The data sources a recipe names, with their keys.
+fn sources(r: &Recipe) -> Vec<(&'static str, &DataSource)> {
     let mut sources = vec![("data.train", &r.data.train)];
     if let Some(t) = &r.data.test {
         sources.push(("data.test", t));
     }
-    for (key, src) in sources {
-        let mut paths = vec![("images", &src.images)];
+    sources
+}
+
+/// Keys of a source and whether each is present.
+type KeysPresent<'a> = &'a [(&'a str, bool)];
+
+/// Each source has the keys its format needs and none of another format's.
+fn validate_sources(r: &Recipe, file: &Path) -> Result<()> {
+    for (key, src) in sources(r) {
+        let (needed, foreign): (KeysPresent, KeysPresent) = match src.format {
+            DataFormat::Idx => (
+                &[("images", src.images.is_some())],
+                &[("root", src.root.is_some())],
+            ),
+            DataFormat::Folder => (
+                &[("root", src.root.is_some())],
+                &[
+                    ("images", src.images.is_some()),
+                    ("labels", src.labels.is_some()),
+                ],
+            ),
+        };
+        let format = match src.format {
+            DataFormat::Idx => "idx",
+            DataFormat::Folder => "folder",
+        };
+        for (k, present) in needed {
+            check(*present, file, &format!("{key}.{k}"), || {
+                format!("required when format = \"{format}\"")
+            })?;
+        }
+        for (k, present) in foreign {
+            check(!*present, file, &format!("{key}.{k}"), || {
+                match src.format {
+                DataFormat::Idx => "is for format = \"folder\"; an IDX source names `images` (and `labels`)".into(),
+                DataFormat::Folder => "is for format = \"idx\"; a folder source names only `root` (labels are its class directories)".into(),
+            }
+            })?;
+        }
+        if src.format == DataFormat::Folder {
+            if let Some(img) = &r.data.image {
+                check(
+                    img.channels == 1 || img.channels == 3,
+                    file,
+                    "data.image.channels",
+                    || {
+                        format!(
+                            "image folders give 1 (luma) or 3 (RGB) channels, found {}",
+                            img.channels
+                        )
+                    },
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_augment(a: &AugmentSection, file: &Path) -> Result<()> {
+    check(
+        (0.0..=1.0).contains(&a.hflip),
+        file,
+        "data.augment.hflip",
+        || format!("a probability in [0, 1], found {}", a.hflip),
+    )?;
+    if let Some(c) = &a.random_resized_crop {
+        check(
+            c.scale[0] > 0.0 && c.scale[0] <= c.scale[1] && c.scale[1] <= 1.0,
+            file,
+            "data.augment.random_resized_crop.scale",
+            || format!("needs 0 < min <= max <= 1, found {:?}", c.scale),
+        )?;
+        check(
+            c.ratio[0] > 0.0 && c.ratio[0] <= c.ratio[1] && c.ratio[1].is_finite(),
+            file,
+            "data.augment.random_resized_crop.ratio",
+            || format!("needs 0 < min <= max, found {:?}", c.ratio),
+        )?;
+    }
+    Ok(())
+}
+
+/// Every data file the recipe names exists.
+pub fn check_paths(r: &Recipe, file: &Path) -> Result<()> {
+    for (key, src) in sources(r) {
+        let mut paths = Vec::new();
+        if let Some(p) = &src.images {
+            paths.push(("images", p));
+        }
+        if let Some(p) = &src.root {
+            paths.push(("root", p));
+        }
         if let Some(l) = &src.labels {
             paths.push(("labels", l));
         }

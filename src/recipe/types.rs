@@ -91,17 +91,31 @@ pub struct DataSection {
     /// Required when `modality = "image"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageSection>,
+    /// Augmentations of pretraining batches (not of pictures or downstream features);
+    /// absent = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<AugmentSection>,
 }
 
 /// A file-based data source. Relative paths are relative to the directory `pretext` runs in.
+///
+/// `{ format = "idx", images = FILE, labels = FILE }` or `{ format = "folder", root = DIR }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSource {
-    /// `idx` (MNIST-style, optionally gzip-compressed).
+    /// `idx` (MNIST-style, optionally gzip-compressed) or `folder` (`root/<class>/*.png|jpg|jpeg`,
+    /// classes numbered in sorted order; images directly in `root` = unlabelled).
     pub format: DataFormat,
-    pub images: PathBuf,
+    /// `idx`: the image file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<PathBuf>,
+    /// `idx`: the label file (optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<PathBuf>,
+    /// `folder`: the directory. Images of any size and channel count are converted to
+    /// `data.image.channels` (1 = luma, 3 = RGB) and resized (bilinear) to `data.image.size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
     /// Use only the first N examples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
@@ -111,6 +125,43 @@ pub struct DataSource {
 #[serde(rename_all = "lowercase")]
 pub enum DataFormat {
     Idx,
+    Folder,
+}
+
+impl DataSource {
+    /// Whether the source can give labels (an IDX label file, or a folder's class
+    /// directories — known only once it is read).
+    pub fn may_have_labels(&self) -> bool {
+        match self.format {
+            DataFormat::Idx => self.labels.is_some(),
+            DataFormat::Folder => true,
+        }
+    }
+}
+
+/// Pretraining augmentations, applied in this order with torchvision's semantics; each
+/// example's randomness is a function of (seed, epoch, example index) only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentSection {
+    /// `RandomResizedCrop` (bilinear) to `data.image.size`; absent = resize the whole image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub random_resized_crop: Option<CropSection>,
+    /// Probability of `RandomHorizontalFlip`; default 0.
+    #[serde(default)]
+    pub hflip: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CropSection {
+    /// Range of the crop's area as a fraction of the image's; default [0.08, 1.0].
+    #[serde(default = "defaults::crop_scale")]
+    pub scale: [f64; 2],
+    /// Range of the crop's aspect ratio (width / height), sampled log-uniformly;
+    /// default [3/4, 4/3].
+    #[serde(default = "defaults::crop_ratio")]
+    pub ratio: [f64; 2],
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +183,20 @@ pub struct ImageSection {
 #[serde(rename_all = "kebab-case")]
 pub enum ObjectiveKind {
     Mae,
+    /// SimMIM (Xie et al. 2022): all patches through the encoder, removed ones as a learned
+    /// mask token; a linear head predicts their pixels; L1 loss. Takes no `decoder`.
+    Simmim,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskingKind {
+    /// Patches removed uniformly at random.
+    #[default]
+    Random,
+    /// BEiT's block-wise masking: random rectangles (at least 4 patches, aspect ratio in
+    /// [0.3, 1/0.3]) until the count is reached.
+    Block,
 }
 
 /// The pretext task.
@@ -142,10 +207,17 @@ pub struct ObjectiveSection {
     /// Fraction of patches removed, in (0, 1).
     #[serde(default = "defaults::mask_ratio")]
     pub mask_ratio: f64,
-    /// Predict per-patch normalised pixels.
+    /// `random` (default) or `block`. Both remove exactly `L - floor(L * (1 - mask_ratio))`
+    /// of the `L` patches, MAE's count.
+    #[serde(default)]
+    pub masking: MaskingKind,
+    /// Predict per-patch normalised pixels (for `simmim`, set false to follow the paper,
+    /// which predicts the normalised image).
     #[serde(default = "defaults::yes")]
     pub norm_pix_loss: bool,
-    pub decoder: DecoderSection,
+    /// MAE's decoder; required for `mae`, not allowed for `simmim`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<DecoderSection>,
 }
 
 /// MAE's light decoder (pre-norm, exact GELU, the model's norm_eps).
@@ -233,10 +305,30 @@ pub struct ScheduleSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HeadKind {
+    /// Logistic regression on frozen, standardised features.
     LinearProbe,
+    /// The whole encoder and a linear classifier trained end to end.
+    FineTune,
+    /// k nearest neighbours by cosine similarity of frozen features, similarity-weighted
+    /// votes (as in DINO's k-NN evaluation).
+    Knn,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a downstream head starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DownstreamInput {
+    /// The pretrained encoder (the point of the exercise).
+    #[default]
+    Pretrained,
+    /// The same encoder at its initialisation, before pretraining (the baseline that shows
+    /// what pretraining bought).
+    Scratch,
+    /// No encoder: the normalised pixels themselves are the features (linear probe / k-NN).
+    Pixels,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
     /// The class token's final hidden state.
@@ -245,25 +337,81 @@ pub enum Pooling {
     Mean,
 }
 
-/// A downstream evaluation of the pretrained encoder on the labelled splits
-/// (`data.train` with labels for training, `data.test` for accuracy).
+/// A downstream evaluation on the labelled splits (`data.train` with labels for training,
+/// `data.test` for accuracy), at each label fraction. Unset numbers take defaults that
+/// depend on the head (see [`DownstreamSection::epochs`] and friends).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DownstreamSection {
     pub head: HeadKind,
+    /// What the head starts from: `pretrained` (default), `scratch` or `pixels`.
+    #[serde(default)]
+    pub input: DownstreamInput,
     #[serde(default = "defaults::pooling")]
     pub pooling: Pooling,
     /// Fractions of the labelled training split to train on (stratified, seeded draws).
     #[serde(default = "defaults::fractions")]
     pub label_fractions: Vec<f64>,
-    #[serde(default = "defaults::probe_epochs")]
-    pub epochs: usize,
-    #[serde(default = "defaults::probe_lr")]
-    pub lr: f64,
+    /// Passes over the chosen examples (linear probe: 100, fine-tune: 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    /// Fine-tune: at least this many optimizer steps, whatever the fraction (small label
+    /// fractions otherwise get only a handful of steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_steps: Option<usize>,
+    /// Peak learning rate (linear probe: 1e-2, fine-tune: 1e-3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
     #[serde(default)]
     pub weight_decay: f64,
     #[serde(default = "defaults::probe_batch")]
     pub batch_size: usize,
+    /// Fine-tune: fraction of the steps spent warming the learning rate up (then cosine).
+    #[serde(default = "defaults::warmup_fraction")]
+    pub warmup_fraction: f64,
+    /// Fine-tune: layer-wise learning-rate decay (BEiT / MAE): block `i` of `depth` trains
+    /// at `lr * layer_decay^(depth - i)`, the embeddings at `lr * layer_decay^(depth + 1)`,
+    /// the head at `lr`. 1 (default) is a single learning rate.
+    #[serde(default = "defaults::one_f64")]
+    pub layer_decay: f64,
+    /// Fine-tune: label smoothing of the cross-entropy.
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// k-NN: neighbours that vote.
+    #[serde(default = "defaults::knn_k")]
+    pub k: usize,
+    /// k-NN: votes weigh `exp(similarity / temperature)`.
+    #[serde(default = "defaults::knn_temperature")]
+    pub temperature: f64,
+}
+
+impl DownstreamSection {
+    pub fn epochs(&self) -> usize {
+        self.epochs.unwrap_or(match self.head {
+            HeadKind::FineTune => 10,
+            _ => 100,
+        })
+    }
+    pub fn lr(&self) -> f64 {
+        self.lr.unwrap_or(match self.head {
+            HeadKind::FineTune => 1e-3,
+            _ => 1e-2,
+        })
+    }
+    /// A short label for tables: `fine-tune (pretrained)`.
+    pub fn label(&self) -> String {
+        let head = match self.head {
+            HeadKind::LinearProbe => "linear probe",
+            HeadKind::FineTune => "fine-tune",
+            HeadKind::Knn => "k-NN",
+        };
+        let input = match self.input {
+            DownstreamInput::Pretrained => "pretrained",
+            DownstreamInput::Scratch => "from scratch",
+            DownstreamInput::Pixels => "raw pixels",
+        };
+        format!("{head} ({input})")
+    }
 }
 
 mod defaults {
@@ -288,6 +436,12 @@ mod defaults {
     }
     pub fn half() -> Vec<f32> {
         vec![0.5]
+    }
+    pub fn crop_scale() -> [f64; 2] {
+        [0.08, 1.0]
+    }
+    pub fn crop_ratio() -> [f64; 2] {
+        [3.0 / 4.0, 4.0 / 3.0]
     }
     pub fn mask_ratio() -> f64 {
         0.75
@@ -316,11 +470,17 @@ mod defaults {
     pub fn fractions() -> Vec<f64> {
         vec![1.0]
     }
-    pub fn probe_epochs() -> usize {
-        100
+    pub fn one_f64() -> f64 {
+        1.0
     }
-    pub fn probe_lr() -> f64 {
-        1e-2
+    pub fn warmup_fraction() -> f64 {
+        0.1
+    }
+    pub fn knn_k() -> usize {
+        20
+    }
+    pub fn knn_temperature() -> f64 {
+        0.07
     }
     pub fn probe_batch() -> usize {
         256

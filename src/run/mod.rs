@@ -4,6 +4,7 @@
 pub mod dir;
 pub mod downstream;
 pub mod pretrain;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -13,16 +14,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::backbone::Mode;
 use crate::error::{Error, Result};
 use crate::modality::image::dataset::ImageDataset;
-use crate::modality::image::ImageEncoder;
-use crate::objective::mae::Mae;
 use crate::params::ParamStore;
-use crate::recipe::{self, DataSource, ImageSection, Loaded, Override, Recipe};
+use crate::recipe::{self, DataFormat, DataSource, ImageSection, Loaded, Override, Recipe};
 use crate::train::{self, checkpoint};
 use downstream::DownstreamResult;
-use pretrain::{mae_config, MaeTask};
+use pretrain::{Objective, PretrainTask};
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -45,9 +43,14 @@ pub struct Summary {
     /// Throughput and time of the last invocation (a resumed run counts only its part).
     pub samples_per_s: f64,
     pub pretrain_seconds: f64,
+    /// Of `pretrain_seconds`, the time training steps waited for data.
+    pub data_wait_seconds: f64,
     pub encoder_parameters: usize,
     pub total_parameters: usize,
     pub downstream: Vec<DownstreamResult>,
+    /// Test accuracy by method and label fraction (also written as `report.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_efficiency: Option<report::Report>,
 }
 
 /// Everything a recipe needs, built and checked.
@@ -57,7 +60,7 @@ struct Prepared {
     train: ImageDataset,
     test: Option<ImageDataset>,
     params: ParamStore,
-    mae: Mae,
+    objective: Objective,
 }
 
 fn load_images(
@@ -66,14 +69,30 @@ fn load_images(
     image: &ImageSection,
     file: &Path,
 ) -> Result<ImageDataset> {
-    let mut data = ImageDataset::from_idx(&src.images, src.labels.as_deref())?;
+    let missing = |k: &str| Error::InvalidValue {
+        file: file.to_path_buf(),
+        key: format!("{key}.{k}"),
+        message: "missing".into(),
+    };
+    let (mut data, origin) = match src.format {
+        DataFormat::Idx => {
+            let images = src.images.as_deref().ok_or_else(|| missing("images"))?;
+            let data = ImageDataset::from_idx(images, src.labels.as_deref())?;
+            (data, images)
+        }
+        DataFormat::Folder => {
+            let root = src.root.as_deref().ok_or_else(|| missing("root"))?;
+            let data = ImageDataset::from_folder(root, image.channels, image.size)?;
+            (data, root)
+        }
+    };
     if data.size != image.size || data.channels != image.channels {
         return Err(Error::InvalidValue {
             file: file.to_path_buf(),
             key: "data.image".into(),
             message: format!(
                 "{} ({key}) holds {}-channel {}x{} images but the recipe says channels = {}, size = {}",
-                src.images.display(),
+                origin.display(),
                 data.channels,
                 data.size,
                 data.size,
@@ -87,7 +106,7 @@ fn load_images(
         data = data.subset(&keep);
     }
     if data.len == 0 {
-        return Err(Error::data(&src.images, format!("{key} has no examples")));
+        return Err(Error::data(origin, format!("{key} has no examples")));
     }
     Ok(data)
 }
@@ -108,14 +127,14 @@ fn prepare(r: &Recipe, file: &Path) -> Result<Prepared> {
         .transpose()?;
     let device = crate::device::open(crate::device::parse(&r.device).map_err(Error::Usage)?)?;
     let params = ParamStore::new(r.seed);
-    let mae = Mae::new(&mae_config(r, &image), params.var_builder(&device))?;
+    let objective = Objective::new(r, &image, params.var_builder(&device))?;
     Ok(Prepared {
         device,
         image,
         train,
         test,
         params,
-        mae,
+        objective,
     })
 }
 
@@ -126,41 +145,53 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
     let p = prepare(r, &loaded.file)?;
     let b = r.train.batch_size.min(p.train.len);
     let idx: Vec<usize> = (0..b).collect();
-    let imgs = p
-        .train
-        .batch(&idx, &p.image.mean, &p.image.std, &p.device)?;
+    // The first batch as training makes it (augmented, decoded on the loader's path).
+    let task = PretrainTask::new(
+        r,
+        &p.objective,
+        &p.train,
+        &p.train,
+        &p.image,
+        p.device.clone(),
+    );
+    let values = task.batch_maker().make(&idx, &vec![0; b])?;
+    let imgs = p.train.to_tensor(values, b, &p.device)?;
     let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
-    let noise = p.mae.sample_noise(b, &mut rng, &p.device)?;
-    let out = p.mae.forward(&imgs, &noise, &mut Mode::Eval)?;
+    let out = p.objective.forward(&imgs, &task.masks, &mut rng, false)?;
     let loss = out.loss.to_scalar::<f32>()?;
     if !loss.is_finite() {
         return Err(Error::NonFinite { step: 0, loss });
     }
     let encoder_params = p.params.num_params_with_prefix("vit.");
     let mut report = format!(
-        "recipe `{}` is valid\n  train: {} images{}\n  model: {} parameters ({} in the encoder)\n  batch: images {:?} -> {} visible of {} patches -> prediction {:?}\n  initial loss: {loss:.4}\n",
+        "recipe `{}` is valid\n  train: {} images{}\n  model: {:?}, {} parameters ({} in the encoder)\n  batch: images {:?} -> {} of {} patches removed ({:?}) -> prediction {:?}\n  initial loss: {loss:.4}\n",
         r.name,
         p.train.len,
         p.test.as_ref().map_or(String::new(), |t| format!(", test: {} images", t.len)),
+        r.objective.kind,
         p.params.num_params(),
         encoder_params,
         imgs.dims(),
-        p.mae.len_keep(),
+        task.masks.num_masked,
         p.image.size / p.image.patch * (p.image.size / p.image.patch),
-        out.pred.dims(),
+        r.objective.masking,
+        out.pixels.dims(),
     );
     for (i, d) in r.downstream.iter().enumerate() {
-        let f = downstream::features(
-            &p.mae.vit,
-            &p.train.subset(&idx[..b.min(4)]),
-            &p.image,
-            d.pooling,
-            &p.device,
-        )?;
+        let sample = p.train.subset(&idx[..b.min(4)]);
+        let f = match d.input {
+            recipe::DownstreamInput::Pixels => {
+                downstream::pixel_features(&sample, &p.image, &p.device)?
+            }
+            _ => downstream::features(p.objective.vit(), &sample, &p.image, d.pooling, &p.device)?,
+        };
+        let on = match d.input {
+            recipe::DownstreamInput::Pixels => "pixels".to_string(),
+            _ => format!("{:?}-pooled features", d.pooling),
+        };
         report.push_str(&format!(
-            "  downstream[{i}]: {:?} on {:?}-pooled features {:?}, label fractions {:?}\n",
-            d.head,
-            d.pooling,
+            "  downstream[{i}]: {} on {on} {:?}, label fractions {:?}\n",
+            d.label(),
             f.dims(),
             d.label_fractions
         ));
@@ -220,14 +251,14 @@ fn execute(
         None => None,
     };
     let preview = p.test.as_ref().unwrap_or(&p.train);
-    let task = MaeTask {
-        mae: &p.mae,
-        train: &p.train,
+    let task = PretrainTask::new(
+        r,
+        &p.objective,
+        &p.train,
         preview,
-        image: &p.image,
-        device: p.device.clone(),
-        seed: r.seed,
-    };
+        &p.image,
+        p.device.clone(),
+    );
     let started = Instant::now();
     let outcome = train::train(
         &task,
@@ -239,35 +270,35 @@ fn execute(
         opts.stop_after,
     )?;
     let pretrain_seconds = started.elapsed().as_secs_f64();
+    let data_wait_seconds = task.data_wait().as_secs_f64();
+    drop(task);
 
     let mut results = Vec::new();
     if outcome.step == r.train.steps && !opts.skip_downstream && !r.downstream.is_empty() {
-        let frozen = ImageEncoder::new(
-            p.mae.config().geometry,
-            &p.mae.config().encoder,
-            p.params.frozen_var_builder(&p.device).pp("vit"),
-        )?;
-        for section in &r.downstream {
-            let test = p.test.as_ref().ok_or_else(|| Error::InvalidValue {
-                file: file.to_path_buf(),
-                key: "data.test".into(),
-                message: "downstream evaluation needs a test split".into(),
-            })?;
-            let rs = downstream::evaluate(
-                section, &frozen, &p.train, test, &p.image, r.seed, &p.device,
-            )?;
-            for d in &rs {
-                eprintln!(
-                    "{:?} ({:?} pooling), {:.0} % of labels ({} examples): test accuracy {:.2} %",
-                    d.head,
-                    d.pooling,
-                    d.label_fraction * 100.0,
-                    d.train_examples,
-                    d.test_accuracy * 100.0
-                );
-            }
-            results.extend(rs);
+        let test = p.test.as_ref().ok_or_else(|| Error::InvalidValue {
+            file: file.to_path_buf(),
+            key: "data.test".into(),
+            message: "downstream evaluation needs a test split".into(),
+        })?;
+        results = downstream::Downstream {
+            run_dir,
+            train: &p.train,
+            test,
+            image: &p.image,
+            geometry: p.objective.geometry(),
+            encoder: p.objective.encoder_config().clone(),
+            pretrained: &p.params,
+            pretrain_steps: outcome.step,
+            seed: r.seed,
+            device: &p.device,
         }
+        .run(&r.downstream)?;
+    }
+    let label_efficiency = (!results.is_empty()).then(|| report::Report::new(&results));
+    if let Some(report) = &label_efficiency {
+        let md = report.markdown();
+        eprintln!("\n{md}");
+        crate::tensor_io::write_atomic(&run_dir.join("report.md"), md.as_bytes())?;
     }
     let summary = Summary {
         name: r.name.clone(),
@@ -276,9 +307,11 @@ fn execute(
         final_loss: outcome.last_loss,
         samples_per_s: outcome.samples_per_s,
         pretrain_seconds,
+        data_wait_seconds,
         encoder_parameters: p.params.num_params_with_prefix("vit."),
         total_parameters: p.params.num_params(),
         downstream: results,
+        label_efficiency,
     };
     let json =
         serde_json::to_string_pretty(&summary).map_err(|e| Error::data(run_dir, e.to_string()))?;

@@ -1,32 +1,51 @@
-//! The pretraining stage for images with MAE: builds the model from the recipe, feeds the
-//! training loop, and draws reconstruction pictures at each checkpoint.
+//! The pretraining stage for images: builds the objective (MAE or SimMIM) and its masking
+//! from the recipe, feeds the training loop from a prefetching loader (with the recipe's
+//! augmentations), and draws reconstruction pictures at each checkpoint.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use candle_core::{Device, Tensor};
+use candle_nn::VarBuilder;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::backbone::{Activation, EncoderConfig, Mode, NormPosition};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::modality::image::augment::{Augment, RandomResizedCrop};
 use crate::modality::image::dataset::ImageDataset;
 use crate::modality::image::grid::save_grid;
+use crate::modality::image::loader::{BatchMaker, Loader};
 use crate::modality::image::patch::unpatchify;
-use crate::modality::image::ImageGeometry;
+use crate::modality::image::{ImageEncoder, ImageGeometry};
 use crate::objective::mae::{Mae, MaeConfig};
-use crate::recipe::{ImageSection, Recipe};
+use crate::objective::masking::{MaskGenerator, MaskKind};
+use crate::objective::simmim::{SimMim, SimMimConfig};
+use crate::recipe::{DataSection, ImageSection, MaskingKind, ObjectiveKind, Recipe};
+use crate::train::sampler::Sampler;
 use crate::train::TrainTask;
 
+/// Micro-batches the loader prepares ahead of the training step.
+pub const PREFETCH_DEPTH: usize = 2;
+
+fn geometry(img: &ImageSection) -> ImageGeometry {
+    ImageGeometry {
+        size: img.size,
+        channels: img.channels,
+        patch: img.patch,
+    }
+}
+
 /// The MAE configuration a recipe describes.
-pub fn mae_config(r: &Recipe, img: &ImageSection) -> MaeConfig {
+pub fn mae_config(r: &Recipe, img: &ImageSection) -> Result<MaeConfig> {
     let encoder = r.model.encoder_config();
-    let d = &r.objective.decoder;
-    MaeConfig {
-        geometry: ImageGeometry {
-            size: img.size,
-            channels: img.channels,
-            patch: img.patch,
-        },
+    let d = r
+        .objective
+        .decoder
+        .as_ref()
+        .ok_or_else(|| Error::Usage("objective.decoder: required for kind = \"mae\"".into()))?;
+    Ok(MaeConfig {
+        geometry: geometry(img),
         decoder: EncoderConfig {
             dim: d.dim,
             depth: d.depth,
@@ -42,20 +61,174 @@ pub fn mae_config(r: &Recipe, img: &ImageSection) -> MaeConfig {
         encoder,
         mask_ratio: r.objective.mask_ratio,
         norm_pix_loss: r.objective.norm_pix_loss,
+    })
+}
+
+/// The SimMIM configuration a recipe describes.
+pub fn simmim_config(r: &Recipe, img: &ImageSection) -> SimMimConfig {
+    SimMimConfig {
+        geometry: geometry(img),
+        encoder: r.model.encoder_config(),
+        mask_ratio: r.objective.mask_ratio,
+        norm_pix_loss: r.objective.norm_pix_loss,
     }
 }
 
-pub struct MaeTask<'a> {
-    pub mae: &'a Mae,
+/// The recipe's mask generator.
+pub fn mask_generator(r: &Recipe, img: &ImageSection) -> MaskGenerator {
+    let kind = match r.objective.masking {
+        MaskingKind::Random => MaskKind::Random,
+        MaskingKind::Block => MaskKind::Block,
+    };
+    MaskGenerator::new(img.size / img.patch, r.objective.mask_ratio, kind)
+}
+
+/// The recipe's pretraining augmentations, if any.
+pub fn augment(data: &DataSection, seed: u64) -> Option<Augment> {
+    let a = data.augment.as_ref()?;
+    let aug = Augment {
+        crop: a.random_resized_crop.as_ref().map(|c| RandomResizedCrop {
+            scale: c.scale,
+            ratio: c.ratio,
+        }),
+        hflip: a.hflip,
+        seed,
+    };
+    (!aug.is_identity()).then_some(aug)
+}
+
+/// A pretraining objective with the shared image encoder under `vit.`.
+pub enum Objective {
+    Mae(Mae),
+    SimMim(SimMim),
+}
+
+/// One forward pass, objective-independent.
+pub struct Reconstruction {
+    pub loss: Tensor,
+    /// `[B, L, p*p*C]`, in the (normalised) image's space.
+    pub pixels: Tensor,
+    /// `[B, L]`, 1 = removed.
+    pub mask: Tensor,
+}
+
+impl Objective {
+    pub fn new(r: &Recipe, img: &ImageSection, vb: VarBuilder) -> Result<Self> {
+        Ok(match r.objective.kind {
+            ObjectiveKind::Mae => Objective::Mae(Mae::new(&mae_config(r, img)?, vb)?),
+            ObjectiveKind::Simmim => Objective::SimMim(SimMim::new(&simmim_config(r, img), vb)?),
+        })
+    }
+
+    pub fn vit(&self) -> &ImageEncoder {
+        match self {
+            Objective::Mae(m) => &m.vit,
+            Objective::SimMim(s) => &s.vit,
+        }
+    }
+
+    pub fn geometry(&self) -> ImageGeometry {
+        self.vit().geometry
+    }
+
+    pub fn encoder_config(&self) -> &EncoderConfig {
+        match self {
+            Objective::Mae(m) => &m.config().encoder,
+            Objective::SimMim(s) => &s.config().encoder,
+        }
+    }
+
+    /// Draws masks for `imgs` from `rng` (then dropout, when `train`) and runs the objective.
+    pub fn forward(
+        &self,
+        imgs: &Tensor,
+        masks: &MaskGenerator,
+        rng: &mut ChaCha8Rng,
+        train: bool,
+    ) -> Result<Reconstruction> {
+        let b = imgs.dim(0)?;
+        let dev = imgs.device();
+        Ok(match self {
+            Objective::Mae(mae) => {
+                let noise = masks.noise(b, rng, dev)?;
+                let mut mode = if train { Mode::Train(rng) } else { Mode::Eval };
+                let out = mae.forward(imgs, &noise, &mut mode)?;
+                Reconstruction {
+                    pixels: mae.pred_to_pixels(imgs, &out.pred)?,
+                    loss: out.loss,
+                    mask: out.mask,
+                }
+            }
+            Objective::SimMim(sim) => {
+                let mask = masks.mask(b, rng, dev)?;
+                let mut mode = if train { Mode::Train(rng) } else { Mode::Eval };
+                let out = sim.forward(imgs, &mask, &mut mode)?;
+                Reconstruction {
+                    pixels: sim.pred_to_pixels(imgs, &out.pred)?,
+                    loss: out.loss,
+                    mask: out.mask,
+                }
+            }
+        })
+    }
+}
+
+pub struct PretrainTask<'a> {
+    pub objective: &'a Objective,
+    pub masks: MaskGenerator,
     pub train: &'a ImageDataset,
+    pub augment: Option<Augment>,
     /// Images shown in the reconstruction pictures.
     pub preview: &'a ImageDataset,
     pub image: &'a ImageSection,
     pub device: Device,
     pub seed: u64,
+    /// Micro-batches prepared ahead on a worker thread; 0 = on the training thread.
+    pub prefetch: usize,
+    loader: Mutex<Option<Loader>>,
 }
 
-impl MaeTask<'_> {
+impl<'a> PretrainTask<'a> {
+    pub fn new(
+        r: &Recipe,
+        objective: &'a Objective,
+        train: &'a ImageDataset,
+        preview: &'a ImageDataset,
+        image: &'a ImageSection,
+        device: Device,
+    ) -> Self {
+        Self {
+            objective,
+            masks: mask_generator(r, image),
+            train,
+            augment: augment(&r.data, r.seed),
+            preview,
+            image,
+            device,
+            seed: r.seed,
+            prefetch: PREFETCH_DEPTH,
+            loader: Mutex::new(None),
+        }
+    }
+
+    pub fn batch_maker(&self) -> BatchMaker {
+        BatchMaker {
+            data: self.train.clone(),
+            augment: self.augment,
+            mean: self.image.mean.clone(),
+            std: self.image.std.clone(),
+        }
+    }
+
+    /// Time the training step has waited on the loader so far.
+    pub fn data_wait(&self) -> std::time::Duration {
+        self.loader
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(Loader::waited))
+            .unwrap_or_default()
+    }
+
     fn denormalise(&self, x: &Tensor) -> Result<Tensor> {
         let c = self.image.channels;
         let mean = Tensor::from_vec(self.image.mean.clone(), (1, c, 1, 1), x.device())?;
@@ -73,11 +246,12 @@ impl MaeTask<'_> {
             .batch(&idx, &self.image.mean, &self.image.std, &self.device)?;
         // The same masks at every checkpoint, so pictures are comparable over training.
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x7069_6373);
-        let noise = self.mae.sample_noise(n, &mut rng, &self.device)?;
-        let out = self.mae.forward(&imgs, &noise, &mut Mode::Eval)?;
+        let out = self
+            .objective
+            .forward(&imgs, &self.masks, &mut rng, false)?;
         let p = self.image.patch;
         let c = self.image.channels;
-        let pred = unpatchify(&self.mae.pred_to_pixels(&imgs, &out.pred)?, p, c)?;
+        let pred = unpatchify(&out.pixels, p, c)?;
         let patch_dim = p * p * c;
         let mask = unpatchify(&out.mask.unsqueeze(2)?.repeat((1, 1, patch_dim))?, p, c)?;
         let keep = (1.0 - &mask)?;
@@ -88,17 +262,48 @@ impl MaeTask<'_> {
     }
 }
 
-impl TrainTask for MaeTask<'_> {
+impl TrainTask for PretrainTask<'_> {
     fn num_examples(&self) -> usize {
         self.train.len
     }
 
+    fn begin(&self, sampler: &Sampler, batch_size: usize) -> Result<()> {
+        let maker = self.batch_maker();
+        let loader = if self.prefetch == 0 {
+            Loader::synchronous(maker, sampler.clone(), batch_size)
+        } else {
+            Loader::prefetching(maker, sampler.clone(), batch_size, self.prefetch)?
+        };
+        *self
+            .loader
+            .lock()
+            .map_err(|_| Error::Usage("the data loader lock is poisoned".into()))? = Some(loader);
+        Ok(())
+    }
+
     fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
+        let batch = {
+            let mut guard = self
+                .loader
+                .lock()
+                .map_err(|_| Error::Usage("the data loader lock is poisoned".into()))?;
+            let loader = guard
+                .as_mut()
+                .ok_or_else(|| Error::Usage("PretrainTask::loss before TrainTask::begin".into()))?;
+            loader.next_batch()?
+        };
+        // The loader runs its own copy of the sampler; it must agree with the loop's.
+        if batch.indices != indices {
+            return Err(Error::Usage(format!(
+                "the data loader is out of step with the sampler: {:?} vs {:?}",
+                &batch.indices[..batch.indices.len().min(4)],
+                &indices[..indices.len().min(4)]
+            )));
+        }
         let imgs = self
             .train
-            .batch(indices, &self.image.mean, &self.image.std, &self.device)?;
-        let noise = self.mae.sample_noise(indices.len(), rng, &self.device)?;
-        Ok(self.mae.forward(&imgs, &noise, &mut Mode::Train(rng))?.loss)
+            .to_tensor(batch.values, indices.len(), &self.device)?;
+        Ok(self.objective.forward(&imgs, &self.masks, rng, true)?.loss)
     }
 
     fn on_checkpoint(&self, step: usize, run_dir: &Path) -> Result<()> {

@@ -25,6 +25,12 @@ use crate::recipe::TrainSection;
 pub trait TrainTask {
     /// Number of training examples the sampler draws from.
     fn num_examples(&self) -> usize;
+    /// Runs once before the first step with a copy of the loop's sampler (at its resumed
+    /// position) and the micro-batch size: the `loss` calls that follow ask, in order, for
+    /// the batches this sampler gives, so a task can prepare them ahead of time.
+    fn begin(&self, _sampler: &Sampler, _batch_size: usize) -> Result<()> {
+        Ok(())
+    }
     /// Scalar loss on the examples `indices`; `rng` drives masking and dropout.
     fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor>;
     /// Runs after each checkpoint is written (e.g. reconstruction pictures).
@@ -81,6 +87,7 @@ pub fn train(
         ),
     };
     let mut sampler = Sampler::new(task.num_examples(), seed, position);
+    task.begin(&sampler, cfg.batch_size)?;
     let mut metrics = MetricsLog::open(&run_dir.join("metrics.jsonl"), Some(step))?;
     let ckpt_dir = run_dir.join("checkpoints");
 

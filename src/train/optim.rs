@@ -16,13 +16,15 @@ struct Param {
     name: String,
     var: Var,
     decay: bool,
+    /// Multiplies the learning rate (layer-wise decay); 1 by default.
+    lr_scale: f64,
     m: Tensor,
     v: Tensor,
 }
 
 pub struct AdamW {
     params: Vec<Param>,
-    lr_scale_wd: f64,
+    weight_decay: f64,
     betas: [f64; 2],
     eps: f64,
     /// Updates applied so far (Adam's `t`).
@@ -41,6 +43,7 @@ impl AdamW {
             .map(|(name, var)| {
                 Ok(Param {
                     decay: decays(&name, &var),
+                    lr_scale: 1.0,
                     m: var.zeros_like()?,
                     v: var.zeros_like()?,
                     name,
@@ -50,11 +53,20 @@ impl AdamW {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             params,
-            lr_scale_wd: cfg.weight_decay,
+            weight_decay: cfg.weight_decay,
             betas: cfg.betas,
             eps: cfg.eps,
             steps: 0,
         })
+    }
+
+    /// Sets each parameter's learning-rate multiplier from its name (PyTorch parameter
+    /// groups with `lr_scale`, as BEiT / MAE fine-tuning uses for layer-wise decay). Weight
+    /// decay follows the scaled rate, as in those groups.
+    pub fn set_lr_scales(&mut self, scale: impl Fn(&str) -> f64) {
+        for p in &mut self.params {
+            p.lr_scale = scale(&p.name);
+        }
     }
 
     pub fn vars(&self) -> impl Iterator<Item = (&str, &Var)> {
@@ -67,15 +79,17 @@ impl AdamW {
         self.steps += 1;
         let [b1, b2] = self.betas;
         let t = self.steps as i32;
-        let step_size = lr / (1.0 - b1.powi(t));
+        let bc1 = 1.0 - b1.powi(t);
         let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
         for (p, g) in self.params.iter_mut().zip(grads) {
             let Some(g) = g else { continue };
+            let lr = lr * p.lr_scale;
+            let step_size = lr / bc1;
             p.m = ((&p.m * b1)? + (g * (1.0 - b1))?)?;
             p.v = ((&p.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let mut w = p.var.as_tensor().detach();
-            if p.decay && self.lr_scale_wd > 0.0 {
-                w = (w * (1.0 - lr * self.lr_scale_wd))?;
+            if p.decay && self.weight_decay > 0.0 {
+                w = (w * (1.0 - lr * self.weight_decay))?;
             }
             let denom = ((p.v.sqrt()? / bc2_sqrt)? + self.eps)?;
             let update = ((&p.m / denom)? * step_size)?;
@@ -242,5 +256,28 @@ mod tests {
         let before = clip_grad_norm(&mut g, 1.0).unwrap();
         assert!((before - 5.0).abs() < 1e-6);
         assert!((global_norm(&g).unwrap() - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn lr_scales_apply_per_parameter() {
+        let dev = Device::Cpu;
+        let a = Var::from_tensor(&Tensor::new(&[[1f32]], &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::new(&[[1f32]], &dev).unwrap()).unwrap();
+        let cfg = OptimizerSection {
+            kind: OptimizerKind::Adamw,
+            lr: 0.1,
+            weight_decay: 0.0,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+        };
+        let mut opt =
+            AdamW::new(vec![("a".into(), a.clone()), ("b".into(), b.clone())], &cfg).unwrap();
+        opt.set_lr_scales(|name| if name == "a" { 1.0 } else { 0.25 });
+        let g = Tensor::new(&[[1f32]], &dev).unwrap();
+        opt.step(&[Some(g.clone()), Some(g)], 0.1).unwrap();
+        // Adam's first step moves by lr * sign(g), scaled per parameter.
+        let moved = |v: &Var| 1.0 - v.as_tensor().to_vec2::<f32>().unwrap()[0][0];
+        assert!((moved(&a) - 0.1).abs() < 1e-6);
+        assert!((moved(&b) - 0.025).abs() < 1e-6);
     }
 }

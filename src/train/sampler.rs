@@ -13,6 +13,7 @@ pub struct Position {
     pub index: usize,
 }
 
+#[derive(Debug, Clone)]
 pub struct Sampler {
     len: usize,
     seed: u64,
@@ -42,7 +43,13 @@ impl Sampler {
 
     /// The next `n` example indices, continuing into the next epoch when one ends.
     pub fn next_batch(&mut self, n: usize) -> Vec<usize> {
+        self.next_batch_with_epochs(n).0
+    }
+
+    /// [`Self::next_batch`], with the epoch each index was drawn in.
+    pub fn next_batch_with_epochs(&mut self, n: usize) -> (Vec<usize>, Vec<usize>) {
         let mut out = Vec::with_capacity(n);
+        let mut epochs = Vec::with_capacity(n);
         while out.len() < n && self.len > 0 {
             if self.pos.index == self.len {
                 self.pos = Position {
@@ -53,9 +60,10 @@ impl Sampler {
             }
             let take = (n - out.len()).min(self.len - self.pos.index);
             out.extend_from_slice(&self.order[self.pos.index..self.pos.index + take]);
+            epochs.resize(out.len(), self.pos.epoch);
             self.pos.index += take;
         }
-        out
+        (out, epochs)
     }
 
     pub fn position(&self) -> Position {

@@ -1,0 +1,127 @@
+//! Image folders in torchvision's `ImageFolder` layout: `root/<class>/**/*.{png,jpg,jpeg}`,
+//! classes numbered in sorted order of their directory names; or images directly in `root`
+//! with no class directories, which gives an unlabelled data set.
+//!
+//! Only the index (sorted paths and labels) is built up front, so the listing is the same on
+//! every machine and run; images are decoded when a batch needs them ([`decode`]), so a
+//! folder need not fit in memory.
+
+use std::path::{Path, PathBuf};
+
+use image::{DynamicImage, ImageReader};
+
+use crate::error::{Error, Result};
+
+/// File extensions read, compared case-insensitively. Other files are ignored.
+pub const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
+
+/// The files of a folder and their classes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FolderIndex {
+    /// Sorted: by class, then by path within the class.
+    pub files: Vec<PathBuf>,
+    /// `Some` when the folder has class directories: the class id of each file.
+    pub labels: Option<Vec<u32>>,
+    /// Class directory names, sorted; a label is an index into this list.
+    pub classes: Vec<String>,
+}
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+/// Entries of `dir`, sorted by name (bytes), so the order does not depend on the file system.
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        out.push(entry.map_err(|e| Error::io(dir, e))?.path());
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Every image file under `dir`, recursively, in sorted order.
+fn images_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for path in sorted_entries(dir)? {
+        if path.is_dir() {
+            images_under(&path, out)?;
+        } else if is_image(&path) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Lists the images of `root` (see the module documentation).
+pub fn scan(root: &Path) -> Result<FolderIndex> {
+    if !root.is_dir() {
+        return Err(Error::data(root, "is not a directory"));
+    }
+    let entries = sorted_entries(root)?;
+    let class_dirs: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
+    let loose: Vec<PathBuf> = entries.iter().filter(|p| is_image(p)).cloned().collect();
+    if class_dirs.is_empty() {
+        if loose.is_empty() {
+            return Err(Error::data(
+                root,
+                format!(
+                    "no images ({}) and no class directories",
+                    EXTENSIONS.join(", ")
+                ),
+            ));
+        }
+        return Ok(FolderIndex {
+            files: loose,
+            labels: None,
+            classes: Vec::new(),
+        });
+    }
+    if let Some(stray) = loose.first() {
+        return Err(Error::data(
+            stray,
+            format!(
+                "an image directly in {}, which also has class directories: put it in a class \
+                 directory, or use a folder of loose images only (unlabelled)",
+                root.display()
+            ),
+        ));
+    }
+    let mut index = FolderIndex {
+        files: Vec::new(),
+        labels: Some(Vec::new()),
+        classes: Vec::new(),
+    };
+    for dir in class_dirs {
+        let before = index.files.len();
+        images_under(dir, &mut index.files)?;
+        let found = index.files.len() - before;
+        if found == 0 {
+            return Err(Error::data(
+                dir,
+                format!("class directory has no images ({})", EXTENSIONS.join(", ")),
+            ));
+        }
+        let label = index.classes.len() as u32;
+        if let Some(labels) = index.labels.as_mut() {
+            labels.extend(std::iter::repeat_n(label, found));
+        }
+        index.classes.push(
+            dir.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        );
+    }
+    Ok(index)
+}
+
+/// Decodes one file (format guessed from its bytes, not its name) at its own size.
+pub fn decode(path: &Path) -> Result<DynamicImage> {
+    let reader = ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
+    reader
+        .decode()
+        .map_err(|e| Error::data(path, format!("cannot decode image: {e}")))
+}

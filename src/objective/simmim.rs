@@ -1,0 +1,156 @@
+//! SimMIM (Xie et al. 2022, "SimMIM: A Simple Framework for Masked Image Modeling";
+//! `models/simmim.py` of microsoft/SimMIM, ViT variant).
+//!
+//! The encoder sees every patch; the embeddings of removed patches are replaced by a learned
+//! `mask_token` *before* the position embeddings are added (so the token carries its
+//! position), a linear head maps each encoder output token to its patch's `p*p*C` pixels
+//! (SimMIM's 1x1 convolution + pixel shuffle, per token), and the loss is L1 on the removed
+//! patches only, averaged over their pixels. The backbone is the shared [`ImageEncoder`]
+//! (weights under `vit.`, as for MAE), so downstream heads load it the same way. The mask is
+//! an explicit `[B, L]` tensor (see [`super::masking`]) so tests can pin it.
+
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+use crate::backbone::{EncoderConfig, Linear, Mode};
+use crate::modality::image::patch::patchify;
+use crate::modality::image::{ImageEncoder, ImageGeometry};
+
+#[derive(Debug, Clone)]
+pub struct SimMimConfig {
+    pub geometry: ImageGeometry,
+    pub encoder: EncoderConfig,
+    /// Fraction of patches removed, in (0, 1).
+    pub mask_ratio: f64,
+    /// Predict per-patch normalised pixels (SimMIM's `NORM_TARGET`, MAE's `norm_pix_loss`);
+    /// the paper's default is off (targets are the normalised image).
+    pub norm_pix_loss: bool,
+}
+
+pub struct SimMimOutput {
+    /// Scalar mean absolute error over the pixels of removed patches.
+    pub loss: Tensor,
+    /// `[B, L, p*p*C]` predicted patches, (p, q, c) order as [`patchify`].
+    pub pred: Tensor,
+    /// `[B, L]`, 0 is keep, 1 is remove.
+    pub mask: Tensor,
+}
+
+pub struct SimMim {
+    pub vit: ImageEncoder,
+    mask_token: Tensor, // [1, 1, D]
+    pred: Linear,       // D -> p*p*C
+    cfg: SimMimConfig,
+}
+
+/// Per-patch mean and standard deviation (`[B, L, P]` → `[B, L, 1]` each), unbiased
+/// variance + 1e-6 as MAE's `norm_pix_loss`.
+fn patch_stats(patches: &Tensor) -> Result<(Tensor, Tensor)> {
+    let n = patches.dim(2)? as f64;
+    let mean = patches.mean_keepdim(2)?;
+    let var = (patches.broadcast_sub(&mean)?.sqr()?.sum_keepdim(2)? / (n - 1.0).max(1.0))?;
+    Ok((mean, (var + 1e-6)?.sqrt()?))
+}
+
+impl SimMim {
+    pub fn new(cfg: &SimMimConfig, vb: VarBuilder) -> Result<Self> {
+        if !(cfg.mask_ratio > 0.0 && cfg.mask_ratio < 1.0) {
+            candle_core::bail!("mask_ratio must be in (0, 1), found {}", cfg.mask_ratio);
+        }
+        let vit = ImageEncoder::new(cfg.geometry, &cfg.encoder, vb.pp("vit"))?;
+        let d = cfg.encoder.dim;
+        Ok(Self {
+            vit,
+            // SimMIM: trunc_normal_(std=.02).
+            mask_token: vb.get_with_hints(
+                (1, 1, d),
+                "mask_token",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )?,
+            pred: Linear::new(
+                d,
+                cfg.geometry.patch_dim(),
+                true,
+                vb.pp("decoder").pp("pred"),
+            )?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &SimMimConfig {
+        &self.cfg
+    }
+
+    /// Encoder hidden states with removed patches replaced by the mask token:
+    /// `imgs [B, C, H, W]`, `mask [B, L]` → `[B, 1 + L, D]`.
+    pub fn forward_encoder(&self, imgs: &Tensor, mask: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        let (b, c, h, w) = imgs.dims4()?;
+        let g = self.cfg.geometry;
+        let l = g.num_patches();
+        if c != g.channels || h != g.size || w != g.size {
+            candle_core::bail!(
+                "simmim: expected images [B, {}, {}, {}], found {:?}",
+                g.channels,
+                g.size,
+                g.size,
+                imgs.dims()
+            );
+        }
+        if mask.dims() != [b, l] {
+            candle_core::bail!(
+                "simmim: mask: expected shape [{b}, {l}], found {:?}",
+                mask.dims()
+            );
+        }
+        let x = self.vit.patch_embed.forward(imgs)?; // [B, L, D]
+        let w = mask.to_dtype(x.dtype())?.unsqueeze(2)?; // [B, L, 1]
+        let x = (x.broadcast_mul(&(1.0 - &w)?)? + w.broadcast_mul(&self.mask_token)?)?;
+        let x = x.broadcast_add(&self.vit.pos_embed.narrow(1, 1, l)?)?;
+        self.vit.encode_tokens(&x, mode)
+    }
+
+    /// The reconstruction target `[B, L, p*p*C]`: patches, per-patch normalised when
+    /// `norm_pix_loss`.
+    pub fn target(&self, imgs: &Tensor) -> Result<Tensor> {
+        let target = patchify(imgs, self.cfg.geometry.patch)?;
+        if !self.cfg.norm_pix_loss {
+            return Ok(target);
+        }
+        let (mean, std) = patch_stats(&target)?;
+        target.broadcast_sub(&mean)?.broadcast_div(&std)
+    }
+
+    /// Mean absolute error over the pixels of removed patches.
+    pub fn forward_loss(&self, imgs: &Tensor, pred: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let target = self.target(imgs)?;
+        let per_patch = (pred - target)?.abs()?.sum(2)?; // [B, L]
+        let mask = mask.to_dtype(per_patch.dtype())?;
+        let removed = mask.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        (per_patch * mask)?.sum_all()? / (removed * self.cfg.geometry.patch_dim() as f64).max(1.0)
+    }
+
+    pub fn forward(&self, imgs: &Tensor, mask: &Tensor, mode: &mut Mode) -> Result<SimMimOutput> {
+        let hidden = self.forward_encoder(imgs, mask, mode)?;
+        let l = self.cfg.geometry.num_patches();
+        let pred = self.pred.forward(&hidden.narrow(1, 1, l)?)?;
+        let loss = self.forward_loss(imgs, &pred, mask)?;
+        Ok(SimMimOutput {
+            loss,
+            pred,
+            mask: mask.clone(),
+        })
+    }
+
+    /// Predictions mapped back to the normalised image (undoing per-patch normalisation
+    /// with the original's statistics): `[B, L, p*p*C]`.
+    pub fn pred_to_pixels(&self, imgs: &Tensor, pred: &Tensor) -> Result<Tensor> {
+        if !self.cfg.norm_pix_loss {
+            return Ok(pred.clone());
+        }
+        let (mean, std) = patch_stats(&patchify(imgs, self.cfg.geometry.patch)?)?;
+        pred.broadcast_mul(&std)?.broadcast_add(&mean)
+    }
+}

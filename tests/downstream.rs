@@ -1,0 +1,186 @@
+//! Downstream heads on the committed Fashion-MNIST sample: fine-tuning (and the classifier
+//! it saves), k-NN, the raw-pixel baseline, the label-efficiency table, and reuse of
+//! finished results when a run is resumed.
+
+mod common;
+
+use candle_core::Device;
+use pretext::backbone::Mode;
+use pretext::head::linear_probe::accuracy;
+use pretext::modality::image::classifier::{ClassifierSpec, ImageClassifier, WEIGHTS_FILE};
+use pretext::modality::image::dataset::ImageDataset;
+use pretext::params::ParamStore;
+use pretext::recipe::{self, Override};
+use pretext::run::{self, RunOptions};
+
+fn set(k: &str, v: &str) -> Override {
+    Override::Set(k.into(), v.into())
+}
+
+fn run_tiny(dir: &std::path::Path, overrides: &[Override]) -> run::Summary {
+    let file = common::write_recipe(dir, &common::tiny_recipe(2, 2));
+    let loaded = recipe::load(&file, overrides).unwrap();
+    run::start(
+        &loaded,
+        &RunOptions {
+            out: Some(dir.join("run")),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn fine_tuning_learns_and_saves_a_classifier_that_reloads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = run_tiny(
+        tmp.path(),
+        &[
+            set("model.dropout", "0.0"),
+            set(
+                "downstream",
+                r#"[{head = "fine-tune", label_fractions = [1.0], epochs = 1, min_steps = 60, batch_size = 32, lr = 3e-3, layer_decay = 0.75, label_smoothing = 0.1}]"#,
+            ),
+        ],
+    );
+    let r = &s.downstream[0];
+    assert_eq!(r.method, "fine-tune (pretrained)");
+    assert_eq!(r.steps, Some(60));
+    assert_eq!(r.train_examples, 64);
+    // 60 steps on 64 real images: far above the 10 % of chance on what it trained on.
+    let train_acc = r.train_accuracy.unwrap();
+    assert!(train_acc > 0.6, "train accuracy {train_acc}");
+    assert!(r.test_accuracy > 0.2, "test accuracy {}", r.test_accuracy);
+
+    // The saved classifier reloads and gives the same test accuracy.
+    let dir = r.model_dir.as_ref().unwrap();
+    let spec = ClassifierSpec::read(dir).unwrap();
+    assert_eq!(spec.num_labels, 10);
+    let store = ParamStore::new(0);
+    let model = ImageClassifier::new(&spec, store.var_builder(&Device::Cpu)).unwrap();
+    let weights = pretext::tensor_io::read(&dir.join(WEIGHTS_FILE), &Device::Cpu).unwrap();
+    store
+        .load_tensors(&weights.tensors, &dir.join(WEIGHTS_FILE))
+        .unwrap();
+    let test = ImageDataset::from_idx(
+        std::path::Path::new("data/fashion-mnist-sample/t10k-images-idx3-ubyte.gz"),
+        Some(std::path::Path::new(
+            "data/fashion-mnist-sample/t10k-labels-idx1-ubyte.gz",
+        )),
+    )
+    .unwrap();
+    let idx: Vec<usize> = (0..40).collect();
+    let x = test
+        .batch(&idx, &[0.2860], &[0.3530], &Device::Cpu)
+        .unwrap();
+    let y = test.label_batch(&idx, &Device::Cpu).unwrap();
+    let logits = model.forward(&x, &mut Mode::Eval).unwrap();
+    let acc = accuracy(&logits, &y).unwrap();
+    assert!(
+        (acc - r.test_accuracy).abs() < 1e-9,
+        "{acc} vs {}",
+        r.test_accuracy
+    );
+}
+
+#[test]
+fn pretrained_and_scratch_fine_tuning_start_from_different_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = run_tiny(
+        tmp.path(),
+        &[set(
+            "downstream",
+            r#"[{head = "fine-tune", label_fractions = [0.5], epochs = 1, batch_size = 32},
+                {head = "fine-tune", input = "scratch", label_fractions = [0.5], epochs = 1, batch_size = 32}]"#,
+        )],
+    );
+    let load = |i: usize| {
+        let dir = s.downstream[i].model_dir.as_ref().unwrap();
+        pretext::tensor_io::read(&dir.join(WEIGHTS_FILE), &Device::Cpu)
+            .unwrap()
+            .tensors
+    };
+    let (a, b) = (load(0), load(1));
+    let diff = (&a["vit.patch_embed.weight"] - &b["vit.patch_embed.weight"])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff > 0.0);
+    assert_eq!(s.downstream[1].method, "fine-tune (from scratch)");
+    // Two steps each (32 of 64 examples → one batch per epoch, no floor): same budget.
+    assert_eq!(s.downstream[0].steps, s.downstream[1].steps);
+}
+
+#[test]
+fn knn_and_pixel_baselines_on_the_whole_sample() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = run_tiny(
+        tmp.path(),
+        &[
+            set("data.train.limit", "2000"),
+            set("data.test.limit", "500"),
+            set(
+                "downstream",
+                r#"[{head = "knn", input = "pixels", k = 10, label_fractions = [0.1, 1.0]},
+                    {head = "linear-probe", input = "pixels", epochs = 30, label_fractions = [1.0]}]"#,
+            ),
+        ],
+    );
+    let acc: Vec<f64> = s.downstream.iter().map(|r| r.test_accuracy).collect();
+    // k-NN on Fashion-MNIST pixels is a strong baseline (about 80 % with 2,000 examples);
+    // more labels help.
+    assert!(acc[1] > 0.72, "{acc:?}");
+    assert!(acc[1] > acc[0], "{acc:?}");
+    assert!(acc[2] > 0.75, "{acc:?}");
+    // The table: one row per method, one column per fraction.
+    let report = s.label_efficiency.as_ref().unwrap();
+    assert_eq!(report.label_fractions, vec![0.1, 1.0]);
+    assert_eq!(report.rows.len(), 2);
+    assert_eq!(report.rows[0].method, "k-NN (raw pixels)");
+    assert_eq!(report.rows[1].test_accuracy[0], None);
+    let md = std::fs::read_to_string(tmp.path().join("run/report.md")).unwrap();
+    assert!(md.contains("| k-NN (raw pixels) |"), "{md}");
+}
+
+#[test]
+fn finished_results_are_reused_and_changed_settings_are_rerun() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = run_tiny(tmp.path(), &[]);
+    let run_dir = tmp.path().join("run");
+    let result = run_dir.join("downstream/00-linear-probe-pretrained-50pct/result.json");
+    let before = std::fs::read_to_string(&result).unwrap();
+    let again = run::resume(&run_dir, &[], &RunOptions::default()).unwrap();
+    assert_eq!(std::fs::read_to_string(&result).unwrap(), before);
+    assert_eq!(
+        again.downstream[0].test_accuracy,
+        s.downstream[0].test_accuracy
+    );
+    // A different number of epochs is a different experiment: computed again.
+    run::resume(
+        &run_dir,
+        &[set("downstream[0].epochs", "7")],
+        &RunOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(std::fs::read_to_string(&result).unwrap(), before);
+}
+
+#[test]
+fn a_fine_tuned_head_on_pixels_is_refused_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = common::write_recipe(tmp.path(), &common::tiny_recipe(2, 2));
+    let err = recipe::load(
+        &file,
+        &[set(
+            "downstream",
+            r#"[{head = "fine-tune", input = "pixels"}]"#,
+        )],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("downstream[0].input"), "{err}");
+}
