@@ -4,8 +4,8 @@
 #      them with outputs equal to transformers' (tests/hf_vit.rs on the new set);
 #   2. round-trip exports through transformers itself: `pretext export --format hf` of
 #      (a) every regenerated HF directory, (b) a pretext MAE run and a SimMIM run (a few
-#      steps of tiny recipes on data/fashion-mnist-sample), (c) a saved classifier
-#      directory; then
+#      steps of tiny recipes on data/fashion-mnist-sample), (c) the classifier the MAE run
+#      fine-tuned and a saved classifier directory made by tests/cli_hf.rs; then
 #      `from_pretrained(..., output_loading_info=True)` must report no missing/unexpected
 #      keys and give `pretext forward`'s outputs within 1e-4 (check_roundtrip.py).
 # Needs python3 with torch, safetensors and transformers.
@@ -43,15 +43,21 @@ echo "== export of a pretext MAE run"
     --set train.schedule.warmup_steps=1 --set train.log_every=1 \
     --set model.dim=32 --set model.depth=2 --set model.heads=4 --set model.mlp_dim=48 \
     --set 'objective.decoder={dim=16,depth=1,heads=2}' --set objective.norm_pix_loss=true \
-    --set 'downstream=[]' > /dev/null
+    --set data.test.limit=32 \
+    --set 'downstream=[{head="fine-tune", pooling="cls", label_fractions=[1.0], epochs=1}]' \
+    > /dev/null
 python3 - "$out/run-inputs.safetensors" "$seed" <<'PY'
 import sys, torch
 from safetensors.torch import save_file
 g = torch.Generator().manual_seed(int(sys.argv[2]))
 save_file({"pixel_values": torch.randn(3, 1, 28, 28, generator=g),
-           "noise": torch.rand(3, 49, generator=g)}, sys.argv[1])
+           "noise": torch.rand(3, 49, generator=g),
+           "labels": torch.tensor([0, 9, 4])}, sys.argv[1])
 PY
 roundtrip "$out/run" "$out/run-inputs.safetensors" mae-run
+
+echo "== export of the classifier that run fine-tuned (RUN/downstream/...)"
+roundtrip "$(ls -d "$out"/run/downstream/00-fine-tune-*)" "$out/run-inputs.safetensors" fine-tuned
 
 echo "== export of a pretext SimMIM run (its encoder, as ViTModel without pooler)"
 "$pretext" run recipes/simmim-fashion-mnist-sample.toml --out "$out/simmim" \
