@@ -3,7 +3,7 @@
 //! It maps embeddings `[batch, tokens, dim]` (plus an optional padding mask `[batch, tokens]`,
 //! 1 = attend, 0 = padding) to hidden states of the same shape. It knows nothing of images,
 //! text, audio or Hugging Face names: modalities build the embeddings, objectives and heads
-//! read the hidden states, and `hub/` maps checkpoint names onto the names used here:
+//! read the hidden states, and `src/hf/` maps checkpoint names onto the names used here:
 //!
 //! ```text
 //! layers.{i}.norm1  layers.{i}.attn.{q,k,v,o}  layers.{i}.norm2  layers.{i}.mlp.{fc1,fc2}  norm
