@@ -180,6 +180,15 @@ impl ParamStore {
                     ),
                 });
             }
+            if !t.dtype().is_float() {
+                return Err(Error::Checkpoint {
+                    path: origin.to_path_buf(),
+                    message: format!(
+                        "tensor `{name}`: expected a floating-point dtype (f32, f16, bf16, f64), found {:?}",
+                        t.dtype()
+                    ),
+                });
+            }
             var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
         }
         Ok(())
@@ -274,5 +283,44 @@ mod tests {
         assert_ne!(x1.to_vec2::<f32>().unwrap(), x3.to_vec2::<f32>().unwrap());
         let std = x1.flatten_all().unwrap().sqr().unwrap().mean_all().unwrap();
         assert!(std.to_scalar::<f32>().unwrap() > 0.0);
+    }
+
+    #[test]
+    fn loading_names_the_tensor_on_missing_shape_and_dtype_errors() {
+        let dev = Device::Cpu;
+        let store = ParamStore::new(0);
+        store
+            .var_builder(&dev)
+            .get_with_hints((2, 3), "w", Init::Const(0.0))
+            .unwrap();
+        let origin = std::path::Path::new("ckpt.safetensors");
+        let load = |t: Option<Tensor>| {
+            let map: BTreeMap<String, Tensor> =
+                t.map(|t| ("w".to_string(), t)).into_iter().collect();
+            store.load_tensors(&map, origin).unwrap_err().to_string()
+        };
+        let e = load(None);
+        assert!(
+            e.contains("missing tensor `w`") && e.contains("[2, 3]"),
+            "{e}"
+        );
+        let e = load(Some(Tensor::zeros((3, 2), DType::F32, &dev).unwrap()));
+        assert!(
+            e.contains("`w`") && e.contains("expected shape [2, 3], found [3, 2]"),
+            "{e}"
+        );
+        let e = load(Some(Tensor::zeros((2, 3), DType::U8, &dev).unwrap()));
+        assert!(e.contains("`w`") && e.contains("found U8"), "{e}");
+        assert!(e.contains("ckpt.safetensors"), "{e}");
+        store
+            .load_tensors(
+                &[(
+                    "w".to_string(),
+                    Tensor::ones((2, 3), DType::F64, &dev).unwrap(),
+                )]
+                .into(),
+                origin,
+            )
+            .unwrap();
     }
 }
