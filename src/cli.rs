@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::{Error, Result};
 use crate::hf;
+use crate::modality::image::dataset::ImageDataset;
 use crate::recipe::{self, Override};
 use crate::run::{self, dir, RunOptions};
 
@@ -265,14 +266,14 @@ fn embed(
         PoolingArg::Cls => recipe::Pooling::Cls,
         PoolingArg::Mean => recipe::Pooling::Mean,
     };
+    let g = loaded.spec.geometry;
+    let files = ImageDataset::from_files(images.to_vec(), g.channels, g.size)?;
+    let all: Vec<usize> = (0..files.len).collect();
     let mut rows = Vec::with_capacity(images.len());
-    for chunk in images.chunks(64) {
-        let pixels = chunk
-            .iter()
-            .map(|p| hf::images::load(p, loaded.spec.geometry, &loaded.normalize, &dev))
-            .collect::<Result<Vec<_>>>()?;
-        let e = m.embed(&candle_core::Tensor::stack(&pixels, 0)?, pooling)?;
-        rows.extend(e.to_vec2::<f32>()?);
+    for chunk in all.chunks(64) {
+        let n = &loaded.normalize;
+        let pixels = files.batch(chunk, &n.mean, &n.std, &dev)?;
+        rows.extend(m.embed(&pixels, pooling)?.to_vec2::<f32>()?);
     }
     let names: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
     let jsonl = || -> String {

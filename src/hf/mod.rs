@@ -14,13 +14,11 @@
 //! - [`hub`]: `hf:org/name[@rev]` in the local Hugging Face cache
 //! - [`model`]: the runnable model and its outputs, named as in `transformers`
 //! - [`export`]: [`LoadedModel`] → `config.json` + `model.safetensors`
-//! - [`images`]: image files → normalised pixel tensors
 
 pub mod checkpoint;
 pub mod config;
 pub mod export;
 pub mod hub;
-pub mod images;
 pub mod model;
 pub mod source;
 pub mod spec;

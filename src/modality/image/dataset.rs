@@ -103,6 +103,24 @@ impl ImageDataset {
         })
     }
 
+    /// Unlabelled images from a list of files, in order (`pretext embed`); converted and
+    /// resized like a folder's.
+    pub fn from_files(files: Vec<PathBuf>, channels: usize, size: usize) -> Result<Self> {
+        if channels != 1 && channels != 3 {
+            return Err(Error::Usage(format!(
+                "images from files give 1 (luma) or 3 (RGB) channels, not {channels}"
+            )));
+        }
+        Ok(Self {
+            len: files.len(),
+            storage: Storage::Folder(files.into()),
+            labels: None,
+            channels,
+            size,
+            classes: Vec::new(),
+        })
+    }
+
     pub fn num_classes(&self) -> usize {
         self.labels
             .as_ref()
