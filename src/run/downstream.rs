@@ -250,7 +250,9 @@ impl Downstream<'_> {
                         let x = train_x.index_select(&idx, 0)?;
                         let y = self.train.label_batch(&chosen, self.device)?;
                         if section.head == HeadKind::Knn {
-                            self.knn(section, &x, &chosen, labels, &test_x, &test_y, classes)?
+                            let acc =
+                                self.knn(section, &x, &chosen, labels, &test_x, &test_y, classes)?;
+                            self.result(section, fraction, chosen.len(), acc)
                         } else {
                             let p = LinearProbe::evaluate(
                                 (&x, &y),
@@ -269,7 +271,6 @@ impl Downstream<'_> {
                         }
                     }
                 };
-                r.label_fraction = fraction;
                 r.seconds = started.elapsed().as_secs_f64();
                 eprintln!(
                     "{}, {:.0} % of labels ({} examples): test accuracy {:.2} % ({:.0} s)",
@@ -313,6 +314,7 @@ impl Downstream<'_> {
         }
     }
 
+    /// Test accuracy of k-NN with the chosen examples as the keys.
     #[allow(clippy::too_many_arguments)]
     fn knn(
         &self,
@@ -323,7 +325,7 @@ impl Downstream<'_> {
         test_x: &Tensor,
         test_y: &Tensor,
         classes: usize,
-    ) -> Result<DownstreamResult> {
+    ) -> Result<f64> {
         let key_labels: Vec<u32> = chosen.iter().map(|&i| labels[i]).collect();
         let cfg = KnnConfig {
             k: section.k,
@@ -332,12 +334,7 @@ impl Downstream<'_> {
         let pred = knn::predict(keys, &key_labels, test_x, classes, cfg)?;
         let truth = test_y.to_vec1::<u32>()?;
         let hits = pred.iter().zip(&truth).filter(|(p, t)| p == t).count();
-        Ok(self.result(
-            section,
-            0.0,
-            chosen.len(),
-            hits as f64 / truth.len().max(1) as f64,
-        ))
+        Ok(hits as f64 / truth.len().max(1) as f64)
     }
 
     fn fine_tune(
@@ -415,7 +412,7 @@ impl Downstream<'_> {
             .collect();
         crate::tensor_io::write(&dir.join(WEIGHTS_FILE), &tensors, HashMap::new())?;
         spec.write(dir)?;
-        let mut r = self.result(section, 0.0, chosen.len(), test_acc);
+        let mut r = self.result(section, fraction, chosen.len(), test_acc);
         r.train_accuracy = train_acc;
         r.steps = Some(steps);
         r.model_dir = Some(dir.to_path_buf());
