@@ -162,6 +162,9 @@ fn load_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<LoadedMode
                 kind: Kind::Encoder { pooler: None },
             }
         }
+        ObjectiveKind::Mlm => {
+            return Err(Error::data(run, "a text (mlm) run is not an image model"));
+        }
     };
     let tensors = complete(&spec, model, checkpoint, device)?;
     Ok(LoadedModel {

@@ -290,14 +290,35 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
         key: "device".into(),
         message: m,
     })?;
-    r.model
-        .encoder_config()
-        .validate()
-        .map_err(|m| Error::InvalidValue {
-            file: file.to_path_buf(),
-            key: "model".into(),
-            message: m,
-        })?;
+    match &r.model.source {
+        None => r
+            .model
+            .encoder_config()
+            .validate()
+            .map_err(|m| Error::InvalidValue {
+                file: file.to_path_buf(),
+                key: "model".into(),
+                message: m,
+            })?,
+        Some(src) => {
+            check(
+                r.data.modality == Modality::Text,
+                file,
+                "model.source",
+                || "starting from a model source is supported for text only".into(),
+            )?;
+            check(
+                r.model.dim == 0 && r.model.depth == 0 && r.model.heads == 0,
+                file,
+                "model.source",
+                || {
+                    format!(
+                        "the shape of `{src}` comes from its config.json: remove model.dim, model.depth and model.heads"
+                    )
+                },
+            )?;
+        }
+    }
 
     validate_sources(r, file)?;
     match r.data.modality {
@@ -340,7 +361,14 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
                     r.model.dim
                 )
             })?;
+            check(
+                r.objective.kind != ObjectiveKind::Mlm,
+                file,
+                "objective.kind",
+                || "`mlm` is a text objective; images use `mae` or `simmim`".into(),
+            )?;
         }
+        Modality::Text => validate_text(r, file)?,
     }
 
     if let Some(a) = &r.data.augment {
@@ -349,10 +377,10 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
 
     let o = &r.objective;
     check(
-        o.mask_ratio > 0.0 && o.mask_ratio < 1.0,
+        o.mask_ratio() > 0.0 && o.mask_ratio() < 1.0,
         file,
         "objective.mask_ratio",
-        || format!("must be in (0, 1), found {}", o.mask_ratio),
+        || format!("must be in (0, 1), found {}", o.mask_ratio()),
     )?;
     match (o.kind, &o.decoder) {
         (ObjectiveKind::Mae, None) => {
@@ -392,9 +420,12 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
     }
 
     let t = &r.train;
-    check(t.steps > 0, file, "train.steps", || {
-        "must be positive".into()
-    })?;
+    check(
+        t.steps > 0 || r.model.source.is_some(),
+        file,
+        "train.steps",
+        || "must be positive (0 is allowed only with model.source: downstream only)".into(),
+    )?;
     check(t.batch_size > 0, file, "train.batch_size", || {
         "must be positive".into()
     })?;
@@ -506,18 +537,96 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
             "must be positive".into()
         })?;
         check(
-            r.data.train.may_have_labels(),
+            !(d.input == DownstreamInput::Pixels && r.data.modality == Modality::Text),
             file,
-            "data.train.labels",
-            || "a downstream head needs labels for the training split".into(),
+            &key("input"),
+            || "`pixels` is an image baseline; text heads take `pretrained` or `scratch`".into(),
         )?;
+        match &r.data.labelled {
+            Some(l) => {
+                check(
+                    l.train.may_have_labels(),
+                    file,
+                    "data.labelled.train",
+                    || "must be a labelled format (jsonl with a label field)".into(),
+                )?;
+                check(l.test.may_have_labels(), file, "data.labelled.test", || {
+                    "must be a labelled format (jsonl with a label field)".into()
+                })?;
+            }
+            None => {
+                check(
+                    r.data.train.may_have_labels(),
+                    file,
+                    "data.train.labels",
+                    || "a downstream head needs labels for the training split".into(),
+                )?;
+                check(
+                    r.data.test.as_ref().is_some_and(|t| t.may_have_labels()),
+                    file,
+                    "data.test.labels",
+                    || "a downstream head needs a labelled test split".into(),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Text recipes: a tokenizer from a file, from training, or from the model source.
+fn validate_text(r: &Recipe, file: &Path) -> Result<()> {
+    let text = r.data.text.as_ref().ok_or_else(|| Error::InvalidValue {
+        file: file.to_path_buf(),
+        key: "data.text".into(),
+        message: "required when data.modality = \"text\" (e.g. text = { max_len = 128, tokenizer = { train = \"wordpiece\", vocab_size = 8000 } })".into(),
+    })?;
+    check(text.max_len >= 8, file, "data.text.max_len", || {
+        format!("must be at least 8, found {}", text.max_len)
+    })?;
+    match (&text.tokenizer, &r.model.source) {
+        (None, None) => {
+            return Err(Error::InvalidValue {
+                file: file.to_path_buf(),
+                key: "data.text.tokenizer".into(),
+                message: "required without model.source: { file = \"tokenizer.json\" } or { train = \"wordpiece\", vocab_size = 8000 }".into(),
+            })
+        }
+        (Some(t), _) => {
+            check(
+                t.file.is_some() != t.train.is_some(),
+                file,
+                "data.text.tokenizer",
+                || "give exactly one of `file` and `train`".into(),
+            )?;
+            check(
+                t.file.is_none() || r.model.source.is_none(),
+                file,
+                "data.text.tokenizer.file",
+                || "model.source brings its own tokenizer.json; remove this key".into(),
+            )?;
+            check(
+                t.vocab_size >= 100,
+                file,
+                "data.text.tokenizer.vocab_size",
+                || format!("must be at least 100, found {}", t.vocab_size),
+            )?;
+        }
+        (None, Some(_)) => {}
+    }
+    for (key, src) in sources(r) {
         check(
-            r.data.test.as_ref().is_some_and(|t| t.may_have_labels()),
+            matches!(src.format, DataFormat::Text | DataFormat::Jsonl),
             file,
-            "data.test.labels",
-            || "a downstream head needs a labelled test split".into(),
+            &format!("{key}.format"),
+            || "text recipes read format = \"text\" or \"jsonl\"".into(),
         )?;
     }
+    check(
+        r.objective.kind == ObjectiveKind::Mlm,
+        file,
+        "objective.kind",
+        || "text pretraining uses kind = \"mlm\"".into(),
+    )?;
     Ok(())
 }
 
@@ -526,6 +635,10 @@ fn sources(r: &Recipe) -> Vec<(&'static str, &DataSource)> {
     let mut sources = vec![("data.train", &r.data.train)];
     if let Some(t) = &r.data.test {
         sources.push(("data.test", t));
+    }
+    if let Some(l) = &r.data.labelled {
+        sources.push(("data.labelled.train", &l.train));
+        sources.push(("data.labelled.test", &l.test));
     }
     sources
 }
@@ -536,22 +649,48 @@ type KeysPresent<'a> = &'a [(&'a str, bool)];
 /// Each source has the keys its format needs and none of another format's.
 fn validate_sources(r: &Recipe, file: &Path) -> Result<()> {
     for (key, src) in sources(r) {
+        let text_keys = [
+            ("path", src.path.is_some()),
+            ("text_field", src.text_field.is_some()),
+            ("label_field", src.label_field.is_some()),
+        ];
         let (needed, foreign): (KeysPresent, KeysPresent) = match src.format {
             DataFormat::Idx => (
                 &[("images", src.images.is_some())],
-                &[("root", src.root.is_some())],
+                &[("root", src.root.is_some()), text_keys[0]],
             ),
             DataFormat::Folder => (
                 &[("root", src.root.is_some())],
                 &[
                     ("images", src.images.is_some()),
                     ("labels", src.labels.is_some()),
+                    text_keys[0],
+                ],
+            ),
+            DataFormat::Text => (
+                &[("path", src.path.is_some())],
+                &[
+                    ("images", src.images.is_some()),
+                    ("labels", src.labels.is_some()),
+                    ("root", src.root.is_some()),
+                    text_keys[1],
+                    text_keys[2],
+                ],
+            ),
+            DataFormat::Jsonl => (
+                &[("path", src.path.is_some())],
+                &[
+                    ("images", src.images.is_some()),
+                    ("labels", src.labels.is_some()),
+                    ("root", src.root.is_some()),
                 ],
             ),
         };
         let format = match src.format {
             DataFormat::Idx => "idx",
             DataFormat::Folder => "folder",
+            DataFormat::Text => "text",
+            DataFormat::Jsonl => "jsonl",
         };
         for (k, present) in needed {
             check(*present, file, &format!("{key}.{k}"), || {
@@ -561,8 +700,10 @@ fn validate_sources(r: &Recipe, file: &Path) -> Result<()> {
         for (k, present) in foreign {
             check(!*present, file, &format!("{key}.{k}"), || {
                 match src.format {
-                DataFormat::Idx => "is for format = \"folder\"; an IDX source names `images` (and `labels`)".into(),
-                DataFormat::Folder => "is for format = \"idx\"; a folder source names only `root` (labels are its class directories)".into(),
+                DataFormat::Idx => "is not an IDX key; an IDX source names `images` (and `labels`)".into(),
+                DataFormat::Folder => "is not a folder key; a folder source names only `root` (labels are its class directories)".into(),
+                DataFormat::Text => "is not a text key; a text source names only `path` (a file or a folder)".into(),
+                DataFormat::Jsonl => "is not a jsonl key; a jsonl source names `path`, `text_field` and `label_field`".into(),
             }
             })?;
         }
@@ -621,6 +762,9 @@ pub fn check_paths(r: &Recipe, file: &Path) -> Result<()> {
         }
         if let Some(l) = &src.labels {
             paths.push(("labels", l));
+        }
+        if let Some(p) = &src.path {
+            paths.push(("path", p));
         }
         for (k, p) in paths {
             if !p.exists() {

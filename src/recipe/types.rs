@@ -35,8 +35,16 @@ pub struct Recipe {
 pub struct ModelSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
+    /// Start from these weights instead of a fresh initialisation (text): a Hugging Face
+    /// directory or `hf:org/name[@rev]`. The shape keys below then come from its
+    /// `config.json` and must be left unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default)]
     pub dim: usize,
+    #[serde(default)]
     pub depth: usize,
+    #[serde(default)]
     pub heads: usize,
     /// MLP hidden size; default `4 * dim`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +84,7 @@ impl ModelSection {
 #[serde(rename_all = "lowercase")]
 pub enum Modality {
     Image,
+    Text,
 }
 
 /// Where the data is and how it becomes tensors.
@@ -95,6 +104,60 @@ pub struct DataSection {
     /// absent = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augment: Option<AugmentSection>,
+    /// Required when `modality = "text"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextSection>,
+    /// Labelled splits for the downstream heads when they are not `train` / `test` (text:
+    /// pretrain on one corpus, classify another).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labelled: Option<LabelledSection>,
+}
+
+/// The labelled train and test splits of the downstream task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelledSection {
+    pub train: DataSource,
+    pub test: DataSource,
+}
+
+/// How text becomes token ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextSection {
+    /// Tokens per sequence, special tokens included (pretraining blocks; longer downstream
+    /// examples are truncated).
+    #[serde(default = "defaults::max_len")]
+    pub max_len: usize,
+    /// Absent with `model.source`: the source's own `tokenizer.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<TokenizerSection>,
+}
+
+/// `{ file = "tokenizer.json" }`, or `{ train = "wordpiece" | "bpe", vocab_size = N }` to
+/// train one on `data.train` (saved as `tokenizer.json` in the run directory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerSection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<TokenizerKind>,
+    /// Vocabulary size of a trained tokenizer, special tokens included.
+    #[serde(default = "defaults::vocab_size")]
+    pub vocab_size: usize,
+    /// Lower-case before tokenizing (trained WordPiece tokenizers).
+    #[serde(default = "defaults::yes")]
+    pub lowercase: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    /// BERT's: lower-casing normaliser, `##` continuation pieces, `[CLS] … [SEP]`.
+    Wordpiece,
+    /// RoBERTa's byte-level BPE, `<s> … </s>`.
+    Bpe,
 }
 
 /// A file-based data source. Relative paths are relative to the directory `pretext` runs in.
@@ -116,6 +179,16 @@ pub struct DataSource {
     /// `data.image.channels` (1 = luma, 3 = RGB) and resized (bilinear) to `data.image.size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<PathBuf>,
+    /// `text`: a UTF-8 text file or a folder of them; `jsonl`: a JSON-lines file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// `jsonl`: the field holding the text (default `text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_field: Option<String>,
+    /// `jsonl`: the field holding the label (default `label`; absent from a line =
+    /// unlabelled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_field: Option<String>,
     /// Use only the first N examples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
@@ -126,6 +199,10 @@ pub struct DataSource {
 pub enum DataFormat {
     Idx,
     Folder,
+    /// Plain UTF-8 text: one file, or every file under a folder (sorted).
+    Text,
+    /// JSON lines with a text field and an optional label field.
+    Jsonl,
 }
 
 impl DataSource {
@@ -134,7 +211,8 @@ impl DataSource {
     pub fn may_have_labels(&self) -> bool {
         match self.format {
             DataFormat::Idx => self.labels.is_some(),
-            DataFormat::Folder => true,
+            DataFormat::Folder | DataFormat::Jsonl => true,
+            DataFormat::Text => false,
         }
     }
 }
@@ -183,6 +261,10 @@ pub struct ImageSection {
 #[serde(rename_all = "kebab-case")]
 pub enum ObjectiveKind {
     Mae,
+    /// BERT's masked language modelling: a fraction of the tokens is selected, 80 %
+    /// replaced by the mask token, 10 % by a random token, 10 % kept; the tied MLM head
+    /// predicts the originals.
+    Mlm,
     /// SimMIM (Xie et al. 2022): all patches through the encoder, removed ones as a learned
     /// mask token; a linear head predicts their pixels; L1 loss. Takes no `decoder`.
     Simmim,
@@ -204,9 +286,10 @@ pub enum MaskingKind {
 #[serde(deny_unknown_fields)]
 pub struct ObjectiveSection {
     pub kind: ObjectiveKind,
-    /// Fraction of patches removed, in (0, 1).
-    #[serde(default = "defaults::mask_ratio")]
-    pub mask_ratio: f64,
+    /// Fraction of patches removed (image, default 0.75) or of tokens selected for
+    /// prediction (mlm, default 0.15), in (0, 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_ratio: Option<f64>,
     /// `random` (default) or `block`. Both remove exactly `L - floor(L * (1 - mask_ratio))`
     /// of the `L` patches, MAE's count.
     #[serde(default)]
@@ -218,6 +301,32 @@ pub struct ObjectiveSection {
     /// MAE's decoder; required for `mae`, not allowed for `simmim`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decoder: Option<DecoderSection>,
+    /// mlm: select whole words (every piece of a word together).
+    #[serde(default)]
+    pub whole_word: bool,
+    /// mlm: select spans of consecutive words (SpanBERT) with geometric lengths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span: Option<SpanSection>,
+}
+
+impl ObjectiveSection {
+    /// The recipe's `mask_ratio`, or the objective's default.
+    pub fn mask_ratio(&self) -> f64 {
+        self.mask_ratio.unwrap_or(match self.kind {
+            ObjectiveKind::Mlm => 0.15,
+            _ => 0.75,
+        })
+    }
+}
+
+/// SpanBERT's span lengths: geometric with parameter `p`, clipped at `max_len` words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpanSection {
+    #[serde(default = "defaults::span_p")]
+    pub p: f64,
+    #[serde(default = "defaults::span_max")]
+    pub max_len: usize,
 }
 
 /// MAE's light decoder (pre-norm, exact GELU, the model's norm_eps).
@@ -443,8 +552,17 @@ mod defaults {
     pub fn crop_ratio() -> [f64; 2] {
         [3.0 / 4.0, 4.0 / 3.0]
     }
-    pub fn mask_ratio() -> f64 {
-        0.75
+    pub fn max_len() -> usize {
+        128
+    }
+    pub fn vocab_size() -> usize {
+        8000
+    }
+    pub fn span_p() -> f64 {
+        0.2
+    }
+    pub fn span_max() -> usize {
+        10
     }
     pub fn checkpoint_every() -> usize {
         500

@@ -1,10 +1,14 @@
 //! The downstream stage: every head of the recipe at each of its label fractions, starting
-//! from the pretrained encoder, the same encoder untrained (`scratch`), or raw pixels.
+//! from the pretrained encoder or the same encoder untrained (`scratch`) — or, for images,
+//! raw pixels.
+//!
+//! The loop (label fractions, stratified draws, caching, the probe and k-NN on frozen
+//! features) is the same for every modality; a [`DownstreamTask`] supplies the labels, the
+//! frozen features and fine-tuning (see `run/image_task.rs`, `run/text_task.rs`).
 //!
 //! Each (section, fraction) writes `downstream/<NN>-<head>-<input>-<pct>/result.json`
-//! (fine-tuned classifiers also `model.safetensors` + `model.json` there); a resumed run
-//! reuses results whose settings have not changed, so an interrupted downstream stage
-//! picks up where it stopped.
+//! (fine-tuned classifiers also their weights there); a resumed run reuses results whose
+//! settings have not changed, so an interrupted downstream stage picks up where it stopped.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,17 +17,11 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::backbone::{EncoderConfig, Mode};
 use crate::error::{Error, Result};
-use crate::head::finetune::{self, FineTuneConfig, FineTuneLog};
+use crate::head::finetune::{FineTuneConfig, FineTuneLog};
 use crate::head::knn::{self, KnnConfig};
-use crate::head::linear_probe::accuracy;
 use crate::head::{split, LinearProbe, ProbeConfig};
-use crate::modality::image::classifier::{ClassifierSpec, ImageClassifier, WEIGHTS_FILE};
-use crate::modality::image::dataset::ImageDataset;
-use crate::modality::image::{ImageEncoder, ImageGeometry};
-use crate::params::ParamStore;
-use crate::recipe::{DownstreamInput, DownstreamSection, HeadKind, ImageSection, Pooling};
+use crate::recipe::{DownstreamInput, DownstreamSection, HeadKind, Pooling};
 use crate::train::metrics::MetricsLog;
 
 /// Directory (inside the run) of the downstream results.
@@ -55,56 +53,40 @@ struct Cached {
     result: DownstreamResult,
 }
 
-/// Pooled encoder features `[N, D]` for a whole data set, computed without a gradient graph.
-pub fn features(
-    encoder: &ImageEncoder,
-    data: &ImageDataset,
-    image: &ImageSection,
-    pooling: Pooling,
-    device: &Device,
-) -> Result<Tensor> {
-    let mut out = Vec::new();
-    let all: Vec<usize> = (0..data.len).collect();
-    for chunk in all.chunks(256) {
-        let imgs = data.batch(chunk, &image.mean, &image.std, device)?;
-        let h = encoder.forward(&imgs, &mut Mode::Eval)?.detach();
-        let pooled = match pooling {
-            Pooling::Cls => h.narrow(1, 0, 1)?.squeeze(1)?,
-            Pooling::Mean => h.narrow(1, 1, h.dim(1)? - 1)?.mean(1)?,
-        };
-        out.push(pooled);
-    }
-    Ok(Tensor::cat(&out, 0)?.contiguous()?)
+/// What a fine-tuning run gives back.
+pub struct FineTuned {
+    pub test_accuracy: f64,
+    /// On the examples trained on (`None` when there are more than 10,000).
+    pub train_accuracy: Option<f64>,
+    pub steps: usize,
 }
 
-/// Normalised pixels as features `[N, C*H*W]`.
-pub fn pixel_features(
-    data: &ImageDataset,
-    image: &ImageSection,
-    device: &Device,
-) -> Result<Tensor> {
-    let mut out = Vec::new();
-    let all: Vec<usize> = (0..data.len).collect();
-    for chunk in all.chunks(1024) {
-        out.push(
-            data.batch(chunk, &image.mean, &image.std, device)?
-                .flatten_from(1)?,
-        );
-    }
-    Ok(Tensor::cat(&out, 0)?.contiguous()?)
+/// A modality's side of the downstream stage.
+pub trait DownstreamTask {
+    /// Labels of the training split, `0..num_classes`.
+    fn train_labels(&self) -> &[u32];
+    /// Labels of the test split.
+    fn test_labels(&self) -> &[u32];
+    fn num_classes(&self) -> usize;
+    /// Frozen, pooled features `[N, D]` of the train and test splits.
+    fn features(&self, input: DownstreamInput, pooling: Pooling) -> Result<(Tensor, Tensor)>;
+    /// Fine-tunes the encoder (`pretrained` or `scratch`) and a linear classifier on the
+    /// training examples `chosen`, saves the classifier into `dir`, and evaluates it.
+    fn fine_tune(
+        &self,
+        section: &DownstreamSection,
+        chosen: &[usize],
+        cfg: &FineTuneConfig,
+        dir: &Path,
+        log: &mut dyn FnMut(&FineTuneLog) -> Result<()>,
+    ) -> Result<FineTuned>;
 }
 
 /// Everything the downstream heads need from a finished pretraining run.
 pub struct Downstream<'a> {
     pub run_dir: &'a Path,
-    pub train: &'a ImageDataset,
-    pub test: &'a ImageDataset,
-    pub image: &'a ImageSection,
-    pub geometry: ImageGeometry,
-    pub encoder: EncoderConfig,
-    /// Holds the pretrained encoder as `vit.*`.
-    pub pretrained: &'a ParamStore,
-    /// Pretraining steps behind `pretrained` (part of the cache key).
+    pub task: &'a dyn DownstreamTask,
+    /// Pretraining steps behind the pretrained encoder (part of the cache key).
     pub pretrain_steps: usize,
     pub seed: u64,
     pub device: &'a Device,
@@ -138,29 +120,6 @@ fn slug(section: &DownstreamSection) -> String {
 }
 
 impl Downstream<'_> {
-    /// A frozen image encoder: the pretrained one, or the same architecture at its
-    /// initialisation (seeded like the pretraining run's, so "scratch" is exactly the
-    /// pretraining's starting point).
-    fn frozen_encoder(&self, input: DownstreamInput) -> Result<ImageEncoder> {
-        let store = match input {
-            DownstreamInput::Pretrained => self.pretrained.clone(),
-            _ => ParamStore::new(self.seed),
-        };
-        if input != DownstreamInput::Pretrained {
-            // Creates the parameters (at their seeded initial values) in the fresh store.
-            ImageEncoder::new(
-                self.geometry,
-                &self.encoder,
-                store.var_builder(self.device).pp("vit"),
-            )?;
-        }
-        Ok(ImageEncoder::new(
-            self.geometry,
-            &self.encoder,
-            store.frozen_var_builder(self.device).pp("vit"),
-        )?)
-    }
-
     fn features(
         &self,
         cache: &mut FeatureCache,
@@ -171,23 +130,11 @@ impl Downstream<'_> {
             return Ok(f.clone());
         }
         let started = Instant::now();
-        let f = match input {
-            DownstreamInput::Pixels => (
-                pixel_features(self.train, self.image, self.device)?,
-                pixel_features(self.test, self.image, self.device)?,
-            ),
-            _ => {
-                let enc = self.frozen_encoder(input)?;
-                (
-                    features(&enc, self.train, self.image, pooling, self.device)?,
-                    features(&enc, self.test, self.image, pooling, self.device)?,
-                )
-            }
-        };
+        let f = self.task.features(input, pooling)?;
         eprintln!(
-            "features ({input:?}, {pooling:?} pooling) of {} + {} images in {:.0} s",
-            self.train.len,
-            self.test.len,
+            "features ({input:?}, {pooling:?} pooling) of {} + {} examples in {:.0} s",
+            f.0.dim(0)?,
+            f.1.dim(0)?,
             started.elapsed().as_secs_f64()
         );
         cache.insert((input, pooling), f.clone());
@@ -196,12 +143,10 @@ impl Downstream<'_> {
 
     /// Runs every section at each of its label fractions.
     pub fn run(&self, sections: &[DownstreamSection]) -> Result<Vec<DownstreamResult>> {
-        let labels = self.train.labels.as_deref().ok_or_else(|| {
-            Error::Usage("downstream heads need labels for the training split".into())
-        })?;
-        let classes = self.train.num_classes().max(self.test.num_classes());
-        let all: Vec<usize> = (0..self.test.len).collect();
-        let test_y = self.test.label_batch(&all, self.device)?;
+        let labels = self.task.train_labels();
+        let classes = self.task.num_classes();
+        let test_labels = self.task.test_labels();
+        let test_y = Tensor::from_slice(test_labels, test_labels.len(), self.device)?;
         let mut cache = FeatureCache::new();
         let mut results = Vec::new();
         for (i, section) in sections.iter().enumerate() {
@@ -236,9 +181,7 @@ impl Downstream<'_> {
                 let chosen = split::stratified(labels, fraction, self.seed);
                 let started = Instant::now();
                 let mut r = match section.head {
-                    HeadKind::FineTune => {
-                        self.fine_tune(section, fraction, &chosen, classes, &test_y, &dir)?
-                    }
+                    HeadKind::FineTune => self.fine_tune(section, fraction, &chosen, &dir)?,
                     HeadKind::LinearProbe | HeadKind::Knn => {
                         let (train_x, test_x) =
                             self.features(&mut cache, section.input, section.pooling)?;
@@ -248,7 +191,8 @@ impl Downstream<'_> {
                             self.device,
                         )?;
                         let x = train_x.index_select(&idx, 0)?;
-                        let y = self.train.label_batch(&chosen, self.device)?;
+                        let y: Vec<u32> = chosen.iter().map(|&i| labels[i]).collect();
+                        let y = Tensor::from_vec(y, chosen.len(), self.device)?;
                         if section.head == HeadKind::Knn {
                             let acc =
                                 self.knn(section, &x, &chosen, labels, &test_x, &test_y, classes)?;
@@ -342,21 +286,8 @@ impl Downstream<'_> {
         section: &DownstreamSection,
         fraction: f64,
         chosen: &[usize],
-        classes: usize,
-        test_y: &Tensor,
         dir: &Path,
     ) -> Result<DownstreamResult> {
-        let spec = ClassifierSpec::new(
-            self.geometry,
-            self.encoder.clone(),
-            classes,
-            section.pooling,
-        );
-        let store = ParamStore::new(self.seed);
-        let model = ImageClassifier::new(&spec, store.var_builder(self.device))?;
-        if section.input == DownstreamInput::Pretrained {
-            store.copy_prefix_from(self.pretrained, "vit.")?;
-        }
         let cfg = FineTuneConfig {
             epochs: section.epochs(),
             min_steps: section.min_steps.unwrap_or(0),
@@ -367,13 +298,6 @@ impl Downstream<'_> {
             layer_decay: section.layer_decay,
             label_smoothing: section.label_smoothing,
             seed: self.seed,
-        };
-        let batch = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
-            Ok((
-                self.train
-                    .batch(idx, &self.image.mean, &self.image.std, self.device)?,
-                self.train.label_batch(idx, self.device)?,
-            ))
         };
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let mut metrics = MetricsLog::open(&dir.join("metrics.jsonl"), Some(0))?;
@@ -386,52 +310,12 @@ impl Downstream<'_> {
             );
             metrics.log(l)
         };
-        let steps = finetune::fine_tune(
-            &store,
-            self.encoder.depth,
-            &|x, mode| model.forward(x, mode),
-            &batch,
-            chosen,
-            &cfg,
-            &mut log,
-        )?;
-
-        let frozen = ImageClassifier::new(&spec, store.frozen_var_builder(self.device))?;
-        let all: Vec<usize> = (0..self.test.len).collect();
-        let test_acc = self.accuracy_on(&frozen, self.test, &all, test_y)?;
-        let train_acc = if chosen.len() <= 10_000 {
-            let y = self.train.label_batch(chosen, self.device)?;
-            Some(self.accuracy_on(&frozen, self.train, chosen, &y)?)
-        } else {
-            None
-        };
-        let tensors: Vec<(String, Tensor)> = store
-            .vars()
-            .into_iter()
-            .map(|(n, v)| (n, v.as_tensor().detach()))
-            .collect();
-        crate::tensor_io::write(&dir.join(WEIGHTS_FILE), &tensors, HashMap::new())?;
-        spec.write(dir)?;
-        let mut r = self.result(section, fraction, chosen.len(), test_acc);
-        r.train_accuracy = train_acc;
-        r.steps = Some(steps);
+        let done = self.task.fine_tune(section, chosen, &cfg, dir, &mut log)?;
+        let mut r = self.result(section, fraction, chosen.len(), done.test_accuracy);
+        r.train_accuracy = done.train_accuracy;
+        r.steps = Some(done.steps);
         r.model_dir = Some(dir.to_path_buf());
         Ok(r)
-    }
-
-    fn accuracy_on(
-        &self,
-        model: &ImageClassifier,
-        data: &ImageDataset,
-        idx: &[usize],
-        labels: &Tensor,
-    ) -> Result<f64> {
-        let mut logits = Vec::new();
-        for chunk in idx.chunks(500) {
-            let x = data.batch(chunk, &self.image.mean, &self.image.std, self.device)?;
-            logits.push(model.forward(&x, &mut Mode::Eval)?);
-        }
-        accuracy(&Tensor::cat(&logits, 0)?, labels)
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod dir;
 pub mod downstream;
+pub mod image_task;
 pub mod pretrain;
 pub mod report;
 
@@ -84,6 +85,13 @@ fn load_images(
             let root = src.root.as_deref().ok_or_else(|| missing("root"))?;
             let data = ImageDataset::from_folder(root, image.channels, image.size)?;
             (data, root)
+        }
+        DataFormat::Text | DataFormat::Jsonl => {
+            return Err(Error::InvalidValue {
+                file: file.to_path_buf(),
+                key: format!("{key}.format"),
+                message: "image recipes read format = \"idx\" or \"folder\"".into(),
+            })
         }
     };
     if data.size != image.size || data.channels != image.channels {
@@ -181,9 +189,9 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
         let sample = p.train.subset(&idx[..b.min(4)]);
         let f = match d.input {
             recipe::DownstreamInput::Pixels => {
-                downstream::pixel_features(&sample, &p.image, &p.device)?
+                image_task::pixel_features(&sample, &p.image, &p.device)?
             }
-            _ => downstream::features(p.objective.vit(), &sample, &p.image, d.pooling, &p.device)?,
+            _ => image_task::features(p.objective.vit(), &sample, &p.image, d.pooling, &p.device)?,
         };
         let on = match d.input {
             recipe::DownstreamInput::Pixels => "pixels".to_string(),
@@ -280,14 +288,19 @@ fn execute(
             key: "data.test".into(),
             message: "downstream evaluation needs a test split".into(),
         })?;
+        let task = image_task::ImageTask::new(
+            &p.train,
+            test,
+            &p.image,
+            p.objective.geometry(),
+            p.objective.encoder_config().clone(),
+            &p.params,
+            r.seed,
+            &p.device,
+        )?;
         results = downstream::Downstream {
             run_dir,
-            train: &p.train,
-            test,
-            image: &p.image,
-            geometry: p.objective.geometry(),
-            encoder: p.objective.encoder_config().clone(),
-            pretrained: &p.params,
+            task: &task,
             pretrain_steps: outcome.step,
             seed: r.seed,
             device: &p.device,

@@ -59,7 +59,7 @@ pub fn mae_config(r: &Recipe, img: &ImageSection) -> Result<MaeConfig> {
             attention_dropout: 0.0,
         },
         encoder,
-        mask_ratio: r.objective.mask_ratio,
+        mask_ratio: r.objective.mask_ratio(),
         norm_pix_loss: r.objective.norm_pix_loss,
     })
 }
@@ -69,7 +69,7 @@ pub fn simmim_config(r: &Recipe, img: &ImageSection) -> SimMimConfig {
     SimMimConfig {
         geometry: geometry(img),
         encoder: r.model.encoder_config(),
-        mask_ratio: r.objective.mask_ratio,
+        mask_ratio: r.objective.mask_ratio(),
         norm_pix_loss: r.objective.norm_pix_loss,
     }
 }
@@ -80,7 +80,7 @@ pub fn mask_generator(r: &Recipe, img: &ImageSection) -> MaskGenerator {
         MaskingKind::Random => MaskKind::Random,
         MaskingKind::Block => MaskKind::Block,
     };
-    MaskGenerator::new(img.size / img.patch, r.objective.mask_ratio, kind)
+    MaskGenerator::new(img.size / img.patch, r.objective.mask_ratio(), kind)
 }
 
 /// The recipe's pretraining augmentations, if any.
@@ -117,6 +117,11 @@ impl Objective {
         Ok(match r.objective.kind {
             ObjectiveKind::Mae => Objective::Mae(Mae::new(&mae_config(r, img)?, vb)?),
             ObjectiveKind::Simmim => Objective::SimMim(SimMim::new(&simmim_config(r, img), vb)?),
+            ObjectiveKind::Mlm => {
+                return Err(Error::Usage(
+                    "`mlm` is a text objective; images use `mae` or `simmim`".into(),
+                ))
+            }
         })
     }
 

@@ -1,0 +1,249 @@
+//! The image side of the downstream stage: features of the pretrained (or untrained)
+//! ViT encoder or of raw pixels, and fine-tuning of an [`ImageClassifier`].
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+use super::downstream::{DownstreamTask, FineTuned};
+use crate::backbone::{EncoderConfig, Mode};
+use crate::error::Result;
+use crate::head::finetune::{self, FineTuneConfig, FineTuneLog};
+use crate::head::linear_probe::accuracy;
+use crate::modality::image::classifier::{ClassifierSpec, ImageClassifier, WEIGHTS_FILE};
+use crate::modality::image::dataset::ImageDataset;
+use crate::modality::image::{ImageEncoder, ImageGeometry};
+use crate::params::ParamStore;
+use crate::recipe::{DownstreamInput, DownstreamSection, ImageSection, Pooling};
+
+/// Pooled encoder features `[N, D]` for a whole data set, computed without a gradient graph.
+pub fn features(
+    encoder: &ImageEncoder,
+    data: &ImageDataset,
+    image: &ImageSection,
+    pooling: Pooling,
+    device: &Device,
+) -> Result<Tensor> {
+    let mut out = Vec::new();
+    let all: Vec<usize> = (0..data.len).collect();
+    for chunk in all.chunks(256) {
+        let imgs = data.batch(chunk, &image.mean, &image.std, device)?;
+        let h = encoder.forward(&imgs, &mut Mode::Eval)?.detach();
+        let pooled = match pooling {
+            Pooling::Cls => h.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Mean => h.narrow(1, 1, h.dim(1)? - 1)?.mean(1)?,
+        };
+        out.push(pooled);
+    }
+    Ok(Tensor::cat(&out, 0)?.contiguous()?)
+}
+
+/// Normalised pixels as features `[N, C*H*W]`.
+pub fn pixel_features(
+    data: &ImageDataset,
+    image: &ImageSection,
+    device: &Device,
+) -> Result<Tensor> {
+    let mut out = Vec::new();
+    let all: Vec<usize> = (0..data.len).collect();
+    for chunk in all.chunks(1024) {
+        out.push(
+            data.batch(chunk, &image.mean, &image.std, device)?
+                .flatten_from(1)?,
+        );
+    }
+    Ok(Tensor::cat(&out, 0)?.contiguous()?)
+}
+
+/// Everything the downstream heads need from a finished pretraining run.
+pub struct Downstream<'a> {
+    pub run_dir: &'a Path,
+    pub train: &'a ImageDataset,
+    pub test: &'a ImageDataset,
+    pub image: &'a ImageSection,
+    pub geometry: ImageGeometry,
+    pub encoder: EncoderConfig,
+    /// Holds the pretrained encoder as `vit.*`.
+    pub pretrained: &'a ParamStore,
+    /// Pretraining steps behind `pretrained` (part of the cache key).
+    pub pretrain_steps: usize,
+    pub seed: u64,
+    pub device: &'a Device,
+}
+
+/// Labelled image splits and the pretrained image encoder.
+pub struct ImageTask<'a> {
+    pub train: &'a ImageDataset,
+    pub test: &'a ImageDataset,
+    pub image: &'a ImageSection,
+    pub geometry: ImageGeometry,
+    pub encoder: EncoderConfig,
+    /// Holds the pretrained encoder as `vit.*`.
+    pub pretrained: &'a ParamStore,
+    pub seed: u64,
+    pub device: &'a Device,
+    train_labels: Vec<u32>,
+    test_labels: Vec<u32>,
+}
+
+impl<'a> ImageTask<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        train: &'a ImageDataset,
+        test: &'a ImageDataset,
+        image: &'a ImageSection,
+        geometry: ImageGeometry,
+        encoder: EncoderConfig,
+        pretrained: &'a ParamStore,
+        seed: u64,
+        device: &'a Device,
+    ) -> Result<Self> {
+        let labels = |d: &ImageDataset, split: &str| {
+            d.labels.clone().ok_or_else(|| {
+                crate::error::Error::Usage(format!(
+                    "downstream heads need labels for the {split} split"
+                ))
+            })
+        };
+        Ok(Self {
+            train_labels: labels(train, "training")?,
+            test_labels: labels(test, "test")?,
+            train,
+            test,
+            image,
+            geometry,
+            encoder,
+            pretrained,
+            seed,
+            device,
+        })
+    }
+
+    /// A frozen image encoder: the pretrained one, or the same architecture at its
+    /// initialisation (seeded like the pretraining run's, so "scratch" is exactly the
+    /// pretraining's starting point).
+    fn frozen_encoder(&self, input: DownstreamInput) -> Result<ImageEncoder> {
+        let store = match input {
+            DownstreamInput::Pretrained => self.pretrained.clone(),
+            _ => ParamStore::new(self.seed),
+        };
+        if input != DownstreamInput::Pretrained {
+            // Creates the parameters (at their seeded initial values) in the fresh store.
+            ImageEncoder::new(
+                self.geometry,
+                &self.encoder,
+                store.var_builder(self.device).pp("vit"),
+            )?;
+        }
+        Ok(ImageEncoder::new(
+            self.geometry,
+            &self.encoder,
+            store.frozen_var_builder(self.device).pp("vit"),
+        )?)
+    }
+
+    fn accuracy_on(
+        &self,
+        model: &ImageClassifier,
+        data: &ImageDataset,
+        idx: &[usize],
+    ) -> Result<f64> {
+        let mut logits = Vec::new();
+        for chunk in idx.chunks(500) {
+            let x = data.batch(chunk, &self.image.mean, &self.image.std, self.device)?;
+            logits.push(model.forward(&x, &mut Mode::Eval)?);
+        }
+        accuracy(
+            &Tensor::cat(&logits, 0)?,
+            &data.label_batch(idx, self.device)?,
+        )
+    }
+}
+
+impl DownstreamTask for ImageTask<'_> {
+    fn train_labels(&self) -> &[u32] {
+        &self.train_labels
+    }
+
+    fn test_labels(&self) -> &[u32] {
+        &self.test_labels
+    }
+
+    fn num_classes(&self) -> usize {
+        self.train.num_classes().max(self.test.num_classes())
+    }
+
+    fn features(&self, input: DownstreamInput, pooling: Pooling) -> Result<(Tensor, Tensor)> {
+        Ok(match input {
+            DownstreamInput::Pixels => (
+                pixel_features(self.train, self.image, self.device)?,
+                pixel_features(self.test, self.image, self.device)?,
+            ),
+            _ => {
+                let enc = self.frozen_encoder(input)?;
+                (
+                    features(&enc, self.train, self.image, pooling, self.device)?,
+                    features(&enc, self.test, self.image, pooling, self.device)?,
+                )
+            }
+        })
+    }
+
+    fn fine_tune(
+        &self,
+        section: &DownstreamSection,
+        chosen: &[usize],
+        cfg: &FineTuneConfig,
+        dir: &Path,
+        log: &mut dyn FnMut(&FineTuneLog) -> Result<()>,
+    ) -> Result<FineTuned> {
+        let spec = ClassifierSpec::new(
+            self.geometry,
+            self.encoder.clone(),
+            self.num_classes(),
+            section.pooling,
+        );
+        let store = ParamStore::new(self.seed);
+        let model = ImageClassifier::new(&spec, store.var_builder(self.device))?;
+        if section.input == DownstreamInput::Pretrained {
+            store.copy_prefix_from(self.pretrained, "vit.")?;
+        }
+        let batch = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
+            Ok((
+                self.train
+                    .batch(idx, &self.image.mean, &self.image.std, self.device)?,
+                self.train.label_batch(idx, self.device)?,
+            ))
+        };
+        let steps = finetune::fine_tune(
+            &store,
+            self.encoder.depth,
+            &|x, mode| model.forward(x, mode),
+            &batch,
+            chosen,
+            cfg,
+            log,
+        )?;
+        let frozen = ImageClassifier::new(&spec, store.frozen_var_builder(self.device))?;
+        let all: Vec<usize> = (0..self.test.len).collect();
+        let test_accuracy = self.accuracy_on(&frozen, self.test, &all)?;
+        let train_accuracy = if chosen.len() <= 10_000 {
+            Some(self.accuracy_on(&frozen, self.train, chosen)?)
+        } else {
+            None
+        };
+        let tensors: Vec<(String, Tensor)> = store
+            .vars()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().detach()))
+            .collect();
+        crate::tensor_io::write(&dir.join(WEIGHTS_FILE), &tensors, HashMap::new())?;
+        spec.write(dir)?;
+        Ok(FineTuned {
+            test_accuracy,
+            train_accuracy,
+            steps,
+        })
+    }
+}
