@@ -149,6 +149,36 @@ impl ParamStore {
         Ok(copied)
     }
 
+    /// Overwrites the parameters named in `tensors` (a model source that covers part of this
+    /// model, e.g. an encoder without the MLM head); parameters not named keep their values.
+    /// A tensor with no parameter of its name, or of another shape, is an error. Returns
+    /// how many were set.
+    pub fn load_partial(
+        &self,
+        tensors: &BTreeMap<String, Tensor>,
+        origin: &std::path::Path,
+    ) -> Result<usize> {
+        let vars = self.inner.vars.lock().expect("param store lock");
+        for (name, t) in tensors {
+            let var = vars.get(name).ok_or_else(|| Error::Checkpoint {
+                path: origin.to_path_buf(),
+                message: format!("unexpected tensor `{name}`: the model has no such parameter"),
+            })?;
+            if t.dims() != var.dims() {
+                return Err(Error::Checkpoint {
+                    path: origin.to_path_buf(),
+                    message: format!(
+                        "tensor `{name}`: expected shape {:?}, found {:?}",
+                        var.dims(),
+                        t.dims()
+                    ),
+                });
+            }
+            var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+        }
+        Ok(tensors.len())
+    }
+
     /// Overwrite parameters with the given tensors. Every stored parameter must be present
     /// with the same shape; unknown names are errors (nothing is silently ignored).
     pub fn load_tensors(

@@ -4,4 +4,5 @@
 
 pub mod mae;
 pub mod masking;
+pub mod mlm;
 pub mod simmim;

@@ -6,6 +6,8 @@ pub mod downstream;
 pub mod image_task;
 pub mod pretrain;
 pub mod report;
+pub mod text;
+pub mod text_task;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,7 +20,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::modality::image::dataset::ImageDataset;
 use crate::params::ParamStore;
-use crate::recipe::{self, DataFormat, DataSource, ImageSection, Loaded, Override, Recipe};
+use crate::recipe::{self, DataFormat, DataSource, ImageSection, Loaded, Modality, Override, Recipe};
 use crate::train::{self, checkpoint};
 use downstream::DownstreamResult;
 use pretrain::{Objective, PretrainTask};
@@ -48,6 +50,10 @@ pub struct Summary {
     pub data_wait_seconds: f64,
     pub encoder_parameters: usize,
     pub total_parameters: usize,
+    /// Text: masked-token loss, perplexity and accuracy on the held-out split after
+    /// pretraining.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_out_mlm: Option<crate::objective::mlm::MlmEval>,
     pub downstream: Vec<DownstreamResult>,
     /// Test accuracy by method and label fraction (also written as `report.md`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -149,6 +155,9 @@ fn prepare(r: &Recipe, file: &Path) -> Result<Prepared> {
 /// Validates a recipe through one forward pass of one batch, without training; returns a
 /// report of the shapes involved.
 pub fn dry_run(loaded: &Loaded) -> Result<String> {
+    if loaded.recipe.data.modality == Modality::Text {
+        return text::dry_run(loaded);
+    }
     let r = &loaded.recipe;
     let p = prepare(r, &loaded.file)?;
     let b = r.train.batch_size.min(p.train.len);
@@ -209,8 +218,17 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
 
 /// Starts a new run of a loaded recipe.
 pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
+    if loaded.recipe.data.modality == Modality::Text {
+        return text::start(loaded, opts);
+    }
     // Data and model first: a recipe that cannot run leaves no run directory behind.
     let prepared = prepare(&loaded.recipe, &loaded.file)?;
+    let run_dir = new_run_dir(loaded, opts)?;
+    execute(prepared, &loaded.recipe, &run_dir, &loaded.file, opts)
+}
+
+/// Creates the run directory of a new run and writes the resolved recipe into it.
+fn new_run_dir(loaded: &Loaded, opts: &RunOptions) -> Result<PathBuf> {
     let run_dir = match &opts.out {
         Some(out) => {
             std::fs::create_dir(out).map_err(|e| Error::io(out, e))?;
@@ -223,7 +241,13 @@ pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
     };
     dir::write_recipe(&run_dir, &loaded.recipe, &loaded.file)?;
     eprintln!("run directory: {}", run_dir.display());
-    execute(prepared, &loaded.recipe, &run_dir, &loaded.file, opts)
+    Ok(run_dir)
+}
+
+fn write_summary(run_dir: &Path, summary: &Summary) -> Result<()> {
+    let json =
+        serde_json::to_string_pretty(summary).map_err(|e| Error::data(run_dir, e.to_string()))?;
+    crate::tensor_io::write_atomic(&run_dir.join(dir::SUMMARY_FILE), json.as_bytes())
 }
 
 /// Resumes (or finishes) the run in `run_dir` from its latest checkpoint. Overrides (for
@@ -233,6 +257,9 @@ pub fn resume(run_dir: &Path, overrides: &[Override], opts: &RunOptions) -> Resu
     let loaded = recipe::load(&file, overrides)?;
     if !overrides.is_empty() {
         dir::write_recipe(run_dir, &loaded.recipe, &file)?;
+    }
+    if loaded.recipe.data.modality == Modality::Text {
+        return text::resume(&loaded, run_dir, opts);
     }
     execute(
         prepare(&loaded.recipe, &file)?,
@@ -323,11 +350,10 @@ fn execute(
         data_wait_seconds,
         encoder_parameters: p.params.num_params_with_prefix("vit."),
         total_parameters: p.params.num_params(),
+        held_out_mlm: None,
         downstream: results,
         label_efficiency,
     };
-    let json =
-        serde_json::to_string_pretty(&summary).map_err(|e| Error::data(run_dir, e.to_string()))?;
-    crate::tensor_io::write_atomic(&run_dir.join(dir::SUMMARY_FILE), json.as_bytes())?;
+    write_summary(run_dir, &summary)?;
     Ok(summary)
 }

@@ -1,0 +1,151 @@
+//! Masked language modelling (BERT): the text encoder reads a sequence in which some tokens
+//! were selected and (mostly) replaced by the mask token; the MLM head, whose output
+//! projection is tied to the input embeddings, predicts the original token at each selected
+//! position. The loss is the mean cross-entropy over selected positions only.
+//!
+//! Which tokens are selected and what replaces them is the data side's business
+//! ([`crate::modality::text::mask`]); this module sees the result.
+
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarBuilder;
+
+use crate::backbone::Mode;
+use crate::error::{Error, Result};
+use crate::modality::text::encoder::{MlmHead, TextConfig, TextEncoder};
+
+/// Label of a position that is not predicted (as in `transformers`).
+pub const IGNORE: i64 = -100;
+
+/// The text encoder under `text.` and the tied MLM head under `mlm.`.
+pub struct Mlm {
+    pub text: TextEncoder,
+    pub head: MlmHead,
+}
+
+/// A masked batch, ready for the model.
+pub struct MlmBatch {
+    /// `[B, T]` u32, after replacement.
+    pub input_ids: Tensor,
+    /// `[B, T]` f32, 1 = real token, 0 = padding.
+    pub attention_mask: Tensor,
+    /// Flat indices (`b * T + t`) of the selected positions, `[N]` u32.
+    pub positions: Tensor,
+    /// The original tokens at those positions, `[N]` u32.
+    pub targets: Tensor,
+}
+
+impl MlmBatch {
+    /// From row-major ids, mask and labels (`IGNORE` where not selected) of `b` sequences of
+    /// `t` tokens.
+    pub fn new(
+        ids: Vec<u32>,
+        mask: Vec<f32>,
+        labels: &[i64],
+        (b, t): (usize, usize),
+        device: &Device,
+    ) -> Result<Self> {
+        if ids.len() != b * t || mask.len() != b * t || labels.len() != b * t {
+            return Err(Error::Usage(format!(
+                "an MLM batch of {b}x{t} needs {} ids, mask values and labels, found {}, {} and {}",
+                b * t,
+                ids.len(),
+                mask.len(),
+                labels.len()
+            )));
+        }
+        let (mut positions, mut targets) = (Vec::new(), Vec::new());
+        for (i, &l) in labels.iter().enumerate() {
+            if l != IGNORE {
+                positions.push(i as u32);
+                targets.push(u32::try_from(l).map_err(|_| {
+                    Error::Usage(format!("MLM label {l} at flat position {i} is not a token id"))
+                })?);
+            }
+        }
+        let n = positions.len();
+        Ok(Self {
+            input_ids: Tensor::from_vec(ids, (b, t), device)?,
+            attention_mask: Tensor::from_vec(mask, (b, t), device)?,
+            positions: Tensor::from_vec(positions, n, device)?,
+            targets: Tensor::from_vec(targets, n, device)?,
+        })
+    }
+
+    pub fn num_predicted(&self) -> usize {
+        self.targets.dims()[0]
+    }
+}
+
+pub struct MlmOutput {
+    /// Mean cross-entropy over the predicted positions (0 when there are none).
+    pub loss: Tensor,
+    /// `[N, V]` logits at the predicted positions.
+    pub logits: Tensor,
+}
+
+/// Sums over a set of batches: what held-out evaluation reports.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct MlmEval {
+    /// Predicted (masked) tokens evaluated.
+    pub tokens: usize,
+    /// Mean cross-entropy per predicted token (nats).
+    pub loss: f64,
+    /// `exp(loss)`.
+    pub perplexity: f64,
+    /// Fraction of predicted tokens whose arg-max is the original.
+    pub accuracy: f64,
+}
+
+impl Mlm {
+    pub fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            text: TextEncoder::new(cfg, vb.pp("text"))?,
+            head: MlmHead::new(cfg, vb.pp("mlm"))?,
+        })
+    }
+
+    pub fn forward(&self, batch: &MlmBatch, mode: &mut Mode) -> Result<MlmOutput> {
+        let h = self
+            .text
+            .forward(&batch.input_ids, None, Some(&batch.attention_mask), mode)?;
+        let (b, t, d) = h.dims3()?;
+        let chosen = h.reshape((b * t, d))?.index_select(&batch.positions, 0)?;
+        let logits = self.head.forward(&chosen, self.text.word_embeddings())?;
+        let loss = if batch.num_predicted() == 0 {
+            Tensor::zeros((), DType::F32, h.device())?
+        } else {
+            crate::backbone::ops::cross_entropy(&logits, &batch.targets)?
+        };
+        Ok(MlmOutput { loss, logits })
+    }
+
+    /// Summed loss and hits of one batch, in eval mode: `(sum of CE, correct, count)`.
+    pub fn score(&self, batch: &MlmBatch) -> Result<(f64, usize, usize)> {
+        let n = batch.num_predicted();
+        if n == 0 {
+            return Ok((0.0, 0, 0));
+        }
+        let out = self.forward(batch, &mut Mode::Eval)?;
+        let loss = out.loss.to_scalar::<f32>()? as f64 * n as f64;
+        let pred = out.logits.argmax(D::Minus1)?;
+        let hits = pred
+            .eq(&batch.targets)?
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()? as usize;
+        Ok((loss, hits, n))
+    }
+}
+
+impl MlmEval {
+    /// From summed `(loss, hits, count)` over batches.
+    pub fn from_sums(loss: f64, hits: usize, tokens: usize) -> Self {
+        let mean = loss / tokens.max(1) as f64;
+        Self {
+            tokens,
+            loss: mean,
+            perplexity: mean.exp(),
+            accuracy: hits as f64 / tokens.max(1) as f64,
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The text side of the downstream stage: pooled features of the pretrained (or untrained)
+//! text encoder, and fine-tuning of a [`TextClassifier`], on tokenised labelled examples.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+use super::downstream::{DownstreamTask, FineTuned};
+use crate::backbone::Mode;
+use crate::error::{Error, Result};
+use crate::head::finetune::{self, FineTuneConfig, FineTuneLog};
+use crate::head::linear_probe::accuracy;
+use crate::modality::text::classifier::{pool, TextClassifier, TextClassifierSpec};
+use crate::modality::text::encoder::{TextConfig, TextEncoder};
+use crate::params::ParamStore;
+use crate::recipe::{DownstreamInput, DownstreamSection, Pooling};
+
+/// Examples per forward pass when extracting features or evaluating.
+const EVAL_BATCH: usize = 64;
+
+/// Tokenised examples (special tokens included, truncated) and their labels.
+#[derive(Debug, Clone)]
+pub struct Labelled {
+    pub ids: Vec<Vec<u32>>,
+    pub labels: Vec<u32>,
+}
+
+/// `[B, T]` ids of the examples `idx`, padded with `pad` to the longest.
+pub fn pad_batch(examples: &[Vec<u32>], idx: &[usize], pad: u32, device: &Device) -> Result<Tensor> {
+    let t = idx.iter().map(|&i| examples[i].len()).max().unwrap_or(1).max(1);
+    let mut out = Vec::with_capacity(idx.len() * t);
+    for &i in idx {
+        let e = &examples[i];
+        out.extend_from_slice(e);
+        out.extend(std::iter::repeat_n(pad, t - e.len()));
+    }
+    Ok(Tensor::from_vec(out, (idx.len(), t), device)?)
+}
+
+/// Runs `f` over `idx` in batches of similar length (less padding), and returns its
+/// `[N, …]` outputs in the order of `idx`.
+fn by_length(
+    examples: &[Vec<u32>],
+    idx: &[usize],
+    pad: u32,
+    device: &Device,
+    f: &dyn Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let mut order: Vec<usize> = (0..idx.len()).collect();
+    order.sort_by_key(|&k| examples[idx[k]].len());
+    let mut outs = Vec::new();
+    for chunk in order.chunks(EVAL_BATCH) {
+        let rows: Vec<usize> = chunk.iter().map(|&k| idx[k]).collect();
+        outs.push(f(&pad_batch(examples, &rows, pad, device)?)?.detach());
+    }
+    let sorted = Tensor::cat(&outs, 0)?;
+    let mut inverse = vec![0u32; idx.len()];
+    for (pos, &k) in order.iter().enumerate() {
+        inverse[k] = pos as u32;
+    }
+    let inverse = Tensor::from_vec(inverse, idx.len(), device)?;
+    Ok(sorted.index_select(&inverse, 0)?.contiguous()?)
+}
+
+/// Labelled text splits and the pretrained text encoder.
+pub struct TextTask<'a> {
+    pub train: &'a Labelled,
+    pub test: &'a Labelled,
+    /// Class names, in label order.
+    pub label_names: &'a [String],
+    pub config: TextConfig,
+    /// Holds the pretrained encoder as `text.*`.
+    pub pretrained: &'a ParamStore,
+    pub seed: u64,
+    pub device: &'a Device,
+}
+
+impl TextTask<'_> {
+    /// A frozen text encoder: the pretrained one, or the same architecture at the seeded
+    /// initialisation the pretraining started from.
+    fn frozen_encoder(&self, input: DownstreamInput) -> Result<TextEncoder> {
+        let store = match input {
+            DownstreamInput::Pretrained => self.pretrained.clone(),
+            _ => {
+                let fresh = ParamStore::new(self.seed);
+                TextEncoder::new(&self.config, fresh.var_builder(self.device).pp("text"))?;
+                fresh
+            }
+        };
+        Ok(TextEncoder::new(
+            &self.config,
+            store.frozen_var_builder(self.device).pp("text"),
+        )?)
+    }
+
+    fn accuracy_on(&self, model: &TextClassifier, data: &Labelled, idx: &[usize]) -> Result<f64> {
+        let pad = self.config.pad_token_id;
+        let logits = by_length(&data.ids, idx, pad, self.device, &|ids| {
+            Ok(model.forward(ids, &mut Mode::Eval)?)
+        })?;
+        let y: Vec<u32> = idx.iter().map(|&i| data.labels[i]).collect();
+        accuracy(&logits, &Tensor::from_vec(y, idx.len(), self.device)?)
+    }
+}
+
+impl DownstreamTask for TextTask<'_> {
+    fn train_labels(&self) -> &[u32] {
+        &self.train.labels
+    }
+
+    fn test_labels(&self) -> &[u32] {
+        &self.test.labels
+    }
+
+    fn num_classes(&self) -> usize {
+        self.label_names.len()
+    }
+
+    fn features(&self, input: DownstreamInput, pooling: Pooling) -> Result<(Tensor, Tensor)> {
+        if input == DownstreamInput::Pixels {
+            return Err(Error::Usage(
+                "`pixels` is an image baseline; text heads take `pretrained` or `scratch`".into(),
+            ));
+        }
+        let enc = self.frozen_encoder(input)?;
+        let pad = self.config.pad_token_id;
+        let f = |data: &Labelled| -> Result<Tensor> {
+            let all: Vec<usize> = (0..data.ids.len()).collect();
+            by_length(&data.ids, &all, pad, self.device, &|ids| {
+                Ok(pool(&enc, ids, pooling, &mut Mode::Eval)?)
+            })
+        };
+        Ok((f(self.train)?, f(self.test)?))
+    }
+
+    fn fine_tune(
+        &self,
+        section: &DownstreamSection,
+        chosen: &[usize],
+        cfg: &FineTuneConfig,
+        dir: &Path,
+        log: &mut dyn FnMut(&FineTuneLog) -> Result<()>,
+    ) -> Result<FineTuned> {
+        let spec = TextClassifierSpec::new(
+            self.config.clone(),
+            section.pooling,
+            self.label_names.to_vec(),
+        );
+        let store = ParamStore::new(self.seed);
+        let model = TextClassifier::new(&spec, store.var_builder(self.device))?;
+        if section.input == DownstreamInput::Pretrained {
+            store.copy_prefix_from(self.pretrained, "text.")?;
+        }
+        let pad = self.config.pad_token_id;
+        let batch = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
+            let y: Vec<u32> = idx.iter().map(|&i| self.train.labels[i]).collect();
+            Ok((
+                pad_batch(&self.train.ids, idx, pad, self.device)?,
+                Tensor::from_vec(y, idx.len(), self.device)?,
+            ))
+        };
+        let steps = finetune::fine_tune(
+            &store,
+            self.config.encoder.depth,
+            &|x, mode| model.forward(x, mode),
+            &batch,
+            chosen,
+            cfg,
+            log,
+        )?;
+        let frozen = TextClassifier::new(&spec, store.frozen_var_builder(self.device))?;
+        let all: Vec<usize> = (0..self.test.ids.len()).collect();
+        let test_accuracy = self.accuracy_on(&frozen, self.test, &all)?;
+        let train_accuracy = if chosen.len() <= 10_000 {
+            Some(self.accuracy_on(&frozen, self.train, chosen)?)
+        } else {
+            None
+        };
+        let tensors: Vec<(String, Tensor)> = store
+            .vars()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().detach()))
+            .collect();
+        crate::tensor_io::write(&dir.join("model.safetensors"), &tensors, HashMap::new())?;
+        spec.write(dir)?;
+        Ok(FineTuned {
+            test_accuracy,
+            train_accuracy,
+            steps,
+        })
+    }
+}
