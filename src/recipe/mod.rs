@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 pub const PRESETS: &[(&str, &str)] = &[
     ("vit-tiny", include_str!("../../models/vit-tiny.toml")),
     ("vit-mini", include_str!("../../models/vit-mini.toml")),
+    ("bert-mini", include_str!("../../models/bert-mini.toml")),
 ];
 
 /// A recipe as loaded: the typed form plus where it came from.
