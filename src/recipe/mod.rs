@@ -751,8 +751,32 @@ fn validate_augment(a: &AugmentSection, file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Every data file the recipe names exists.
+/// Every data file the recipe names exists (and a local `model.source`).
 pub fn check_paths(r: &Recipe, file: &Path) -> Result<()> {
+    if let Some(src) = r.model.source.as_deref().filter(|s| !s.starts_with("hf:")) {
+        if !Path::new(src).exists() {
+            return Err(Error::MissingFile {
+                file: file.to_path_buf(),
+                key: "model.source".into(),
+                path: PathBuf::from(src),
+            });
+        }
+    }
+    if let Some(p) = r
+        .data
+        .text
+        .as_ref()
+        .and_then(|t| t.tokenizer.as_ref())
+        .and_then(|t| t.file.as_ref())
+    {
+        if !p.exists() {
+            return Err(Error::MissingFile {
+                file: file.to_path_buf(),
+                key: "data.text.tokenizer.file".into(),
+                path: p.clone(),
+            });
+        }
+    }
     for (key, src) in sources(r) {
         let mut paths = Vec::new();
         if let Some(p) = &src.images {
