@@ -419,6 +419,14 @@ fn write(
     Ok(files)
 }
 
+/// sentence-transformers' `max_seq_length` (`sentence_bert_config.json` beside the
+/// tokenizer), which it truncates to rather than the model's positions.
+pub fn sentence_max_len(tokenizer: &Path) -> Option<usize> {
+    let path = tokenizer.parent()?.join("sentence_bert_config.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    v.get("max_seq_length")?.as_u64().map(|n| n as usize)
+}
+
 /// A tokenized batch, padded to its longest sentence.
 pub struct TokenBatch {
     /// `[B, T]` u32.
