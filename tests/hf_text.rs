@@ -441,22 +441,32 @@ fn pretext_mlm_tensors_export_and_load_back() {
             .iter()
             .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
             .collect();
-        let out = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        // scripts/check-hf.sh keeps the exports (and inputs) to load them in transformers.
+        let keep = std::env::var_os("PRETEXT_HF_TEXT_EXPORT_OUT").map(PathBuf::from);
+        let family = match positions {
+            TextPositions::Absolute => "bert",
+            TextPositions::Roberta => "roberta",
+        };
+        let out = match &keep {
+            Some(dir) => dir.join(family),
+            None => tmp.path().to_path_buf(),
+        };
         let tok = committed().join("bert_model/tokenizer.json");
         let tok = (positions == TextPositions::Absolute).then_some(tok.as_path());
         if let Some(tok) = tok {
-            let err = text::export(&cfg, &tensors, Some(tok), out.path()).unwrap_err();
+            let err = text::export(&cfg, &tensors, Some(tok), &out).unwrap_err();
             assert!(err.to_string().contains("vocab_size is 30"), "{err}");
         }
-        let files = text::export(&cfg, &tensors, None, out.path()).unwrap();
+        let files = text::export(&cfg, &tensors, None, &out).unwrap();
         assert_eq!(files.len(), 2);
-        let cfg_json = std::fs::read_to_string(out.path().join("config.json")).unwrap();
+        let cfg_json = std::fs::read_to_string(out.join("config.json")).unwrap();
         let expected_class = match positions {
             TextPositions::Absolute => "BertForMaskedLM",
             TextPositions::Roberta => "RobertaForMaskedLM",
         };
         assert!(cfg_json.contains(expected_class), "{cfg_json}");
-        let names = read(&out.path().join("model.safetensors"));
+        let names = read(&out.join("model.safetensors"));
         let prefix = if positions == TextPositions::Absolute {
             "bert."
         } else {
@@ -464,13 +474,31 @@ fn pretext_mlm_tensors_export_and_load_back() {
         };
         assert!(names.contains_key(&format!("{prefix}embeddings.word_embeddings.weight")));
 
-        let back = load_text(out.path().to_str().unwrap());
+        let back = load_text(out.to_str().unwrap());
         assert_eq!(back.spec.config.positions, positions);
         let model = TextModel::build(&back, &Device::Cpu).unwrap();
         let inputs = BTreeMap::from([
             ("input_ids".to_string(), ids.clone()),
             ("attention_mask".to_string(), mask.clone()),
         ]);
+        if let Some(dir) = &keep {
+            let labels = Tensor::new(
+                &[[-100i64, 4, -100, 7, -100], [-100, 11, -100, -100, -100]],
+                &Device::Cpu,
+            )
+            .unwrap();
+            let list = vec![
+                ("input_ids".to_string(), ids.clone()),
+                ("attention_mask".to_string(), mask.clone()),
+                ("labels".to_string(), labels),
+            ];
+            pretext::tensor_io::write(
+                &dir.join(format!("{family}-inputs.safetensors")),
+                &list,
+                Default::default(),
+            )
+            .unwrap();
+        }
         let o = model.forward(&inputs).unwrap();
         assert!(rel_err(&o["last_hidden_state"], &h) < 1e-6);
         assert!(rel_err(&o["logits"], &logits) < 1e-6);
