@@ -220,17 +220,18 @@ pub fn decoder_weight(spec: &TextSpec) -> String {
 pub fn parse_config(map: &Map<String, Value>, path: &Path) -> Result<TextSpec> {
     let f = Fields { path, map };
     let model_type = f.str_or("model_type", "")?;
-    let family =
-        match model_type {
-            "bert" => TextFamily::Bert,
-            "roberta" => TextFamily::Roberta,
-            other => return Err(f.err(
+    let family = match model_type {
+        "bert" => TextFamily::Bert,
+        "roberta" => TextFamily::Roberta,
+        other => {
+            return Err(f.err(
                 "model_type",
                 format!(
                     "`{other}` is not a text model pretext loads; expected \"bert\" or \"roberta\""
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let arch = map
         .get("architectures")
         .and_then(|a| a.as_array())

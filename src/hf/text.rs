@@ -453,7 +453,9 @@ pub fn tokenize(
         max_length: max_len,
         ..Default::default()
     }))
-    .and_then(|t| Ok(t.with_padding(None)))
+    .map(|t| {
+        t.with_padding(None);
+    })
     .map_err(|e| Error::data(path, format!("cannot set truncation: {e}")))?;
     let enc = tok
         .encode_batch(texts.to_vec(), true)
