@@ -37,7 +37,7 @@ roundtrip() { # SRC INPUTS NAME
 
 echo "== exports of Hugging Face directories"
 for case in vit_model vit_classifier vit_mae_norm_pix vit_mae_raw \
-    bert_model bert_mlm roberta_model roberta_mlm; do
+    bert_model bert_mlm roberta_model roberta_mlm bert_cls roberta_cls; do
     roundtrip "$out/fixtures/$case" "$out/fixtures/$case/io.safetensors" "$case"
 done
 

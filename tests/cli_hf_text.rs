@@ -7,7 +7,14 @@ use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 
-const CASES: [&str; 4] = ["bert_model", "bert_mlm", "roberta_model", "roberta_mlm"];
+const CASES: [&str; 6] = [
+    "bert_model",
+    "bert_mlm",
+    "roberta_model",
+    "roberta_mlm",
+    "bert_cls",
+    "roberta_cls",
+];
 const INPUTS: [&str; 4] = ["input_ids", "attention_mask", "token_type_ids", "labels"];
 /// The sentences of `make_text_fixtures.py`'s `embed.safetensors`.
 const SENTENCES: [&str; 5] = [

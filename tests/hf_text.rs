@@ -21,7 +21,14 @@ use pretext::hf::text::{self, TextLoaded, TextModel};
 use pretext::modality::text::{MlmHead, TextConfig, TextEncoder, TextPositions};
 
 const REL_TOL: f32 = 1e-4;
-const CASES: [&str; 4] = ["bert_model", "bert_mlm", "roberta_model", "roberta_mlm"];
+const CASES: [&str; 6] = [
+    "bert_model",
+    "bert_mlm",
+    "roberta_model",
+    "roberta_mlm",
+    "bert_cls",
+    "roberta_cls",
+];
 const INPUTS: [&str; 4] = ["input_ids", "attention_mask", "token_type_ids", "labels"];
 
 fn committed() -> PathBuf {
@@ -112,6 +119,16 @@ fn roberta_model_matches_transformers() {
 #[test]
 fn roberta_for_masked_lm_matches_transformers() {
     check("roberta_mlm");
+}
+
+#[test]
+fn bert_for_sequence_classification_matches_transformers() {
+    check("bert_cls");
+}
+
+#[test]
+fn roberta_for_sequence_classification_matches_transformers() {
+    check("roberta_cls");
 }
 
 #[test]
@@ -223,7 +240,7 @@ fn missing_tensor_is_named_with_its_shape() {
     let msg = load_err(tmp.path());
     assert!(msg.contains("model.safetensors"), "{msg}");
     assert!(
-        msg.contains("encoder.layer.1.attention.self.key.weight") && msg.contains("[32, 32]"),
+        msg.contains("encoder.layer.1.attention.self.key.weight") && msg.contains("[24, 24]"),
         "{msg}"
     );
 }

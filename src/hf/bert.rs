@@ -11,7 +11,11 @@
 //! mlm.dense.{weight,bias}          cls.predictions.transform.dense.*     lm_head.dense.*
 //! mlm.norm.{weight,bias}           cls.predictions.transform.LayerNorm.* lm_head.layer_norm.*
 //! mlm.bias                         cls.predictions.bias                  lm_head.bias
+//! pooler.dense.{weight,bias}       (BERT: the pooler)                    classifier.dense.*
+//! classifier.{weight,bias}         classifier.*                          classifier.out_proj.*
 //! ```
+//! (the last two lines for `…ForSequenceClassification`: RoBERTa's classification head is
+//! BERT's pooler + classifier under other names).
 //! Base-model names (all but the MLM head's) carry the prefix `bert.` / `roberta.` inside task
 //! wrappers and none in a bare `BertModel`; loading accepts both, as `from_pretrained` does.
 //! The MLM decoder weight is tied to `embeddings.word_embeddings.weight`: checkpoints may or
@@ -79,6 +83,10 @@ pub enum TextKind {
     Encoder { pooler: bool },
     /// `BertForMaskedLM` / `RobertaForMaskedLM`.
     MaskedLm,
+    /// `BertForSequenceClassification` / `RobertaForSequenceClassification`:
+    /// `classifier(tanh(dense(h[:, 0])))`. BERT's `dense` is its pooler; RoBERTa's is
+    /// `classifier.dense` (its `classifier.out_proj` is pretext's `classifier`).
+    Classifier { num_labels: usize },
 }
 
 /// Shape and behaviour of a text model, enough to build it around its weights.
@@ -100,6 +108,10 @@ impl TextSpec {
             (TextFamily::Bert, TextKind::MaskedLm) => "BertForMaskedLM",
             (TextFamily::Roberta, TextKind::Encoder { .. }) => "RobertaModel",
             (TextFamily::Roberta, TextKind::MaskedLm) => "RobertaForMaskedLM",
+            (TextFamily::Bert, TextKind::Classifier { .. }) => "BertForSequenceClassification",
+            (TextFamily::Roberta, TextKind::Classifier { .. }) => {
+                "RobertaForSequenceClassification"
+            }
         }
     }
 }
@@ -162,7 +174,12 @@ pub fn rows(spec: &TextSpec) -> Vec<Row> {
             }
         }
     }
-    if spec.kind == (TextKind::Encoder { pooler: true }) {
+    let bert_pooler = match spec.kind {
+        TextKind::Encoder { pooler } => pooler,
+        TextKind::Classifier { .. } => spec.family() == TextFamily::Bert,
+        TextKind::MaskedLm => false,
+    };
+    if bert_pooler {
         rows.push(Row::new(
             "pooler.dense.weight",
             "pooler.dense.weight",
@@ -171,6 +188,30 @@ pub fn rows(spec: &TextSpec) -> Vec<Row> {
         rows.push(Row::new("pooler.dense.bias", "pooler.dense.bias", vec![d]));
     }
     let mut rows: Vec<Row> = rows.into_iter().map(Row::base).collect();
+    if let TextKind::Classifier { num_labels: n } = spec.kind {
+        let (dense, out) = match spec.family() {
+            TextFamily::Bert => (None, "classifier"),
+            TextFamily::Roberta => (Some("classifier.dense"), "classifier.out_proj"),
+        };
+        if let Some(dense) = dense {
+            rows.push(Row::new(
+                "pooler.dense.weight",
+                format!("{dense}.weight"),
+                vec![d, d],
+            ));
+            rows.push(Row::new(
+                "pooler.dense.bias",
+                format!("{dense}.bias"),
+                vec![d],
+            ));
+        }
+        rows.push(Row::new(
+            "classifier.weight",
+            format!("{out}.weight"),
+            vec![n, d],
+        ));
+        rows.push(Row::new("classifier.bias", format!("{out}.bias"), vec![n]));
+    }
     if spec.kind == TextKind::MaskedLm {
         let (head, norm) = match spec.family() {
             TextFamily::Bert => ("cls.predictions.transform", "LayerNorm"),
@@ -209,6 +250,9 @@ pub fn ignorable(spec: &TextSpec, name: &str) -> bool {
     ) || name == format!("{head}.decoder.bias")
         || (spec.kind == TextKind::MaskedLm
             && (base.starts_with("pooler.") || name.starts_with("cls.seq_relationship.")))
+        || (matches!(spec.kind, TextKind::Classifier { .. })
+            && spec.family() == TextFamily::Roberta
+            && base.starts_with("pooler."))
 }
 
 /// The tied decoder weight's name in a checkpoint.
@@ -243,12 +287,27 @@ pub fn parse_config(map: &Map<String, Value>, path: &Path) -> Result<TextSpec> {
         | (TextFamily::Roberta, Some("RobertaModel")) => TextKind::Encoder { pooler: true },
         (TextFamily::Bert, Some("BertForMaskedLM"))
         | (TextFamily::Roberta, Some("RobertaForMaskedLM")) => TextKind::MaskedLm,
+        (TextFamily::Bert, Some("BertForSequenceClassification"))
+        | (TextFamily::Roberta, Some("RobertaForSequenceClassification")) => {
+            let num_labels = match map.get("id2label").and_then(|v| v.as_object()) {
+                Some(labels) => labels.len(),
+                None => f.usize_or("num_labels", 2)?,
+            };
+            let problem = f.str_or("problem_type", "")?;
+            if problem == "multi_label_classification" {
+                return Err(f.err(
+                    "problem_type",
+                    "multi-label classification is not supported",
+                ));
+            }
+            TextKind::Classifier { num_labels }
+        }
         (_, Some(other)) => {
             return Err(f.err(
                 "architectures",
                 format!(
                     "`{other}` is not supported; pretext loads BertModel, BertForMaskedLM, \
-                     RobertaModel and RobertaForMaskedLM"
+                     BertForSequenceClassification and their RoBERTa counterparts"
                 ),
             ))
         }
@@ -359,6 +418,21 @@ pub fn config_json(
     });
     if let Value::Object(m) = fields {
         out.extend(m);
+    }
+    if let TextKind::Classifier { num_labels: n } = spec.kind {
+        let keep = out
+            .get("id2label")
+            .and_then(|v| v.as_object())
+            .is_some_and(|m| m.len() == n);
+        if !keep {
+            let id2label: Map<String, Value> = (0..n)
+                .map(|i| (i.to_string(), json!(format!("LABEL_{i}"))))
+                .collect();
+            let label2id: Map<String, Value> =
+                (0..n).map(|i| (format!("LABEL_{i}"), json!(i))).collect();
+            out.insert("id2label".into(), Value::Object(id2label));
+            out.insert("label2id".into(), Value::Object(label2id));
+        }
     }
     Ok(out)
 }

@@ -152,6 +152,8 @@ pub struct TextModel {
     /// `tanh(dense(h[:, 0]))`.
     pub pooler: Option<Linear>,
     pub mlm: Option<MlmHead>,
+    /// On the pooler's output (sequence classification).
+    pub classifier: Option<Linear>,
 }
 
 /// `input_ids` and friends read from an inputs file, any integer dtype.
@@ -178,21 +180,22 @@ impl TextModel {
         let c = &m.spec.config;
         let encoder = TextEncoder::new(c, vb.pp("text"))?;
         let d = c.encoder.dim;
-        let (pooler, mlm) = match m.spec.kind {
-            TextKind::Encoder { pooler } => (
-                if pooler {
-                    Some(Linear::new(d, d, true, vb.pp("pooler.dense"))?)
-                } else {
-                    None
-                },
+        let pooler = || Linear::new(d, d, true, vb.pp("pooler.dense"));
+        let (pooler, mlm, classifier) = match m.spec.kind {
+            TextKind::Encoder { pooler: false } => (None, None, None),
+            TextKind::Encoder { pooler: true } => (Some(pooler()?), None, None),
+            TextKind::MaskedLm => (None, Some(MlmHead::new(c, vb.pp("mlm"))?), None),
+            TextKind::Classifier { num_labels } => (
+                Some(pooler()?),
                 None,
+                Some(Linear::new(d, num_labels, true, vb.pp("classifier"))?),
             ),
-            TextKind::MaskedLm => (None, Some(MlmHead::new(c, vb.pp("mlm"))?)),
         };
         Ok(Self {
             encoder,
             pooler,
             mlm,
+            classifier,
         })
     }
 
@@ -240,9 +243,9 @@ impl TextModel {
     }
 
     /// Runs the model on `inputs` (`input_ids`, optional `attention_mask`, `token_type_ids`,
-    /// and `labels` with -100 = ignore for MLM), returning `last_hidden_state`,
-    /// `pooler_output`, `logits` and `loss` (mean cross-entropy over the labelled tokens) as
-    /// the model has them.
+    /// and `labels`: `[B, T]` with -100 = ignore for MLM, `[B]` for classifiers), returning
+    /// `last_hidden_state`, `pooler_output` (encoders with pooler), `logits` and `loss` as
+    /// `transformers` does.
     pub fn forward(&self, inputs: &BTreeMap<String, Tensor>) -> Result<BTreeMap<String, Tensor>> {
         let ids = int_input(inputs, "input_ids")?
             .ok_or_else(|| Error::Usage("inputs: missing tensor `input_ids` [B, T]".into()))?;
@@ -252,7 +255,19 @@ impl TextModel {
         let mut out = BTreeMap::new();
         if let Some(p) = &self.pooler {
             let first = h.narrow(1, 0, 1)?.squeeze(1)?;
-            out.insert("pooler_output".into(), p.forward(&first)?.tanh()?);
+            let pooled = p.forward(&first)?.tanh()?;
+            match &self.classifier {
+                Some(c) => {
+                    let logits = c.forward(&pooled)?;
+                    if let Some(labels) = inputs.get("labels") {
+                        out.insert("loss".into(), classifier_loss(&logits, labels)?);
+                    }
+                    out.insert("logits".into(), logits);
+                }
+                None => {
+                    out.insert("pooler_output".into(), pooled);
+                }
+            }
         }
         if let Some(head) = &self.mlm {
             let logits = head.forward(&h, self.encoder.word_embeddings())?;
@@ -264,6 +279,40 @@ impl TextModel {
         out.insert("last_hidden_state".into(), h);
         Ok(out)
     }
+}
+
+/// `…ForSequenceClassification`'s loss: cross-entropy for integer labels `[B]` with several
+/// classes, mean squared error for one output (regression, labels `[B]` float).
+pub fn classifier_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let (b, n) = logits.dims2()?;
+    if labels.dims() != [b] {
+        return Err(Error::Usage(format!(
+            "inputs: `labels` must have shape [{b}] (one per sequence), found {:?}",
+            labels.dims()
+        )));
+    }
+    if n == 1 {
+        let l = labels.to_dtype(DType::F32)?;
+        return Ok((logits.squeeze(1)? - l)?.sqr()?.mean_all()?);
+    }
+    if labels.dtype().is_float() {
+        return Err(Error::Usage(
+            "inputs: `labels` must be integer class indices (multi-label classification is \
+             not supported)"
+                .into(),
+        ));
+    }
+    let l = labels.to_dtype(DType::I64)?;
+    let bad = l
+        .to_vec1::<i64>()?
+        .into_iter()
+        .find(|&x| x < 0 || x as usize >= n);
+    if let Some(x) = bad {
+        return Err(Error::Usage(format!(
+            "inputs: label {x} is out of range for {n} classes"
+        )));
+    }
+    Ok(candle_nn::loss::cross_entropy(logits, &l)?)
 }
 
 /// Mean cross-entropy of `logits [B, T, V]` over the tokens whose `labels [B, T]` are not
@@ -332,12 +381,12 @@ pub fn write_hf(m: &TextLoaded, out: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Exports tensors under pretext's names — `text.*` (the encoder), and `mlm.*` (an
-/// MLM head; the model is then `BertForMaskedLM` / `RobertaForMaskedLM`) or `pooler.dense.*`
-/// (a `BertModel` / `RobertaModel` with pooler) — as a `transformers` directory: BERT layout
+/// MLM head; the model is then `BertForMaskedLM` / `RobertaForMaskedLM`), or `pooler.dense.*`
+/// and `classifier.*` (`…ForSequenceClassification`), or `pooler.dense.*` alone (a
+/// `BertModel` / `RobertaModel` with pooler) — as a `transformers` directory: BERT layout
 /// for [`crate::modality::text::TextPositions::Absolute`], RoBERTa for `Roberta`.
 /// `tokenizer`, when given, is copied in as `tokenizer.json` (and checked against
-/// `cfg.vocab_size`). Tensors under other names (optimizer state, `classifier.*`) are not
-/// exported. Returns the files written.
+/// `cfg.vocab_size`). Tensors under other names (optimizer state) are not exported. Returns the files written.
 pub fn export(
     cfg: &TextConfig,
     tensors: &BTreeMap<String, Tensor>,
@@ -346,6 +395,10 @@ pub fn export(
 ) -> Result<Vec<PathBuf>> {
     let kind = if tensors.contains_key("mlm.bias") {
         TextKind::MaskedLm
+    } else if let Some(c) = tensors.get("classifier.bias") {
+        TextKind::Classifier {
+            num_labels: c.dim(0)?,
+        }
     } else {
         TextKind::Encoder {
             pooler: tensors.contains_key("pooler.dense.weight"),
@@ -372,7 +425,7 @@ fn write(
     let cfg = bert::config_json(spec, base)?;
     let prefix = match spec.kind {
         TextKind::Encoder { .. } => "",
-        TextKind::MaskedLm => spec.family().prefix(),
+        TextKind::MaskedLm | TextKind::Classifier { .. } => spec.family().prefix(),
     };
     let mut list = Vec::new();
     for row in bert::rows(spec) {
