@@ -55,7 +55,9 @@ pub enum Command {
     ///
     /// `--format hf` writes config.json, model.safetensors and preprocessor_config.json in
     /// the layout `save_pretrained` writes, which `from_pretrained` loads: an MAE run as
-    /// ViTMAEForPreTraining, a saved classifier as ViTForImageClassification.
+    /// ViTMAEForPreTraining, a saved classifier as ViTForImageClassification. Text models
+    /// (BERT, RoBERTa) are written as config.json, model.safetensors and, when the source has
+    /// one, tokenizer.json.
     Export {
         /// A run directory, a checkpoint inside a run, a saved classifier directory, a
         /// Hugging Face directory, or hf:org/name[@rev] (local Hugging Face cache).
@@ -68,9 +70,14 @@ pub enum Command {
     },
     /// Run a model on a safetensors file of inputs named as in transformers.
     ///
-    /// Inputs: pixel_values, optional noise and labels (other tensors are ignored); writes last_hidden_state and, where the model has
-    /// them, pooler_output, logits, loss, mask (f32), ids_restore (i64). An MAE given no
-    /// noise draws it with seed 0 and writes it as `noise`.
+    /// Image models: pixel_values, optional noise and labels (other tensors are ignored);
+    /// writes last_hidden_state and, where the model has them, pooler_output, logits, loss,
+    /// mask (f32), ids_restore (i64). An MAE given no noise draws it with seed 0 and writes it
+    /// as `noise`.
+    ///
+    /// Text models (BERT, RoBERTa): input_ids, optional attention_mask, token_type_ids and
+    /// labels (-100 = ignore; int64 or uint32); writes last_hidden_state, pooler_output (if
+    /// the model has a pooler), logits and loss (MLM models; loss when labels are given).
     Forward {
         /// Any model source (see `export`).
         #[arg(long)]
@@ -82,22 +89,38 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Pooled embeddings of image files (one per image).
+    /// Pooled embeddings of image files (one per image) or sentences (one per sentence).
+    ///
+    /// Text models tokenize with the model's tokenizer.json (truncating to the model's
+    /// positions, or to sentence_bert_config.json's max_seq_length where there is one, with
+    /// a warning), pad per batch, and by default mean-pool over the attention
+    /// mask and L2-normalise, as sentence-transformers does.
     Embed {
         /// Any model source (see `export`).
         #[arg(long)]
         model: String,
         /// Image files (PNG, JPEG).
-        #[arg(long = "image", value_name = "PATH", required = true, num_args = 1..)]
+        #[arg(long = "image", value_name = "PATH", num_args = 1..)]
         images: Vec<PathBuf>,
-        /// FILE.safetensors (`embeddings` [N, D], file names in the metadata key `images`)
-        /// or FILE.jsonl (`{"image": path, "embedding": [...]}` per line); default: JSON
-        /// lines on standard output.
+        /// A sentence to embed (repeatable); text models only.
+        #[arg(long = "text", value_name = "SENTENCE")]
+        texts: Vec<String>,
+        /// A file of sentences, one per line (blank lines skipped); text models only.
+        #[arg(long, value_name = "FILE")]
+        text_file: Option<PathBuf>,
+        /// FILE.safetensors (`embeddings` [N, D], file names or sentences in the metadata key
+        /// `images` / `texts`) or FILE.jsonl (`{"image"|"text": ..., "embedding": [...]}` per
+        /// line); default: JSON lines on standard output.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// The class token's final hidden state, or the mean of the patch tokens'.
-        #[arg(long, value_enum, default_value = "cls")]
-        pooling: PoolingArg,
+        /// The first (class) token's final hidden state, or the mean of the hidden states
+        /// (images: of the patch tokens; text: over the attention mask). Default: cls for
+        /// images, mean for text.
+        #[arg(long, value_enum)]
+        pooling: Option<PoolingArg>,
+        /// Text: leave the embeddings unnormalised (default: L2-normalised).
+        #[arg(long)]
+        no_normalize: bool,
     },
 }
 
@@ -213,7 +236,22 @@ pub fn execute(cli: Cli) -> Result<()> {
         }
         Command::Export { src, format, out } => {
             let ExportFormat::Hf = format;
-            let model = hf::source::load(&src, &Device::Cpu)?;
+            let model = match hf::source::load_any(&src, &Device::Cpu)? {
+                hf::source::AnyModel::Image(m) => m,
+                hf::source::AnyModel::Text(m) => {
+                    let files = hf::text::write_hf(&m, &out)?;
+                    println!(
+                        "wrote {} ({}) to {}",
+                        file_names(&files),
+                        m.spec.hf_class(),
+                        out.display()
+                    );
+                    if let Some(note) = hf::text::notes(&m.spec) {
+                        eprintln!("note: {note}");
+                    }
+                    return Ok(());
+                }
+            };
             let files = hf::export::write_hf(&model, &out)?;
             println!(
                 "wrote {} ({}) to {}",
@@ -231,10 +269,16 @@ pub fn execute(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Forward { model, inputs, out } => {
-            let loaded = hf::source::load(&model, &Device::Cpu)?;
-            let m = hf::Model::build(&loaded, &Device::Cpu)?;
             let tensors = crate::tensor_io::read(&inputs, &Device::Cpu)?.tensors;
-            let outputs = m.forward(&tensors).map_err(|e| match e {
+            let outputs = match hf::source::load_any(&model, &Device::Cpu)? {
+                hf::source::AnyModel::Image(loaded) => {
+                    hf::Model::build(&loaded, &Device::Cpu)?.forward(&tensors)
+                }
+                hf::source::AnyModel::Text(loaded) => {
+                    hf::text::TextModel::build(&loaded, &Device::Cpu)?.forward(&tensors)
+                }
+            };
+            let outputs = outputs.map_err(|e| match e {
                 Error::Usage(msg) => Error::data(&inputs, msg),
                 Error::Candle(c) => Error::data(&inputs, c.to_string()),
                 e => e,
@@ -246,41 +290,106 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Embed {
             model,
             images,
+            texts,
+            text_file,
             out,
             pooling,
-        } => embed(&model, &images, out.as_deref(), pooling),
+            no_normalize,
+        } => {
+            let mut texts = texts;
+            if let Some(file) = &text_file {
+                let all = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+                texts.extend(
+                    all.lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(str::to_string),
+                );
+                if texts.is_empty() {
+                    return Err(Error::data(file, "no sentences in this file"));
+                }
+            }
+            match (images.is_empty(), texts.is_empty()) {
+                (false, true) => embed(&model, &images, out.as_deref(), pooling),
+                (true, false) => embed_text(&model, &texts, out.as_deref(), pooling, !no_normalize),
+                (true, true) => Err(Error::Usage(
+                    "embed: give --image PATH..., or --text SENTENCE / --text-file FILE".into(),
+                )),
+                (false, false) => Err(Error::Usage(
+                    "embed: give images or sentences, not both".into(),
+                )),
+            }
+        }
     }
 }
 
-/// `pretext embed`: decode, batch, encode, pool, write.
-fn embed(
+/// `pretext embed --text`: tokenize, batch (padded per batch), encode, pool, write.
+fn embed_text(
     model: &str,
-    images: &[PathBuf],
+    texts: &[String],
     out: Option<&std::path::Path>,
-    pooling: PoolingArg,
+    pooling: Option<PoolingArg>,
+    normalize: bool,
 ) -> Result<()> {
     let dev = Device::Cpu;
-    let loaded = hf::source::load(model, &dev)?;
-    let m = hf::Model::build(&loaded, &dev)?;
-    let pooling = match pooling {
-        PoolingArg::Cls => recipe::Pooling::Cls,
-        PoolingArg::Mean => recipe::Pooling::Mean,
+    let loaded = match hf::source::load_any(model, &dev)? {
+        hf::source::AnyModel::Text(m) => m,
+        hf::source::AnyModel::Image(m) => {
+            return Err(Error::Usage(format!(
+                "{model} is an image model ({}): embed images with --image",
+                m.spec.hf_class()
+            )))
+        }
     };
-    let g = loaded.spec.geometry;
-    let files = ImageDataset::from_files(images.to_vec(), g.channels, g.size)?;
-    let all: Vec<usize> = (0..files.len).collect();
-    let mut rows = Vec::with_capacity(images.len());
-    for chunk in all.chunks(64) {
-        let n = &loaded.normalize;
-        let pixels = files.batch(chunk, &n.mean, &n.std, &dev)?;
-        rows.extend(m.embed(&pixels, pooling)?.to_vec2::<f32>()?);
+    let tok_path = loaded.tokenizer.clone().ok_or_else(|| {
+        Error::data(
+            &loaded.origin,
+            "this model has no tokenizer.json, which embedding sentences needs",
+        )
+    })?;
+    let tok = hf::text::read_tokenizer(&tok_path)?;
+    let m = hf::text::TextModel::build(&loaded, &dev)?;
+    let pooling = match pooling {
+        Some(PoolingArg::Mean) | None => recipe::Pooling::Mean,
+        Some(PoolingArg::Cls) => recipe::Pooling::Cls,
+    };
+    let max_len = hf::text::sentence_max_len(&tok_path)
+        .map_or(m.config().max_len(), |n| n.min(m.config().max_len()));
+    let mut rows: Vec<Vec<f32>> = Vec::with_capacity(texts.len());
+    for (c, chunk) in texts.chunks(32).enumerate() {
+        let batch = hf::text::tokenize(
+            &tok,
+            chunk,
+            max_len,
+            m.config().pad_token_id,
+            &tok_path,
+            &dev,
+        )?;
+        for (i, _) in &batch.truncated {
+            eprintln!(
+                "warning: sentence {} is longer than the model's {max_len} positions \
+                 (with special tokens); truncated to {max_len} tokens",
+                c * 32 + i + 1
+            );
+        }
+        let e = m.embed(&batch.input_ids, &batch.attention_mask, pooling, normalize)?;
+        rows.extend(e.to_vec2::<f32>()?);
     }
-    let names: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
+    write_embeddings(out, "text", texts, &rows)
+}
+
+/// Embeddings as JSON lines (`{key: name, "embedding": [...]}`) on standard output or in a
+/// `.jsonl` file, or a `.safetensors` file (`embeddings` [N, D], names in metadata `{key}s`).
+fn write_embeddings(
+    out: Option<&std::path::Path>,
+    key: &str,
+    names: &[String],
+    rows: &[Vec<f32>],
+) -> Result<()> {
     let jsonl = || -> String {
         names
             .iter()
-            .zip(&rows)
-            .map(|(n, e)| serde_json::json!({"image": n, "embedding": e}).to_string() + "\n")
+            .zip(rows)
+            .map(|(n, e)| serde_json::json!({key: n, "embedding": e}).to_string() + "\n")
             .collect()
     };
     match out {
@@ -291,10 +400,10 @@ fn embed(
         Some(path) if path.extension().is_some_and(|e| e == "safetensors") => {
             let d = rows.first().map_or(0, Vec::len);
             let flat: Vec<f32> = rows.concat();
-            let t = candle_core::Tensor::from_vec(flat, (rows.len(), d), &dev)?;
+            let t = candle_core::Tensor::from_vec(flat, (rows.len(), d), &Device::Cpu)?;
             let meta = std::collections::HashMap::from([(
-                "images".to_string(),
-                serde_json::to_string(&names).unwrap_or_default(),
+                format!("{key}s"),
+                serde_json::to_string(names).unwrap_or_default(),
             )]);
             crate::tensor_io::write(path, &[("embeddings".to_string(), t)], meta)?
         }
@@ -306,4 +415,47 @@ fn embed(
         }
     }
     Ok(())
+}
+
+fn file_names(files: &[PathBuf]) -> String {
+    files
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `pretext embed`: decode, batch, encode, pool, write.
+fn embed(
+    model: &str,
+    images: &[PathBuf],
+    out: Option<&std::path::Path>,
+    pooling: Option<PoolingArg>,
+) -> Result<()> {
+    let dev = Device::Cpu;
+    let loaded = match hf::source::load_any(model, &dev)? {
+        hf::source::AnyModel::Image(m) => m,
+        hf::source::AnyModel::Text(m) => {
+            return Err(Error::Usage(format!(
+                "{model} is a text model ({}): embed sentences with --text or --text-file",
+                m.spec.hf_class()
+            )))
+        }
+    };
+    let m = hf::Model::build(&loaded, &dev)?;
+    let pooling = match pooling {
+        Some(PoolingArg::Cls) | None => recipe::Pooling::Cls,
+        Some(PoolingArg::Mean) => recipe::Pooling::Mean,
+    };
+    let g = loaded.spec.geometry;
+    let files = ImageDataset::from_files(images.to_vec(), g.channels, g.size)?;
+    let all: Vec<usize> = (0..files.len).collect();
+    let mut rows = Vec::with_capacity(images.len());
+    for chunk in all.chunks(64) {
+        let n = &loaded.normalize;
+        let pixels = files.batch(chunk, &n.mean, &n.std, &dev)?;
+        rows.extend(m.embed(&pixels, pooling)?.to_vec2::<f32>()?);
+    }
+    let names: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
+    write_embeddings(out, "image", &names, &rows)
 }

@@ -33,6 +33,26 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     ))
 }
 
+/// "Hugging Face BertForMaskedLM (bert, text)" for a directory (or a file in one) whose
+/// config.json names its family.
+fn hf_family(path: &Path) -> Option<String> {
+    let dir = if path.is_dir() { path } else { path.parent()? };
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let model_type = v.get("model_type")?.as_str()?;
+    let arch = v
+        .get("architectures")
+        .and_then(|a| a.get(0))
+        .and_then(|a| a.as_str())
+        .unwrap_or("(no architectures)");
+    let modality = match model_type {
+        "bert" | "roberta" => "text",
+        "vit" | "vit_mae" => "image",
+        _ => "not loadable by pretext",
+    };
+    Some(format!("Hugging Face {arch} ({model_type}, {modality})"))
+}
+
 /// A human-readable listing: one line per tensor (name, dtype, shape, elements), totals,
 /// and the training state for checkpoints.
 pub fn report(path: &Path) -> Result<String> {
@@ -53,6 +73,9 @@ pub fn report(path: &Path) -> Result<String> {
     let width = names.iter().map(|n| n.len()).max().unwrap_or(4).max(4);
     let mut out = String::new();
     writeln!(out, "{}", file.display()).ok();
+    if let Some(line) = hf_family(path) {
+        writeln!(out, "{line}").ok();
+    }
     writeln!(
         out,
         "{:width$}  {:5}  {:>16}  {:>10}",

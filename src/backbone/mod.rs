@@ -42,7 +42,7 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn apply(self, x: &Tensor) -> Result<Tensor> {
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
             Activation::Gelu => match fused::gelu_erf(x)? {
                 Some(y) => Ok(y),

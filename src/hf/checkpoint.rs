@@ -45,6 +45,18 @@ pub fn take(
     path: &Path,
     what: &str,
 ) -> Result<BTreeMap<String, Tensor>> {
+    take_prefixed(rows, file, path, what, "vit.")
+}
+
+/// [`take`] for a family whose task wrappers hold the base model under `prefix`
+/// (`"bert."`, `"roberta."`).
+pub fn take_prefixed(
+    rows: &[Row],
+    file: &mut BTreeMap<String, Tensor>,
+    path: &Path,
+    what: &str,
+    prefix: &str,
+) -> Result<BTreeMap<String, Tensor>> {
     let err = |message: String| Error::Checkpoint {
         path: path.to_path_buf(),
         message,
@@ -54,7 +66,7 @@ pub fn take(
         let mut names = vec![row.hf.clone()];
         names.extend(row.aliases.iter().cloned());
         if row.base {
-            let prefixed: Vec<String> = names.iter().map(|n| format!("vit.{n}")).collect();
+            let prefixed: Vec<String> = names.iter().map(|n| format!("{prefix}{n}")).collect();
             names.extend(prefixed);
         }
         let Some((name, t)) = names

@@ -75,13 +75,13 @@ impl HfConfig {
 }
 
 /// Typed access to a JSON object, with errors naming the file and the field.
-struct Fields<'a> {
-    path: &'a Path,
-    map: &'a Map<String, Value>,
+pub(crate) struct Fields<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) map: &'a Map<String, Value>,
 }
 
 impl Fields<'_> {
-    fn err(&self, key: &str, message: impl Into<String>) -> Error {
+    pub(crate) fn err(&self, key: &str, message: impl Into<String>) -> Error {
         Error::InvalidValue {
             file: self.path.to_path_buf(),
             key: key.into(),
@@ -89,25 +89,25 @@ impl Fields<'_> {
         }
     }
 
-    fn required(&self, key: &str) -> Result<&Value> {
+    pub(crate) fn required(&self, key: &str) -> Result<&Value> {
         self.map
             .get(key)
             .filter(|v| !v.is_null())
             .ok_or_else(|| self.err(key, "missing; the model's weights depend on it"))
     }
 
-    fn usize_of(&self, key: &str, v: &Value) -> Result<usize> {
+    pub(crate) fn usize_of(&self, key: &str, v: &Value) -> Result<usize> {
         v.as_u64()
             .filter(|&n| n > 0)
             .map(|n| n as usize)
             .ok_or_else(|| self.err(key, format!("expected a positive integer, found {v}")))
     }
 
-    fn usize(&self, key: &str) -> Result<usize> {
+    pub(crate) fn usize(&self, key: &str) -> Result<usize> {
         self.usize_of(key, self.required(key)?)
     }
 
-    fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
+    pub(crate) fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
         match self.map.get(key).filter(|v| !v.is_null()) {
             Some(v) => self.usize_of(key, v),
             None => Ok(default),
@@ -115,7 +115,7 @@ impl Fields<'_> {
     }
 
     /// An image or patch size: an integer or a square `[n, n]`.
-    fn side(&self, key: &str) -> Result<usize> {
+    pub(crate) fn side(&self, key: &str) -> Result<usize> {
         let v = self.required(key)?;
         match v {
             Value::Array(a) if a.len() == 2 && a[0] == a[1] => self.usize_of(key, &a[0]),
@@ -126,7 +126,7 @@ impl Fields<'_> {
         }
     }
 
-    fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
+    pub(crate) fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
         match self.map.get(key).filter(|v| !v.is_null()) {
             Some(v) => v
                 .as_f64()
@@ -135,7 +135,7 @@ impl Fields<'_> {
         }
     }
 
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+    pub(crate) fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
         match self.map.get(key).filter(|v| !v.is_null()) {
             Some(v) => v
                 .as_bool()
@@ -144,7 +144,7 @@ impl Fields<'_> {
         }
     }
 
-    fn str_or<'b>(&'b self, key: &str, default: &'b str) -> Result<&'b str> {
+    pub(crate) fn str_or<'b>(&'b self, key: &str, default: &'b str) -> Result<&'b str> {
         match self.map.get(key).filter(|v| !v.is_null()) {
             Some(v) => v
                 .as_str()

@@ -14,7 +14,11 @@
 //! - [`hub`]: `hf:org/name[@rev]` in the local Hugging Face cache
 //! - [`model`]: the runnable model and its outputs, named as in `transformers`
 //! - [`export`]: [`LoadedModel`] → `config.json` + `model.safetensors`
+//! - [`bert`], [`text`]: the text families (`BertModel`, `BertForMaskedLM`, `RobertaModel`,
+//!   `RobertaForMaskedLM`): name table, loading, the runnable model, export (also of a
+//!   pretext MLM run's tensors, [`text::export`])
 
+pub mod bert;
 pub mod checkpoint;
 pub mod config;
 pub mod export;
@@ -22,6 +26,7 @@ pub mod hub;
 pub mod model;
 pub mod source;
 pub mod spec;
+pub mod text;
 pub mod vit;
 pub mod vit_mae;
 

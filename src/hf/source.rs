@@ -17,6 +17,7 @@ use candle_core::{Device, Tensor};
 use super::checkpoint::{self, preprocessor_normalize, reject_leftovers};
 use super::hub::{self, HubRef};
 use super::spec::{Kind, LoadedModel, ModelSpec, Normalize};
+use super::text::{self, TextLoaded};
 use crate::error::{Error, Result};
 use crate::modality::image::classifier::{ClassifierSpec, SPEC_FILE, WEIGHTS_FILE};
 use crate::modality::image::encoder::sincos_with_cls;
@@ -25,7 +26,39 @@ use crate::recipe::ObjectiveKind;
 use crate::run::dir;
 use crate::train::checkpoint as ckpt;
 
-/// Loads the model `src` names, on `device`.
+/// An image or a text model.
+#[derive(Debug, Clone)]
+pub enum AnyModel {
+    Image(LoadedModel),
+    Text(TextLoaded),
+}
+
+/// The Hugging Face directory `src` names when it is a text (BERT / RoBERTa) model.
+fn text_dir(src: &str) -> Result<Option<PathBuf>> {
+    let dir = match HubRef::parse(src) {
+        Some(r) => hub::snapshot_dir(&r?)?,
+        None => {
+            let path = Path::new(src);
+            match path.parent() {
+                Some(parent) if path.is_file() => parent.to_path_buf(),
+                _ => path.to_path_buf(),
+            }
+        }
+    };
+    Ok(text::model_type(&dir)
+        .filter(|t| text::is_text_type(t))
+        .map(|_| dir))
+}
+
+/// Loads the model `src` names, image or text, on `device`.
+pub fn load_any(src: &str, device: &Device) -> Result<AnyModel> {
+    match text_dir(src)? {
+        Some(dir) => Ok(AnyModel::Text(text::read_dir(&dir, device, src)?)),
+        None => Ok(AnyModel::Image(load(src, device)?)),
+    }
+}
+
+/// Loads the image model `src` names, on `device` ([`load_any`] for text models too).
 pub fn load(src: &str, device: &Device) -> Result<LoadedModel> {
     if let Some(r) = HubRef::parse(src) {
         let dir = hub::snapshot_dir(&r?)?;

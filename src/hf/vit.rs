@@ -40,7 +40,7 @@ impl Row {
         }
     }
 
-    fn base(mut self) -> Self {
+    pub(crate) fn base(mut self) -> Self {
         self.base = true;
         self
     }
@@ -67,7 +67,7 @@ pub const BLOCK: &[(&str, &str)] = &[
 ];
 
 /// Shape of a block parameter; `None` when the block has no such parameter (qkv bias off).
-fn block_shape(leaf: &str, cfg: &EncoderConfig) -> Option<Vec<usize>> {
+pub(crate) fn block_shape(leaf: &str, cfg: &EncoderConfig) -> Option<Vec<usize>> {
     let (d, m) = (cfg.dim, cfg.mlp_dim);
     Some(match leaf {
         "attn.q.bias" | "attn.k.bias" | "attn.v.bias" if !cfg.qkv_bias => return None,
