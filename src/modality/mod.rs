@@ -1,3 +1,4 @@
 //! Modalities: data readers, tensor layouts and embedders, one module each.
 
 pub mod image;
+pub mod text;
