@@ -18,15 +18,16 @@ use std::path::Path;
 
 use tokenizers::decoders::byte_level::ByteLevel;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::bpe::BpeTrainer;
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
-use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainerBuilder};
+use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::normalizers::utils::Lowercase;
 use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::processors::roberta::RobertaProcessing;
-use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
+use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder, Trainer};
 
 use crate::{Error, Result};
 
@@ -144,36 +145,58 @@ impl TextTokenizer {
                     .iter()
                     .map(|s| AddedToken::from(s.to_string(), true))
                     .collect();
-                let mut trainer = WordPieceTrainerBuilder::new()
-                    .vocab_size(vocab_size)
-                    .min_frequency(0)
-                    .show_progress(false)
-                    .special_tokens(specials)
-                    .continuing_subword_prefix("##".into())
-                    .build();
+                let normalizer = BertNormalizer::new(true, true, None, lowercase);
                 // Ids of the specials are their positions in BERT_SPECIALS (the trainer puts
                 // them first).
                 let processor = BertProcessing::new(("[SEP]".into(), 3), ("[CLS]".into(), 2));
-                let mut tk = TokenizerBuilder::new()
-                    .with_model(
-                        WordPiece::builder()
-                            .unk_token("[UNK]".into())
-                            .continuing_subword_prefix("##".into())
-                            .build()
-                            .map_err(fail)?,
-                    )
-                    .with_normalizer(Some(BertNormalizer::new(
-                        true,
-                        true,
-                        if lowercase { None } else { Some(false) },
-                        lowercase,
-                    )))
+                let decoder = WordPieceDecoder::new("##".into(), true);
+                // Trained as BPE over words whose non-initial characters are marked (see
+                // `ContinuationMarked`), then turned into WordPiece `##` pieces.
+                let mut trainer = ContinuationMarked(
+                    BpeTrainerBuilder::new()
+                        .vocab_size(vocab_size)
+                        .min_frequency(0)
+                        .show_progress(false)
+                        .special_tokens(specials.clone())
+                        .build(),
+                );
+                let mut bpe_tk = TokenizerBuilder::new()
+                    .with_model(BPE::default())
+                    .with_normalizer(Some(normalizer))
                     .with_pre_tokenizer(Some(BertPreTokenizer))
-                    .with_post_processor(Some(processor))
-                    .with_decoder(Some(WordPieceDecoder::new("##".into(), true)))
+                    .with_post_processor(Some(processor.clone()))
+                    .with_decoder(Some(decoder.clone()))
                     .build()
                     .map_err(fail)?;
-                tk.train(&mut trainer, texts.into_iter()).map_err(fail)?;
+                bpe_tk
+                    .train(&mut trainer, texts.into_iter())
+                    .map_err(fail)?;
+                let vocab: serde_json::Map<String, serde_json::Value> = bpe_tk
+                    .get_model()
+                    .get_vocab()
+                    .into_iter()
+                    .map(|(token, id)| (unmark(&token), id.into()))
+                    .collect();
+                // Through serde: `WordPiece`'s builder wants an `ahash` map.
+                let json = serde_json::json!({
+                    "type": "WordPiece",
+                    "unk_token": "[UNK]",
+                    "continuing_subword_prefix": "##",
+                    "max_input_chars_per_word": 100,
+                    "vocab": vocab,
+                });
+                // From text: the model's tag is deserialised as a borrowed string.
+                let model: WordPiece = serde_json::from_str(&json.to_string())
+                    .map_err(|e| tk_err(&origin, "failed to build the WordPiece model", e))?;
+                let mut tk = TokenizerBuilder::new()
+                    .with_model(model)
+                    .with_normalizer(Some(normalizer))
+                    .with_pre_tokenizer(Some(BertPreTokenizer))
+                    .with_post_processor(Some(processor))
+                    .with_decoder(Some(decoder))
+                    .build()
+                    .map_err(fail)?;
+                tk.add_special_tokens(specials).map_err(fail)?;
                 Tokenizer::from(tk)
             }
             TokenizerKind::Bpe => {
@@ -318,6 +341,71 @@ impl TextTokenizer {
         self.inner
             .decode(ids, skip_special_tokens)
             .map_err(|e| tk_err(&self.origin, "decoding failed", e))
+    }
+}
+
+/// Offset of the private-use plane (U+F0000) where non-initial characters of a word are moved
+/// during WordPiece training.
+const MARK: u32 = 0xF0000;
+
+/// `tokenizers`' own `WordPieceTrainer` is not deterministic: it adds the `##x` symbols in the
+/// iteration order of a randomly seeded hash map, and merge ties are broken by symbol id. Here
+/// every character after the first of a word is moved to the private-use plane instead, so the
+/// BPE trainer sees `##x` as an ordinary character `x'`: the whole alphabet then enters the
+/// vocabulary sorted, before any merge, and training is deterministic. `unmark` turns the result
+/// back into WordPiece tokens (`x'y'` → `##xy`). Characters outside the Basic Multilingual
+/// Plane are left as they are (such a word may encode to `[UNK]`).
+struct ContinuationMarked(BpeTrainer);
+
+fn mark_word(word: &str) -> String {
+    word.chars()
+        .enumerate()
+        .map(|(i, c)| match (i, c as u32) {
+            (0, _) => c,
+            (_, u) if u < 0xFFFE => char::from_u32(MARK + u).unwrap_or(c),
+            _ => c,
+        })
+        .collect()
+}
+
+fn unmark(token: &str) -> String {
+    let marked = |c: char| (MARK..MARK + 0xFFFE).contains(&(c as u32));
+    let plain: String = token
+        .chars()
+        .map(|c| {
+            if marked(c) {
+                char::from_u32(c as u32 - MARK).unwrap_or(c)
+            } else {
+                c
+            }
+        })
+        .collect();
+    match token.chars().next() {
+        Some(c) if marked(c) => format!("##{plain}"),
+        _ => plain,
+    }
+}
+
+impl Trainer for ContinuationMarked {
+    type Model = BPE;
+
+    fn should_show_progress(&self) -> bool {
+        false
+    }
+
+    fn train(&self, model: &mut BPE) -> tokenizers::Result<Vec<AddedToken>> {
+        self.0.train(model)
+    }
+
+    fn feed<I, S, F>(&mut self, iterator: I, process: F) -> tokenizers::Result<()>
+    where
+        I: Iterator<Item = S> + Send,
+        S: AsRef<str> + Send,
+        F: Fn(&str) -> tokenizers::Result<Vec<String>> + Sync,
+    {
+        self.0.feed(iterator, |seq| {
+            Ok(process(seq)?.iter().map(|w| mark_word(w)).collect())
+        })
     }
 }
 
