@@ -12,6 +12,14 @@ set over C in {0.1, 0.3, 1, 3, 10, 30, 100}. Prints the test accuracy of each.
 
 --label-fraction F keeps a stratified fraction F of the training set (seed 0), as a
 low-label downstream run would. Needs numpy and scikit-learn.
+
+Measured (scikit-learn 1.9.1) on the split of scripts/make_fortunes.py (3440 / 860):
+    C=1 64.0 %; C tuned (C=10, CV 66.1 %) 65.8 %.
+    --label-fraction 0.1 (344 train): C=1 39.1 %; C tuned (C=100) 45.8 %.
+    data/fortunes-sample (601 / 150): C=1 40.7 %; C tuned (C=100) 47.3 %.
+The issue's 60.5 % (C=1) / 67.5 % (tuned) were not reproduced by any obvious variant
+(sklearn train_test_split(stratify, test_size=0.2, random_state=0) on the deduplicated list
+gives 65.7 % / 68.6 %; sublinear tf, stop words, min_df=2, one-vs-rest liblinear: 63-68 %).
 """
 
 import argparse
