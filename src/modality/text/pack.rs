@@ -1,0 +1,192 @@
+//! Documents → token sequences: fixed-length blocks for MLM pretraining, truncated examples for
+//! classification, and dynamic padding of a batch. Plain `Vec`s; the caller makes tensors.
+//!
+//! `pack_blocks` follows `group_texts` in Hugging Face `run_mlm.py`: every document is
+//! tokenized without specials, the documents are concatenated with the separator (`[SEP]` /
+//! `</s>`) between them, the stream is cut into chunks of `max_len - 2` tokens and each chunk is
+//! wrapped as `[CLS] … [SEP]` (`<s> … </s>`). Unlike `group_texts`, which drops the remainder,
+//! the last partial chunk is kept, padded, when it holds at least half a chunk, or when it is
+//! the only chunk (a corpus shorter than one block still gives one); otherwise it is dropped.
+//!
+//! Word ids are numbered over the whole stream, so they are unique within a block and a word
+//! cut by a block boundary keeps one id on each side (whole-word masking stays whole).
+
+use super::corpus::Document;
+use super::tokenizer::TextTokenizer;
+use crate::{Error, Result};
+
+/// Fixed-length blocks, row-major `[len(), seq_len]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenBlocks {
+    pub seq_len: usize,
+    /// `[N, seq_len]` token ids; padding is the tokenizer's pad id.
+    pub ids: Vec<u32>,
+    /// `[N, seq_len]` 1 for a real token (specials included), 0 for padding.
+    pub attention_mask: Vec<u8>,
+    /// `[N, seq_len]` word of each token; `None` for specials, separators and padding.
+    pub word_ids: Vec<Option<u32>>,
+}
+
+/// One row of `TokenBlocks`.
+#[derive(Debug, Clone, Copy)]
+pub struct Block<'a> {
+    pub ids: &'a [u32],
+    pub attention_mask: &'a [u8],
+    pub word_ids: &'a [Option<u32>],
+}
+
+impl TokenBlocks {
+    /// Number of blocks.
+    pub fn len(&self) -> usize {
+        self.ids.len().checked_div(self.seq_len).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Block `i`; panics when `i >= len()`.
+    pub fn get(&self, i: usize) -> Block<'_> {
+        let r = i * self.seq_len..(i + 1) * self.seq_len;
+        Block {
+            ids: &self.ids[r.clone()],
+            attention_mask: &self.attention_mask[r.clone()],
+            word_ids: &self.word_ids[r],
+        }
+    }
+
+    /// Total number of real (non-padding) tokens.
+    pub fn num_tokens(&self) -> usize {
+        self.attention_mask.iter().filter(|&&m| m == 1).count()
+    }
+}
+
+/// Packs `docs` into blocks of exactly `max_len` tokens (see the module doc for the rule).
+pub fn pack_blocks<S: AsRef<str>>(
+    docs: &[S],
+    tok: &TextTokenizer,
+    max_len: usize,
+) -> Result<TokenBlocks> {
+    if max_len < 3 {
+        return Err(Error::Usage(format!(
+            "max_len must be at least 3 (two specials and one token), found {max_len}"
+        )));
+    }
+    let chunk = max_len - 2;
+    let encoded = tok.encode_batch(docs, false)?;
+
+    // The stream: documents separated by the separator, words numbered globally.
+    let mut ids: Vec<u32> = Vec::new();
+    let mut words: Vec<Option<u32>> = Vec::new();
+    let mut next_word: u32 = 0;
+    for enc in encoded.iter().filter(|e| !e.is_empty()) {
+        if !ids.is_empty() {
+            ids.push(tok.sep_id());
+            words.push(None);
+        }
+        let mut max_word = None;
+        for (&id, &w) in enc.ids.iter().zip(&enc.word_ids) {
+            ids.push(id);
+            words.push(w.map(|w| next_word + w));
+            max_word = max_word.max(w);
+        }
+        next_word += max_word.map_or(0, |m| m + 1);
+    }
+
+    let full = ids.len() / chunk;
+    let rest = ids.len() % chunk;
+    let keep_rest = rest > 0 && (rest * 2 >= chunk || full == 0);
+    let n = full + usize::from(keep_rest);
+    let mut out = TokenBlocks {
+        seq_len: max_len,
+        ids: Vec::with_capacity(n * max_len),
+        attention_mask: Vec::with_capacity(n * max_len),
+        word_ids: Vec::with_capacity(n * max_len),
+    };
+    for b in 0..n {
+        let r = b * chunk..((b + 1) * chunk).min(ids.len());
+        let real = r.len() + 2;
+        out.ids.push(tok.cls_id());
+        out.ids.extend_from_slice(&ids[r.clone()]);
+        out.ids.push(tok.sep_id());
+        out.ids.resize(out.ids.len() + max_len - real, tok.pad_id());
+        out.word_ids.push(None);
+        out.word_ids.extend_from_slice(&words[r]);
+        out.word_ids.push(None);
+        out.word_ids
+            .resize(out.word_ids.len() + max_len - real, None);
+        out.attention_mask
+            .resize(out.attention_mask.len() + real, 1);
+        out.attention_mask
+            .resize(out.attention_mask.len() + max_len - real, 0);
+    }
+    Ok(out)
+}
+
+/// Classification examples: ids with specials, at most `max_len` long, and class indices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelledSeqs {
+    /// `[N][<= max_len]`: `[CLS] text… [SEP]`, the text truncated to `max_len - 2` tokens.
+    pub ids: Vec<Vec<u32>>,
+    /// `[N]` index into the class names.
+    pub labels: Vec<usize>,
+}
+
+/// Encodes labelled documents for classification; `classes` are the training set's
+/// `corpus::class_names` (a label outside them is an error naming the document).
+pub fn encode_labelled(
+    docs: &[Document],
+    tok: &TextTokenizer,
+    max_len: usize,
+    classes: &[String],
+) -> Result<LabelledSeqs> {
+    if max_len < 3 {
+        return Err(Error::Usage(format!(
+            "max_len must be at least 3 (two specials and one token), found {max_len}"
+        )));
+    }
+    let labels = super::corpus::label_indices(docs, classes)?;
+    let ids = tok
+        .encode_batch(docs, false)?
+        .into_iter()
+        .map(|enc| {
+            let n = enc.ids.len().min(max_len - 2);
+            let mut ids = Vec::with_capacity(n + 2);
+            ids.push(tok.cls_id());
+            ids.extend_from_slice(&enc.ids[..n]);
+            ids.push(tok.sep_id());
+            ids
+        })
+        .collect();
+    Ok(LabelledSeqs { ids, labels })
+}
+
+/// A batch padded to its longest sequence, row-major `[batch, seq_len]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaddedBatch {
+    pub batch: usize,
+    pub seq_len: usize,
+    /// `[batch, seq_len]`, padded with `pad_id` on the right.
+    pub ids: Vec<u32>,
+    /// `[batch, seq_len]`, 1 for a real token, 0 for padding.
+    pub attention_mask: Vec<u8>,
+}
+
+/// Right-pads `seqs` to the longest of them (dynamic padding).
+pub fn pad_batch(seqs: &[&[u32]], pad_id: u32) -> PaddedBatch {
+    let seq_len = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(seqs.len() * seq_len);
+    let mut attention_mask = Vec::with_capacity(seqs.len() * seq_len);
+    for s in seqs {
+        ids.extend_from_slice(s);
+        ids.resize(ids.len() + seq_len - s.len(), pad_id);
+        attention_mask.resize(attention_mask.len() + s.len(), 1);
+        attention_mask.resize(attention_mask.len() + seq_len - s.len(), 0);
+    }
+    PaddedBatch {
+        batch: seqs.len(),
+        seq_len,
+        ids,
+        attention_mask,
+    }
+}
