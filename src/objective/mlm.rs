@@ -13,8 +13,7 @@ use crate::backbone::Mode;
 use crate::error::{Error, Result};
 use crate::modality::text::encoder::{MlmHead, TextConfig, TextEncoder};
 
-/// Label of a position that is not predicted (as in `transformers`).
-pub const IGNORE: i64 = -100;
+pub use crate::modality::text::mask::IGNORE;
 
 /// The text encoder under `text.` and the tied MLM head under `mlm.`.
 pub struct Mlm {

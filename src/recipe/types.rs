@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::{Activation, EncoderConfig, NormPosition};
+pub use crate::modality::text::mask::SpanConfig;
+pub use crate::modality::text::tokenizer::TokenizerKind;
 
 /// A complete recipe: what to pretrain, on what, how, and what to evaluate afterwards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,14 +153,7 @@ pub struct TokenizerSection {
     pub lowercase: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenizerKind {
-    /// BERT's: lower-casing normaliser, `##` continuation pieces, `[CLS] … [SEP]`.
-    Wordpiece,
-    /// RoBERTa's byte-level BPE, `<s> … </s>`.
-    Bpe,
-}
+
 
 /// A file-based data source. Relative paths are relative to the directory `pretext` runs in.
 ///
@@ -306,7 +301,7 @@ pub struct ObjectiveSection {
     pub whole_word: bool,
     /// mlm: select spans of consecutive words (SpanBERT) with geometric lengths.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub span: Option<SpanSection>,
+    pub span: Option<SpanConfig>,
 }
 
 impl ObjectiveSection {
@@ -319,15 +314,7 @@ impl ObjectiveSection {
     }
 }
 
-/// SpanBERT's span lengths: geometric with parameter `p`, clipped at `max_len` words.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SpanSection {
-    #[serde(default = "defaults::span_p")]
-    pub p: f64,
-    #[serde(default = "defaults::span_max")]
-    pub max_len: usize,
-}
+
 
 /// MAE's light decoder (pre-norm, exact GELU, the model's norm_eps).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -557,12 +544,6 @@ mod defaults {
     }
     pub fn vocab_size() -> usize {
         8000
-    }
-    pub fn span_p() -> f64 {
-        0.2
-    }
-    pub fn span_max() -> usize {
-        10
     }
     pub fn checkpoint_every() -> usize {
         500

@@ -6,7 +6,7 @@
 //! A run directory holds everything needed to resume or export it: the resolved recipe,
 //! `tokenizer.json`, checkpoints, `metrics.jsonl`, `eval.jsonl`, `summary.json`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::Device;
@@ -16,18 +16,18 @@ use serde::Serialize;
 
 use super::downstream::{self, DownstreamResult};
 use super::text_task::{Labelled, TextTask};
-use super::{dir, report, RunOptions, Summary};
+use super::{report, RunOptions, Summary};
 use crate::backbone::Mode;
 use crate::error::{Error, Result};
 use crate::hf::source::AnyModel;
-use crate::modality::text::corpus::{self, Document};
+use crate::modality::text::corpus::{self, Document, JsonlFields, TextSplit};
 use crate::modality::text::encoder::{TextConfig, TextPositions};
 use crate::modality::text::mask::MlmMasker;
 use crate::modality::text::pack::{self, TokenBlocks};
-use crate::modality::text::tokenizer::{TextTokenizer, TokenizerKind as TrainKind};
+use crate::modality::text::tokenizer::TextTokenizer;
 use crate::objective::mlm::{Mlm, MlmBatch, MlmEval};
 use crate::params::ParamStore;
-use crate::recipe::{DataSource, Loaded, Recipe, TextSection, TokenizerKind};
+use crate::recipe::{DataFormat, DataSource, Loaded, Recipe, TextSection};
 use crate::train::metrics::MetricsLog;
 use crate::train::{self, checkpoint, TrainTask};
 
@@ -67,12 +67,18 @@ fn documents(src: &DataSource, key: &str, file: &Path) -> Result<Vec<Document>> 
         .as_deref()
         .ok_or_else(|| invalid(file, &format!("{key}.path"), "missing"))?;
     let mut docs = match src.format {
-        crate::recipe::DataFormat::Jsonl => corpus::read_jsonl(
-            path,
-            src.text_field.as_deref().unwrap_or("text"),
-            src.label_field.as_deref().unwrap_or("label"),
-        )?,
-        _ => corpus::read_text(path)?,
+        DataFormat::Jsonl => {
+            let mut fields = JsonlFields::default();
+            if let Some(t) = &src.text_field {
+                fields.text = t.clone();
+            }
+            if let Some(l) = &src.label_field {
+                fields.label = l.clone();
+            }
+            corpus::read_jsonl(path, &fields)?
+        }
+        _ if path.is_dir() => corpus::read_text_dir(path, TextSplit::File)?,
+        _ => corpus::read_text_file(path, TextSplit::File)?,
     };
     if let Some(limit) = src.limit {
         docs.truncate(limit);
@@ -101,10 +107,6 @@ fn tokenizer(
             (Some(path), _) => TextTokenizer::from_file(path),
             (None, Some(kind)) => {
                 let started = Instant::now();
-                let kind = match kind {
-                    TokenizerKind::Wordpiece => TrainKind::WordPiece,
-                    TokenizerKind::Bpe => TrainKind::Bpe,
-                };
                 let tok = TextTokenizer::train(
                     kind,
                     t.vocab_size,
@@ -227,14 +229,19 @@ pub fn prepare(r: &Recipe, file: &Path, run_dir: Option<&Path>) -> Result<Prepar
         }
         params.load_partial(&ours, Path::new(&s.origin))?;
     }
-    let train = pack::pack(&train_docs, &tok, max_len)?;
+    let train = pack::pack_blocks(&train_docs, &tok, max_len)?;
     let test = match &r.data.test {
-        Some(t) => Some(pack::pack(&documents(t, "data.test", file)?, &tok, max_len)?),
+        Some(t) => Some(pack::pack_blocks(
+            &documents(t, "data.test", file)?,
+            &tok,
+            max_len,
+        )?),
         None => None,
     };
-    let masker = MlmMasker::new(&tok, r.objective.mask_ratio())
-        .whole_word(r.objective.whole_word)
-        .span(r.objective.span.as_ref().map(|s| (s.p, s.max_len)));
+    let mut masker = MlmMasker::new(&tok);
+    masker.rate = r.objective.mask_ratio();
+    masker.whole_word = r.objective.whole_word;
+    masker.span = r.objective.span;
     let labelled = if r.downstream.is_empty() {
         None
     } else {
@@ -252,25 +259,15 @@ pub fn prepare(r: &Recipe, file: &Path, run_dir: Option<&Path>) -> Result<Prepar
         };
         let train_docs = documents(train_src, train_key, file)?;
         let test_docs = documents(test_src, test_key, file)?;
-        let names = corpus::label_names(&train_docs, &test_docs)
-            .map_err(|m| invalid(file, train_key, m))?;
-        let encode = |docs: &[Document], key: &str| -> Result<Labelled> {
-            let mut ids = Vec::with_capacity(docs.len());
-            let mut labels = Vec::with_capacity(docs.len());
-            for (i, d) in docs.iter().enumerate() {
-                let label = d.label.as_ref().ok_or_else(|| {
-                    invalid(file, key, format!("example {i} ({}) has no label", d.origin))
-                })?;
-                labels.push(names.iter().position(|n| n == label).unwrap_or_default() as u32);
-                ids.push(tok.encode_truncated(&d.text, max_len)?);
-            }
-            Ok(Labelled { ids, labels })
+        let names = corpus::class_names(&train_docs)?;
+        let encode = |docs: &[Document]| -> Result<Labelled> {
+            let seqs = pack::encode_labelled(docs, &tok, max_len, &names)?;
+            Ok(Labelled {
+                ids: seqs.ids,
+                labels: seqs.labels.into_iter().map(|l| l as u32).collect(),
+            })
         };
-        Some((
-            encode(&train_docs, train_key)?,
-            encode(&test_docs, test_key)?,
-            names,
-        ))
+        Some((encode(&train_docs)?, encode(&test_docs)?, names))
     };
     Ok(Prepared {
         device,
@@ -304,16 +301,22 @@ struct EvalRecord {
 }
 
 impl MlmTask<'_> {
-    fn batch(&self, blocks: &TokenBlocks, idx: &[usize], rng: &mut ChaCha8Rng) -> Result<MlmBatch> {
-        let t = blocks.len;
+    fn batch(
+        &self,
+        blocks: &TokenBlocks,
+        idx: &[usize],
+        rng: &mut ChaCha8Rng,
+    ) -> Result<MlmBatch> {
+        let t = blocks.seq_len;
         let mut ids = Vec::with_capacity(idx.len() * t);
         let mut mask = Vec::with_capacity(idx.len() * t);
         let mut labels = Vec::with_capacity(idx.len() * t);
         for &i in idx {
-            let (masked, l) = self.masker.apply(blocks.ids(i), blocks.word_ids(i), rng);
+            let block = blocks.get(i);
+            let (masked, l) = self.masker.apply(block.ids, block.word_ids, rng);
             ids.extend(masked);
             labels.extend(l);
-            mask.extend(blocks.attention(i).iter().map(|&a| a as f32));
+            mask.extend(block.attention_mask.iter().map(|&a| a as f32));
         }
         MlmBatch::new(ids, mask, &labels, (idx.len(), t), &self.device)
     }
@@ -325,7 +328,7 @@ impl MlmTask<'_> {
             return Ok(None);
         };
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x6d6c_6d65);
-        let n = held_out.num_blocks().min(EVAL_BLOCKS);
+        let n = held_out.len().min(EVAL_BLOCKS);
         let all: Vec<usize> = (0..n).collect();
         let (mut loss, mut hits, mut count) = (0.0, 0, 0);
         for chunk in all.chunks(32) {
@@ -364,7 +367,7 @@ impl MlmTask<'_> {
 
 impl TrainTask for MlmTask<'_> {
     fn num_examples(&self) -> usize {
-        self.blocks.num_blocks()
+        self.blocks.len()
     }
 
     fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<candle_core::Tensor> {
@@ -391,7 +394,7 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
         seed: r.seed,
         eval_log: std::sync::Mutex::new(None),
     };
-    let b = r.train.batch_size.min(p.train.num_blocks());
+    let b = r.train.batch_size.min(p.train.len());
     let idx: Vec<usize> = (0..b).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
     let batch = task.batch(&p.train, &idx, &mut rng)?;
@@ -404,11 +407,11 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
         "recipe `{}` is valid\n  tokenizer: {} tokens\n  train: {} blocks of {} tokens{}\n  model: mlm, {} parameters ({} in the encoder)\n  batch: {:?} ids -> {} masked tokens -> logits {:?}\n  initial loss: {loss:.4} (uniform guess: {:.4})\n",
         r.name,
         p.tokenizer.vocab_size(),
-        p.train.num_blocks(),
-        p.train.len,
+        p.train.len(),
+        p.train.seq_len,
         p.test
             .as_ref()
-            .map_or(String::new(), |t| format!(", test: {} blocks", t.num_blocks())),
+            .map_or(String::new(), |t| format!(", test: {} blocks", t.len())),
         p.params.num_params(),
         p.params.num_params_with_prefix("text."),
         batch.input_ids.dims(),
@@ -533,9 +536,4 @@ fn execute(p: Prepared, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> Result
     };
     super::write_summary(run_dir, &summary)?;
     Ok(summary)
-}
-
-/// The tokenizer of a text run directory.
-pub fn run_tokenizer(run_dir: &Path) -> PathBuf {
-    run_dir.join(TOKENIZER_FILE)
 }
