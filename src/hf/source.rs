@@ -50,8 +50,58 @@ fn text_dir(src: &str) -> Result<Option<PathBuf>> {
         .map(|_| dir))
 }
 
+/// The run (and checkpoint) `src` names when it is a text run: a run directory (its latest
+/// checkpoint) or a checkpoint file inside one.
+fn text_run(src: &str) -> Result<Option<(PathBuf, PathBuf)>> {
+    let path = Path::new(src);
+    let (run, checkpoint) = if dir::is_run_dir(path) {
+        (path.to_path_buf(), None)
+    } else if path.is_file() {
+        match path.parent().and_then(Path::parent).filter(|r| dir::is_run_dir(r)) {
+            Some(run) => (run.to_path_buf(), Some(path.to_path_buf())),
+            None => return Ok(None),
+        }
+    } else {
+        return Ok(None);
+    };
+    if !run.join(crate::run::text::CONFIG_FILE).is_file() {
+        return Ok(None);
+    }
+    let checkpoint = match checkpoint {
+        Some(c) => c,
+        None => ckpt::latest(&run.join("checkpoints"))?
+            .ok_or_else(|| Error::data(&run, "this run has no checkpoint yet"))?,
+    };
+    Ok(Some((run, checkpoint)))
+}
+
+/// A text run's checkpoint as a masked language model (`text.*` + `mlm.*`), with the run's
+/// tokenizer.
+fn load_text_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<TextLoaded> {
+    let cfg_path = run.join(crate::run::text::CONFIG_FILE);
+    let json = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    let config: crate::modality::text::TextConfig =
+        serde_json::from_str(&json).map_err(|e| Error::data(&cfg_path, e.to_string()))?;
+    let mut tensors = ckpt::load(checkpoint, device)?.model;
+    tensors.retain(|name, _| name.starts_with("text.") || name.starts_with("mlm."));
+    let tokenizer = run.join(crate::run::text::TOKENIZER_FILE);
+    Ok(TextLoaded {
+        spec: super::bert::TextSpec {
+            config,
+            kind: super::bert::TextKind::MaskedLm,
+        },
+        tensors,
+        tokenizer: tokenizer.is_file().then_some(tokenizer),
+        hf_config: None,
+        origin: checkpoint.display().to_string(),
+    })
+}
+
 /// Loads the model `src` names, image or text, on `device`.
 pub fn load_any(src: &str, device: &Device) -> Result<AnyModel> {
+    if let Some((run, checkpoint)) = text_run(src)? {
+        return Ok(AnyModel::Text(load_text_run(&run, &checkpoint, device)?));
+    }
     match text_dir(src)? {
         Some(dir) => Ok(AnyModel::Text(text::read_dir(&dir, device, src)?)),
         None => Ok(AnyModel::Image(load(src, device)?)),

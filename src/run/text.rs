@@ -33,6 +33,8 @@ use crate::train::{self, checkpoint, TrainTask};
 
 /// The tokenizer's file name inside a run directory.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// The run's [`TextConfig`], so that checkpoints can be loaded (and exported) on their own.
+pub const CONFIG_FILE: &str = "text-config.json";
 /// Held-out evaluations, one JSON line per checkpoint (and step 0).
 pub const EVAL_FILE: &str = "eval.jsonl";
 /// Held-out blocks evaluated at each checkpoint (the first ones, same masks every time).
@@ -446,6 +448,9 @@ pub fn resume(loaded: &Loaded, run_dir: &Path, opts: &RunOptions) -> Result<Summ
 }
 
 fn execute(p: Prepared, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
+    let json =
+        serde_json::to_string_pretty(&p.config).map_err(|e| Error::data(run_dir, e.to_string()))?;
+    crate::tensor_io::write_atomic(&run_dir.join(CONFIG_FILE), json.as_bytes())?;
     let ckpt = match checkpoint::latest(&run_dir.join("checkpoints"))? {
         Some(path) => {
             let c = checkpoint::load(&path, &p.device)?;
