@@ -58,7 +58,14 @@ fn fetched_corpora_have_the_documented_shape() {
     let names = corpus::class_names(&tr).unwrap();
     assert_eq!(
         names,
-        ["computers", "men-women", "politics", "science", "songs-poems", "work"]
+        [
+            "computers",
+            "men-women",
+            "politics",
+            "science",
+            "songs-poems",
+            "work"
+        ]
     );
     let seen: HashSet<&str> = tr.iter().map(|d| d.text.as_str()).collect();
     assert!(te.iter().all(|d| !seen.contains(d.text.as_str())));

@@ -135,7 +135,12 @@ fn stopped_and_resumed_text_run_equals_uninterrupted() {
         .unwrap();
         c.model
             .iter()
-            .map(|(k, t)| (k.clone(), t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .map(|(k, t)| {
+                (
+                    k.clone(),
+                    t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(weights(&straight), weights(&resumed));
@@ -185,12 +190,13 @@ fn non_utf8_training_text_names_file_and_offset() {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tmp.path().join("corpus");
     std::fs::create_dir(&corpus).unwrap();
-    std::fs::write(corpus.join("a.txt"), b"Fair is foul,\nand foul is fair\xff here").unwrap();
+    std::fs::write(
+        corpus.join("a.txt"),
+        b"Fair is foul,\nand foul is fair\xff here",
+    )
+    .unwrap();
     let base = std::fs::read_to_string("recipes/mlm-shakespeare-sample.toml").unwrap();
-    let text = base.replace(
-        "data/shakespeare-sample/train",
-        corpus.to_str().unwrap(),
-    );
+    let text = base.replace("data/shakespeare-sample/train", corpus.to_str().unwrap());
     let loaded = recipe::load_str(&text, Path::new("t.toml"), &[]).unwrap();
     let err = run::dry_run(&loaded).unwrap_err().to_string();
     assert!(

@@ -57,7 +57,11 @@ fn text_run(src: &str) -> Result<Option<(PathBuf, PathBuf)>> {
     let (run, checkpoint) = if dir::is_run_dir(path) {
         (path.to_path_buf(), None)
     } else if path.is_file() {
-        match path.parent().and_then(Path::parent).filter(|r| dir::is_run_dir(r)) {
+        match path
+            .parent()
+            .and_then(Path::parent)
+            .filter(|r| dir::is_run_dir(r))
+        {
             Some(run) => (run.to_path_buf(), Some(path.to_path_buf())),
             None => return Ok(None),
         }

@@ -57,7 +57,9 @@ impl MlmBatch {
             if l != IGNORE {
                 positions.push(i as u32);
                 targets.push(u32::try_from(l).map_err(|_| {
-                    Error::Usage(format!("MLM label {l} at flat position {i} is not a token id"))
+                    Error::Usage(format!(
+                        "MLM label {l} at flat position {i} is not a token id"
+                    ))
                 })?);
             }
         }

@@ -153,8 +153,6 @@ pub struct TokenizerSection {
     pub lowercase: bool,
 }
 
-
-
 /// A file-based data source. Relative paths are relative to the directory `pretext` runs in.
 ///
 /// `{ format = "idx", images = FILE, labels = FILE }` or `{ format = "folder", root = DIR }`.
@@ -313,8 +311,6 @@ impl ObjectiveSection {
         })
     }
 }
-
-
 
 /// MAE's light decoder (pre-norm, exact GELU, the model's norm_eps).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -20,7 +20,9 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::modality::image::dataset::ImageDataset;
 use crate::params::ParamStore;
-use crate::recipe::{self, DataFormat, DataSource, ImageSection, Loaded, Modality, Override, Recipe};
+use crate::recipe::{
+    self, DataFormat, DataSource, ImageSection, Loaded, Modality, Override, Recipe,
+};
 use crate::train::{self, checkpoint};
 use downstream::DownstreamResult;
 use pretrain::{Objective, PretrainTask};

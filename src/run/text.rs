@@ -101,7 +101,10 @@ fn tokenizer(
     source_tokenizer: Option<&Path>,
     train_docs: &[Document],
 ) -> Result<TextTokenizer> {
-    if let Some(saved) = run_dir.map(|d| d.join(TOKENIZER_FILE)).filter(|p| p.is_file()) {
+    if let Some(saved) = run_dir
+        .map(|d| d.join(TOKENIZER_FILE))
+        .filter(|p| p.is_file())
+    {
         return TextTokenizer::from_file(&saved);
     }
     match &text.tokenizer {
@@ -226,7 +229,10 @@ pub fn prepare(r: &Recipe, file: &Path, run_dir: Option<&Path>) -> Result<Prepar
         if !missing.is_empty() {
             return Err(Error::data(
                 &s.origin,
-                format!("the model source lacks encoder tensors: {}", missing.join(", ")),
+                format!(
+                    "the model source lacks encoder tensors: {}",
+                    missing.join(", ")
+                ),
             ));
         }
         params.load_partial(&ours, Path::new(&s.origin))?;
@@ -248,13 +254,17 @@ pub fn prepare(r: &Recipe, file: &Path, run_dir: Option<&Path>) -> Result<Prepar
         None
     } else {
         let (train_src, test_src, train_key, test_key) = match &r.data.labelled {
-            Some(l) => (&l.train, &l.test, "data.labelled.train", "data.labelled.test"),
+            Some(l) => (
+                &l.train,
+                &l.test,
+                "data.labelled.train",
+                "data.labelled.test",
+            ),
             None => (
                 &r.data.train,
-                r.data
-                    .test
-                    .as_ref()
-                    .ok_or_else(|| invalid(file, "data.test", "downstream heads need a test split"))?,
+                r.data.test.as_ref().ok_or_else(|| {
+                    invalid(file, "data.test", "downstream heads need a test split")
+                })?,
                 "data.train",
                 "data.test",
             ),
@@ -303,12 +313,7 @@ struct EvalRecord {
 }
 
 impl MlmTask<'_> {
-    fn batch(
-        &self,
-        blocks: &TokenBlocks,
-        idx: &[usize],
-        rng: &mut ChaCha8Rng,
-    ) -> Result<MlmBatch> {
+    fn batch(&self, blocks: &TokenBlocks, idx: &[usize], rng: &mut ChaCha8Rng) -> Result<MlmBatch> {
         let t = blocks.seq_len;
         let mut ids = Vec::with_capacity(idx.len() * t);
         let mut mask = Vec::with_capacity(idx.len() * t);
@@ -437,7 +442,7 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
 pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
     let prepared = prepare(&loaded.recipe, &loaded.file, None)?;
     let run_dir = super::new_run_dir(loaded, opts)?;
-    prepared.tokenizer.save(&run_dir.join(TOKENIZER_FILE))?;
+    prepared.tokenizer.save(run_dir.join(TOKENIZER_FILE))?;
     execute(prepared, &loaded.recipe, &run_dir, opts)
 }
 

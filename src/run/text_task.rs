@@ -27,8 +27,18 @@ pub struct Labelled {
 }
 
 /// `[B, T]` ids of the examples `idx`, padded with `pad` to the longest.
-pub fn pad_batch(examples: &[Vec<u32>], idx: &[usize], pad: u32, device: &Device) -> Result<Tensor> {
-    let t = idx.iter().map(|&i| examples[i].len()).max().unwrap_or(1).max(1);
+pub fn pad_batch(
+    examples: &[Vec<u32>],
+    idx: &[usize],
+    pad: u32,
+    device: &Device,
+) -> Result<Tensor> {
+    let t = idx
+        .iter()
+        .map(|&i| examples[i].len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let mut out = Vec::with_capacity(idx.len() * t);
     for &i in idx {
         let e = &examples[i];
