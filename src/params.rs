@@ -149,34 +149,57 @@ impl ParamStore {
         Ok(copied)
     }
 
+    /// Writes every parameter (detached) to a safetensors file, atomically.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        let tensors: Vec<(String, Tensor)> = self
+            .vars()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().detach()))
+            .collect();
+        crate::tensor_io::write(path, &tensors, Default::default())
+    }
+
     /// Overwrites the parameters named in `tensors` (a model source that covers part of this
     /// model, e.g. an encoder without the MLM head); parameters not named keep their values.
-    /// A tensor with no parameter of its name, or of another shape, is an error. Returns
-    /// how many were set.
+    /// A tensor with no parameter of its name, of another shape or not floating-point is an
+    /// error. Returns how many were set.
     pub fn load_partial(
         &self,
         tensors: &BTreeMap<String, Tensor>,
         origin: &std::path::Path,
     ) -> Result<usize> {
+        let err = |message: String| Error::Checkpoint {
+            path: origin.to_path_buf(),
+            message,
+        };
         let vars = self.inner.vars.lock().expect("param store lock");
+        let mut pairs = Vec::with_capacity(tensors.len());
         for (name, t) in tensors {
-            let var = vars.get(name).ok_or_else(|| Error::Checkpoint {
-                path: origin.to_path_buf(),
-                message: format!("unexpected tensor `{name}`: the model has no such parameter"),
+            let var = vars.get(name).ok_or_else(|| {
+                err(format!(
+                    "unexpected tensor `{name}`: the model has no such parameter"
+                ))
             })?;
             if t.dims() != var.dims() {
-                return Err(Error::Checkpoint {
-                    path: origin.to_path_buf(),
-                    message: format!(
-                        "tensor `{name}`: expected shape {:?}, found {:?}",
-                        var.dims(),
-                        t.dims()
-                    ),
-                });
+                return Err(err(format!(
+                    "tensor `{name}`: expected shape {:?}, found {:?}",
+                    var.dims(),
+                    t.dims()
+                )));
             }
+            if !t.dtype().is_float() {
+                return Err(err(format!(
+                    "tensor `{name}`: expected a floating-point dtype (f32, f16, bf16, f64), found {:?}",
+                    t.dtype()
+                )));
+            }
+            pairs.push((var, t));
+        }
+        // Nothing is set unless everything checks out.
+        for (var, t) in &pairs {
             var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
         }
-        Ok(tensors.len())
+        Ok(pairs.len())
     }
 
     /// Overwrite parameters with the given tensors. Every stored parameter must be present
@@ -186,42 +209,17 @@ impl ParamStore {
         tensors: &BTreeMap<String, Tensor>,
         origin: &std::path::Path,
     ) -> Result<()> {
-        let vars = self.inner.vars.lock().expect("param store lock");
-        for name in tensors.keys() {
-            if !vars.contains_key(name) {
-                return Err(Error::Checkpoint {
-                    path: origin.to_path_buf(),
-                    message: format!("unexpected tensor `{name}`: the model has no such parameter"),
-                });
-            }
-        }
-        for (name, var) in vars.iter() {
-            let t = tensors.get(name).ok_or_else(|| Error::Checkpoint {
+        if let Some((name, var)) = self
+            .vars()
+            .into_iter()
+            .find(|(name, _)| !tensors.contains_key(name))
+        {
+            return Err(Error::Checkpoint {
                 path: origin.to_path_buf(),
                 message: format!("missing tensor `{name}` (shape {:?})", var.dims()),
-            })?;
-            if t.dims() != var.dims() {
-                return Err(Error::Checkpoint {
-                    path: origin.to_path_buf(),
-                    message: format!(
-                        "tensor `{name}`: expected shape {:?}, found {:?}",
-                        var.dims(),
-                        t.dims()
-                    ),
-                });
-            }
-            if !t.dtype().is_float() {
-                return Err(Error::Checkpoint {
-                    path: origin.to_path_buf(),
-                    message: format!(
-                        "tensor `{name}`: expected a floating-point dtype (f32, f16, bf16, f64), found {:?}",
-                        t.dtype()
-                    ),
-                });
-            }
-            var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+            });
         }
-        Ok(())
+        self.load_partial(tensors, origin).map(|_| ())
     }
 
     fn create(

@@ -298,6 +298,7 @@ impl Downstream<'_> {
             layer_decay: section.layer_decay,
             label_smoothing: section.label_smoothing,
             seed: self.seed,
+            lengths: None,
         };
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let mut metrics = MetricsLog::open(&dir.join("metrics.jsonl"), Some(0))?;

@@ -1,7 +1,6 @@
 //! The image side of the downstream stage: features of the pretrained (or untrained)
 //! ViT encoder or of raw pixels, and fine-tuning of an [`ImageClassifier`].
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
@@ -233,12 +232,7 @@ impl DownstreamTask for ImageTask<'_> {
         } else {
             None
         };
-        let tensors: Vec<(String, Tensor)> = store
-            .vars()
-            .into_iter()
-            .map(|(n, v)| (n, v.as_tensor().detach()))
-            .collect();
-        crate::tensor_io::write(&dir.join(WEIGHTS_FILE), &tensors, HashMap::new())?;
+        store.save(&dir.join(WEIGHTS_FILE))?;
         spec.write(dir)?;
         Ok(FineTuned {
             test_accuracy,

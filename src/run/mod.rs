@@ -336,12 +336,7 @@ fn execute(
         }
         .run(&r.downstream)?;
     }
-    let label_efficiency = (!results.is_empty()).then(|| report::Report::new(&results));
-    if let Some(report) = &label_efficiency {
-        let md = report.markdown();
-        eprintln!("\n{md}");
-        crate::tensor_io::write_atomic(&run_dir.join("report.md"), md.as_bytes())?;
-    }
+    let label_efficiency = report::write(run_dir, &results)?;
     let summary = Summary {
         name: r.name.clone(),
         run_dir: run_dir.to_path_buf(),

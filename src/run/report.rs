@@ -78,6 +78,22 @@ impl Report {
     }
 }
 
+/// The label-efficiency table of `results` (none when empty), printed and written to
+/// `run_dir/report.md`.
+pub fn write(
+    run_dir: &std::path::Path,
+    results: &[DownstreamResult],
+) -> crate::error::Result<Option<Report>> {
+    if results.is_empty() {
+        return Ok(None);
+    }
+    let report = Report::new(results);
+    let md = report.markdown();
+    eprintln!("\n{md}");
+    crate::tensor_io::write_atomic(&run_dir.join("report.md"), md.as_bytes())?;
+    Ok(Some(report))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

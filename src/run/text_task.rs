@@ -1,7 +1,6 @@
 //! The text side of the downstream stage: pooled features of the pretrained (or untrained)
 //! text encoder, and fine-tuning of a [`TextClassifier`], on tokenised labelled examples.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
@@ -170,13 +169,18 @@ impl DownstreamTask for TextTask<'_> {
                 Tensor::from_vec(y, idx.len(), self.device)?,
             ))
         };
+        // Batches of similar lengths: texts vary from a few tokens to max_len.
+        let cfg = FineTuneConfig {
+            lengths: Some(self.train.ids.iter().map(Vec::len).collect()),
+            ..cfg.clone()
+        };
         let steps = finetune::fine_tune(
             &store,
             self.config.encoder.depth,
             &|x, mode| model.forward(x, mode),
             &batch,
             chosen,
-            cfg,
+            &cfg,
             log,
         )?;
         let frozen = TextClassifier::new(&spec, store.frozen_var_builder(self.device))?;
@@ -187,12 +191,7 @@ impl DownstreamTask for TextTask<'_> {
         } else {
             None
         };
-        let tensors: Vec<(String, Tensor)> = store
-            .vars()
-            .into_iter()
-            .map(|(n, v)| (n, v.as_tensor().detach()))
-            .collect();
-        crate::tensor_io::write(&dir.join("model.safetensors"), &tensors, HashMap::new())?;
+        store.save(&dir.join("model.safetensors"))?;
         spec.write(dir)?;
         Ok(FineTuned {
             test_accuracy,
