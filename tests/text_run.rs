@@ -204,3 +204,20 @@ fn non_utf8_training_text_names_file_and_offset() {
         "{err}"
     );
 }
+
+#[test]
+fn bpe_tokenizer_recipe_trains_one_masked_batch() {
+    let mut sets = overrides(10);
+    sets.push(Override::parse_set("data.text.tokenizer.train=bpe").unwrap());
+    let loaded = recipe::load(Path::new("recipes/mlm-shakespeare-sample.toml"), &sets).unwrap();
+    let report = run::dry_run(&loaded).unwrap();
+    assert!(report.contains("tokenizer: 600 tokens"), "{report}");
+    // A byte-level BPE never needs an unknown token; the loss starts near ln(600) = 6.4.
+    let loss: f64 = report
+        .split("initial loss: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!((loss - 600f64.ln()).abs() < 0.5, "{report}");
+}
