@@ -96,7 +96,8 @@ pip_download() {
     if [ -f "$dir/$file" ]; then
         log "$dir/$file already downloaded" >&2
     else
-        command -v python3 >/dev/null 2>&1 || die "python3 not found (needed for pip download)"
+        command -v python3 >/dev/null 2>&1 || apt_install python3 >&2
+        python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip >&2
         log "pip download --no-deps $spec" >&2
         python3 -m pip download --quiet --no-deps "$spec" -d "$dir" >&2 \
             || die "pip download $spec failed"
