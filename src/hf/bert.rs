@@ -28,7 +28,7 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
-use super::config::{activation, activation_name, Fields};
+use super::config::{activation_name, Fields};
 use super::vit::{block_shape, Row};
 use crate::backbone::{EncoderConfig, NormPosition};
 use crate::error::{Error, Result};
@@ -322,15 +322,7 @@ pub fn parse_config(map: &Map<String, Value>, path: &Path) -> Result<TextSpec> {
             format!("`{pos_type}` is not supported; expected \"absolute\""),
         ));
     }
-    let act_name = f.str_or("hidden_act", "gelu")?;
-    let act = activation(act_name).ok_or_else(|| {
-        f.err(
-            "hidden_act",
-            format!(
-                "`{act_name}` is not supported; expected gelu, gelu_new, gelu_pytorch_tanh or relu"
-            ),
-        )
-    })?;
+    let act = f.hidden_act()?;
     let eps = f.f64_or("layer_norm_eps", 1e-12)?;
     let encoder = EncoderConfig {
         dim: f.usize("hidden_size")?,

@@ -152,10 +152,8 @@ pub fn preprocessor_normalize(dir: &Path, channels: usize) -> Result<Option<Norm
     })
 }
 
-/// Reads a Hugging Face model directory. `origin` names it in the result.
-pub fn read_dir(dir: &Path, device: &Device, origin: &str) -> Result<LoadedModel> {
-    let config_path = dir.join(CONFIG_FILE);
-    let cfg = config::read(&config_path)?;
+/// `dir/model.safetensors`, or an error that says what the directory holds instead.
+pub fn weights_file(dir: &Path) -> Result<std::path::PathBuf> {
     let weights = dir.join(WEIGHTS_FILE);
     if !weights.is_file() {
         let hint = if dir.join("model.safetensors.index.json").is_file() {
@@ -167,6 +165,14 @@ pub fn read_dir(dir: &Path, device: &Device, origin: &str) -> Result<LoadedModel
         };
         return Err(Error::data(&weights, hint));
     }
+    Ok(weights)
+}
+
+/// Reads a Hugging Face model directory. `origin` names it in the result.
+pub fn read_dir(dir: &Path, device: &Device, origin: &str) -> Result<LoadedModel> {
+    let config_path = dir.join(CONFIG_FILE);
+    let cfg = config::read(&config_path)?;
+    let weights = weights_file(dir)?;
     let mut file = tensor_io::read(&weights, device)?.tensors;
     let has_pooler = cfg.architecture == Architecture::ViTModel
         && (file.contains_key("pooler.dense.weight")

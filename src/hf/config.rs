@@ -152,6 +152,19 @@ impl Fields<'_> {
             None => Ok(default),
         }
     }
+
+    /// `hidden_act` (default `gelu`) as an activation pretext supports.
+    pub(crate) fn hidden_act(&self) -> Result<Activation> {
+        let name = self.str_or("hidden_act", "gelu")?;
+        activation(name).ok_or_else(|| {
+            self.err(
+                "hidden_act",
+                format!(
+                    "`{name}` is not supported; expected gelu, gelu_new, gelu_pytorch_tanh or relu"
+                ),
+            )
+        })
+    }
 }
 
 /// `hidden_act` → activation.
@@ -216,15 +229,7 @@ pub fn parse(map: &Map<String, Value>, path: &Path) -> Result<HfConfig> {
             ))
         }
     };
-    let act_name = f.str_or("hidden_act", "gelu")?;
-    let act = activation(act_name).ok_or_else(|| {
-        f.err(
-            "hidden_act",
-            format!(
-                "`{act_name}` is not supported; expected gelu, gelu_new, gelu_pytorch_tanh or relu"
-            ),
-        )
-    })?;
+    let act = f.hidden_act()?;
     let norm_eps = f.f64_or("layer_norm_eps", 1e-12)?;
     let qkv_bias = f.bool_or("qkv_bias", true)?;
     let dropout = f.f64_or("hidden_dropout_prob", 0.0)?;

@@ -11,9 +11,10 @@ use candle_nn::VarBuilder;
 use serde_json::{Map, Value};
 
 use super::bert::{self, TextKind, TextSpec};
-use super::checkpoint::{reject_leftovers, take_prefixed, CONFIG_FILE, WEIGHTS_FILE};
+use super::checkpoint::{reject_leftovers, take_prefixed, weights_file, CONFIG_FILE, WEIGHTS_FILE};
 use crate::backbone::{masked_mean, Linear, Mode};
 use crate::error::{Error, Result};
+use crate::modality::text::pack::pad_batch;
 use crate::modality::text::{MlmHead, TextConfig, TextEncoder};
 use crate::tensor_io;
 
@@ -70,17 +71,7 @@ pub fn read_dir(dir: &Path, device: &Device, origin: &str) -> Result<TextLoaded>
     let raw: Map<String, Value> = serde_json::from_str(&text)
         .map_err(|e| Error::data(&config_path, format!("invalid JSON object: {e}")))?;
     let mut spec = bert::parse_config(&raw, &config_path)?;
-    let weights = dir.join(WEIGHTS_FILE);
-    if !weights.is_file() {
-        let hint = if dir.join("model.safetensors.index.json").is_file() {
-            "sharded checkpoints are not supported"
-        } else if dir.join("pytorch_model.bin").is_file() {
-            "only safetensors weights are supported, not pytorch_model.bin"
-        } else {
-            "no such file"
-        };
-        return Err(Error::data(&weights, hint));
-    }
+    let weights = weights_file(dir)?;
     let tokenizer = dir.join(TOKENIZER_FILE);
     let tokenizer = if tokenizer.is_file() {
         check_tokenizer(
@@ -513,25 +504,19 @@ pub fn tokenize(
     let enc = tok
         .encode_batch(texts.to_vec(), true)
         .map_err(|e| Error::data(path, format!("tokenizing: {e}")))?;
-    let t = enc.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
-    let mut ids = Vec::with_capacity(enc.len() * t);
-    let mut mask = Vec::with_capacity(enc.len() * t);
     let mut truncated = Vec::new();
     for (i, e) in enc.iter().enumerate() {
-        let n = e.get_ids().len();
-        ids.extend_from_slice(e.get_ids());
-        ids.extend(std::iter::repeat_n(pad, t - n));
-        mask.extend(std::iter::repeat_n(1u32, n));
-        mask.extend(std::iter::repeat_n(0u32, t - n));
         if !e.get_overflowing().is_empty() {
             let extra: usize = e.get_overflowing().iter().map(|o| o.get_ids().len()).sum();
-            truncated.push((i, n + extra));
+            truncated.push((i, e.get_ids().len() + extra));
         }
     }
-    let b = enc.len();
+    let seqs: Vec<&[u32]> = enc.iter().map(|e| e.get_ids()).collect();
+    let p = pad_batch(&seqs, pad);
+    let mask: Vec<u32> = p.attention_mask.iter().map(|&m| u32::from(m)).collect();
     Ok(TokenBatch {
-        input_ids: Tensor::from_vec(ids, (b, t), device)?,
-        attention_mask: Tensor::from_vec(mask, (b, t), device)?,
+        input_ids: Tensor::from_vec(p.ids, (p.batch, p.seq_len), device)?,
+        attention_mask: Tensor::from_vec(mask, (p.batch, p.seq_len), device)?,
         truncated,
     })
 }

@@ -246,6 +246,18 @@ fn new_run_dir(loaded: &Loaded, opts: &RunOptions) -> Result<PathBuf> {
     Ok(run_dir)
 }
 
+/// The run's latest checkpoint, loaded, if it has one.
+fn latest_checkpoint(run_dir: &Path, device: &Device) -> Result<Option<checkpoint::Checkpoint>> {
+    match checkpoint::latest(&run_dir.join("checkpoints"))? {
+        Some(path) => {
+            let c = checkpoint::load(&path, device)?;
+            eprintln!("resuming from {} (step {})", path.display(), c.state.step);
+            Ok(Some(c))
+        }
+        None => Ok(None),
+    }
+}
+
 fn write_summary(run_dir: &Path, summary: &Summary) -> Result<()> {
     let json =
         serde_json::to_string_pretty(summary).map_err(|e| Error::data(run_dir, e.to_string()))?;
@@ -279,14 +291,7 @@ fn execute(
     file: &Path,
     opts: &RunOptions,
 ) -> Result<Summary> {
-    let ckpt = match checkpoint::latest(&run_dir.join("checkpoints"))? {
-        Some(path) => {
-            let c = checkpoint::load(&path, &p.device)?;
-            eprintln!("resuming from {} (step {})", path.display(), c.state.step);
-            Some(c)
-        }
-        None => None,
-    };
+    let ckpt = latest_checkpoint(run_dir, &p.device)?;
     let preview = p.test.as_ref().unwrap_or(&p.train);
     let task = PretrainTask::new(
         r,

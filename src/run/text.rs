@@ -29,7 +29,7 @@ use crate::objective::mlm::{Mlm, MlmBatch, MlmEval};
 use crate::params::ParamStore;
 use crate::recipe::{DataFormat, DataSource, Loaded, Recipe, TextSection};
 use crate::train::metrics::MetricsLog;
-use crate::train::{self, checkpoint, TrainTask};
+use crate::train::{self, TrainTask};
 
 /// The tokenizer's file name inside a run directory.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -456,14 +456,7 @@ fn execute(p: Prepared, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> Result
     let json =
         serde_json::to_string_pretty(&p.config).map_err(|e| Error::data(run_dir, e.to_string()))?;
     crate::tensor_io::write_atomic(&run_dir.join(CONFIG_FILE), json.as_bytes())?;
-    let ckpt = match checkpoint::latest(&run_dir.join("checkpoints"))? {
-        Some(path) => {
-            let c = checkpoint::load(&path, &p.device)?;
-            eprintln!("resuming from {} (step {})", path.display(), c.state.step);
-            Some(c)
-        }
-        None => None,
-    };
+    let ckpt = super::latest_checkpoint(run_dir, &p.device)?;
     let resume_step = ckpt.as_ref().map(|c| c.state.step);
     let task = MlmTask {
         mlm: &p.mlm,

@@ -12,6 +12,7 @@ use crate::head::finetune::{self, FineTuneConfig, FineTuneLog};
 use crate::head::linear_probe::accuracy;
 use crate::modality::text::classifier::{pool, TextClassifier, TextClassifierSpec};
 use crate::modality::text::encoder::{TextConfig, TextEncoder};
+use crate::modality::text::pack;
 use crate::params::ParamStore;
 use crate::recipe::{DownstreamInput, DownstreamSection, Pooling};
 
@@ -26,25 +27,15 @@ pub struct Labelled {
 }
 
 /// `[B, T]` ids of the examples `idx`, padded with `pad` to the longest.
-pub fn pad_batch(
+pub fn padded_ids(
     examples: &[Vec<u32>],
     idx: &[usize],
     pad: u32,
     device: &Device,
 ) -> Result<Tensor> {
-    let t = idx
-        .iter()
-        .map(|&i| examples[i].len())
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    let mut out = Vec::with_capacity(idx.len() * t);
-    for &i in idx {
-        let e = &examples[i];
-        out.extend_from_slice(e);
-        out.extend(std::iter::repeat_n(pad, t - e.len()));
-    }
-    Ok(Tensor::from_vec(out, (idx.len(), t), device)?)
+    let seqs: Vec<&[u32]> = idx.iter().map(|&i| examples[i].as_slice()).collect();
+    let p = pack::pad_batch(&seqs, pad);
+    Ok(Tensor::from_vec(p.ids, (p.batch, p.seq_len), device)?)
 }
 
 /// Runs `f` over `idx` in batches of similar length (less padding), and returns its
@@ -61,7 +52,7 @@ fn by_length(
     let mut outs = Vec::new();
     for chunk in order.chunks(EVAL_BATCH) {
         let rows: Vec<usize> = chunk.iter().map(|&k| idx[k]).collect();
-        outs.push(f(&pad_batch(examples, &rows, pad, device)?)?.detach());
+        outs.push(f(&padded_ids(examples, &rows, pad, device)?)?.detach());
     }
     let sorted = Tensor::cat(&outs, 0)?;
     let mut inverse = vec![0u32; idx.len()];
@@ -165,7 +156,7 @@ impl DownstreamTask for TextTask<'_> {
         let batch = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
             let y: Vec<u32> = idx.iter().map(|&i| self.train.labels[i]).collect();
             Ok((
-                pad_batch(&self.train.ids, idx, pad, self.device)?,
+                padded_ids(&self.train.ids, idx, pad, self.device)?,
                 Tensor::from_vec(y, idx.len(), self.device)?,
             ))
         };
