@@ -40,12 +40,117 @@ pub struct MaeOutput {
 
 pub struct Mae {
     pub vit: ImageEncoder,
-    decoder_embed: Linear,
-    mask_token: Tensor,        // [1, 1, Dd]
-    decoder_pos_embed: Tensor, // [1, 1 + L, Dd], fixed
-    decoder: Encoder,
-    decoder_pred: Linear,
+    decoder: MaeDecoder,
     cfg: MaeConfig,
+}
+
+/// MAE's light decoder (under `decoder.`): the encoder's latent (class token + kept tokens)
+/// embedded to the decoder's width, mask tokens for the removed patches, the original order
+/// restored, fixed positions added, a pre-norm stack, and a linear prediction per patch.
+/// Shared by the image MAE and Audio-MAE.
+pub struct MaeDecoder {
+    embed: Linear,
+    mask_token: Tensor, // [1, 1, Dd]
+    pos_embed: Tensor,  // [1, 1 + L, Dd], fixed
+    blocks: Encoder,
+    pred: Linear,
+}
+
+impl MaeDecoder {
+    /// `pos_embed: [1, 1 + L, Dd]` (fixed); predictions have `out_dim` values per patch.
+    pub fn new(
+        encoder_dim: usize,
+        cfg: &EncoderConfig,
+        pos_embed: Tensor,
+        out_dim: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let dd = cfg.dim;
+        Ok(Self {
+            embed: Linear::new(encoder_dim, dd, true, vb.pp("embed"))?,
+            mask_token: vb.get_with_hints(
+                (1, 1, dd),
+                "mask_token",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )?,
+            pos_embed,
+            blocks: Encoder::new(cfg, vb.pp("blocks"))?,
+            pred: Linear::new(dd, out_dim, true, vb.pp("pred"))?,
+        })
+    }
+
+    /// The fixed position table `[1, 1 + L, Dd]`.
+    pub fn pos_embed(&self) -> &Tensor {
+        &self.pos_embed
+    }
+
+    /// latent `[B, 1 + keep, D]` → predicted patches `[B, L, out_dim]`.
+    pub fn forward(&self, latent: &Tensor, ids_restore: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        let x = self.embed.forward(latent)?;
+        let (b, t, dd) = x.dims3()?;
+        let l = ids_restore.dim(1)?;
+        let mask_tokens = self.mask_token.broadcast_as((b, l + 1 - t, dd))?;
+        let x_ = Tensor::cat(&[&x.narrow(1, 1, t - 1)?, &mask_tokens], 1)?.contiguous()?;
+        let idx = ids_restore
+            .unsqueeze(2)?
+            .broadcast_as((b, l, dd))?
+            .contiguous()?;
+        let x_ = x_.gather(&idx, 1)?;
+        let x = Tensor::cat(&[&x.narrow(1, 0, 1)?, &x_], 1)?;
+        let x = x.broadcast_add(&self.pos_embed)?;
+        let x = self.blocks.forward(&x, None, mode)?;
+        let x = self.pred.forward(&x)?;
+        x.narrow(1, 1, l)
+    }
+}
+
+/// Keeps, per row, the `keep` tokens with the lowest noise.
+/// `x: [B, L, D]`, `noise: [B, L]` → (`[B, keep, D]`, mask `[B, L]` (1 = removed),
+/// ids_restore `[B, L]`).
+pub fn random_masking(x: &Tensor, noise: &Tensor, keep: usize) -> Result<(Tensor, Tensor, Tensor)> {
+    let (b, l, d) = x.dims3()?;
+    if noise.dims() != [b, l] {
+        candle_core::bail!("noise: expected shape [{b}, {l}], found {:?}", noise.dims());
+    }
+    let m = masking_from_noise(&noise.to_dtype(DType::F32)?.to_vec2::<f32>()?, keep);
+    let dev = x.device();
+    let ids_keep = Tensor::from_vec(m.ids_keep, (b, m.keep, 1), dev)?
+        .broadcast_as((b, m.keep, d))?
+        .contiguous()?;
+    let x_masked = x.contiguous()?.gather(&ids_keep, 1)?;
+    let mask = Tensor::from_vec(m.mask, (b, l), dev)?.to_dtype(x.dtype())?;
+    let ids_restore = Tensor::from_vec(m.ids_restore, (b, l), dev)?;
+    Ok((x_masked, mask, ids_restore))
+}
+
+/// Per-patch mean and standard deviation of `patches` (`[B, L, P]` → `[B, L, 1]` each),
+/// with the unbiased variance and eps 1e-6 of MAE's `norm_pix_loss`.
+pub fn patch_stats(patches: &Tensor) -> Result<(Tensor, Tensor)> {
+    let n = patches.dim(2)? as f64;
+    let mean = patches.mean_keepdim(2)?;
+    let var = (patches.broadcast_sub(&mean)?.sqr()?.sum_keepdim(2)? / (n - 1.0).max(1.0))?;
+    Ok((mean, (var + 1e-6)?.sqrt()?))
+}
+
+/// Per-patch normalised `patches` (MAE's `norm_pix_loss` target).
+pub fn normalize_patches(patches: &Tensor) -> Result<Tensor> {
+    let (mean, std) = patch_stats(patches)?;
+    patches.broadcast_sub(&mean)?.broadcast_div(&std)
+}
+
+/// Mean over removed patches of the per-patch mean squared error (`mask`: 1 = removed).
+pub fn masked_mse(pred: &Tensor, target: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let per_patch = (pred - target)?.sqr()?.mean(2)?; // [B, L]
+    (per_patch * mask)?.sum_all()? / mask.sum_all()?.to_scalar::<f32>()? as f64
+}
+
+/// Undoes [`normalize_patches`] with the statistics of `original` patches.
+pub fn denormalize_patches(pred: &Tensor, original: &Tensor) -> Result<Tensor> {
+    let (mean, std) = patch_stats(original)?;
+    pred.broadcast_mul(&std)?.broadcast_add(&mean)
 }
 
 /// Per-sample shuffles derived from `noise` (`[B, L]`): ascending noise is kept.
@@ -85,22 +190,16 @@ impl Mae {
             candle_core::bail!("mask_ratio must be in (0, 1), found {}", cfg.mask_ratio);
         }
         let vit = ImageEncoder::new(cfg.geometry, &cfg.encoder, vb.pp("vit"))?;
-        let dvb = vb.pp("decoder");
-        let dd = cfg.decoder.dim;
+        let decoder = MaeDecoder::new(
+            cfg.encoder.dim,
+            &cfg.decoder,
+            sincos_with_cls(cfg.decoder.dim, cfg.geometry.grid(), vb.device())?,
+            cfg.geometry.patch_dim(),
+            vb.pp("decoder"),
+        )?;
         Ok(Self {
             vit,
-            decoder_embed: Linear::new(cfg.encoder.dim, dd, true, dvb.pp("embed"))?,
-            mask_token: dvb.get_with_hints(
-                (1, 1, dd),
-                "mask_token",
-                Init::Randn {
-                    mean: 0.0,
-                    stdev: 0.02,
-                },
-            )?,
-            decoder_pos_embed: sincos_with_cls(dd, cfg.geometry.grid(), vb.device())?,
-            decoder: Encoder::new(&cfg.decoder, dvb.pp("blocks"))?,
-            decoder_pred: Linear::new(dd, cfg.geometry.patch_dim(), true, dvb.pp("pred"))?,
+            decoder,
             cfg: cfg.clone(),
         })
     }
@@ -111,22 +210,22 @@ impl Mae {
 
     /// The decoder's fixed position table `[1, 1 + L, Dd]`.
     pub fn decoder_pos_embed(&self) -> &Tensor {
-        &self.decoder_pos_embed
+        self.decoder.pos_embed()
     }
 
     /// Replaces both fixed position tables with those a checkpoint stores (Hugging Face
     /// ViT-MAE keeps them as `position_embeddings` / `decoder_pos_embed`), so a loaded model
     /// uses exactly its own tables. `encoder: [1, 1 + L, D]`, `decoder: [1, 1 + L, Dd]`.
     pub fn set_fixed_positions(&mut self, encoder: Tensor, decoder: Tensor) -> Result<()> {
-        if decoder.dims() != self.decoder_pos_embed.dims() {
+        if decoder.dims() != self.decoder.pos_embed.dims() {
             candle_core::bail!(
                 "decoder position table: expected shape {:?}, found {:?}",
-                self.decoder_pos_embed.dims(),
+                self.decoder.pos_embed.dims(),
                 decoder.dims()
             );
         }
         self.vit.set_fixed_positions(encoder)?;
-        self.decoder_pos_embed = decoder;
+        self.decoder.pos_embed = decoder;
         Ok(())
     }
 
@@ -151,22 +250,7 @@ impl Mae {
     /// Keeps the `len_keep` patches with the lowest noise.
     /// `x: [B, L, D]`, `noise: [B, L]` → (`[B, keep, D]`, mask `[B, L]`, ids_restore `[B, L]`).
     pub fn random_masking(&self, x: &Tensor, noise: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let (b, l, d) = x.dims3()?;
-        if noise.dims() != [b, l] {
-            candle_core::bail!("noise: expected shape [{b}, {l}], found {:?}", noise.dims());
-        }
-        let m = masking_from_noise(
-            &noise.to_dtype(DType::F32)?.to_vec2::<f32>()?,
-            self.len_keep(),
-        );
-        let dev = x.device();
-        let ids_keep = Tensor::from_vec(m.ids_keep, (b, m.keep, 1), dev)?
-            .broadcast_as((b, m.keep, d))?
-            .contiguous()?;
-        let x_masked = x.contiguous()?.gather(&ids_keep, 1)?;
-        let mask = Tensor::from_vec(m.mask, (b, l), dev)?.to_dtype(x.dtype())?;
-        let ids_restore = Tensor::from_vec(m.ids_restore, (b, l), dev)?;
-        Ok((x_masked, mask, ids_restore))
+        random_masking(x, noise, self.len_keep())
     }
 
     /// `[B, C, H, W]` → latent `[B, 1 + keep, D]`, mask, ids_restore.
@@ -188,30 +272,7 @@ impl Mae {
         ids_restore: &Tensor,
         mode: &mut Mode,
     ) -> Result<Tensor> {
-        let x = self.decoder_embed.forward(latent)?;
-        let (b, t, dd) = x.dims3()?;
-        let l = ids_restore.dim(1)?;
-        let mask_tokens = self.mask_token.broadcast_as((b, l + 1 - t, dd))?;
-        let x_ = Tensor::cat(&[&x.narrow(1, 1, t - 1)?, &mask_tokens], 1)?.contiguous()?;
-        let idx = ids_restore
-            .unsqueeze(2)?
-            .broadcast_as((b, l, dd))?
-            .contiguous()?;
-        let x_ = x_.gather(&idx, 1)?;
-        let x = Tensor::cat(&[&x.narrow(1, 0, 1)?, &x_], 1)?;
-        let x = x.broadcast_add(&self.decoder_pos_embed)?;
-        let x = self.decoder.forward(&x, None, mode)?;
-        let x = self.decoder_pred.forward(&x)?;
-        x.narrow(1, 1, l)
-    }
-
-    /// Per-patch mean and standard deviation of `patches` (`[B, L, P]` → `[B, L, 1]` each),
-    /// with the unbiased variance and eps 1e-6 of MAE's `norm_pix_loss`.
-    fn patch_stats(patches: &Tensor) -> Result<(Tensor, Tensor)> {
-        let n = patches.dim(2)? as f64;
-        let mean = patches.mean_keepdim(2)?;
-        let var = (patches.broadcast_sub(&mean)?.sqr()?.sum_keepdim(2)? / (n - 1.0).max(1.0))?;
-        Ok((mean, (var + 1e-6)?.sqrt()?))
+        self.decoder.forward(latent, ids_restore, mode)
     }
 
     /// The reconstruction target: patches, per-patch normalised when `norm_pix_loss`.
@@ -220,15 +281,12 @@ impl Mae {
         if !self.cfg.norm_pix_loss {
             return Ok(target);
         }
-        let (mean, std) = Self::patch_stats(&target)?;
-        target.broadcast_sub(&mean)?.broadcast_div(&std)
+        normalize_patches(&target)
     }
 
     /// Mean over removed patches of the per-patch mean squared error.
     pub fn forward_loss(&self, imgs: &Tensor, pred: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let target = self.target(imgs)?;
-        let per_patch = (pred - target)?.sqr()?.mean(2)?; // [B, L]
-        (per_patch * mask)?.sum_all()? / mask.sum_all()?.to_scalar::<f32>()? as f64
+        masked_mse(pred, &self.target(imgs)?, mask)
     }
 
     pub fn forward(&self, imgs: &Tensor, noise: &Tensor, mode: &mut Mode) -> Result<MaeOutput> {
@@ -249,8 +307,7 @@ impl Mae {
         if !self.cfg.norm_pix_loss {
             return Ok(pred.clone());
         }
-        let (mean, std) = Self::patch_stats(&patchify(imgs, self.cfg.geometry.patch)?)?;
-        pred.broadcast_mul(&std)?.broadcast_add(&mean)
+        denormalize_patches(pred, &patchify(imgs, self.cfg.geometry.patch)?)
     }
 }
 

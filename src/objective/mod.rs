@@ -2,6 +2,7 @@
 //! it depends on a modality's embedder and the backbone, never on another objective.
 //! `masking` holds the mask generators objectives share.
 
+pub mod audio_mae;
 pub mod mae;
 pub mod masking;
 pub mod mlm;

@@ -368,8 +368,15 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
                 "objective.kind",
                 || "`mlm` is a text objective; images use `mae` or `simmim`".into(),
             )?;
+            check(
+                matches!(r.objective.masking, MaskingKind::Random | MaskingKind::Block),
+                file,
+                "objective.masking",
+                || "images use `random` or `block` masking (time / frequency masking is for audio)".into(),
+            )?;
         }
         Modality::Text => validate_text(r, file)?,
+        Modality::Audio => validate_audio(r, file)?,
     }
 
     if let Some(a) = &r.data.augment {
@@ -631,6 +638,81 @@ fn validate_text(r: &Recipe, file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Audio recipes: spectrogram settings, patches that tile them, Audio-MAE.
+fn validate_audio(r: &Recipe, file: &Path) -> Result<()> {
+    let a = r.data.audio.as_ref().ok_or_else(|| Error::InvalidValue {
+        file: file.to_path_buf(),
+        key: "data.audio".into(),
+        message: "required when data.modality = \"audio\" (e.g. audio = { frames = 96, patch_freq = 8, patch_time = 4, mel = { n_mels = 64 } })".into(),
+    })?;
+    a.mel.validate().map_err(|m| Error::InvalidValue {
+        file: file.to_path_buf(),
+        key: "data.audio.mel".into(),
+        message: m,
+    })?;
+    check(a.frames >= 2, file, "data.audio.frames", || {
+        format!("must be at least 2, found {}", a.frames)
+    })?;
+    check(
+        a.patch_freq > 0 && a.mel.n_mels % a.patch_freq == 0,
+        file,
+        "data.audio.patch_freq",
+        || format!("{} must divide mel.n_mels = {}", a.patch_freq, a.mel.n_mels),
+    )?;
+    check(
+        a.patch_time > 0 && a.frames % a.patch_time == 0,
+        file,
+        "data.audio.patch_time",
+        || format!("{} must divide frames = {}", a.patch_time, a.frames),
+    )?;
+    check(
+        a.std.is_none_or(|s| s > 0.0 && s.is_finite()),
+        file,
+        "data.audio.std",
+        || "must be positive".into(),
+    )?;
+    check(
+        a.mean.is_some() == a.std.is_some(),
+        file,
+        "data.audio.mean",
+        || "give both `mean` and `std`, or neither (then the training split's are used)".into(),
+    )?;
+    for (key, src) in sources(r) {
+        check(
+            matches!(src.format, DataFormat::Folder | DataFormat::Manifest),
+            file,
+            &format!("{key}.format"),
+            || "audio recipes read format = \"folder\" (root/<label>/*.wav) or \"manifest\" (CSV)".into(),
+        )?;
+    }
+    check(
+        r.objective.kind == ObjectiveKind::Mae,
+        file,
+        "objective.kind",
+        || "audio pretraining uses kind = \"mae\" (Audio-MAE)".into(),
+    )?;
+    check(
+        r.objective.masking != MaskingKind::Block,
+        file,
+        "objective.masking",
+        || "audio uses `random`, `time`, `frequency` or `time-frequency` masking".into(),
+    )?;
+    check(r.model.dim % 4 == 0, file, "model.dim", || {
+        format!("{} must be divisible by 4 (2-D sin-cos positions)", r.model.dim)
+    })?;
+    let (gt, gf) = (a.frames / a.patch_time.max(1), a.mel.n_mels / a.patch_freq.max(1));
+    let axis_ok = match r.objective.masking {
+        MaskingKind::Time => gt >= 2,
+        MaskingKind::Frequency => gf >= 2,
+        MaskingKind::TimeFrequency => gt >= 2 && gf >= 2,
+        _ => gt * gf >= 2,
+    };
+    check(axis_ok, file, "objective.masking", || {
+        format!("the patch grid ({gt} time x {gf} frequency) is too small to mask along that axis")
+    })?;
+    Ok(())
+}
+
 /// The data sources a recipe names, with their keys.
 fn sources(r: &Recipe) -> Vec<(&'static str, &DataSource)> {
     let mut sources = vec![("data.train", &r.data.train)];
@@ -686,13 +768,30 @@ fn validate_sources(r: &Recipe, file: &Path) -> Result<()> {
                     ("root", src.root.is_some()),
                 ],
             ),
+            DataFormat::Manifest => (
+                &[("path", src.path.is_some())],
+                &[
+                    ("images", src.images.is_some()),
+                    ("labels", src.labels.is_some()),
+                    ("root", src.root.is_some()),
+                    text_keys[1],
+                    text_keys[2],
+                ],
+            ),
         };
         let format = match src.format {
             DataFormat::Idx => "idx",
             DataFormat::Folder => "folder",
             DataFormat::Text => "text",
             DataFormat::Jsonl => "jsonl",
+            DataFormat::Manifest => "manifest",
         };
+        check(
+            src.split.is_none() || src.format == DataFormat::Manifest,
+            file,
+            &format!("{key}.split"),
+            || "only a manifest source selects rows by `split`".into(),
+        )?;
         for (k, present) in needed {
             check(*present, file, &format!("{key}.{k}"), || {
                 format!("required when format = \"{format}\"")
@@ -705,10 +804,11 @@ fn validate_sources(r: &Recipe, file: &Path) -> Result<()> {
                 DataFormat::Folder => "is not a folder key; a folder source names only `root` (labels are its class directories)".into(),
                 DataFormat::Text => "is not a text key; a text source names only `path` (a file or a folder)".into(),
                 DataFormat::Jsonl => "is not a jsonl key; a jsonl source names `path`, `text_field` and `label_field`".into(),
+                DataFormat::Manifest => "is not a manifest key; a manifest source names `path` (a CSV file) and `split`".into(),
             }
             })?;
         }
-        if src.format == DataFormat::Folder {
+        if src.format == DataFormat::Folder && r.data.modality == Modality::Image {
             if let Some(img) = &r.data.image {
                 check(
                     img.channels == 1 || img.channels == 3,

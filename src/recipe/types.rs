@@ -87,6 +87,7 @@ impl ModelSection {
 pub enum Modality {
     Image,
     Text,
+    Audio,
 }
 
 /// Where the data is and how it becomes tensors.
@@ -109,6 +110,9 @@ pub struct DataSection {
     /// Required when `modality = "text"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextSection>,
+    /// Required when `modality = "audio"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio: Option<AudioSection>,
     /// Labelled splits for the downstream heads when they are not `train` / `test` (text:
     /// pretrain on one corpus, classify another).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,6 +157,31 @@ pub struct TokenizerSection {
     pub lowercase: bool,
 }
 
+/// How audio clips become spectrograms: every clip is read (WAV; any channel count is
+/// mixed down), resampled to `mel.sample_rate`, cut or padded to `frames` frames, turned
+/// into a log-mel spectrogram and normalised with one mean and standard deviation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioSection {
+    /// Log-mel settings (FFT size, hop, mel bands, scale, ...), and the sample rate clips are
+    /// resampled to.
+    #[serde(default)]
+    pub mel: crate::modality::audio::mel::MelConfig,
+    /// Spectrogram frames per clip: a clip is `(frames - 1) * hop_length` samples, longer
+    /// ones centre-cropped, shorter ones padded with silence at the end.
+    pub frames: usize,
+    /// Mel bands per patch; must divide `mel.n_mels`.
+    pub patch_freq: usize,
+    /// Frames per patch; must divide `frames`.
+    pub patch_time: usize,
+    /// Normalisation of the log-mel values; absent = the mean and standard deviation of
+    /// the training split (saved with the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<f32>,
+}
+
 /// A file-based data source. Relative paths are relative to the directory `pretext` runs in.
 ///
 /// `{ format = "idx", images = FILE, labels = FILE }` or `{ format = "folder", root = DIR }`.
@@ -182,6 +211,9 @@ pub struct DataSource {
     /// unlabelled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_field: Option<String>,
+    /// `manifest`: keep only the rows whose `split` column equals this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
     /// Use only the first N examples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
@@ -196,6 +228,9 @@ pub enum DataFormat {
     Text,
     /// JSON lines with a text field and an optional label field.
     Jsonl,
+    /// Audio: a CSV file with a header naming `path` and optionally `label` and `split`
+    /// columns (paths relative to the manifest's directory).
+    Manifest,
 }
 
 impl DataSource {
@@ -204,7 +239,7 @@ impl DataSource {
     pub fn may_have_labels(&self) -> bool {
         match self.format {
             DataFormat::Idx => self.labels.is_some(),
-            DataFormat::Folder | DataFormat::Jsonl => true,
+            DataFormat::Folder | DataFormat::Jsonl | DataFormat::Manifest => true,
             DataFormat::Text => false,
         }
     }
@@ -264,7 +299,7 @@ pub enum ObjectiveKind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum MaskingKind {
     /// Patches removed uniformly at random.
     #[default]
@@ -272,6 +307,12 @@ pub enum MaskingKind {
     /// BEiT's block-wise masking: random rectangles (at least 4 patches, aspect ratio in
     /// [0.3, 1/0.3]) until the count is reached.
     Block,
+    /// Audio: whole time columns of patches (`round(mask_ratio * columns)`).
+    Time,
+    /// Audio: whole frequency rows of patches.
+    Frequency,
+    /// Audio: time columns and frequency rows, each at `1 - sqrt(1 - mask_ratio)`.
+    TimeFrequency,
 }
 
 /// The pretext task.

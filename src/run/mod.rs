@@ -94,7 +94,7 @@ fn load_images(
             let data = ImageDataset::from_folder(root, image.channels, image.size)?;
             (data, root)
         }
-        DataFormat::Text | DataFormat::Jsonl => {
+        DataFormat::Text | DataFormat::Jsonl | DataFormat::Manifest => {
             return Err(Error::InvalidValue {
                 file: file.to_path_buf(),
                 key: format!("{key}.format"),

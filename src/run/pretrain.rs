@@ -77,8 +77,9 @@ pub fn simmim_config(r: &Recipe, img: &ImageSection) -> SimMimConfig {
 /// The recipe's mask generator.
 pub fn mask_generator(r: &Recipe, img: &ImageSection) -> MaskGenerator {
     let kind = match r.objective.masking {
-        MaskingKind::Random => MaskKind::Random,
         MaskingKind::Block => MaskKind::Block,
+        // Validation keeps the audio kinds out of image recipes.
+        _ => MaskKind::Random,
     };
     MaskGenerator::new(img.size / img.patch, r.objective.mask_ratio(), kind)
 }

@@ -33,6 +33,12 @@ pub fn unpatchify(x: &Tensor, p: usize, channels: usize) -> Result<Tensor> {
 /// `get_2d_sincos_pos_embed`, without the class-token row): the first half of each row
 /// encodes the column index, the second half the row index.
 pub fn sincos_2d(dim: usize, grid: usize) -> Vec<f32> {
+    sincos_grid(dim, grid, grid)
+}
+
+/// 2-D sine-cosine position embeddings `[rows*cols, dim]` for a `rows × cols` grid in
+/// row-major order (the square case is [`sincos_2d`]).
+pub fn sincos_grid(dim: usize, rows: usize, cols: usize) -> Vec<f32> {
     assert!(
         dim.is_multiple_of(4),
         "sincos embedding dim must be divisible by 4"
@@ -41,9 +47,9 @@ pub fn sincos_2d(dim: usize, grid: usize) -> Vec<f32> {
     let omega: Vec<f64> = (0..quarter)
         .map(|i| 1.0 / 10000f64.powf(i as f64 / quarter as f64))
         .collect();
-    let mut out = Vec::with_capacity(grid * grid * dim);
-    for row in 0..grid {
-        for col in 0..grid {
+    let mut out = Vec::with_capacity(rows * cols * dim);
+    for row in 0..rows {
+        for col in 0..cols {
             // MAE builds meshgrid(w, h) and uses grid[0] (= column) for the first half.
             for pos in [col as f64, row as f64] {
                 out.extend(omega.iter().map(|o| (pos * o).sin() as f32));
