@@ -545,10 +545,10 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
             "must be positive".into()
         })?;
         check(
-            !(d.input == DownstreamInput::Pixels && r.data.modality == Modality::Text),
+            !(d.input == DownstreamInput::Pixels && r.data.modality != Modality::Image),
             file,
             &key("input"),
-            || "`pixels` is an image baseline; text heads take `pretrained` or `scratch`".into(),
+            || "`pixels` is an image baseline; text and audio heads take `pretrained` or `scratch`".into(),
         )?;
         match &r.data.labelled {
             Some(l) => {

@@ -1,6 +1,8 @@
 //! Running a recipe: pretraining, then the downstream heads, in a run directory that can
 //! be resumed at any time with `pretext run RUN_DIR`.
 
+pub mod audio;
+pub mod audio_task;
 pub mod dir;
 pub mod downstream;
 pub mod image_task;
@@ -157,8 +159,10 @@ fn prepare(r: &Recipe, file: &Path) -> Result<Prepared> {
 /// Validates a recipe through one forward pass of one batch, without training; returns a
 /// report of the shapes involved.
 pub fn dry_run(loaded: &Loaded) -> Result<String> {
-    if loaded.recipe.data.modality == Modality::Text {
-        return text::dry_run(loaded);
+    match loaded.recipe.data.modality {
+        Modality::Text => return text::dry_run(loaded),
+        Modality::Audio => return audio::dry_run(loaded),
+        Modality::Image => {}
     }
     let r = &loaded.recipe;
     let p = prepare(r, &loaded.file)?;
@@ -220,8 +224,10 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
 
 /// Starts a new run of a loaded recipe.
 pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
-    if loaded.recipe.data.modality == Modality::Text {
-        return text::start(loaded, opts);
+    match loaded.recipe.data.modality {
+        Modality::Text => return text::start(loaded, opts),
+        Modality::Audio => return audio::start(loaded, opts),
+        Modality::Image => {}
     }
     // Data and model first: a recipe that cannot run leaves no run directory behind.
     let prepared = prepare(&loaded.recipe, &loaded.file)?;
@@ -272,8 +278,10 @@ pub fn resume(run_dir: &Path, overrides: &[Override], opts: &RunOptions) -> Resu
     if !overrides.is_empty() {
         dir::write_recipe(run_dir, &loaded.recipe, &file)?;
     }
-    if loaded.recipe.data.modality == Modality::Text {
-        return text::resume(&loaded, run_dir, opts);
+    match loaded.recipe.data.modality {
+        Modality::Text => return text::resume(&loaded, run_dir, opts),
+        Modality::Audio => return audio::resume(&loaded, run_dir, opts),
+        Modality::Image => {}
     }
     execute(
         prepare(&loaded.recipe, &file)?,

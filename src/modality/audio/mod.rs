@@ -5,3 +5,5 @@ pub mod encoder;
 pub mod dataset;
 pub mod mel;
 pub mod resample;
+pub mod classifier;
+pub mod clips;

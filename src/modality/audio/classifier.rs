@@ -1,0 +1,80 @@
+//! A spoken-audio classifier: the spectrogram encoder (`audio.*`) and a linear layer
+//! (`classifier.*`) on the pooled final hidden states (class token, or the mean of the patch
+//! tokens as Audio-MAE fine-tunes). Saved as `model.safetensors` + `model.json`
+//! ([`AudioClassifierSpec`], kind `audio-classifier`), with the feature settings and class
+//! names, so a saved directory is self-contained.
+
+use std::path::Path;
+
+use candle_core::{Module, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use super::clips::AudioFeatures;
+use super::encoder::{SpectrogramEncoder, SpectrogramGeometry};
+use crate::backbone::{EncoderConfig, Linear, Mode};
+use crate::error::{Error, Result};
+use crate::recipe::Pooling;
+
+pub use crate::modality::image::classifier::{SPEC_FILE, WEIGHTS_FILE};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioClassifierSpec {
+    /// Always `"audio-classifier"`.
+    pub kind: String,
+    pub features: AudioFeatures,
+    pub geometry: SpectrogramGeometry,
+    pub encoder: EncoderConfig,
+    pub pooling: Pooling,
+    /// Class names, in label order.
+    pub classes: Vec<String>,
+}
+
+impl AudioClassifierSpec {
+    pub const KIND: &'static str = "audio-classifier";
+
+    /// Writes `dir/model.json`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let json =
+            serde_json::to_string_pretty(self).map_err(|e| Error::data(dir, e.to_string()))?;
+        crate::tensor_io::write_atomic(&dir.join(SPEC_FILE), json.as_bytes())
+    }
+}
+
+/// Pools final hidden states `[B, 1 + L, D]` into `[B, D]`.
+pub fn pool(hidden: &Tensor, pooling: Pooling) -> candle_core::Result<Tensor> {
+    match pooling {
+        Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1),
+        Pooling::Mean => hidden.narrow(1, 1, hidden.dim(1)? - 1)?.mean(1),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AudioClassifier {
+    pub audio: SpectrogramEncoder,
+    pub classifier: Linear,
+    pub pooling: Pooling,
+}
+
+impl AudioClassifier {
+    /// Builds the classifier from `vb` (root: `audio.*` and `classifier.*`).
+    pub fn new(spec: &AudioClassifierSpec, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(Self {
+            audio: SpectrogramEncoder::new(spec.geometry, &spec.encoder, vb.pp("audio"))?,
+            classifier: Linear::new(
+                spec.encoder.dim,
+                spec.classes.len(),
+                true,
+                vb.pp("classifier"),
+            )?,
+            pooling: spec.pooling,
+        })
+    }
+
+    /// `[B, n_mels, frames]` → logits `[B, classes]`.
+    pub fn forward(&self, spec: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
+        let h = self.audio.forward(spec, mode)?;
+        self.classifier.forward(&pool(&h, self.pooling)?)
+    }
+}

@@ -1,0 +1,227 @@
+//! Clips as model inputs: each WAV read, mixed down, resampled, cut or padded to a fixed
+//! length and turned into a log-mel spectrogram once, up front (a spoken-word clip is a few
+//! kilobytes of features); batches are normalised `[B, n_mels, frames]` tensors.
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::dataset::AudioItem;
+use super::mel::{MelConfig, MelSpectrogram};
+use super::resample::load_clip;
+use crate::error::{Error, Result};
+
+/// Everything that turns a waveform into an encoder input; saved with a run
+/// (`audio-config.json`, with the encoder's shape) so that its checkpoints can be used on
+/// their own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioFeatures {
+    pub mel: MelConfig,
+    /// Spectrogram frames per clip.
+    pub frames: usize,
+    /// Normalisation of the log-mel values: `(x - mean) / std`.
+    pub mean: f32,
+    pub std: f32,
+}
+
+impl AudioFeatures {
+    /// Samples per clip: the length whose spectrogram has exactly `frames` frames.
+    pub fn clip_len(&self) -> usize {
+        let hop = self.mel.hop_length;
+        if self.mel.center {
+            (self.frames - 1) * hop
+        } else {
+            (self.frames - 1) * hop + self.mel.n_fft
+        }
+    }
+
+    /// Seconds per clip.
+    pub fn clip_seconds(&self) -> f64 {
+        self.clip_len() as f64 / self.mel.sample_rate as f64
+    }
+
+    /// The log-mel spectrogram (not normalised) of one clip's samples at
+    /// `mel.sample_rate`, cut or padded first: row-major `[n_mels, frames]`.
+    pub fn spectrogram(&self, mel: &MelSpectrogram, samples: &[f32]) -> Vec<f32> {
+        let fitted = fit_length(samples, self.clip_len());
+        let spec = mel.log_mel(&fitted);
+        debug_assert_eq!(spec.len(), self.mel.n_mels * self.frames);
+        spec
+    }
+
+    /// Normalised spectrograms `[B, n_mels, frames]` from row-major `[n_mels, frames]` each.
+    pub fn to_tensor(&self, specs: &[&[f32]], device: &Device) -> Result<Tensor> {
+        let mut values = Vec::with_capacity(specs.len() * self.mel.n_mels * self.frames);
+        for s in specs {
+            values.extend(s.iter().map(|v| (v - self.mean) / self.std));
+        }
+        Ok(Tensor::from_vec(
+            values,
+            (specs.len(), self.mel.n_mels, self.frames),
+            device,
+        )?)
+    }
+}
+
+/// `samples` centre-cropped to `n`, or padded with silence at the end.
+pub fn fit_length(samples: &[f32], n: usize) -> Vec<f32> {
+    if samples.len() >= n {
+        let start = (samples.len() - n) / 2;
+        samples[start..start + n].to_vec()
+    } else {
+        let mut v = samples.to_vec();
+        v.resize(n, 0.0);
+        v
+    }
+}
+
+/// A split of clips as log-mel spectrograms (not normalised), with labels when they have them.
+#[derive(Debug, Clone)]
+pub struct ClipSet {
+    pub n_mels: usize,
+    pub frames: usize,
+    /// `[N, n_mels, frames]`, row-major.
+    pub values: Vec<f32>,
+    pub labels: Option<Vec<u32>>,
+    pub paths: Vec<PathBuf>,
+}
+
+impl ClipSet {
+    /// Reads and featurises `items` (in parallel). Labels are indices into `classes`; an item
+    /// whose label is not there is an error naming the file. `labels` are kept only when
+    /// every item has one.
+    pub fn load(
+        items: &[AudioItem],
+        mel_config: &MelConfig,
+        frames: usize,
+        classes: &[String],
+    ) -> Result<Self> {
+        let mel = MelSpectrogram::new(mel_config)
+            .map_err(|m| Error::Usage(format!("data.audio.mel: {m}")))?;
+        let f = AudioFeatures {
+            mel: mel_config.clone(),
+            frames,
+            mean: 0.0,
+            std: 1.0,
+        };
+        let specs: Vec<Vec<f32>> = items
+            .par_iter()
+            .map(|item| {
+                let samples = load_clip(&item.path, mel_config.sample_rate)?;
+                Ok(f.spectrogram(&mel, &samples))
+            })
+            .collect::<Result<_>>()?;
+        let labels = if !classes.is_empty() && items.iter().all(|i| i.label.is_some()) {
+            let labels = items
+                .iter()
+                .map(|i| {
+                    let l = i.label.as_deref().unwrap_or_default();
+                    classes
+                        .iter()
+                        .position(|c| c == l)
+                        .map(|p| p as u32)
+                        .ok_or_else(|| {
+                            Error::data(
+                                &i.path,
+                                format!(
+                                    "label `{l}` is not among the training split's classes ({})",
+                                    classes.join(", ")
+                                ),
+                            )
+                        })
+                })
+                .collect::<Result<Vec<u32>>>()?;
+            Some(labels)
+        } else {
+            None
+        };
+        Ok(Self {
+            n_mels: mel_config.n_mels,
+            frames,
+            values: specs.concat(),
+            labels,
+            paths: items.iter().map(|i| i.path.clone()).collect(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// One clip's spectrogram, `[n_mels * frames]`.
+    pub fn get(&self, i: usize) -> &[f32] {
+        let n = self.n_mels * self.frames;
+        &self.values[i * n..(i + 1) * n]
+    }
+
+    /// Mean and standard deviation of every log-mel value (the normalisation Audio-MAE and
+    /// AST compute over their training sets).
+    pub fn stats(&self) -> (f32, f32) {
+        let n = self.values.len().max(1) as f64;
+        let mean = self.values.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = self
+            .values
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        (mean as f32, var.sqrt().max(1e-6) as f32)
+    }
+
+    /// Normalised spectrograms `[B, n_mels, frames]` of the clips `idx`.
+    pub fn batch(&self, idx: &[usize], f: &AudioFeatures, device: &Device) -> Result<Tensor> {
+        let specs: Vec<&[f32]> = idx.iter().map(|&i| self.get(i)).collect();
+        f.to_tensor(&specs, device)
+    }
+
+    /// Labels (u32) of the clips `idx`.
+    pub fn label_batch(&self, idx: &[usize], device: &Device) -> Result<Tensor> {
+        let labels = self
+            .labels
+            .as_ref()
+            .ok_or_else(|| Error::Usage("this split has no labels".into()))?;
+        let v: Vec<u32> = idx.iter().map(|&i| labels[i]).collect();
+        Ok(Tensor::from_vec(v, idx.len(), device)?)
+    }
+
+    /// The first `n` clips.
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.len() {
+            self.values.truncate(n * self.n_mels * self.frames);
+            self.paths.truncate(n);
+            if let Some(l) = &mut self.labels {
+                l.truncate(n);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_length_crops_centre_and_pads_end() {
+        assert_eq!(fit_length(&[1.0, 2.0, 3.0, 4.0, 5.0], 3), vec![2.0, 3.0, 4.0]);
+        assert_eq!(fit_length(&[1.0, 2.0], 4), vec![1.0, 2.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn clip_len_gives_exactly_frames() {
+        let f = AudioFeatures {
+            mel: MelConfig::default(),
+            frames: 96,
+            mean: 0.0,
+            std: 1.0,
+        };
+        let mel = MelSpectrogram::new(&f.mel).unwrap();
+        assert_eq!(mel.frames(f.clip_len()), 96);
+    }
+}

@@ -1,0 +1,446 @@
+//! Running an audio recipe: clips read from a folder or a CSV manifest and turned into
+//! normalised log-mel spectrograms, Audio-MAE pretraining with reconstruction pictures at
+//! every checkpoint, then the downstream heads on the labelled splits.
+//!
+//! A run directory holds the resolved recipe, `audio-config.json` (features, normalisation
+//! and encoder shape, so a checkpoint can be used on its own), checkpoints, `metrics.jsonl`,
+//! `pictures/`, `downstream/` and `summary.json`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::audio_task::AudioTask;
+use super::downstream::{self, DownstreamResult};
+use super::{report, RunOptions, Summary};
+use crate::backbone::{Activation, EncoderConfig, Mode, NormPosition};
+use crate::error::{Error, Result};
+use crate::modality::audio::clips::{AudioFeatures, ClipSet};
+use crate::modality::audio::dataset::{self, AudioItem};
+use crate::modality::audio::encoder::{unpatchify, SpectrogramGeometry};
+use crate::modality::image::grid::save_grid;
+use crate::objective::audio_mae::{AudioMae, AudioMaeConfig, AudioMaskKind};
+use crate::params::ParamStore;
+use crate::recipe::{AudioSection, DataFormat, DataSource, Loaded, MaskingKind, Recipe};
+use crate::train::{self, TrainTask};
+
+/// The run's [`AudioRunConfig`].
+pub const CONFIG_FILE: &str = "audio-config.json";
+/// Clips shown in the reconstruction pictures.
+const PREVIEW_CLIPS: usize = 8;
+
+/// What a checkpoint of an audio run needs besides its tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioRunConfig {
+    pub features: AudioFeatures,
+    pub geometry: SpectrogramGeometry,
+    pub encoder: EncoderConfig,
+}
+
+impl AudioRunConfig {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::data(path, e.to_string()))
+    }
+}
+
+/// Everything an audio recipe needs, built and checked.
+pub struct Prepared {
+    pub device: Device,
+    pub config: AudioRunConfig,
+    pub params: ParamStore,
+    pub mae: AudioMae,
+    pub train: ClipSet,
+    pub test: Option<ClipSet>,
+    /// Downstream splits (labelled) and class names, when the recipe has heads.
+    pub labelled: Option<(ClipSet, ClipSet, Vec<String>)>,
+}
+
+fn invalid(file: &Path, key: &str, message: impl Into<String>) -> Error {
+    Error::InvalidValue {
+        file: file.to_path_buf(),
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The items a source names (a folder's `label/*.wav`, or a manifest's rows of its split).
+fn items(src: &DataSource, key: &str, file: &Path) -> Result<Vec<AudioItem>> {
+    let mut items = match src.format {
+        DataFormat::Folder => {
+            let root = src
+                .root
+                .as_deref()
+                .ok_or_else(|| invalid(file, &format!("{key}.root"), "missing"))?;
+            dataset::scan_folder(root)?
+        }
+        DataFormat::Manifest => {
+            let path = src
+                .path
+                .as_deref()
+                .ok_or_else(|| invalid(file, &format!("{key}.path"), "missing"))?;
+            let mut items = dataset::read_manifest(path)?;
+            if let Some(split) = &src.split {
+                items.retain(|i| i.split.as_deref() == Some(split.as_str()));
+                if items.is_empty() {
+                    return Err(Error::data(
+                        path,
+                        format!("no rows have split = `{split}` ({key}.split)"),
+                    ));
+                }
+            }
+            items
+        }
+        _ => {
+            return Err(invalid(
+                file,
+                &format!("{key}.format"),
+                "audio recipes read format = \"folder\" or \"manifest\"",
+            ))
+        }
+    };
+    if let Some(limit) = src.limit {
+        items.truncate(limit);
+    }
+    if items.is_empty() {
+        return Err(invalid(file, key, "has no clips"));
+    }
+    Ok(items)
+}
+
+fn geometry(a: &AudioSection) -> SpectrogramGeometry {
+    SpectrogramGeometry {
+        n_mels: a.mel.n_mels,
+        frames: a.frames,
+        patch_freq: a.patch_freq,
+        patch_time: a.patch_time,
+    }
+}
+
+/// The Audio-MAE configuration a recipe describes.
+pub fn mae_config(r: &Recipe, a: &AudioSection) -> Result<AudioMaeConfig> {
+    let encoder = r.model.encoder_config();
+    let d = r
+        .objective
+        .decoder
+        .as_ref()
+        .ok_or_else(|| Error::Usage("objective.decoder: required for kind = \"mae\"".into()))?;
+    Ok(AudioMaeConfig {
+        geometry: geometry(a),
+        decoder: EncoderConfig {
+            dim: d.dim,
+            depth: d.depth,
+            heads: d.heads,
+            mlp_dim: d.mlp_dim.unwrap_or(4 * d.dim),
+            norm: NormPosition::Pre,
+            activation: Activation::Gelu,
+            norm_eps: encoder.norm_eps,
+            qkv_bias: true,
+            dropout: 0.0,
+            attention_dropout: 0.0,
+        },
+        encoder,
+        mask_ratio: r.objective.mask_ratio(),
+        masking: match r.objective.masking {
+            MaskingKind::Time => AudioMaskKind::Time,
+            MaskingKind::Frequency => AudioMaskKind::Frequency,
+            MaskingKind::TimeFrequency => AudioMaskKind::TimeFrequency,
+            _ => AudioMaskKind::Random,
+        },
+        norm_pix_loss: r.objective.norm_pix_loss,
+    })
+}
+
+/// Builds everything: clips, features, normalisation, model.
+pub fn prepare(r: &Recipe, file: &Path) -> Result<Prepared> {
+    crate::recipe::check_paths(r, file)?;
+    let a = r
+        .data
+        .audio
+        .as_ref()
+        .ok_or_else(|| invalid(file, "data.audio", "missing"))?;
+    let device = crate::device::open(crate::device::parse(&r.device).map_err(Error::Usage)?)?;
+    let train_items = items(&r.data.train, "data.train", file)?;
+    let classes = dataset::class_names(&train_items);
+    let load = |items: &[AudioItem], classes: &[String]| {
+        ClipSet::load(items, &a.mel, a.frames, classes)
+    };
+    let train = load(&train_items, &classes)?;
+    let test = match &r.data.test {
+        Some(t) => Some(load(&items(t, "data.test", file)?, &classes)?),
+        None => None,
+    };
+    let (mean, std) = match (a.mean, a.std) {
+        (Some(m), Some(s)) => (m, s),
+        _ => train.stats(),
+    };
+    let config = AudioRunConfig {
+        features: AudioFeatures {
+            mel: a.mel.clone(),
+            frames: a.frames,
+            mean,
+            std,
+        },
+        geometry: geometry(a),
+        encoder: r.model.encoder_config(),
+    };
+    let params = ParamStore::new(r.seed);
+    let mae = AudioMae::new(&mae_config(r, a)?, params.var_builder(&device))?;
+    let labelled = if r.downstream.is_empty() {
+        None
+    } else {
+        let (tr, te) = match &r.data.labelled {
+            Some(l) => (
+                load(&items(&l.train, "data.labelled.train", file)?, &classes)?,
+                load(&items(&l.test, "data.labelled.test", file)?, &classes)?,
+            ),
+            None => (
+                train.clone(),
+                test.clone()
+                    .ok_or_else(|| invalid(file, "data.test", "downstream heads need a test split"))?,
+            ),
+        };
+        for (set, key) in [(&tr, "data.train"), (&te, "data.test")] {
+            if set.labels.is_none() {
+                return Err(invalid(
+                    file,
+                    key,
+                    "downstream heads need every clip labelled (folder class directories, or a manifest `label` column)",
+                ));
+            }
+        }
+        Some((tr, te, classes))
+    };
+    Ok(Prepared {
+        device,
+        config,
+        params,
+        mae,
+        train,
+        test,
+        labelled,
+    })
+}
+
+/// Audio-MAE on the training clips.
+pub struct AudioMaeTask<'a> {
+    pub mae: &'a AudioMae,
+    pub train: &'a ClipSet,
+    /// Clips shown in the reconstruction pictures.
+    pub preview: &'a ClipSet,
+    pub features: &'a AudioFeatures,
+    pub device: Device,
+    pub seed: u64,
+}
+
+/// Rows of spectrograms `[N, F, T]` as grey pictures `[N, 1, F, T]` in [0, 1], low
+/// frequencies at the bottom; `range` maps to black..white.
+fn picture(x: &Tensor, range: (f32, f32)) -> Result<Tensor> {
+    let f = x.dim(1)?;
+    let flip: Vec<u32> = (0..f as u32).rev().collect();
+    let flip = Tensor::from_vec(flip, f, x.device())?;
+    let x = x.index_select(&flip, 1)?;
+    Ok(((x - range.0 as f64)? / (range.1 - range.0).max(1e-6) as f64)?.unsqueeze(1)?)
+}
+
+impl AudioMaeTask<'_> {
+    /// One forward pass on the clips `idx` with masks drawn from `rng`.
+    fn forward(
+        &self,
+        set: &ClipSet,
+        idx: &[usize],
+        rng: &mut ChaCha8Rng,
+        train: bool,
+    ) -> Result<(Tensor, crate::objective::audio_mae::AudioMaeOutput)> {
+        let spec = set.batch(idx, self.features, &self.device)?;
+        let noise = self.mae.masker.noise(idx.len(), rng, &self.device)?;
+        let mut mode = if train { Mode::Train(rng) } else { Mode::Eval };
+        let out = self.mae.forward(&spec, &noise, &mut mode)?;
+        Ok((spec, out))
+    }
+
+    /// Original, masked (removed patches blank) and reconstructed spectrograms (kept patches
+    /// as they were, removed ones predicted), one row each.
+    pub fn reconstruction_rows(&self) -> Result<Vec<Tensor>> {
+        let n = PREVIEW_CLIPS.min(self.preview.len());
+        let idx: Vec<usize> = (0..n).collect();
+        // The same masks at every checkpoint, so pictures are comparable over training.
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x6175_6469);
+        let (spec, out) = self.forward(self.preview, &idx, &mut rng, false)?;
+        let g = &self.mae.config().geometry;
+        let pred = unpatchify(&self.mae.pred_to_spec(&spec, &out.pred)?, g)?;
+        let mask = unpatchify(
+            &out.mask.unsqueeze(2)?.repeat((1, 1, g.patch_dim()))?,
+            g,
+        )?;
+        let keep = (1.0 - &mask)?;
+        let lo = spec.min_all()?.to_scalar::<f32>()?;
+        let hi = spec.max_all()?.to_scalar::<f32>()?;
+        let masked = ((&spec * &keep)? + (&mask * lo as f64)?)?;
+        let recon = ((&spec * &keep)? + (pred * &mask)?)?;
+        [spec, masked, recon]
+            .iter()
+            .map(|x| picture(x, (lo, hi)))
+            .collect()
+    }
+}
+
+impl TrainTask for AudioMaeTask<'_> {
+    fn num_examples(&self) -> usize {
+        self.train.len()
+    }
+
+    fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
+        Ok(self.forward(self.train, indices, rng, true)?.1.loss)
+    }
+
+    fn on_checkpoint(&self, step: usize, run_dir: &Path) -> Result<()> {
+        save_grid(
+            &self.reconstruction_rows()?,
+            3,
+            &run_dir
+                .join("pictures")
+                .join(format!("reconstruction-step-{step:07}.png")),
+        )
+    }
+}
+
+fn task<'a>(p: &'a Prepared, seed: u64) -> AudioMaeTask<'a> {
+    AudioMaeTask {
+        mae: &p.mae,
+        train: &p.train,
+        preview: p.test.as_ref().unwrap_or(&p.train),
+        features: &p.config.features,
+        device: p.device.clone(),
+        seed,
+    }
+}
+
+/// Validates a recipe through one forward pass of one batch; returns a report.
+pub fn dry_run(loaded: &Loaded) -> Result<String> {
+    let r = &loaded.recipe;
+    let p = prepare(r, &loaded.file)?;
+    let t = task(&p, r.seed);
+    let b = r.train.batch_size.min(p.train.len());
+    let idx: Vec<usize> = (0..b).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
+    let (spec, out) = t.forward(&p.train, &idx, &mut rng, false)?;
+    let loss = out.loss.to_scalar::<f32>()?;
+    if !loss.is_finite() {
+        return Err(Error::NonFinite { step: 0, loss });
+    }
+    let g = &p.config.geometry;
+    let f = &p.config.features;
+    let mut report = format!(
+        "recipe `{}` is valid\n  train: {} clips{}\n  features: {} log-mel bands x {} frames ({:.2} s at {} Hz), normalised with mean {:.3}, std {:.3}\n  model: audio-mae, {} parameters ({} in the encoder)\n  batch: spectrograms {:?} -> {} of {} patches ({} time x {} frequency) removed ({:?}) -> prediction {:?}\n  initial loss: {loss:.4}\n",
+        r.name,
+        p.train.len(),
+        p.test
+            .as_ref()
+            .map_or(String::new(), |t| format!(", test: {} clips", t.len())),
+        g.n_mels,
+        g.frames,
+        f.clip_seconds(),
+        f.mel.sample_rate,
+        f.mean,
+        f.std,
+        p.params.num_params(),
+        p.params.num_params_with_prefix("audio."),
+        spec.dims(),
+        g.num_patches() - p.mae.masker.len_keep(),
+        g.num_patches(),
+        g.time_patches(),
+        g.freq_patches(),
+        p.mae.config().masking,
+        out.pred.dims(),
+    );
+    if let Some((train, test, names)) = &p.labelled {
+        report.push_str(&format!(
+            "  downstream: {} heads on {} train / {} test clips, {} classes\n",
+            r.downstream.len(),
+            train.len(),
+            test.len(),
+            names.len()
+        ));
+    }
+    Ok(report)
+}
+
+/// Starts a new audio run.
+pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
+    let prepared = prepare(&loaded.recipe, &loaded.file)?;
+    let run_dir = super::new_run_dir(loaded, opts)?;
+    execute(prepared, &loaded.recipe, &run_dir, opts)
+}
+
+/// Resumes an audio run from its directory.
+pub fn resume(loaded: &Loaded, run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
+    let mut prepared = prepare(&loaded.recipe, &loaded.file)?;
+    // The normalisation the run started with (the training split may have changed since).
+    let saved = run_dir.join(CONFIG_FILE);
+    if saved.is_file() {
+        prepared.config.features = AudioRunConfig::read(&saved)?.features;
+    }
+    execute(prepared, &loaded.recipe, run_dir, opts)
+}
+
+fn execute(p: Prepared, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
+    let json =
+        serde_json::to_string_pretty(&p.config).map_err(|e| Error::data(run_dir, e.to_string()))?;
+    crate::tensor_io::write_atomic(&run_dir.join(CONFIG_FILE), json.as_bytes())?;
+    let ckpt = super::latest_checkpoint(run_dir, &p.device)?;
+    let t = task(&p, r.seed);
+    let started = Instant::now();
+    let (step, last_loss, samples_per_s) = if r.train.steps == 0 {
+        (0, f32::NAN, 0.0)
+    } else {
+        let outcome = train::train(
+            &t,
+            &p.params,
+            &r.train,
+            r.seed,
+            run_dir,
+            ckpt,
+            opts.stop_after,
+        )?;
+        (outcome.step, outcome.last_loss, outcome.samples_per_s)
+    };
+    let pretrain_seconds = started.elapsed().as_secs_f64();
+
+    let mut results: Vec<DownstreamResult> = Vec::new();
+    if step == r.train.steps && !opts.skip_downstream {
+        if let Some((train, test, names)) = &p.labelled {
+            let dt = AudioTask::new(train, test, names, &p.config, &p.params, r.seed, &p.device)?;
+            results = downstream::Downstream {
+                run_dir,
+                task: &dt,
+                pretrain_steps: step,
+                seed: r.seed,
+                device: &p.device,
+            }
+            .run(&r.downstream)?;
+        }
+    }
+    let label_efficiency = report::write(run_dir, &results)?;
+    let summary = Summary {
+        name: r.name.clone(),
+        run_dir: run_dir.to_path_buf(),
+        steps: step,
+        final_loss: last_loss,
+        samples_per_s,
+        pretrain_seconds,
+        data_wait_seconds: 0.0,
+        encoder_parameters: p.params.num_params_with_prefix("audio."),
+        total_parameters: p.params.num_params(),
+        held_out_mlm: None,
+        downstream: results,
+        label_efficiency,
+    };
+    super::write_summary(run_dir, &summary)?;
+    Ok(summary)
+}

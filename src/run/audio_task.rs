@@ -1,0 +1,192 @@
+//! The audio side of the downstream stage: pooled features of the pretrained (or untrained)
+//! spectrogram encoder, and fine-tuning of an [`AudioClassifier`].
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+use super::audio::AudioRunConfig;
+use super::downstream::{DownstreamTask, FineTuned};
+use crate::backbone::Mode;
+use crate::error::{Error, Result};
+use crate::head::finetune::{self, FineTuneConfig, FineTuneLog};
+use crate::head::linear_probe::accuracy;
+use crate::modality::audio::classifier::{pool, AudioClassifier, AudioClassifierSpec, WEIGHTS_FILE};
+use crate::modality::audio::clips::ClipSet;
+use crate::modality::audio::encoder::SpectrogramEncoder;
+use crate::params::ParamStore;
+use crate::recipe::{DownstreamInput, DownstreamSection, Pooling};
+
+/// Clips per forward pass when computing features or accuracy.
+const EVAL_CHUNK: usize = 256;
+
+/// Labelled audio splits and the pretrained spectrogram encoder.
+pub struct AudioTask<'a> {
+    pub train: &'a ClipSet,
+    pub test: &'a ClipSet,
+    pub classes: &'a [String],
+    pub config: &'a AudioRunConfig,
+    /// Holds the pretrained encoder as `audio.*`.
+    pub pretrained: &'a ParamStore,
+    pub seed: u64,
+    pub device: &'a Device,
+    train_labels: Vec<u32>,
+    test_labels: Vec<u32>,
+}
+
+impl<'a> AudioTask<'a> {
+    pub fn new(
+        train: &'a ClipSet,
+        test: &'a ClipSet,
+        classes: &'a [String],
+        config: &'a AudioRunConfig,
+        pretrained: &'a ParamStore,
+        seed: u64,
+        device: &'a Device,
+    ) -> Result<Self> {
+        let labels = |s: &ClipSet, split: &str| {
+            s.labels.clone().ok_or_else(|| {
+                Error::Usage(format!("downstream heads need labels for the {split} split"))
+            })
+        };
+        Ok(Self {
+            train_labels: labels(train, "training")?,
+            test_labels: labels(test, "test")?,
+            train,
+            test,
+            classes,
+            config,
+            pretrained,
+            seed,
+            device,
+        })
+    }
+
+    /// A frozen encoder: the pretrained one, or the same architecture at the seeded
+    /// initialisation the pretraining started from.
+    fn frozen_encoder(&self, input: DownstreamInput) -> Result<SpectrogramEncoder> {
+        let c = self.config;
+        let store = match input {
+            DownstreamInput::Pretrained => self.pretrained.clone(),
+            _ => {
+                let fresh = ParamStore::new(self.seed);
+                SpectrogramEncoder::new(
+                    c.geometry,
+                    &c.encoder,
+                    fresh.var_builder(self.device).pp("audio"),
+                )?;
+                fresh
+            }
+        };
+        Ok(SpectrogramEncoder::new(
+            c.geometry,
+            &c.encoder,
+            store.frozen_var_builder(self.device).pp("audio"),
+        )?)
+    }
+
+    fn spec(&self, pooling: Pooling) -> AudioClassifierSpec {
+        AudioClassifierSpec {
+            kind: AudioClassifierSpec::KIND.into(),
+            features: self.config.features.clone(),
+            geometry: self.config.geometry,
+            encoder: self.config.encoder.clone(),
+            pooling,
+            classes: self.classes.to_vec(),
+        }
+    }
+
+    /// Runs `f` on normalised spectrogram batches of the clips `idx` and concatenates.
+    fn map_batches(
+        &self,
+        set: &ClipSet,
+        idx: &[usize],
+        f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> Result<Tensor> {
+        let mut out = Vec::new();
+        for chunk in idx.chunks(EVAL_CHUNK) {
+            let x = set.batch(chunk, &self.config.features, self.device)?;
+            out.push(f(&x)?.detach());
+        }
+        Ok(Tensor::cat(&out, 0)?.contiguous()?)
+    }
+
+    fn accuracy_on(&self, model: &AudioClassifier, set: &ClipSet, idx: &[usize]) -> Result<f64> {
+        let logits = self.map_batches(set, idx, &|x| model.forward(x, &mut Mode::Eval))?;
+        accuracy(&logits, &set.label_batch(idx, self.device)?)
+    }
+}
+
+impl DownstreamTask for AudioTask<'_> {
+    fn train_labels(&self) -> &[u32] {
+        &self.train_labels
+    }
+
+    fn test_labels(&self) -> &[u32] {
+        &self.test_labels
+    }
+
+    fn num_classes(&self) -> usize {
+        self.classes.len()
+    }
+
+    fn features(&self, input: DownstreamInput, pooling: Pooling) -> Result<(Tensor, Tensor)> {
+        if input == DownstreamInput::Pixels {
+            return Err(Error::Usage(
+                "`pixels` is an image baseline; audio heads take `pretrained` or `scratch`".into(),
+            ));
+        }
+        let enc = self.frozen_encoder(input)?;
+        let f = |set: &ClipSet| {
+            let all: Vec<usize> = (0..set.len()).collect();
+            self.map_batches(set, &all, &|x| pool(&enc.forward(x, &mut Mode::Eval)?, pooling))
+        };
+        Ok((f(self.train)?, f(self.test)?))
+    }
+
+    fn fine_tune(
+        &self,
+        section: &DownstreamSection,
+        chosen: &[usize],
+        cfg: &FineTuneConfig,
+        dir: &Path,
+        log: &mut dyn FnMut(&FineTuneLog) -> Result<()>,
+    ) -> Result<FineTuned> {
+        let spec = self.spec(section.pooling);
+        let store = ParamStore::new(self.seed);
+        let model = AudioClassifier::new(&spec, store.var_builder(self.device))?;
+        if section.input == DownstreamInput::Pretrained {
+            store.copy_prefix_from(self.pretrained, "audio.")?;
+        }
+        let batch = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
+            Ok((
+                self.train.batch(idx, &self.config.features, self.device)?,
+                self.train.label_batch(idx, self.device)?,
+            ))
+        };
+        let steps = finetune::fine_tune(
+            &store,
+            self.config.encoder.depth,
+            &|x, mode| model.forward(x, mode),
+            &batch,
+            chosen,
+            cfg,
+            log,
+        )?;
+        let frozen = AudioClassifier::new(&spec, store.frozen_var_builder(self.device))?;
+        let all: Vec<usize> = (0..self.test.len()).collect();
+        let test_accuracy = self.accuracy_on(&frozen, self.test, &all)?;
+        let train_accuracy = if chosen.len() <= 10_000 {
+            Some(self.accuracy_on(&frozen, self.train, chosen)?)
+        } else {
+            None
+        };
+        store.save(&dir.join(WEIGHTS_FILE))?;
+        spec.write(dir)?;
+        Ok(FineTuned {
+            test_accuracy,
+            train_accuracy,
+            steps,
+        })
+    }
+}
