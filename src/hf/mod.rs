@@ -18,6 +18,7 @@
 //!   `RobertaForMaskedLM`): name table, loading, the runnable model, export (also of a
 //!   pretext MLM run's tensors, [`text::export`])
 
+pub mod audio;
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod spec;
 pub mod text;
 pub mod vit;
 pub mod vit_mae;
+pub mod wav2vec2;
 
 pub use model::Model;
 pub use spec::{Kind, LoadedModel, ModelSpec, Normalize};
