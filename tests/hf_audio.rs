@@ -493,3 +493,27 @@ fn waveform_encoder_is_trainable_and_exports() {
         0.0
     );
 }
+
+#[test]
+fn hub_cache_sources_load() {
+    // Laid out as the hub cache does: blobs aside, a snapshot directory and refs/main.
+    let tmp = tempfile::tempdir().unwrap();
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    let repo = tmp.path().join("models--org--tiny-hubert");
+    let snap = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(committed().join("hubert_ln").join(f), snap.join(f)).unwrap();
+    }
+    // The only test in this binary that reads the hub cache.
+    std::env::set_var("HF_HUB_CACHE", tmp.path());
+    let io = read(&committed().join("hubert_ln/io.safetensors"));
+    for src in [
+        "hf:org/tiny-hubert",
+        &format!("hf:org/tiny-hubert@{commit}"),
+    ] {
+        compare(src, &load_audio(src), &io);
+    }
+}
