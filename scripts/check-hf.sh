@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Hugging Face parity against the installed `transformers` (CI tier 2):
-#   1. regenerate the HF fixtures (ViT, ViT-MAE, BERT, RoBERTa) with other sizes and seeds and
-#      check that pretext loads them with outputs equal to transformers' (tests/hf_vit.rs and
-#      tests/hf_text.rs on the new set);
+#   1. regenerate the HF fixtures (ViT, ViT-MAE, BERT, RoBERTa, wav2vec2, HuBERT,
+#      data2vec-audio) with other sizes and seeds and check that pretext loads them with
+#      outputs equal to transformers' (tests/hf_vit.rs, tests/hf_text.rs and tests/hf_audio.rs
+#      on the new set);
 #   2. round-trip exports through transformers itself: `pretext export --format hf` of
 #      (a) every regenerated HF directory, (b) a pretext MAE run and a SimMIM run (a few
 #      steps of tiny recipes on data/fashion-mnist-sample), (c) the classifier the MAE run
@@ -27,6 +28,8 @@ python3 tests/fixtures/hf/make_hf_fixtures.py --out "$out/fixtures" --seed "$see
 PRETEXT_HF_FIXTURES="$out/fixtures" cargo test --release --test hf_vit
 python3 tests/fixtures/hf/make_text_fixtures.py --out "$out/fixtures" --seed "$seed" --variant alt
 PRETEXT_HF_FIXTURES="$out/fixtures" cargo test --release --test hf_text
+python3 tests/fixtures/hf/make_audio_fixtures.py --out "$out/fixtures" --seed "$seed" --variant alt
+PRETEXT_HF_FIXTURES="$out/fixtures" cargo test --release --test hf_audio
 
 cargo build --release
 pretext=target/release/pretext
@@ -39,7 +42,8 @@ roundtrip() { # SRC INPUTS NAME
 
 echo "== exports of Hugging Face directories"
 for case in vit_model vit_classifier vit_mae_norm_pix vit_mae_raw \
-    bert_model bert_mlm roberta_model roberta_mlm bert_cls roberta_cls; do
+    bert_model bert_mlm roberta_model roberta_mlm bert_cls roberta_cls \
+    w2v2_group w2v2_stable hubert hubert_ln data2vec_audio w2v2_legacy; do
     roundtrip "$out/fixtures/$case" "$out/fixtures/$case/io.safetensors" "$case"
 done
 

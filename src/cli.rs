@@ -57,7 +57,9 @@ pub enum Command {
     /// the layout `save_pretrained` writes, which `from_pretrained` loads: an MAE run as
     /// ViTMAEForPreTraining, a saved classifier as ViTForImageClassification. Text models
     /// (BERT, RoBERTa) are written as config.json, model.safetensors and, when the source has
-    /// one, tokenizer.json.
+    /// one, tokenizer.json. Audio models (wav2vec2, HuBERT, data2vec-audio) are written as
+    /// Wav2Vec2Model, HubertModel or Data2VecAudioModel (config.json, model.safetensors); a
+    /// …ForCTC / …ForPreTraining source is written as its base model.
     Export {
         /// A run directory, a checkpoint inside a run, a saved classifier directory, a
         /// Hugging Face directory, or hf:org/name[@rev] (local Hugging Face cache).
@@ -78,6 +80,10 @@ pub enum Command {
     /// Text models (BERT, RoBERTa): input_ids, optional attention_mask, token_type_ids and
     /// labels (-100 = ignore; int64 or uint32); writes last_hidden_state, pooler_output (if
     /// the model has a pooler), logits and loss (MLM models; loss when labels are given).
+    ///
+    /// Audio models (wav2vec2, HuBERT, data2vec-audio): input_values [B, S] (float) and
+    /// optional attention_mask [B, S] (any dtype, nonzero = real sample); writes
+    /// last_hidden_state and extract_features.
     Forward {
         /// Any model source (see `export`).
         #[arg(long)]
@@ -238,6 +244,19 @@ pub fn execute(cli: Cli) -> Result<()> {
             let ExportFormat::Hf = format;
             let model = match hf::source::load_any(&src, &Device::Cpu)? {
                 hf::source::AnyModel::Image(m) => m,
+                hf::source::AnyModel::Audio(m) => {
+                    let files = hf::audio::write_hf(&m, &out)?;
+                    println!(
+                        "wrote {} ({}) to {}",
+                        file_names(&files),
+                        m.spec.hf_class(),
+                        out.display()
+                    );
+                    if let Some(note) = hf::audio::notes(&m.spec) {
+                        eprintln!("note: {note}");
+                    }
+                    return Ok(());
+                }
                 hf::source::AnyModel::Text(m) => {
                     let files = hf::text::write_hf(&m, &out)?;
                     println!(
@@ -276,6 +295,9 @@ pub fn execute(cli: Cli) -> Result<()> {
                 }
                 hf::source::AnyModel::Text(loaded) => {
                     hf::text::TextModel::build(&loaded, &Device::Cpu)?.forward(&tensors)
+                }
+                hf::source::AnyModel::Audio(loaded) => {
+                    hf::audio::AudioModel::build(&loaded, &Device::Cpu)?.forward(&tensors)
                 }
             };
             let outputs = outputs.map_err(|e| match e {
@@ -333,6 +355,12 @@ fn embed_text(
     let dev = Device::Cpu;
     let loaded = match hf::source::load_any(model, &dev)? {
         hf::source::AnyModel::Text(m) => m,
+        hf::source::AnyModel::Audio(m) => {
+            return Err(Error::Usage(format!(
+                "{model} is an audio model ({}): embed of audio models: use --audio",
+                m.spec.hf_class()
+            )))
+        }
         hf::source::AnyModel::Image(m) => {
             return Err(Error::Usage(format!(
                 "{model} is an image model ({}): embed images with --image",
@@ -435,6 +463,12 @@ fn embed(
     let dev = Device::Cpu;
     let loaded = match hf::source::load_any(model, &dev)? {
         hf::source::AnyModel::Image(m) => m,
+        hf::source::AnyModel::Audio(m) => {
+            return Err(Error::Usage(format!(
+                "{model} is an audio model ({}): embed of audio models: use --audio",
+                m.spec.hf_class()
+            )))
+        }
         hf::source::AnyModel::Text(m) => {
             return Err(Error::Usage(format!(
                 "{model} is a text model ({}): embed sentences with --text or --text-file",

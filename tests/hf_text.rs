@@ -61,6 +61,7 @@ fn load_text(src: &str) -> TextLoaded {
     match source::load_any(src, &Device::Cpu).unwrap_or_else(|e| panic!("{e}")) {
         AnyModel::Text(m) => m,
         AnyModel::Image(_) => panic!("{src} loaded as an image model"),
+        AnyModel::Audio(_) => panic!("{src} loaded as an audio model"),
     }
 }
 

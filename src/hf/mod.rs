@@ -17,7 +17,12 @@
 //! - [`bert`], [`text`]: the text families (`BertModel`, `BertForMaskedLM`, `RobertaModel`,
 //!   `RobertaForMaskedLM`): name table, loading, the runnable model, export (also of a
 //!   pretext MLM run's tensors, [`text::export`])
+//! - [`wav2vec2`], [`audio`]: the waveform families (`Wav2Vec2Model`, `HubertModel`,
+//!   `Data2VecAudioModel`, and the base model of their `…ForCTC` / `…ForPreTraining`): name
+//!   table, loading onto [`crate::modality::audio::waveform::WaveformEncoder`], the runnable
+//!   model, export
 
+pub mod audio;
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
@@ -29,6 +34,7 @@ pub mod spec;
 pub mod text;
 pub mod vit;
 pub mod vit_mae;
+pub mod wav2vec2;
 
 pub use model::Model;
 pub use spec::{Kind, LoadedModel, ModelSpec, Normalize};

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
+use super::audio::{self, AudioLoaded};
 use super::checkpoint::{self, preprocessor_normalize, reject_leftovers};
 use super::hub::{self, HubRef};
 use super::spec::{Kind, LoadedModel, ModelSpec, Normalize};
@@ -26,15 +27,16 @@ use crate::recipe::ObjectiveKind;
 use crate::run::dir;
 use crate::train::checkpoint as ckpt;
 
-/// An image or a text model.
+/// An image, a text or an audio model.
 #[derive(Debug, Clone)]
 pub enum AnyModel {
     Image(LoadedModel),
     Text(TextLoaded),
+    Audio(AudioLoaded),
 }
 
-/// The Hugging Face directory `src` names when it is a text (BERT / RoBERTa) model.
-fn text_dir(src: &str) -> Result<Option<PathBuf>> {
+/// The Hugging Face directory `src` names and its `model_type`, when it has a config that says.
+fn typed_dir(src: &str) -> Result<Option<(PathBuf, String)>> {
     let dir = match HubRef::parse(src) {
         Some(r) => hub::snapshot_dir(&r?)?,
         None => {
@@ -45,9 +47,7 @@ fn text_dir(src: &str) -> Result<Option<PathBuf>> {
             }
         }
     };
-    Ok(text::model_type(&dir)
-        .filter(|t| text::is_text_type(t))
-        .map(|_| dir))
+    Ok(text::model_type(&dir).map(|t| (dir, t)))
 }
 
 /// The run (and checkpoint) `src` names when it is a text run: a run directory (its latest
@@ -101,14 +101,19 @@ fn load_text_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<TextL
     })
 }
 
-/// Loads the model `src` names, image or text, on `device`.
+/// Loads the model `src` names, image, text or audio, on `device`.
 pub fn load_any(src: &str, device: &Device) -> Result<AnyModel> {
     if let Some((run, checkpoint)) = text_run(src)? {
         return Ok(AnyModel::Text(load_text_run(&run, &checkpoint, device)?));
     }
-    match text_dir(src)? {
-        Some(dir) => Ok(AnyModel::Text(text::read_dir(&dir, device, src)?)),
-        None => Ok(AnyModel::Image(load(src, device)?)),
+    match typed_dir(src)? {
+        Some((dir, t)) if text::is_text_type(&t) => {
+            Ok(AnyModel::Text(text::read_dir(&dir, device, src)?))
+        }
+        Some((dir, t)) if audio::is_audio_type(&t) => {
+            Ok(AnyModel::Audio(audio::read_dir(&dir, device, src)?))
+        }
+        _ => Ok(AnyModel::Image(load(src, device)?)),
     }
 }
 

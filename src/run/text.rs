@@ -179,6 +179,13 @@ pub fn prepare(r: &Recipe, file: &Path, run_dir: Option<&Path>) -> Result<Prepar
                     format!("`{s}` is an image model; text recipes need a BERT or RoBERTa model"),
                 ))
             }
+            AnyModel::Audio(_) => {
+                return Err(invalid(
+                    file,
+                    "model.source",
+                    format!("`{s}` is an audio model; text recipes need a BERT or RoBERTa model"),
+                ))
+            }
         },
         None => None,
     };
