@@ -95,7 +95,15 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Pooled embeddings of image files (one per image) or sentences (one per sentence).
+    /// Pooled embeddings of image files (one per image), sentences (one per sentence) or WAV
+    /// files (one per file).
+    ///
+    /// Audio: each WAV is mixed down and resampled to the model's rate (wav2vec2 / HuBERT /
+    /// data2vec-audio: 16 kHz, normalised per window when the model's
+    /// preprocessor_config.json says do_normalize, as the feature extractor does; Audio-MAE
+    /// encoders: the run's log-mel settings). A file longer than the model's window (Audio-MAE:
+    /// its clip length; waveform models: 20 s) is cut into consecutive windows, each embedded,
+    /// and the file's embedding is their mean; the output states `seconds` and `windows`.
     ///
     /// Text models tokenize with the model's tokenizer.json (truncating to the model's
     /// positions, or to sentence_bert_config.json's max_seq_length where there is one, with
@@ -114,6 +122,10 @@ pub enum Command {
         /// A file of sentences, one per line (blank lines skipped); text models only.
         #[arg(long, value_name = "FILE")]
         text_file: Option<PathBuf>,
+        /// WAV files (8/16/24/32-bit integer or 32-bit float, any rate and channel count);
+        /// audio models only.
+        #[arg(long = "audio", value_name = "WAV", num_args = 1..)]
+        audio: Vec<PathBuf>,
         /// FILE.safetensors (`embeddings` [N, D], file names or sentences in the metadata key
         /// `images` / `texts`) or FILE.jsonl (`{"image"|"text": ..., "embedding": [...]}` per
         /// line); default: JSON lines on standard output.
@@ -257,6 +269,15 @@ pub fn execute(cli: Cli) -> Result<()> {
                     }
                     return Ok(());
                 }
+                hf::source::AnyModel::Spectrogram(m) => {
+                    let files = hf::spectrogram::write(&m, &out)?;
+                    println!(
+                        "wrote {} (pretext Audio-MAE encoder, layout in docs/audio-mae-export.md) to {}",
+                        file_names(&files),
+                        out.display()
+                    );
+                    return Ok(());
+                }
                 hf::source::AnyModel::Text(m) => {
                     let files = hf::text::write_hf(&m, &out)?;
                     println!(
@@ -299,6 +320,10 @@ pub fn execute(cli: Cli) -> Result<()> {
                 hf::source::AnyModel::Audio(loaded) => {
                     hf::audio::AudioModel::build(&loaded, &Device::Cpu)?.forward(&tensors)
                 }
+                hf::source::AnyModel::Spectrogram(loaded) => {
+                    hf::spectrogram::SpectrogramModel::build(&loaded, &Device::Cpu)?
+                        .forward(&tensors)
+                }
             };
             let outputs = outputs.map_err(|e| match e {
                 Error::Usage(msg) => Error::data(&inputs, msg),
@@ -314,10 +339,19 @@ pub fn execute(cli: Cli) -> Result<()> {
             images,
             texts,
             text_file,
+            audio,
             out,
             pooling,
             no_normalize,
         } => {
+            if !audio.is_empty() {
+                if !images.is_empty() || !texts.is_empty() || text_file.is_some() {
+                    return Err(Error::Usage(
+                        "embed: give WAV files, images or sentences, not several kinds".into(),
+                    ));
+                }
+                return embed_audio(&model, &audio, out.as_deref(), pooling);
+            }
             let mut texts = texts;
             if let Some(file) = &text_file {
                 let all = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
@@ -334,7 +368,8 @@ pub fn execute(cli: Cli) -> Result<()> {
                 (false, true) => embed(&model, &images, out.as_deref(), pooling),
                 (true, false) => embed_text(&model, &texts, out.as_deref(), pooling, !no_normalize),
                 (true, true) => Err(Error::Usage(
-                    "embed: give --image PATH..., or --text SENTENCE / --text-file FILE".into(),
+                    "embed: give --image PATH..., --text SENTENCE / --text-file FILE, or --audio WAV..."
+                        .into(),
                 )),
                 (false, false) => Err(Error::Usage(
                     "embed: give images or sentences, not both".into(),
@@ -355,18 +390,7 @@ fn embed_text(
     let dev = Device::Cpu;
     let loaded = match hf::source::load_any(model, &dev)? {
         hf::source::AnyModel::Text(m) => m,
-        hf::source::AnyModel::Audio(m) => {
-            return Err(Error::Usage(format!(
-                "{model} is an audio model ({}): embed of audio models: use --audio",
-                m.spec.hf_class()
-            )))
-        }
-        hf::source::AnyModel::Image(m) => {
-            return Err(Error::Usage(format!(
-                "{model} is an image model ({}): embed images with --image",
-                m.spec.hf_class()
-            )))
-        }
+        other => return Err(wrong_input(model, &other)),
     };
     let tok_path = loaded.tokenizer.clone().ok_or_else(|| {
         Error::data(
@@ -402,22 +426,33 @@ fn embed_text(
         let e = m.embed(&batch.input_ids, &batch.attention_mask, pooling, normalize)?;
         rows.extend(e.to_vec2::<f32>()?);
     }
-    write_embeddings(out, "text", texts, &rows)
+    write_embeddings(out, "text", texts, &rows, &[])
 }
 
-/// Embeddings as JSON lines (`{key: name, "embedding": [...]}`) on standard output or in a
-/// `.jsonl` file, or a `.safetensors` file (`embeddings` [N, D], names in metadata `{key}s`).
+/// Embeddings as JSON lines (`{key: name, ...extra, "embedding": [...]}`) on standard output
+/// or in a `.jsonl` file, or a `.safetensors` file (`embeddings` [N, D], names in metadata
+/// `{key}s`, the extra fields in `details`).
 fn write_embeddings(
     out: Option<&std::path::Path>,
     key: &str,
     names: &[String],
     rows: &[Vec<f32>],
+    extra: &[serde_json::Map<String, serde_json::Value>],
 ) -> Result<()> {
     let jsonl = || -> String {
         names
             .iter()
             .zip(rows)
-            .map(|(n, e)| serde_json::json!({key: n, "embedding": e}).to_string() + "\n")
+            .enumerate()
+            .map(|(i, (n, e))| {
+                let mut line = serde_json::Map::new();
+                line.insert(key.into(), serde_json::json!(n));
+                if let Some(x) = extra.get(i) {
+                    line.extend(x.clone());
+                }
+                line.insert("embedding".into(), serde_json::json!(e));
+                serde_json::Value::Object(line).to_string() + "\n"
+            })
             .collect()
     };
     match out {
@@ -429,10 +464,16 @@ fn write_embeddings(
             let d = rows.first().map_or(0, Vec::len);
             let flat: Vec<f32> = rows.concat();
             let t = candle_core::Tensor::from_vec(flat, (rows.len(), d), &Device::Cpu)?;
-            let meta = std::collections::HashMap::from([(
+            let mut meta = std::collections::HashMap::from([(
                 format!("{key}s"),
                 serde_json::to_string(names).unwrap_or_default(),
             )]);
+            if !extra.is_empty() {
+                meta.insert(
+                    "details".into(),
+                    serde_json::to_string(extra).unwrap_or_default(),
+                );
+            }
             crate::tensor_io::write(path, &[("embeddings".to_string(), t)], meta)?
         }
         Some(path) => {
@@ -443,6 +484,135 @@ fn write_embeddings(
         }
     }
     Ok(())
+}
+
+/// `pretext embed --audio`: read, resample, window, encode, pool, average, write.
+fn embed_audio(
+    model: &str,
+    files: &[PathBuf],
+    out: Option<&std::path::Path>,
+    pooling: Option<PoolingArg>,
+) -> Result<()> {
+    use crate::modality::audio::{clips::windows, resample::resample, wav::read_wav};
+    let dev = Device::Cpu;
+    let pooling = match pooling {
+        Some(PoolingArg::Mean) | None => recipe::Pooling::Mean,
+        Some(PoolingArg::Cls) => recipe::Pooling::Cls,
+    };
+    let embedder = match hf::source::load_any(model, &dev)? {
+        hf::source::AnyModel::Audio(m) => {
+            if pooling == recipe::Pooling::Cls {
+                return Err(Error::Usage(format!(
+                    "{model} ({}) has no class token: use --pooling mean",
+                    m.spec.hf_class()
+                )));
+            }
+            let normalize = hf::audio::do_normalize(&m.origin);
+            AudioEmbedder::Waveform(hf::audio::AudioModel::build(&m, &dev)?, normalize)
+        }
+        hf::source::AnyModel::Spectrogram(m) => {
+            AudioEmbedder::Spectrogram(hf::spectrogram::SpectrogramModel::build(&m, &dev)?)
+        }
+        other => return Err(wrong_input(model, &other)),
+    };
+    let (rate, window) = embedder.rate_and_window();
+    let mut rows = Vec::with_capacity(files.len());
+    let mut names = Vec::with_capacity(files.len());
+    let mut details = Vec::with_capacity(files.len());
+    for path in files {
+        let wav = resample(&read_wav(path)?, rate)?;
+        let seconds = wav.samples.len() as f64 / rate as f64;
+        let parts = windows(&wav.samples, window);
+        if parts.len() > 1 {
+            eprintln!(
+                "{}: {seconds:.2} s is longer than the model's {:.2} s window: embedded as {} consecutive windows, averaged",
+                path.display(),
+                window as f64 / rate as f64,
+                parts.len()
+            );
+        }
+        let mut sum: Option<candle_core::Tensor> = None;
+        for chunk in parts.chunks(16) {
+            let e = embedder.embed(chunk, pooling, &dev)?.sum(0)?;
+            sum = Some(match sum {
+                Some(s) => (s + e)?,
+                None => e,
+            });
+        }
+        let mean = match sum {
+            Some(s) => (s / parts.len() as f64)?,
+            None => return Err(Error::data(path, "no samples to embed")),
+        };
+        rows.push(mean.to_vec1::<f32>()?);
+        names.push(path.display().to_string());
+        let mut d = serde_json::Map::new();
+        d.insert("seconds".into(), serde_json::json!(seconds));
+        d.insert("windows".into(), serde_json::json!(parts.len()));
+        d.insert(
+            "window_seconds".into(),
+            serde_json::json!(window as f64 / rate as f64),
+        );
+        details.push(d);
+    }
+    write_embeddings(out, "audio", &names, &rows, &details)
+}
+
+/// The two kinds of audio encoders `embed --audio` runs.
+enum AudioEmbedder {
+    /// wav2vec2 / HuBERT / data2vec-audio on raw 16 kHz samples (normalised per window when
+    /// the model's feature extractor does so).
+    Waveform(hf::audio::AudioModel, bool),
+    /// An Audio-MAE encoder on log-mel spectrograms.
+    Spectrogram(hf::spectrogram::SpectrogramModel),
+}
+
+/// Waveform models take any length; windows bound the attention's memory.
+const WAVEFORM_WINDOW_SECONDS: usize = 20;
+
+impl AudioEmbedder {
+    fn rate_and_window(&self) -> (u32, usize) {
+        match self {
+            AudioEmbedder::Waveform(..) => (16_000, WAVEFORM_WINDOW_SECONDS * 16_000),
+            AudioEmbedder::Spectrogram(m) => (m.features.mel.sample_rate, m.window()),
+        }
+    }
+
+    /// Pooled embeddings `[N, D]` of windows.
+    fn embed(
+        &self,
+        windows: &[&[f32]],
+        pooling: recipe::Pooling,
+        dev: &Device,
+    ) -> Result<candle_core::Tensor> {
+        match self {
+            AudioEmbedder::Spectrogram(m) => m.embed(windows, pooling, dev),
+            AudioEmbedder::Waveform(m, normalize) => {
+                // One window at a time: no padding, so no attention mask is needed.
+                let mut out = Vec::with_capacity(windows.len());
+                for w in windows {
+                    let mut x = w.to_vec();
+                    if *normalize {
+                        hf::audio::zero_mean_unit_var(&mut x);
+                    }
+                    let n = x.len();
+                    let x = candle_core::Tensor::from_vec(x, (1, n), dev)?;
+                    let (h, _) = m.hidden(&x, None)?;
+                    out.push(h.mean(1)?);
+                }
+                Ok(candle_core::Tensor::cat(&out, 0)?)
+            }
+        }
+    }
+}
+
+/// The error for `embed` given inputs of another modality than the model's.
+fn wrong_input(model: &str, m: &hf::source::AnyModel) -> Error {
+    let how = match m {
+        hf::source::AnyModel::Image(_) => "embed images with --image",
+        hf::source::AnyModel::Text(_) => "embed sentences with --text or --text-file",
+        _ => "embed WAV files with --audio",
+    };
+    Error::Usage(format!("{model} is {}: {how}", m.describe()))
 }
 
 fn file_names(files: &[PathBuf]) -> String {
@@ -463,18 +633,7 @@ fn embed(
     let dev = Device::Cpu;
     let loaded = match hf::source::load_any(model, &dev)? {
         hf::source::AnyModel::Image(m) => m,
-        hf::source::AnyModel::Audio(m) => {
-            return Err(Error::Usage(format!(
-                "{model} is an audio model ({}): embed of audio models: use --audio",
-                m.spec.hf_class()
-            )))
-        }
-        hf::source::AnyModel::Text(m) => {
-            return Err(Error::Usage(format!(
-                "{model} is a text model ({}): embed sentences with --text or --text-file",
-                m.spec.hf_class()
-            )))
-        }
+        other => return Err(wrong_input(model, &other)),
     };
     let m = hf::Model::build(&loaded, &dev)?;
     let pooling = match pooling {
@@ -491,5 +650,5 @@ fn embed(
         rows.extend(m.embed(&pixels, pooling)?.to_vec2::<f32>()?);
     }
     let names: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
-    write_embeddings(out, "image", &names, &rows)
+    write_embeddings(out, "image", &names, &rows, &[])
 }

@@ -203,3 +203,32 @@ pub fn write_hf(m: &AudioLoaded, out: &Path) -> Result<Vec<PathBuf>> {
     tensor_io::write_atomic(&config_path, format!("{text}\n").as_bytes())?;
     Ok(vec![config_path, weights])
 }
+
+/// Whether the feature extractor next to a model normalises each input to zero mean and unit
+/// variance (`do_normalize` in `preprocessor_config.json`; `Wav2Vec2FeatureExtractor`'s
+/// default, true, when there is no such file).
+pub fn do_normalize(origin: &str) -> bool {
+    let dir = Path::new(origin);
+    let dir = if dir.is_file() {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    std::fs::read_to_string(dir.join("preprocessor_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v.get("do_normalize").and_then(Value::as_bool))
+        .unwrap_or(true)
+}
+
+/// `Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm` on one input: `(x - mean) /
+/// sqrt(var + 1e-7)`.
+pub fn zero_mean_unit_var(x: &mut [f32]) {
+    let n = x.len().max(1) as f64;
+    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let scale = 1.0 / (var + 1e-7).sqrt();
+    for v in x.iter_mut() {
+        *v = ((*v as f64 - mean) * scale) as f32;
+    }
+}

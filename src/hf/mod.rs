@@ -30,6 +30,7 @@ pub mod export;
 pub mod hub;
 pub mod model;
 pub mod source;
+pub mod spectrogram;
 pub mod spec;
 pub mod text;
 pub mod vit;

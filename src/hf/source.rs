@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 
 use super::audio::{self, AudioLoaded};
+use super::spectrogram::{self, SpectrogramLoaded};
 use super::checkpoint::{self, preprocessor_normalize, reject_leftovers};
 use super::hub::{self, HubRef};
 use super::spec::{Kind, LoadedModel, ModelSpec, Normalize};
@@ -33,6 +34,20 @@ pub enum AnyModel {
     Image(LoadedModel),
     Text(TextLoaded),
     Audio(AudioLoaded),
+    /// An Audio-MAE encoder (a pretext audio run, or its export).
+    Spectrogram(SpectrogramLoaded),
+}
+
+impl AnyModel {
+    /// What kind of model this is, for messages: `an image model (ViTModel)`.
+    pub fn describe(&self) -> String {
+        match self {
+            AnyModel::Image(m) => format!("an image model ({})", m.spec.hf_class()),
+            AnyModel::Text(m) => format!("a text model ({})", m.spec.hf_class()),
+            AnyModel::Audio(m) => format!("an audio model ({})", m.spec.hf_class()),
+            AnyModel::Spectrogram(_) => "an audio model (pretext Audio-MAE encoder)".into(),
+        }
+    }
 }
 
 /// The Hugging Face directory `src` names and its `model_type`, when it has a config that says.
@@ -50,9 +65,10 @@ fn typed_dir(src: &str) -> Result<Option<(PathBuf, String)>> {
     Ok(text::model_type(&dir).map(|t| (dir, t)))
 }
 
-/// The run (and checkpoint) `src` names when it is a text run: a run directory (its latest
-/// checkpoint) or a checkpoint file inside one.
-fn text_run(src: &str) -> Result<Option<(PathBuf, PathBuf)>> {
+/// The run (and checkpoint) `src` names when it is a run holding `config_file` (text:
+/// `text-config.json`, audio: `audio-config.json`): a run directory (its latest checkpoint)
+/// or a checkpoint file inside one.
+fn run_with(src: &str, config_file: &str) -> Result<Option<(PathBuf, PathBuf)>> {
     let path = Path::new(src);
     let (run, checkpoint) = if dir::is_run_dir(path) {
         (path.to_path_buf(), None)
@@ -68,7 +84,7 @@ fn text_run(src: &str) -> Result<Option<(PathBuf, PathBuf)>> {
     } else {
         return Ok(None);
     };
-    if !run.join(crate::run::text::CONFIG_FILE).is_file() {
+    if !run.join(config_file).is_file() {
         return Ok(None);
     }
     let checkpoint = match checkpoint {
@@ -103,8 +119,15 @@ fn load_text_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<TextL
 
 /// Loads the model `src` names, image, text or audio, on `device`.
 pub fn load_any(src: &str, device: &Device) -> Result<AnyModel> {
-    if let Some((run, checkpoint)) = text_run(src)? {
+    if let Some((run, checkpoint)) = run_with(src, crate::run::text::CONFIG_FILE)? {
         return Ok(AnyModel::Text(load_text_run(&run, &checkpoint, device)?));
+    }
+    if let Some((run, checkpoint)) = run_with(src, crate::run::audio::CONFIG_FILE)? {
+        return Ok(AnyModel::Spectrogram(spectrogram::read_run(
+            &run,
+            &checkpoint,
+            device,
+        )?));
     }
     match typed_dir(src)? {
         Some((dir, t)) if text::is_text_type(&t) => {
@@ -113,6 +136,9 @@ pub fn load_any(src: &str, device: &Device) -> Result<AnyModel> {
         Some((dir, t)) if audio::is_audio_type(&t) => {
             Ok(AnyModel::Audio(audio::read_dir(&dir, device, src)?))
         }
+        Some((dir, t)) if t == spectrogram::MODEL_TYPE => Ok(AnyModel::Spectrogram(
+            spectrogram::read_dir(&dir, device, src)?,
+        )),
         _ => Ok(AnyModel::Image(load(src, device)?)),
     }
 }

@@ -172,18 +172,14 @@ pub fn prepare(r: &Recipe, file: &Path, run_dir: Option<&Path>) -> Result<Prepar
     let source = match &r.model.source {
         Some(s) => match crate::hf::source::load_any(s, &device)? {
             AnyModel::Text(t) => Some(t),
-            AnyModel::Image(_) => {
+            other => {
                 return Err(invalid(
                     file,
                     "model.source",
-                    format!("`{s}` is an image model; text recipes need a BERT or RoBERTa model"),
-                ))
-            }
-            AnyModel::Audio(_) => {
-                return Err(invalid(
-                    file,
-                    "model.source",
-                    format!("`{s}` is an audio model; text recipes need a BERT or RoBERTa model"),
+                    format!(
+                        "`{s}` is {}; text recipes need a BERT or RoBERTa model",
+                        other.describe()
+                    ),
                 ))
             }
         },

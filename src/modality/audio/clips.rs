@@ -78,6 +78,15 @@ pub fn fit_length(samples: &[f32], n: usize) -> Vec<f32> {
     }
 }
 
+/// `samples` as consecutive windows of `len` (the last one shorter); one window when it fits.
+pub fn windows(samples: &[f32], len: usize) -> Vec<&[f32]> {
+    if samples.len() <= len || len == 0 {
+        vec![samples]
+    } else {
+        samples.chunks(len).collect()
+    }
+}
+
 /// A split of clips as log-mel spectrograms (not normalised), with labels when they have them.
 #[derive(Debug, Clone)]
 pub struct ClipSet {
