@@ -1,4 +1,5 @@
 //! Modalities: data readers, tensor layouts and embedders, one module each.
 
+pub mod audio;
 pub mod image;
 pub mod text;
