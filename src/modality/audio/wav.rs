@@ -30,14 +30,12 @@ impl Waveform {
 /// Turns a hound error into one naming the file and the reason.
 fn wav_error(path: &Path, e: hound::Error) -> Error {
     match e {
-        hound::Error::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => Error::data(
+        // The file opened, so a read error here means it ends early (hound reports a short
+        // read as a plain io error, not always `UnexpectedEof`).
+        hound::Error::IoError(io) => Error::data(
             path,
-            "truncated WAV file (ends inside a header or sample data)",
+            format!("truncated WAV file (ends inside the header or sample data: {io})"),
         ),
-        hound::Error::IoError(io) if io.kind() == std::io::ErrorKind::NotFound => {
-            Error::io(path, io)
-        }
-        hound::Error::IoError(io) => Error::data(path, format!("cannot read WAV: {io}")),
         hound::Error::FormatError(msg) => Error::data(path, format!("not a valid WAV file: {msg}")),
         hound::Error::Unsupported => Error::data(
             path,
@@ -53,7 +51,12 @@ fn wav_error(path: &Path, e: hound::Error) -> Error {
 /// reason: not a WAV, truncated, unsupported format (such as 64-bit float), zero channels,
 /// zero sample rate, no samples. Never panics.
 pub fn read_wav(path: &Path) -> Result<Waveform> {
-    let reader = hound::WavReader::open(path).map_err(|e| wav_error(path, e))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    if file.metadata().map(|m| m.len() == 0).unwrap_or(false) {
+        return Err(Error::data(path, "empty file (0 bytes), not a WAV"));
+    }
+    let reader =
+        hound::WavReader::new(std::io::BufReader::new(file)).map_err(|e| wav_error(path, e))?;
     let spec = reader.spec();
     let channels = spec.channels as usize;
     if channels == 0 {
@@ -100,7 +103,7 @@ pub fn read_wav(path: &Path) -> Result<Waveform> {
     if interleaved.is_empty() {
         return Err(Error::data(path, "WAV file holds no samples (empty)"));
     }
-    if interleaved.len() % channels != 0 {
+    if !interleaved.len().is_multiple_of(channels) {
         return Err(Error::data(
             path,
             "truncated WAV file (last frame is incomplete)",
