@@ -6,6 +6,7 @@
 //!   `scripts/check-mel.sh` from different clips). Tolerances: mel power, relative to the
 //!   largest value, `max|a-e| / max|e| < 1e-4`; log values, absolute, `< 1e-4` (on a log scale
 //!   an absolute error is a relative error of the underlying energy).
+//!   Kaldi fbank (`torchaudio.compliance.kaldi.fbank`): log values, absolute, `< 1e-4`.
 //! * Formats: every hound integer / float format reads back the written signal, stereo is
 //!   mixed down to the mean, and broken files give an error naming the file, never a panic.
 //! * Data sets: class folders and CSV manifests.
@@ -14,6 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use pretext::modality::audio::dataset::{class_names, read_manifest, scan_folder, AudioItem};
+use pretext::modality::audio::fbank::{fbank, FbankConfig};
 use pretext::modality::audio::mel::{MelConfig, MelSpectrogram};
 use pretext::modality::audio::wav::{read_wav, write_wav_i16, Waveform};
 
@@ -121,6 +123,30 @@ fn mel_matches_torchaudio() {
         }
     }
     assert!(checked >= 3, "fixture has {checked} mel comparisons");
+}
+
+#[test]
+fn fbank_matches_torchaudio_kaldi() {
+    let fx = fixture();
+    let mut checked = 0;
+    for clip in fx.clips() {
+        let x = fx.samples(&clip);
+        let name = clip["name"].as_str().unwrap();
+        for cfg_name in clip["fbank"].as_array().unwrap() {
+            let cfg_name = cfg_name.as_str().unwrap();
+            let cfg: FbankConfig =
+                serde_json::from_value(fx.meta["fbank"][cfg_name].clone()).unwrap();
+            let (want, shape) = fx.tensor(&format!("{name}/{cfg_name}/fbank"));
+            assert_eq!(shape, vec![cfg.frames(x.len()), cfg.num_mel_bins]);
+            let got = fbank(&x, &cfg).unwrap();
+            assert!(cfg.use_log_fbank, "fixture configs are log fbanks");
+            let e = abs_err(&got, &want);
+            eprintln!("{name}/{cfg_name}: log fbank abs {e:.2e}");
+            assert!(e < 1e-4, "{name}/{cfg_name}: log fbank abs error {e}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "fixture has {checked} fbank comparisons");
 }
 
 #[test]

@@ -7,10 +7,12 @@
 //! in `tests/audio_features.rs` (fixture made by `scripts/make_mel_fixture.py`).
 
 pub mod dataset;
+pub mod fbank;
 pub mod mel;
 pub mod resample;
 pub mod wav;
 
+pub use fbank::{fbank, FbankConfig, KaldiWindow};
 pub use mel::{MelConfig, MelScale, MelSpectrogram, Window};
 pub use resample::{load_clip, resample};
 pub use wav::{read_wav, write_wav_i16, Waveform};
