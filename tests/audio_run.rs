@@ -55,7 +55,11 @@ fn losses(run_dir: &Path) -> Vec<f64> {
     std::fs::read_to_string(run_dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -114,10 +118,11 @@ fn audio_mae_learns_draws_spectrograms_and_feeds_the_heads() {
     );
     let ft = &s.downstream[2];
     assert!(
-        dir.join("downstream")
-            .read_dir()
+        dir.join("downstream").read_dir().unwrap().any(|e| e
             .unwrap()
-            .any(|e| e.unwrap().path().join("model.json").is_file()),
+            .path()
+            .join("model.json")
+            .is_file()),
         "fine-tuned classifiers are saved"
     );
     assert!(ft.steps.unwrap() > 0);
@@ -133,11 +138,7 @@ fn interrupted_audio_run_resumes_bitwise() {
     run::resume(&tmp.path().join("cut"), &[], &RunOptions::default()).unwrap();
     let load = |d: &str| {
         let p = tmp.path().join(d).join("checkpoints");
-        checkpoint::load(
-            &checkpoint::latest(&p).unwrap().unwrap(),
-            &Device::Cpu,
-        )
-        .unwrap()
+        checkpoint::load(&checkpoint::latest(&p).unwrap().unwrap(), &Device::Cpu).unwrap()
     };
     let (a, b) = (load("full"), load("cut"));
     assert_eq!(a.state.step, 6);
@@ -154,7 +155,7 @@ fn manifest_splits_and_structured_masking() {
     let loaded = recipe::load(
         Path::new(RECIPE),
         &overrides(
-            1,
+            6,
             &[
                 "data.train={format=\"manifest\", path=\"data/words-sample/manifest.csv\", split=\"train\"}",
                 "data.test={format=\"manifest\", path=\"data/words-sample/manifest.csv\", split=\"test\"}",
@@ -164,7 +165,10 @@ fn manifest_splits_and_structured_masking() {
     )
     .unwrap();
     let report = run::dry_run(&loaded).unwrap();
-    assert!(report.contains("train: 80 clips, test: 40 clips"), "{report}");
+    assert!(
+        report.contains("train: 80 clips, test: 40 clips"),
+        "{report}"
+    );
     // 12 time x 8 frequency patches; 1 - sqrt(0.25) = half of each axis masked: 6 x 4 kept.
     assert!(report.contains("72 of 96 patches"), "{report}");
     assert!(report.contains("TimeFrequency"), "{report}");
@@ -184,7 +188,7 @@ fn bad_audio_recipes_name_the_key() {
         ("data.test.split=\"test\"", "data.test.split"),
     ];
     for (set, key) in cases {
-        let err = recipe::load(Path::new(RECIPE), &overrides(1, &[set]))
+        let err = recipe::load(Path::new(RECIPE), &overrides(6, &[set]))
             .err()
             .unwrap_or_else(|| panic!("`{set}` was accepted"));
         let msg = err.to_string();
@@ -211,10 +215,13 @@ fn a_corrupt_wav_is_an_error_naming_the_file() {
     std::fs::write(&bad, b"RIFF\x10\x00\x00\x00WAVEfmt ").unwrap();
     let train = format!("data.train.root=\"{}\"", root.join("train").display());
     let test = format!("data.test.root=\"{}\"", root.join("test").display());
-    let err = start(2, &[&train, &test], tmp.path().join("run"), None)
+    let err = start(6, &[&train, &test], tmp.path().join("run"), None)
         .err()
         .expect("a truncated WAV must fail the run");
     let msg = err.to_string();
     assert!(msg.contains("broken.wav"), "{msg}");
-    assert!(!tmp.path().join("run").exists(), "no run directory is left behind");
+    assert!(
+        !tmp.path().join("run").exists(),
+        "no run directory is left behind"
+    );
 }

@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 
 use super::audio::{self, AudioLoaded};
-use super::spectrogram::{self, SpectrogramLoaded};
 use super::checkpoint::{self, preprocessor_normalize, reject_leftovers};
 use super::hub::{self, HubRef};
 use super::spec::{Kind, LoadedModel, ModelSpec, Normalize};
+use super::spectrogram::{self, SpectrogramLoaded};
 use super::text::{self, TextLoaded};
 use crate::error::{Error, Result};
 use crate::modality::image::classifier::{ClassifierSpec, SPEC_FILE, WEIGHTS_FILE};

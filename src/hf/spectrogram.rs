@@ -187,7 +187,12 @@ impl SpectrogramModel {
         let tensors: HashMap<String, Tensor> = m
             .tensors
             .iter()
-            .map(|(k, v)| Ok((k.clone(), v.to_device(device)?.to_dtype(DType::F32)?.detach())))
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    v.to_device(device)?.to_dtype(DType::F32)?.detach(),
+                ))
+            })
             .collect::<Result<_>>()?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         let c = &m.config;

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::mae::{denormalize_patches, masked_mse, normalize_patches, random_masking, MaeDecoder};
 use crate::backbone::{EncoderConfig, Mode};
-use crate::modality::audio::encoder::{patchify, positions, SpectrogramEncoder, SpectrogramGeometry};
+use crate::modality::audio::encoder::{
+    patchify, positions, SpectrogramEncoder, SpectrogramGeometry,
+};
 
 /// Which patches are removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -62,8 +64,9 @@ impl AudioMasker {
     pub fn new(g: &SpectrogramGeometry, ratio: f64, kind: AudioMaskKind) -> Self {
         let (t, f) = (g.time_patches(), g.freq_patches());
         let l = t * f;
-        let count =
-            |n: usize, r: f64| ((r * n as f64).round() as usize).clamp(1, n.saturating_sub(1).max(1));
+        let count = |n: usize, r: f64| {
+            ((r * n as f64).round() as usize).clamp(1, n.saturating_sub(1).max(1))
+        };
         let each = 1.0 - (1.0 - ratio).sqrt();
         let (masked_time, masked_freq) = match kind {
             AudioMaskKind::Random => (0, 0),
@@ -128,7 +131,10 @@ impl AudioMasker {
         let mut v = Vec::with_capacity(batch * l);
         for _ in 0..batch {
             let m = self.mask(rng);
-            v.extend(m.iter().map(|&removed| rng.gen::<f32>() + if removed { 1.0 } else { 0.0 }));
+            v.extend(
+                m.iter()
+                    .map(|&removed| rng.gen::<f32>() + if removed { 1.0 } else { 0.0 }),
+            );
         }
         Tensor::from_vec(v, (batch, l), device)
     }
@@ -186,7 +192,12 @@ impl AudioMae {
     }
 
     /// `spec: [B, n_mels, frames]`, `noise: [B, L]` (see [`AudioMasker::noise`]).
-    pub fn forward(&self, spec: &Tensor, noise: &Tensor, mode: &mut Mode) -> Result<AudioMaeOutput> {
+    pub fn forward(
+        &self,
+        spec: &Tensor,
+        noise: &Tensor,
+        mode: &mut Mode,
+    ) -> Result<AudioMaeOutput> {
         let x = self.audio.embed_patches(spec)?;
         let (x, mask, ids_restore) = random_masking(&x, noise, self.masker.len_keep())?;
         let latent = self.audio.encode_tokens(&x, mode)?;

@@ -88,7 +88,12 @@ impl MaeDecoder {
     }
 
     /// latent `[B, 1 + keep, D]` → predicted patches `[B, L, out_dim]`.
-    pub fn forward(&self, latent: &Tensor, ids_restore: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        latent: &Tensor,
+        ids_restore: &Tensor,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
         let x = self.embed.forward(latent)?;
         let (b, t, dd) = x.dims3()?;
         let l = ids_restore.dim(1)?;

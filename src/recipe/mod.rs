@@ -369,10 +369,16 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
                 || "`mlm` is a text objective; images use `mae` or `simmim`".into(),
             )?;
             check(
-                matches!(r.objective.masking, MaskingKind::Random | MaskingKind::Block),
+                matches!(
+                    r.objective.masking,
+                    MaskingKind::Random | MaskingKind::Block
+                ),
                 file,
                 "objective.masking",
-                || "images use `random` or `block` masking (time / frequency masking is for audio)".into(),
+                || {
+                    "images use `random` or `block` masking (time / frequency masking is for audio)"
+                        .into()
+                },
             )?;
         }
         Modality::Text => validate_text(r, file)?,
@@ -548,7 +554,10 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
             !(d.input == DownstreamInput::Pixels && r.data.modality != Modality::Image),
             file,
             &key("input"),
-            || "`pixels` is an image baseline; text and audio heads take `pretrained` or `scratch`".into(),
+            || {
+                "`pixels` is an image baseline; text and audio heads take `pretrained` or `scratch`"
+                    .into()
+            },
         )?;
         match &r.data.labelled {
             Some(l) => {
@@ -682,7 +691,10 @@ fn validate_audio(r: &Recipe, file: &Path) -> Result<()> {
             matches!(src.format, DataFormat::Folder | DataFormat::Manifest),
             file,
             &format!("{key}.format"),
-            || "audio recipes read format = \"folder\" (root/<label>/*.wav) or \"manifest\" (CSV)".into(),
+            || {
+                "audio recipes read format = \"folder\" (root/<label>/*.wav) or \"manifest\" (CSV)"
+                    .into()
+            },
         )?;
     }
     check(
@@ -698,9 +710,15 @@ fn validate_audio(r: &Recipe, file: &Path) -> Result<()> {
         || "audio uses `random`, `time`, `frequency` or `time-frequency` masking".into(),
     )?;
     check(r.model.dim % 4 == 0, file, "model.dim", || {
-        format!("{} must be divisible by 4 (2-D sin-cos positions)", r.model.dim)
+        format!(
+            "{} must be divisible by 4 (2-D sin-cos positions)",
+            r.model.dim
+        )
     })?;
-    let (gt, gf) = (a.frames / a.patch_time.max(1), a.mel.n_mels / a.patch_freq.max(1));
+    let (gt, gf) = (
+        a.frames / a.patch_time.max(1),
+        a.mel.n_mels / a.patch_freq.max(1),
+    );
     let axis_ok = match r.objective.masking {
         MaskingKind::Time => gt >= 2,
         MaskingKind::Frequency => gf >= 2,

@@ -167,9 +167,8 @@ pub fn prepare(r: &Recipe, file: &Path) -> Result<Prepared> {
     let device = crate::device::open(crate::device::parse(&r.device).map_err(Error::Usage)?)?;
     let train_items = items(&r.data.train, "data.train", file)?;
     let classes = dataset::class_names(&train_items);
-    let load = |items: &[AudioItem], classes: &[String]| {
-        ClipSet::load(items, &a.mel, a.frames, classes)
-    };
+    let load =
+        |items: &[AudioItem], classes: &[String]| ClipSet::load(items, &a.mel, a.frames, classes);
     let train = load(&train_items, &classes)?;
     let test = match &r.data.test {
         Some(t) => Some(load(&items(t, "data.test", file)?, &classes)?),
@@ -201,8 +200,9 @@ pub fn prepare(r: &Recipe, file: &Path) -> Result<Prepared> {
             ),
             None => (
                 train.clone(),
-                test.clone()
-                    .ok_or_else(|| invalid(file, "data.test", "downstream heads need a test split"))?,
+                test.clone().ok_or_else(|| {
+                    invalid(file, "data.test", "downstream heads need a test split")
+                })?,
             ),
         };
         for (set, key) in [(&tr, "data.train"), (&te, "data.test")] {
@@ -274,10 +274,7 @@ impl AudioMaeTask<'_> {
         let (spec, out) = self.forward(self.preview, &idx, &mut rng, false)?;
         let g = &self.mae.config().geometry;
         let pred = unpatchify(&self.mae.pred_to_spec(&spec, &out.pred)?, g)?;
-        let mask = unpatchify(
-            &out.mask.unsqueeze(2)?.repeat((1, 1, g.patch_dim()))?,
-            g,
-        )?;
+        let mask = unpatchify(&out.mask.unsqueeze(2)?.repeat((1, 1, g.patch_dim()))?, g)?;
         let keep = (1.0 - &mask)?;
         let lo = spec.min_all()?.to_scalar::<f32>()?;
         let hi = spec.max_all()?.to_scalar::<f32>()?;

@@ -11,7 +11,9 @@ use crate::backbone::Mode;
 use crate::error::{Error, Result};
 use crate::head::finetune::{self, FineTuneConfig, FineTuneLog};
 use crate::head::linear_probe::accuracy;
-use crate::modality::audio::classifier::{pool, AudioClassifier, AudioClassifierSpec, WEIGHTS_FILE};
+use crate::modality::audio::classifier::{
+    pool, AudioClassifier, AudioClassifierSpec, WEIGHTS_FILE,
+};
 use crate::modality::audio::clips::ClipSet;
 use crate::modality::audio::encoder::SpectrogramEncoder;
 use crate::params::ParamStore;
@@ -46,7 +48,9 @@ impl<'a> AudioTask<'a> {
     ) -> Result<Self> {
         let labels = |s: &ClipSet, split: &str| {
             s.labels.clone().ok_or_else(|| {
-                Error::Usage(format!("downstream heads need labels for the {split} split"))
+                Error::Usage(format!(
+                    "downstream heads need labels for the {split} split"
+                ))
             })
         };
         Ok(Self {
@@ -139,7 +143,9 @@ impl DownstreamTask for AudioTask<'_> {
         let enc = self.frozen_encoder(input)?;
         let f = |set: &ClipSet| {
             let all: Vec<usize> = (0..set.len()).collect();
-            self.map_batches(set, &all, &|x| pool(&enc.forward(x, &mut Mode::Eval)?, pooling))
+            self.map_batches(set, &all, &|x| {
+                pool(&enc.forward(x, &mut Mode::Eval)?, pooling)
+            })
         };
         Ok((f(self.train)?, f(self.test)?))
     }

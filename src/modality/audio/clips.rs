@@ -218,7 +218,10 @@ mod tests {
 
     #[test]
     fn fit_length_crops_centre_and_pads_end() {
-        assert_eq!(fit_length(&[1.0, 2.0, 3.0, 4.0, 5.0], 3), vec![2.0, 3.0, 4.0]);
+        assert_eq!(
+            fit_length(&[1.0, 2.0, 3.0, 4.0, 5.0], 3),
+            vec![2.0, 3.0, 4.0]
+        );
         assert_eq!(fit_length(&[1.0, 2.0], 4), vec![1.0, 2.0, 0.0, 0.0]);
     }
 

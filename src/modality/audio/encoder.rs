@@ -136,9 +136,7 @@ impl SpectrogramEncoder {
 
     /// Patch tokens with their positions, no class token: `[B, F, T]` → `[B, L, D]`.
     pub fn embed_patches(&self, spec: &Tensor) -> Result<Tensor> {
-        let x = self
-            .patch_embed
-            .forward(&patchify(spec, &self.geometry)?)?;
+        let x = self.patch_embed.forward(&patchify(spec, &self.geometry)?)?;
         x.broadcast_add(&self.pos_embed.narrow(1, 1, self.geometry.num_patches())?)
     }
 

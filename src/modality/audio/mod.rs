@@ -16,8 +16,8 @@ pub mod encoder;
 pub mod fbank;
 pub mod mel;
 pub mod resample;
-pub mod waveform;
 pub mod wav;
+pub mod waveform;
 
 pub use mel::{MelConfig, MelScale, MelSpectrogram, Window};
 pub use resample::{load_clip, resample};
