@@ -216,8 +216,7 @@ fn a_corrupt_wav_is_an_error_naming_the_file() {
     let train = format!("data.train.root=\"{}\"", root.join("train").display());
     let test = format!("data.test.root=\"{}\"", root.join("test").display());
     let err = start(6, &[&train, &test], tmp.path().join("run"), None)
-        .err()
-        .expect("a truncated WAV must fail the run");
+        .expect_err("a truncated WAV must fail the run");
     let msg = err.to_string();
     assert!(msg.contains("broken.wav"), "{msg}");
     assert!(

@@ -61,8 +61,7 @@ fn rel_err(actual: &Tensor, expected: &Tensor) -> f32 {
 fn load_audio(src: &str) -> AudioLoaded {
     match source::load_any(src, &Device::Cpu).unwrap_or_else(|e| panic!("{e}")) {
         AnyModel::Audio(m) => m,
-        AnyModel::Image(_) => panic!("{src} loaded as an image model"),
-        AnyModel::Text(_) => panic!("{src} loaded as a text model"),
+        other => panic!("{src} loaded as {}", other.describe()),
     }
 }
 

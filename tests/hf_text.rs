@@ -60,8 +60,7 @@ fn rel_err(actual: &Tensor, expected: &Tensor) -> f32 {
 fn load_text(src: &str) -> TextLoaded {
     match source::load_any(src, &Device::Cpu).unwrap_or_else(|e| panic!("{e}")) {
         AnyModel::Text(m) => m,
-        AnyModel::Image(_) => panic!("{src} loaded as an image model"),
-        AnyModel::Audio(_) => panic!("{src} loaded as an audio model"),
+        other => panic!("{src} loaded as {}", other.describe()),
     }
 }
 

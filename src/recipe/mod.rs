@@ -709,7 +709,7 @@ fn validate_audio(r: &Recipe, file: &Path) -> Result<()> {
         "objective.masking",
         || "audio uses `random`, `time`, `frequency` or `time-frequency` masking".into(),
     )?;
-    check(r.model.dim % 4 == 0, file, "model.dim", || {
+    check(r.model.dim.is_multiple_of(4), file, "model.dim", || {
         format!(
             "{} must be divisible by 4 (2-D sin-cos positions)",
             r.model.dim
