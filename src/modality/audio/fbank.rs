@@ -139,7 +139,7 @@ impl FbankConfig {
                 self.frame_shift_ms
             ));
         }
-        if s.padded % 2 != 0 {
+        if !s.padded.is_multiple_of(2) {
             return Err(format!(
                 "the padded window ({} samples) must be even: set round_to_power_of_two or change frame_length_ms",
                 s.padded
