@@ -16,9 +16,12 @@ Writes into OUT_DIR:
     in float64 by torchaudio; the metadata key `fixture` holds JSON: the configs (in the
     field names of `MelConfig` / `FbankConfig`), the clips and which configs apply to each.
 
-The reference is torchaudio run in float64 (module buffers cast with `.to(float64)`), so it
-is exact to ~1e-12 and measures our own error; torchaudio in its usual float32 differs from
-it by the amounts printed at the end.
+The mel reference is torchaudio run in float64 throughout (module built under
+`torch.set_default_dtype(float64)`, so its filterbank and window are float64 too): it is exact
+to ~1e-12 and measures our own error. torchaudio in its usual float32 differs from it by the
+amounts printed (log-mel up to ~3e-4 in quiet bands). The fbank reference is
+`kaldi.fbank` on a float64 waveform; torchaudio builds Kaldi's mel bins in float32 regardless,
+and `fbank.rs` reproduces that rounding.
 """
 
 import argparse
@@ -130,12 +133,21 @@ FBANK = {
 
 
 def mel_ref(x, c, dtype):
-    t = torchaudio.transforms.MelSpectrogram(
-        sample_rate=c["sample_rate"], n_fft=c["n_fft"], win_length=c["win_length"], hop_length=c["hop_length"],
-        f_min=c["f_min"], f_max=c["f_max"], n_mels=c["n_mels"],
-        window_fn={"hann": torch.hann_window, "hamming": torch.hamming_window}[c["window"]],
-        power=c["power"], center=c["center"], pad_mode="reflect",
-        norm="slaney" if c["slaney_norm"] else None, mel_scale=c["mel_scale"]).to(dtype)
+    # Built under the default dtype `dtype`, so that in float64 the filterbank (torch.linspace
+    # inside melscale_fbanks) and the window are float64 too: `.to(float64)` alone would keep
+    # the float32 rounding of the filter edges, which moves quiet bands by up to ~1e-4 in log.
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        t = torchaudio.transforms.MelSpectrogram(
+            sample_rate=c["sample_rate"], n_fft=c["n_fft"], win_length=c["win_length"], hop_length=c["hop_length"],
+            f_min=c["f_min"], f_max=c["f_max"], n_mels=c["n_mels"],
+            window_fn={"hann": torch.hann_window, "hamming": torch.hamming_window}[c["window"]],
+            power=c["power"], center=c["center"], pad_mode="reflect",
+            norm="slaney" if c["slaney_norm"] else None, mel_scale=c["mel_scale"]).to(dtype)
+    finally:
+        torch.set_default_dtype(old)
+    assert t.mel_scale.fb.dtype == dtype and t.spectrogram.window.dtype == dtype
     return t(torch.from_numpy(x).to(dtype)).to(torch.float64).numpy()
 
 

@@ -1,12 +1,13 @@
 //! Audio input and features against references (fast tier).
 //!
 //! * Parity: the committed clips in `tests/fixtures/audio/` are read with `read_wav` and their
-//!   features compared with torchaudio's (`scripts/make_mel_fixture.py`, torchaudio run in
-//!   float64). `PRETEXT_MEL_FIXTURE=<dir or .safetensors>` points at another fixture (made by
-//!   `scripts/check-mel.sh` from different clips). Tolerances: mel power, relative to the
-//!   largest value, `max|a-e| / max|e| < 1e-4`; log values, absolute, `< 1e-4` (on a log scale
-//!   an absolute error is a relative error of the underlying energy).
-//!   Kaldi fbank (`torchaudio.compliance.kaldi.fbank`): log values, absolute, `< 1e-4`.
+//!   features compared with torchaudio's (`scripts/make_mel_fixture.py`; torchaudio run in
+//!   float64, the mel filterbank included). `PRETEXT_MEL_FIXTURE=<dir or .safetensors>`
+//!   points at another fixture (`scripts/check-mel.sh` makes one from different clips).
+//!   Tolerances: mel power relative to the largest value, `max|a-e| / max|e| < 1e-4`; log-mel
+//!   and Kaldi log fbank (`torchaudio.compliance.kaldi.fbank`) absolute, `< 1e-4` (on a log
+//!   scale an absolute error is a relative error of the underlying energy, and quiet bands
+//!   matter as much as loud ones).
 //! * Formats: every hound integer / float format reads back the written signal, stereo is
 //!   mixed down to the mean, and broken files give an error naming the file, never a panic.
 //! * Data sets: class folders and CSV manifests.

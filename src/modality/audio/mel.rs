@@ -6,6 +6,10 @@
 //!
 //! Layouts are row-major `[n_mels, frames]` (torchaudio's `(..., n_mels, time)`).
 //!
+//! Checked against torchaudio run in `float64` throughout (filterbank included): equal up to
+//! the final `f32` rounding. torchaudio's default `float32` filterbank rounds the filter edges,
+//! which moves quiet bands of its log-mel by up to ~3e-4 from the exact values computed here.
+//!
 //! Short clips: with `center = true`, torch's reflect padding needs more than `n_fft / 2`
 //! samples and raises an error otherwise. [`MelSpectrogram::try_mel_power`] and
 //! [`MelSpectrogram::try_log_mel`] return that error; [`MelSpectrogram::mel_power`] and

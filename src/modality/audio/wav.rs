@@ -82,17 +82,17 @@ pub fn read_wav(path: &Path) -> Result<Waveform> {
                 .map_err(|e| wav_error(path, e))?
         }
         hound::SampleFormat::Int => {
-            // hound returns samples as stored (8-bit already made signed, `x - 128`), left
-            // justified in their container, so the scale is set by the container width (bits
-            // rounded up to whole bytes, e.g. 12 valid bits in 16), as libsndfile does.
-            let container_bits = (spec.bits_per_sample as u32).div_ceil(8) * 8;
-            if !(8..=32).contains(&container_bits) {
+            // hound reads 8, 16, 24 (in 3 or 4 bytes) and 32 bits, returning each sample in
+            // the range of its bit depth (8-bit already made signed, `x - 128`), and rejects
+            // other layouts as unsupported; so the scale is 2^(bits-1), as in libsndfile.
+            let bits = spec.bits_per_sample as u32;
+            if !matches!(bits, 8 | 16 | 24 | 32) {
                 return Err(Error::data(
                     path,
-                    format!("unsupported WAV format: {container_bits}-bit integer"),
+                    format!("unsupported WAV format: {bits}-bit integer (8/16/24/32 are read)"),
                 ));
             }
-            let scale = 1.0 / (1u64 << (container_bits - 1)) as f64;
+            let scale = 1.0 / (1u64 << (bits - 1)) as f64;
             reader
                 .into_samples::<i32>()
                 .map(|s| s.map(|v| (v as f64 * scale) as f32))
