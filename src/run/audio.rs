@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::audio_task::AudioTask;
 use super::downstream::{self, DownstreamResult};
 use super::{report, RunOptions, Summary};
-use crate::backbone::{Activation, EncoderConfig, Mode, NormPosition};
+use crate::backbone::{EncoderConfig, Mode};
 use crate::error::{Error, Result};
 use crate::modality::audio::clips::{AudioFeatures, ClipSet};
 use crate::modality::audio::dataset::{self, AudioItem};
@@ -124,27 +124,10 @@ fn geometry(a: &AudioSection) -> SpectrogramGeometry {
 
 /// The Audio-MAE configuration a recipe describes.
 pub fn mae_config(r: &Recipe, a: &AudioSection) -> Result<AudioMaeConfig> {
-    let encoder = r.model.encoder_config();
-    let d = r
-        .objective
-        .decoder
-        .as_ref()
-        .ok_or_else(|| Error::Usage("objective.decoder: required for kind = \"mae\"".into()))?;
     Ok(AudioMaeConfig {
         geometry: geometry(a),
-        decoder: EncoderConfig {
-            dim: d.dim,
-            depth: d.depth,
-            heads: d.heads,
-            mlp_dim: d.mlp_dim.unwrap_or(4 * d.dim),
-            norm: NormPosition::Pre,
-            activation: Activation::Gelu,
-            norm_eps: encoder.norm_eps,
-            qkv_bias: true,
-            dropout: 0.0,
-            attention_dropout: 0.0,
-        },
-        encoder,
+        decoder: super::pretrain::decoder_config(r)?,
+        encoder: r.model.encoder_config(),
         mask_ratio: r.objective.mask_ratio(),
         masking: match r.objective.masking {
             MaskingKind::Time => AudioMaskKind::Time,

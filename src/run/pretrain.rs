@@ -36,29 +36,34 @@ fn geometry(img: &ImageSection) -> ImageGeometry {
     }
 }
 
-/// The MAE configuration a recipe describes.
-pub fn mae_config(r: &Recipe, img: &ImageSection) -> Result<MaeConfig> {
-    let encoder = r.model.encoder_config();
+/// MAE's light decoder as a recipe describes it (pre-norm, exact GELU, the model's
+/// norm_eps, no dropout); images and audio share it.
+pub fn decoder_config(r: &Recipe) -> Result<EncoderConfig> {
     let d = r
         .objective
         .decoder
         .as_ref()
         .ok_or_else(|| Error::Usage("objective.decoder: required for kind = \"mae\"".into()))?;
+    Ok(EncoderConfig {
+        dim: d.dim,
+        depth: d.depth,
+        heads: d.heads,
+        mlp_dim: d.mlp_dim.unwrap_or(4 * d.dim),
+        norm: NormPosition::Pre,
+        activation: Activation::Gelu,
+        norm_eps: r.model.norm_eps,
+        qkv_bias: true,
+        dropout: 0.0,
+        attention_dropout: 0.0,
+    })
+}
+
+/// The MAE configuration a recipe describes.
+pub fn mae_config(r: &Recipe, img: &ImageSection) -> Result<MaeConfig> {
     Ok(MaeConfig {
         geometry: geometry(img),
-        decoder: EncoderConfig {
-            dim: d.dim,
-            depth: d.depth,
-            heads: d.heads,
-            mlp_dim: d.mlp_dim.unwrap_or(4 * d.dim),
-            norm: NormPosition::Pre,
-            activation: Activation::Gelu,
-            norm_eps: encoder.norm_eps,
-            qkv_bias: true,
-            dropout: 0.0,
-            attention_dropout: 0.0,
-        },
-        encoder,
+        decoder: decoder_config(r)?,
+        encoder: r.model.encoder_config(),
         mask_ratio: r.objective.mask_ratio(),
         norm_pix_loss: r.objective.norm_pix_loss,
     })
