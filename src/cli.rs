@@ -521,6 +521,9 @@ fn embed_audio(
     let mut details = Vec::with_capacity(files.len());
     for path in files {
         let wav = resample(&read_wav(path)?, rate)?;
+        if wav.samples.is_empty() {
+            return Err(Error::data(path, "no audio samples in this file"));
+        }
         let seconds = wav.samples.len() as f64 / rate as f64;
         let parts = windows(&wav.samples, window);
         if parts.len() > 1 {

@@ -122,6 +122,35 @@ impl SpectrogramLoaded {
                 _ => {}
             }
         }
+        if let Some(stored) = self.tensors.get("audio.pos_embed") {
+            let fixed = crate::modality::audio::encoder::positions(
+                c.encoder.dim,
+                &c.geometry,
+                &Device::Cpu,
+            )?;
+            if stored.dims() != fixed.dims() {
+                return Err(Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "tensor `pos_embed`: expected shape {:?}, found {:?}",
+                        fixed.dims(),
+                        stored.dims()
+                    ),
+                });
+            }
+            let diff = (stored.to_device(&Device::Cpu)?.to_dtype(DType::F32)? - &fixed)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
+            if diff.is_nan() || diff > 1e-5 {
+                return Err(Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "tensor `pos_embed` is not the fixed 2-D sin-cos table of this geometry (max difference {diff}): see docs/audio-mae-export.md"
+                    ),
+                });
+            }
+        }
         let extra: Vec<&String> = self
             .tensors
             .keys()
