@@ -474,7 +474,10 @@ fn damaged_exports_are_errors_naming_the_file_or_tensor() {
     )
     .unwrap();
     let err = embed(&missing);
-    assert!(err.contains("encoder.layers.0.mlp.fc2.bias"), "{err}");
+    assert!(
+        err.contains("missing tensor `encoder.layers.0.mlp.fc2.bias`"),
+        "{err}"
+    );
 
     // A pos_embed that is not the fixed table.
     let mut tensors = read(&weights);
@@ -488,7 +491,46 @@ fn damaged_exports_are_errors_naming_the_file_or_tensor() {
     )
     .unwrap();
     let err = embed(&missing);
-    assert!(err.contains("pos_embed"), "{err}");
+    assert!(err.contains("tensor `pos_embed` is not the fixed"), "{err}");
+
+    // Without pos_embed (optional: recomputed), the same embeddings; an extra tensor is an error.
+    let good = jsonl(&pretext(&[
+        "embed",
+        "--model",
+        s(&export),
+        "--audio",
+        s(&wav),
+    ]));
+    let mut tensors = read(&weights);
+    let pos = tensors.remove("pos_embed").unwrap();
+    let list: Vec<(String, Tensor)> = tensors.clone().into_iter().collect();
+    pretext::tensor_io::write(
+        &missing.join("model.safetensors"),
+        &list,
+        Default::default(),
+    )
+    .unwrap();
+    let without = jsonl(&pretext(&[
+        "embed",
+        "--model",
+        s(&missing),
+        "--audio",
+        s(&wav),
+    ]));
+    assert_eq!(embedding(&without[0]), embedding(&good[0]));
+    tensors.insert("decoder_pos_embed".into(), pos);
+    let list: Vec<(String, Tensor)> = tensors.into_iter().collect();
+    pretext::tensor_io::write(
+        &missing.join("model.safetensors"),
+        &list,
+        Default::default(),
+    )
+    .unwrap();
+    let err = embed(&missing);
+    assert!(
+        err.contains("unexpected tensor `decoder_pos_embed`"),
+        "{err}"
+    );
 
     // A truncated file.
     let bytes = std::fs::read(&weights).unwrap();
