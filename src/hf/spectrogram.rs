@@ -51,7 +51,7 @@ pub fn read_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<Spectr
         tensors,
         origin: checkpoint.display().to_string(),
     };
-    loaded.check(checkpoint)?;
+    loaded.check(checkpoint, "")?;
     Ok(loaded)
 }
 
@@ -83,13 +83,15 @@ pub fn read_dir(dir: &Path, device: &Device, origin: &str) -> Result<Spectrogram
         tensors,
         origin: origin.to_string(),
     };
-    loaded.check(&weights)?;
+    loaded.check(&weights, "audio.")?;
     Ok(loaded)
 }
 
 impl SpectrogramLoaded {
-    /// Every tensor the encoder needs is there with its shape, and nothing else.
-    fn check(&self, path: &Path) -> Result<()> {
+    /// Every tensor the encoder needs is there with its shape, and nothing else. Messages name
+    /// tensors as `path` does: without `strip` (`"audio."` for an export's file).
+    fn check(&self, path: &Path, strip: &str) -> Result<()> {
+        let shown = |name: &str| name.strip_prefix(strip).unwrap_or(name).to_string();
         let reference = crate::params::ParamStore::new(0);
         let c = &self.config;
         SpectrogramEncoder::new(
@@ -107,19 +109,51 @@ impl SpectrogramLoaded {
                 None => {
                     return Err(Error::Checkpoint {
                         path: path.to_path_buf(),
-                        message: format!("missing tensor `{name}` (shape {dims:?})"),
+                        message: format!("missing tensor `{}` (shape {dims:?})", shown(name)),
                     })
                 }
                 Some(t) if t.dims() != dims.as_slice() => {
                     return Err(Error::Checkpoint {
                         path: path.to_path_buf(),
                         message: format!(
-                            "tensor `{name}`: expected shape {dims:?}, found {:?}",
+                            "tensor `{}`: expected shape {dims:?}, found {:?}",
+                            shown(name),
                             t.dims()
                         ),
                     })
                 }
                 _ => {}
+            }
+        }
+        if let Some(stored) = self.tensors.get("audio.pos_embed") {
+            let fixed = crate::modality::audio::encoder::positions(
+                c.encoder.dim,
+                &c.geometry,
+                &Device::Cpu,
+            )?;
+            if stored.dims() != fixed.dims() {
+                return Err(Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "tensor `{}`: expected shape {:?}, found {:?}",
+                        shown("audio.pos_embed"),
+                        fixed.dims(),
+                        stored.dims()
+                    ),
+                });
+            }
+            let diff = (stored.to_device(&Device::Cpu)?.to_dtype(DType::F32)? - &fixed)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
+            if diff.is_nan() || diff > 1e-5 {
+                return Err(Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "tensor `{}` is not the fixed 2-D sin-cos table of this geometry (max difference {diff}): see docs/audio-mae-export.md",
+                        shown("audio.pos_embed")
+                    ),
+                });
             }
         }
         let extra: Vec<&String> = self
@@ -131,7 +165,8 @@ impl SpectrogramLoaded {
             return Err(Error::Checkpoint {
                 path: path.to_path_buf(),
                 message: format!(
-                    "unexpected tensor `{name}` ({} unexpected in all)",
+                    "unexpected tensor `{}` ({} unexpected in all)",
+                    shown(name),
                     extra.len()
                 ),
             });
