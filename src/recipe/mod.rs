@@ -703,6 +703,21 @@ fn validate_audio(r: &Recipe, file: &Path) -> Result<()> {
     check(a.frames >= 2, file, "data.audio.frames", || {
         format!("must be at least 2, found {}", a.frames)
     })?;
+    for (key, src) in sources(r) {
+        check(
+            matches!(src.format, DataFormat::Folder | DataFormat::Manifest),
+            file,
+            &format!("{key}.format"),
+            || {
+                "audio recipes read format = \"folder\" (root/<label>/*.wav) or \"manifest\" (CSV)"
+                    .into()
+            },
+        )?;
+    }
+    if r.model.source.is_some() {
+        // Patch sizes, normalisation and the objective are Audio-MAE's.
+        return validate_waveform_source(r, a, file);
+    }
     check(
         a.patch_freq > 0 && a.mel.n_mels % a.patch_freq == 0,
         file,
@@ -727,20 +742,6 @@ fn validate_audio(r: &Recipe, file: &Path) -> Result<()> {
         "data.audio.mean",
         || "give both `mean` and `std`, or neither (then the training split's are used)".into(),
     )?;
-    for (key, src) in sources(r) {
-        check(
-            matches!(src.format, DataFormat::Folder | DataFormat::Manifest),
-            file,
-            &format!("{key}.format"),
-            || {
-                "audio recipes read format = \"folder\" (root/<label>/*.wav) or \"manifest\" (CSV)"
-                    .into()
-            },
-        )?;
-    }
-    if r.model.source.is_some() {
-        return validate_waveform_source(r, a, file);
-    }
     check(
         r.objective.kind == ObjectiveKind::Mae,
         file,

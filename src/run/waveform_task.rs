@@ -19,8 +19,9 @@ use crate::modality::audio::waveform::WaveformEncoder;
 use crate::params::ParamStore;
 use crate::recipe::{DownstreamInput, DownstreamSection, Pooling};
 
-/// Clips per forward pass when computing features or accuracy.
-const EVAL_CHUNK: usize = 64;
+/// Clips per forward pass when computing features or accuracy (waveform models see many
+/// frames per clip: the attention matrices dominate memory).
+const EVAL_CHUNK: usize = 16;
 
 /// Labelled waveform splits and the source's encoder.
 pub struct WaveformTask<'a> {
