@@ -56,7 +56,8 @@ pub struct FineTuneLog {
 }
 
 /// Which "layer" a parameter belongs to for layer-wise decay, `0..=depth + 1`: embeddings
-/// (anything before the first block, e.g. `vit.patch_embed.*`, `vit.cls_token`) are 0,
+/// (anything before the first block, e.g. `vit.patch_embed.*`, `vit.cls_token`, a waveform
+/// model's `audio.convs.*`, `audio.proj*`, `audio.pos_conv.*`) are 0,
 /// `*.layers.{i}.*` is `i + 1`, the rest (final norm, classifier) is `depth + 1`.
 pub fn layer_id(name: &str, depth: usize) -> usize {
     if let Some(rest) = name.split(".layers.").nth(1) {
@@ -64,7 +65,12 @@ pub fn layer_id(name: &str, depth: usize) -> usize {
             return i + 1;
         }
     }
-    if name.contains("embed") || name.ends_with("_token") {
+    // The waveform front end (conv feature extractor, feature projection, positional conv)
+    // sits before the first block, like a patch embedding.
+    let waveform_front = ["audio.convs.", "audio.proj", "audio.pos_conv."]
+        .iter()
+        .any(|p| name.starts_with(p));
+    if name.contains("embed") || name.ends_with("_token") || waveform_front {
         0
     } else {
         depth + 1
@@ -187,6 +193,12 @@ mod tests {
         assert_eq!(layer_id("vit.encoder.layers.3.mlp.fc2.bias", d), 4);
         assert_eq!(layer_id("vit.encoder.norm.weight", d), 5);
         assert_eq!(layer_id("classifier.weight", d), 5);
+        assert_eq!(layer_id("audio.convs.0.conv.weight", d), 0);
+        assert_eq!(layer_id("audio.proj_norm.bias", d), 0);
+        assert_eq!(layer_id("audio.proj.weight", d), 0);
+        assert_eq!(layer_id("audio.pos_conv.weight_g", d), 0);
+        assert_eq!(layer_id("audio.encoder.layers.2.attn.q.weight", d), 3);
+        assert_eq!(layer_id("audio.encoder.norm.weight", d), 5);
         assert!((layer_scale("classifier.weight", d, 0.75) - 1.0).abs() < 1e-12);
         assert!((layer_scale("vit.patch_embed.bias", d, 0.5) - 0.5f64.powi(5)).abs() < 1e-12);
         assert!((layer_scale("vit.encoder.layers.3.attn.o.weight", d, 0.5) - 0.5).abs() < 1e-12);

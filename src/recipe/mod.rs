@@ -303,10 +303,13 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
             })?,
         Some(src) => {
             check(
-                r.data.modality == Modality::Text,
+                matches!(r.data.modality, Modality::Text | Modality::Audio),
                 file,
                 "model.source",
-                || "starting from a model source is supported for text only".into(),
+                || {
+                    "starting from a model source is supported for text (BERT, RoBERTa) and audio (wav2vec2, HuBERT, data2vec-audio) only"
+                        .into()
+                },
             )?;
             check(
                 r.model.dim == 0 && r.model.depth == 0 && r.model.heads == 0,
@@ -396,8 +399,11 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
         "objective.mask_ratio",
         || format!("must be in (0, 1), found {}", o.mask_ratio()),
     )?;
+    // An audio recipe starting from a waveform model does no pretraining: its objective is
+    // unused and may omit the decoder.
+    let waveform_source = r.data.modality == Modality::Audio && r.model.source.is_some();
     match (o.kind, &o.decoder) {
-        (ObjectiveKind::Mae, None) => {
+        (ObjectiveKind::Mae, None) if !waveform_source => {
             return Err(Error::InvalidValue {
                 file: file.to_path_buf(),
                 key: "objective.decoder".into(),
@@ -648,6 +654,41 @@ fn validate_text(r: &Recipe, file: &Path) -> Result<()> {
 }
 
 /// Audio recipes: spectrogram settings, patches that tile them, Audio-MAE.
+/// An audio recipe starting from a waveform model (`model.source`): downstream only, on raw
+/// 16 kHz waveforms of the clip length `frames` and the mel hop describe; the objective and
+/// patch sizes are unused.
+fn validate_waveform_source(r: &Recipe, a: &AudioSection, file: &Path) -> Result<()> {
+    check(r.train.steps == 0, file, "train.steps", || {
+        format!(
+            "must be 0 with model.source in an audio recipe (found {}): there is no Audio-MAE pretraining of a waveform model; its downstream heads run on the source's weights",
+            r.train.steps
+        )
+    })?;
+    check(
+        a.mel.sample_rate == 16000,
+        file,
+        "data.audio.mel.sample_rate",
+        || {
+            format!(
+                "waveform models (wav2vec2, HuBERT, data2vec-audio) take 16000 Hz input, found {}",
+                a.mel.sample_rate
+            )
+        },
+    )?;
+    check(!r.downstream.is_empty(), file, "downstream", || {
+        "an audio recipe with model.source needs at least one [[downstream]] head".into()
+    })?;
+    for (i, d) in r.downstream.iter().enumerate() {
+        check(
+            d.pooling != Pooling::Cls,
+            file,
+            &format!("downstream[{i}].pooling"),
+            || "waveform models have no class token: use pooling = \"mean\"".into(),
+        )?;
+    }
+    Ok(())
+}
+
 fn validate_audio(r: &Recipe, file: &Path) -> Result<()> {
     let a = r.data.audio.as_ref().ok_or_else(|| Error::InvalidValue {
         file: file.to_path_buf(),
@@ -662,6 +703,21 @@ fn validate_audio(r: &Recipe, file: &Path) -> Result<()> {
     check(a.frames >= 2, file, "data.audio.frames", || {
         format!("must be at least 2, found {}", a.frames)
     })?;
+    for (key, src) in sources(r) {
+        check(
+            matches!(src.format, DataFormat::Folder | DataFormat::Manifest),
+            file,
+            &format!("{key}.format"),
+            || {
+                "audio recipes read format = \"folder\" (root/<label>/*.wav) or \"manifest\" (CSV)"
+                    .into()
+            },
+        )?;
+    }
+    if r.model.source.is_some() {
+        // Patch sizes, normalisation and the objective are Audio-MAE's.
+        return validate_waveform_source(r, a, file);
+    }
     check(
         a.patch_freq > 0 && a.mel.n_mels % a.patch_freq == 0,
         file,
@@ -686,17 +742,6 @@ fn validate_audio(r: &Recipe, file: &Path) -> Result<()> {
         "data.audio.mean",
         || "give both `mean` and `std`, or neither (then the training split's are used)".into(),
     )?;
-    for (key, src) in sources(r) {
-        check(
-            matches!(src.format, DataFormat::Folder | DataFormat::Manifest),
-            file,
-            &format!("{key}.format"),
-            || {
-                "audio recipes read format = \"folder\" (root/<label>/*.wav) or \"manifest\" (CSV)"
-                    .into()
-            },
-        )?;
-    }
     check(
         r.objective.kind == ObjectiveKind::Mae,
         file,

@@ -5,6 +5,14 @@
 //! A run directory holds the resolved recipe, `audio-config.json` (features, normalisation
 //! and encoder shape, so a checkpoint can be used on its own), checkpoints, `metrics.jsonl`,
 //! `pictures/`, `downstream/` and `summary.json`.
+//!
+//! With `model.source` naming a waveform model (wav2vec 2.0, HuBERT, data2vec-audio; a local
+//! Hugging Face directory or `hf:org/name`) and `train.steps = 0`, there is no Audio-MAE
+//! pretraining: the clips are kept as raw 16 kHz waveforms (cut or padded to the length
+//! `data.audio.frames` and the mel hop describe, normalised per clip when the source's
+//! feature extractor says `do_normalize`) and the downstream heads run on the source's
+//! encoder ([`WaveformTask`]); `scratch` is the same architecture freshly initialised with
+//! the run's seed. The recipe's `objective` and patch sizes are then unused.
 
 use std::path::Path;
 use std::time::Instant;
@@ -16,12 +24,17 @@ use serde::{Deserialize, Serialize};
 
 use super::audio_task::AudioTask;
 use super::downstream::{self, DownstreamResult};
+use super::waveform_task::WaveformTask;
 use super::{report, RunOptions, Summary};
 use crate::backbone::{EncoderConfig, Mode};
 use crate::error::{Error, Result};
+use crate::hf::audio::AudioLoaded;
+use crate::hf::source::AnyModel;
+use crate::modality::audio::classifier::WaveformClassifierSpec;
 use crate::modality::audio::clips::{AudioFeatures, ClipSet};
 use crate::modality::audio::dataset::{self, AudioItem};
 use crate::modality::audio::encoder::{unpatchify, SpectrogramGeometry};
+use crate::modality::audio::waveform::WaveformEncoder;
 use crate::modality::image::grid::save_grid;
 use crate::objective::audio_mae::{AudioMae, AudioMaeConfig, AudioMaskKind};
 use crate::params::ParamStore;
@@ -304,6 +317,9 @@ fn task<'a>(p: &'a Prepared, seed: u64) -> AudioMaeTask<'a> {
 /// Validates a recipe through one forward pass of one batch; returns a report.
 pub fn dry_run(loaded: &Loaded) -> Result<String> {
     let r = &loaded.recipe;
+    if r.model.source.is_some() {
+        return waveform_dry_run(loaded);
+    }
     let p = prepare(r, &loaded.file)?;
     let t = task(&p, r.seed);
     let b = r.train.batch_size.min(p.train.len());
@@ -353,6 +369,11 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
 
 /// Starts a new audio run.
 pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
+    if loaded.recipe.model.source.is_some() {
+        let prepared = prepare_waveform(&loaded.recipe, &loaded.file)?;
+        let run_dir = super::new_run_dir(loaded, opts)?;
+        return execute_waveform(prepared, &loaded.recipe, &run_dir, opts);
+    }
     let prepared = prepare(&loaded.recipe, &loaded.file)?;
     let run_dir = super::new_run_dir(loaded, opts)?;
     execute(prepared, &loaded.recipe, &run_dir, opts)
@@ -360,6 +381,10 @@ pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
 
 /// Resumes an audio run from its directory.
 pub fn resume(loaded: &Loaded, run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
+    if loaded.recipe.model.source.is_some() {
+        let prepared = prepare_waveform(&loaded.recipe, &loaded.file)?;
+        return execute_waveform(prepared, &loaded.recipe, run_dir, opts);
+    }
     let mut prepared = prepare(&loaded.recipe, &loaded.file)?;
     // The normalisation the run started with (the training split may have changed since).
     let saved = run_dir.join(CONFIG_FILE);
@@ -414,6 +439,204 @@ fn execute(p: Prepared, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> Result
         final_loss: last_loss,
         samples_per_s,
         pretrain_seconds,
+        data_wait_seconds: 0.0,
+        encoder_parameters: p.params.num_params_with_prefix("audio."),
+        total_parameters: p.params.num_params(),
+        held_out_mlm: None,
+        downstream: results,
+        label_efficiency,
+    };
+    super::write_summary(run_dir, &summary)?;
+    Ok(summary)
+}
+
+/// Everything an audio recipe with a waveform `model.source` needs, built and checked.
+pub struct WaveformPrepared {
+    pub device: Device,
+    /// The source as loaded (spec, weights under `audio.*`, origin).
+    pub source: AudioLoaded,
+    /// The source's encoder as `audio.*`.
+    pub params: ParamStore,
+    /// The model's shape and input settings, with the training split's class names.
+    pub spec: WaveformClassifierSpec,
+    /// Labelled downstream splits (waveforms).
+    pub train: ClipSet,
+    pub test: ClipSet,
+}
+
+/// Loads the waveform model `model.source` names and the labelled splits as waveforms.
+pub fn prepare_waveform(r: &Recipe, file: &Path) -> Result<WaveformPrepared> {
+    crate::recipe::check_paths(r, file)?;
+    let a = r
+        .data
+        .audio
+        .as_ref()
+        .ok_or_else(|| invalid(file, "data.audio", "missing"))?;
+    let src = r
+        .model
+        .source
+        .as_deref()
+        .ok_or_else(|| invalid(file, "model.source", "missing"))?;
+    if r.train.steps > 0 {
+        return Err(invalid(
+            file,
+            "train.steps",
+            "must be 0 with a waveform model.source (no Audio-MAE pretraining: the downstream heads run on the source)",
+        ));
+    }
+    let device = crate::device::open(crate::device::parse(&r.device).map_err(Error::Usage)?)?;
+    let source = match crate::hf::source::load_any(src, &device)? {
+        AnyModel::Audio(m) => m,
+        other => {
+            return Err(invalid(
+                file,
+                "model.source",
+                format!(
+                    "`{src}` is {}; audio recipes start from a wav2vec2, HuBERT or data2vec-audio model",
+                    other.describe()
+                ),
+            ))
+        }
+    };
+    let normalize = crate::hf::audio::do_normalize(&source_dir(src)?);
+    let features = AudioFeatures {
+        mel: a.mel.clone(),
+        frames: a.frames,
+        mean: 0.0,
+        std: 1.0,
+    };
+    let samples = features.clip_len();
+    if source.spec.config.frames(samples) == 0 {
+        return Err(invalid(
+            file,
+            "data.audio.frames",
+            format!("clips of {samples} samples are too short for the model's conv stack"),
+        ));
+    }
+    let params = ParamStore::new(r.seed);
+    WaveformEncoder::new(&source.spec.config, params.var_builder(&device).pp("audio"))?;
+    params.load_tensors(&source.tensors, Path::new(&source.origin))?;
+
+    let train_src = r.data.labelled.as_ref().map_or(&r.data.train, |l| &l.train);
+    let (train_key, test_key) = if r.data.labelled.is_some() {
+        ("data.labelled.train", "data.labelled.test")
+    } else {
+        ("data.train", "data.test")
+    };
+    let test_src = match &r.data.labelled {
+        Some(l) => &l.test,
+        None => r
+            .data
+            .test
+            .as_ref()
+            .ok_or_else(|| invalid(file, "data.test", "downstream heads need a test split"))?,
+    };
+    let train_items = items(train_src, train_key, file)?;
+    let classes = dataset::class_names(&train_items);
+    let load = |items: &[AudioItem]| {
+        ClipSet::load_waveforms(items, a.mel.sample_rate, samples, normalize, &classes)
+    };
+    let train = load(&train_items)?;
+    let test = load(&items(test_src, test_key, file)?)?;
+    for (set, key) in [(&train, train_key), (&test, test_key)] {
+        if set.labels.is_none() {
+            return Err(invalid(
+                file,
+                key,
+                "downstream heads need every clip labelled (folder class directories, or a manifest `label` column)",
+            ));
+        }
+    }
+    let spec = WaveformClassifierSpec {
+        kind: WaveformClassifierSpec::KIND.into(),
+        model_type: source.spec.family.model_type().into(),
+        config: source.spec.config.clone(),
+        sample_rate: a.mel.sample_rate,
+        samples,
+        normalize,
+        classes,
+    };
+    Ok(WaveformPrepared {
+        device,
+        source,
+        params,
+        spec,
+        train,
+        test,
+    })
+}
+
+/// The local directory of a model source (a hub reference's snapshot), for its
+/// `preprocessor_config.json`.
+fn source_dir(src: &str) -> Result<String> {
+    match crate::hf::hub::HubRef::parse(src) {
+        Some(r) => Ok(crate::hf::hub::snapshot_dir(&r?)?
+            .to_string_lossy()
+            .into_owned()),
+        None => Ok(src.to_string()),
+    }
+}
+
+fn waveform_dry_run(loaded: &Loaded) -> Result<String> {
+    let r = &loaded.recipe;
+    let p = prepare_waveform(r, &loaded.file)?;
+    let b = r.train.batch_size.clamp(1, p.train.len());
+    let idx: Vec<usize> = (0..b).collect();
+    let enc = WaveformEncoder::new(
+        &p.spec.config,
+        p.params.frozen_var_builder(&p.device).pp("audio"),
+    )?;
+    let x = p.train.waveform_batch(&idx, &p.device)?;
+    let h = enc.forward(&x, None, &mut Mode::Eval)?.last_hidden_state;
+    Ok(format!(
+        "recipe `{}` is valid\n  source: `{}` ({}), {} parameters\n  clips: {} train / {} test, {} classes, {} samples ({:.2} s at {} Hz){}\n  batch: waveforms {:?} -> hidden states {:?}\n  downstream: {} heads (no pretraining: train.steps = 0)\n",
+        r.name,
+        p.source.origin,
+        p.source.spec.hf_class(),
+        p.params.num_params(),
+        p.train.len(),
+        p.test.len(),
+        p.spec.classes.len(),
+        p.spec.samples,
+        p.spec.samples as f64 / p.spec.sample_rate as f64,
+        p.spec.sample_rate,
+        if p.spec.normalize {
+            ", normalised per clip"
+        } else {
+            ""
+        },
+        x.dims(),
+        h.dims(),
+        r.downstream.len(),
+    ))
+}
+
+fn execute_waveform(
+    p: WaveformPrepared,
+    r: &Recipe,
+    run_dir: &Path,
+    opts: &RunOptions,
+) -> Result<Summary> {
+    let mut results: Vec<DownstreamResult> = Vec::new();
+    if !opts.skip_downstream {
+        let dt = WaveformTask::new(&p.train, &p.test, &p.spec, &p.params, r.seed, &p.device)?;
+        results = downstream::Downstream {
+            run_dir,
+            task: &dt,
+            pretrain_steps: 0,
+            seed: r.seed,
+            device: &p.device,
+        }
+        .run(&r.downstream)?;
+    }
+    let label_efficiency = report::write(run_dir, &results)?;
+    let summary = Summary {
+        name: r.name.clone(),
+        run_dir: run_dir.to_path_buf(),
+        steps: 0,
+        final_loss: f32::NAN,
+        samples_per_s: 0.0,
+        pretrain_seconds: 0.0,
         data_wait_seconds: 0.0,
         encoder_parameters: p.params.num_params_with_prefix("audio."),
         total_parameters: p.params.num_params(),

@@ -10,6 +10,7 @@ pub mod pretrain;
 pub mod report;
 pub mod text;
 pub mod text_task;
+pub mod waveform_task;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -1,6 +1,8 @@
 //! Clips as model inputs: each WAV read, mixed down, resampled, cut or padded to a fixed
 //! length and turned into a log-mel spectrogram once, up front (a spoken-word clip is a few
-//! kilobytes of features); batches are normalised `[B, n_mels, frames]` tensors.
+//! kilobytes of features); batches are normalised `[B, n_mels, frames]` tensors. For
+//! waveform models (wav2vec 2.0, HuBERT, data2vec-audio) a [`ClipSet`] holds the fitted raw
+//! samples instead ([`ClipSet::load_waveforms`]), batched as `[B, samples]`.
 
 use std::path::PathBuf;
 
@@ -87,12 +89,32 @@ pub fn windows(samples: &[f32], len: usize) -> Vec<&[f32]> {
     }
 }
 
-/// A split of clips as log-mel spectrograms (not normalised), with labels when they have them.
+/// What each clip of a [`ClipSet`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClipKind {
+    /// A log-mel spectrogram (not normalised), row-major `[n_mels, frames]`.
+    Spectrogram { n_mels: usize, frames: usize },
+    /// Raw samples fitted to the clip length (normalised per clip when the model's feature
+    /// extractor does so).
+    Waveform { samples: usize },
+}
+
+impl ClipKind {
+    /// Values per clip.
+    pub fn size(&self) -> usize {
+        match *self {
+            ClipKind::Spectrogram { n_mels, frames } => n_mels * frames,
+            ClipKind::Waveform { samples } => samples,
+        }
+    }
+}
+
+/// A split of clips as log-mel spectrograms (not normalised) or fitted waveforms, with labels
+/// when they have them.
 #[derive(Debug, Clone)]
 pub struct ClipSet {
-    pub n_mels: usize,
-    pub frames: usize,
-    /// `[N, n_mels, frames]`, row-major.
+    pub kind: ClipKind,
+    /// `[N, kind.size()]`, row-major.
     pub values: Vec<f32>,
     pub labels: Option<Vec<u32>>,
     pub paths: Vec<PathBuf>,
@@ -123,6 +145,46 @@ impl ClipSet {
                 Ok(f.spectrogram(&mel, &samples))
             })
             .collect::<Result<_>>()?;
+        Self::assemble(
+            items,
+            ClipKind::Spectrogram {
+                n_mels: mel_config.n_mels,
+                frames,
+            },
+            specs,
+            classes,
+        )
+    }
+
+    /// Reads `items` (in parallel) as waveforms at `sample_rate`, each cut or padded to
+    /// `samples` ([`fit_length`]) and, with `normalize`, brought to zero mean and unit
+    /// variance (`Wav2Vec2FeatureExtractor`'s `do_normalize`). Labels as in [`ClipSet::load`].
+    pub fn load_waveforms(
+        items: &[AudioItem],
+        sample_rate: u32,
+        samples: usize,
+        normalize: bool,
+        classes: &[String],
+    ) -> Result<Self> {
+        let clips: Vec<Vec<f32>> = items
+            .par_iter()
+            .map(|item| {
+                let mut x = fit_length(&load_clip(&item.path, sample_rate)?, samples);
+                if normalize {
+                    crate::hf::audio::zero_mean_unit_var(&mut x);
+                }
+                Ok(x)
+            })
+            .collect::<Result<_>>()?;
+        Self::assemble(items, ClipKind::Waveform { samples }, clips, classes)
+    }
+
+    fn assemble(
+        items: &[AudioItem],
+        kind: ClipKind,
+        clips: Vec<Vec<f32>>,
+        classes: &[String],
+    ) -> Result<Self> {
         let labels = if !classes.is_empty() && items.iter().all(|i| i.label.is_some()) {
             let labels = items
                 .iter()
@@ -148,9 +210,8 @@ impl ClipSet {
             None
         };
         Ok(Self {
-            n_mels: mel_config.n_mels,
-            frames,
-            values: specs.concat(),
+            kind,
+            values: clips.concat(),
             labels,
             paths: items.iter().map(|i| i.path.clone()).collect(),
         })
@@ -164,9 +225,9 @@ impl ClipSet {
         self.paths.is_empty()
     }
 
-    /// One clip's spectrogram, `[n_mels * frames]`.
+    /// One clip's values: a spectrogram `[n_mels * frames]` or samples `[samples]`.
     pub fn get(&self, i: usize) -> &[f32] {
-        let n = self.n_mels * self.frames;
+        let n = self.kind.size();
         &self.values[i * n..(i + 1) * n]
     }
 
@@ -186,8 +247,27 @@ impl ClipSet {
 
     /// Normalised spectrograms `[B, n_mels, frames]` of the clips `idx`.
     pub fn batch(&self, idx: &[usize], f: &AudioFeatures, device: &Device) -> Result<Tensor> {
+        if let ClipKind::Waveform { .. } = self.kind {
+            return Err(Error::Usage(
+                "these clips are waveforms, not spectrograms".into(),
+            ));
+        }
         let specs: Vec<&[f32]> = idx.iter().map(|&i| self.get(i)).collect();
         f.to_tensor(&specs, device)
+    }
+
+    /// Waveforms `[B, samples]` of the clips `idx` (a spectrogram set is an error).
+    pub fn waveform_batch(&self, idx: &[usize], device: &Device) -> Result<Tensor> {
+        let ClipKind::Waveform { samples } = self.kind else {
+            return Err(Error::Usage(
+                "these clips are spectrograms, not waveforms".into(),
+            ));
+        };
+        let mut values = Vec::with_capacity(idx.len() * samples);
+        for &i in idx {
+            values.extend_from_slice(self.get(i));
+        }
+        Ok(Tensor::from_vec(values, (idx.len(), samples), device)?)
     }
 
     /// Labels (u32) of the clips `idx`.
@@ -203,7 +283,7 @@ impl ClipSet {
     /// The first `n` clips.
     pub fn truncate(&mut self, n: usize) {
         if n < self.len() {
-            self.values.truncate(n * self.n_mels * self.frames);
+            self.values.truncate(n * self.kind.size());
             self.paths.truncate(n);
             if let Some(l) = &mut self.labels {
                 l.truncate(n);
