@@ -21,7 +21,12 @@ fn items() -> Vec<AudioItem> {
 
 /// `…/<base>+<variant>_s<speed>_p<pitch>.wav` → (base, variant).
 fn voice(item: &AudioItem) -> (String, String) {
-    let stem = item.path.file_stem().unwrap().to_string_lossy().into_owned();
+    let stem = item
+        .path
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let voice = stem.split('_').next().unwrap();
     let (base, variant) = voice.split_once('+').unwrap();
     (base.to_string(), variant.to_string())
@@ -32,7 +37,9 @@ fn voice(item: &AudioItem) -> (String, String) {
 fn words_are_split_by_voice_variant() {
     let all = items();
     let split = |s: &str| -> Vec<&AudioItem> {
-        all.iter().filter(|i| i.split.as_deref() == Some(s)).collect()
+        all.iter()
+            .filter(|i| i.split.as_deref() == Some(s))
+            .collect()
     };
     let (train, test) = (split("train"), split("test"));
     assert_eq!(train.len(), 7040);
@@ -48,11 +55,14 @@ fn words_are_split_by_voice_variant() {
         assert_eq!(counts.len(), 1, "unbalanced: {per_word:?}");
     }
     // No variant (timbre) of a test voice is heard in training, under any accent.
-    let variants = |set: &[&AudioItem]| -> BTreeSet<String> {
-        set.iter().map(|i| voice(i).1).collect()
-    };
+    let variants =
+        |set: &[&AudioItem]| -> BTreeSet<String> { set.iter().map(|i| voice(i).1).collect() };
     let (tr, te) = (variants(&train), variants(&test));
-    assert!(tr.is_disjoint(&te), "shared variants: {:?}", tr.intersection(&te));
+    assert!(
+        tr.is_disjoint(&te),
+        "shared variants: {:?}",
+        tr.intersection(&te)
+    );
     assert_eq!(te.len(), 8);
     assert_eq!(tr.len(), 22);
 }
@@ -66,7 +76,11 @@ fn every_clip_is_16k_mono_speech_and_featurises() {
         let w = read_wav(&item.path).unwrap();
         assert_eq!(w.sample_rate, 16_000, "{}", item.path.display());
         let secs = w.samples.len() as f64 / 16_000.0;
-        assert!((0.15..=1.0).contains(&secs), "{}: {secs} s", item.path.display());
+        assert!(
+            (0.15..=1.0).contains(&secs),
+            "{}: {secs} s",
+            item.path.display()
+        );
         let peak = w.samples.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert!(peak > 0.05, "{}: peak {peak}", item.path.display());
     }

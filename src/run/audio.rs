@@ -274,7 +274,8 @@ impl AudioMaeTask<'_> {
         let keep = (1.0 - &mask)?;
         let lo = spec.min_all()?.to_scalar::<f32>()?;
         let hi = spec.max_all()?.to_scalar::<f32>()?;
-        let masked = ((&spec * &keep)? + (&mask * lo as f64)?)?;
+        // Removed patches mid-grey, so they stand apart from silence (black).
+        let masked = ((&spec * &keep)? + (&mask * ((lo + hi) / 2.0) as f64)?)?;
         let recon = ((&spec * &keep)? + (pred * &mask)?)?;
         [spec, masked, recon]
             .iter()
