@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 
 use super::audio::AudioRunConfig;
-use super::downstream::{DownstreamTask, FineTuned};
+use super::downstream::{finish_fine_tune, DownstreamTask, FineTuned};
 use crate::backbone::Mode;
 use crate::error::{Error, Result};
 use crate::head::finetune::{self, FineTuneConfig, FineTuneLog};
@@ -181,18 +181,18 @@ impl DownstreamTask for AudioTask<'_> {
         )?;
         let frozen = AudioClassifier::new(&spec, store.frozen_var_builder(self.device))?;
         let all: Vec<usize> = (0..self.test.len()).collect();
-        let test_accuracy = self.accuracy_on(&frozen, self.test, &all)?;
-        let train_accuracy = if chosen.len() <= 10_000 {
-            Some(self.accuracy_on(&frozen, self.train, chosen)?)
-        } else {
-            None
-        };
-        store.save(&dir.join(WEIGHTS_FILE))?;
-        spec.write(dir)?;
-        Ok(FineTuned {
-            test_accuracy,
-            train_accuracy,
+        finish_fine_tune(
             steps,
-        })
+            chosen,
+            &|idx, on_test| {
+                let set = if on_test { self.test } else { self.train };
+                self.accuracy_on(&frozen, set, idx)
+            },
+            &all,
+            &|| {
+                store.save(&dir.join(WEIGHTS_FILE))?;
+                spec.write(dir)
+            },
+        )
     }
 }
