@@ -70,8 +70,56 @@ pub struct Prepared {
     pub mae: AudioMae,
     pub train: ClipSet,
     pub test: Option<ClipSet>,
-    /// Downstream splits (labelled) and class names, when the recipe has heads.
-    pub labelled: Option<(ClipSet, ClipSet, Vec<String>)>,
+    /// `data.labelled`'s splits, when the recipe names them (else the heads use `train` and
+    /// `test`, see [`Prepared::heads_data`]).
+    pub labelled: Option<(ClipSet, ClipSet)>,
+    /// Class names (from the heads' training split), in label order.
+    pub classes: Vec<String>,
+}
+
+impl Prepared {
+    /// The labelled train and test splits the downstream heads use, when there are heads.
+    pub fn heads_data(&self, r: &Recipe) -> Option<(&ClipSet, &ClipSet)> {
+        if r.downstream.is_empty() {
+            return None;
+        }
+        match &self.labelled {
+            Some((train, test)) => Some((train, test)),
+            None => self.test.as_ref().map(|test| (&self.train, test)),
+        }
+    }
+}
+
+/// The labelled splits the heads train and test on, with their keys: `data.labelled`, or
+/// else `data.train` and `data.test`.
+fn heads_sources<'r>(r: &'r Recipe, file: &Path) -> Result<[(&'r DataSource, &'static str); 2]> {
+    match &r.data.labelled {
+        Some(l) => Ok([
+            (&l.train, "data.labelled.train"),
+            (&l.test, "data.labelled.test"),
+        ]),
+        None => Ok([
+            (&r.data.train, "data.train"),
+            (
+                r.data.test.as_ref().ok_or_else(|| {
+                    invalid(file, "data.test", "downstream heads need a test split")
+                })?,
+                "data.test",
+            ),
+        ]),
+    }
+}
+
+/// Errors (naming the recipe key) unless every clip of `set` has a label.
+fn require_labels(set: &ClipSet, key: &str, file: &Path) -> Result<()> {
+    match set.labels {
+        Some(_) => Ok(()),
+        None => Err(invalid(
+            file,
+            key,
+            "downstream heads need every clip labelled (folder class directories, or a manifest `label` column)",
+        )),
+    }
 }
 
 fn invalid(file: &Path, key: &str, message: impl Into<String>) -> Error {
@@ -161,13 +209,20 @@ pub fn prepare(r: &Recipe, file: &Path) -> Result<Prepared> {
         .as_ref()
         .ok_or_else(|| invalid(file, "data.audio", "missing"))?;
     let device = crate::device::open(crate::device::parse(&r.device).map_err(Error::Usage)?)?;
+    // Labels are numbered by the heads' training split (`data.labelled.train` when given).
     let train_items = items(&r.data.train, "data.train", file)?;
-    let classes = dataset::class_names(&train_items);
-    let load =
-        |items: &[AudioItem], classes: &[String]| ClipSet::load(items, &a.mel, a.frames, classes);
-    let train = load(&train_items, &classes)?;
+    let labelled_items = match (&r.data.labelled, r.downstream.is_empty()) {
+        (Some(l), false) => Some((
+            items(&l.train, "data.labelled.train", file)?,
+            items(&l.test, "data.labelled.test", file)?,
+        )),
+        _ => None,
+    };
+    let classes = dataset::class_names(labelled_items.as_ref().map_or(&train_items, |l| &l.0));
+    let load = |items: &[AudioItem]| ClipSet::load(items, &a.mel, a.frames, &classes);
+    let train = load(&train_items)?;
     let test = match &r.data.test {
-        Some(t) => Some(load(&items(t, "data.test", file)?, &classes)?),
+        Some(t) => Some(load(&items(t, "data.test", file)?)?),
         None => None,
     };
     let (mean, std) = match (a.mean, a.std) {
@@ -186,33 +241,11 @@ pub fn prepare(r: &Recipe, file: &Path) -> Result<Prepared> {
     };
     let params = ParamStore::new(r.seed);
     let mae = AudioMae::new(&mae_config(r, a)?, params.var_builder(&device))?;
-    let labelled = if r.downstream.is_empty() {
-        None
-    } else {
-        let (tr, te) = match &r.data.labelled {
-            Some(l) => (
-                load(&items(&l.train, "data.labelled.train", file)?, &classes)?,
-                load(&items(&l.test, "data.labelled.test", file)?, &classes)?,
-            ),
-            None => (
-                train.clone(),
-                test.clone().ok_or_else(|| {
-                    invalid(file, "data.test", "downstream heads need a test split")
-                })?,
-            ),
-        };
-        for (set, key) in [(&tr, "data.train"), (&te, "data.test")] {
-            if set.labels.is_none() {
-                return Err(invalid(
-                    file,
-                    key,
-                    "downstream heads need every clip labelled (folder class directories, or a manifest `label` column)",
-                ));
-            }
-        }
-        Some((tr, te, classes))
+    let labelled = match labelled_items {
+        Some((tr, te)) => Some((load(&tr)?, load(&te)?)),
+        None => None,
     };
-    Ok(Prepared {
+    let p = Prepared {
         device,
         config,
         params,
@@ -220,7 +253,17 @@ pub fn prepare(r: &Recipe, file: &Path) -> Result<Prepared> {
         train,
         test,
         labelled,
-    })
+        classes,
+    };
+    if !r.downstream.is_empty() {
+        let [(_, train_key), (_, test_key)] = heads_sources(r, file)?;
+        let (tr, te) = p
+            .heads_data(r)
+            .ok_or_else(|| invalid(file, "data.test", "downstream heads need a test split"))?;
+        require_labels(tr, train_key, file)?;
+        require_labels(te, test_key, file)?;
+    }
+    Ok(p)
 }
 
 /// Audio-MAE on the training clips.
@@ -356,7 +399,8 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
         p.mae.config().masking,
         out.pred.dims(),
     );
-    if let Some((train, test, names)) = &p.labelled {
+    if let Some((train, test)) = p.heads_data(r) {
+        let names = &p.classes;
         report.push_str(&format!(
             "  downstream: {} heads on {} train / {} test clips, {} classes\n",
             r.downstream.len(),
@@ -420,8 +464,10 @@ fn execute(p: Prepared, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> Result
 
     let mut results: Vec<DownstreamResult> = Vec::new();
     if step == r.train.steps && !opts.skip_downstream {
-        if let Some((train, test, names)) = &p.labelled {
-            let dt = AudioTask::new(train, test, names, &p.config, &p.params, r.seed, &p.device)?;
+        if let Some((train, test)) = p.heads_data(r) {
+            let dt = AudioTask::new(
+                train, test, &p.classes, &p.config, &p.params, r.seed, &p.device,
+            )?;
             results = downstream::Downstream {
                 run_dir,
                 task: &dt,
@@ -518,20 +564,7 @@ pub fn prepare_waveform(r: &Recipe, file: &Path) -> Result<WaveformPrepared> {
     WaveformEncoder::new(&source.spec.config, params.var_builder(&device).pp("audio"))?;
     params.load_tensors(&source.tensors, Path::new(&source.origin))?;
 
-    let train_src = r.data.labelled.as_ref().map_or(&r.data.train, |l| &l.train);
-    let (train_key, test_key) = if r.data.labelled.is_some() {
-        ("data.labelled.train", "data.labelled.test")
-    } else {
-        ("data.train", "data.test")
-    };
-    let test_src = match &r.data.labelled {
-        Some(l) => &l.test,
-        None => r
-            .data
-            .test
-            .as_ref()
-            .ok_or_else(|| invalid(file, "data.test", "downstream heads need a test split"))?,
-    };
+    let [(train_src, train_key), (test_src, test_key)] = heads_sources(r, file)?;
     let train_items = items(train_src, train_key, file)?;
     let classes = dataset::class_names(&train_items);
     let load = |items: &[AudioItem]| {
@@ -539,15 +572,8 @@ pub fn prepare_waveform(r: &Recipe, file: &Path) -> Result<WaveformPrepared> {
     };
     let train = load(&train_items)?;
     let test = load(&items(test_src, test_key, file)?)?;
-    for (set, key) in [(&train, train_key), (&test, test_key)] {
-        if set.labels.is_none() {
-            return Err(invalid(
-                file,
-                key,
-                "downstream heads need every clip labelled (folder class directories, or a manifest `label` column)",
-            ));
-        }
-    }
+    require_labels(&train, train_key, file)?;
+    require_labels(&test, test_key, file)?;
     let spec = WaveformClassifierSpec {
         kind: WaveformClassifierSpec::KIND.into(),
         model_type: source.spec.family.model_type().into(),

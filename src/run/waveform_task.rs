@@ -46,16 +46,9 @@ impl<'a> WaveformTask<'a> {
         seed: u64,
         device: &'a Device,
     ) -> Result<Self> {
-        let labels = |s: &ClipSet, split: &str| {
-            s.labels.clone().ok_or_else(|| {
-                Error::Usage(format!(
-                    "downstream heads need labels for the {split} split"
-                ))
-            })
-        };
         Ok(Self {
-            train_labels: labels(train, "training")?,
-            test_labels: labels(test, "test")?,
+            train_labels: train.require_labels("training")?.to_vec(),
+            test_labels: test.require_labels("test")?.to_vec(),
             train,
             test,
             spec,

@@ -270,12 +270,18 @@ impl ClipSet {
         Ok(Tensor::from_vec(values, (idx.len(), samples), device)?)
     }
 
+    /// Every clip's label, or an error saying the `split` split has none.
+    pub fn require_labels(&self, split: &str) -> Result<&[u32]> {
+        self.labels.as_deref().ok_or_else(|| {
+            Error::Usage(format!(
+                "downstream heads need labels for the {split} split"
+            ))
+        })
+    }
+
     /// Labels (u32) of the clips `idx`.
     pub fn label_batch(&self, idx: &[usize], device: &Device) -> Result<Tensor> {
-        let labels = self
-            .labels
-            .as_ref()
-            .ok_or_else(|| Error::Usage("this split has no labels".into()))?;
+        let labels = self.require_labels("this")?;
         let v: Vec<u32> = idx.iter().map(|&i| labels[i]).collect();
         Ok(Tensor::from_vec(v, idx.len(), device)?)
     }
