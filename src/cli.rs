@@ -203,6 +203,7 @@ pub fn execute(cli: Cli) -> Result<()> {
                 out,
                 stop_after,
                 skip_downstream: false,
+                driver: None,
             };
             let summary = if target.is_dir() {
                 if !dir::is_run_dir(&target) {

@@ -11,8 +11,12 @@
 //! Pre-norm (ViT, MAE): `x = x + attn(norm1(x)); x = x + mlp(norm2(x))`, final `norm`.
 //! Post-norm (BERT): `x = norm1(x + attn(x)); x = norm2(x + mlp(x))`, no final norm.
 
+pub mod attention_op;
 pub mod fused;
+pub mod gemm;
+pub mod linear_op;
 pub mod ops;
+mod storage;
 
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
@@ -127,6 +131,11 @@ impl Attention {
     /// `x: [B, T, D]`, `bias: [B, 1, 1, T]` additive key mask (0 or a large negative).
     pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>, mode: &mut Mode) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
+        if self.attention_dropout == 0.0 || !mode.is_train() {
+            if let Some(ctx) = self.fused(x, bias)? {
+                return ops::dropout(&self.o.forward(&ctx)?, self.dropout, mode);
+            }
+        }
         let hd = d / self.heads;
         let split = |y: Tensor| -> Result<Tensor> {
             y.reshape((b, t, self.heads, hd))?
@@ -145,6 +154,27 @@ impl Attention {
         let probs = ops::dropout(&probs, self.attention_dropout, mode)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         ops::dropout(&self.o.forward(&ctx)?, self.dropout, mode)
+    }
+}
+
+impl Attention {
+    /// The CPU path: one projection to packed `q | k | v` and one attention op
+    /// (`attention_op.rs`); `None` where that op does not apply.
+    fn fused(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+        if !storage::applies(x) {
+            return Ok(None);
+        }
+        let (b, t, _) = x.dims3()?;
+        let w = Tensor::cat(&[self.q.weight(), self.k.weight(), self.v.weight()], 0)?;
+        let bias_qkv = match (self.q.bias(), self.k.bias(), self.v.bias()) {
+            (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
+            _ => None,
+        };
+        let Some(qkv) = linear_op::linear(x, &w, bias_qkv.as_ref())? else {
+            return Ok(None);
+        };
+        let key_bias = bias.map(|m| m.reshape((b, t))).transpose()?;
+        attention_op::attention(&qkv, self.heads, key_bias.as_ref())
     }
 }
 

@@ -33,7 +33,7 @@ use crate::hf::source::AnyModel;
 use crate::modality::audio::classifier::WaveformClassifierSpec;
 use crate::modality::audio::clips::{AudioFeatures, ClipSet};
 use crate::modality::audio::dataset::{self, AudioItem};
-use crate::modality::audio::encoder::{unpatchify, SpectrogramGeometry};
+use crate::modality::audio::encoder::{unpatchify, SpectrogramEncoder, SpectrogramGeometry};
 use crate::modality::audio::waveform::WaveformEncoder;
 use crate::modality::image::grid::save_grid;
 use crate::objective::audio_mae::{AudioMae, AudioMaeConfig, AudioMaskKind};
@@ -336,6 +336,17 @@ impl TrainTask for AudioMaeTask<'_> {
         Ok(self.forward(self.train, indices, rng, true)?.1.loss)
     }
 
+    fn infer(&self, params: &ParamStore, indices: &[usize]) -> Result<Option<Tensor>> {
+        let spec = self.train.batch(indices, self.features, &self.device)?;
+        let cfg = self.mae.config();
+        let enc = SpectrogramEncoder::new(
+            cfg.geometry,
+            &cfg.encoder,
+            params.frozen_var_builder(&self.device).pp("audio"),
+        )?;
+        Ok(Some(enc.forward(&spec, &mut Mode::Eval)?))
+    }
+
     fn on_checkpoint(&self, step: usize, run_dir: &Path) -> Result<()> {
         save_grid(
             &self.reconstruction_rows()?,
@@ -457,6 +468,7 @@ fn execute(p: Prepared, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> Result
             run_dir,
             ckpt,
             opts.stop_after,
+            opts.driver.as_ref(),
         )?;
         (outcome.step, outcome.last_loss, outcome.samples_per_s)
     };

@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub stop_after: Option<usize>,
     /// Skip the downstream stage.
     pub skip_downstream: bool,
+    /// Drives the trainer instead of the training loop (`benches/step.rs`).
+    pub driver: Option<train::Driver>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -319,6 +321,7 @@ fn execute(
         run_dir,
         ckpt,
         opts.stop_after,
+        opts.driver.as_ref(),
     )?;
     let pretrain_seconds = started.elapsed().as_secs_f64();
     let data_wait_seconds = task.data_wait().as_secs_f64();

@@ -21,6 +21,7 @@ use crate::modality::image::{ImageEncoder, ImageGeometry};
 use crate::objective::mae::{Mae, MaeConfig};
 use crate::objective::masking::{MaskGenerator, MaskKind};
 use crate::objective::simmim::{SimMim, SimMimConfig};
+use crate::params::ParamStore;
 use crate::recipe::{DataSection, ImageSection, MaskingKind, ObjectiveKind, Recipe};
 use crate::train::sampler::Sampler;
 use crate::train::TrainTask;
@@ -315,6 +316,18 @@ impl TrainTask for PretrainTask<'_> {
             .train
             .to_tensor(batch.values, indices.len(), &self.device)?;
         Ok(self.objective.forward(&imgs, &self.masks, rng, true)?.loss)
+    }
+
+    fn infer(&self, params: &ParamStore, indices: &[usize]) -> Result<Option<Tensor>> {
+        let imgs = self
+            .train
+            .batch(indices, &self.image.mean, &self.image.std, &self.device)?;
+        let vit = ImageEncoder::new(
+            self.objective.geometry(),
+            self.objective.encoder_config(),
+            params.frozen_var_builder(&self.device).pp("vit"),
+        )?;
+        Ok(Some(vit.forward(&imgs, &mut Mode::Eval)?))
     }
 
     fn on_checkpoint(&self, step: usize, run_dir: &Path) -> Result<()> {

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -21,7 +21,7 @@ use crate::backbone::Mode;
 use crate::error::{Error, Result};
 use crate::hf::source::AnyModel;
 use crate::modality::text::corpus::{self, Document, JsonlFields, TextSplit};
-use crate::modality::text::encoder::{TextConfig, TextPositions};
+use crate::modality::text::encoder::{TextConfig, TextEncoder, TextPositions};
 use crate::modality::text::mask::MlmMasker;
 use crate::modality::text::pack::{self, TokenBlocks};
 use crate::modality::text::tokenizer::TextTokenizer;
@@ -380,6 +380,29 @@ impl TrainTask for MlmTask<'_> {
         self.blocks.len()
     }
 
+    fn infer(&self, params: &ParamStore, indices: &[usize]) -> Result<Option<Tensor>> {
+        let t = self.blocks.seq_len;
+        let mut ids = Vec::with_capacity(indices.len() * t);
+        let mut mask = Vec::with_capacity(indices.len() * t);
+        for &i in indices {
+            let block = self.blocks.get(i);
+            ids.extend_from_slice(block.ids);
+            mask.extend(block.attention_mask.iter().map(|&a| a as f32));
+        }
+        let ids = Tensor::from_vec(ids, (indices.len(), t), &self.device)?;
+        let mask = Tensor::from_vec(mask, (indices.len(), t), &self.device)?;
+        let text = TextEncoder::new(
+            self.mlm.text.config(),
+            params.frozen_var_builder(&self.device).pp("text"),
+        )?;
+        Ok(Some(text.forward(
+            &ids,
+            None,
+            Some(&mask),
+            &mut Mode::Eval,
+        )?))
+    }
+
     fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<candle_core::Tensor> {
         let batch = self.batch(self.blocks, indices, rng)?;
         let mut mode = Mode::Train(rng);
@@ -488,6 +511,7 @@ fn execute(p: Prepared, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> Result
             run_dir,
             ckpt,
             opts.stop_after,
+            opts.driver.as_ref(),
         )?;
         (outcome.step, outcome.last_loss, outcome.samples_per_s)
     };

@@ -33,6 +33,12 @@ pub trait TrainTask {
     }
     /// Scalar loss on the examples `indices`; `rng` drives masking and dropout.
     fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor>;
+    /// Encoder hidden states on the examples `indices` with nothing masked, computed on
+    /// detached weights (no gradient graph): the step benchmark's inference pass. `None`
+    /// where the task has no such pass.
+    fn infer(&self, _params: &ParamStore, _indices: &[usize]) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
     /// Runs after each checkpoint is written (e.g. reconstruction pictures).
     fn on_checkpoint(&self, _step: usize, _run_dir: &Path) -> Result<()> {
         Ok(())
@@ -60,9 +66,164 @@ struct Record {
     elapsed_s: f64,
 }
 
+/// Measures or drives a run in place of the loop (the step benchmark): called once with
+/// the trainer the loop would run, at its resumed position. When it returns the run ends
+/// without writing a checkpoint.
+pub type DriverFn = dyn for<'t> Fn(&mut Trainer<'t>) -> Result<()> + Send + Sync;
+
+#[derive(Clone)]
+pub struct Driver(pub std::sync::Arc<DriverFn>);
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Driver(..)")
+    }
+}
+
+/// One optimizer step's numbers.
+#[derive(Debug, Clone, Copy)]
+pub struct StepStats {
+    pub loss: f32,
+    pub lr: f64,
+    pub grad_norm: f64,
+}
+
+/// The training state the loop advances: optimizer, schedule, sampler and RNG over a task.
+/// [`Trainer::step`] is one whole optimizer step exactly as `pretext run` takes it.
+pub struct Trainer<'a> {
+    task: &'a dyn TrainTask,
+    params: &'a ParamStore,
+    cfg: &'a TrainSection,
+    opt: AdamW,
+    schedule: Schedule,
+    sampler: Sampler,
+    rng: ChaCha8Rng,
+    /// Optimizer steps completed.
+    pub step: usize,
+}
+
+impl<'a> Trainer<'a> {
+    /// A trainer at step 0 (seeded from `seed`) or at the state of `resume`; prepares the
+    /// task's data loading from the sampler's position.
+    pub fn new(
+        task: &'a dyn TrainTask,
+        params: &'a ParamStore,
+        cfg: &'a TrainSection,
+        seed: u64,
+        resume: Option<Checkpoint>,
+    ) -> Result<Self> {
+        let mut opt = AdamW::new(params.vars(), &cfg.optimizer)?;
+        let schedule = Schedule::new(&cfg.schedule, cfg.optimizer.lr, cfg.steps);
+        let (step, rng, position) = match resume {
+            Some(ckpt) => {
+                params.load_tensors(&ckpt.model, &ckpt.path)?;
+                opt.load_state(&ckpt.optim, ckpt.state.step, &ckpt.path)?;
+                (ckpt.state.step, ckpt.state.rng, ckpt.state.data)
+            }
+            None => (
+                0,
+                ChaCha8Rng::seed_from_u64(seed ^ 0x6d61_736b),
+                Position::default(),
+            ),
+        };
+        let sampler = Sampler::new(task.num_examples(), seed, position);
+        task.begin(&sampler, cfg.batch_size)?;
+        Ok(Self {
+            task,
+            params,
+            cfg,
+            opt,
+            schedule,
+            sampler,
+            rng,
+            step,
+        })
+    }
+
+    pub fn task(&self) -> &'a dyn TrainTask {
+        self.task
+    }
+
+    /// The task's inference pass (see [`TrainTask::infer`]) on the current weights.
+    pub fn infer(&self, indices: &[usize]) -> Result<Option<Tensor>> {
+        self.task.infer(self.params, indices)
+    }
+
+    /// Examples consumed by one optimizer step (`batch_size × grad_accum`).
+    pub fn samples_per_step(&self) -> usize {
+        self.cfg.batch_size * self.cfg.grad_accum
+    }
+
+    /// One optimizer step: for each micro-batch, batch → forward → loss → backward →
+    /// accumulate; then clip → AdamW. A non-finite loss is an error naming the step.
+    pub fn step(&mut self) -> Result<StepStats> {
+        let cfg = self.cfg;
+        let lr = self.schedule.lr(self.step);
+        let mut grads: Vec<Option<Tensor>> = vec![None; self.opt.vars().count()];
+        let mut loss_sum = 0f32;
+        for _ in 0..cfg.grad_accum {
+            let indices = self.sampler.next_batch(cfg.batch_size);
+            let loss = self.task.loss(&indices, &mut self.rng)?;
+            let value = loss.to_scalar::<f32>()?;
+            if !value.is_finite() {
+                return Err(Error::NonFinite {
+                    step: self.step + 1,
+                    loss: value,
+                });
+            }
+            loss_sum += value;
+            let loss = if cfg.grad_accum > 1 {
+                (loss / cfg.grad_accum as f64)?
+            } else {
+                loss
+            };
+            let g = loss.backward()?;
+            optim::accumulate(
+                &mut grads,
+                optim::collect_grads(&g, self.opt.vars().map(|(_, v)| v)),
+            )?;
+        }
+        let grad_norm = match cfg.clip_grad_norm {
+            Some(max) => optim::clip_grad_norm(&mut grads, max)?,
+            None => optim::global_norm(&grads)?,
+        };
+        self.opt.step(&grads, lr)?;
+        self.step += 1;
+        Ok(StepStats {
+            loss: loss_sum / cfg.grad_accum as f32,
+            lr,
+            grad_norm,
+        })
+    }
+
+    /// Writes a full-state checkpoint into `dir`, keeping the configured number.
+    fn checkpoint(&self, dir: &Path) -> Result<std::path::PathBuf> {
+        let state = TrainingState {
+            step: self.step,
+            data: self.sampler.position(),
+            rng: self.rng.clone(),
+        };
+        let model: Vec<(String, Tensor)> = self
+            .params
+            .vars()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect();
+        checkpoint::save(
+            dir,
+            &state,
+            &model,
+            &self.opt.state(),
+            self.cfg.keep_checkpoints,
+        )
+    }
+}
+
 /// Trains the parameters in `params` on `task`, resuming from `resume` if given. Writes
 /// `metrics.jsonl` and `checkpoints/` into `run_dir`. `stop_after` ends the run after that
-/// step, as an interruption would (used by tests of resumption).
+/// step, as an interruption would (used by tests of resumption); a `driver` takes the
+/// trainer instead of the loop (the step benchmark).
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     task: &dyn TrainTask,
     params: &ParamStore,
@@ -71,62 +232,40 @@ pub fn train(
     run_dir: &Path,
     resume: Option<Checkpoint>,
     stop_after: Option<usize>,
+    driver: Option<&Driver>,
 ) -> Result<TrainOutcome> {
-    let mut opt = AdamW::new(params.vars(), &cfg.optimizer)?;
-    let schedule = Schedule::new(&cfg.schedule, cfg.optimizer.lr, cfg.steps);
-    let (mut step, mut rng, position) = match resume {
-        Some(ckpt) => {
-            params.load_tensors(&ckpt.model, &ckpt.path)?;
-            opt.load_state(&ckpt.optim, ckpt.state.step, &ckpt.path)?;
-            (ckpt.state.step, ckpt.state.rng, ckpt.state.data)
-        }
-        None => (
-            0,
-            ChaCha8Rng::seed_from_u64(seed ^ 0x6d61_736b),
-            Position::default(),
-        ),
-    };
-    let mut sampler = Sampler::new(task.num_examples(), seed, position);
-    task.begin(&sampler, cfg.batch_size)?;
-    let mut metrics = MetricsLog::open(&run_dir.join("metrics.jsonl"), Some(step))?;
+    let mut trainer = Trainer::new(task, params, cfg, seed, resume)?;
+    let start = Instant::now();
+    let start_step = trainer.step;
+    if let Some(driver) = driver {
+        (driver.0)(&mut trainer)?;
+        let seconds = start.elapsed().as_secs_f64();
+        return Ok(TrainOutcome {
+            step: trainer.step,
+            last_loss: f32::NAN,
+            samples_per_s: ((trainer.step - start_step) * trainer.samples_per_step()) as f64
+                / seconds.max(1e-9),
+            seconds,
+        });
+    }
+    let mut metrics = MetricsLog::open(&run_dir.join("metrics.jsonl"), Some(trainer.step))?;
     let ckpt_dir = run_dir.join("checkpoints");
 
-    let bar = progress_bar(cfg.steps, step);
-    let start = Instant::now();
-    let start_step = step;
+    let bar = progress_bar(cfg.steps, trainer.step);
     let mut window = (Instant::now(), 0usize);
     let mut last_loss = f32::NAN;
-    let per_step = cfg.batch_size * cfg.grad_accum;
+    let per_step = trainer.samples_per_step();
 
-    while step < cfg.steps {
-        let lr = schedule.lr(step);
-        let mut grads: Vec<Option<Tensor>> = vec![None; opt.vars().count()];
-        let mut loss_sum = 0f32;
-        for _ in 0..cfg.grad_accum {
-            let indices = sampler.next_batch(cfg.batch_size);
-            let loss = task.loss(&indices, &mut rng)?;
-            let value = loss.to_scalar::<f32>()?;
-            if !value.is_finite() {
+    while trainer.step < cfg.steps {
+        let stats = match trainer.step() {
+            Ok(s) => s,
+            Err(e) => {
                 bar.abandon();
-                return Err(Error::NonFinite {
-                    step: step + 1,
-                    loss: value,
-                });
+                return Err(e);
             }
-            loss_sum += value;
-            let g = (loss / cfg.grad_accum as f64)?.backward()?;
-            optim::accumulate(
-                &mut grads,
-                optim::collect_grads(&g, opt.vars().map(|(_, v)| v)),
-            )?;
-        }
-        let grad_norm = match cfg.clip_grad_norm {
-            Some(max) => optim::clip_grad_norm(&mut grads, max)?,
-            None => optim::global_norm(&grads)?,
         };
-        opt.step(&grads, lr)?;
-        step += 1;
-        last_loss = loss_sum / cfg.grad_accum as f32;
+        let step = trainer.step;
+        last_loss = stats.loss;
         window.1 += per_step;
 
         if step % cfg.log_every == 0 || step == cfg.steps {
@@ -134,16 +273,16 @@ pub fn train(
             let record = Record {
                 step,
                 loss: last_loss,
-                lr,
-                grad_norm,
+                lr: stats.lr,
+                grad_norm: stats.grad_norm,
                 samples_per_s: window.1 as f64 / secs,
-                epoch: sampler.position().epoch,
+                epoch: trainer.sampler.position().epoch,
                 elapsed_s: start.elapsed().as_secs_f64(),
             };
             metrics.log(&record)?;
             let msg = format!(
                 "loss {:.4}  lr {:.2e}  {:.0} samples/s",
-                record.loss, lr, record.samples_per_s
+                record.loss, stats.lr, record.samples_per_s
             );
             if bar.is_hidden() {
                 eprintln!("step {step}/{}  {msg}", cfg.steps);
@@ -154,23 +293,7 @@ pub fn train(
         bar.set_position(step as u64);
 
         if step % cfg.checkpoint_every == 0 || step == cfg.steps {
-            let state = TrainingState {
-                step,
-                data: sampler.position(),
-                rng: rng.clone(),
-            };
-            let model: Vec<(String, Tensor)> = params
-                .vars()
-                .into_iter()
-                .map(|(n, v)| (n, v.as_tensor().clone()))
-                .collect();
-            checkpoint::save(
-                &ckpt_dir,
-                &state,
-                &model,
-                &opt.state(),
-                cfg.keep_checkpoints,
-            )?;
+            trainer.checkpoint(&ckpt_dir)?;
             bar.suspend(|| task.on_checkpoint(step, run_dir))?;
         }
         if stop_after == Some(step) {
@@ -180,9 +303,9 @@ pub fn train(
     bar.finish();
     let seconds = start.elapsed().as_secs_f64();
     Ok(TrainOutcome {
-        step,
+        step: trainer.step,
         last_loss,
-        samples_per_s: ((step - start_step) * per_step) as f64 / seconds.max(1e-9),
+        samples_per_s: ((trainer.step - start_step) * per_step) as f64 / seconds.max(1e-9),
         seconds,
     })
 }

@@ -8,4 +8,4 @@ pub mod optim;
 pub mod sampler;
 pub mod schedule;
 
-pub use r#loop::{train, TrainOutcome, TrainTask};
+pub use r#loop::{train, Driver, StepStats, TrainOutcome, TrainTask, Trainer};

@@ -1,0 +1,262 @@
+//! A linear layer `y = x Wᵀ + b` as one CPU op with a hand-written backward pass.
+//!
+//! Composed from candle ops a linear layer is a transpose, a reshape, a matmul and a bias
+//! add, and its backward a dozen more nodes (two matmuls on transposed copies, a transpose
+//! back, a reduction for the bias, and a zeros + add in the gradient store for each). Here
+//! forward is one `gemm` into a buffer pre-filled with the bias, and backward two `gemm`s
+//! (`dx = g W`, `dW = gᵀ x`) plus a column sum (`db`). On other devices and dtypes
+//! [`linear`] returns `None` and the caller composes the layer from candle ops.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+
+use super::gemm::{matmul, Mat, Threads};
+use super::storage::{applies, cpu_f32, with_f32};
+
+/// `x [N, in]`, `w [out, in]`, optional `b [out]` → `[N, out]`.
+fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, out_dim: usize) -> Result<Vec<f32>> {
+    let in_dim = w.len() / out_dim.max(1);
+    let n = x.len() / in_dim.max(1);
+    let mut y = vec![0f32; n * out_dim];
+    if y.is_empty() {
+        return Ok(y);
+    }
+    if let Some(b) = b {
+        for row in y.chunks_exact_mut(out_dim) {
+            row.copy_from_slice(b);
+        }
+    }
+    matmul(
+        &mut y,
+        out_dim,
+        Mat::rows(x, n, in_dim),
+        Mat::rows(w, out_dim, in_dim).t(),
+        b.is_some(),
+        Threads::Pool,
+    )?;
+    Ok(y)
+}
+
+/// `(dx, dW, db)` from the upstream gradient `g [N, out]`.
+fn backward(
+    x: &Tensor,
+    w: &Tensor,
+    grad: &Tensor,
+    with_bias: bool,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let (out_dim, in_dim) = w.dims2()?;
+    let n = x.dim(0)?;
+    let dev = x.device();
+    with_f32(grad, |g| {
+        let gm = Mat::rows(g, n, out_dim);
+        let mut dx = vec![0f32; n * in_dim];
+        with_f32(w, |wv| {
+            matmul(
+                &mut dx,
+                in_dim,
+                gm,
+                Mat::rows(wv, out_dim, in_dim),
+                false,
+                Threads::Pool,
+            )
+        })??;
+        let mut dw = vec![0f32; out_dim * in_dim];
+        with_f32(x, |xv| {
+            matmul(
+                &mut dw,
+                in_dim,
+                gm.t(),
+                Mat::rows(xv, n, in_dim),
+                false,
+                Threads::Pool,
+            )
+        })??;
+        let db = with_bias.then(|| {
+            let mut acc = vec![0f32; out_dim];
+            for row in g.chunks_exact(out_dim) {
+                for (a, v) in acc.iter_mut().zip(row) {
+                    *a += v;
+                }
+            }
+            acc
+        });
+        Ok((
+            Tensor::from_vec(dx, (n, in_dim), dev)?,
+            Tensor::from_vec(dw, (out_dim, in_dim), dev)?,
+            db.map(|db| Tensor::from_vec(db, out_dim, dev))
+                .transpose()?,
+        ))
+    })?
+}
+
+struct LinearOp;
+
+impl CustomOp2 for LinearOp {
+    fn name(&self) -> &'static str {
+        "pretext-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sw: &CpuStorage,
+        lw: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (cpu_f32(sx, lx, "linear input")?, cpu_f32(sw, lw, "weight")?);
+        let (n, out) = (lx.dims()[0], lw.dims()[0]);
+        Ok((CpuStorage::F32(forward(x, w, None, out)?), (n, out).into()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = backward(x, w, grad, false)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "pretext-linear-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sw: &CpuStorage,
+        lw: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = cpu_f32(sx, lx, "linear input")?;
+        let (w, b) = (cpu_f32(sw, lw, "weight")?, cpu_f32(sb, lb, "bias")?);
+        let (n, out) = (lx.dims()[0], lw.dims()[0]);
+        Ok((
+            CpuStorage::F32(forward(x, w, Some(b), out)?),
+            (n, out).into(),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = backward(x, w, grad, true)?;
+        Ok((Some(dx), Some(dw), db))
+    }
+}
+
+/// `x Wᵀ + b` over the last dimension of `x` (any rank), or `None` where only the composed
+/// layer applies (not CPU, not f32).
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Option<Tensor>> {
+    if !applies(x) || !applies(w) || !b.is_none_or(applies) {
+        return Ok(None);
+    }
+    let (out_dim, in_dim) = w.dims2()?;
+    let dims = x.dims().to_vec();
+    if dims.last() != Some(&in_dim) {
+        candle_core::bail!("linear: input {dims:?} does not end in the weight's {in_dim} inputs");
+    }
+    if let Some(b) = b {
+        if b.dims() != [out_dim] {
+            candle_core::bail!("linear: bias {:?} for {out_dim} outputs", b.dims());
+        }
+    }
+    let rows = x.elem_count() / in_dim.max(1);
+    let x2 = x.contiguous()?.reshape((rows, in_dim))?;
+    let w = w.contiguous()?;
+    let y = match b {
+        Some(b) => x2.apply_op3(&w, &b.contiguous()?, LinearOp)?,
+        None => x2.apply_op2(&w, LinearOp)?,
+    };
+    let mut out = dims;
+    if let Some(last) = out.last_mut() {
+        *last = out_dim;
+    }
+    y.reshape(out).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    #[test]
+    fn values_and_gradients_match_candle_matmul() {
+        let dev = Device::Cpu;
+        for bias in [true, false] {
+            let x = Var::randn(0f32, 1.0, (3, 7, 24), &dev).unwrap();
+            let w = Var::randn(0f32, 0.3, (40, 24), &dev).unwrap();
+            let b = Var::randn(0f32, 1.0, 40, &dev).unwrap();
+            let probe = Tensor::randn(0f32, 1.0, (3, 7, 40), &dev).unwrap();
+            let bt = bias.then(|| b.as_tensor());
+            let fused = linear(x.as_tensor(), w.as_tensor(), bt).unwrap().unwrap();
+            let mut composed = x.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap();
+            if bias {
+                composed = composed.broadcast_add(b.as_tensor()).unwrap();
+            }
+            assert_eq!(fused.dims(), [3, 7, 40]);
+            assert!(max_diff(&fused, &composed) < 1e-5);
+            let gf = (&fused * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let gc = (&composed * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let mut checked = vec![&x, &w];
+            if bias {
+                checked.push(&b);
+            }
+            for v in checked {
+                let (a, c) = (
+                    gf.get(v.as_tensor()).unwrap(),
+                    gc.get(v.as_tensor()).unwrap(),
+                );
+                assert!(
+                    max_diff(a, c) < 1e-4,
+                    "gradient differs by {}",
+                    max_diff(a, c)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_shapes_are_errors_not_panics() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((2, 5), candle_core::DType::F32, &dev).unwrap();
+        let w = Tensor::zeros((3, 4), candle_core::DType::F32, &dev).unwrap();
+        assert!(linear(&x, &w, None).is_err());
+        let w = Tensor::zeros((3, 5), candle_core::DType::F32, &dev).unwrap();
+        let b = Tensor::zeros(4, candle_core::DType::F32, &dev).unwrap();
+        assert!(linear(&x, &w, Some(&b)).is_err());
+    }
+}
