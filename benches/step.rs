@@ -1,480 +1,525 @@
-//! Training-step and inference throughput of pretext's MAE against the same model in PyTorch.
+//! Training and inference throughput of pretext against PyTorch on the three workloads
+//! `benches/recipes/{mae,mlm,audio-mae}.toml`, in one invocation, rounds alternating sides.
 //!
 //! ```text
-//! cargo bench --bench step
+//! cargo bench --bench step                          # all three workloads
+//! cargo bench --bench step -- --workload mlm        # one (repeat the flag for several)
+//! cargo bench --bench step -- --rounds 9 --steps 6  # a longer protocol
 //! ```
 //!
-//! Builds the quickstart-sized MAE (constants below; keep them in step with
-//! `recipes/quickstart.toml` and `models/vit-mini.toml`) on real Fashion-MNIST images and times
-//! (a) a training step: masking noise + forward + backward + AdamW update (`candle_nn::AdamW`
-//! over every parameter, so this bench does not depend on pretext's own optimizer), and
-//! (b) inference: the encoder on full, unmasked images.
+//! **What is timed on pretext's side is `pretext run` itself.** Each workload's recipe goes
+//! through `pretext::run::start` exactly as the CLI sends it (recipe resolution, data
+//! loading, tokenizer training, the prefetching loader, the model, pretext's AdamW with
+//! its parameter groups, clipping, masking); only the loop is handed to this bench through
+//! `RunOptions::driver`, which calls the same `Trainer::step` the loop calls. Inference is
+//! the task's encoder over every token of a batch on detached weights
+//! (`TrainTask::infer`).
 //!
-//! The PyTorch side is `benches/reference/bench_ref.py`, which times `pretext_ref.py` — the
-//! same module the parity fixtures come from, so both sides provably run the same model. It
-//! runs as a server (`--serve`) and the rounds alternate, Rust then PyTorch, so drifts in
-//! machine load hit both sides alike. Both get the same thread count, the same fixed batch,
-//! fresh noise every step, and the same protocol (warm-up, then `ROUNDS` rounds of N steps;
-//! the median samples/s over rounds is reported). Peak memory is each process's high-water
-//! resident set (Rust: `VmHWM`; Python: `ru_maxrss`), next to the resident set after start-up
-//! (model and data loaded, before the first step) so the working memory can be compared.
+//! The PyTorch side (`benches/reference/bench_ref.py` over `workloads.py`) builds the same
+//! architecture, batch shape and optimizer settings from a JSON config this bench derives
+//! from the recipe, and runs as a server so the rounds alternate (pretext, then PyTorch):
+//! a drift in machine load hits both sides alike. Both get the same thread count.
 //!
-//! Not compared: candle has no "no grad" mode, so the Rust inference pass still records the
-//! autograd graph (parameters are `Var`s); PyTorch's runs under `torch.no_grad()`.
+//! Each workload runs in a child process of its own (this binary with `--child`), so the
+//! memory figures are that workload's alone: peak resident set (`VmHWM`) and the resident
+//! set after start-up (model and data loaded, before the first step); their difference is
+//! the working memory. PyTorch reports `ru_maxrss` and `VmRSS` after start-up likewise.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use pretext::backbone::{Activation, EncoderConfig, Mode, NormPosition};
-use pretext::modality::image::dataset::ImageDataset;
-use pretext::modality::image::ImageGeometry;
-use pretext::objective::mae::{Mae, MaeConfig};
-use pretext::params::ParamStore;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use pretext::error::Error;
+use pretext::recipe::{Loaded, Recipe};
+use pretext::run::RunOptions;
+use pretext::train::{Driver, Trainer};
 use serde_json::{json, Value};
 
-// Keeping freed memory instead of unmapping every large buffer matters a lot here
-// (DESIGN.md: "Performance notes"); the `pretext` binary makes the same choice.
+// Keeping freed memory instead of unmapping every large buffer matters a lot here; the
+// `pretext` binary makes the same choice.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-// ---- The model and batch (recipes/quickstart.toml + models/vit-mini.toml) ----
-const IMAGE_SIZE: usize = 28;
-const CHANNELS: usize = 1;
-const PATCH: usize = 4;
-const ENC_DIM: usize = 128;
-const ENC_DEPTH: usize = 4;
-const ENC_HEADS: usize = 4;
-const ENC_MLP: usize = 512;
-const NORM: NormPosition = NormPosition::Pre;
-const ACTIVATION: Activation = Activation::Gelu;
-const NORM_EPS: f64 = 1e-6;
-const QKV_BIAS: bool = true;
-const DEC_DIM: usize = 64;
-const DEC_DEPTH: usize = 2;
-const DEC_HEADS: usize = 4;
-const DEC_MLP: usize = 256;
-const MASK_RATIO: f64 = 0.75;
-const NORM_PIX_LOSS: bool = false;
-const BATCH: usize = 128;
-const LR: f64 = 1.5e-3;
-const BETAS: (f64, f64) = (0.9, 0.95);
-const WEIGHT_DECAY: f64 = 0.05;
-const ADAM_EPS: f64 = 1e-8;
-const SEED: u64 = 0;
-const DATA: &str = "data/fashion-mnist-sample/train-images-idx3-ubyte.gz";
-const MEAN: [f32; 1] = [0.2860];
-const STD: [f32; 1] = [0.3530];
+const WORKLOADS: [&str; 3] = ["mae", "mlm", "audio-mae"];
 
-// ---- The timing protocol (both sides) ----
-const TRAIN_WARMUP: usize = 3;
-const TRAIN_STEPS_PER_ROUND: usize = 8;
-const INFER_WARMUP: usize = 2;
-const INFER_STEPS_PER_ROUND: usize = 8;
-const ROUNDS: usize = 7;
-
-fn encoder(dim: usize, depth: usize, heads: usize, mlp_dim: usize) -> EncoderConfig {
-    EncoderConfig {
-        dim,
-        depth,
-        heads,
-        mlp_dim,
-        norm: NORM,
-        activation: ACTIVATION,
-        norm_eps: NORM_EPS,
-        qkv_bias: QKV_BIAS,
-        dropout: 0.0,
-        attention_dropout: 0.0,
-    }
+/// The timing protocol (both sides).
+#[derive(Clone, Copy, Debug)]
+struct Protocol {
+    train_warmup: usize,
+    train_steps: usize,
+    infer_warmup: usize,
+    infer_steps: usize,
+    rounds: usize,
 }
 
-fn mae_config() -> MaeConfig {
-    MaeConfig {
-        geometry: ImageGeometry {
-            size: IMAGE_SIZE,
-            channels: CHANNELS,
-            patch: PATCH,
-        },
-        encoder: encoder(ENC_DIM, ENC_DEPTH, ENC_HEADS, ENC_MLP),
-        decoder: encoder(DEC_DIM, DEC_DEPTH, DEC_HEADS, DEC_MLP),
-        mask_ratio: MASK_RATIO,
-        norm_pix_loss: NORM_PIX_LOSS,
-    }
+const DEFAULT_PROTOCOL: Protocol = Protocol {
+    train_warmup: 3,
+    train_steps: 4,
+    infer_warmup: 2,
+    infer_steps: 4,
+    rounds: 7,
+};
+
+fn usage(msg: &str) -> ! {
+    eprintln!(
+        "error: {msg}\nusage: cargo bench --bench step -- [--workload {}]... [--rounds N] [--steps N]",
+        WORKLOADS.join("|")
+    );
+    std::process::exit(2)
 }
 
-/// The same settings for `bench_ref.py`, so the constants above are the only copy.
-fn reference_config(cfg: &MaeConfig, data: &Path) -> Value {
-    json!({
-        "model": {
-            "geometry": cfg.geometry,
-            "encoder": cfg.encoder,
-            "decoder": cfg.decoder,
-            "mask_ratio": cfg.mask_ratio,
-            "norm_pix_loss": cfg.norm_pix_loss,
-        },
-        "batch": BATCH,
-        "data": data,
-        "mean": MEAN,
-        "std": STD,
-        "optimizer": {
-            "lr": LR, "beta1": BETAS.0, "beta2": BETAS.1, "eps": ADAM_EPS,
-            "weight_decay": WEIGHT_DECAY,
-        },
-        "seed": SEED,
-        "protocol": {
-            "warmup": TRAIN_WARMUP, "rounds": ROUNDS, "train_steps": TRAIN_STEPS_PER_ROUND,
-            "infer_warmup": INFER_WARMUP, "infer_steps": INFER_STEPS_PER_ROUND,
-        },
-    })
+fn main() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    std::env::set_current_dir(&repo).expect("the repository root exists");
+    let mut workloads = Vec::new();
+    let mut child = false;
+    let mut protocol = DEFAULT_PROTOCOL;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut number = |what: &str| -> usize {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n| n > 0)
+                .unwrap_or_else(|| usage(&format!("{what} takes a positive number")))
+        };
+        match a.as_str() {
+            "--workload" => {
+                let w = args
+                    .next()
+                    .unwrap_or_else(|| usage("--workload takes a name"));
+                if !WORKLOADS.contains(&w.as_str()) {
+                    usage(&format!("unknown workload `{w}`"));
+                }
+                workloads.push(w);
+            }
+            "--rounds" => protocol.rounds = number("--rounds"),
+            "--steps" => {
+                let n = number("--steps");
+                protocol.train_steps = n;
+                protocol.infer_steps = n;
+            }
+            "--child" => child = true,
+            // cargo bench passes --bench; libtest-style filters are not used here.
+            "--bench" => {}
+            other => usage(&format!("unknown argument `{other}`")),
+        }
+    }
+    if workloads.is_empty() {
+        workloads = WORKLOADS.iter().map(|w| w.to_string()).collect();
+    }
+    if child {
+        let [w] = workloads.as_slice() else {
+            usage("--child runs exactly one workload")
+        };
+        match measure(w, protocol) {
+            Ok(v) => println!("{v}"),
+            Err(e) => {
+                eprintln!("error: workload {w}: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    println!(
+        "CPU: {}; {} threads per side; allocator mimalloc; protocol: {} warm-up steps, then {} alternating rounds of {} training steps / {} inference passes",
+        cpu_model(),
+        threads(),
+        protocol.train_warmup,
+        protocol.rounds,
+        protocol.train_steps,
+        protocol.infer_steps
+    );
+    let mut results = Vec::new();
+    for w in &workloads {
+        let exe = std::env::current_exe().expect("the bench binary's path");
+        let mut cmd = Command::new(exe);
+        cmd.args(["--child", "--workload", w])
+            .args(["--rounds", &protocol.rounds.to_string()])
+            .args(["--steps", &protocol.train_steps.to_string()])
+            .stderr(Stdio::inherit());
+        let out = cmd.output().expect("run the bench child");
+        let line = String::from_utf8_lossy(&out.stdout);
+        match serde_json::from_str::<Value>(line.trim()) {
+            Ok(v) if out.status.success() => results.push(v),
+            _ => {
+                eprintln!("workload {w} failed ({})", out.status);
+                std::process::exit(1);
+            }
+        }
+    }
+    print_table(&results);
+}
+
+fn threads() -> usize {
+    candle_core::utils::get_num_threads()
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).
-fn proc_status_kib(key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+fn proc_status_kib(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
-struct RustSide {
-    mae: Mae,
-    opt: AdamW,
-    imgs: Tensor,
-    rng: ChaCha8Rng,
-    dev: Device,
+fn bench_err(msg: impl std::fmt::Display) -> Error {
+    Error::Usage(format!("step bench: {msg}"))
 }
 
-impl RustSide {
-    /// Runs `n` training steps; returns (seconds, last loss).
-    fn train(&mut self, n: usize) -> (f64, f32) {
-        let mut loss = f32::NAN;
-        let t0 = Instant::now();
-        for _ in 0..n {
-            let noise = self
-                .mae
-                .sample_noise(BATCH, &mut self.rng, &self.dev)
-                .expect("noise");
-            let out = self
-                .mae
-                .forward(&self.imgs, &noise, &mut Mode::Train(&mut self.rng))
-                .expect("forward");
-            self.opt.backward_step(&out.loss).expect("backward + step");
-            loss = out.loss.to_scalar::<f32>().expect("loss");
-        }
-        (t0.elapsed().as_secs_f64(), loss)
-    }
-
-    /// Runs `n` encoder passes on the full images; returns seconds.
-    fn infer(&mut self, n: usize) -> f64 {
-        let t0 = Instant::now();
-        for _ in 0..n {
-            let h = self
-                .mae
-                .vit
-                .forward(&self.imgs, &mut Mode::Eval)
-                .expect("inference");
-            std::hint::black_box(h);
-        }
-        t0.elapsed().as_secs_f64()
-    }
-}
-
-/// `bench_ref.py --serve`, answering one JSON line per command.
-struct PySide {
+/// The PyTorch server of `bench_ref.py`.
+struct Reference {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     ready: Value,
 }
 
-impl PySide {
-    fn start(root: &Path, config: &Value, threads: usize) -> Result<PySide, String> {
-        let script = root.join("benches/reference/bench_ref.py");
+impl Reference {
+    fn start(config: &Value) -> pretext::error::Result<Self> {
+        let script = Path::new("benches/reference/bench_ref.py");
         let mut child = Command::new("python3")
-            .arg(&script)
-            .arg("--serve")
-            .arg("--threads")
-            .arg(threads.to_string())
-            .arg("--config")
-            .arg(config.to_string())
-            .current_dir(root)
+            .arg(script)
+            .args(["--threads", &threads().to_string()])
+            .args(["--config", &config.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| format!("cannot run python3: {e}"))?;
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut py = PySide {
+            .map_err(|e| bench_err(format!("cannot start python3 {}: {e}", script.display())))?;
+        let stdin = child.stdin.take().ok_or_else(|| bench_err("no stdin"))?;
+        let stdout = BufReader::new(child.stdout.take().ok_or_else(|| bench_err("no stdout"))?);
+        let mut r = Self {
             child,
             stdin,
             stdout,
             ready: Value::Null,
         };
-        match py.read() {
-            Ok(v) if v["ready"] == true => {
-                py.ready = v;
-                Ok(py)
-            }
-            Ok(v) => Err(format!("unexpected first answer {v}")),
-            Err(e) => {
-                let _ = py.child.wait();
-                Err(format!(
-                    "{} did not start ({e}); is PyTorch installed? (`python3 -c 'import torch'`)",
-                    script.display()
-                ))
-            }
+        r.ready = r.read()?;
+        if r.ready["ready"] != json!(true) {
+            return Err(bench_err(format!(
+                "the PyTorch reference did not start (is torch installed? `python3 -m pip install torch numpy`): {}",
+                r.ready
+            )));
         }
+        Ok(r)
     }
 
-    fn read(&mut self) -> Result<Value, String> {
+    fn read(&mut self) -> pretext::error::Result<Value> {
         let mut line = String::new();
-        let n = self
-            .stdout
+        self.stdout
             .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("the reference process exited".into());
-        }
-        serde_json::from_str(&line).map_err(|e| format!("bad answer {line:?}: {e}"))
+            .map_err(|e| bench_err(format!("reading the PyTorch reference: {e}")))?;
+        serde_json::from_str(&line)
+            .map_err(|e| bench_err(format!("the PyTorch reference said {line:?}: {e}")))
     }
 
-    fn ask(&mut self, cmd: &str) -> Result<Value, String> {
-        writeln!(self.stdin, "{cmd}").map_err(|e| e.to_string())?;
-        self.stdin.flush().map_err(|e| e.to_string())?;
+    fn ask(&mut self, cmd: &str) -> pretext::error::Result<Value> {
+        writeln!(self.stdin, "{cmd}")
+            .and_then(|_| self.stdin.flush())
+            .map_err(|e| bench_err(format!("writing to the PyTorch reference: {e}")))?;
         let v = self.read()?;
-        if let Some(err) = v.get("error") {
-            return Err(format!("reference: {err}"));
+        if let Some(e) = v.get("error") {
+            return Err(bench_err(format!("the PyTorch reference: {e}")));
         }
         Ok(v)
     }
 
-    fn seconds(&mut self, cmd: &str) -> Result<f64, String> {
-        self.ask(cmd)?["seconds"]
-            .as_f64()
-            .ok_or_else(|| format!("no `seconds` in the answer to {cmd:?}"))
+    /// Wall seconds of `n` steps of `what` (train | infer), and the reply.
+    fn time(&mut self, what: &str, n: usize) -> pretext::error::Result<(f64, Value)> {
+        let v = self.ask(&format!("{what} {n}"))?;
+        Ok((v["seconds"].as_f64().unwrap_or(f64::NAN), v))
     }
+}
 
-    fn quit(mut self) {
+impl Drop for Reference {
+    fn drop(&mut self) {
         let _ = writeln!(self.stdin, "quit");
-        drop(self.stdin);
         let _ = self.child.wait();
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn mib(kib: Option<u64>) -> String {
-    kib.map_or("?".into(), |k| format!("{:.0}", k as f64 / 1024.0))
-}
-
-fn fmt_rates(v: &[f64]) -> String {
-    v.iter()
-        .map(|r| format!("{r:.1}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn main() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dev = Device::Cpu;
-    let threads = candle_core::utils::get_num_threads();
-    let cfg = mae_config();
-    let data = root.join(DATA);
-
-    // ---- Rust side: model, optimizer, one fixed batch of real images ----
-    let store = ParamStore::new(SEED);
-    let mae = Mae::new(&cfg, store.var_builder(&dev)).expect("build the MAE");
-    let vars = store.vars().into_iter().map(|(_, v)| v).collect::<Vec<_>>();
-    let opt = AdamW::new(
-        vars,
-        ParamsAdamW {
-            lr: LR,
-            beta1: BETAS.0,
-            beta2: BETAS.1,
-            eps: ADAM_EPS,
-            weight_decay: WEIGHT_DECAY,
+/// The PyTorch config of a workload, from the recipe pretext runs.
+fn reference_config(name: &str, r: &Recipe, run_dir: &Path) -> pretext::error::Result<Value> {
+    let o = &r.train.optimizer;
+    let encoder = r.model.encoder_config();
+    let model = match name {
+        "mae" => {
+            let img = r
+                .data
+                .image
+                .as_ref()
+                .ok_or_else(|| bench_err("no data.image"))?;
+            json!({
+                "geometry": { "size": img.size, "channels": img.channels, "patch": img.patch },
+                "encoder": encoder,
+                "decoder": pretext::run::pretrain::decoder_config(r)?,
+                "mask_ratio": r.objective.mask_ratio(),
+                "norm_pix_loss": r.objective.norm_pix_loss,
+            })
+        }
+        "audio-mae" => {
+            let a = r
+                .data
+                .audio
+                .as_ref()
+                .ok_or_else(|| bench_err("no data.audio"))?;
+            json!({
+                "geometry": {
+                    "mels": a.mel.n_mels, "frames": a.frames,
+                    "patch_freq": a.patch_freq, "patch_time": a.patch_time,
+                },
+                "encoder": encoder,
+                "decoder": pretext::run::pretrain::decoder_config(r)?,
+                "mask_ratio": r.objective.mask_ratio(),
+                "norm_pix_loss": r.objective.norm_pix_loss,
+            })
+        }
+        "mlm" => {
+            let t = r
+                .data
+                .text
+                .as_ref()
+                .ok_or_else(|| bench_err("no data.text"))?;
+            let tok = run_dir.join("tokenizer.json");
+            let vocab = tokenizers::Tokenizer::from_file(&tok)
+                .map_err(|e| bench_err(format!("{}: {e}", tok.display())))?
+                .get_vocab_size(true);
+            json!({
+                "encoder": encoder,
+                "vocab_size": vocab,
+                "max_len": t.max_len,
+                "mask_ratio": r.objective.mask_ratio(),
+            })
+        }
+        other => return Err(bench_err(format!("unknown workload {other}"))),
+    };
+    Ok(json!({
+        "kind": name,
+        "seed": r.seed,
+        "batch": r.train.batch_size,
+        "model": model,
+        "optimizer": {
+            "lr": o.lr, "beta1": o.betas[0], "beta2": o.betas[1], "eps": o.eps,
+            "weight_decay": o.weight_decay,
         },
-    )
-    .expect("AdamW");
-    let dataset = ImageDataset::from_idx(&data, None)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", data.display()));
-    assert!(
-        dataset.len >= BATCH,
-        "{} has fewer than {BATCH} images",
-        data.display()
-    );
-    let indices: Vec<usize> = (0..BATCH).collect();
-    let imgs = dataset
-        .batch(&indices, &MEAN, &STD, &dev)
-        .expect("image batch");
-    let mut rust = RustSide {
-        mae,
-        opt,
-        imgs,
-        rng: ChaCha8Rng::seed_from_u64(SEED),
-        dev,
-    };
-    let rust_baseline = proc_status_kib("VmRSS");
+        "clip_grad_norm": r.train.clip_grad_norm,
+    }))
+}
 
-    // ---- PyTorch side ----
-    let mut py = match PySide::start(&root, &reference_config(&cfg, &data), threads) {
-        Ok(py) => Some(py),
-        Err(e) => {
-            eprintln!("warning: no PyTorch comparison: {e}\n         reporting the Rust side only");
-            None
-        }
-    };
-    fn py_failed(py: &mut Option<PySide>, e: String) {
-        eprintln!("warning: the PyTorch side failed: {e}; reporting the Rust side only");
-        if let Some(p) = py.take() {
-            p.quit();
-        }
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
+}
 
-    println!(
-        "MAE {IMAGE_SIZE}x{IMAGE_SIZE}x{CHANNELS}, patch {PATCH}; encoder {ENC_DIM}x{ENC_DEPTH} \
-         (heads {ENC_HEADS}, mlp {ENC_MLP}); decoder {DEC_DIM}x{DEC_DEPTH} (heads {DEC_HEADS}, \
-         mlp {DEC_MLP}); mask {MASK_RATIO}; batch {BATCH}; {} parameters; {threads} threads; \
-         allocator mimalloc",
-        store.num_params()
+/// Runs the alternating rounds on the trainer `pretext run` built.
+fn drive(
+    trainer: &mut Trainer,
+    name: &str,
+    loaded: &Loaded,
+    run_dir: &Path,
+    p: Protocol,
+) -> pretext::error::Result<Value> {
+    let startup_kib = proc_status_kib("VmRSS");
+    let batch = trainer.samples_per_step();
+    let mut py = Reference::start(&reference_config(name, &loaded.recipe, run_dir)?)?;
+    eprintln!(
+        "[{name}] PyTorch {} ({} threads), {} parameters",
+        py.ready["torch"], py.ready["threads"], py.ready["params"]
     );
-    if let Some(p) = &py {
-        println!(
-            "reference: PyTorch {} ({} threads, {} parameters)",
-            p.ready["torch"].as_str().unwrap_or("?"),
-            p.ready["threads"],
-            p.ready["params"]
-        );
-    }
 
-    // ---- Training: warm-up, then alternating rounds ----
+    let mut rust_loss = f32::NAN;
+    for _ in 0..p.train_warmup {
+        rust_loss = trainer.step()?.loss;
+    }
+    py.time("train", p.train_warmup)?;
     let (mut rust_train, mut py_train) = (Vec::new(), Vec::new());
-    let mut last_loss = (f32::NAN, f64::NAN);
-    rust.train(TRAIN_WARMUP);
-    if let Some(p) = py.as_mut() {
-        if let Err(e) = p.seconds(&format!("train {TRAIN_WARMUP}")) {
-            py_failed(&mut py, e);
+    let mut py_loss = Value::Null;
+    for round in 1..=p.rounds {
+        let t0 = Instant::now();
+        for _ in 0..p.train_steps {
+            rust_loss = trainer.step()?.loss;
         }
-    }
-    for round in 0..ROUNDS {
-        let (s, loss) = rust.train(TRAIN_STEPS_PER_ROUND);
-        rust_train.push((TRAIN_STEPS_PER_ROUND * BATCH) as f64 / s);
-        last_loss.0 = loss;
-        if let Some(p) = py.as_mut() {
-            match p.ask(&format!("train {TRAIN_STEPS_PER_ROUND}")) {
-                Ok(v) => {
-                    let s = v["seconds"].as_f64().unwrap_or(f64::NAN);
-                    py_train.push((TRAIN_STEPS_PER_ROUND * BATCH) as f64 / s);
-                    last_loss.1 = v["loss"].as_f64().unwrap_or(f64::NAN);
-                }
-                Err(e) => py_failed(&mut py, e),
-            }
-        }
+        rust_train.push((p.train_steps * batch) as f64 / t0.elapsed().as_secs_f64());
+        let (secs, v) = py.time("train", p.train_steps)?;
+        py_train.push((p.train_steps * batch) as f64 / secs);
+        py_loss = v["loss"].clone();
         eprintln!(
-            "train round {}/{ROUNDS}: pretext {:.1} samples/s{}",
-            round + 1,
-            rust_train[round],
-            py_train
-                .get(round)
-                .map_or(String::new(), |r| format!(", PyTorch {r:.1} samples/s"))
+            "[{name}] train round {round}/{}: pretext {:.1} samples/s, PyTorch {:.1} samples/s",
+            p.rounds,
+            rust_train[round - 1],
+            py_train[round - 1]
         );
     }
 
-    // ---- Inference ----
+    let n = batch.min(trainer.task().num_examples());
+    let idx: Vec<usize> = (0..n).collect();
+    let infer = |trainer: &Trainer| -> pretext::error::Result<()> {
+        let out = trainer
+            .infer(&idx)?
+            .ok_or_else(|| bench_err("the task has no inference pass"))?;
+        // Force the computation and keep it from being optimised away.
+        std::hint::black_box(out.dims());
+        Ok(())
+    };
+    for _ in 0..p.infer_warmup {
+        infer(trainer)?;
+    }
+    py.time("infer", p.infer_warmup)?;
     let (mut rust_infer, mut py_infer) = (Vec::new(), Vec::new());
-    rust.infer(INFER_WARMUP);
-    if let Some(p) = py.as_mut() {
-        if let Err(e) = p.seconds(&format!("infer {INFER_WARMUP}")) {
-            py_failed(&mut py, e);
+    for _ in 0..p.rounds {
+        let t0 = Instant::now();
+        for _ in 0..p.infer_steps {
+            infer(trainer)?;
         }
+        rust_infer.push((p.infer_steps * n) as f64 / t0.elapsed().as_secs_f64());
+        let (secs, _) = py.time("infer", p.infer_steps)?;
+        py_infer.push((p.infer_steps * n) as f64 / secs);
     }
-    for _ in 0..ROUNDS {
-        let s = rust.infer(INFER_STEPS_PER_ROUND);
-        rust_infer.push((INFER_STEPS_PER_ROUND * BATCH) as f64 / s);
-        if let Some(p) = py.as_mut() {
-            match p.seconds(&format!("infer {INFER_STEPS_PER_ROUND}")) {
-                Ok(s) => py_infer.push((INFER_STEPS_PER_ROUND * BATCH) as f64 / s),
-                Err(e) => py_failed(&mut py, e),
+    let stats = py.ask("stats")?;
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    Ok(json!({
+        "workload": name,
+        "batch": batch,
+        "pretext": {
+            "train": median(&rust_train), "infer": median(&rust_infer),
+            "peak_mib": mib(proc_status_kib("VmHWM")), "startup_mib": mib(startup_kib),
+            "train_rounds": rust_train, "infer_rounds": rust_infer, "last_loss": rust_loss,
+        },
+        "pytorch": {
+            "version": py.ready["torch"],
+            "train": median(&py_train), "infer": median(&py_infer),
+            "peak_mib": mib(stats["max_rss_kb"].as_u64().unwrap_or(0)),
+            "startup_mib": mib(stats["baseline_rss_kb"].as_u64().unwrap_or(0)),
+            "train_rounds": py_train, "infer_rounds": py_infer, "last_loss": py_loss,
+        },
+    }))
+}
+
+/// One workload, in this (child) process: `pretext run` on its recipe, driven by [`drive`].
+fn measure(name: &str, p: Protocol) -> pretext::error::Result<Value> {
+    let recipe = PathBuf::from(format!("benches/recipes/{name}.toml"));
+    let loaded = pretext::recipe::load(&recipe, &[])?;
+    let tmp = tempfile::tempdir().map_err(|e| bench_err(format!("temporary directory: {e}")))?;
+    let run_dir = tmp.path().join("run");
+    let result: Arc<Mutex<Option<pretext::error::Result<Value>>>> = Arc::new(Mutex::new(None));
+    let driver = {
+        let (result, loaded, run_dir, name) = (
+            result.clone(),
+            loaded.clone(),
+            run_dir.clone(),
+            name.to_string(),
+        );
+        Driver(Arc::new(move |trainer: &mut Trainer| {
+            let r = drive(trainer, &name, &loaded, &run_dir, p);
+            let failed = r.as_ref().err().map(|e| bench_err(e.to_string()));
+            if let Ok(mut slot) = result.lock() {
+                *slot = Some(r);
             }
-        }
-    }
+            failed.map_or(Ok(()), Err)
+        }))
+    };
+    let opts = RunOptions {
+        out: Some(run_dir),
+        skip_downstream: true,
+        driver: Some(driver),
+        ..Default::default()
+    };
+    pretext::run::start(&loaded, &opts)?;
+    let taken = result.lock().ok().and_then(|mut s| s.take());
+    taken.unwrap_or_else(|| Err(bench_err("the run never reached its training loop")))
+}
 
-    // ---- Report ----
-    let rust_peak = proc_status_kib("VmHWM");
-    let py_stats = py.as_mut().and_then(|p| p.ask("stats").ok());
-    if let Some(p) = py.take() {
-        p.quit();
-    }
-    let have_py = py_stats.is_some() && py_train.len() == ROUNDS && py_infer.len() == ROUNDS;
-    let kib = |v: &Option<Value>, k: &str| v.as_ref().and_then(|s| s[k].as_u64());
-
+fn print_table(results: &[Value]) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     println!();
     println!(
-        "{:<26} {:>12} {:>12} {:>18}",
-        "", "pretext", "PyTorch", "pretext/PyTorch"
+        "{:<10} {:>6} | {:>9} {:>9} {:>6} | {:>9} {:>9} {:>6} | {:>13} {:>13} {:>6}",
+        "workload",
+        "batch",
+        "train pt",
+        "torch",
+        "ratio",
+        "infer pt",
+        "torch",
+        "ratio",
+        "work MiB pt",
+        "torch",
+        "ratio"
     );
-    let row = |label: &str, r: &[f64], p: &[f64]| {
-        let (rm, pm) = (median(r.to_vec()), have_py.then(|| median(p.to_vec())));
+    for r in results {
+        let (pt, th) = (&r["pretext"], &r["pytorch"]);
+        let work = |s: &Value| f(&s["peak_mib"]) - f(&s["startup_mib"]);
         println!(
-            "{label:<26} {rm:>12.1} {:>12} {:>18}",
-            pm.map_or("-".into(), |v| format!("{v:.1}")),
-            pm.map_or("-".into(), |v| format!("{:.2}x", rm / v)),
+            "{:<10} {:>6} | {:>9.1} {:>9.1} {:>5.2}x | {:>9.1} {:>9.1} {:>5.2}x | {:>13.0} {:>13.0} {:>5.2}x",
+            r["workload"].as_str().unwrap_or("?"),
+            r["batch"],
+            f(&pt["train"]),
+            f(&th["train"]),
+            f(&pt["train"]) / f(&th["train"]),
+            f(&pt["infer"]),
+            f(&th["infer"]),
+            f(&pt["infer"]) / f(&th["infer"]),
+            work(pt),
+            work(th),
+            work(pt) / work(th),
         );
-    };
-    row("train samples/s (median)", &rust_train, &py_train);
-    row("infer samples/s (median)", &rust_infer, &py_infer);
-    let mem_row = |label: &str, r: Option<u64>, p: Option<u64>| {
-        println!(
-            "{label:<26} {:>12} {:>12} {:>18}",
-            mib(r),
-            if have_py { mib(p) } else { "-".into() },
-            match (r, p) {
-                (Some(r), Some(p)) if have_py => format!("{:.2}x", r as f64 / p as f64),
-                _ => "-".into(),
-            }
-        );
-    };
-    mem_row("peak RSS (MiB)", rust_peak, kib(&py_stats, "max_rss_kb"));
-    mem_row(
-        "RSS after start-up (MiB)",
-        rust_baseline,
-        kib(&py_stats, "baseline_rss_kb"),
-    );
-    println!();
-    println!(
-        "per round (samples/s): train pretext [{}] PyTorch [{}]; infer pretext [{}] PyTorch [{}]",
-        fmt_rates(&rust_train),
-        fmt_rates(&py_train),
-        fmt_rates(&rust_infer),
-        fmt_rates(&py_infer)
-    );
-    if have_py {
-        println!(
-            "last training loss: pretext {:.4}, PyTorch {:.4} (different initial weights; \
-             same model and data)",
-            last_loss.0, last_loss.1
-        );
-    } else {
-        println!("last training loss: pretext {:.4}", last_loss.0);
     }
-    println!(
-        "protocol: {TRAIN_WARMUP} warm-up steps, then {ROUNDS} alternating rounds of \
-         {TRAIN_STEPS_PER_ROUND} training steps / {INFER_STEPS_PER_ROUND} inference passes \
-         (after {INFER_WARMUP} warm-up) per side"
-    );
+    println!();
+    println!("samples/s are medians over rounds; work MiB = peak RSS - RSS after start-up.");
+    for r in results {
+        let (pt, th) = (&r["pretext"], &r["pytorch"]);
+        println!(
+            "{}: peak / start-up RSS MiB pretext {:.0} / {:.0}, PyTorch {} {:.0} / {:.0}; last loss pretext {:.4}, PyTorch {}",
+            r["workload"].as_str().unwrap_or("?"),
+            f(&pt["peak_mib"]),
+            f(&pt["startup_mib"]),
+            th["version"],
+            f(&th["peak_mib"]),
+            f(&th["startup_mib"]),
+            f(&pt["last_loss"]),
+            th["last_loss"],
+        );
+        println!(
+            "  rounds train pretext {:?} PyTorch {:?}",
+            rounded(&pt["train_rounds"]),
+            rounded(&th["train_rounds"])
+        );
+        println!(
+            "  rounds infer pretext {:?} PyTorch {:?}",
+            rounded(&pt["infer_rounds"]),
+            rounded(&th["infer_rounds"])
+        );
+    }
+}
+
+fn rounded(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_f64().unwrap_or(0.0).round() as i64)
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -69,6 +69,10 @@ pub enum Command {
         /// Output directory (created if needed).
         #[arg(long)]
         out: PathBuf,
+        /// Device to run on: auto (a GPU when this binary was built with `cuda` or `metal`
+        /// and one is present, else the CPU), cpu, cuda, cuda:N or metal.
+        #[arg(long, default_value = "auto", value_parser = parse_device)]
+        device: crate::device::DeviceSpec,
     },
     /// Run a model on a safetensors file of inputs named as in transformers.
     ///
@@ -94,6 +98,10 @@ pub enum Command {
         /// Safetensors file for the outputs.
         #[arg(long)]
         out: PathBuf,
+        /// Device to run on: auto (a GPU when this binary was built with `cuda` or `metal`
+        /// and one is present, else the CPU), cpu, cuda, cuda:N or metal.
+        #[arg(long, default_value = "auto", value_parser = parse_device)]
+        device: crate::device::DeviceSpec,
     },
     /// Pooled embeddings of image files (one per image), sentences (one per sentence) or WAV
     /// files (one per file).
@@ -137,6 +145,10 @@ pub enum Command {
         /// cls for images, mean for text and audio.
         #[arg(long, value_enum)]
         pooling: Option<PoolingArg>,
+        /// Device to run on: auto (a GPU when this binary was built with `cuda` or `metal`
+        /// and one is present, else the CPU), cpu, cuda, cuda:N or metal.
+        #[arg(long, default_value = "auto", value_parser = parse_device)]
+        device: crate::device::DeviceSpec,
         /// Text: leave the embeddings unnormalised (default: L2-normalised).
         #[arg(long)]
         no_normalize: bool,
@@ -254,9 +266,15 @@ pub fn execute(cli: Cli) -> Result<()> {
             print!("{}", crate::inspect::report(&path)?);
             Ok(())
         }
-        Command::Export { src, format, out } => {
+        Command::Export {
+            src,
+            format,
+            out,
+            device,
+        } => {
             let ExportFormat::Hf = format;
-            let model = match hf::source::load_any(&src, &Device::Cpu)? {
+            let dev = crate::device::open(device)?;
+            let model = match hf::source::load_any(&src, &dev)? {
                 hf::source::AnyModel::Image(m) => m,
                 hf::source::AnyModel::Audio(m) => {
                     let files = hf::audio::write_hf(&m, &out)?;
@@ -310,21 +328,26 @@ pub fn execute(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Forward { model, inputs, out } => {
-            let tensors = crate::tensor_io::read(&inputs, &Device::Cpu)?.tensors;
-            let outputs = match hf::source::load_any(&model, &Device::Cpu)? {
+        Command::Forward {
+            model,
+            inputs,
+            out,
+            device,
+        } => {
+            let dev = crate::device::open(device)?;
+            let tensors = crate::tensor_io::read(&inputs, &dev)?.tensors;
+            let outputs = match hf::source::load_any(&model, &dev)? {
                 hf::source::AnyModel::Image(loaded) => {
-                    hf::Model::build(&loaded, &Device::Cpu)?.forward(&tensors)
+                    hf::Model::build(&loaded, &dev)?.forward(&tensors)
                 }
                 hf::source::AnyModel::Text(loaded) => {
-                    hf::text::TextModel::build(&loaded, &Device::Cpu)?.forward(&tensors)
+                    hf::text::TextModel::build(&loaded, &dev)?.forward(&tensors)
                 }
                 hf::source::AnyModel::Audio(loaded) => {
-                    hf::audio::AudioModel::build(&loaded, &Device::Cpu)?.forward(&tensors)
+                    hf::audio::AudioModel::build(&loaded, &dev)?.forward(&tensors)
                 }
                 hf::source::AnyModel::Spectrogram(loaded) => {
-                    hf::spectrogram::SpectrogramModel::build(&loaded, &Device::Cpu)?
-                        .forward(&tensors)
+                    hf::spectrogram::SpectrogramModel::build(&loaded, &dev)?.forward(&tensors)
                 }
             };
             let outputs = outputs.map_err(|e| match e {
@@ -345,14 +368,16 @@ pub fn execute(cli: Cli) -> Result<()> {
             out,
             pooling,
             no_normalize,
+            device,
         } => {
+            let dev = crate::device::open(device)?;
             if !audio.is_empty() {
                 if !images.is_empty() || !texts.is_empty() || text_file.is_some() {
                     return Err(Error::Usage(
                         "embed: give WAV files, images or sentences, not several kinds".into(),
                     ));
                 }
-                return embed_audio(&model, &audio, out.as_deref(), pooling);
+                return embed_audio(&model, &audio, out.as_deref(), pooling, &dev);
             }
             let mut texts = texts;
             if let Some(file) = &text_file {
@@ -367,8 +392,10 @@ pub fn execute(cli: Cli) -> Result<()> {
                 }
             }
             match (images.is_empty(), texts.is_empty()) {
-                (false, true) => embed(&model, &images, out.as_deref(), pooling),
-                (true, false) => embed_text(&model, &texts, out.as_deref(), pooling, !no_normalize),
+                (false, true) => embed(&model, &images, out.as_deref(), pooling, &dev),
+                (true, false) => {
+                    embed_text(&model, &texts, out.as_deref(), pooling, !no_normalize, &dev)
+                }
                 (true, true) => Err(Error::Usage(
                     "embed: give --image PATH..., --text SENTENCE / --text-file FILE, or --audio WAV..."
                         .into(),
@@ -388,8 +415,9 @@ fn embed_text(
     out: Option<&std::path::Path>,
     pooling: Option<PoolingArg>,
     normalize: bool,
+    dev: &Device,
 ) -> Result<()> {
-    let dev = Device::Cpu;
+    let dev = dev.clone();
     let loaded = match hf::source::load_any(model, &dev)? {
         hf::source::AnyModel::Text(m) => m,
         other => return Err(wrong_input(model, &other)),
@@ -465,6 +493,7 @@ fn write_embeddings(
         Some(path) if path.extension().is_some_and(|e| e == "safetensors") => {
             let d = rows.first().map_or(0, Vec::len);
             let flat: Vec<f32> = rows.concat();
+            // Host rows into the output file: a CPU tensor whatever device computed them.
             let t = candle_core::Tensor::from_vec(flat, (rows.len(), d), &Device::Cpu)?;
             let mut meta = std::collections::HashMap::from([(
                 format!("{key}s"),
@@ -494,9 +523,10 @@ fn embed_audio(
     files: &[PathBuf],
     out: Option<&std::path::Path>,
     pooling: Option<PoolingArg>,
+    dev: &Device,
 ) -> Result<()> {
     use crate::modality::audio::{clips::windows, resample::resample, wav::read_wav};
-    let dev = Device::Cpu;
+    let dev = dev.clone();
     let pooling = match pooling {
         Some(PoolingArg::Mean) | None => recipe::Pooling::Mean,
         Some(PoolingArg::Cls) => recipe::Pooling::Cls,
@@ -634,8 +664,9 @@ fn embed(
     images: &[PathBuf],
     out: Option<&std::path::Path>,
     pooling: Option<PoolingArg>,
+    dev: &Device,
 ) -> Result<()> {
-    let dev = Device::Cpu;
+    let dev = dev.clone();
     let loaded = match hf::source::load_any(model, &dev)? {
         hf::source::AnyModel::Image(m) => m,
         other => return Err(wrong_input(model, &other)),
@@ -656,4 +687,9 @@ fn embed(
     }
     let names: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
     write_embeddings(out, "image", &names, &rows, &[])
+}
+
+/// Parses `--device` as a recipe's `device` is parsed.
+fn parse_device(s: &str) -> std::result::Result<crate::device::DeviceSpec, String> {
+    crate::device::parse(s)
 }

@@ -109,6 +109,55 @@ fn forward_writes_transformers_outputs() {
     );
 }
 
+/// `--device cpu` gives what the default (`auto`, the CPU in a CPU-only build) gives; a
+/// device the binary was not built for, or a misspelled one, is a clear error.
+#[test]
+fn forward_and_embed_honour_the_device_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cls = fixture("vit_classifier");
+    let io = cls.join("io.safetensors");
+    let auto = forward(s(&cls), &io, tmp.path(), "auto");
+    let out = tmp.path().join("cpu.out.safetensors");
+    pretext(&[
+        "forward",
+        "--model",
+        s(&cls),
+        "--inputs",
+        s(&io),
+        "--out",
+        s(&out),
+        "--device",
+        "cpu",
+    ]);
+    assert_same_outputs(&auto, &read(&out));
+    let err = pretext_fails(&[
+        "forward",
+        "--model",
+        s(&cls),
+        "--inputs",
+        s(&io),
+        "--out",
+        s(&out),
+        "--device",
+        "gpu",
+    ]);
+    assert!(err.contains("unknown device `gpu`"), "{err}");
+    if !cfg!(feature = "cuda") {
+        let img = tmp.path().join("a.png");
+        write_png(&img, 8, 8, [10, 200, 30]);
+        let err = pretext_fails(&[
+            "embed",
+            "--model",
+            s(&cls),
+            "--image",
+            s(&img),
+            "--device",
+            "cuda:0",
+        ]);
+        assert!(err.contains("without the `cuda` feature"), "{err}");
+    }
+}
+
 #[test]
 fn forward_input_errors_name_the_tensor() {
     let tmp = tempfile::tempdir().unwrap();
