@@ -71,6 +71,8 @@ fn usage(msg: &str) -> ! {
 }
 
 fn main() {
+    // The same runtime settings as the `pretext` binary.
+    pretext::device::tune_cpu_runtime();
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     std::env::set_current_dir(&repo).expect("the repository root exists");
     let mut workloads = Vec::new();

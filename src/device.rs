@@ -53,3 +53,24 @@ pub fn open(spec: DeviceSpec) -> Result<Device> {
         DeviceSpec::Metal => Err(unavailable("metal", "metal")),
     }
 }
+
+/// Settings of the CPU runtime that must be made before the first tensor operation, for the
+/// `pretext` binary and the benchmarks. Each one is left alone when the user has set it.
+///
+/// - `CANDLE_NUM_THREADS=1`: candle 0.11 runs elementwise ops on a barrier pool of its own,
+///   beside the rayon pool that `gemm` and pretext's fused ops use. On a small machine the
+///   two pools take turns spinning on the same cores: a profile of the MAE training step
+///   on 2 cores spent a third of its time in the barrier pool's wait. With one thread the
+///   barrier pool has no workers; matmuls and the fused ops keep every core
+///   (`RAYON_NUM_THREADS`, default: the physical cores).
+/// - `MIMALLOC_PURGE_DELAY=-1`: mimalloc hands freed pages back to the kernel after 10 ms,
+///   and the next step faults them in again and has them zeroed; a training step frees and
+///   re-allocates the same buffers every time, so keeping them is the cheaper choice.
+pub fn tune_cpu_runtime() {
+    for (key, value) in [("CANDLE_NUM_THREADS", "1"), ("MIMALLOC_PURGE_DELAY", "-1")] {
+        if std::env::var_os(key).is_none() {
+            // Called first thing in `main`, before any other thread exists.
+            std::env::set_var(key, value);
+        }
+    }
+}
