@@ -118,7 +118,7 @@ fn tiny_mae_config() -> MaeConfig {
 
 #[test]
 fn every_mae_parameter_gets_a_finite_nonzero_gradient() {
-    let dev = Device::Cpu;
+    let dev = test_device();
     let store = ParamStore::new(11);
     let mae = Mae::new(&tiny_mae_config(), store.var_builder(&dev)).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -152,7 +152,7 @@ fn every_mae_parameter_gets_a_finite_nonzero_gradient() {
 /// bias, and a padding mask.
 #[test]
 fn every_backbone_parameter_gets_a_gradient_in_all_variants() {
-    let dev = Device::Cpu;
+    let dev = test_device();
     for (norm, activation, qkv_bias) in [
         (NormPosition::Post, Activation::GeluTanh, true),
         (NormPosition::Post, Activation::Relu, false),
@@ -179,6 +179,81 @@ fn every_backbone_parameter_gets_a_gradient_in_all_variants() {
     }
 }
 
+/// The device the tests run on: `PRETEXT_TEST_DEVICE` (auto, cpu, cuda:N, metal), default
+/// auto: a GPU in a build with its feature when one is present, else the CPU.
+fn test_device() -> Device {
+    let spec = std::env::var("PRETEXT_TEST_DEVICE").unwrap_or_else(|_| "auto".into());
+    pretext::device::open(pretext::device::parse(&spec).unwrap()).unwrap()
+}
+
+/// The fused CPU kernels (linear, attention, layer norm, softmax, GELU) and the composed
+/// candle ops that CUDA and Metal run give the same outputs and gradients, on every
+/// backbone variant, with a padding mask.
+#[test]
+fn fused_cpu_kernels_match_the_composed_path() {
+    let dev = Device::Cpu;
+    for (norm, activation, qkv_bias) in [
+        (NormPosition::Pre, Activation::Gelu, true),
+        (NormPosition::Post, Activation::GeluTanh, false),
+    ] {
+        let cfg = EncoderConfig {
+            norm,
+            activation,
+            qkv_bias,
+            ..encoder_cfg(24, 2, 3, 48)
+        };
+        let store = ParamStore::new(8);
+        let enc = Encoder::new(&cfg, store.var_builder(&dev)).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (3, 7, 24), &dev).unwrap();
+        let mask = Tensor::new(
+            &[
+                [1f32, 1., 1., 1., 1., 1., 1.],
+                [1., 1., 1., 1., 0., 0., 0.],
+                [1., 1., 0., 0., 0., 0., 0.],
+            ],
+            &dev,
+        )
+        .unwrap();
+        let readout = Tensor::randn(0f32, 1.0, (3, 7, 24), &dev).unwrap();
+        let run = |fused: bool| {
+            pretext::backbone::set_fused_cpu_ops(fused);
+            let out = enc.forward(&x, Some(&mask), &mut Mode::Eval).unwrap();
+            let grads = (&out * &readout)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            pretext::backbone::set_fused_cpu_ops(true);
+            let g: Vec<Vec<f32>> = store
+                .vars()
+                .iter()
+                .map(|(_, v)| values(grads.get(v.as_tensor()).expect("a gradient")))
+                .collect();
+            (values(&out), g)
+        };
+        let (out_f, grads_f) = run(true);
+        let (out_c, grads_c) = run(false);
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            let diff: Vec<f32> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+            let rel = l2(&diff) / l2(b).max(1e-12);
+            assert!(
+                rel < 1e-5,
+                "{norm:?}/{activation:?}: {what} differs by {rel:.2e} (relative)"
+            );
+        };
+        close(&out_f, &out_c, "the output");
+        for ((name, _), (gf, gc)) in store.vars().iter().zip(grads_f.iter().zip(&grads_c)) {
+            // Zero up to rounding on both paths, so only an absolute bound means anything.
+            if gradient_is_zero_by_symmetry(name) {
+                assert!(l2(gf) < 1e-4 && l2(gc) < 1e-4, "{name}");
+                continue;
+            }
+            close(gf, gc, &format!("the gradient of {name}"));
+        }
+    }
+}
+
 fn set_element(var: &Var, index: usize, value: f32) {
     let mut v = values(var.as_tensor());
     v[index] = value;
@@ -192,7 +267,7 @@ fn set_element(var: &Var, index: usize, value: f32) {
 /// and O(1)-conditioned.
 #[test]
 fn backbone_gradients_match_finite_differences() {
-    let dev = Device::Cpu;
+    let dev = test_device();
     let cfg = encoder_cfg(8, 1, 2, 16);
     let store = ParamStore::new(21);
     let enc = Encoder::new(&cfg, store.var_builder(&dev)).unwrap();

@@ -190,9 +190,7 @@ pub fn gelu_erf(x: &Tensor) -> Result<Option<Tensor>> {
     x.contiguous()?.apply_op1(GeluErf).map(Some)
 }
 
-fn applies(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
-}
+use super::storage::applies;
 
 /// Fused normalisation, or `None` where only the composed version applies.
 pub fn normalize(x: &Tensor, eps: f64) -> Result<Option<Tensor>> {

@@ -23,6 +23,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 pub use ops::{LayerNorm, Linear, Mode};
+pub use storage::set_fused_cpu_ops;
 
 /// Where LayerNorm sits relative to the residual connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,11 +1,21 @@
 //! Borrowing the `f32` elements of CPU tensors for the fused ops, without copies.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Storage, Tensor};
 
-/// Whether the fused CPU kernels can take this tensor (CPU, f32). Elsewhere the callers
-/// compose the same computation from candle ops, which run on every device.
+static FUSED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the fused CPU kernels off (or back on): every op then composes candle ops, the
+/// path CUDA and Metal take. For tests and measurements that compare the two paths.
+pub fn set_fused_cpu_ops(on: bool) {
+    FUSED.store(on, Ordering::Relaxed);
+}
+
+/// Whether the fused CPU kernels can take this tensor (CPU, f32, not turned off). Elsewhere
+/// the callers compose the same computation from candle ops, which run on every device.
 pub fn applies(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+    FUSED.load(Ordering::Relaxed) && x.device().is_cpu() && x.dtype() == DType::F32
 }
 
 /// The elements of a contiguous f32 CPU storage, in layout order.
