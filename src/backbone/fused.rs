@@ -5,7 +5,7 @@
 //! callers fall back to the composed versions (`ops.rs`). Both are checked against the
 //! composed ops, values and gradients, in the tests below.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Rows of a contiguous f32 tensor, or `None` when the fused path does not apply.
