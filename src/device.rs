@@ -63,14 +63,47 @@ pub fn open(spec: DeviceSpec) -> Result<Device> {
 ///   on 2 cores spent a third of its time in the barrier pool's wait. With one thread the
 ///   barrier pool has no workers; matmuls and the fused ops keep every core
 ///   (`RAYON_NUM_THREADS`, default: the physical cores).
-/// - `MIMALLOC_PURGE_DELAY=-1`: mimalloc hands freed pages back to the kernel after 10 ms,
-///   and the next step faults them in again and has them zeroed; a training step frees and
-///   re-allocates the same buffers every time, so keeping them is the cheaper choice.
+/// - mimalloc's purge delay -1 (as `MIMALLOC_PURGE_DELAY=-1` would set it): by default
+///   mimalloc hands freed pages back to the kernel after 10 ms, and the next training step
+///   faults them in again and has the kernel zero them (a quarter of an MLM step's time on
+///   2 cores, 70,000 page faults in 8 steps); a training step frees and re-allocates the
+///   same buffers every time, so keeping them is the cheaper choice. mimalloc reads its
+///   environment when the process starts, so this sets the option through its API.
 pub fn tune_cpu_runtime() {
-    for (key, value) in [("CANDLE_NUM_THREADS", "1"), ("MIMALLOC_PURGE_DELAY", "-1")] {
-        if std::env::var_os(key).is_none() {
-            // Called first thing in `main`, before any other thread exists.
-            std::env::set_var(key, value);
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Called first thing in `main`, before any other thread exists.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: setting an option is thread-safe in mimalloc; the index is that of
+        // `mi_option_purge_delay` in mimalloc.h (v2 and v3).
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
+/// `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (the same in v2 and v3).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+#[cfg(test)]
+mod tests {
+    /// The index names the purge delay: mimalloc reads `MIMALLOC_PURGE_DELAY` into it at
+    /// start-up, so a process started with the variable reads the value back (the test
+    /// binary re-runs itself with it).
+    #[test]
+    fn the_purge_delay_index_is_the_one_mimalloc_reads_from_its_environment() {
+        if let Ok(v) = std::env::var("PRETEXT_PURGE_PROBE") {
+            let got = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+            assert_eq!(got.to_string(), v);
+            return;
         }
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args(["--exact", "device::tests::the_purge_delay_index_is_the_one_mimalloc_reads_from_its_environment", "--nocapture"])
+            .env("PRETEXT_PURGE_PROBE", "777")
+            .env("MIMALLOC_PURGE_DELAY", "777")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("1 passed"), "{text}");
     }
 }

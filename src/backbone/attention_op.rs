@@ -18,6 +18,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape,
 use rayon::prelude::*;
 
 use super::gemm::{matmul, Mat, Threads};
+use super::math;
 use super::storage::{applies, cpu_f32, with_f32};
 
 #[derive(Clone, Copy)]
@@ -92,20 +93,16 @@ impl AttentionOp {
                 matmul(p, t, q, k.t(), false, Threads::One)?;
                 let key_bias = bias.map(|bias| &bias[bi * t..(bi + 1) * t]);
                 for row in p.chunks_exact_mut(t) {
-                    let mut max = f32::NEG_INFINITY;
-                    for (j, s) in row.iter_mut().enumerate() {
-                        *s *= scale;
-                        if let Some(kb) = key_bias {
-                            *s += kb[j];
-                        }
-                        max = max.max(*s);
+                    match key_bias {
+                        Some(kb) => row
+                            .iter_mut()
+                            .zip(kb)
+                            .for_each(|(s, b)| *s = *s * scale + b),
+                        None => row.iter_mut().for_each(|s| *s *= scale),
                     }
-                    let mut sum = 0f32;
-                    for s in row.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    let inv = 1.0 / sum;
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    math::exp_shifted(row, max);
+                    let inv = 1.0 / row.iter().sum::<f32>();
                     row.iter_mut().for_each(|s| *s *= inv);
                 }
                 matmul(o, hd, Mat::rows(p, t, t), v, false, Threads::One)

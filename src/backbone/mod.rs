@@ -15,6 +15,7 @@ pub mod attention_op;
 pub mod fused;
 pub mod gemm;
 pub mod linear_op;
+mod math;
 pub mod ops;
 mod storage;
 
