@@ -122,7 +122,6 @@ impl CustomOp1 for Softmax {
     }
 }
 
-
 /// Exact GELU, `x * Φ(x)` with `Φ(x) = (1 + erf(x / √2)) / 2`.
 struct GeluErf;
 

@@ -7,9 +7,13 @@
 //! (`dx = g W`, `dW = gᵀ x`) plus a column sum (`db`). On other devices and dtypes
 //! [`linear`] returns `None` and the caller composes the layer from candle ops.
 
+use std::sync::{Arc, Mutex};
+
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 use super::gemm::{matmul, Mat, Threads};
+use super::math;
 use super::storage::{applies, cpu_f32, with_f32};
 
 /// `x [N, in]`, `w [out, in]`, optional `b [out]` → `[N, out]`.
@@ -43,49 +47,133 @@ fn backward(
     grad: &Tensor,
     with_bias: bool,
 ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    with_f32(grad, |g| backward_from(x, w, g, with_bias))?
+}
+
+fn backward_from(
+    x: &Tensor,
+    w: &Tensor,
+    g: &[f32],
+    with_bias: bool,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     let (out_dim, in_dim) = w.dims2()?;
     let n = x.dim(0)?;
     let dev = x.device();
-    with_f32(grad, |g| {
-        let gm = Mat::rows(g, n, out_dim);
-        let mut dx = vec![0f32; n * in_dim];
-        with_f32(w, |wv| {
-            matmul(
-                &mut dx,
-                in_dim,
-                gm,
-                Mat::rows(wv, out_dim, in_dim),
-                false,
-                Threads::Pool,
-            )
-        })??;
-        let mut dw = vec![0f32; out_dim * in_dim];
-        with_f32(x, |xv| {
-            matmul(
-                &mut dw,
-                in_dim,
-                gm.t(),
-                Mat::rows(xv, n, in_dim),
-                false,
-                Threads::Pool,
-            )
-        })??;
-        let db = with_bias.then(|| {
-            let mut acc = vec![0f32; out_dim];
-            for row in g.chunks_exact(out_dim) {
-                for (a, v) in acc.iter_mut().zip(row) {
-                    *a += v;
-                }
+    let gm = Mat::rows(g, n, out_dim);
+    let mut dx = vec![0f32; n * in_dim];
+    with_f32(w, |wv| {
+        matmul(
+            &mut dx,
+            in_dim,
+            gm,
+            Mat::rows(wv, out_dim, in_dim),
+            false,
+            Threads::Pool,
+        )
+    })??;
+    let mut dw = vec![0f32; out_dim * in_dim];
+    with_f32(x, |xv| {
+        matmul(
+            &mut dw,
+            in_dim,
+            gm.t(),
+            Mat::rows(xv, n, in_dim),
+            false,
+            Threads::Pool,
+        )
+    })??;
+    let db = with_bias.then(|| {
+        let mut acc = vec![0f32; out_dim];
+        for row in g.chunks_exact(out_dim) {
+            for (a, v) in acc.iter_mut().zip(row) {
+                *a += v;
             }
-            acc
-        });
-        Ok((
-            Tensor::from_vec(dx, (n, in_dim), dev)?,
-            Tensor::from_vec(dw, (out_dim, in_dim), dev)?,
-            db.map(|db| Tensor::from_vec(db, out_dim, dev))
-                .transpose()?,
-        ))
-    })?
+        }
+        acc
+    });
+    Ok((
+        Tensor::from_vec(dx, (n, in_dim), dev)?,
+        Tensor::from_vec(dw, (out_dim, in_dim), dev)?,
+        db.map(|db| Tensor::from_vec(db, out_dim, dev))
+            .transpose()?,
+    ))
+}
+
+/// Elements per task when an elementwise pass is spread over the pool.
+const CHUNK: usize = 1 << 14;
+
+/// `gelu(x Wᵀ + b)` (exact GELU) as one op: the pre-activation is kept inside the op for
+/// backward instead of being a graph node of its own, which saves the largest tensor of a
+/// transformer block (`[N, mlp_dim]`) a pass and a gradient buffer in each direction.
+struct LinearGeluOp {
+    pre: Mutex<Option<Arc<Vec<f32>>>>,
+}
+
+impl CustomOp3 for LinearGeluOp {
+    fn name(&self) -> &'static str {
+        "pretext-linear-gelu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sw: &CpuStorage,
+        lw: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = cpu_f32(sx, lx, "linear input")?;
+        let (w, b) = (cpu_f32(sw, lw, "weight")?, cpu_f32(sb, lb, "bias")?);
+        let (n, out) = (lx.dims()[0], lw.dims()[0]);
+        let pre = forward(x, w, Some(b), out)?;
+        let mut y = vec![0f32; pre.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(pre.par_chunks(CHUNK))
+            .for_each(|(y, p)| math::gelu(p, y));
+        if let Ok(mut slot) = self.pre.lock() {
+            *slot = Some(Arc::new(pre));
+        }
+        Ok((CpuStorage::F32(y), (n, out).into()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let stored = self.pre.lock().ok().and_then(|s| s.clone());
+        let pre = match stored {
+            Some(p) => p,
+            None => {
+                let y = x.matmul(&w.t()?)?.broadcast_add(b)?;
+                Arc::new(y.flatten_all()?.to_vec1::<f32>()?)
+            }
+        };
+        let (dx, dw, db) = with_f32(grad, |g| {
+            let mut dpre = vec![0f32; g.len()];
+            dpre.par_chunks_mut(CHUNK)
+                .zip(pre.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+                .for_each(|(d, (p, g))| math::gelu_grad(p, g, d));
+            backward_from(x, w, &dpre, true)
+        })??;
+        Ok((Some(dx), Some(dw), db))
+    }
+}
+
+/// `gelu(x Wᵀ + b)` over the last dimension of `x`, or `None` where only the composed layer
+/// applies.
+pub fn linear_gelu(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+    let op = LinearGeluOp {
+        pre: Mutex::new(None),
+    };
+    apply(x, w, Some(b), |x2, w, b| match b {
+        Some(b) => x2.apply_op3(w, b, op),
+        None => unreachable!("linear_gelu always has a bias"),
+    })
 }
 
 struct LinearOp;
@@ -158,6 +246,19 @@ impl CustomOp3 for LinearOp {
 /// `x Wᵀ + b` over the last dimension of `x` (any rank), or `None` where only the composed
 /// layer applies (not CPU, not f32).
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Option<Tensor>> {
+    apply(x, w, b, |x2, w, b| match b {
+        Some(b) => x2.apply_op3(w, b, LinearOp),
+        None => x2.apply_op2(w, LinearOp),
+    })
+}
+
+/// Checks shapes, flattens `x` to `[rows, in]`, runs `op` and restores the leading shape.
+fn apply(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    op: impl FnOnce(&Tensor, &Tensor, Option<&Tensor>) -> Result<Tensor>,
+) -> Result<Option<Tensor>> {
     if !applies(x) || !applies(w) || !b.is_none_or(applies) {
         return Ok(None);
     }
@@ -173,11 +274,8 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Option<Tenso
     }
     let rows = x.elem_count() / in_dim.max(1);
     let x2 = x.contiguous()?.reshape((rows, in_dim))?;
-    let w = w.contiguous()?;
-    let y = match b {
-        Some(b) => x2.apply_op3(&w, &b.contiguous()?, LinearOp)?,
-        None => x2.apply_op2(&w, LinearOp)?,
-    };
+    let b = b.map(Tensor::contiguous).transpose()?;
+    let y = op(&x2, &w.contiguous()?, b.as_ref())?;
     let mut out = dims;
     if let Some(last) = out.last_mut() {
         *last = out_dim;
@@ -246,6 +344,50 @@ mod tests {
                     max_diff(a, c)
                 );
             }
+        }
+    }
+
+    #[test]
+    fn linear_gelu_matches_linear_then_gelu_with_gradients() {
+        let dev = Device::Cpu;
+        let x = Var::randn(0f32, 1.0, (2, 9, 16), &dev).unwrap();
+        let w = Var::randn(0f32, 0.4, (48, 16), &dev).unwrap();
+        let b = Var::randn(0f32, 1.0, 48, &dev).unwrap();
+        let probe = Tensor::randn(0f32, 1.0, (2, 9, 48), &dev).unwrap();
+        let fused = linear_gelu(x.as_tensor(), w.as_tensor(), b.as_tensor())
+            .unwrap()
+            .unwrap();
+        let composed = x
+            .as_tensor()
+            .broadcast_matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(b.as_tensor())
+            .unwrap()
+            .gelu_erf()
+            .unwrap();
+        assert!(max_diff(&fused, &composed) < 1e-5);
+        let gf = (&fused * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gc = (&composed * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in [&x, &w, &b] {
+            let (a, c) = (
+                gf.get(v.as_tensor()).unwrap(),
+                gc.get(v.as_tensor()).unwrap(),
+            );
+            assert!(
+                max_diff(a, c) < 1e-4,
+                "gradient differs by {}",
+                max_diff(a, c)
+            );
         }
     }
 

@@ -200,7 +200,14 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: &Tensor, mode: &mut Mode) -> Result<Tensor> {
-        let h = self.activation.apply(&self.fc1.forward(x)?)?;
+        let fused = match (self.activation, self.fc1.bias()) {
+            (Activation::Gelu, Some(b)) => linear_op::linear_gelu(x, self.fc1.weight(), b)?,
+            _ => None,
+        };
+        let h = match fused {
+            Some(h) => h,
+            None => self.activation.apply(&self.fc1.forward(x)?)?,
+        };
         ops::dropout(&self.fc2.forward(&h)?, self.dropout, mode)
     }
 }
