@@ -16,6 +16,7 @@ pub mod fused;
 pub mod gemm;
 pub mod linear_op;
 mod math;
+pub mod norm_op;
 pub mod ops;
 mod storage;
 

@@ -29,11 +29,8 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(xn) = super::fused::normalize(x, self.eps)? {
-            if let Some(y) = super::fused::row_affine(&xn, &self.weight, &self.bias)? {
-                return Ok(y);
-            }
-            return xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias);
+        if let Some(y) = super::norm_op::layer_norm(x, &self.weight, &self.bias, self.eps)? {
+            return Ok(y);
         }
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
@@ -89,10 +86,7 @@ impl Module for Linear {
         let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
         let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
         let y = match &self.bias {
-            Some(b) => match super::fused::row_bias(&y, b)? {
-                Some(y) => y,
-                None => y.broadcast_add(b)?,
-            },
+            Some(b) => y.broadcast_add(b)?,
             None => y,
         };
         let mut out = dims;
