@@ -47,6 +47,8 @@ impl Dims {
 
 struct AttentionOp {
     heads: usize,
+    /// Whether a backward pass can follow (the input is tracked); if not, nothing is kept.
+    keep: bool,
     /// Softmax probabilities `[B, H, T, T]` of the last forward pass, for backward.
     probs: Mutex<Option<Arc<Vec<f32>>>>,
 }
@@ -130,8 +132,10 @@ impl AttentionOp {
     ) -> Result<(CpuStorage, Shape)> {
         let dm = self.dims(l)?;
         let (probs, out) = self.run(qkv, bias, dm)?;
-        if let Ok(mut slot) = self.probs.lock() {
-            *slot = Some(Arc::new(probs));
+        if self.keep {
+            if let Ok(mut slot) = self.probs.lock() {
+                *slot = Some(Arc::new(probs));
+            }
         }
         Ok((CpuStorage::F32(out), (dm.b, dm.t, dm.d).into()))
     }
@@ -265,6 +269,7 @@ pub fn attention(qkv: &Tensor, heads: usize, bias: Option<&Tensor>) -> Result<Op
     }
     let op = AttentionOp {
         heads,
+        keep: qkv.track_op(),
         probs: Mutex::new(None),
     };
     let qkv = qkv.contiguous()?;

@@ -106,6 +106,8 @@ const CHUNK: usize = 1 << 14;
 /// backward instead of being a graph node of its own, which saves the largest tensor of a
 /// transformer block (`[N, mlp_dim]`) a pass and a gradient buffer in each direction.
 struct LinearGeluOp {
+    /// Whether a backward pass can follow (an input is tracked); if not, nothing is kept.
+    keep: bool,
     pre: Mutex<Option<Arc<Vec<f32>>>>,
 }
 
@@ -131,8 +133,10 @@ impl CustomOp3 for LinearGeluOp {
         y.par_chunks_mut(CHUNK)
             .zip(pre.par_chunks(CHUNK))
             .for_each(|(y, p)| math::gelu(p, y));
-        if let Ok(mut slot) = self.pre.lock() {
-            *slot = Some(Arc::new(pre));
+        if self.keep {
+            if let Ok(mut slot) = self.pre.lock() {
+                *slot = Some(Arc::new(pre));
+            }
         }
         Ok((CpuStorage::F32(y), (n, out).into()))
     }
@@ -168,6 +172,7 @@ impl CustomOp3 for LinearGeluOp {
 /// applies.
 pub fn linear_gelu(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
     let op = LinearGeluOp {
+        keep: x.track_op() || w.track_op() || b.track_op(),
         pre: Mutex::new(None),
     };
     apply(x, w, Some(b), |x2, w, b| match b {

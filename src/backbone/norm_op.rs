@@ -19,6 +19,8 @@ type RowStats = Arc<Vec<(f32, f32)>>;
 
 struct LayerNormOp {
     eps: f32,
+    /// Whether a backward pass can follow (an input is tracked); if not, nothing is kept.
+    keep: bool,
     /// The row statistics of the last forward pass.
     stats: Mutex<Option<RowStats>>,
 }
@@ -70,8 +72,10 @@ impl CustomOp3 for LayerNormOp {
                     }
                 }
             });
-        if let Ok(mut slot) = self.stats.lock() {
-            *slot = Some(Arc::new(stats));
+        if self.keep {
+            if let Ok(mut slot) = self.stats.lock() {
+                *slot = Some(Arc::new(stats));
+            }
         }
         Ok((CpuStorage::F32(y), lx.shape().clone()))
     }
@@ -167,6 +171,7 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Option
     }
     let op = LayerNormOp {
         eps: eps as f32,
+        keep: x.track_op() || w.track_op() || b.track_op(),
         stats: Mutex::new(None),
     };
     x.contiguous()?
