@@ -281,6 +281,7 @@ pub fn attention(qkv: &Tensor, heads: usize, bias: Option<&Tensor>) -> Result<Op
 
 #[cfg(test)]
 mod tests {
+    use super::super::op_tests::assert_same_with_gradients;
     use super::*;
     use candle_core::{Device, Var, D};
 
@@ -317,19 +318,6 @@ mod tests {
             .unwrap()
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
-
     #[test]
     fn values_and_gradients_match_composed_attention() {
         let dev = Device::Cpu;
@@ -339,36 +327,10 @@ mod tests {
         let mut mask = vec![0f32; b * t];
         mask[t + t - 4..2 * t].fill(f32::MIN);
         let bias = Tensor::from_vec(mask, (b, t), &dev).unwrap();
-        let probe = Tensor::randn(0f32, 1.0, (b, t, d), &dev).unwrap();
         for bias in [None, Some(&bias)] {
             let f = attention(qkv.as_tensor(), heads, bias).unwrap().unwrap();
             let c = composed(qkv.as_tensor(), heads, bias);
-            assert!(
-                max_diff(&f, &c) < 1e-5,
-                "values differ by {}",
-                max_diff(&f, &c)
-            );
-            let gf = (&f * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let gc = (&c * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let (gf, gc) = (
-                gf.get(qkv.as_tensor()).unwrap(),
-                gc.get(qkv.as_tensor()).unwrap(),
-            );
-            assert!(
-                max_diff(gf, gc) < 1e-4,
-                "gradients differ by {}",
-                max_diff(gf, gc)
-            );
+            assert_same_with_gradients(&f, &c, &[&qkv], 1e-5, 1e-4);
         }
     }
 

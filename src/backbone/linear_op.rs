@@ -290,21 +290,9 @@ fn apply(
 
 #[cfg(test)]
 mod tests {
+    use super::super::op_tests::assert_same_with_gradients;
     use super::*;
     use candle_core::{Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     #[test]
     fn values_and_gradients_match_candle_matmul() {
@@ -313,42 +301,16 @@ mod tests {
             let x = Var::randn(0f32, 1.0, (3, 7, 24), &dev).unwrap();
             let w = Var::randn(0f32, 0.3, (40, 24), &dev).unwrap();
             let b = Var::randn(0f32, 1.0, 40, &dev).unwrap();
-            let probe = Tensor::randn(0f32, 1.0, (3, 7, 40), &dev).unwrap();
             let bt = bias.then(|| b.as_tensor());
             let fused = linear(x.as_tensor(), w.as_tensor(), bt).unwrap().unwrap();
             let mut composed = x.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap();
+            let mut vars = vec![&x, &w];
             if bias {
                 composed = composed.broadcast_add(b.as_tensor()).unwrap();
+                vars.push(&b);
             }
             assert_eq!(fused.dims(), [3, 7, 40]);
-            assert!(max_diff(&fused, &composed) < 1e-5);
-            let gf = (&fused * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let gc = (&composed * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let mut checked = vec![&x, &w];
-            if bias {
-                checked.push(&b);
-            }
-            for v in checked {
-                let (a, c) = (
-                    gf.get(v.as_tensor()).unwrap(),
-                    gc.get(v.as_tensor()).unwrap(),
-                );
-                assert!(
-                    max_diff(a, c) < 1e-4,
-                    "gradient differs by {}",
-                    max_diff(a, c)
-                );
-            }
+            assert_same_with_gradients(&fused, &composed, &vars, 1e-5, 1e-4);
         }
     }
 
@@ -358,7 +320,6 @@ mod tests {
         let x = Var::randn(0f32, 1.0, (2, 9, 16), &dev).unwrap();
         let w = Var::randn(0f32, 0.4, (48, 16), &dev).unwrap();
         let b = Var::randn(0f32, 1.0, 48, &dev).unwrap();
-        let probe = Tensor::randn(0f32, 1.0, (2, 9, 48), &dev).unwrap();
         let fused = linear_gelu(x.as_tensor(), w.as_tensor(), b.as_tensor())
             .unwrap()
             .unwrap();
@@ -370,30 +331,7 @@ mod tests {
             .unwrap()
             .gelu_erf()
             .unwrap();
-        assert!(max_diff(&fused, &composed) < 1e-5);
-        let gf = (&fused * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gc = (&composed * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        for v in [&x, &w, &b] {
-            let (a, c) = (
-                gf.get(v.as_tensor()).unwrap(),
-                gc.get(v.as_tensor()).unwrap(),
-            );
-            assert!(
-                max_diff(a, c) < 1e-4,
-                "gradient differs by {}",
-                max_diff(a, c)
-            );
-        }
+        assert_same_with_gradients(&fused, &composed, &[&x, &w, &b], 1e-5, 1e-4);
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub mod gemm;
 pub mod linear_op;
 mod math;
 pub mod norm_op;
+#[cfg(test)]
+mod op_tests;
 pub mod ops;
 mod storage;
 
