@@ -20,7 +20,7 @@ pub mod norm_op;
 #[cfg(test)]
 mod op_tests;
 pub mod ops;
-mod storage;
+pub mod storage;
 
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;

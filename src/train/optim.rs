@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::{backprop::GradStore, Tensor, Var};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::recipe::OptimizerSection;
@@ -85,15 +86,22 @@ impl AdamW {
             let Some(g) = g else { continue };
             let lr = lr * p.lr_scale;
             let step_size = lr / bc1;
-            p.m = ((&p.m * b1)? + (g * (1.0 - b1))?)?;
-            p.v = ((&p.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let mut w = p.var.as_tensor().detach();
-            if p.decay && self.weight_decay > 0.0 {
-                w = (w * (1.0 - lr * self.weight_decay))?;
+            let decay = if p.decay && self.weight_decay > 0.0 {
+                Some(1.0 - lr * self.weight_decay)
+            } else {
+                None
+            };
+            let c = Consts {
+                b1,
+                b2,
+                decay,
+                inv_bc2_sqrt: 1.0 / bc2_sqrt,
+                eps: self.eps,
+                step_size,
+            };
+            if !fused_update(p, g, &c)? {
+                composed_update(p, g, &c)?;
             }
-            let denom = ((p.v.sqrt()? / bc2_sqrt)? + self.eps)?;
-            let update = ((&p.m / denom)? * step_size)?;
-            p.var.set(&(w - update)?)?;
         }
         Ok(())
     }
@@ -141,6 +149,101 @@ impl AdamW {
         self.steps = steps;
         Ok(())
     }
+}
+
+/// The scalars of one parameter's update.
+struct Consts {
+    b1: f64,
+    b2: f64,
+    /// `1 - lr * weight_decay`, for parameters that decay.
+    decay: Option<f64>,
+    inv_bc2_sqrt: f64,
+    eps: f64,
+    step_size: f64,
+}
+
+/// The AdamW update of one parameter in one pass over its elements (CPU, f32), or `false`
+/// where the composed version must run. It evaluates, element by element and in f32, the
+/// very operations the composed version runs as candle ops (`x * s` is candle's
+/// `affine(s, 0)`, i.e. `x * s + 0`; `x / s` is `affine(1 / s, 0)`), so both give the same
+/// bits.
+fn fused_update(p: &mut Param, g: &Tensor, c: &Consts) -> Result<bool> {
+    use crate::backbone::storage::{applies, with_f32};
+    let w = p.var.as_tensor();
+    if ![w, g, &p.m, &p.v].into_iter().all(applies) || g.dims() != w.dims() {
+        return Ok(false);
+    }
+    let f = |x: f64| x as f32;
+    let (b1, nb1, b2, nb2) = (f(c.b1), f(1.0 - c.b1), f(c.b2), f(1.0 - c.b2));
+    let (inv_bc2, eps, step) = (f(c.inv_bc2_sqrt), f(c.eps), f(c.step_size));
+    let decay = c.decay.map(f);
+    let n = w.elem_count();
+    let (mut nw, mut nm, mut nv) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    // Element by element, over chunks on the pool; `d = 1` (times one, plus zero) stands for
+    // no decay and changes no bit.
+    let update =
+        |w: &[f32], g: &[f32], m: &[f32], v: &[f32], out: (&mut [f32], &mut [f32], &mut [f32])| {
+            let d = decay.unwrap_or(1.0);
+            let (ow, om, ov) = out;
+            for (((((ow, om), ov), &w), &g), (&m, &v)) in ow
+                .iter_mut()
+                .zip(om.iter_mut())
+                .zip(ov.iter_mut())
+                .zip(w)
+                .zip(g)
+                .zip(m.iter().zip(v))
+            {
+                let mi = (m * b1 + 0.0) + (g * nb1 + 0.0);
+                let vi = (v * b2 + 0.0) + ((g * g) * nb2 + 0.0);
+                let wi = if decay.is_some() { w * d + 0.0 } else { w };
+                let denom = (vi.sqrt() * inv_bc2 + 0.0) * 1.0 + eps;
+                *ow = wi - ((mi / denom) * step + 0.0);
+                *om = mi;
+                *ov = vi;
+            }
+        };
+    const CHUNK: usize = 1 << 14;
+    with_f32(w, |w| {
+        with_f32(g, |g| {
+            with_f32(&p.m, |m| {
+                with_f32(&p.v, |v| {
+                    nw.par_chunks_mut(CHUNK)
+                        .zip(nm.par_chunks_mut(CHUNK))
+                        .zip(nv.par_chunks_mut(CHUNK))
+                        .enumerate()
+                        .for_each(|(k, ((ow, om), ov))| {
+                            let r = k * CHUNK..(k * CHUNK + ow.len());
+                            update(
+                                &w[r.clone()],
+                                &g[r.clone()],
+                                &m[r.clone()],
+                                &v[r],
+                                (ow, om, ov),
+                            )
+                        })
+                })
+            })
+        })
+    })????;
+    let (shape, dev) = (w.shape().clone(), w.device().clone());
+    p.m = Tensor::from_vec(nm, shape.clone(), &dev)?;
+    p.v = Tensor::from_vec(nv, shape.clone(), &dev)?;
+    p.var.set(&Tensor::from_vec(nw, shape, &dev)?)?;
+    Ok(true)
+}
+
+/// The AdamW update of one parameter from candle ops, on any device.
+fn composed_update(p: &mut Param, g: &Tensor, c: &Consts) -> Result<()> {
+    p.m = ((&p.m * c.b1)? + (g * (1.0 - c.b1))?)?;
+    p.v = ((&p.v * c.b2)? + (g.sqr()? * (1.0 - c.b2))?)?;
+    let mut w = p.var.as_tensor().detach();
+    if let Some(d) = c.decay {
+        w = (w * d)?;
+    }
+    let denom = ((p.v.sqrt()? * c.inv_bc2_sqrt)? + c.eps)?;
+    let update = ((&p.m / denom)? * c.step_size)?;
+    p.var.set(&(w - update)?)?;
+    Ok(())
 }
 
 /// Gradients of `vars` from a backward pass, in order.
@@ -235,6 +338,45 @@ mod tests {
             (p2[0][1] as f64 - reference(-2.0, 0.25, 2.0)).abs() < 1e-5,
             "{p2:?}"
         );
+    }
+
+    /// The one-pass CPU update and the candle-op update give the same bits, with and
+    /// without weight decay, over several steps.
+    #[test]
+    fn fused_update_equals_the_composed_update_bitwise() {
+        let dev = Device::Cpu;
+        for decay in [Some(1.0 - 0.01 * 0.05), None] {
+            let w0 = Tensor::randn(0f32, 1.0, (7, 13), &dev).unwrap();
+            let param = || Param {
+                name: "w".into(),
+                var: Var::from_tensor(&w0).unwrap(),
+                decay: decay.is_some(),
+                lr_scale: 1.0,
+                m: w0.zeros_like().unwrap(),
+                v: w0.zeros_like().unwrap(),
+            };
+            let (mut a, mut b) = (param(), param());
+            for t in 1..=4 {
+                let g = Tensor::randn(0f32, 1.0, (7, 13), &dev).unwrap();
+                let c = Consts {
+                    b1: 0.9,
+                    b2: 0.95,
+                    decay,
+                    inv_bc2_sqrt: 1.0 / (1.0 - 0.95f64.powi(t)).sqrt(),
+                    eps: 1e-8,
+                    step_size: 0.01 / (1.0 - 0.9f64.powi(t)),
+                };
+                assert!(fused_update(&mut a, &g, &c).unwrap());
+                composed_update(&mut b, &g, &c).unwrap();
+            }
+            let bits = |t: &Tensor| -> Vec<u32> {
+                let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+                v.into_iter().map(f32::to_bits).collect()
+            };
+            assert_eq!(bits(a.var.as_tensor()), bits(b.var.as_tensor()));
+            assert_eq!(bits(&a.m), bits(&b.m));
+            assert_eq!(bits(&a.v), bits(&b.v));
+        }
     }
 
     #[test]
