@@ -314,3 +314,26 @@ fn backbone_gradients_match_finite_differences() {
         );
     }
 }
+
+/// A batch of no examples, or of empty sequences, goes through the encoder (fused kernels
+/// and composed ops alike) as an empty output of the right shape, not a panic.
+#[test]
+fn empty_batches_and_sequences_give_empty_outputs() {
+    let dev = Device::Cpu;
+    for norm in [NormPosition::Pre, NormPosition::Post] {
+        let cfg = EncoderConfig {
+            norm,
+            ..encoder_cfg(16, 2, 2, 32)
+        };
+        let store = ParamStore::new(1);
+        let enc = Encoder::new(&cfg, store.var_builder(&dev)).unwrap();
+        for (b, t) in [(2, 0), (0, 5)] {
+            let x = Tensor::zeros((b, t, 16), DType::F32, &dev).unwrap();
+            let mask = Tensor::ones((b, t), DType::F32, &dev).unwrap();
+            for m in [None, Some(&mask)] {
+                let out = enc.forward(&x, m, &mut Mode::Eval).unwrap();
+                assert_eq!(out.dims(), [b, t, 16], "{norm:?} [{b}, {t}]");
+            }
+        }
+    }
+}

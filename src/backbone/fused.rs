@@ -26,6 +26,10 @@ fn f32_rows(t: &Tensor) -> Result<Vec<f32>> {
 const PAR_MIN: usize = 1 << 14;
 
 fn for_rows(out: &mut [f32], d: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    // Rows of width 0 (an empty sequence) have nothing to compute.
+    if d == 0 || out.is_empty() {
+        return;
+    }
     if out.len() < PAR_MIN {
         out.chunks_mut(d).enumerate().for_each(|(i, o)| f(i, o));
     } else {
@@ -151,6 +155,17 @@ mod tests {
                 |x| x.gelu_erf().unwrap(),
                 rows,
             );
+        }
+    }
+
+    /// Empty sequences (zero-width rows, or no rows) are empty outputs, not panics.
+    #[test]
+    fn empty_inputs_give_empty_outputs() {
+        let dev = Device::Cpu;
+        for shape in [(3, 0), (0, 5)] {
+            let x = Tensor::zeros(shape, candle_core::DType::F32, &dev).unwrap();
+            assert_eq!(softmax_last_dim(&x).unwrap().unwrap().dims(), x.dims());
+            assert_eq!(gelu_erf(&x).unwrap().unwrap().dims(), x.dims());
         }
     }
 
