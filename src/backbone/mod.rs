@@ -160,9 +160,7 @@ impl Attention {
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         ops::dropout(&self.o.forward(&ctx)?, self.dropout, mode)
     }
-}
 
-impl Attention {
     /// The CPU path: one projection to packed `q | k | v` and one attention op
     /// (`attention_op.rs`); `None` where that op does not apply.
     fn fused(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
