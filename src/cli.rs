@@ -4,13 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::apply::{self, EmbedInputs};
+use crate::backbone::Pooling;
 use crate::error::{Error, Result};
-use crate::hf;
 use crate::recipe::{self, Override};
 use crate::run::{self, dir, RunOptions};
-
-mod embed;
-use embed::{embed, embed_audio, embed_text};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -274,57 +272,14 @@ pub fn execute(cli: Cli) -> Result<()> {
             device,
         } => {
             let ExportFormat::Hf = format;
-            let dev = crate::device::open(device)?;
-            let model = match hf::source::load_any(&src, &dev)? {
-                hf::source::AnyModel::Image(m) => m,
-                hf::source::AnyModel::Audio(m) => {
-                    let files = hf::audio::write_hf(&m, &out)?;
-                    println!(
-                        "wrote {} ({}) to {}",
-                        file_names(&files),
-                        m.spec.hf_class(),
-                        out.display()
-                    );
-                    if let Some(note) = hf::audio::notes(&m.spec) {
-                        eprintln!("note: {note}");
-                    }
-                    return Ok(());
-                }
-                hf::source::AnyModel::Spectrogram(m) => {
-                    let files = hf::spectrogram::write(&m, &out)?;
-                    println!(
-                        "wrote {} (pretext Audio-MAE encoder, layout in docs/audio-mae-export.md) to {}",
-                        file_names(&files),
-                        out.display()
-                    );
-                    return Ok(());
-                }
-                hf::source::AnyModel::Text(m) => {
-                    let files = hf::text::write_hf(&m, &out)?;
-                    println!(
-                        "wrote {} ({}) to {}",
-                        file_names(&files),
-                        m.spec.hf_class(),
-                        out.display()
-                    );
-                    if let Some(note) = hf::text::notes(&m.spec) {
-                        eprintln!("note: {note}");
-                    }
-                    return Ok(());
-                }
-            };
-            let files = hf::export::write_hf(&model, &out)?;
+            let e = apply::export(&src, &out, &crate::device::open(device)?)?;
             println!(
                 "wrote {} ({}) to {}",
-                files
-                    .iter()
-                    .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                model.spec.hf_class(),
+                file_names(&e.files),
+                e.class,
                 out.display()
             );
-            if let Some(note) = hf::export::notes(&model) {
+            if let Some(note) = e.note {
                 eprintln!("note: {note}");
             }
             Ok(())
@@ -334,32 +289,7 @@ pub fn execute(cli: Cli) -> Result<()> {
             inputs,
             out,
             device,
-        } => {
-            let dev = crate::device::open(device)?;
-            let tensors = crate::tensor_io::read(&inputs, &dev)?.tensors;
-            let outputs = match hf::source::load_any(&model, &dev)? {
-                hf::source::AnyModel::Image(loaded) => {
-                    hf::Model::build(&loaded, &dev)?.forward(&tensors)
-                }
-                hf::source::AnyModel::Text(loaded) => {
-                    hf::text::TextModel::build(&loaded, &dev)?.forward(&tensors)
-                }
-                hf::source::AnyModel::Audio(loaded) => {
-                    hf::audio::AudioModel::build(&loaded, &dev)?.forward(&tensors)
-                }
-                hf::source::AnyModel::Spectrogram(loaded) => {
-                    hf::spectrogram::SpectrogramModel::build(&loaded, &dev)?.forward(&tensors)
-                }
-            };
-            let outputs = outputs.map_err(|e| match e {
-                Error::Usage(msg) => Error::data(&inputs, msg),
-                Error::Candle(c) => Error::data(&inputs, c.to_string()),
-                e => e,
-            })?;
-            let list: Vec<(String, candle_core::Tensor)> = outputs.into_iter().collect();
-            crate::tensor_io::write(&out, &list, Default::default())?;
-            Ok(())
-        }
+        } => apply::forward(&model, &inputs, &out, &crate::device::open(device)?),
         Command::Embed {
             model,
             images,
@@ -371,39 +301,19 @@ pub fn execute(cli: Cli) -> Result<()> {
             no_normalize,
             device,
         } => {
+            let inputs = EmbedInputs::from_args(images, texts, text_file.as_deref(), audio)?;
             let dev = crate::device::open(device)?;
-            if !audio.is_empty() {
-                if !images.is_empty() || !texts.is_empty() || text_file.is_some() {
-                    return Err(Error::Usage(
-                        "embed: give WAV files, images or sentences, not several kinds".into(),
-                    ));
+            let pooling = pooling.map(|p| match p {
+                PoolingArg::Cls => Pooling::Cls,
+                PoolingArg::Mean => Pooling::Mean,
+            });
+            let out = out.as_deref();
+            match inputs {
+                EmbedInputs::Images(i) => apply::embed_images(&model, &i, out, pooling, &dev),
+                EmbedInputs::Texts(t) => {
+                    apply::embed_text(&model, &t, out, pooling, !no_normalize, &dev)
                 }
-                return embed_audio(&model, &audio, out.as_deref(), pooling, &dev);
-            }
-            let mut texts = texts;
-            if let Some(file) = &text_file {
-                let all = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-                texts.extend(
-                    all.lines()
-                        .filter(|l| !l.trim().is_empty())
-                        .map(str::to_string),
-                );
-                if texts.is_empty() {
-                    return Err(Error::data(file, "no sentences in this file"));
-                }
-            }
-            match (images.is_empty(), texts.is_empty()) {
-                (false, true) => embed(&model, &images, out.as_deref(), pooling, &dev),
-                (true, false) => {
-                    embed_text(&model, &texts, out.as_deref(), pooling, !no_normalize, &dev)
-                }
-                (true, true) => Err(Error::Usage(
-                    "embed: give --image PATH..., --text SENTENCE / --text-file FILE, or --audio WAV..."
-                        .into(),
-                )),
-                (false, false) => Err(Error::Usage(
-                    "embed: give images or sentences, not both".into(),
-                )),
+                EmbedInputs::Audio(a) => apply::embed_audio(&model, &a, out, pooling, &dev),
             }
         }
     }

@@ -1,10 +1,20 @@
 //! pretext: self-supervised (masked) pretraining for vision, text and audio on Candle.
 //!
-//! Direction of dependency (see DESIGN.md):
-//! `cli` → `run` → `objective` / `head` / `modality` → `backbone` → candle;
-//! `recipe`, `train`, `params` and `tensor_io` serve `run`; `hf` (Hugging Face weights in
-//! and out) maps `transformers` checkpoints onto `modality` / `objective` models.
+//! Direction of dependency (each module uses only those to its left; `tests/layering.rs`
+//! enforces it):
+//!
+//! ```text
+//! error ← device, tensor_io ← params ← backbone ← train ← modality ← objective
+//!       ← head, hf ← recipe ← run ← apply, inspect ← cli
+//! ```
+//!
+//! `backbone` is the shared transformer; `modality/*` read data and build encoders;
+//! `objective/*` are the pretext tasks; `head/*` the probes and fine-tuning; `hf` maps
+//! Hugging Face files onto these models and back; `recipe` is the schema, `run` the
+//! pipeline; `apply` uses finished models (forward, embed, export); `cli` parses and
+//! dispatches.
 
+pub mod apply;
 pub mod backbone;
 pub mod cli;
 pub mod device;

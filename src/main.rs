@@ -2,8 +2,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-// glibc malloc maps and unmaps every large tensor buffer; mimalloc keeps freed memory,
-// which took an MAE step from 44 to 70 samples/s in the measurement DESIGN.md records.
+// glibc malloc maps and unmaps every large tensor buffer; mimalloc keeps freed memory
+// (docs/benchmarks.md, "mimalloc keeps freed pages").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

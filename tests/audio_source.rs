@@ -11,9 +11,9 @@ use pretext::modality::audio::classifier::WaveformClassifierSpec;
 use pretext::modality::audio::clips::fit_length;
 use pretext::modality::audio::load_clip;
 use pretext::recipe::{self, DownstreamInput, Override, Pooling};
-use pretext::run::audio::prepare_waveform;
 use pretext::run::downstream::DownstreamTask;
-use pretext::run::waveform_task::WaveformTask;
+use pretext::run::waveform;
+use pretext::run::waveform::task::WaveformTask;
 use pretext::run::{self, RunOptions};
 
 const RECIPE: &str = "recipes/wav2vec2-words-sample.toml";
@@ -45,7 +45,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 fn probe_features_are_the_sources_mean_pooled_hidden_states() {
     let loaded = load(&["device=\"cpu\""]).unwrap();
     let r = &loaded.recipe;
-    let p = prepare_waveform(r, &loaded.file).unwrap();
+    let p = waveform::prepare(r, &loaded.file, Device::Cpu).unwrap();
     assert_eq!(p.train.len(), 80);
     assert_eq!(p.test.len(), 40);
     assert_eq!(p.spec.classes.len(), 20);

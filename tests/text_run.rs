@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use pretext::hf::source::{self, AnyModel};
 use pretext::modality::text::tokenizer::TextTokenizer;
 use pretext::recipe::{self, Override};
+use pretext::run::source::{self, AnyModel};
 use pretext::run::{self, RunOptions};
 use pretext::train::checkpoint;
 

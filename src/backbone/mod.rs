@@ -20,13 +20,15 @@ pub mod norm_op;
 #[cfg(test)]
 mod op_tests;
 pub mod ops;
+pub mod pool;
 pub mod storage;
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 pub use ops::{LayerNorm, Linear, Mode};
+pub use pool::{masked_mean, pool, Pooling, Tokens};
 pub use storage::set_fused_cpu_ops;
 
 /// Where LayerNorm sits relative to the residual connection.
@@ -321,19 +323,5 @@ impl Encoder {
 
     pub fn dim(&self) -> usize {
         self.dim
-    }
-}
-
-/// Mean of hidden states over the tokens where `mask` is 1 (all tokens when `None`).
-/// `x: [B, T, D]`, `mask: [B, T]` → `[B, D]`.
-pub fn masked_mean(x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-    match mask {
-        None => x.mean(1),
-        Some(m) => {
-            let m = m.to_dtype(x.dtype())?.unsqueeze(D::Minus1)?; // [B, T, 1]
-            let sum = x.broadcast_mul(&m)?.sum(1)?;
-            let count = m.sum(1)?.clamp(1e-9, f64::INFINITY)?;
-            sum.broadcast_div(&count)
-        }
     }
 }

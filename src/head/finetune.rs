@@ -15,7 +15,7 @@ use crate::backbone::ops::cross_entropy_smoothed;
 use crate::backbone::Mode;
 use crate::error::{Error, Result};
 use crate::params::ParamStore;
-use crate::recipe::{OptimizerKind, OptimizerSection, ScheduleKind, ScheduleSection};
+use crate::train::config::{OptimizerKind, OptimizerSection, ScheduleKind, ScheduleSection};
 use crate::train::optim::{self, AdamW};
 use crate::train::schedule::Schedule;
 

@@ -11,7 +11,7 @@ use crate::backbone::ops::cross_entropy;
 use crate::backbone::Linear;
 use crate::error::{Error, Result};
 use crate::params::ParamStore;
-use crate::recipe::{OptimizerKind, OptimizerSection};
+use crate::train::config::{OptimizerKind, OptimizerSection};
 use crate::train::optim::{self, AdamW};
 
 #[derive(Debug, Clone)]

@@ -12,10 +12,10 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use super::spec::{Kind, ModelSpec};
+use crate::backbone::Pooling;
 use crate::backbone::{Activation, EncoderConfig, NormPosition};
 use crate::error::{Error, Result};
 use crate::modality::image::{ImageGeometry, Positions};
-use crate::recipe::Pooling;
 
 /// The `transformers` classes pretext loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

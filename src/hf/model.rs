@@ -10,11 +10,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::spec::{Kind, LoadedModel};
+use crate::backbone::{pool, Pooling, Tokens};
 use crate::backbone::{Linear, Mode};
 use crate::error::{Error, Result};
 use crate::modality::image::{ImageClassifier, ImageEncoder, Positions};
 use crate::objective::mae::{Mae, MaeConfig};
-use crate::recipe::Pooling;
 
 /// Seed of the masking noise drawn when `forward` is given none.
 pub const DEFAULT_NOISE_SEED: u64 = 0;
@@ -113,10 +113,7 @@ impl Model {
     /// patch tokens'.
     pub fn embed(&self, pixel_values: &Tensor, pooling: Pooling) -> Result<Tensor> {
         let h = self.hidden(pixel_values)?;
-        Ok(match pooling {
-            Pooling::Cls => h.narrow(1, 0, 1)?.squeeze(1)?,
-            Pooling::Mean => h.narrow(1, 1, h.dim(1)? - 1)?.mean(1)?,
-        })
+        Ok(pool(&h, pooling, Tokens::ClsThenPatches)?)
     }
 
     /// Runs the model on `inputs` (`pixel_values`, optional `noise` for MAE, optional

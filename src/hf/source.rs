@@ -1,11 +1,12 @@
 //! Model sources: whatever `--model` / `export SRC` names, loaded as a [`LoadedModel`].
 //!
 //! - `hf:org/name[@rev]` — a model in the local Hugging Face cache ([`super::hub`])
-//! - a run directory — its latest checkpoint and its `recipe.toml` (an MAE; a SimMIM
-//!   run's encoder)
-//! - a checkpoint file inside a run (`RUN/checkpoints/step-NNNNNNN.safetensors`)
 //! - a saved classifier directory (`model.json` + `model.safetensors`)
-//! - a Hugging Face model directory (`config.json` + `model.safetensors`)
+//! - a Hugging Face model directory (`config.json` + `model.safetensors`), or an exported
+//!   Audio-MAE encoder
+//!
+//! Run directories and the checkpoints inside them are the pipeline's (`run::source`
+//! reads them and falls back to this module).
 //!
 //! A `model.safetensors` file given directly stands for the directory it is in.
 
@@ -24,9 +25,6 @@ use crate::error::{Error, Result};
 use crate::modality::image::classifier::{ClassifierSpec, SPEC_FILE, WEIGHTS_FILE};
 use crate::modality::image::encoder::sincos_with_cls;
 use crate::modality::image::Positions;
-use crate::recipe::ObjectiveKind;
-use crate::run::dir;
-use crate::train::checkpoint as ckpt;
 
 /// An image, a text or an audio model.
 #[derive(Debug, Clone)]
@@ -65,70 +63,8 @@ fn typed_dir(src: &str) -> Result<Option<(PathBuf, String)>> {
     Ok(text::model_type(&dir).map(|t| (dir, t)))
 }
 
-/// The run (and checkpoint) `src` names when it is a run holding `config_file` (text:
-/// `text-config.json`, audio: `audio-config.json`): a run directory (its latest checkpoint)
-/// or a checkpoint file inside one.
-fn run_with(src: &str, config_file: &str) -> Result<Option<(PathBuf, PathBuf)>> {
-    let path = Path::new(src);
-    let (run, checkpoint) = if dir::is_run_dir(path) {
-        (path.to_path_buf(), None)
-    } else if path.is_file() {
-        match path
-            .parent()
-            .and_then(Path::parent)
-            .filter(|r| dir::is_run_dir(r))
-        {
-            Some(run) => (run.to_path_buf(), Some(path.to_path_buf())),
-            None => return Ok(None),
-        }
-    } else {
-        return Ok(None);
-    };
-    if !run.join(config_file).is_file() {
-        return Ok(None);
-    }
-    let checkpoint = match checkpoint {
-        Some(c) => c,
-        None => ckpt::latest(&run.join("checkpoints"))?
-            .ok_or_else(|| Error::data(&run, "this run has no checkpoint yet"))?,
-    };
-    Ok(Some((run, checkpoint)))
-}
-
-/// A text run's checkpoint as a masked language model (`text.*` + `mlm.*`), with the run's
-/// tokenizer.
-fn load_text_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<TextLoaded> {
-    let cfg_path = run.join(crate::run::text::CONFIG_FILE);
-    let json = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-    let config: crate::modality::text::TextConfig =
-        serde_json::from_str(&json).map_err(|e| Error::data(&cfg_path, e.to_string()))?;
-    let mut tensors = ckpt::load(checkpoint, device)?.model;
-    tensors.retain(|name, _| name.starts_with("text.") || name.starts_with("mlm."));
-    let tokenizer = run.join(crate::run::text::TOKENIZER_FILE);
-    Ok(TextLoaded {
-        spec: super::bert::TextSpec {
-            config,
-            kind: super::bert::TextKind::MaskedLm,
-        },
-        tensors,
-        tokenizer: tokenizer.is_file().then_some(tokenizer),
-        hf_config: None,
-        origin: checkpoint.display().to_string(),
-    })
-}
-
 /// Loads the model `src` names, image, text or audio, on `device`.
 pub fn load_any(src: &str, device: &Device) -> Result<AnyModel> {
-    if let Some((run, checkpoint)) = run_with(src, crate::run::text::CONFIG_FILE)? {
-        return Ok(AnyModel::Text(load_text_run(&run, &checkpoint, device)?));
-    }
-    if let Some((run, checkpoint)) = run_with(src, crate::run::audio::CONFIG_FILE)? {
-        return Ok(AnyModel::Spectrogram(spectrogram::read_run(
-            &run,
-            &checkpoint,
-            device,
-        )?));
-    }
     match typed_dir(src)? {
         Some((dir, t)) if text::is_text_type(&t) => {
             Ok(AnyModel::Text(text::read_dir(&dir, device, src)?))
@@ -164,24 +100,12 @@ pub fn load(src: &str, device: &Device) -> Result<LoadedModel> {
         {
             return load(&parent.display().to_string(), device);
         }
-        let run = path
-            .parent()
-            .and_then(Path::parent)
-            .filter(|r| dir::is_run_dir(r))
-            .ok_or_else(|| {
-                Error::data(
-                    path,
-                    "a checkpoint file must be inside a run directory (RUN/checkpoints/), whose \
-                     recipe.toml describes the model; give a run, classifier or Hugging Face \
-                     directory, or hf:org/name",
-                )
-            })?;
-        return load_run(run, path, device);
-    }
-    if dir::is_run_dir(path) {
-        let latest = ckpt::latest(&path.join("checkpoints"))?
-            .ok_or_else(|| Error::data(path, "this run has no checkpoint yet"))?;
-        return load_run(path, &latest, device);
+        return Err(Error::data(
+            path,
+            "a checkpoint file must be inside a run directory (RUN/checkpoints/), whose \
+             recipe.toml describes the model; give a run, classifier or Hugging Face \
+             directory, or hf:org/name",
+        ));
     }
     if path.join(SPEC_FILE).is_file() {
         return load_classifier(path, device);
@@ -201,7 +125,7 @@ pub fn load(src: &str, device: &Device) -> Result<LoadedModel> {
 
 /// Checks `tensors` (pretext names) against the table for `spec` and adds the fixed
 /// position tables the model computes rather than stores.
-fn complete(
+pub fn complete(
     spec: &ModelSpec,
     mut tensors: BTreeMap<String, Tensor>,
     path: &Path,
@@ -236,67 +160,6 @@ fn complete(
     Ok(out)
 }
 
-fn recipe_normalize(run: &Path) -> Result<Option<Normalize>> {
-    let loaded = crate::recipe::load(&run.join(dir::RECIPE_FILE), &[])?;
-    Ok(loaded.recipe.data.image.map(|i| Normalize {
-        mean: i.mean,
-        std: i.std,
-    }))
-}
-
-/// A pretext run at one of its checkpoints: an MAE whole; for SimMIM, whose prediction head
-/// has no `transformers` counterpart here, the encoder alone (a `ViTModel` without pooler).
-fn load_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<LoadedModel> {
-    let recipe_path = run.join(dir::RECIPE_FILE);
-    let loaded = crate::recipe::load(&recipe_path, &[])?;
-    let r = &loaded.recipe;
-    let image = r.data.image.clone().ok_or_else(|| Error::InvalidValue {
-        file: recipe_path.clone(),
-        key: "data.image".into(),
-        message: "missing".into(),
-    })?;
-    let mut model = ckpt::load(checkpoint, device)?.model;
-    let spec = match r.objective.kind {
-        ObjectiveKind::Mae => {
-            let cfg = crate::run::pretrain::mae_config(r, &image)?;
-            ModelSpec {
-                geometry: cfg.geometry,
-                encoder: cfg.encoder,
-                positions: Positions::Sincos,
-                kind: Kind::Mae {
-                    decoder: cfg.decoder,
-                    mask_ratio: cfg.mask_ratio,
-                    norm_pix_loss: cfg.norm_pix_loss,
-                },
-            }
-        }
-        ObjectiveKind::Simmim => {
-            let cfg = crate::run::pretrain::simmim_config(r, &image);
-            model.retain(|name, _| name.starts_with("vit."));
-            ModelSpec {
-                geometry: cfg.geometry,
-                encoder: cfg.encoder,
-                positions: Positions::Sincos,
-                kind: Kind::Encoder { pooler: None },
-            }
-        }
-        ObjectiveKind::Mlm => {
-            return Err(Error::data(run, "a text (mlm) run is not an image model"));
-        }
-    };
-    let tensors = complete(&spec, model, checkpoint, device)?;
-    Ok(LoadedModel {
-        spec,
-        tensors,
-        normalize: Normalize {
-            mean: image.mean,
-            std: image.std,
-        },
-        hf_config: None,
-        origin: checkpoint.display().to_string(),
-    })
-}
-
 /// A saved classifier directory.
 fn load_classifier(path: &Path, device: &Device) -> Result<LoadedModel> {
     let cs = ClassifierSpec::read(path)?;
@@ -317,18 +180,10 @@ fn load_classifier(path: &Path, device: &Device) -> Result<LoadedModel> {
     };
     let tensors = complete(&spec, tensors, &weights, device)?;
     let channels = spec.geometry.channels;
-    // RUN/downstream/<name>/ takes the run's normalisation.
-    let run = path
-        .parent()
-        .and_then(Path::parent)
-        .filter(|r| dir::is_run_dir(r));
-    let normalize = match preprocessor_normalize(path, channels)? {
-        Some(n) => n,
-        None => match run {
-            Some(run) => recipe_normalize(run)?.unwrap_or_else(|| Normalize::half(channels)),
-            None => Normalize::half(channels),
-        },
-    };
+    // Without a preprocessor config, [0.5] (a classifier inside a run takes the run's
+    // normalisation instead: `run::source`).
+    let normalize =
+        preprocessor_normalize(path, channels)?.unwrap_or_else(|| Normalize::half(channels));
     Ok(LoadedModel {
         spec,
         tensors,

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use candle_core::Tensor;
 
 use crate::backbone::EncoderConfig;
+use crate::backbone::Pooling;
 use crate::modality::image::{ImageGeometry, Positions};
-use crate::recipe::Pooling;
 
 /// The task wrapper around the image encoder.
 #[derive(Debug, Clone, PartialEq)]

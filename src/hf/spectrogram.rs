@@ -1,5 +1,5 @@
-//! Audio-MAE encoders in and out: a pretext audio run (its latest checkpoint, or a checkpoint
-//! inside it) or an exported directory → [`SpectrogramLoaded`], the runnable
+//! Audio-MAE encoders in and out: an exported directory (a run's checkpoint is read by
+//! `run::source`) → [`SpectrogramLoaded`], the runnable
 //! [`SpectrogramModel`], and export ([`write`]) in pretext's own documented layout
 //! (`docs/audio-mae-export.md`), since `transformers` has no class for it:
 //!
@@ -19,14 +19,13 @@ use candle_nn::VarBuilder;
 use serde_json::{json, Map, Value};
 
 use super::checkpoint::{weights_file, CONFIG_FILE, WEIGHTS_FILE};
-use crate::backbone::Mode;
+
+use crate::backbone::{pool, Mode, Pooling, Tokens};
 use crate::error::{Error, Result};
-use crate::modality::audio::classifier::pool;
 use crate::modality::audio::clips::AudioFeatures;
+use crate::modality::audio::config::AudioRunConfig;
 use crate::modality::audio::encoder::SpectrogramEncoder;
 use crate::modality::audio::mel::MelSpectrogram;
-use crate::recipe::Pooling;
-use crate::run::audio::AudioRunConfig;
 use crate::tensor_io;
 
 /// `model_type` of an exported Audio-MAE encoder.
@@ -39,20 +38,6 @@ pub struct SpectrogramLoaded {
     pub tensors: BTreeMap<String, Tensor>,
     /// Where it came from, for messages.
     pub origin: String,
-}
-
-/// The encoder of an audio run's checkpoint (`audio-config.json` beside it).
-pub fn read_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<SpectrogramLoaded> {
-    let config = AudioRunConfig::read(&run.join(crate::run::audio::CONFIG_FILE))?;
-    let mut tensors = crate::train::checkpoint::load(checkpoint, device)?.model;
-    tensors.retain(|name, _| name.starts_with("audio."));
-    let loaded = SpectrogramLoaded {
-        config,
-        tensors,
-        origin: checkpoint.display().to_string(),
-    };
-    loaded.check(checkpoint, "")?;
-    Ok(loaded)
 }
 
 /// An exported directory ([`write`]).
@@ -90,7 +75,7 @@ pub fn read_dir(dir: &Path, device: &Device, origin: &str) -> Result<Spectrogram
 impl SpectrogramLoaded {
     /// Every tensor the encoder needs is there with its shape, and nothing else. Messages name
     /// tensors as `path` does: without `strip` (`"audio."` for an export's file).
-    fn check(&self, path: &Path, strip: &str) -> Result<()> {
+    pub fn check(&self, path: &Path, strip: &str) -> Result<()> {
         let shown = |name: &str| name.strip_prefix(strip).unwrap_or(name).to_string();
         let reference = crate::params::ParamStore::new(0);
         let c = &self.config;
@@ -262,7 +247,7 @@ impl SpectrogramModel {
         let h = self
             .encoder
             .forward(&self.spectrograms(windows, device)?, &mut Mode::Eval)?;
-        Ok(pool(&h, pooling)?)
+        Ok(pool(&h, pooling, Tokens::ClsThenPatches)?)
     }
 
     /// `pretext forward`: `input_values` `[B, S]` (waveforms at the model's rate; each row

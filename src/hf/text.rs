@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::bert::{self, TextKind, TextSpec};
 use super::checkpoint::{reject_leftovers, take_prefixed, weights_file, CONFIG_FILE, WEIGHTS_FILE};
-use crate::backbone::{masked_mean, Linear, Mode};
+use crate::backbone::{pool, Linear, Mode, Pooling, Tokens};
 use crate::error::{Error, Result};
 use crate::modality::text::pack::pad_batch;
 use crate::modality::text::{MlmHead, TextConfig, TextEncoder};
@@ -213,14 +213,11 @@ impl TextModel {
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
-        pooling: crate::recipe::Pooling,
+        pooling: Pooling,
         normalize: bool,
     ) -> Result<Tensor> {
         let h = self.hidden(input_ids, None, Some(attention_mask))?;
-        let e = match pooling {
-            crate::recipe::Pooling::Mean => masked_mean(&h, Some(attention_mask))?,
-            crate::recipe::Pooling::Cls => h.narrow(1, 0, 1)?.squeeze(1)?,
-        };
+        let e = pool(&h, pooling, Tokens::Masked(attention_mask))?;
         if !normalize {
             return Ok(e);
         }

@@ -7,9 +7,13 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::backbone::Pooling;
 use crate::backbone::{Activation, EncoderConfig, NormPosition};
 pub use crate::modality::text::mask::SpanConfig;
 pub use crate::modality::text::tokenizer::TokenizerKind;
+pub use crate::train::config::{
+    OptimizerKind, OptimizerSection, ScheduleKind, ScheduleSection, TrainSection,
+};
 
 /// A complete recipe: what to pretrain, on what, how, and what to evaluate afterwards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -365,76 +369,6 @@ pub struct DecoderSection {
     pub mlp_dim: Option<usize>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainSection {
-    /// Optimizer steps.
-    pub steps: usize,
-    /// Examples per micro-batch.
-    pub batch_size: usize,
-    /// Micro-batches whose gradients are summed per optimizer step (effective batch =
-    /// `batch_size * grad_accum`).
-    #[serde(default = "defaults::one")]
-    pub grad_accum: usize,
-    pub optimizer: OptimizerSection,
-    #[serde(default)]
-    pub schedule: ScheduleSection,
-    /// Clip gradients to this global L2 norm.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clip_grad_norm: Option<f64>,
-    /// Write a checkpoint (and pictures) every N steps, and at the end.
-    #[serde(default = "defaults::checkpoint_every")]
-    pub checkpoint_every: usize,
-    /// Checkpoints kept on disk (oldest removed first).
-    #[serde(default = "defaults::keep_checkpoints")]
-    pub keep_checkpoints: usize,
-    /// Log a metrics line every N steps.
-    #[serde(default = "defaults::log_every")]
-    pub log_every: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerKind {
-    Adamw,
-}
-
-/// AdamW (decoupled weight decay). Biases, norms, and tokens get no weight decay.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OptimizerSection {
-    pub kind: OptimizerKind,
-    pub lr: f64,
-    #[serde(default = "defaults::weight_decay")]
-    pub weight_decay: f64,
-    #[serde(default = "defaults::betas")]
-    pub betas: [f64; 2],
-    #[serde(default = "defaults::eps")]
-    pub eps: f64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ScheduleKind {
-    #[default]
-    Constant,
-    Linear,
-    Cosine,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleSection {
-    #[serde(default)]
-    pub kind: ScheduleKind,
-    /// Steps of linear warm-up from 0 to `lr`.
-    #[serde(default)]
-    pub warmup_steps: usize,
-    /// Final learning rate for linear and cosine decay.
-    #[serde(default)]
-    pub min_lr: f64,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HeadKind {
@@ -459,15 +393,6 @@ pub enum DownstreamInput {
     Scratch,
     /// No encoder: the normalised pixels themselves are the features (linear probe / k-NN).
     Pixels,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Pooling {
-    /// The class token's final hidden state.
-    Cls,
-    /// Mean of the patch tokens' final hidden states.
-    Mean,
 }
 
 /// A downstream evaluation on the labelled splits (`data.train` with labels for training,
@@ -564,9 +489,6 @@ mod defaults {
     pub fn yes() -> bool {
         true
     }
-    pub fn one() -> usize {
-        1
-    }
     pub fn half() -> Vec<f32> {
         vec![0.5]
     }
@@ -581,24 +503,6 @@ mod defaults {
     }
     pub fn vocab_size() -> usize {
         8000
-    }
-    pub fn checkpoint_every() -> usize {
-        500
-    }
-    pub fn keep_checkpoints() -> usize {
-        3
-    }
-    pub fn log_every() -> usize {
-        10
-    }
-    pub fn weight_decay() -> f64 {
-        0.05
-    }
-    pub fn betas() -> [f64; 2] {
-        [0.9, 0.95]
-    }
-    pub fn eps() -> f64 {
-        1e-8
     }
     pub fn pooling() -> Pooling {
         Pooling::Cls

@@ -1,34 +1,32 @@
-//! Running a recipe: pretraining, then the downstream heads, in a run directory that can
-//! be resumed at any time with `pretext run RUN_DIR`.
+//! The pipeline: a recipe run from start to finish — prepare, pretrain, downstream heads,
+//! report, summary — written once for every modality, in a run directory that can be
+//! resumed at any time with `pretext run RUN_DIR`.
+//!
+//! A modality's side is a [`Pipeline`] (its data loaded and checked, its model built); the
+//! one match in [`prepare`] is where a modality is registered. Image, text, spectrogram
+//! audio and waveform audio live in `image/`, `text/`, `audio/` and `waveform/`.
 
 pub mod audio;
-pub mod audio_task;
 pub mod dir;
 pub mod downstream;
-pub mod image_task;
-pub mod pretrain;
+pub mod image;
 pub mod report;
+pub mod source;
 pub mod text;
-pub mod text_task;
-pub mod waveform_task;
+pub mod waveform;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::Device;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::modality::image::dataset::ImageDataset;
+use crate::objective::mlm::MlmEval;
 use crate::params::ParamStore;
-use crate::recipe::{
-    self, DataFormat, DataSource, ImageSection, Loaded, Modality, Override, Recipe,
-};
-use crate::train::{self, checkpoint};
-use downstream::DownstreamResult;
-use pretrain::{Objective, PretrainTask};
+use crate::recipe::{self, Loaded, Modality, Override, Recipe};
+use crate::train::{self, checkpoint, TrainTask};
+use downstream::{DownstreamResult, DownstreamTask};
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -60,182 +58,99 @@ pub struct Summary {
     /// Text: masked-token loss, perplexity and accuracy on the held-out split after
     /// pretraining.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub held_out_mlm: Option<crate::objective::mlm::MlmEval>,
+    pub held_out_mlm: Option<MlmEval>,
     pub downstream: Vec<DownstreamResult>,
     /// Test accuracy by method and label fraction (also written as `report.md`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label_efficiency: Option<report::Report>,
 }
 
-/// Everything a recipe needs, built and checked.
-struct Prepared {
-    device: Device,
-    image: ImageSection,
-    train: ImageDataset,
-    test: Option<ImageDataset>,
-    params: ParamStore,
-    objective: Objective,
+/// A modality's side of a run, prepared from a recipe: its data loaded and checked, its
+/// model built (fresh, or from `model.source`).
+pub trait Pipeline {
+    fn device(&self) -> &Device;
+    /// Every parameter the run trains and checkpoints.
+    fn params(&self) -> &ParamStore;
+    /// Prefix of the encoder's parameters in [`Pipeline::params`] (`vit.`, `text.`, `audio.`).
+    fn encoder_prefix(&self) -> &'static str;
+    /// Writes what the run directory needs besides the recipe (a tokenizer, the model's
+    /// config), before training; `fresh` on a new run, not on a resumed one.
+    fn write_run_files(&self, _run_dir: &Path, _fresh: bool) -> Result<()> {
+        Ok(())
+    }
+    /// The pretraining stage, `None` when the recipe pretrains nothing. `resume_step` is the
+    /// step of the checkpoint the run resumes from.
+    fn pretrain<'a>(
+        &'a self,
+        r: &'a Recipe,
+        run_dir: &Path,
+        resume_step: Option<usize>,
+    ) -> Result<Option<Box<dyn PretrainStage + 'a>>>;
+    /// The downstream stage on the labelled splits (the recipe has heads).
+    fn downstream<'a>(&'a self, r: &'a Recipe, file: &Path)
+        -> Result<Box<dyn DownstreamTask + 'a>>;
+    /// A dry run: one batch through the objective, and what each head would read.
+    fn dry_run(&self, r: &Recipe) -> Result<String>;
 }
 
-fn load_images(
-    src: &DataSource,
-    key: &str,
-    image: &ImageSection,
-    file: &Path,
-) -> Result<ImageDataset> {
-    let missing = |k: &str| Error::InvalidValue {
-        file: file.to_path_buf(),
-        key: format!("{key}.{k}"),
-        message: "missing".into(),
-    };
-    let (mut data, origin) = match src.format {
-        DataFormat::Idx => {
-            let images = src.images.as_deref().ok_or_else(|| missing("images"))?;
-            let data = ImageDataset::from_idx(images, src.labels.as_deref())?;
-            (data, images)
-        }
-        DataFormat::Folder => {
-            let root = src.root.as_deref().ok_or_else(|| missing("root"))?;
-            let data = ImageDataset::from_folder(root, image.channels, image.size)?;
-            (data, root)
-        }
-        DataFormat::Text | DataFormat::Jsonl | DataFormat::Manifest => {
-            return Err(Error::InvalidValue {
-                file: file.to_path_buf(),
-                key: format!("{key}.format"),
-                message: "image recipes read format = \"idx\" or \"folder\"".into(),
-            })
-        }
-    };
-    if data.size != image.size || data.channels != image.channels {
-        return Err(Error::InvalidValue {
-            file: file.to_path_buf(),
-            key: "data.image".into(),
-            message: format!(
-                "{} ({key}) holds {}-channel {}x{} images but the recipe says channels = {}, size = {}",
-                origin.display(),
-                data.channels,
-                data.size,
-                data.size,
-                image.channels,
-                image.size
-            ),
-        });
+/// What the training loop trains, with the pipeline's hooks around it.
+pub trait PretrainStage: TrainTask {
+    /// Before the first step (`resumed`: from a checkpoint).
+    fn before_training(&self, _resumed: bool) -> Result<()> {
+        Ok(())
     }
-    if let Some(limit) = src.limit {
-        let keep: Vec<usize> = (0..data.len.min(limit)).collect();
-        data = data.subset(&keep);
+    /// Time the training steps waited for data so far.
+    fn data_wait(&self) -> Duration {
+        Duration::ZERO
     }
-    if data.len == 0 {
-        return Err(Error::data(origin, format!("{key} has no examples")));
+    /// Held-out evaluation after the last step (text: masked-token accuracy, perplexity).
+    fn held_out(&self) -> Result<Option<MlmEval>> {
+        Ok(None)
     }
-    Ok(data)
 }
 
-fn prepare(r: &Recipe, file: &Path) -> Result<Prepared> {
+/// Loads and checks a recipe's data and builds its model: the one place a modality is
+/// registered. `run_dir` is the run being resumed, whose saved tokenizer or normalisation
+/// wins over the recipe's.
+fn prepare(r: &Recipe, file: &Path, run_dir: Option<&Path>) -> Result<Box<dyn Pipeline>> {
     recipe::check_paths(r, file)?;
-    let image = r.data.image.clone().ok_or_else(|| Error::InvalidValue {
-        file: file.to_path_buf(),
-        key: "data.image".into(),
-        message: "missing".into(),
-    })?;
-    let train = load_images(&r.data.train, "data.train", &image, file)?;
-    let test = r
-        .data
-        .test
-        .as_ref()
-        .map(|t| load_images(t, "data.test", &image, file))
-        .transpose()?;
     let device = crate::device::open(crate::device::parse(&r.device).map_err(Error::Usage)?)?;
-    let params = ParamStore::new(r.seed);
-    let objective = Objective::new(r, &image, params.var_builder(&device))?;
-    Ok(Prepared {
-        device,
-        image,
-        train,
-        test,
-        params,
-        objective,
+    Ok(match r.data.modality {
+        Modality::Image => Box::new(image::prepare(r, file, device)?),
+        Modality::Text => Box::new(text::prepare(r, file, run_dir, device)?),
+        Modality::Audio if r.model.source.is_some() => {
+            Box::new(waveform::prepare(r, file, device)?)
+        }
+        Modality::Audio => Box::new(audio::prepare(r, file, run_dir, device)?),
     })
 }
 
 /// Validates a recipe through one forward pass of one batch, without training; returns a
 /// report of the shapes involved.
 pub fn dry_run(loaded: &Loaded) -> Result<String> {
-    match loaded.recipe.data.modality {
-        Modality::Text => return text::dry_run(loaded),
-        Modality::Audio => return audio::dry_run(loaded),
-        Modality::Image => {}
-    }
-    let r = &loaded.recipe;
-    let p = prepare(r, &loaded.file)?;
-    let b = r.train.batch_size.min(p.train.len);
-    let idx: Vec<usize> = (0..b).collect();
-    // The first batch as training makes it (augmented, decoded on the loader's path).
-    let task = PretrainTask::new(
-        r,
-        &p.objective,
-        &p.train,
-        &p.train,
-        &p.image,
-        p.device.clone(),
-    );
-    let values = task.batch_maker().make(&idx, &vec![0; b])?;
-    let imgs = p.train.to_tensor(values, b, &p.device)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
-    let out = p.objective.forward(&imgs, &task.masks, &mut rng, false)?;
-    let loss = out.loss.to_scalar::<f32>()?;
-    if !loss.is_finite() {
-        return Err(Error::NonFinite { step: 0, loss });
-    }
-    let encoder_params = p.params.num_params_with_prefix("vit.");
-    let mut report = format!(
-        "recipe `{}` is valid\n  train: {} images{}\n  model: {:?}, {} parameters ({} in the encoder)\n  batch: images {:?} -> {} of {} patches removed ({:?}) -> prediction {:?}\n  initial loss: {loss:.4}\n",
-        r.name,
-        p.train.len,
-        p.test.as_ref().map_or(String::new(), |t| format!(", test: {} images", t.len)),
-        r.objective.kind,
-        p.params.num_params(),
-        encoder_params,
-        imgs.dims(),
-        task.masks.num_masked,
-        p.image.size / p.image.patch * (p.image.size / p.image.patch),
-        r.objective.masking,
-        out.pixels.dims(),
-    );
-    for (i, d) in r.downstream.iter().enumerate() {
-        let sample = p.train.subset(&idx[..b.min(4)]);
-        let f = match d.input {
-            recipe::DownstreamInput::Pixels => {
-                image_task::pixel_features(&sample, &p.image, &p.device)?
-            }
-            _ => image_task::features(p.objective.vit(), &sample, &p.image, d.pooling, &p.device)?,
-        };
-        let on = match d.input {
-            recipe::DownstreamInput::Pixels => "pixels".to_string(),
-            _ => format!("{:?}-pooled features", d.pooling),
-        };
-        report.push_str(&format!(
-            "  downstream[{i}]: {} on {on} {:?}, label fractions {:?}\n",
-            d.label(),
-            f.dims(),
-            d.label_fractions
-        ));
-    }
-    Ok(report)
+    prepare(&loaded.recipe, &loaded.file, None)?.dry_run(&loaded.recipe)
 }
 
 /// Starts a new run of a loaded recipe.
 pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
-    match loaded.recipe.data.modality {
-        Modality::Text => return text::start(loaded, opts),
-        Modality::Audio => return audio::start(loaded, opts),
-        Modality::Image => {}
-    }
     // Data and model first: a recipe that cannot run leaves no run directory behind.
-    let prepared = prepare(&loaded.recipe, &loaded.file)?;
+    let p = prepare(&loaded.recipe, &loaded.file, None)?;
     let run_dir = new_run_dir(loaded, opts)?;
-    execute(prepared, &loaded.recipe, &run_dir, &loaded.file, opts)
+    p.write_run_files(&run_dir, true)?;
+    execute(&*p, &loaded.recipe, &run_dir, &loaded.file, opts)
+}
+
+/// Resumes (or finishes) the run in `run_dir` from its latest checkpoint. Overrides (for
+/// example a larger `train.steps`) are applied to its recipe and saved.
+pub fn resume(run_dir: &Path, overrides: &[Override], opts: &RunOptions) -> Result<Summary> {
+    let file = run_dir.join(dir::RECIPE_FILE);
+    let loaded = recipe::load(&file, overrides)?;
+    if !overrides.is_empty() {
+        dir::write_recipe(run_dir, &loaded.recipe, &file)?;
+    }
+    let p = prepare(&loaded.recipe, &file, Some(run_dir))?;
+    p.write_run_files(run_dir, false)?;
+    execute(&*p, &loaded.recipe, run_dir, &file, opts)
 }
 
 /// Creates the run directory of a new run and writes the resolved recipe into it.
@@ -267,55 +182,36 @@ fn latest_checkpoint(run_dir: &Path, device: &Device) -> Result<Option<checkpoin
     }
 }
 
-fn write_summary(run_dir: &Path, summary: &Summary) -> Result<()> {
-    let json =
-        serde_json::to_string_pretty(summary).map_err(|e| Error::data(run_dir, e.to_string()))?;
-    crate::tensor_io::write_atomic(&run_dir.join(dir::SUMMARY_FILE), json.as_bytes())
+/// What pretraining did in this invocation.
+struct Pretrained {
+    step: usize,
+    last_loss: f32,
+    samples_per_s: f64,
+    data_wait: Duration,
+    held_out: Option<MlmEval>,
 }
 
-/// Resumes (or finishes) the run in `run_dir` from its latest checkpoint. Overrides (for
-/// example a larger `train.steps`) are applied to its recipe and saved.
-pub fn resume(run_dir: &Path, overrides: &[Override], opts: &RunOptions) -> Result<Summary> {
-    let file = run_dir.join(dir::RECIPE_FILE);
-    let loaded = recipe::load(&file, overrides)?;
-    if !overrides.is_empty() {
-        dir::write_recipe(run_dir, &loaded.recipe, &file)?;
+/// Pretraining (resumed from the latest checkpoint), when the recipe has steps to take.
+fn pretrain(p: &dyn Pipeline, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> Result<Pretrained> {
+    let none = Pretrained {
+        step: 0,
+        last_loss: f32::NAN,
+        samples_per_s: 0.0,
+        data_wait: Duration::ZERO,
+        held_out: None,
+    };
+    if r.train.steps == 0 {
+        return Ok(none);
     }
-    match loaded.recipe.data.modality {
-        Modality::Text => return text::resume(&loaded, run_dir, opts),
-        Modality::Audio => return audio::resume(&loaded, run_dir, opts),
-        Modality::Image => {}
-    }
-    execute(
-        prepare(&loaded.recipe, &file)?,
-        &loaded.recipe,
-        run_dir,
-        &file,
-        opts,
-    )
-}
-
-fn execute(
-    p: Prepared,
-    r: &Recipe,
-    run_dir: &Path,
-    file: &Path,
-    opts: &RunOptions,
-) -> Result<Summary> {
-    let ckpt = latest_checkpoint(run_dir, &p.device)?;
-    let preview = p.test.as_ref().unwrap_or(&p.train);
-    let task = PretrainTask::new(
-        r,
-        &p.objective,
-        &p.train,
-        preview,
-        &p.image,
-        p.device.clone(),
-    );
-    let started = Instant::now();
+    let ckpt = latest_checkpoint(run_dir, p.device())?;
+    let resume_step = ckpt.as_ref().map(|c| c.state.step);
+    let Some(stage) = p.pretrain(r, run_dir, resume_step)? else {
+        return Ok(none);
+    };
+    stage.before_training(resume_step.is_some())?;
     let outcome = train::train(
-        &task,
-        &p.params,
+        &*stage,
+        p.params(),
         &r.train,
         r.seed,
         run_dir,
@@ -323,33 +219,42 @@ fn execute(
         opts.stop_after,
         opts.driver.as_ref(),
     )?;
+    let held_out = if outcome.step == r.train.steps {
+        stage.held_out()?
+    } else {
+        None
+    };
+    Ok(Pretrained {
+        step: outcome.step,
+        last_loss: outcome.last_loss,
+        samples_per_s: outcome.samples_per_s,
+        data_wait: stage.data_wait(),
+        held_out,
+    })
+}
+
+/// Pretraining, then (once it is complete) the downstream heads, the report and
+/// `summary.json`.
+fn execute(
+    p: &dyn Pipeline,
+    r: &Recipe,
+    run_dir: &Path,
+    file: &Path,
+    opts: &RunOptions,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let done = pretrain(p, r, run_dir, opts)?;
     let pretrain_seconds = started.elapsed().as_secs_f64();
-    let data_wait_seconds = task.data_wait().as_secs_f64();
-    drop(task);
 
     let mut results = Vec::new();
-    if outcome.step == r.train.steps && !opts.skip_downstream && !r.downstream.is_empty() {
-        let test = p.test.as_ref().ok_or_else(|| Error::InvalidValue {
-            file: file.to_path_buf(),
-            key: "data.test".into(),
-            message: "downstream evaluation needs a test split".into(),
-        })?;
-        let task = image_task::ImageTask::new(
-            &p.train,
-            test,
-            &p.image,
-            p.objective.geometry(),
-            p.objective.encoder_config().clone(),
-            &p.params,
-            r.seed,
-            &p.device,
-        )?;
+    if done.step == r.train.steps && !opts.skip_downstream && !r.downstream.is_empty() {
+        let task = p.downstream(r, file)?;
         results = downstream::Downstream {
             run_dir,
-            task: &task,
-            pretrain_steps: outcome.step,
+            task: &*task,
+            pretrain_steps: done.step,
             seed: r.seed,
-            device: &p.device,
+            device: p.device(),
         }
         .run(&r.downstream)?;
     }
@@ -357,17 +262,28 @@ fn execute(
     let summary = Summary {
         name: r.name.clone(),
         run_dir: run_dir.to_path_buf(),
-        steps: outcome.step,
-        final_loss: outcome.last_loss,
-        samples_per_s: outcome.samples_per_s,
+        steps: done.step,
+        final_loss: done.last_loss,
+        samples_per_s: done.samples_per_s,
         pretrain_seconds,
-        data_wait_seconds,
-        encoder_parameters: p.params.num_params_with_prefix("vit."),
-        total_parameters: p.params.num_params(),
-        held_out_mlm: None,
+        data_wait_seconds: done.data_wait.as_secs_f64(),
+        encoder_parameters: p.params().num_params_with_prefix(p.encoder_prefix()),
+        total_parameters: p.params().num_params(),
+        held_out_mlm: done.held_out,
         downstream: results,
         label_efficiency,
     };
-    write_summary(run_dir, &summary)?;
+    let json =
+        serde_json::to_string_pretty(&summary).map_err(|e| Error::data(run_dir, e.to_string()))?;
+    crate::tensor_io::write_atomic(&run_dir.join(dir::SUMMARY_FILE), json.as_bytes())?;
     Ok(summary)
+}
+
+/// The error for a missing or wrong recipe value.
+pub(crate) fn invalid(file: &Path, key: &str, message: impl Into<String>) -> Error {
+    Error::InvalidValue {
+        file: file.to_path_buf(),
+        key: key.into(),
+        message: message.into(),
+    }
 }

@@ -13,13 +13,13 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::checkpoint::{self, Checkpoint, TrainingState};
+use super::config::TrainSection;
 use super::metrics::MetricsLog;
 use super::optim::{self, AdamW};
 use super::sampler::{Position, Sampler};
 use super::schedule::Schedule;
 use crate::error::{Error, Result};
 use crate::params::ParamStore;
-use crate::recipe::TrainSection;
 
 /// What the loop trains.
 pub trait TrainTask {

@@ -2,6 +2,7 @@
 //! sampler, full-state checkpoints, metrics, and the loop that ties them together.
 
 pub mod checkpoint;
+pub mod config;
 pub mod r#loop;
 pub mod metrics;
 pub mod optim;

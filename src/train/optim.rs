@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use candle_core::{backprop::GradStore, Tensor, Var};
 use rayon::prelude::*;
 
+use super::config::OptimizerSection;
 use crate::error::{Error, Result};
-use crate::recipe::OptimizerSection;
 
 struct Param {
     name: String,
@@ -290,7 +290,7 @@ pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recipe::OptimizerKind;
+    use crate::train::config::OptimizerKind;
     use candle_core::Device;
 
     #[test]

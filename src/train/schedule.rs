@@ -1,7 +1,7 @@
 //! Learning-rate schedules with linear warm-up (the shapes of HF `transformers`'
 //! `get_{constant,linear,cosine}_schedule_with_warmup`, with a `min_lr` floor).
 
-use crate::recipe::{ScheduleKind, ScheduleSection};
+use super::config::{ScheduleKind, ScheduleSection};
 
 #[derive(Debug, Clone)]
 pub struct Schedule {

@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::clips::AudioFeatures;
 use super::encoder::{SpectrogramEncoder, SpectrogramGeometry};
 use super::waveform::{WaveformConfig, WaveformEncoder};
+use crate::backbone::{pool, Pooling, Tokens};
 use crate::backbone::{EncoderConfig, Linear, Mode};
 use crate::error::{Error, Result};
-use crate::recipe::Pooling;
 
 pub use crate::modality::image::classifier::{SPEC_FILE, WEIGHTS_FILE};
 
@@ -40,14 +40,6 @@ impl AudioClassifierSpec {
         let json =
             serde_json::to_string_pretty(self).map_err(|e| Error::data(dir, e.to_string()))?;
         crate::tensor_io::write_atomic(&dir.join(SPEC_FILE), json.as_bytes())
-    }
-}
-
-/// Pools final hidden states `[B, 1 + L, D]` into `[B, D]`.
-pub fn pool(hidden: &Tensor, pooling: Pooling) -> candle_core::Result<Tensor> {
-    match pooling {
-        Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1),
-        Pooling::Mean => hidden.narrow(1, 1, hidden.dim(1)? - 1)?.mean(1),
     }
 }
 
@@ -76,7 +68,8 @@ impl AudioClassifier {
     /// `[B, n_mels, frames]` → logits `[B, classes]`.
     pub fn forward(&self, spec: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
         let h = self.audio.forward(spec, mode)?;
-        self.classifier.forward(&pool(&h, self.pooling)?)
+        self.classifier
+            .forward(&pool(&h, self.pooling, Tokens::ClsThenPatches)?)
     }
 }
 
@@ -114,16 +107,6 @@ impl WaveformClassifierSpec {
     }
 }
 
-/// Mean of waveform hidden states `[B, T, D]` over the frames (there is no class token).
-pub fn pool_frames(hidden: &Tensor, pooling: Pooling) -> Result<Tensor> {
-    match pooling {
-        Pooling::Mean => Ok(hidden.mean(1)?),
-        Pooling::Cls => Err(Error::Usage(
-            "waveform models have no class token: use pooling = \"mean\"".into(),
-        )),
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct WaveformClassifier {
     pub audio: WaveformEncoder,
@@ -147,6 +130,7 @@ impl WaveformClassifier {
     /// Waveforms `[B, S]` → logits `[B, classes]`.
     pub fn forward(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
         let h = self.audio.forward(x, None, mode)?.last_hidden_state;
-        self.classifier.forward(&h.mean(1)?)
+        self.classifier
+            .forward(&pool(&h, Pooling::Mean, Tokens::Frames)?)
     }
 }

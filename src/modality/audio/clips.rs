@@ -171,7 +171,7 @@ impl ClipSet {
             .map(|item| {
                 let mut x = fit_length(&load_clip(&item.path, sample_rate)?, samples);
                 if normalize {
-                    crate::hf::audio::zero_mean_unit_var(&mut x);
+                    super::waveform::zero_mean_unit_var(&mut x);
                 }
                 Ok(x)
             })

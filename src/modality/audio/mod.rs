@@ -11,6 +11,7 @@
 
 pub mod classifier;
 pub mod clips;
+pub mod config;
 pub mod dataset;
 pub mod encoder;
 pub mod fbank;

@@ -478,3 +478,15 @@ impl WaveformEncoder {
         })
     }
 }
+
+/// `Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm` on one input: `(x - mean) /
+/// sqrt(var + 1e-7)`.
+pub fn zero_mean_unit_var(x: &mut [f32]) {
+    let n = x.len().max(1) as f64;
+    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let scale = 1.0 / (var + 1e-7).sqrt();
+    for v in x.iter_mut() {
+        *v = ((*v as f64 - mean) * scale) as f32;
+    }
+}

@@ -13,9 +13,9 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::{ImageEncoder, ImageGeometry};
+use crate::backbone::{pool, Pooling, Tokens};
 use crate::backbone::{EncoderConfig, Linear, Mode};
 use crate::error::{Error, Result};
-use crate::recipe::Pooling;
 
 /// File names of a saved model directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -93,10 +93,7 @@ impl ImageClassifier {
 
     /// Pools final hidden states `[B, 1 + L, D]` into `[B, D]`.
     pub fn pool(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
-        match self.pooling {
-            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1),
-            Pooling::Mean => hidden.narrow(1, 1, hidden.dim(1)? - 1)?.mean(1),
-        }
+        pool(hidden, self.pooling, Tokens::ClsThenPatches)
     }
 
     /// `[B, C, H, W]` → logits `[B, num_labels]`.

@@ -14,9 +14,9 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::encoder::{TextConfig, TextEncoder};
-use crate::backbone::{masked_mean, Linear, Mode};
+use crate::backbone::{Linear, Mode};
+use crate::backbone::{Pooling, Tokens};
 use crate::error::{Error, Result};
-use crate::recipe::Pooling;
 
 pub const SPEC_FILE: &str = "model.json";
 
@@ -92,8 +92,5 @@ pub fn pool(
 ) -> candle_core::Result<Tensor> {
     let mask = padding_mask(ids, text.config().pad_token_id)?;
     let h = text.forward(ids, None, Some(&mask), mode)?;
-    match pooling {
-        Pooling::Cls => h.narrow(1, 0, 1)?.squeeze(1),
-        Pooling::Mean => masked_mean(&h, Some(&mask)),
-    }
+    crate::backbone::pool(&h, pooling, Tokens::Masked(&mask))
 }

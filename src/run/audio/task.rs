@@ -1,35 +1,32 @@
-//! The downstream stage on a waveform model (wav2vec 2.0, HuBERT, data2vec-audio) named by
-//! an audio recipe's `model.source`: mean-pooled final hidden states of the frozen encoder,
-//! and fine-tuning of a [`WaveformClassifier`] end to end.
+//! The audio side of the downstream stage: pooled features of the pretrained (or untrained)
+//! spectrogram encoder, and fine-tuning of an [`AudioClassifier`].
 
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
-use super::downstream::{finish_fine_tune, DownstreamTask, FineTuned};
-use crate::backbone::Mode;
+use super::AudioRunConfig;
+use crate::backbone::{pool, Mode, Tokens};
 use crate::error::{Error, Result};
 use crate::head::finetune::{self, FineTuneConfig, FineTuneLog};
 use crate::head::linear_probe::accuracy;
-use crate::modality::audio::classifier::{
-    pool_frames, WaveformClassifier, WaveformClassifierSpec, WEIGHTS_FILE,
-};
+use crate::modality::audio::classifier::{AudioClassifier, AudioClassifierSpec, WEIGHTS_FILE};
 use crate::modality::audio::clips::ClipSet;
-use crate::modality::audio::waveform::WaveformEncoder;
+use crate::modality::audio::encoder::SpectrogramEncoder;
 use crate::params::ParamStore;
 use crate::recipe::{DownstreamInput, DownstreamSection, Pooling};
+use crate::run::downstream::{finish_fine_tune, DownstreamTask, FineTuned};
 
-/// Clips per forward pass when computing features or accuracy (waveform models see many
-/// frames per clip: the attention matrices dominate memory).
-const EVAL_CHUNK: usize = 16;
+/// Clips per forward pass when computing features or accuracy.
+const EVAL_CHUNK: usize = 256;
 
-/// Labelled waveform splits and the source's encoder.
-pub struct WaveformTask<'a> {
+/// Labelled audio splits and the pretrained spectrogram encoder.
+pub struct AudioTask<'a> {
     pub train: &'a ClipSet,
     pub test: &'a ClipSet,
-    /// The model's shape and input settings; its `classes` are the task's.
-    pub spec: &'a WaveformClassifierSpec,
-    /// Holds the source's encoder as `audio.*`.
+    pub classes: &'a [String],
+    pub config: &'a AudioRunConfig,
+    /// Holds the pretrained encoder as `audio.*`.
     pub pretrained: &'a ParamStore,
     pub seed: u64,
     pub device: &'a Device,
@@ -37,11 +34,12 @@ pub struct WaveformTask<'a> {
     test_labels: Vec<u32>,
 }
 
-impl<'a> WaveformTask<'a> {
+impl<'a> AudioTask<'a> {
     pub fn new(
         train: &'a ClipSet,
         test: &'a ClipSet,
-        spec: &'a WaveformClassifierSpec,
+        classes: &'a [String],
+        config: &'a AudioRunConfig,
         pretrained: &'a ParamStore,
         seed: u64,
         device: &'a Device,
@@ -51,55 +49,70 @@ impl<'a> WaveformTask<'a> {
             test_labels: test.require_labels("test")?.to_vec(),
             train,
             test,
-            spec,
+            classes,
+            config,
             pretrained,
             seed,
             device,
         })
     }
 
-    /// A frozen encoder: the source's, or the same architecture freshly initialised with the
-    /// run's seed.
-    pub fn frozen_encoder(&self, input: DownstreamInput) -> Result<WaveformEncoder> {
+    /// A frozen encoder: the pretrained one, or the same architecture at the seeded
+    /// initialisation the pretraining started from.
+    fn frozen_encoder(&self, input: DownstreamInput) -> Result<SpectrogramEncoder> {
+        let c = self.config;
         let store = match input {
             DownstreamInput::Pretrained => self.pretrained.clone(),
             _ => {
                 let fresh = ParamStore::new(self.seed);
-                WaveformEncoder::new(
-                    &self.spec.config,
+                SpectrogramEncoder::new(
+                    c.geometry,
+                    &c.encoder,
                     fresh.var_builder(self.device).pp("audio"),
                 )?;
                 fresh
             }
         };
-        Ok(WaveformEncoder::new(
-            &self.spec.config,
+        Ok(SpectrogramEncoder::new(
+            c.geometry,
+            &c.encoder,
             store.frozen_var_builder(self.device).pp("audio"),
         )?)
     }
 
-    /// Runs `f` on waveform batches of the clips `idx` and concatenates.
+    fn spec(&self, pooling: Pooling) -> AudioClassifierSpec {
+        AudioClassifierSpec {
+            kind: AudioClassifierSpec::KIND.into(),
+            features: self.config.features.clone(),
+            geometry: self.config.geometry,
+            encoder: self.config.encoder.clone(),
+            pooling,
+            classes: self.classes.to_vec(),
+        }
+    }
+
+    /// Runs `f` on normalised spectrogram batches of the clips `idx` and concatenates.
     fn map_batches(
         &self,
         set: &ClipSet,
         idx: &[usize],
-        f: &dyn Fn(&Tensor) -> Result<Tensor>,
+        f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
     ) -> Result<Tensor> {
         let mut out = Vec::new();
         for chunk in idx.chunks(EVAL_CHUNK) {
-            let x = set.waveform_batch(chunk, self.device)?;
+            let x = set.batch(chunk, &self.config.features, self.device)?;
             out.push(f(&x)?.detach());
         }
         Ok(Tensor::cat(&out, 0)?.contiguous()?)
     }
 
-    fn accuracy_on(&self, model: &WaveformClassifier, set: &ClipSet, idx: &[usize]) -> Result<f64> {
-        let logits = self.map_batches(set, idx, &|x| Ok(model.forward(x, &mut Mode::Eval)?))?;
+    fn accuracy_on(&self, model: &AudioClassifier, set: &ClipSet, idx: &[usize]) -> Result<f64> {
+        let logits = self.map_batches(set, idx, &|x| model.forward(x, &mut Mode::Eval))?;
         accuracy(&logits, &set.label_batch(idx, self.device)?)
     }
 }
 
-impl DownstreamTask for WaveformTask<'_> {
+impl DownstreamTask for AudioTask<'_> {
     fn train_labels(&self) -> &[u32] {
         &self.train_labels
     }
@@ -109,7 +122,7 @@ impl DownstreamTask for WaveformTask<'_> {
     }
 
     fn num_classes(&self) -> usize {
-        self.spec.classes.len()
+        self.classes.len()
     }
 
     fn features(&self, input: DownstreamInput, pooling: Pooling) -> Result<(Tensor, Tensor)> {
@@ -122,8 +135,11 @@ impl DownstreamTask for WaveformTask<'_> {
         let f = |set: &ClipSet| {
             let all: Vec<usize> = (0..set.len()).collect();
             self.map_batches(set, &all, &|x| {
-                let h = enc.forward(x, None, &mut Mode::Eval)?.last_hidden_state;
-                pool_frames(&h, pooling)
+                pool(
+                    &enc.forward(x, &mut Mode::Eval)?,
+                    pooling,
+                    Tokens::ClsThenPatches,
+                )
             })
         };
         Ok((f(self.train)?, f(self.test)?))
@@ -137,34 +153,28 @@ impl DownstreamTask for WaveformTask<'_> {
         dir: &Path,
         log: &mut dyn FnMut(&FineTuneLog) -> Result<()>,
     ) -> Result<FineTuned> {
-        // Rejected when the recipe is validated; checked again for callers of the task.
-        if section.pooling == Pooling::Cls {
-            return Err(Error::Usage(
-                "waveform models have no class token: use pooling = \"mean\"".into(),
-            ));
-        }
-        let spec = self.spec;
+        let spec = self.spec(section.pooling);
         let store = ParamStore::new(self.seed);
-        let model = WaveformClassifier::new(spec, store.var_builder(self.device))?;
+        let model = AudioClassifier::new(&spec, store.var_builder(self.device))?;
         if section.input == DownstreamInput::Pretrained {
             store.copy_prefix_from(self.pretrained, "audio.")?;
         }
         let batch = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
             Ok((
-                self.train.waveform_batch(idx, self.device)?,
+                self.train.batch(idx, &self.config.features, self.device)?,
                 self.train.label_batch(idx, self.device)?,
             ))
         };
         let steps = finetune::fine_tune(
             &store,
-            spec.config.encoder.depth,
+            self.config.encoder.depth,
             &|x, mode| model.forward(x, mode),
             &batch,
             chosen,
             cfg,
             log,
         )?;
-        let frozen = WaveformClassifier::new(spec, store.frozen_var_builder(self.device))?;
+        let frozen = AudioClassifier::new(&spec, store.frozen_var_builder(self.device))?;
         let all: Vec<usize> = (0..self.test.len()).collect();
         finish_fine_tune(
             steps,

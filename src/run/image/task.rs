@@ -5,8 +5,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
-use super::downstream::{finish_fine_tune, DownstreamTask, FineTuned};
-use crate::backbone::{EncoderConfig, Mode};
+use crate::backbone::{pool, EncoderConfig, Mode, Tokens};
 use crate::error::Result;
 use crate::head::finetune::{self, FineTuneConfig, FineTuneLog};
 use crate::head::linear_probe::accuracy;
@@ -15,6 +14,7 @@ use crate::modality::image::dataset::ImageDataset;
 use crate::modality::image::{ImageEncoder, ImageGeometry};
 use crate::params::ParamStore;
 use crate::recipe::{DownstreamInput, DownstreamSection, ImageSection, Pooling};
+use crate::run::downstream::{finish_fine_tune, DownstreamTask, FineTuned};
 
 /// Pooled encoder features `[N, D]` for a whole data set, computed without a gradient graph.
 pub fn features(
@@ -29,10 +29,7 @@ pub fn features(
     for chunk in all.chunks(256) {
         let imgs = data.batch(chunk, &image.mean, &image.std, device)?;
         let h = encoder.forward(&imgs, &mut Mode::Eval)?.detach();
-        let pooled = match pooling {
-            Pooling::Cls => h.narrow(1, 0, 1)?.squeeze(1)?,
-            Pooling::Mean => h.narrow(1, 1, h.dim(1)? - 1)?.mean(1)?,
-        };
+        let pooled = pool(&h, pooling, Tokens::ClsThenPatches)?;
         out.push(pooled);
     }
     Ok(Tensor::cat(&out, 0)?.contiguous()?)
@@ -53,22 +50,6 @@ pub fn pixel_features(
         );
     }
     Ok(Tensor::cat(&out, 0)?.contiguous()?)
-}
-
-/// Everything the downstream heads need from a finished pretraining run.
-pub struct Downstream<'a> {
-    pub run_dir: &'a Path,
-    pub train: &'a ImageDataset,
-    pub test: &'a ImageDataset,
-    pub image: &'a ImageSection,
-    pub geometry: ImageGeometry,
-    pub encoder: EncoderConfig,
-    /// Holds the pretrained encoder as `vit.*`.
-    pub pretrained: &'a ParamStore,
-    /// Pretraining steps behind `pretrained` (part of the cache key).
-    pub pretrain_steps: usize,
-    pub seed: u64,
-    pub device: &'a Device,
 }
 
 /// Labelled image splits and the pretrained image encoder.

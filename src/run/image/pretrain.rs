@@ -232,15 +232,6 @@ impl<'a> PretrainTask<'a> {
         }
     }
 
-    /// Time the training step has waited on the loader so far.
-    pub fn data_wait(&self) -> std::time::Duration {
-        self.loader
-            .lock()
-            .ok()
-            .and_then(|l| l.as_ref().map(Loader::waited))
-            .unwrap_or_default()
-    }
-
     fn denormalise(&self, x: &Tensor) -> Result<Tensor> {
         let c = self.image.channels;
         let mean = Tensor::from_vec(self.image.mean.clone(), (1, c, 1, 1), x.device())?;
@@ -339,5 +330,15 @@ impl TrainTask for PretrainTask<'_> {
                 .join("pictures")
                 .join(format!("reconstruction-step-{step:07}.png")),
         )
+    }
+}
+
+impl crate::run::PretrainStage for PretrainTask<'_> {
+    fn data_wait(&self) -> std::time::Duration {
+        self.loader
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(Loader::waited))
+            .unwrap_or_default()
     }
 }

@@ -5,7 +5,6 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
-use super::downstream::{finish_fine_tune, DownstreamTask, FineTuned};
 use crate::backbone::Mode;
 use crate::error::{Error, Result};
 use crate::head::finetune::{self, FineTuneConfig, FineTuneLog};
@@ -15,6 +14,7 @@ use crate::modality::text::encoder::{TextConfig, TextEncoder};
 use crate::modality::text::pack;
 use crate::params::ParamStore;
 use crate::recipe::{DownstreamInput, DownstreamSection, Pooling};
+use crate::run::downstream::{finish_fine_tune, DownstreamTask, FineTuned};
 
 /// Examples per forward pass when extracting features or evaluating.
 const EVAL_BATCH: usize = 64;

@@ -1,34 +1,35 @@
-//! The audio side of the downstream stage: pooled features of the pretrained (or untrained)
-//! spectrogram encoder, and fine-tuning of an [`AudioClassifier`].
+//! The downstream stage on a waveform model (wav2vec 2.0, HuBERT, data2vec-audio) named by
+//! an audio recipe's `model.source`: mean-pooled final hidden states of the frozen encoder,
+//! and fine-tuning of a [`WaveformClassifier`] end to end.
 
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
-use super::audio::AudioRunConfig;
-use super::downstream::{finish_fine_tune, DownstreamTask, FineTuned};
-use crate::backbone::Mode;
+use crate::backbone::{pool, Mode, Tokens};
 use crate::error::{Error, Result};
 use crate::head::finetune::{self, FineTuneConfig, FineTuneLog};
 use crate::head::linear_probe::accuracy;
 use crate::modality::audio::classifier::{
-    pool, AudioClassifier, AudioClassifierSpec, WEIGHTS_FILE,
+    WaveformClassifier, WaveformClassifierSpec, WEIGHTS_FILE,
 };
 use crate::modality::audio::clips::ClipSet;
-use crate::modality::audio::encoder::SpectrogramEncoder;
+use crate::modality::audio::waveform::WaveformEncoder;
 use crate::params::ParamStore;
 use crate::recipe::{DownstreamInput, DownstreamSection, Pooling};
+use crate::run::downstream::{finish_fine_tune, DownstreamTask, FineTuned};
 
-/// Clips per forward pass when computing features or accuracy.
-const EVAL_CHUNK: usize = 256;
+/// Clips per forward pass when computing features or accuracy (waveform models see many
+/// frames per clip: the attention matrices dominate memory).
+const EVAL_CHUNK: usize = 16;
 
-/// Labelled audio splits and the pretrained spectrogram encoder.
-pub struct AudioTask<'a> {
+/// Labelled waveform splits and the source's encoder.
+pub struct WaveformTask<'a> {
     pub train: &'a ClipSet,
     pub test: &'a ClipSet,
-    pub classes: &'a [String],
-    pub config: &'a AudioRunConfig,
-    /// Holds the pretrained encoder as `audio.*`.
+    /// The model's shape and input settings; its `classes` are the task's.
+    pub spec: &'a WaveformClassifierSpec,
+    /// Holds the source's encoder as `audio.*`.
     pub pretrained: &'a ParamStore,
     pub seed: u64,
     pub device: &'a Device,
@@ -36,12 +37,11 @@ pub struct AudioTask<'a> {
     test_labels: Vec<u32>,
 }
 
-impl<'a> AudioTask<'a> {
+impl<'a> WaveformTask<'a> {
     pub fn new(
         train: &'a ClipSet,
         test: &'a ClipSet,
-        classes: &'a [String],
-        config: &'a AudioRunConfig,
+        spec: &'a WaveformClassifierSpec,
         pretrained: &'a ParamStore,
         seed: u64,
         device: &'a Device,
@@ -51,70 +51,55 @@ impl<'a> AudioTask<'a> {
             test_labels: test.require_labels("test")?.to_vec(),
             train,
             test,
-            classes,
-            config,
+            spec,
             pretrained,
             seed,
             device,
         })
     }
 
-    /// A frozen encoder: the pretrained one, or the same architecture at the seeded
-    /// initialisation the pretraining started from.
-    fn frozen_encoder(&self, input: DownstreamInput) -> Result<SpectrogramEncoder> {
-        let c = self.config;
+    /// A frozen encoder: the source's, or the same architecture freshly initialised with the
+    /// run's seed.
+    pub fn frozen_encoder(&self, input: DownstreamInput) -> Result<WaveformEncoder> {
         let store = match input {
             DownstreamInput::Pretrained => self.pretrained.clone(),
             _ => {
                 let fresh = ParamStore::new(self.seed);
-                SpectrogramEncoder::new(
-                    c.geometry,
-                    &c.encoder,
+                WaveformEncoder::new(
+                    &self.spec.config,
                     fresh.var_builder(self.device).pp("audio"),
                 )?;
                 fresh
             }
         };
-        Ok(SpectrogramEncoder::new(
-            c.geometry,
-            &c.encoder,
+        Ok(WaveformEncoder::new(
+            &self.spec.config,
             store.frozen_var_builder(self.device).pp("audio"),
         )?)
     }
 
-    fn spec(&self, pooling: Pooling) -> AudioClassifierSpec {
-        AudioClassifierSpec {
-            kind: AudioClassifierSpec::KIND.into(),
-            features: self.config.features.clone(),
-            geometry: self.config.geometry,
-            encoder: self.config.encoder.clone(),
-            pooling,
-            classes: self.classes.to_vec(),
-        }
-    }
-
-    /// Runs `f` on normalised spectrogram batches of the clips `idx` and concatenates.
+    /// Runs `f` on waveform batches of the clips `idx` and concatenates.
     fn map_batches(
         &self,
         set: &ClipSet,
         idx: &[usize],
-        f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+        f: &dyn Fn(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let mut out = Vec::new();
         for chunk in idx.chunks(EVAL_CHUNK) {
-            let x = set.batch(chunk, &self.config.features, self.device)?;
+            let x = set.waveform_batch(chunk, self.device)?;
             out.push(f(&x)?.detach());
         }
         Ok(Tensor::cat(&out, 0)?.contiguous()?)
     }
 
-    fn accuracy_on(&self, model: &AudioClassifier, set: &ClipSet, idx: &[usize]) -> Result<f64> {
-        let logits = self.map_batches(set, idx, &|x| model.forward(x, &mut Mode::Eval))?;
+    fn accuracy_on(&self, model: &WaveformClassifier, set: &ClipSet, idx: &[usize]) -> Result<f64> {
+        let logits = self.map_batches(set, idx, &|x| Ok(model.forward(x, &mut Mode::Eval)?))?;
         accuracy(&logits, &set.label_batch(idx, self.device)?)
     }
 }
 
-impl DownstreamTask for AudioTask<'_> {
+impl DownstreamTask for WaveformTask<'_> {
     fn train_labels(&self) -> &[u32] {
         &self.train_labels
     }
@@ -124,7 +109,7 @@ impl DownstreamTask for AudioTask<'_> {
     }
 
     fn num_classes(&self) -> usize {
-        self.classes.len()
+        self.spec.classes.len()
     }
 
     fn features(&self, input: DownstreamInput, pooling: Pooling) -> Result<(Tensor, Tensor)> {
@@ -137,7 +122,8 @@ impl DownstreamTask for AudioTask<'_> {
         let f = |set: &ClipSet| {
             let all: Vec<usize> = (0..set.len()).collect();
             self.map_batches(set, &all, &|x| {
-                pool(&enc.forward(x, &mut Mode::Eval)?, pooling)
+                let h = enc.forward(x, None, &mut Mode::Eval)?.last_hidden_state;
+                Ok(pool(&h, pooling, Tokens::Frames)?)
             })
         };
         Ok((f(self.train)?, f(self.test)?))
@@ -151,28 +137,34 @@ impl DownstreamTask for AudioTask<'_> {
         dir: &Path,
         log: &mut dyn FnMut(&FineTuneLog) -> Result<()>,
     ) -> Result<FineTuned> {
-        let spec = self.spec(section.pooling);
+        // Rejected when the recipe is validated; checked again for callers of the task.
+        if section.pooling == Pooling::Cls {
+            return Err(Error::Usage(
+                "waveform models have no class token: use pooling = \"mean\"".into(),
+            ));
+        }
+        let spec = self.spec;
         let store = ParamStore::new(self.seed);
-        let model = AudioClassifier::new(&spec, store.var_builder(self.device))?;
+        let model = WaveformClassifier::new(spec, store.var_builder(self.device))?;
         if section.input == DownstreamInput::Pretrained {
             store.copy_prefix_from(self.pretrained, "audio.")?;
         }
         let batch = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
             Ok((
-                self.train.batch(idx, &self.config.features, self.device)?,
+                self.train.waveform_batch(idx, self.device)?,
                 self.train.label_batch(idx, self.device)?,
             ))
         };
         let steps = finetune::fine_tune(
             &store,
-            self.config.encoder.depth,
+            spec.config.encoder.depth,
             &|x, mode| model.forward(x, mode),
             &batch,
             chosen,
             cfg,
             log,
         )?;
-        let frozen = AudioClassifier::new(&spec, store.frozen_var_builder(self.device))?;
+        let frozen = WaveformClassifier::new(spec, store.frozen_var_builder(self.device))?;
         let all: Vec<usize> = (0..self.test.len()).collect();
         finish_fine_tune(
             steps,

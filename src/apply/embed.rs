@@ -5,24 +5,67 @@ use std::path::PathBuf;
 
 use candle_core::Device;
 
-use super::PoolingArg;
+use crate::backbone::Pooling;
 use crate::error::{Error, Result};
 use crate::hf;
 use crate::modality::image::dataset::ImageDataset;
-use crate::recipe;
+use crate::run;
+
+/// What `embed` was given: one kind of input.
+pub enum EmbedInputs {
+    Images(Vec<PathBuf>),
+    Texts(Vec<String>),
+    Audio(Vec<PathBuf>),
+}
+
+impl EmbedInputs {
+    /// The one kind of input among the verb's arguments; `text_file` adds its non-empty
+    /// lines to `texts`.
+    pub fn from_args(
+        images: Vec<PathBuf>,
+        mut texts: Vec<String>,
+        text_file: Option<&std::path::Path>,
+        audio: Vec<PathBuf>,
+    ) -> Result<Self> {
+        if let Some(file) = text_file {
+            let all = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+            let before = texts.len();
+            texts.extend(
+                all.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_string),
+            );
+            if texts.len() == before {
+                return Err(Error::data(file, "no sentences in this file"));
+            }
+        }
+        match (images.is_empty(), texts.is_empty(), audio.is_empty()) {
+            (false, true, true) => Ok(Self::Images(images)),
+            (true, false, true) => Ok(Self::Texts(texts)),
+            (true, true, false) => Ok(Self::Audio(audio)),
+            (true, true, true) => Err(Error::Usage(
+                "embed: give --image PATH..., --text SENTENCE / --text-file FILE, or --audio WAV..."
+                    .into(),
+            )),
+            _ => Err(Error::Usage(
+                "embed: give WAV files, images or sentences, not several kinds".into(),
+            )),
+        }
+    }
+}
 
 /// `pretext embed --text`: tokenize, batch (padded per batch), encode, pool, write.
-pub(super) fn embed_text(
+pub fn embed_text(
     model: &str,
     texts: &[String],
     out: Option<&std::path::Path>,
-    pooling: Option<PoolingArg>,
+    pooling: Option<Pooling>,
     normalize: bool,
     dev: &Device,
 ) -> Result<()> {
     let dev = dev.clone();
-    let loaded = match hf::source::load_any(model, &dev)? {
-        hf::source::AnyModel::Text(m) => m,
+    let loaded = match run::source::load_any(model, &dev)? {
+        run::source::AnyModel::Text(m) => m,
         other => return Err(wrong_input(model, &other)),
     };
     let tok_path = loaded.tokenizer.clone().ok_or_else(|| {
@@ -33,10 +76,7 @@ pub(super) fn embed_text(
     })?;
     let tok = hf::text::read_tokenizer(&tok_path)?;
     let m = hf::text::TextModel::build(&loaded, &dev)?;
-    let pooling = match pooling {
-        Some(PoolingArg::Mean) | None => recipe::Pooling::Mean,
-        Some(PoolingArg::Cls) => recipe::Pooling::Cls,
-    };
+    let pooling = pooling.unwrap_or(Pooling::Mean);
     let max_len = hf::text::sentence_max_len(&tok_path)
         .map_or(m.config().max_len(), |n| n.min(m.config().max_len()));
     let mut rows: Vec<Vec<f32>> = Vec::with_capacity(texts.len());
@@ -121,22 +161,19 @@ fn write_embeddings(
 }
 
 /// `pretext embed --audio`: read, resample, window, encode, pool, average, write.
-pub(super) fn embed_audio(
+pub fn embed_audio(
     model: &str,
     files: &[PathBuf],
     out: Option<&std::path::Path>,
-    pooling: Option<PoolingArg>,
+    pooling: Option<Pooling>,
     dev: &Device,
 ) -> Result<()> {
     use crate::modality::audio::{clips::windows, resample::resample, wav::read_wav};
     let dev = dev.clone();
-    let pooling = match pooling {
-        Some(PoolingArg::Mean) | None => recipe::Pooling::Mean,
-        Some(PoolingArg::Cls) => recipe::Pooling::Cls,
-    };
-    let embedder = match hf::source::load_any(model, &dev)? {
-        hf::source::AnyModel::Audio(m) => {
-            if pooling == recipe::Pooling::Cls {
+    let pooling = pooling.unwrap_or(Pooling::Mean);
+    let embedder = match run::source::load_any(model, &dev)? {
+        run::source::AnyModel::Audio(m) => {
+            if pooling == Pooling::Cls {
                 return Err(Error::Usage(format!(
                     "{model} ({}) has no class token: use --pooling mean",
                     m.spec.hf_class()
@@ -145,7 +182,7 @@ pub(super) fn embed_audio(
             let normalize = hf::audio::do_normalize(&m.origin);
             AudioEmbedder::Waveform(hf::audio::AudioModel::build(&m, &dev)?, normalize)
         }
-        hf::source::AnyModel::Spectrogram(m) => {
+        run::source::AnyModel::Spectrogram(m) => {
             AudioEmbedder::Spectrogram(hf::spectrogram::SpectrogramModel::build(&m, &dev)?)
         }
         other => return Err(wrong_input(model, &other)),
@@ -219,7 +256,7 @@ impl AudioEmbedder {
     fn embed(
         &self,
         windows: &[&[f32]],
-        pooling: recipe::Pooling,
+        pooling: Pooling,
         dev: &Device,
     ) -> Result<candle_core::Tensor> {
         match self {
@@ -244,33 +281,30 @@ impl AudioEmbedder {
 }
 
 /// The error for `embed` given inputs of another modality than the model's.
-fn wrong_input(model: &str, m: &hf::source::AnyModel) -> Error {
+fn wrong_input(model: &str, m: &run::source::AnyModel) -> Error {
     let how = match m {
-        hf::source::AnyModel::Image(_) => "embed images with --image",
-        hf::source::AnyModel::Text(_) => "embed sentences with --text or --text-file",
+        run::source::AnyModel::Image(_) => "embed images with --image",
+        run::source::AnyModel::Text(_) => "embed sentences with --text or --text-file",
         _ => "embed WAV files with --audio",
     };
     Error::Usage(format!("{model} is {}: {how}", m.describe()))
 }
 
 /// `pretext embed`: decode, batch, encode, pool, write.
-pub(super) fn embed(
+pub fn embed_images(
     model: &str,
     images: &[PathBuf],
     out: Option<&std::path::Path>,
-    pooling: Option<PoolingArg>,
+    pooling: Option<Pooling>,
     dev: &Device,
 ) -> Result<()> {
     let dev = dev.clone();
-    let loaded = match hf::source::load_any(model, &dev)? {
-        hf::source::AnyModel::Image(m) => m,
+    let loaded = match run::source::load_any(model, &dev)? {
+        run::source::AnyModel::Image(m) => m,
         other => return Err(wrong_input(model, &other)),
     };
     let m = hf::Model::build(&loaded, &dev)?;
-    let pooling = match pooling {
-        Some(PoolingArg::Cls) | None => recipe::Pooling::Cls,
-        Some(PoolingArg::Mean) => recipe::Pooling::Mean,
-    };
+    let pooling = pooling.unwrap_or(Pooling::Cls);
     let g = loaded.spec.geometry;
     let files = ImageDataset::from_files(images.to_vec(), g.channels, g.size)?;
     let all: Vec<usize> = (0..files.len).collect();

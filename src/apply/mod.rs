@@ -1,0 +1,72 @@
+//! Using a model once it exists: `forward` (raw inputs to outputs, as `transformers`
+//! names them), `embed` (pooled embeddings) and `export` (Hugging Face files). Each takes
+//! any model source ([`crate::run::source`]) and the device the verb was given.
+
+pub mod embed;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::hf;
+use crate::run::source::{self, AnyModel};
+
+pub use embed::{embed_audio, embed_images, embed_text, EmbedInputs};
+
+/// What `export` wrote.
+pub struct Exported {
+    pub files: Vec<PathBuf>,
+    /// The `transformers` class (or pretext layout) the files load as.
+    pub class: String,
+    /// Anything the user must know to load it (e.g. `add_pooling_layer=False`).
+    pub note: Option<String>,
+}
+
+/// Writes the model `src` names as Hugging Face files into `out`.
+pub fn export(src: &str, out: &Path, device: &Device) -> Result<Exported> {
+    Ok(match source::load_any(src, device)? {
+        AnyModel::Image(m) => Exported {
+            files: hf::export::write_hf(&m, out)?,
+            class: m.spec.hf_class().into(),
+            note: hf::export::notes(&m),
+        },
+        AnyModel::Audio(m) => Exported {
+            files: hf::audio::write_hf(&m, out)?,
+            class: m.spec.hf_class().into(),
+            note: hf::audio::notes(&m.spec),
+        },
+        AnyModel::Spectrogram(m) => Exported {
+            files: hf::spectrogram::write(&m, out)?,
+            class: "pretext Audio-MAE encoder, layout in docs/audio-mae-export.md".into(),
+            note: None,
+        },
+        AnyModel::Text(m) => Exported {
+            files: hf::text::write_hf(&m, out)?,
+            class: m.spec.hf_class().into(),
+            note: hf::text::notes(&m.spec),
+        },
+    })
+}
+
+/// Runs the model `model` names on the tensors of the safetensors file `inputs` and writes
+/// its outputs to `out`.
+pub fn forward(model: &str, inputs: &Path, out: &Path, device: &Device) -> Result<()> {
+    let tensors = crate::tensor_io::read(inputs, device)?.tensors;
+    let outputs = match source::load_any(model, device)? {
+        AnyModel::Image(m) => hf::Model::build(&m, device)?.forward(&tensors),
+        AnyModel::Text(m) => hf::text::TextModel::build(&m, device)?.forward(&tensors),
+        AnyModel::Audio(m) => hf::audio::AudioModel::build(&m, device)?.forward(&tensors),
+        AnyModel::Spectrogram(m) => {
+            hf::spectrogram::SpectrogramModel::build(&m, device)?.forward(&tensors)
+        }
+    };
+    // A model that cannot take these inputs is an error in the inputs file.
+    let outputs = outputs.map_err(|e| match e {
+        Error::Usage(msg) => Error::data(inputs, msg),
+        Error::Candle(c) => Error::data(inputs, c.to_string()),
+        e => e,
+    })?;
+    let list: Vec<(String, Tensor)> = outputs.into_iter().collect();
+    crate::tensor_io::write(out, &list, Default::default())
+}

@@ -1,0 +1,351 @@
+//! Running an audio recipe: clips read from a folder or a CSV manifest and turned into
+//! normalised log-mel spectrograms, Audio-MAE pretraining with reconstruction pictures at
+//! every checkpoint ([`pretrain`]), then the downstream heads on the labelled splits
+//! ([`task`]). A recipe whose `model.source` is a waveform model runs in `run/waveform/`.
+//!
+//! A run directory holds the resolved recipe, `audio-config.json` (features, normalisation
+//! and encoder shape, so a checkpoint can be used on its own), checkpoints, `metrics.jsonl`,
+//! `pictures/`, `downstream/` and `summary.json`.
+
+pub mod pretrain;
+pub mod task;
+
+use std::path::Path;
+
+use candle_core::Device;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::downstream::DownstreamTask;
+use super::{invalid, Pipeline, PretrainStage};
+use crate::error::{Error, Result};
+use crate::modality::audio::clips::{AudioFeatures, ClipSet};
+pub use crate::modality::audio::config::AudioRunConfig;
+use crate::modality::audio::dataset::{self, AudioItem};
+use crate::modality::audio::encoder::SpectrogramGeometry;
+use crate::objective::audio_mae::{AudioMae, AudioMaeConfig, AudioMaskKind};
+use crate::params::ParamStore;
+use crate::recipe::{AudioSection, DataFormat, DataSource, MaskingKind, Recipe};
+use pretrain::AudioMaeTask;
+use task::AudioTask;
+
+/// The run's [`AudioRunConfig`].
+pub const CONFIG_FILE: &str = "audio-config.json";
+
+/// Everything an audio recipe needs, built and checked.
+pub struct Prepared {
+    pub device: Device,
+    pub config: AudioRunConfig,
+    pub params: ParamStore,
+    pub mae: AudioMae,
+    pub train: ClipSet,
+    pub test: Option<ClipSet>,
+    /// `data.labelled`'s splits, when the recipe names them (else the heads use `train` and
+    /// `test`, see [`Prepared::heads_data`]).
+    pub labelled: Option<(ClipSet, ClipSet)>,
+    /// Class names (from the heads' training split), in label order.
+    pub classes: Vec<String>,
+}
+
+impl Prepared {
+    /// The labelled train and test splits the downstream heads use, when there are heads.
+    pub fn heads_data(&self, r: &Recipe) -> Option<(&ClipSet, &ClipSet)> {
+        if r.downstream.is_empty() {
+            return None;
+        }
+        match &self.labelled {
+            Some((train, test)) => Some((train, test)),
+            None => self.test.as_ref().map(|test| (&self.train, test)),
+        }
+    }
+}
+
+/// The labelled splits the heads train and test on, with their keys: `data.labelled`, or
+/// else `data.train` and `data.test`.
+pub(crate) fn heads_sources<'r>(
+    r: &'r Recipe,
+    file: &Path,
+) -> Result<[(&'r DataSource, &'static str); 2]> {
+    match &r.data.labelled {
+        Some(l) => Ok([
+            (&l.train, "data.labelled.train"),
+            (&l.test, "data.labelled.test"),
+        ]),
+        None => Ok([
+            (&r.data.train, "data.train"),
+            (
+                r.data.test.as_ref().ok_or_else(|| {
+                    invalid(file, "data.test", "downstream heads need a test split")
+                })?,
+                "data.test",
+            ),
+        ]),
+    }
+}
+
+/// Errors (naming the recipe key) unless every clip of `set` has a label.
+pub(crate) fn require_labels(set: &ClipSet, key: &str, file: &Path) -> Result<()> {
+    match set.labels {
+        Some(_) => Ok(()),
+        None => Err(invalid(
+            file,
+            key,
+            "downstream heads need every clip labelled (folder class directories, or a manifest `label` column)",
+        )),
+    }
+}
+
+/// The items a source names (a folder's `label/*.wav`, or a manifest's rows of its split).
+pub(crate) fn items(src: &DataSource, key: &str, file: &Path) -> Result<Vec<AudioItem>> {
+    let mut items = match src.format {
+        DataFormat::Folder => {
+            let root = src
+                .root
+                .as_deref()
+                .ok_or_else(|| invalid(file, &format!("{key}.root"), "missing"))?;
+            dataset::scan_folder(root)?
+        }
+        DataFormat::Manifest => {
+            let path = src
+                .path
+                .as_deref()
+                .ok_or_else(|| invalid(file, &format!("{key}.path"), "missing"))?;
+            let mut items = dataset::read_manifest(path)?;
+            if let Some(split) = &src.split {
+                items.retain(|i| i.split.as_deref() == Some(split.as_str()));
+                if items.is_empty() {
+                    return Err(Error::data(
+                        path,
+                        format!("no rows have split = `{split}` ({key}.split)"),
+                    ));
+                }
+            }
+            items
+        }
+        _ => {
+            return Err(invalid(
+                file,
+                &format!("{key}.format"),
+                "audio recipes read format = \"folder\" or \"manifest\"",
+            ))
+        }
+    };
+    if let Some(limit) = src.limit {
+        items.truncate(limit);
+    }
+    if items.is_empty() {
+        return Err(invalid(file, key, "has no clips"));
+    }
+    Ok(items)
+}
+
+fn geometry(a: &AudioSection) -> SpectrogramGeometry {
+    SpectrogramGeometry {
+        n_mels: a.mel.n_mels,
+        frames: a.frames,
+        patch_freq: a.patch_freq,
+        patch_time: a.patch_time,
+    }
+}
+
+/// The Audio-MAE configuration a recipe describes.
+pub fn mae_config(r: &Recipe, a: &AudioSection) -> Result<AudioMaeConfig> {
+    Ok(AudioMaeConfig {
+        geometry: geometry(a),
+        decoder: super::image::pretrain::decoder_config(r)?,
+        encoder: r.model.encoder_config(),
+        mask_ratio: r.objective.mask_ratio(),
+        masking: match r.objective.masking {
+            MaskingKind::Time => AudioMaskKind::Time,
+            MaskingKind::Frequency => AudioMaskKind::Frequency,
+            MaskingKind::TimeFrequency => AudioMaskKind::TimeFrequency,
+            _ => AudioMaskKind::Random,
+        },
+        norm_pix_loss: r.objective.norm_pix_loss,
+    })
+}
+
+/// Builds everything: clips, features, normalisation, model.
+pub fn prepare(
+    r: &Recipe,
+    file: &Path,
+    run_dir: Option<&Path>,
+    device: Device,
+) -> Result<Prepared> {
+    let a = r
+        .data
+        .audio
+        .as_ref()
+        .ok_or_else(|| invalid(file, "data.audio", "missing"))?;
+    // Labels are numbered by the heads' training split (`data.labelled.train` when given).
+    let train_items = items(&r.data.train, "data.train", file)?;
+    let labelled_items = match (&r.data.labelled, r.downstream.is_empty()) {
+        (Some(l), false) => Some((
+            items(&l.train, "data.labelled.train", file)?,
+            items(&l.test, "data.labelled.test", file)?,
+        )),
+        _ => None,
+    };
+    let classes = dataset::class_names(labelled_items.as_ref().map_or(&train_items, |l| &l.0));
+    let load = |items: &[AudioItem]| ClipSet::load(items, &a.mel, a.frames, &classes);
+    let train = load(&train_items)?;
+    let test = match &r.data.test {
+        Some(t) => Some(load(&items(t, "data.test", file)?)?),
+        None => None,
+    };
+    let (mean, std) = match (a.mean, a.std) {
+        (Some(m), Some(s)) => (m, s),
+        _ => train.stats(),
+    };
+    let mut features = AudioFeatures {
+        mel: a.mel.clone(),
+        frames: a.frames,
+        mean,
+        std,
+    };
+    // Resuming: the normalisation the run started with (the training split may have
+    // changed since).
+    if let Some(saved) = run_dir.map(|d| d.join(CONFIG_FILE)).filter(|p| p.is_file()) {
+        features = AudioRunConfig::read(&saved)?.features;
+    }
+    let config = AudioRunConfig {
+        features,
+        geometry: geometry(a),
+        encoder: r.model.encoder_config(),
+    };
+    let params = ParamStore::new(r.seed);
+    let mae = AudioMae::new(&mae_config(r, a)?, params.var_builder(&device))?;
+    let labelled = match labelled_items {
+        Some((tr, te)) => Some((load(&tr)?, load(&te)?)),
+        None => None,
+    };
+    let p = Prepared {
+        device,
+        config,
+        params,
+        mae,
+        train,
+        test,
+        labelled,
+        classes,
+    };
+    if !r.downstream.is_empty() {
+        let [(_, train_key), (_, test_key)] = heads_sources(r, file)?;
+        let (tr, te) = p
+            .heads_data(r)
+            .ok_or_else(|| invalid(file, "data.test", "downstream heads need a test split"))?;
+        require_labels(tr, train_key, file)?;
+        require_labels(te, test_key, file)?;
+    }
+    Ok(p)
+}
+
+impl Prepared {
+    fn task(&self, seed: u64) -> AudioMaeTask<'_> {
+        AudioMaeTask {
+            mae: &self.mae,
+            train: &self.train,
+            preview: self.test.as_ref().unwrap_or(&self.train),
+            features: &self.config.features,
+            device: self.device.clone(),
+            seed,
+        }
+    }
+}
+
+impl Pipeline for Prepared {
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    fn encoder_prefix(&self) -> &'static str {
+        "audio."
+    }
+
+    fn write_run_files(&self, run_dir: &Path, _fresh: bool) -> Result<()> {
+        let json = serde_json::to_string_pretty(&self.config)
+            .map_err(|e| Error::data(run_dir, e.to_string()))?;
+        crate::tensor_io::write_atomic(&run_dir.join(CONFIG_FILE), json.as_bytes())
+    }
+
+    fn pretrain<'a>(
+        &'a self,
+        r: &'a Recipe,
+        _run_dir: &Path,
+        _resume_step: Option<usize>,
+    ) -> Result<Option<Box<dyn PretrainStage + 'a>>> {
+        Ok(Some(Box::new(self.task(r.seed))))
+    }
+
+    fn downstream<'a>(
+        &'a self,
+        r: &'a Recipe,
+        file: &Path,
+    ) -> Result<Box<dyn DownstreamTask + 'a>> {
+        let (train, test) = self
+            .heads_data(r)
+            .ok_or_else(|| invalid(file, "data.test", "downstream heads need a test split"))?;
+        Ok(Box::new(AudioTask::new(
+            train,
+            test,
+            &self.classes,
+            &self.config,
+            &self.params,
+            r.seed,
+            &self.device,
+        )?))
+    }
+
+    fn dry_run(&self, r: &Recipe) -> Result<String> {
+        let p = self;
+        let t = p.task(r.seed);
+        let b = r.train.batch_size.min(p.train.len());
+        let idx: Vec<usize> = (0..b).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
+        let (spec, out) = t.forward(&p.train, &idx, &mut rng, false)?;
+        let loss = out.loss.to_scalar::<f32>()?;
+        if !loss.is_finite() {
+            return Err(Error::NonFinite { step: 0, loss });
+        }
+        let g = &p.config.geometry;
+        let f = &p.config.features;
+        let mut report = format!(
+            "recipe `{}` is valid\n  train: {} clips{}\n  features: {} log-mel bands x {} frames ({:.2} s at {} Hz), normalised with mean {:.3}, std {:.3}\n  model: audio-mae, {} parameters ({} in the encoder)\n  batch: spectrograms {:?} -> {} of {} patches ({} time x {} frequency) removed ({:?}) -> prediction {:?}\n  initial loss: {loss:.4}\n",
+            r.name,
+            p.train.len(),
+            p.test
+                .as_ref()
+                .map_or(String::new(), |t| format!(", test: {} clips", t.len())),
+            g.n_mels,
+            g.frames,
+            f.clip_seconds(),
+            f.mel.sample_rate,
+            f.mean,
+            f.std,
+            p.params.num_params(),
+            p.params.num_params_with_prefix("audio."),
+            spec.dims(),
+            g.num_patches() - p.mae.masker.len_keep(),
+            g.num_patches(),
+            g.time_patches(),
+            g.freq_patches(),
+            p.mae.config().masking,
+            out.pred.dims(),
+        );
+        if let Some((train, test)) = p.heads_data(r) {
+            let names = &p.classes;
+            report.push_str(&format!(
+                "  downstream: {} heads on {} train / {} test clips, {} classes\n",
+                r.downstream.len(),
+                train.len(),
+                test.len(),
+                names.len()
+            ));
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,115 @@
+//! Audio-MAE pretraining on the training clips, with reconstruction pictures (original,
+//! masked, reconstructed spectrograms) at every checkpoint.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::backbone::Mode;
+use crate::error::Result;
+use crate::modality::audio::clips::{AudioFeatures, ClipSet};
+use crate::modality::audio::encoder::{unpatchify, SpectrogramEncoder};
+use crate::modality::image::grid::save_grid;
+use crate::objective::audio_mae::AudioMae;
+use crate::params::ParamStore;
+use crate::run::PretrainStage;
+use crate::train::TrainTask;
+
+/// Clips shown in the reconstruction pictures.
+const PREVIEW_CLIPS: usize = 8;
+
+/// Audio-MAE on the training clips.
+pub struct AudioMaeTask<'a> {
+    pub mae: &'a AudioMae,
+    pub train: &'a ClipSet,
+    /// Clips shown in the reconstruction pictures.
+    pub preview: &'a ClipSet,
+    pub features: &'a AudioFeatures,
+    pub device: Device,
+    pub seed: u64,
+}
+
+/// Rows of spectrograms `[N, F, T]` as grey pictures `[N, 1, F, T]` in [0, 1], low
+/// frequencies at the bottom; `range` maps to black..white.
+fn picture(x: &Tensor, range: (f32, f32)) -> Result<Tensor> {
+    let f = x.dim(1)?;
+    let flip: Vec<u32> = (0..f as u32).rev().collect();
+    let flip = Tensor::from_vec(flip, f, x.device())?;
+    let x = x.index_select(&flip, 1)?;
+    Ok(((x - range.0 as f64)? / (range.1 - range.0).max(1e-6) as f64)?.unsqueeze(1)?)
+}
+
+impl AudioMaeTask<'_> {
+    /// One forward pass on the clips `idx` with masks drawn from `rng`.
+    pub fn forward(
+        &self,
+        set: &ClipSet,
+        idx: &[usize],
+        rng: &mut ChaCha8Rng,
+        train: bool,
+    ) -> Result<(Tensor, crate::objective::audio_mae::AudioMaeOutput)> {
+        let spec = set.batch(idx, self.features, &self.device)?;
+        let noise = self.mae.masker.noise(idx.len(), rng, &self.device)?;
+        let mut mode = if train { Mode::Train(rng) } else { Mode::Eval };
+        let out = self.mae.forward(&spec, &noise, &mut mode)?;
+        Ok((spec, out))
+    }
+
+    /// Original, masked (removed patches blank) and reconstructed spectrograms (kept patches
+    /// as they were, removed ones predicted), one row each.
+    pub fn reconstruction_rows(&self) -> Result<Vec<Tensor>> {
+        let n = PREVIEW_CLIPS.min(self.preview.len());
+        let idx: Vec<usize> = (0..n).collect();
+        // The same masks at every checkpoint, so pictures are comparable over training.
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x6175_6469);
+        let (spec, out) = self.forward(self.preview, &idx, &mut rng, false)?;
+        let g = &self.mae.config().geometry;
+        let pred = unpatchify(&self.mae.pred_to_spec(&spec, &out.pred)?, g)?;
+        let mask = unpatchify(&out.mask.unsqueeze(2)?.repeat((1, 1, g.patch_dim()))?, g)?;
+        let keep = (1.0 - &mask)?;
+        let lo = spec.min_all()?.to_scalar::<f32>()?;
+        let hi = spec.max_all()?.to_scalar::<f32>()?;
+        // Removed patches mid-grey, so they stand apart from silence (black).
+        let masked = ((&spec * &keep)? + (&mask * ((lo + hi) / 2.0) as f64)?)?;
+        let recon = ((&spec * &keep)? + (pred * &mask)?)?;
+        [spec, masked, recon]
+            .iter()
+            .map(|x| picture(x, (lo, hi)))
+            .collect()
+    }
+}
+
+impl TrainTask for AudioMaeTask<'_> {
+    fn num_examples(&self) -> usize {
+        self.train.len()
+    }
+
+    fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
+        Ok(self.forward(self.train, indices, rng, true)?.1.loss)
+    }
+
+    fn infer(&self, params: &ParamStore, indices: &[usize]) -> Result<Option<Tensor>> {
+        let spec = self.train.batch(indices, self.features, &self.device)?;
+        let cfg = self.mae.config();
+        let enc = SpectrogramEncoder::new(
+            cfg.geometry,
+            &cfg.encoder,
+            params.frozen_var_builder(&self.device).pp("audio"),
+        )?;
+        Ok(Some(enc.forward(&spec, &mut Mode::Eval)?))
+    }
+
+    fn on_checkpoint(&self, step: usize, run_dir: &Path) -> Result<()> {
+        save_grid(
+            &self.reconstruction_rows()?,
+            3,
+            &run_dir
+                .join("pictures")
+                .join(format!("reconstruction-step-{step:07}.png")),
+        )
+    }
+}
+
+impl PretrainStage for AudioMaeTask<'_> {}

@@ -1,0 +1,220 @@
+//! Images: IDX files or image folders, MAE or SimMIM pretraining ([`pretrain`]) and the
+//! downstream heads on the pretrained ViT or raw pixels ([`task`]).
+
+pub mod pretrain;
+pub mod task;
+
+use std::path::Path;
+
+use candle_core::Device;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::downstream::DownstreamTask;
+use super::{Pipeline, PretrainStage};
+use crate::error::{Error, Result};
+use crate::modality::image::dataset::ImageDataset;
+use crate::params::ParamStore;
+use crate::recipe::{self, DataFormat, DataSource, ImageSection, Recipe};
+use pretrain::{Objective, PretrainTask};
+
+/// Everything a recipe needs, built and checked.
+pub struct Prepared {
+    device: Device,
+    image: ImageSection,
+    train: ImageDataset,
+    test: Option<ImageDataset>,
+    params: ParamStore,
+    objective: Objective,
+}
+
+fn load_images(
+    src: &DataSource,
+    key: &str,
+    image: &ImageSection,
+    file: &Path,
+) -> Result<ImageDataset> {
+    let missing = |k: &str| Error::InvalidValue {
+        file: file.to_path_buf(),
+        key: format!("{key}.{k}"),
+        message: "missing".into(),
+    };
+    let (mut data, origin) = match src.format {
+        DataFormat::Idx => {
+            let images = src.images.as_deref().ok_or_else(|| missing("images"))?;
+            let data = ImageDataset::from_idx(images, src.labels.as_deref())?;
+            (data, images)
+        }
+        DataFormat::Folder => {
+            let root = src.root.as_deref().ok_or_else(|| missing("root"))?;
+            let data = ImageDataset::from_folder(root, image.channels, image.size)?;
+            (data, root)
+        }
+        DataFormat::Text | DataFormat::Jsonl | DataFormat::Manifest => {
+            return Err(Error::InvalidValue {
+                file: file.to_path_buf(),
+                key: format!("{key}.format"),
+                message: "image recipes read format = \"idx\" or \"folder\"".into(),
+            })
+        }
+    };
+    if data.size != image.size || data.channels != image.channels {
+        return Err(Error::InvalidValue {
+            file: file.to_path_buf(),
+            key: "data.image".into(),
+            message: format!(
+                "{} ({key}) holds {}-channel {}x{} images but the recipe says channels = {}, size = {}",
+                origin.display(),
+                data.channels,
+                data.size,
+                data.size,
+                image.channels,
+                image.size
+            ),
+        });
+    }
+    if let Some(limit) = src.limit {
+        let keep: Vec<usize> = (0..data.len.min(limit)).collect();
+        data = data.subset(&keep);
+    }
+    if data.len == 0 {
+        return Err(Error::data(origin, format!("{key} has no examples")));
+    }
+    Ok(data)
+}
+
+pub fn prepare(r: &Recipe, file: &Path, device: Device) -> Result<Prepared> {
+    let image = r.data.image.clone().ok_or_else(|| Error::InvalidValue {
+        file: file.to_path_buf(),
+        key: "data.image".into(),
+        message: "missing".into(),
+    })?;
+    let train = load_images(&r.data.train, "data.train", &image, file)?;
+    let test = r
+        .data
+        .test
+        .as_ref()
+        .map(|t| load_images(t, "data.test", &image, file))
+        .transpose()?;
+    let params = ParamStore::new(r.seed);
+    let objective = Objective::new(r, &image, params.var_builder(&device))?;
+    Ok(Prepared {
+        device,
+        image,
+        train,
+        test,
+        params,
+        objective,
+    })
+}
+
+impl Pipeline for Prepared {
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    fn encoder_prefix(&self) -> &'static str {
+        "vit."
+    }
+
+    fn pretrain<'a>(
+        &'a self,
+        r: &'a Recipe,
+        _run_dir: &Path,
+        _resume_step: Option<usize>,
+    ) -> Result<Option<Box<dyn PretrainStage + 'a>>> {
+        let preview = self.test.as_ref().unwrap_or(&self.train);
+        Ok(Some(Box::new(PretrainTask::new(
+            r,
+            &self.objective,
+            &self.train,
+            preview,
+            &self.image,
+            self.device.clone(),
+        ))))
+    }
+
+    fn downstream<'a>(
+        &'a self,
+        r: &'a Recipe,
+        file: &Path,
+    ) -> Result<Box<dyn DownstreamTask + 'a>> {
+        let test = self.test.as_ref().ok_or_else(|| Error::InvalidValue {
+            file: file.to_path_buf(),
+            key: "data.test".into(),
+            message: "downstream evaluation needs a test split".into(),
+        })?;
+        Ok(Box::new(task::ImageTask::new(
+            &self.train,
+            test,
+            &self.image,
+            self.objective.geometry(),
+            self.objective.encoder_config().clone(),
+            &self.params,
+            r.seed,
+            &self.device,
+        )?))
+    }
+
+    fn dry_run(&self, r: &Recipe) -> Result<String> {
+        let p = self;
+        let b = r.train.batch_size.min(p.train.len);
+        let idx: Vec<usize> = (0..b).collect();
+        // The first batch as training makes it (augmented, decoded on the loader's path).
+        let task = PretrainTask::new(
+            r,
+            &p.objective,
+            &p.train,
+            &p.train,
+            &p.image,
+            p.device.clone(),
+        );
+        let values = task.batch_maker().make(&idx, &vec![0; b])?;
+        let imgs = p.train.to_tensor(values, b, &p.device)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
+        let out = p.objective.forward(&imgs, &task.masks, &mut rng, false)?;
+        let loss = out.loss.to_scalar::<f32>()?;
+        if !loss.is_finite() {
+            return Err(Error::NonFinite { step: 0, loss });
+        }
+        let encoder_params = p.params.num_params_with_prefix("vit.");
+        let mut report = format!(
+            "recipe `{}` is valid\n  train: {} images{}\n  model: {:?}, {} parameters ({} in the encoder)\n  batch: images {:?} -> {} of {} patches removed ({:?}) -> prediction {:?}\n  initial loss: {loss:.4}\n",
+            r.name,
+            p.train.len,
+            p.test.as_ref().map_or(String::new(), |t| format!(", test: {} images", t.len)),
+            r.objective.kind,
+            p.params.num_params(),
+            encoder_params,
+            imgs.dims(),
+            task.masks.num_masked,
+            p.image.size / p.image.patch * (p.image.size / p.image.patch),
+            r.objective.masking,
+            out.pixels.dims(),
+        );
+        for (i, d) in r.downstream.iter().enumerate() {
+            let sample = p.train.subset(&idx[..b.min(4)]);
+            let f = match d.input {
+                recipe::DownstreamInput::Pixels => {
+                    task::pixel_features(&sample, &p.image, &p.device)?
+                }
+                _ => task::features(p.objective.vit(), &sample, &p.image, d.pooling, &p.device)?,
+            };
+            let on = match d.input {
+                recipe::DownstreamInput::Pixels => "pixels".to_string(),
+                _ => format!("{:?}-pooled features", d.pooling),
+            };
+            report.push_str(&format!(
+                "  downstream[{i}]: {} on {on} {:?}, label fractions {:?}\n",
+                d.label(),
+                f.dims(),
+                d.label_fractions
+            ));
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,404 @@
+//! Running a text recipe: the tokenizer (loaded, trained, or the model source's), masked
+//! language modelling on packed blocks of the training corpus with held-out masked-token
+//! accuracy and perplexity at every checkpoint, then the downstream heads on the labelled
+//! splits.
+//!
+//! A run directory holds everything needed to resume or export it: the resolved recipe,
+//! `tokenizer.json`, checkpoints, `metrics.jsonl`, `eval.jsonl`, `summary.json`.
+
+pub mod pretrain;
+pub mod task;
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::Device;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::downstream::DownstreamTask;
+use super::source::AnyModel;
+use super::{invalid, Pipeline, PretrainStage};
+use crate::backbone::Mode;
+use crate::error::{Error, Result};
+use crate::modality::text::corpus::{self, Document, JsonlFields, TextSplit};
+use crate::modality::text::encoder::{TextConfig, TextPositions};
+use crate::modality::text::mask::MlmMasker;
+use crate::modality::text::pack::{self, TokenBlocks};
+use crate::modality::text::tokenizer::TextTokenizer;
+use crate::objective::mlm::Mlm;
+use crate::params::ParamStore;
+use crate::recipe::{DataFormat, DataSource, Recipe, TextSection};
+use crate::train::metrics::MetricsLog;
+use pretrain::MlmTask;
+use task::{Labelled, TextTask};
+
+/// The tokenizer's file name inside a run directory.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// The run's [`TextConfig`], so that checkpoints can be loaded (and exported) on their own.
+pub const CONFIG_FILE: &str = "text-config.json";
+/// Held-out evaluations, one JSON line per checkpoint (and step 0).
+pub const EVAL_FILE: &str = "eval.jsonl";
+
+/// Everything a text recipe needs, built and checked.
+pub struct Prepared {
+    pub device: Device,
+    pub tokenizer: TextTokenizer,
+    pub config: TextConfig,
+    pub params: ParamStore,
+    pub mlm: Mlm,
+    pub train: TokenBlocks,
+    pub test: Option<TokenBlocks>,
+    pub masker: MlmMasker,
+    /// Downstream splits and class names, when the recipe has heads.
+    pub labelled: Option<(Labelled, Labelled, Vec<String>)>,
+}
+
+/// The documents of a source (`limit` applied).
+fn documents(src: &DataSource, key: &str, file: &Path) -> Result<Vec<Document>> {
+    let path = src
+        .path
+        .as_deref()
+        .ok_or_else(|| invalid(file, &format!("{key}.path"), "missing"))?;
+    let mut docs = match src.format {
+        DataFormat::Jsonl => {
+            let mut fields = JsonlFields::default();
+            if let Some(t) = &src.text_field {
+                fields.text = t.clone();
+            }
+            if let Some(l) = &src.label_field {
+                fields.label = l.clone();
+            }
+            corpus::read_jsonl(path, &fields)?
+        }
+        _ if path.is_dir() => corpus::read_text_dir(path, TextSplit::File)?,
+        _ => corpus::read_text_file(path, TextSplit::File)?,
+    };
+    if let Some(limit) = src.limit {
+        docs.truncate(limit);
+    }
+    if docs.is_empty() {
+        return Err(Error::data(path, format!("{key} has no documents")));
+    }
+    Ok(docs)
+}
+
+/// The tokenizer a recipe asks for: the run's own (resuming), a file, the model source's,
+/// or one trained on the training documents.
+fn tokenizer(
+    r: &Recipe,
+    text: &TextSection,
+    file: &Path,
+    run_dir: Option<&Path>,
+    source_tokenizer: Option<&Path>,
+    train_docs: &[Document],
+) -> Result<TextTokenizer> {
+    if let Some(saved) = run_dir
+        .map(|d| d.join(TOKENIZER_FILE))
+        .filter(|p| p.is_file())
+    {
+        return TextTokenizer::from_file(&saved);
+    }
+    match &text.tokenizer {
+        Some(t) => match (&t.file, t.train) {
+            (Some(path), _) => TextTokenizer::from_file(path),
+            (None, Some(kind)) => {
+                let started = Instant::now();
+                let tok = TextTokenizer::train(
+                    kind,
+                    t.vocab_size,
+                    t.lowercase,
+                    train_docs.iter().map(|d| d.text.as_str()),
+                )?;
+                eprintln!(
+                    "trained a {kind:?} tokenizer of {} tokens on {} documents in {:.1} s",
+                    tok.vocab_size(),
+                    train_docs.len(),
+                    started.elapsed().as_secs_f64()
+                );
+                Ok(tok)
+            }
+            (None, None) => Err(invalid(
+                file,
+                "data.text.tokenizer",
+                "give `file` or `train`",
+            )),
+        },
+        None => match source_tokenizer {
+            Some(p) => TextTokenizer::from_file(p),
+            None => Err(invalid(
+                file,
+                "model.source",
+                format!(
+                    "`{}` has no tokenizer.json; set data.text.tokenizer",
+                    r.model.source.as_deref().unwrap_or_default()
+                ),
+            )),
+        },
+    }
+}
+
+/// The encoder a fresh run trains: the recipe's shape (post-norm, BERT's embeddings), the
+/// tokenizer's vocabulary, positions for `max_len` tokens.
+fn fresh_config(r: &Recipe, text: &TextSection, tok: &TextTokenizer) -> TextConfig {
+    TextConfig {
+        vocab_size: tok.vocab_size(),
+        max_positions: text.max_len,
+        type_vocab_size: 2,
+        pad_token_id: tok.pad_id(),
+        positions: TextPositions::Absolute,
+        embed_norm_eps: r.model.norm_eps,
+        encoder: r.model.encoder_config(),
+    }
+}
+
+/// Builds everything: data, tokenizer, model (fresh or from `model.source`).
+pub fn prepare(
+    r: &Recipe,
+    file: &Path,
+    run_dir: Option<&Path>,
+    device: Device,
+) -> Result<Prepared> {
+    let text = r
+        .data
+        .text
+        .as_ref()
+        .ok_or_else(|| invalid(file, "data.text", "missing"))?;
+    let source = match &r.model.source {
+        Some(s) => match super::source::load_any(s, &device)? {
+            AnyModel::Text(t) => Some(t),
+            other => {
+                return Err(invalid(
+                    file,
+                    "model.source",
+                    format!(
+                        "`{s}` is {}; text recipes need a BERT or RoBERTa model",
+                        other.describe()
+                    ),
+                ))
+            }
+        },
+        None => None,
+    };
+    let train_docs = documents(&r.data.train, "data.train", file)?;
+    let tok = tokenizer(
+        r,
+        text,
+        file,
+        run_dir,
+        source.as_ref().and_then(|s| s.tokenizer.as_deref()),
+        &train_docs,
+    )?;
+    let config = match &source {
+        Some(s) => {
+            if tok.vocab_size() > s.spec.config.vocab_size {
+                return Err(invalid(
+                    file,
+                    "data.text.tokenizer",
+                    format!(
+                        "the tokenizer has {} tokens but the model's vocabulary has {}",
+                        tok.vocab_size(),
+                        s.spec.config.vocab_size
+                    ),
+                ));
+            }
+            s.spec.config.clone()
+        }
+        None => fresh_config(r, text, &tok),
+    };
+    let max_len = text.max_len.min(config.max_len());
+    let params = ParamStore::new(r.seed);
+    let mlm = Mlm::new(&config, params.var_builder(&device))?;
+    if let Some(s) = &source {
+        // The source's encoder (and MLM head, when it has one); the rest keeps its seeded
+        // initialisation.
+        let ours: std::collections::BTreeMap<_, _> = s
+            .tensors
+            .iter()
+            .filter(|(k, _)| k.starts_with("text.") || k.starts_with("mlm."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let missing: Vec<String> = params
+            .vars_with_prefix("text.")
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !ours.contains_key(k))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::data(
+                &s.origin,
+                format!(
+                    "the model source lacks encoder tensors: {}",
+                    missing.join(", ")
+                ),
+            ));
+        }
+        params.load_partial(&ours, Path::new(&s.origin))?;
+    }
+    let train = pack::pack_blocks(&train_docs, &tok, max_len)?;
+    let test = match &r.data.test {
+        Some(t) => Some(pack::pack_blocks(
+            &documents(t, "data.test", file)?,
+            &tok,
+            max_len,
+        )?),
+        None => None,
+    };
+    let mut masker = MlmMasker::new(&tok);
+    masker.rate = r.objective.mask_ratio();
+    masker.whole_word = r.objective.whole_word;
+    masker.span = r.objective.span;
+    let labelled = if r.downstream.is_empty() {
+        None
+    } else {
+        let (train_src, test_src, train_key, test_key) = match &r.data.labelled {
+            Some(l) => (
+                &l.train,
+                &l.test,
+                "data.labelled.train",
+                "data.labelled.test",
+            ),
+            None => (
+                &r.data.train,
+                r.data.test.as_ref().ok_or_else(|| {
+                    invalid(file, "data.test", "downstream heads need a test split")
+                })?,
+                "data.train",
+                "data.test",
+            ),
+        };
+        let train_docs = documents(train_src, train_key, file)?;
+        let test_docs = documents(test_src, test_key, file)?;
+        let names = corpus::class_names(&train_docs)?;
+        let encode = |docs: &[Document]| -> Result<Labelled> {
+            let seqs = pack::encode_labelled(docs, &tok, max_len, &names)?;
+            Ok(Labelled {
+                ids: seqs.ids,
+                labels: seqs.labels.into_iter().map(|l| l as u32).collect(),
+            })
+        };
+        Some((encode(&train_docs)?, encode(&test_docs)?, names))
+    };
+    Ok(Prepared {
+        device,
+        tokenizer: tok,
+        config,
+        params,
+        mlm,
+        train,
+        test,
+        masker,
+        labelled,
+    })
+}
+
+impl Pipeline for Prepared {
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    fn encoder_prefix(&self) -> &'static str {
+        "text."
+    }
+
+    fn write_run_files(&self, run_dir: &Path, fresh: bool) -> Result<()> {
+        if fresh {
+            self.tokenizer.save(run_dir.join(TOKENIZER_FILE))?;
+        }
+        let json = serde_json::to_string_pretty(&self.config)
+            .map_err(|e| Error::data(run_dir, e.to_string()))?;
+        crate::tensor_io::write_atomic(&run_dir.join(CONFIG_FILE), json.as_bytes())
+    }
+
+    fn pretrain<'a>(
+        &'a self,
+        r: &'a Recipe,
+        run_dir: &Path,
+        resume_step: Option<usize>,
+    ) -> Result<Option<Box<dyn PretrainStage + 'a>>> {
+        Ok(Some(Box::new(MlmTask {
+            mlm: &self.mlm,
+            blocks: &self.train,
+            held_out: self.test.as_ref(),
+            masker: &self.masker,
+            device: self.device.clone(),
+            seed: r.seed,
+            eval_log: std::sync::Mutex::new(Some(MetricsLog::open(
+                &run_dir.join(EVAL_FILE),
+                Some(resume_step.unwrap_or(0)),
+            )?)),
+        })))
+    }
+
+    fn downstream<'a>(
+        &'a self,
+        r: &'a Recipe,
+        file: &Path,
+    ) -> Result<Box<dyn DownstreamTask + 'a>> {
+        let (train, test, names) = self
+            .labelled
+            .as_ref()
+            .ok_or_else(|| invalid(file, "data.test", "downstream heads need a test split"))?;
+        Ok(Box::new(TextTask {
+            train,
+            test,
+            label_names: names,
+            config: self.config.clone(),
+            pretrained: &self.params,
+            seed: r.seed,
+            device: &self.device,
+        }))
+    }
+
+    fn dry_run(&self, r: &Recipe) -> Result<String> {
+        let p = self;
+        let task = MlmTask {
+            mlm: &p.mlm,
+            blocks: &p.train,
+            held_out: None,
+            masker: &p.masker,
+            device: p.device.clone(),
+            seed: r.seed,
+            eval_log: std::sync::Mutex::new(None),
+        };
+        let b = r.train.batch_size.min(p.train.len());
+        let idx: Vec<usize> = (0..b).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
+        let batch = task.batch(&p.train, &idx, &mut rng)?;
+        let out = p.mlm.forward(&batch, &mut Mode::Eval)?;
+        let loss = out.loss.to_scalar::<f32>()?;
+        if !loss.is_finite() {
+            return Err(Error::NonFinite { step: 0, loss });
+        }
+        let mut report = format!(
+            "recipe `{}` is valid\n  tokenizer: {} tokens\n  train: {} blocks of {} tokens{}\n  model: mlm, {} parameters ({} in the encoder)\n  batch: {:?} ids -> {} masked tokens -> logits {:?}\n  initial loss: {loss:.4} (uniform guess: {:.4})\n",
+            r.name,
+            p.tokenizer.vocab_size(),
+            p.train.len(),
+            p.train.seq_len,
+            p.test
+                .as_ref()
+                .map_or(String::new(), |t| format!(", test: {} blocks", t.len())),
+            p.params.num_params(),
+            p.params.num_params_with_prefix("text."),
+            batch.input_ids.dims(),
+            batch.num_predicted(),
+            out.logits.dims(),
+            (p.config.vocab_size as f64).ln(),
+        );
+        if let Some((train, test, names)) = &p.labelled {
+            report.push_str(&format!(
+                "  downstream: {} heads on {} train / {} test examples, {} classes\n",
+                r.downstream.len(),
+                train.ids.len(),
+                test.ids.len(),
+                names.len()
+            ));
+        }
+        Ok(report)
+    }
+}
