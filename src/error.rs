@@ -17,10 +17,12 @@ pub enum Error {
     #[error("{}: invalid TOML: {message}", path.display())]
     Toml { path: PathBuf, message: String },
 
-    #[error("{}: unknown key `{key}`{}", file.display(), suggestion_text(suggestion, valid))]
+    #[error("{}: unknown key `{key}`{}{}", file.display(), within.as_ref().map(|w| format!(" for {w}")).unwrap_or_default(), suggestion_text(suggestion, valid))]
     UnknownKey {
         file: PathBuf,
         key: String,
+        /// The variant the key was read under, e.g. `format = "folder"`.
+        within: Option<String>,
         suggestion: Option<String>,
         valid: Vec<String>,
     },

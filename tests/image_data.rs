@@ -224,9 +224,19 @@ fn folder_and_augment_keys_are_checked_with_suggestions() {
         err.contains("data.train.images") && err.contains("folder"),
         "{err}"
     );
+    // A key of another format: an unknown key, with the format and the keys it takes.
     let err = load(&text.replace("format = \"folder\", root", "format = \"idx\", root"));
     assert!(
-        err.contains("data.train.images") && err.contains("required"),
+        err.contains(".root` for format = \"idx\"") && err.contains("images, labels, limit"),
+        "{err}"
+    );
+    // A key the format needs: named, with the file.
+    let err = load(&text.replace(
+        "format = \"folder\", root = \"data/image-folder-sample/train\"",
+        "format = \"folder\"",
+    ));
+    assert!(
+        err.contains("f.toml") && err.contains("`data.train.root`: required"),
         "{err}"
     );
     let err = load(&text.replace("channels = 3", "channels = 2"));

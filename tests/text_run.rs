@@ -170,10 +170,11 @@ fn text_recipe_errors_name_the_key() {
         "objective.kind",
         "mlm",
     );
+    // An IDX source has no `path` (whichever split serde reads first is named).
     check(
         &base.replace("format = \"text\", path", "format = \"idx\", path"),
-        "data.train",
-        "idx",
+        ".path` for format = \"idx\"",
+        "images, labels, limit",
     );
     check(
         &base.replace(

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::source::DataSource;
 pub use crate::backbone::Pooling;
 use crate::backbone::{Activation, EncoderConfig, NormPosition};
 pub use crate::modality::text::mask::SpanConfig;
@@ -184,69 +185,6 @@ pub struct AudioSection {
     pub mean: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub std: Option<f32>,
-}
-
-/// A file-based data source. Relative paths are relative to the directory `pretext` runs in.
-///
-/// `{ format = "idx", images = FILE, labels = FILE }` or `{ format = "folder", root = DIR }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataSource {
-    /// `idx` (MNIST-style, optionally gzip-compressed) or `folder` (`root/<class>/*.png|jpg|jpeg`,
-    /// classes numbered in sorted order; images directly in `root` = unlabelled).
-    pub format: DataFormat,
-    /// `idx`: the image file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub images: Option<PathBuf>,
-    /// `idx`: the label file (optional).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub labels: Option<PathBuf>,
-    /// `folder`: the directory. Images of any size and channel count are converted to
-    /// `data.image.channels` (1 = luma, 3 = RGB) and resized (bilinear) to `data.image.size`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub root: Option<PathBuf>,
-    /// `text`: a UTF-8 text file or a folder of them; `jsonl`: a JSON-lines file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<PathBuf>,
-    /// `jsonl`: the field holding the text (default `text`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text_field: Option<String>,
-    /// `jsonl`: the field holding the label (default `label`; absent from a line =
-    /// unlabelled).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label_field: Option<String>,
-    /// `manifest`: keep only the rows whose `split` column equals this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub split: Option<String>,
-    /// Use only the first N examples.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<usize>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DataFormat {
-    Idx,
-    Folder,
-    /// Plain UTF-8 text: one file, or every file under a folder (sorted).
-    Text,
-    /// JSON lines with a text field and an optional label field.
-    Jsonl,
-    /// Audio: a CSV file with a header naming `path` and optionally `label` and `split`
-    /// columns (paths relative to the manifest's directory).
-    Manifest,
-}
-
-impl DataSource {
-    /// Whether the source can give labels (an IDX label file, or a folder's class
-    /// directories — known only once it is read).
-    pub fn may_have_labels(&self) -> bool {
-        match self.format {
-            DataFormat::Idx => self.labels.is_some(),
-            DataFormat::Folder | DataFormat::Jsonl | DataFormat::Manifest => true,
-            DataFormat::Text => false,
-        }
-    }
 }
 
 /// Pretraining augmentations, applied in this order with torchvision's semantics; each

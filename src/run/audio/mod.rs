@@ -25,7 +25,7 @@ use crate::modality::audio::dataset::{self, AudioItem};
 use crate::modality::audio::encoder::SpectrogramGeometry;
 use crate::objective::audio_mae::{AudioMae, AudioMaeConfig, AudioMaskKind};
 use crate::params::ParamStore;
-use crate::recipe::{AudioSection, DataFormat, DataSource, MaskingKind, Recipe};
+use crate::recipe::{AudioSection, DataSource, MaskingKind, Recipe};
 use pretrain::AudioMaeTask;
 use task::AudioTask;
 
@@ -97,21 +97,11 @@ pub(crate) fn require_labels(set: &ClipSet, key: &str, file: &Path) -> Result<()
 
 /// The items a source names (a folder's `label/*.wav`, or a manifest's rows of its split).
 pub(crate) fn items(src: &DataSource, key: &str, file: &Path) -> Result<Vec<AudioItem>> {
-    let mut items = match src.format {
-        DataFormat::Folder => {
-            let root = src
-                .root
-                .as_deref()
-                .ok_or_else(|| invalid(file, &format!("{key}.root"), "missing"))?;
-            dataset::scan_folder(root)?
-        }
-        DataFormat::Manifest => {
-            let path = src
-                .path
-                .as_deref()
-                .ok_or_else(|| invalid(file, &format!("{key}.path"), "missing"))?;
+    let mut items = match src {
+        DataSource::Folder { root, .. } => dataset::scan_folder(root)?,
+        DataSource::Manifest { path, split, .. } => {
             let mut items = dataset::read_manifest(path)?;
-            if let Some(split) = &src.split {
+            if let Some(split) = split {
                 items.retain(|i| i.split.as_deref() == Some(split.as_str()));
                 if items.is_empty() {
                     return Err(Error::data(
@@ -123,14 +113,15 @@ pub(crate) fn items(src: &DataSource, key: &str, file: &Path) -> Result<Vec<Audi
             items
         }
         _ => {
-            return Err(invalid(
+            return Err(crate::recipe::source::wrong_format(
                 file,
-                &format!("{key}.format"),
+                key,
+                src,
                 "audio recipes read format = \"folder\" or \"manifest\"",
             ))
         }
     };
-    if let Some(limit) = src.limit {
+    if let Some(limit) = src.limit() {
         items.truncate(limit);
     }
     if items.is_empty() {

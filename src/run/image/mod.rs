@@ -15,7 +15,7 @@ use super::{Pipeline, PretrainStage};
 use crate::error::{Error, Result};
 use crate::modality::image::dataset::ImageDataset;
 use crate::params::ParamStore;
-use crate::recipe::{self, DataFormat, DataSource, ImageSection, Recipe};
+use crate::recipe::{self, DataSource, ImageSection, Recipe};
 use pretrain::{Objective, PretrainTask};
 
 /// Everything a recipe needs, built and checked.
@@ -34,28 +34,22 @@ fn load_images(
     image: &ImageSection,
     file: &Path,
 ) -> Result<ImageDataset> {
-    let missing = |k: &str| Error::InvalidValue {
-        file: file.to_path_buf(),
-        key: format!("{key}.{k}"),
-        message: "missing".into(),
-    };
-    let (mut data, origin) = match src.format {
-        DataFormat::Idx => {
-            let images = src.images.as_deref().ok_or_else(|| missing("images"))?;
-            let data = ImageDataset::from_idx(images, src.labels.as_deref())?;
-            (data, images)
+    let (mut data, origin) = match src {
+        DataSource::Idx { images, labels, .. } => {
+            let data = ImageDataset::from_idx(images, labels.as_deref())?;
+            (data, images.as_path())
         }
-        DataFormat::Folder => {
-            let root = src.root.as_deref().ok_or_else(|| missing("root"))?;
+        DataSource::Folder { root, .. } => {
             let data = ImageDataset::from_folder(root, image.channels, image.size)?;
-            (data, root)
+            (data, root.as_path())
         }
-        DataFormat::Text | DataFormat::Jsonl | DataFormat::Manifest => {
-            return Err(Error::InvalidValue {
-                file: file.to_path_buf(),
-                key: format!("{key}.format"),
-                message: "image recipes read format = \"idx\" or \"folder\"".into(),
-            })
+        _ => {
+            return Err(recipe::source::wrong_format(
+                file,
+                key,
+                src,
+                "image recipes read format = \"idx\" or \"folder\"",
+            ))
         }
     };
     if data.size != image.size || data.channels != image.channels {
@@ -73,7 +67,7 @@ fn load_images(
             ),
         });
     }
-    if let Some(limit) = src.limit {
+    if let Some(limit) = src.limit() {
         let keep: Vec<usize> = (0..data.len.min(limit)).collect();
         data = data.subset(&keep);
     }

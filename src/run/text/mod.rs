@@ -28,7 +28,7 @@ use crate::modality::text::pack::{self, TokenBlocks};
 use crate::modality::text::tokenizer::TextTokenizer;
 use crate::objective::mlm::Mlm;
 use crate::params::ParamStore;
-use crate::recipe::{DataFormat, DataSource, Recipe, TextSection};
+use crate::recipe::{DataSource, Recipe, TextSection};
 use crate::train::metrics::MetricsLog;
 use pretrain::MlmTask;
 use task::{Labelled, TextTask};
@@ -56,25 +56,36 @@ pub struct Prepared {
 
 /// The documents of a source (`limit` applied).
 fn documents(src: &DataSource, key: &str, file: &Path) -> Result<Vec<Document>> {
-    let path = src
-        .path
-        .as_deref()
-        .ok_or_else(|| invalid(file, &format!("{key}.path"), "missing"))?;
-    let mut docs = match src.format {
-        DataFormat::Jsonl => {
+    let (mut docs, path) = match src {
+        DataSource::Jsonl {
+            path,
+            text_field,
+            label_field,
+            ..
+        } => {
             let mut fields = JsonlFields::default();
-            if let Some(t) = &src.text_field {
+            if let Some(t) = text_field {
                 fields.text = t.clone();
             }
-            if let Some(l) = &src.label_field {
+            if let Some(l) = label_field {
                 fields.label = l.clone();
             }
-            corpus::read_jsonl(path, &fields)?
+            (corpus::read_jsonl(path, &fields)?, path)
         }
-        _ if path.is_dir() => corpus::read_text_dir(path, TextSplit::File)?,
-        _ => corpus::read_text_file(path, TextSplit::File)?,
+        DataSource::Text { path, .. } if path.is_dir() => {
+            (corpus::read_text_dir(path, TextSplit::File)?, path)
+        }
+        DataSource::Text { path, .. } => (corpus::read_text_file(path, TextSplit::File)?, path),
+        _ => {
+            return Err(crate::recipe::source::wrong_format(
+                file,
+                key,
+                src,
+                "text recipes read format = \"text\" or \"jsonl\"",
+            ))
+        }
     };
-    if let Some(limit) = src.limit {
+    if let Some(limit) = src.limit() {
         docs.truncate(limit);
     }
     if docs.is_empty() {

@@ -1,0 +1,147 @@
+//! Loading, overrides, presets and validation errors.
+
+use super::*;
+
+const MINIMAL: &str = r#"
+name = "t"
+[model]
+preset = "vit-mini"
+[data]
+modality = "image"
+train = { format = "idx", images = "a.gz" }
+image = { size = 28, channels = 1, patch = 4 }
+[objective]
+kind = "mae"
+decoder = { dim = 32, depth = 1, heads = 2 }
+[train]
+steps = 10
+batch_size = 4
+optimizer = { kind = "adamw", lr = 1e-3 }
+"#;
+
+fn load(text: &str, o: &[Override]) -> Result<Loaded> {
+    load_str(text, Path::new("r.toml"), o)
+}
+
+#[test]
+fn misspelled_key_names_file_key_and_suggestion() {
+    let text = MINIMAL.replace("kind = \"mae\"", "kind = \"mae\"\nmask_rato = 0.5");
+    let err = load(&text, &[]).unwrap_err().to_string();
+    assert!(err.contains("r.toml"), "{err}");
+    assert!(err.contains("objective.mask_rato"), "{err}");
+    assert!(err.contains("did you mean `objective.mask_ratio`"), "{err}");
+}
+
+#[test]
+fn misspelled_top_level_and_inline_keys() {
+    let err = load(
+        &MINIMAL
+            .replace("seed", "x")
+            .replace("name = \"t\"", "name = \"t\"\nsede = 1"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("unknown key `sede`") && err.contains("`seed`"),
+        "{err}"
+    );
+    let err = load(
+        &MINIMAL.replace("lr = 1e-3", "lr = 1e-3, weight_decy = 0.1"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("train.optimizer.weight_decy"), "{err}");
+    assert!(err.contains("train.optimizer.weight_decay"), "{err}");
+}
+
+#[test]
+fn wrong_type_and_range_name_the_key() {
+    let err = load(&MINIMAL.replace("steps = 10", "steps = \"ten\""), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("train.steps"), "{err}");
+    let err = load(
+        MINIMAL,
+        &[Override::parse_set("objective.mask_ratio=1.5").unwrap()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("objective.mask_ratio") && err.contains("(0, 1)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_toml_names_file_and_line() {
+    let err = load("name = \"t\"\n[model\n", &[]).unwrap_err().to_string();
+    assert!(err.contains("r.toml") && err.contains("line 2"), "{err}");
+}
+
+#[test]
+fn preset_fills_and_recipe_wins() {
+    let r = load(MINIMAL, &[]).unwrap().recipe;
+    let preset: toml::Table = toml::from_str(PRESETS[1].1).unwrap();
+    assert_eq!(r.model.dim as i64, preset["dim"].as_integer().unwrap());
+    let r = load(MINIMAL, &[Override::parse_set("model.depth=1").unwrap()])
+        .unwrap()
+        .recipe;
+    assert_eq!(r.model.depth, 1);
+    let err = load(&MINIMAL.replace("vit-mini", "vit-qiuck"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("did you mean `vit-mini`"), "{err}");
+}
+
+#[test]
+fn set_and_unset() {
+    let r = load(
+        MINIMAL,
+        &[
+            Override::parse_set("train.schedule.kind=cosine").unwrap(),
+            Override::parse_set("name=other").unwrap(),
+            Override::Unset("train.optimizer.lr".into()),
+            Override::parse_set("train.optimizer.lr=0.5").unwrap(),
+        ],
+    )
+    .unwrap()
+    .recipe;
+    assert_eq!(r.train.schedule.kind, ScheduleKind::Cosine);
+    assert_eq!(r.name, "other");
+    assert_eq!(r.train.optimizer.lr, 0.5);
+    let err = load(MINIMAL, &[Override::Unset("train.steps".into())])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("train") && err.contains("steps"), "{err}");
+    assert!(Override::parse_set("novalue").is_err());
+}
+
+#[test]
+fn resolved_recipe_round_trips() {
+    let r = load(MINIMAL, &[]).unwrap().recipe;
+    let again = load(&to_toml(&r), &[]).unwrap().recipe;
+    assert_eq!(r, again);
+}
+
+#[test]
+fn a_key_of_another_source_format_is_unknown_with_its_format_and_a_suggestion() {
+    let text = MINIMAL.replace("images = \"a.gz\"", "images = \"a.gz\", label = \"b.gz\"");
+    let err = load(&text, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("unknown key `data.train.label` for format = \"idx\"")
+            && err.contains("did you mean `data.train.labels`"),
+        "{err}"
+    );
+    let text = MINIMAL.replace("images = \"a.gz\"", "root = \"d\"");
+    let err = load(&text, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("`data.train.root` for format = \"idx\"")
+            && err.contains("images, labels, limit"),
+        "{err}"
+    );
+    let text = MINIMAL.replace("format = \"idx\", images = \"a.gz\"", "format = \"idx\"");
+    let err = load(&text, &[]).unwrap_err().to_string();
+    assert!(err.contains("`data.train.images`: required"), "{err}");
+}

@@ -1,0 +1,318 @@
+//! Value ranges and cross-field consistency of a recipe, each error naming the file and the
+//! key; the data sections of each modality are checked in `validate_data.rs`.
+
+use std::path::Path;
+
+use super::types::*;
+use super::validate_data::{validate_audio, validate_image, validate_sources, validate_text};
+use crate::error::{Error, Result};
+
+pub(super) fn check(
+    ok: bool,
+    file: &Path,
+    key: &str,
+    message: impl FnOnce() -> String,
+) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidValue {
+            file: file.to_path_buf(),
+            key: key.into(),
+            message: message(),
+        })
+    }
+}
+
+/// Value ranges and cross-field consistency.
+pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
+    check(
+        !r.name.is_empty()
+            && r.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+        file,
+        "name",
+        || {
+            format!(
+                "`{}` must be non-empty and use only letters, digits, - _ .",
+                r.name
+            )
+        },
+    )?;
+    crate::device::parse(&r.device).map_err(|m| Error::InvalidValue {
+        file: file.to_path_buf(),
+        key: "device".into(),
+        message: m,
+    })?;
+    match &r.model.source {
+        None => r
+            .model
+            .encoder_config()
+            .validate()
+            .map_err(|m| Error::InvalidValue {
+                file: file.to_path_buf(),
+                key: "model".into(),
+                message: m,
+            })?,
+        Some(src) => {
+            check(
+                matches!(r.data.modality, Modality::Text | Modality::Audio),
+                file,
+                "model.source",
+                || {
+                    "starting from a model source is supported for text (BERT, RoBERTa) and audio (wav2vec2, HuBERT, data2vec-audio) only"
+                        .into()
+                },
+            )?;
+            check(
+                r.model.dim == 0 && r.model.depth == 0 && r.model.heads == 0,
+                file,
+                "model.source",
+                || {
+                    format!(
+                        "the shape of `{src}` comes from its config.json: remove model.dim, model.depth and model.heads"
+                    )
+                },
+            )?;
+        }
+    }
+
+    validate_sources(r, file)?;
+    match r.data.modality {
+        Modality::Image => validate_image(r, file)?,
+        Modality::Text => validate_text(r, file)?,
+        Modality::Audio => validate_audio(r, file)?,
+    }
+
+    if let Some(a) = &r.data.augment {
+        validate_augment(a, file)?;
+    }
+
+    let o = &r.objective;
+    check(
+        o.mask_ratio() > 0.0 && o.mask_ratio() < 1.0,
+        file,
+        "objective.mask_ratio",
+        || format!("must be in (0, 1), found {}", o.mask_ratio()),
+    )?;
+    // An audio recipe starting from a waveform model does no pretraining: its objective is
+    // unused and may omit the decoder.
+    let waveform_source = r.data.modality == Modality::Audio && r.model.source.is_some();
+    match (o.kind, &o.decoder) {
+        (ObjectiveKind::Mae, None) if !waveform_source => {
+            return Err(Error::InvalidValue {
+                file: file.to_path_buf(),
+                key: "objective.decoder".into(),
+                message: "required for kind = \"mae\" (e.g. decoder = { dim = 64, depth = 2, heads = 4 })".into(),
+            })
+        }
+        (ObjectiveKind::Simmim, Some(_)) => {
+            return Err(Error::InvalidValue {
+                file: file.to_path_buf(),
+                key: "objective.decoder".into(),
+                message: "kind = \"simmim\" has no decoder (a linear head predicts the pixels); remove this key".into(),
+            })
+        }
+        _ => {}
+    }
+    if let Some(d) = &o.decoder {
+        check(
+            d.dim > 0 && d.dim.is_multiple_of(4),
+            file,
+            "objective.decoder.dim",
+            || format!("{} must be a positive multiple of 4", d.dim),
+        )?;
+        check(
+            d.depth > 0 && d.heads > 0 && d.dim.is_multiple_of(d.heads),
+            file,
+            "objective.decoder.heads",
+            || {
+                format!(
+                    "depth and heads must be positive and heads ({}) must divide dim ({})",
+                    d.heads, d.dim
+                )
+            },
+        )?;
+    }
+
+    let t = &r.train;
+    check(
+        t.steps > 0 || r.model.source.is_some(),
+        file,
+        "train.steps",
+        || "must be positive (0 is allowed only with model.source: downstream only)".into(),
+    )?;
+    check(t.batch_size > 0, file, "train.batch_size", || {
+        "must be positive".into()
+    })?;
+    check(t.grad_accum > 0, file, "train.grad_accum", || {
+        "must be positive".into()
+    })?;
+    let opt = &t.optimizer;
+    check(
+        opt.lr.is_finite() && opt.lr > 0.0,
+        file,
+        "train.optimizer.lr",
+        || format!("must be a positive number, found {}", opt.lr),
+    )?;
+    check(
+        opt.weight_decay >= 0.0,
+        file,
+        "train.optimizer.weight_decay",
+        || "must not be negative".into(),
+    )?;
+    check(
+        opt.betas.iter().all(|b| (0.0..1.0).contains(b)),
+        file,
+        "train.optimizer.betas",
+        || format!("each must be in [0, 1), found {:?}", opt.betas),
+    )?;
+    check(opt.eps > 0.0, file, "train.optimizer.eps", || {
+        "must be positive".into()
+    })?;
+    check(
+        t.schedule.warmup_steps <= t.steps,
+        file,
+        "train.schedule.warmup_steps",
+        || {
+            format!(
+                "{} exceeds train.steps ({})",
+                t.schedule.warmup_steps, t.steps
+            )
+        },
+    )?;
+    check(
+        t.schedule.min_lr >= 0.0 && t.schedule.min_lr <= opt.lr,
+        file,
+        "train.schedule.min_lr",
+        || format!("must be in [0, lr], found {}", t.schedule.min_lr),
+    )?;
+    if let Some(c) = t.clip_grad_norm {
+        check(c > 0.0, file, "train.clip_grad_norm", || {
+            "must be positive".into()
+        })?;
+    }
+    check(
+        t.checkpoint_every > 0,
+        file,
+        "train.checkpoint_every",
+        || "must be positive".into(),
+    )?;
+    check(
+        t.keep_checkpoints > 0,
+        file,
+        "train.keep_checkpoints",
+        || "must be at least 1".into(),
+    )?;
+    check(t.log_every > 0, file, "train.log_every", || {
+        "must be positive".into()
+    })?;
+
+    for (i, d) in r.downstream.iter().enumerate() {
+        let key = |k: &str| format!("downstream[{i}].{k}");
+        check(
+            !d.label_fractions.is_empty()
+                && d.label_fractions.iter().all(|f| *f > 0.0 && *f <= 1.0),
+            file,
+            &key("label_fractions"),
+            || format!("each must be in (0, 1], found {:?}", d.label_fractions),
+        )?;
+        check(d.epochs() > 0, file, &key("epochs"), || {
+            "must be positive".into()
+        })?;
+        check(d.lr() > 0.0, file, &key("lr"), || "must be positive".into())?;
+        check(
+            (0.0..1.0).contains(&d.warmup_fraction),
+            file,
+            &key("warmup_fraction"),
+            || format!("must be in [0, 1), found {}", d.warmup_fraction),
+        )?;
+        check(
+            d.layer_decay > 0.0 && d.layer_decay <= 1.0,
+            file,
+            &key("layer_decay"),
+            || format!("must be in (0, 1], found {}", d.layer_decay),
+        )?;
+        check(
+            (0.0..1.0).contains(&d.label_smoothing),
+            file,
+            &key("label_smoothing"),
+            || format!("must be in [0, 1), found {}", d.label_smoothing),
+        )?;
+        check(d.k > 0, file, &key("k"), || "must be at least 1".into())?;
+        check(d.temperature > 0.0, file, &key("temperature"), || {
+            "must be positive".into()
+        })?;
+        check(
+            !(d.head == HeadKind::FineTune && d.input == DownstreamInput::Pixels),
+            file,
+            &key("input"),
+            || "a fine-tuned head needs an encoder: use `pretrained` or `scratch`".into(),
+        )?;
+        check(d.batch_size > 0, file, &key("batch_size"), || {
+            "must be positive".into()
+        })?;
+        check(
+            !(d.input == DownstreamInput::Pixels && r.data.modality != Modality::Image),
+            file,
+            &key("input"),
+            || {
+                "`pixels` is an image baseline; text and audio heads take `pretrained` or `scratch`"
+                    .into()
+            },
+        )?;
+        match &r.data.labelled {
+            Some(l) => {
+                check(
+                    l.train.may_have_labels(),
+                    file,
+                    "data.labelled.train",
+                    || "must be a labelled format (jsonl with a label field)".into(),
+                )?;
+                check(l.test.may_have_labels(), file, "data.labelled.test", || {
+                    "must be a labelled format (jsonl with a label field)".into()
+                })?;
+            }
+            None => {
+                check(
+                    r.data.train.may_have_labels(),
+                    file,
+                    "data.train.labels",
+                    || "a downstream head needs labels for the training split".into(),
+                )?;
+                check(
+                    r.data.test.as_ref().is_some_and(|t| t.may_have_labels()),
+                    file,
+                    "data.test.labels",
+                    || "a downstream head needs a labelled test split".into(),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_augment(a: &AugmentSection, file: &Path) -> Result<()> {
+    check(
+        (0.0..=1.0).contains(&a.hflip),
+        file,
+        "data.augment.hflip",
+        || format!("a probability in [0, 1], found {}", a.hflip),
+    )?;
+    if let Some(c) = &a.random_resized_crop {
+        check(
+            c.scale[0] > 0.0 && c.scale[0] <= c.scale[1] && c.scale[1] <= 1.0,
+            file,
+            "data.augment.random_resized_crop.scale",
+            || format!("needs 0 < min <= max <= 1, found {:?}", c.scale),
+        )?;
+        check(
+            c.ratio[0] > 0.0 && c.ratio[0] <= c.ratio[1] && c.ratio[1].is_finite(),
+            file,
+            "data.augment.random_resized_crop.ratio",
+            || format!("needs 0 < min <= max, found {:?}", c.ratio),
+        )?;
+    }
+    Ok(())
+}
