@@ -272,8 +272,8 @@ fn reference_config(name: &str, r: &Recipe, run_dir: &Path) -> pretext::error::R
                 "geometry": { "size": img.size, "channels": img.channels, "patch": img.patch },
                 "encoder": encoder,
                 "decoder": pretext::run::image::pretrain::decoder_config(r)?,
-                "mask_ratio": r.objective.mask_ratio(),
-                "norm_pix_loss": r.objective.norm_pix_loss,
+                "mask_ratio": r.objective()?.mask_ratio(),
+                "norm_pix_loss": r.objective()?.norm_pix_loss(),
             })
         }
         "audio-mae" => {
@@ -289,8 +289,8 @@ fn reference_config(name: &str, r: &Recipe, run_dir: &Path) -> pretext::error::R
                 },
                 "encoder": encoder,
                 "decoder": pretext::run::image::pretrain::decoder_config(r)?,
-                "mask_ratio": r.objective.mask_ratio(),
-                "norm_pix_loss": r.objective.norm_pix_loss,
+                "mask_ratio": r.objective()?.mask_ratio(),
+                "norm_pix_loss": r.objective()?.norm_pix_loss(),
             })
         }
         "mlm" => {
@@ -307,7 +307,7 @@ fn reference_config(name: &str, r: &Recipe, run_dir: &Path) -> pretext::error::R
                 "encoder": encoder,
                 "vocab_size": vocab,
                 "max_len": t.max_len,
-                "mask_ratio": r.objective.mask_ratio(),
+                "mask_ratio": r.objective()?.mask_ratio(),
             })
         }
         other => return Err(bench_err(format!("unknown workload {other}"))),

@@ -17,14 +17,11 @@ pub enum Error {
     #[error("{}: invalid TOML: {message}", path.display())]
     Toml { path: PathBuf, message: String },
 
-    #[error("{}: unknown key `{key}`{}{}", file.display(), within.as_ref().map(|w| format!(" for {w}")).unwrap_or_default(), suggestion_text(suggestion, valid))]
+    #[error("{}: unknown key `{key}`{help}", file.display())]
     UnknownKey {
         file: PathBuf,
         key: String,
-        /// The variant the key was read under, e.g. `format = "folder"`.
-        within: Option<String>,
-        suggestion: Option<String>,
-        valid: Vec<String>,
+        help: Box<KeyHelp>,
     },
 
     #[error("{}: `{key}`: {message}", file.display())]
@@ -64,11 +61,29 @@ pub enum Error {
     Candle(candle_core::Error),
 }
 
-fn suggestion_text(suggestion: &Option<String>, valid: &[String]) -> String {
-    match suggestion {
-        Some(s) => format!("; did you mean `{s}`?"),
-        None if !valid.is_empty() => format!("; valid keys here: {}", valid.join(", ")),
-        None => String::new(),
+/// What an unknown-key error says besides the key.
+#[derive(Debug)]
+pub struct KeyHelp {
+    /// The variant the key was read under, e.g. `format = "folder"`.
+    pub within: Option<String>,
+    /// The closest valid key, in full.
+    pub suggestion: Option<String>,
+    /// The valid keys at that place.
+    pub valid: Vec<String>,
+}
+
+impl std::fmt::Display for KeyHelp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(w) = &self.within {
+            write!(f, " for {w}")?;
+        }
+        match &self.suggestion {
+            Some(s) => write!(f, "; did you mean `{s}`?"),
+            None if !self.valid.is_empty() => {
+                write!(f, "; valid keys here: {}", self.valid.join(", "))
+            }
+            None => Ok(()),
+        }
     }
 }
 

@@ -186,3 +186,22 @@ fn unusable_recipes_name_the_key() {
     let e = error_of(&["model.dim=64"]);
     assert!(e.contains("model.source"), "{e}");
 }
+
+#[test]
+fn a_waveform_recipe_takes_no_objective_and_no_patch_sizes() {
+    let with_objective = std::fs::read_to_string(RECIPE)
+        .unwrap()
+        .replace("[train]", "[objective]\nkind = \"mae\"\n\n[train]");
+    let err = recipe::load_str(&with_objective, Path::new("w.toml"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("w.toml") && err.contains("`objective`") && err.contains("remove [objective]"),
+        "{err}"
+    );
+    let err = load(&["data.audio.patch_freq=8"]).unwrap_err().to_string();
+    assert!(
+        err.contains("data.audio.patch_freq") && err.contains("remove"),
+        "{err}"
+    );
+}

@@ -11,7 +11,7 @@ use pretext::backbone::{Activation, EncoderConfig, Mode, NormPosition};
 use pretext::modality::image::patch::patchify;
 use pretext::modality::image::ImageGeometry;
 use pretext::objective::mae::{Mae, MaeConfig};
-use pretext::objective::masking::{block_mask, MaskGenerator, MaskKind};
+use pretext::objective::masking::{block_mask, MaskGenerator, Masking};
 use pretext::objective::simmim::{SimMim, SimMimConfig};
 use pretext::params::ParamStore;
 use pretext::recipe::{self, Override};
@@ -62,13 +62,14 @@ fn block_masks_have_the_exact_count_and_come_in_blocks() {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     for grid in [7, 14] {
         for ratio in [0.1, 0.3, 0.4, 0.6, 0.75, 0.9] {
-            let g = MaskGenerator::new(grid, ratio, MaskKind::Block);
+            let g = MaskGenerator::new(grid, ratio, Masking::Block).unwrap();
             let (mut block, mut random) = (0.0, 0.0);
             for _ in 0..50 {
                 let m = block_mask(grid, grid, g.num_masked, &mut rng);
                 assert_eq!(m.iter().filter(|&&b| b).count(), g.num_masked);
                 block += neighbourly(&m, grid) / 50.0;
-                let r = MaskGenerator::new(grid, ratio, MaskKind::Random)
+                let r = MaskGenerator::new(grid, ratio, Masking::Random)
+                    .unwrap()
                     .mask(1, &mut rng, &Device::Cpu)
                     .unwrap()
                     .flatten_all()
@@ -109,7 +110,7 @@ fn block_noise_makes_mae_remove_exactly_the_block_mask() {
         store.var_builder(&Device::Cpu),
     )
     .unwrap();
-    let g = MaskGenerator::new(7, 0.6, MaskKind::Block);
+    let g = MaskGenerator::new(7, 0.6, Masking::Block).unwrap();
     let noise = g
         .noise(6, &mut ChaCha8Rng::seed_from_u64(2), &Device::Cpu)
         .unwrap();
@@ -150,7 +151,8 @@ fn simmim_hides_masked_patches_and_scores_only_them() {
     assert!(names.contains(&"mask_token".to_string()), "{names:?}");
     assert!(names.iter().any(|n| n.starts_with("vit.encoder.")));
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let mask = MaskGenerator::new(7, 0.6, MaskKind::Block)
+    let mask = MaskGenerator::new(7, 0.6, Masking::Block)
+        .unwrap()
         .mask(2, &mut rng, &dev)
         .unwrap();
     let imgs = Tensor::randn(0f32, 1.0, (2, 1, 28, 28), &dev).unwrap();

@@ -13,29 +13,13 @@ use candle_core::{Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use rand::seq::index::sample;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 
 use super::mae::{denormalize_patches, masked_mse, normalize_patches, random_masking, MaeDecoder};
+use super::masking::Masking;
 use crate::backbone::{EncoderConfig, Mode};
 use crate::modality::audio::encoder::{
     patchify, positions, SpectrogramEncoder, SpectrogramGeometry,
 };
-
-/// Which patches are removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AudioMaskKind {
-    /// Uniformly random patches: `L - floor(L * (1 - ratio))` of them.
-    #[default]
-    Random,
-    /// Whole time columns: `round(ratio * time_patches)` of them.
-    Time,
-    /// Whole frequency rows: `round(ratio * freq_patches)` of them.
-    Frequency,
-    /// Time columns and frequency rows, each at `1 - sqrt(1 - ratio)` so that their union
-    /// covers about `ratio` of the patches.
-    TimeFrequency,
-}
 
 #[derive(Debug, Clone)]
 pub struct AudioMaeConfig {
@@ -43,7 +27,7 @@ pub struct AudioMaeConfig {
     pub encoder: EncoderConfig,
     pub decoder: EncoderConfig,
     pub mask_ratio: f64,
-    pub masking: AudioMaskKind,
+    pub masking: Masking,
     pub norm_pix_loss: bool,
 }
 
@@ -52,7 +36,7 @@ pub struct AudioMaeConfig {
 pub struct AudioMasker {
     pub time: usize,
     pub freq: usize,
-    pub kind: AudioMaskKind,
+    pub kind: Masking,
     /// Masked time columns / frequency rows (structured kinds).
     masked_time: usize,
     masked_freq: usize,
@@ -61,7 +45,9 @@ pub struct AudioMasker {
 }
 
 impl AudioMasker {
-    pub fn new(g: &SpectrogramGeometry, ratio: f64, kind: AudioMaskKind) -> Self {
+    /// `random`, `time`, `frequency` or `time-frequency` masking over `g`'s patch grid;
+    /// `block` is an error (it is image masking).
+    pub fn new(g: &SpectrogramGeometry, ratio: f64, kind: Masking) -> Result<Self> {
         let (t, f) = (g.time_patches(), g.freq_patches());
         let l = t * f;
         let count = |n: usize, r: f64| {
@@ -69,20 +55,23 @@ impl AudioMasker {
         };
         let each = 1.0 - (1.0 - ratio).sqrt();
         let (masked_time, masked_freq) = match kind {
-            AudioMaskKind::Random => (0, 0),
-            AudioMaskKind::Time => (count(t, ratio), 0),
-            AudioMaskKind::Frequency => (0, count(f, ratio)),
-            AudioMaskKind::TimeFrequency => (count(t, each), count(f, each)),
+            Masking::Random => (0, 0),
+            Masking::Time => (count(t, ratio), 0),
+            Masking::Frequency => (0, count(f, ratio)),
+            Masking::TimeFrequency => (count(t, each), count(f, each)),
+            Masking::Block => candle_core::bail!(
+                "block masking is for images; spectrograms use `random`, `time`, `frequency` or `time-frequency`"
+            ),
         };
         let keep = ((l as f64) * (1.0 - ratio)) as usize;
-        Self {
+        Ok(Self {
             time: t,
             freq: f,
             kind,
             masked_time,
             masked_freq,
             masked_random: l - keep.min(l),
-        }
+        })
     }
 
     pub fn num_patches(&self) -> usize {
@@ -92,7 +81,7 @@ impl AudioMasker {
     /// Patches the encoder keeps, the same for every example.
     pub fn len_keep(&self) -> usize {
         match self.kind {
-            AudioMaskKind::Random => self.num_patches() - self.masked_random,
+            Masking::Random => self.num_patches() - self.masked_random,
             _ => (self.time - self.masked_time) * (self.freq - self.masked_freq),
         }
     }
@@ -101,7 +90,7 @@ impl AudioMasker {
     pub fn mask(&self, rng: &mut impl Rng) -> Vec<bool> {
         let l = self.num_patches();
         match self.kind {
-            AudioMaskKind::Random => {
+            Masking::Random => {
                 let mut m = vec![false; l];
                 for i in sample(rng, l, self.masked_random) {
                     m[i] = true;
@@ -172,7 +161,7 @@ impl AudioMae {
         Ok(Self {
             audio,
             decoder,
-            masker: AudioMasker::new(&cfg.geometry, cfg.mask_ratio, cfg.masking),
+            masker: AudioMasker::new(&cfg.geometry, cfg.mask_ratio, cfg.masking)?,
             cfg: cfg.clone(),
         })
     }
@@ -236,18 +225,18 @@ mod tests {
         let g = geometry(); // 6 time x 4 freq patches
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         for kind in [
-            AudioMaskKind::Random,
-            AudioMaskKind::Time,
-            AudioMaskKind::Frequency,
-            AudioMaskKind::TimeFrequency,
+            Masking::Random,
+            Masking::Time,
+            Masking::Frequency,
+            Masking::TimeFrequency,
         ] {
-            let m = AudioMasker::new(&g, 0.5, kind);
+            let m = AudioMasker::new(&g, 0.5, kind).unwrap();
             for _ in 0..5 {
                 let mask = m.mask(&mut rng);
                 let kept = mask.iter().filter(|r| !**r).count();
                 assert_eq!(kept, m.len_keep(), "{kind:?}");
                 match kind {
-                    AudioMaskKind::Time => {
+                    Masking::Time => {
                         // A column is removed whole or not at all.
                         for t in 0..6 {
                             let col: Vec<bool> = (0..4).map(|f| mask[t * 4 + f]).collect();
@@ -255,24 +244,31 @@ mod tests {
                         }
                         assert_eq!(kept, 3 * 4);
                     }
-                    AudioMaskKind::Frequency => {
+                    Masking::Frequency => {
                         for f in 0..4 {
                             let row: Vec<bool> = (0..6).map(|t| mask[t * 4 + f]).collect();
                             assert!(row.iter().all(|&c| c == row[0]), "{row:?}");
                         }
                         assert_eq!(kept, 6 * 2);
                     }
-                    AudioMaskKind::TimeFrequency => assert!(kept < 24 && kept > 0),
-                    AudioMaskKind::Random => assert_eq!(kept, 12),
+                    Masking::TimeFrequency => assert!(kept < 24 && kept > 0),
+                    Masking::Random => assert_eq!(kept, 12),
+                    Masking::Block => unreachable!("not in the list"),
                 }
             }
         }
     }
 
     #[test]
+    fn block_masking_of_a_spectrogram_is_an_error_naming_the_kinds_it_takes() {
+        let err = AudioMasker::new(&geometry(), 0.5, Masking::Block).unwrap_err();
+        assert!(err.to_string().contains("time-frequency"), "{err}");
+    }
+
+    #[test]
     fn noise_keeps_exactly_the_unmasked_patches() {
         let g = geometry();
-        let m = AudioMasker::new(&g, 0.6, AudioMaskKind::TimeFrequency);
+        let m = AudioMasker::new(&g, 0.6, Masking::TimeFrequency).unwrap();
         let noise = m
             .noise(3, &mut ChaCha8Rng::seed_from_u64(1), &Device::Cpu)
             .unwrap();

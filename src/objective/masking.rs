@@ -10,12 +10,27 @@
 
 use candle_core::{Device, Result, Tensor};
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum MaskKind {
+/// Which patches are removed: a recipe's `objective.masking`, for every modality. Images
+/// take `random` or `block`; spectrograms `random`, `time`, `frequency` or
+/// `time-frequency` ([`crate::objective::audio_mae::AudioMasker`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Masking {
+    /// Patches removed uniformly at random.
     #[default]
     Random,
+    /// BEiT's block-wise masking: random rectangles (at least 4 patches, aspect ratio in
+    /// [0.3, 1/0.3]) until the count is reached.
     Block,
+    /// Spectrograms: whole time columns of patches (`round(mask_ratio * columns)`).
+    Time,
+    /// Spectrograms: whole frequency rows of patches.
+    Frequency,
+    /// Spectrograms: time columns and frequency rows, each at `1 - sqrt(1 - mask_ratio)`, so
+    /// that their union covers about `mask_ratio` of the patches.
+    TimeFrequency,
 }
 
 /// BEiT's defaults: blocks of at least 4 patches, aspect ratio in [0.3, 1/0.3].
@@ -27,19 +42,25 @@ pub struct MaskGenerator {
     /// Patches per side of the (square) grid.
     pub grid: usize,
     pub num_masked: usize,
-    pub kind: MaskKind,
+    pub kind: Masking,
 }
 
 impl MaskGenerator {
-    /// Masks `L - floor(L * (1 - ratio))` of the `grid x grid` patches.
-    pub fn new(grid: usize, ratio: f64, kind: MaskKind) -> Self {
+    /// Masks `L - floor(L * (1 - ratio))` of the `grid x grid` patches, `random` or
+    /// `block`; the spectrogram kinds are an error (an image grid has no time axis).
+    pub fn new(grid: usize, ratio: f64, kind: Masking) -> Result<Self> {
+        if !matches!(kind, Masking::Random | Masking::Block) {
+            candle_core::bail!(
+                "{kind:?} masking is for spectrograms; images use `random` or `block` masking"
+            );
+        }
         let l = grid * grid;
         let keep = ((l as f64) * (1.0 - ratio)) as usize;
-        Self {
+        Ok(Self {
             grid,
             num_masked: l - keep.min(l),
             kind,
-        }
+        })
     }
 
     fn num_patches(&self) -> usize {
@@ -52,8 +73,9 @@ impl MaskGenerator {
     pub fn noise(&self, batch: usize, rng: &mut impl Rng, device: &Device) -> Result<Tensor> {
         let l = self.num_patches();
         let v: Vec<f32> = match self.kind {
-            MaskKind::Random => (0..batch * l).map(|_| rng.gen::<f32>()).collect(),
-            MaskKind::Block => {
+            Masking::Random => (0..batch * l).map(|_| rng.gen::<f32>()).collect(),
+            // Block (`new` admits no other kind).
+            _ => {
                 let masks: Vec<Vec<bool>> = (0..batch)
                     .map(|_| block_mask(self.grid, self.grid, self.num_masked, rng))
                     .collect();
@@ -73,11 +95,11 @@ impl MaskGenerator {
         let mut v = Vec::with_capacity(batch * l);
         for _ in 0..batch {
             let m = match self.kind {
-                MaskKind::Random => {
+                Masking::Random => {
                     let noise: Vec<f32> = (0..l).map(|_| rng.gen::<f32>()).collect();
                     mask_from_noise(&noise, l - self.num_masked)
                 }
-                MaskKind::Block => block_mask(self.grid, self.grid, self.num_masked, rng),
+                _ => block_mask(self.grid, self.grid, self.num_masked, rng),
             };
             v.extend(m.into_iter().map(|b| if b { 1f32 } else { 0.0 }));
         }
@@ -173,15 +195,31 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     #[test]
+    fn spectrogram_masking_of_an_image_grid_is_an_error() {
+        let err = MaskGenerator::new(7, 0.5, Masking::Time).unwrap_err();
+        assert!(err.to_string().contains("`random` or `block`"), "{err}");
+    }
+
+    #[test]
     fn count_matches_maes_len_keep() {
         // 49 patches at 0.75: MAE keeps floor(12.25) = 12, so 37 are removed.
-        assert_eq!(MaskGenerator::new(7, 0.75, MaskKind::Block).num_masked, 37);
-        assert_eq!(MaskGenerator::new(14, 0.4, MaskKind::Random).num_masked, 79);
+        assert_eq!(
+            MaskGenerator::new(7, 0.75, Masking::Block)
+                .unwrap()
+                .num_masked,
+            37
+        );
+        assert_eq!(
+            MaskGenerator::new(14, 0.4, Masking::Random)
+                .unwrap()
+                .num_masked,
+            79
+        );
     }
 
     #[test]
     fn random_noise_is_maes_sample_noise() {
-        let g = MaskGenerator::new(7, 0.75, MaskKind::Random);
+        let g = MaskGenerator::new(7, 0.75, Masking::Random).unwrap();
         let a = g
             .noise(3, &mut ChaCha8Rng::seed_from_u64(5), &Device::Cpu)
             .unwrap();

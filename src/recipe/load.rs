@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Override, Recipe, PRESETS};
-use crate::error::{Error, Result};
+use crate::error::{Error, KeyHelp, Result};
 
 pub(super) fn apply_override(table: &mut toml::Table, o: &Override, file: &Path) -> Result<()> {
     let key = match o {
@@ -132,6 +132,67 @@ pub(super) fn resolve_preset(table: &mut toml::Table, file: &Path) -> Result<()>
     Ok(())
 }
 
+/// Recipes written before `[objective]` was tagged by `kind` (run directories' resolved
+/// recipes among them) carry every kind's keys at their defaults: those keys say nothing
+/// and are dropped. A waveform `model.source` recipe's `[objective]` is refused with what
+/// to do, before serde would ask for an MAE decoder.
+pub(super) fn migrate(table: &mut toml::Table, file: &Path) -> Result<()> {
+    let modality = table
+        .get("data")
+        .and_then(|d| d.get("modality"))
+        .and_then(toml::Value::as_str)
+        .map(str::to_string);
+    let waveform = modality.as_deref() == Some("audio")
+        && table.get("model").and_then(|m| m.get("source")).is_some();
+    let Some(toml::Value::Table(o)) = table.get_mut("objective") else {
+        return Ok(());
+    };
+    if waveform {
+        return Err(Error::InvalidValue {
+            file: file.to_path_buf(),
+            key: "objective".into(),
+            message: "a recipe starting from a waveform model.source pretrains nothing: remove [objective] (and data.audio's patch_freq / patch_time)".into(),
+        });
+    }
+    // The kind decides which keys are valid: a kind the modality does not pretrain with is
+    // reported as such, before its keys are.
+    let kind = o.get("kind").and_then(toml::Value::as_str);
+    let modality = modality.as_deref();
+    let wrong = match (modality, kind) {
+        (Some("text"), Some(k)) if k != "mlm" => Some("text pretraining uses kind = \"mlm\""),
+        (Some("image"), Some("mlm")) => {
+            Some("`mlm` is a text objective; images use `mae` or `simmim`")
+        }
+        (Some("audio"), Some(k)) if k != "mae" => {
+            Some("audio pretraining uses kind = \"mae\" (Audio-MAE)")
+        }
+        _ => None,
+    };
+    if let Some(message) = wrong {
+        return Err(Error::InvalidValue {
+            file: file.to_path_buf(),
+            key: "objective.kind".into(),
+            message: message.into(),
+        });
+    }
+    let is = |o: &toml::Table, k: &str, v: toml::Value| o.get(k) == Some(&v);
+    match o.get("kind").and_then(toml::Value::as_str) {
+        Some("mlm") => {
+            if is(o, "masking", toml::Value::String("random".into())) {
+                o.remove("masking");
+            }
+            if is(o, "norm_pix_loss", toml::Value::Boolean(true)) {
+                o.remove("norm_pix_loss");
+            }
+        }
+        Some("mae" | "simmim") if is(o, "whole_word", toml::Value::Boolean(false)) => {
+            o.remove("whole_word");
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 pub(super) fn deserialize(table: toml::Table, file: &Path) -> Result<Recipe> {
     let value = toml::Value::Table(table);
     serde_path_to_error::deserialize(value.clone()).map_err(|e| {
@@ -151,10 +212,12 @@ pub(super) fn deserialize(table: toml::Table, file: &Path) -> Result<Recipe> {
             let key = within(&field);
             return Error::UnknownKey {
                 file: file.to_path_buf(),
-                within: tag_at(&value, &path),
-                suggestion: closest(&field, &valid).map(|s| replace_last(&key, &s)),
+                help: Box::new(KeyHelp {
+                    within: tag_at(&value, &path),
+                    suggestion: closest(&field, &valid).map(|s| replace_last(&key, &s)),
+                    valid,
+                }),
                 key,
-                valid,
             };
         }
         if let Some(field) = missing_field(&message) {

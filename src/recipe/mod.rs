@@ -3,6 +3,7 @@
 //! a device or a data set is touched.
 
 mod load;
+pub mod objective;
 pub mod source;
 #[cfg(test)]
 mod tests;
@@ -71,6 +72,7 @@ pub fn load_str(text: &str, file: &Path, overrides: &[Override]) -> Result<Loade
         load::apply_override(&mut table, o, file)?;
     }
     load::resolve_preset(&mut table, file)?;
+    load::migrate(&mut table, file)?;
     let recipe = load::deserialize(table, file)?;
     validate(&recipe, file)?;
     Ok(Loaded {

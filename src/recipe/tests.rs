@@ -145,3 +145,57 @@ fn a_key_of_another_source_format_is_unknown_with_its_format_and_a_suggestion() 
     let err = load(&text, &[]).unwrap_err().to_string();
     assert!(err.contains("`data.train.images`: required"), "{err}");
 }
+
+#[test]
+fn objective_keys_belong_to_their_kind() {
+    // SimMIM has no decoder: the key is unknown for that kind, with the keys it takes.
+    let text = MINIMAL.replace("kind = \"mae\"", "kind = \"simmim\"");
+    let err = load(&text, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("unknown key `objective.decoder` for kind = \"simmim\"")
+            && err.contains("mask_ratio, masking, norm_pix_loss"),
+        "{err}"
+    );
+    // MAE needs one.
+    let err = load(
+        &MINIMAL.replace("decoder = { dim = 32, depth = 1, heads = 2 }", ""),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`objective.decoder`: required"), "{err}");
+    // A text-only key on an image objective.
+    let err = load(
+        MINIMAL,
+        &[Override::parse_set("objective.span={}").unwrap()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("unknown key `objective.span` for kind = \"mae\""),
+        "{err}"
+    );
+    // No objective at all, where something is pretrained.
+    let err = load(MINIMAL, &[Override::Unset("objective".into())])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`objective`: required"), "{err}");
+}
+
+#[test]
+fn recipes_resolved_before_objectives_were_tagged_still_load() {
+    // What a run directory's recipe.toml held: every kind's keys at their defaults.
+    let old = MINIMAL.replace(
+        "kind = \"mae\"",
+        "kind = \"mae\"\nmasking = \"random\"\nnorm_pix_loss = true\nwhole_word = false",
+    );
+    let loaded = load(&old, &[]).unwrap();
+    assert_eq!(
+        loaded.recipe.objective().unwrap().kind(),
+        ObjectiveKind::Mae
+    );
+    // A non-default key of another kind is still an error.
+    let wrong = MINIMAL.replace("kind = \"mae\"", "kind = \"mae\"\nwhole_word = true");
+    let err = load(&wrong, &[]).unwrap_err().to_string();
+    assert!(err.contains("objective.whole_word"), "{err}");
+}

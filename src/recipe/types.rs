@@ -7,11 +7,15 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::objective::{
+    DecoderSection, MaeSection, MlmSection, ObjectiveKind, ObjectiveSection, SimMimSection,
+};
 pub use super::source::DataSource;
 pub use crate::backbone::Pooling;
 use crate::backbone::{Activation, EncoderConfig, NormPosition};
 pub use crate::modality::text::mask::SpanConfig;
 pub use crate::modality::text::tokenizer::TokenizerKind;
+pub use crate::objective::masking::Masking;
 pub use crate::train::config::{
     OptimizerKind, OptimizerSection, ScheduleKind, ScheduleSection, TrainSection,
 };
@@ -30,7 +34,10 @@ pub struct Recipe {
     pub device: String,
     pub model: ModelSection,
     pub data: DataSection,
-    pub objective: ObjectiveSection,
+    /// The pretext task; absent only where nothing is pretrained (an audio recipe starting
+    /// from a waveform model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<ObjectiveSection>,
     pub train: TrainSection,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub downstream: Vec<DownstreamSection>,
@@ -175,9 +182,12 @@ pub struct AudioSection {
     /// Spectrogram frames per clip: a clip is `(frames - 1) * hop_length` samples, longer
     /// ones centre-cropped, shorter ones padded with silence at the end.
     pub frames: usize,
-    /// Mel bands per patch; must divide `mel.n_mels`.
+    /// Mel bands per patch; must divide `mel.n_mels` (Audio-MAE; absent with a waveform
+    /// `model.source`).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub patch_freq: usize,
-    /// Frames per patch; must divide `frames`.
+    /// Frames per patch; must divide `frames` (Audio-MAE).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub patch_time: usize,
     /// Normalisation of the log-mel values; absent = the mean and standard deviation of
     /// the training split (saved with the run).
@@ -225,86 +235,6 @@ pub struct ImageSection {
     pub mean: Vec<f32>,
     #[serde(default = "defaults::half")]
     pub std: Vec<f32>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ObjectiveKind {
-    Mae,
-    /// BERT's masked language modelling: a fraction of the tokens is selected, 80 %
-    /// replaced by the mask token, 10 % by a random token, 10 % kept; the tied MLM head
-    /// predicts the originals.
-    Mlm,
-    /// SimMIM (Xie et al. 2022): all patches through the encoder, removed ones as a learned
-    /// mask token; a linear head predicts their pixels; L1 loss. Takes no `decoder`.
-    Simmim,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum MaskingKind {
-    /// Patches removed uniformly at random.
-    #[default]
-    Random,
-    /// BEiT's block-wise masking: random rectangles (at least 4 patches, aspect ratio in
-    /// [0.3, 1/0.3]) until the count is reached.
-    Block,
-    /// Audio: whole time columns of patches (`round(mask_ratio * columns)`).
-    Time,
-    /// Audio: whole frequency rows of patches.
-    Frequency,
-    /// Audio: time columns and frequency rows, each at `1 - sqrt(1 - mask_ratio)`.
-    TimeFrequency,
-}
-
-/// The pretext task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ObjectiveSection {
-    pub kind: ObjectiveKind,
-    /// Fraction of patches removed (image, default 0.75) or of tokens selected for
-    /// prediction (mlm, default 0.15), in (0, 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mask_ratio: Option<f64>,
-    /// `random` (default) or `block`. Both remove exactly `L - floor(L * (1 - mask_ratio))`
-    /// of the `L` patches, MAE's count.
-    #[serde(default)]
-    pub masking: MaskingKind,
-    /// Predict per-patch normalised pixels (for `simmim`, set false to follow the paper,
-    /// which predicts the normalised image).
-    #[serde(default = "defaults::yes")]
-    pub norm_pix_loss: bool,
-    /// MAE's decoder; required for `mae`, not allowed for `simmim`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decoder: Option<DecoderSection>,
-    /// mlm: select whole words (every piece of a word together).
-    #[serde(default)]
-    pub whole_word: bool,
-    /// mlm: select spans of consecutive words (SpanBERT) with geometric lengths.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub span: Option<SpanConfig>,
-}
-
-impl ObjectiveSection {
-    /// The recipe's `mask_ratio`, or the objective's default.
-    pub fn mask_ratio(&self) -> f64 {
-        self.mask_ratio.unwrap_or(match self.kind {
-            ObjectiveKind::Mlm => 0.15,
-            _ => 0.75,
-        })
-    }
-}
-
-/// MAE's light decoder (pre-norm, exact GELU, the model's norm_eps).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DecoderSection {
-    pub dim: usize,
-    pub depth: usize,
-    pub heads: usize,
-    /// Default `4 * dim`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mlp_dim: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -463,4 +393,8 @@ mod defaults {
     pub fn probe_batch() -> usize {
         256
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

@@ -89,34 +89,27 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
         validate_augment(a, file)?;
     }
 
-    let o = &r.objective;
+    // An audio recipe starting from a waveform model pretrains nothing and takes no
+    // objective (validate_data.rs); every other recipe needs one.
+    let waveform_source = r.data.modality == Modality::Audio && r.model.source.is_some();
+    let o = match &r.objective {
+        Some(o) => o,
+        None if waveform_source => return validate_rest(r, file),
+        None => {
+            return Err(Error::InvalidValue {
+                file: file.to_path_buf(),
+                key: "objective".into(),
+                message: "required (e.g. [objective] kind = \"mae\", decoder = { dim = 64, depth = 2, heads = 4 })".into(),
+            })
+        }
+    };
     check(
         o.mask_ratio() > 0.0 && o.mask_ratio() < 1.0,
         file,
         "objective.mask_ratio",
         || format!("must be in (0, 1), found {}", o.mask_ratio()),
     )?;
-    // An audio recipe starting from a waveform model does no pretraining: its objective is
-    // unused and may omit the decoder.
-    let waveform_source = r.data.modality == Modality::Audio && r.model.source.is_some();
-    match (o.kind, &o.decoder) {
-        (ObjectiveKind::Mae, None) if !waveform_source => {
-            return Err(Error::InvalidValue {
-                file: file.to_path_buf(),
-                key: "objective.decoder".into(),
-                message: "required for kind = \"mae\" (e.g. decoder = { dim = 64, depth = 2, heads = 4 })".into(),
-            })
-        }
-        (ObjectiveKind::Simmim, Some(_)) => {
-            return Err(Error::InvalidValue {
-                file: file.to_path_buf(),
-                key: "objective.decoder".into(),
-                message: "kind = \"simmim\" has no decoder (a linear head predicts the pixels); remove this key".into(),
-            })
-        }
-        _ => {}
-    }
-    if let Some(d) = &o.decoder {
+    if let Some(d) = o.decoder() {
         check(
             d.dim > 0 && d.dim.is_multiple_of(4),
             file,
@@ -136,6 +129,11 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
         )?;
     }
 
+    validate_rest(r, file)
+}
+
+/// `[train]` and the downstream heads.
+fn validate_rest(r: &Recipe, file: &Path) -> Result<()> {
     let t = &r.train;
     check(
         t.steps > 0 || r.model.source.is_some(),

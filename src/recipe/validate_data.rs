@@ -48,17 +48,18 @@ pub(super) fn validate_image(r: &Recipe, file: &Path) -> Result<()> {
             r.model.dim
         )
     })?;
+    // A missing [objective] is reported by `validate`.
+    let Some(o) = &r.objective else {
+        return Ok(());
+    };
     check(
-        r.objective.kind != ObjectiveKind::Mlm,
+        o.kind() != ObjectiveKind::Mlm,
         file,
         "objective.kind",
         || "`mlm` is a text objective; images use `mae` or `simmim`".into(),
     )?;
     check(
-        matches!(
-            r.objective.masking,
-            MaskingKind::Random | MaskingKind::Block
-        ),
+        matches!(o.masking(), Masking::Random | Masking::Block),
         file,
         "objective.masking",
         || "images use `random` or `block` masking (time / frequency masking is for audio)".into(),
@@ -115,7 +116,9 @@ pub(super) fn validate_text(r: &Recipe, file: &Path) -> Result<()> {
         )?;
     }
     check(
-        r.objective.kind == ObjectiveKind::Mlm,
+        r.objective
+            .as_ref()
+            .is_none_or(|o| o.kind() == ObjectiveKind::Mlm),
         file,
         "objective.kind",
         || "text pretraining uses kind = \"mlm\"".into(),
@@ -123,11 +126,23 @@ pub(super) fn validate_text(r: &Recipe, file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Audio recipes: spectrogram settings, patches that tile them, Audio-MAE.
 /// An audio recipe starting from a waveform model (`model.source`): downstream only, on raw
-/// 16 kHz waveforms of the clip length `frames` and the mel hop describe; the objective and
-/// patch sizes are unused.
+/// 16 kHz waveforms of the clip length `frames` and the mel hop describe; it takes no
+/// objective and no patch sizes.
 fn validate_waveform_source(r: &Recipe, a: &AudioSection, file: &Path) -> Result<()> {
+    check(r.objective.is_none(), file, "objective", || {
+        "a recipe starting from a waveform model.source pretrains nothing: remove [objective]"
+            .into()
+    })?;
+    check(
+        a.patch_freq == 0 && a.patch_time == 0,
+        file,
+        "data.audio.patch_freq",
+        || {
+            "patch sizes are Audio-MAE's; a waveform model.source reads raw waveforms: remove patch_freq and patch_time"
+                .into()
+        },
+    )?;
     check(r.train.steps == 0, file, "train.steps", || {
         format!(
             "must be 0 with model.source in an audio recipe (found {}): there is no Audio-MAE pretraining of a waveform model; its downstream heads run on the source's weights",
@@ -213,17 +228,20 @@ pub(super) fn validate_audio(r: &Recipe, file: &Path) -> Result<()> {
         || "give both `mean` and `std`, or neither (then the training split's are used)".into(),
     )?;
     check(
-        r.objective.kind == ObjectiveKind::Mae,
+        r.objective
+            .as_ref()
+            .is_none_or(|o| o.kind() == ObjectiveKind::Mae),
         file,
         "objective.kind",
         || "audio pretraining uses kind = \"mae\" (Audio-MAE)".into(),
     )?;
-    check(
-        r.objective.masking != MaskingKind::Block,
-        file,
-        "objective.masking",
-        || "audio uses `random`, `time`, `frequency` or `time-frequency` masking".into(),
-    )?;
+    let masking = r
+        .objective
+        .as_ref()
+        .map_or(Masking::Random, |o| o.masking());
+    check(masking != Masking::Block, file, "objective.masking", || {
+        "audio uses `random`, `time`, `frequency` or `time-frequency` masking".into()
+    })?;
     check(r.model.dim.is_multiple_of(4), file, "model.dim", || {
         format!(
             "{} must be divisible by 4 (2-D sin-cos positions)",
@@ -234,10 +252,10 @@ pub(super) fn validate_audio(r: &Recipe, file: &Path) -> Result<()> {
         a.frames / a.patch_time.max(1),
         a.mel.n_mels / a.patch_freq.max(1),
     );
-    let axis_ok = match r.objective.masking {
-        MaskingKind::Time => gt >= 2,
-        MaskingKind::Frequency => gf >= 2,
-        MaskingKind::TimeFrequency => gt >= 2 && gf >= 2,
+    let axis_ok = match masking {
+        Masking::Time => gt >= 2,
+        Masking::Frequency => gf >= 2,
+        Masking::TimeFrequency => gt >= 2 && gf >= 2,
         _ => gt * gf >= 2,
     };
     check(axis_ok, file, "objective.masking", || {

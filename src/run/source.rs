@@ -167,7 +167,7 @@ fn load_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<LoadedMode
         message: "missing".into(),
     })?;
     let mut model = ckpt::load(checkpoint, device)?.model;
-    let spec = match r.objective.kind {
+    let spec = match r.objective()?.kind() {
         ObjectiveKind::Mae => {
             let cfg = super::image::pretrain::mae_config(r, &image)?;
             ModelSpec {
@@ -182,7 +182,7 @@ fn load_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<LoadedMode
             }
         }
         ObjectiveKind::Simmim => {
-            let cfg = super::image::pretrain::simmim_config(r, &image);
+            let cfg = super::image::pretrain::simmim_config(r, &image)?;
             model.retain(|name, _| name.starts_with("vit."));
             ModelSpec {
                 geometry: cfg.geometry,

@@ -23,9 +23,9 @@ use crate::modality::audio::clips::{AudioFeatures, ClipSet};
 pub use crate::modality::audio::config::AudioRunConfig;
 use crate::modality::audio::dataset::{self, AudioItem};
 use crate::modality::audio::encoder::SpectrogramGeometry;
-use crate::objective::audio_mae::{AudioMae, AudioMaeConfig, AudioMaskKind};
+use crate::objective::audio_mae::{AudioMae, AudioMaeConfig};
 use crate::params::ParamStore;
-use crate::recipe::{AudioSection, DataSource, MaskingKind, Recipe};
+use crate::recipe::{AudioSection, DataSource, Recipe};
 use pretrain::AudioMaeTask;
 use task::AudioTask;
 
@@ -145,14 +145,9 @@ pub fn mae_config(r: &Recipe, a: &AudioSection) -> Result<AudioMaeConfig> {
         geometry: geometry(a),
         decoder: super::image::pretrain::decoder_config(r)?,
         encoder: r.model.encoder_config(),
-        mask_ratio: r.objective.mask_ratio(),
-        masking: match r.objective.masking {
-            MaskingKind::Time => AudioMaskKind::Time,
-            MaskingKind::Frequency => AudioMaskKind::Frequency,
-            MaskingKind::TimeFrequency => AudioMaskKind::TimeFrequency,
-            _ => AudioMaskKind::Random,
-        },
-        norm_pix_loss: r.objective.norm_pix_loss,
+        mask_ratio: r.objective()?.mask_ratio(),
+        masking: r.objective()?.masking(),
+        norm_pix_loss: r.objective()?.norm_pix_loss(),
     })
 }
 

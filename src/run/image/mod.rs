@@ -129,7 +129,7 @@ impl Pipeline for Prepared {
             preview,
             &self.image,
             self.device.clone(),
-        ))))
+        )?)))
     }
 
     fn downstream<'a>(
@@ -166,7 +166,7 @@ impl Pipeline for Prepared {
             &p.train,
             &p.image,
             p.device.clone(),
-        );
+        )?;
         let values = task.batch_maker().make(&idx, &vec![0; b])?;
         let imgs = p.train.to_tensor(values, b, &p.device)?;
         let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
@@ -181,13 +181,13 @@ impl Pipeline for Prepared {
             r.name,
             p.train.len,
             p.test.as_ref().map_or(String::new(), |t| format!(", test: {} images", t.len)),
-            r.objective.kind,
+            r.objective()?.kind(),
             p.params.num_params(),
             encoder_params,
             imgs.dims(),
             task.masks.num_masked,
             p.image.size / p.image.patch * (p.image.size / p.image.patch),
-            r.objective.masking,
+            r.objective()?.masking(),
             out.pixels.dims(),
         );
         for (i, d) in r.downstream.iter().enumerate() {

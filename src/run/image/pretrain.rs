@@ -19,10 +19,10 @@ use crate::modality::image::loader::{BatchMaker, Loader};
 use crate::modality::image::patch::unpatchify;
 use crate::modality::image::{ImageEncoder, ImageGeometry};
 use crate::objective::mae::{Mae, MaeConfig};
-use crate::objective::masking::{MaskGenerator, MaskKind};
+use crate::objective::masking::MaskGenerator;
 use crate::objective::simmim::{SimMim, SimMimConfig};
 use crate::params::ParamStore;
-use crate::recipe::{DataSection, ImageSection, MaskingKind, ObjectiveKind, Recipe};
+use crate::recipe::{DataSection, ImageSection, ObjectiveKind, Recipe};
 use crate::train::sampler::Sampler;
 use crate::train::TrainTask;
 
@@ -41,9 +41,8 @@ fn geometry(img: &ImageSection) -> ImageGeometry {
 /// norm_eps, no dropout); images and audio share it.
 pub fn decoder_config(r: &Recipe) -> Result<EncoderConfig> {
     let d = r
-        .objective
-        .decoder
-        .as_ref()
+        .objective()?
+        .decoder()
         .ok_or_else(|| Error::Usage("objective.decoder: required for kind = \"mae\"".into()))?;
     Ok(EncoderConfig {
         dim: d.dim,
@@ -65,29 +64,28 @@ pub fn mae_config(r: &Recipe, img: &ImageSection) -> Result<MaeConfig> {
         geometry: geometry(img),
         decoder: decoder_config(r)?,
         encoder: r.model.encoder_config(),
-        mask_ratio: r.objective.mask_ratio(),
-        norm_pix_loss: r.objective.norm_pix_loss,
+        mask_ratio: r.objective()?.mask_ratio(),
+        norm_pix_loss: r.objective()?.norm_pix_loss(),
     })
 }
 
 /// The SimMIM configuration a recipe describes.
-pub fn simmim_config(r: &Recipe, img: &ImageSection) -> SimMimConfig {
-    SimMimConfig {
+pub fn simmim_config(r: &Recipe, img: &ImageSection) -> Result<SimMimConfig> {
+    Ok(SimMimConfig {
         geometry: geometry(img),
         encoder: r.model.encoder_config(),
-        mask_ratio: r.objective.mask_ratio(),
-        norm_pix_loss: r.objective.norm_pix_loss,
-    }
+        mask_ratio: r.objective()?.mask_ratio(),
+        norm_pix_loss: r.objective()?.norm_pix_loss(),
+    })
 }
 
 /// The recipe's mask generator.
-pub fn mask_generator(r: &Recipe, img: &ImageSection) -> MaskGenerator {
-    let kind = match r.objective.masking {
-        MaskingKind::Block => MaskKind::Block,
-        // Validation keeps the audio kinds out of image recipes.
-        _ => MaskKind::Random,
-    };
-    MaskGenerator::new(img.size / img.patch, r.objective.mask_ratio(), kind)
+pub fn mask_generator(r: &Recipe, img: &ImageSection) -> Result<MaskGenerator> {
+    Ok(MaskGenerator::new(
+        img.size / img.patch,
+        r.objective()?.mask_ratio(),
+        r.objective()?.masking(),
+    )?)
 }
 
 /// The recipe's pretraining augmentations, if any.
@@ -121,9 +119,9 @@ pub struct Reconstruction {
 
 impl Objective {
     pub fn new(r: &Recipe, img: &ImageSection, vb: VarBuilder) -> Result<Self> {
-        Ok(match r.objective.kind {
+        Ok(match r.objective()?.kind() {
             ObjectiveKind::Mae => Objective::Mae(Mae::new(&mae_config(r, img)?, vb)?),
-            ObjectiveKind::Simmim => Objective::SimMim(SimMim::new(&simmim_config(r, img), vb)?),
+            ObjectiveKind::Simmim => Objective::SimMim(SimMim::new(&simmim_config(r, img)?, vb)?),
             ObjectiveKind::Mlm => {
                 return Err(Error::Usage(
                     "`mlm` is a text objective; images use `mae` or `simmim`".into(),
@@ -208,10 +206,10 @@ impl<'a> PretrainTask<'a> {
         preview: &'a ImageDataset,
         image: &'a ImageSection,
         device: Device,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        Ok(Self {
             objective,
-            masks: mask_generator(r, image),
+            masks: mask_generator(r, image)?,
             train,
             augment: augment(&r.data, r.seed),
             preview,
@@ -220,7 +218,7 @@ impl<'a> PretrainTask<'a> {
             seed: r.seed,
             prefetch: PREFETCH_DEPTH,
             loader: Mutex::new(None),
-        }
+        })
     }
 
     pub fn batch_maker(&self) -> BatchMaker {

@@ -28,7 +28,7 @@ use crate::modality::text::pack::{self, TokenBlocks};
 use crate::modality::text::tokenizer::TextTokenizer;
 use crate::objective::mlm::Mlm;
 use crate::params::ParamStore;
-use crate::recipe::{DataSource, Recipe, TextSection};
+use crate::recipe::{DataSource, ObjectiveSection, Recipe, TextSection};
 use crate::train::metrics::MetricsLog;
 use pretrain::MlmTask;
 use task::{Labelled, TextTask};
@@ -256,9 +256,16 @@ pub fn prepare(
         None => None,
     };
     let mut masker = MlmMasker::new(&tok);
-    masker.rate = r.objective.mask_ratio();
-    masker.whole_word = r.objective.whole_word;
-    masker.span = r.objective.span;
+    let ObjectiveSection::Mlm(o) = r.objective()? else {
+        return Err(invalid(
+            file,
+            "objective.kind",
+            "text pretraining uses kind = \"mlm\"",
+        ));
+    };
+    masker.rate = r.objective()?.mask_ratio();
+    masker.whole_word = o.whole_word;
+    masker.span = o.span;
     let labelled = if r.downstream.is_empty() {
         None
     } else {
