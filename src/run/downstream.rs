@@ -53,38 +53,7 @@ struct Cached {
     result: DownstreamResult,
 }
 
-/// What a fine-tuning run gives back.
-pub struct FineTuned {
-    pub test_accuracy: f64,
-    /// On the examples trained on (`None` when there are more than 10,000).
-    pub train_accuracy: Option<f64>,
-    pub steps: usize,
-}
-
-/// The end of every fine-tuning: the trained classifier's accuracy on the test examples
-/// `test` and (when there are at most 10,000) on the training examples it saw, then `save`.
-/// `accuracy(idx, on_test)` scores the classifier on examples `idx` of the test split
-/// (`on_test`) or the training split.
-pub fn finish_fine_tune(
-    steps: usize,
-    chosen: &[usize],
-    accuracy: &dyn Fn(&[usize], bool) -> Result<f64>,
-    test: &[usize],
-    save: &dyn Fn() -> Result<()>,
-) -> Result<FineTuned> {
-    let test_accuracy = accuracy(test, true)?;
-    let train_accuracy = if chosen.len() <= 10_000 {
-        Some(accuracy(chosen, false)?)
-    } else {
-        None
-    };
-    save()?;
-    Ok(FineTuned {
-        test_accuracy,
-        train_accuracy,
-        steps,
-    })
-}
+pub use super::classify::FineTuned;
 
 /// A modality's side of the downstream stage.
 pub trait DownstreamTask {

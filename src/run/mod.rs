@@ -7,6 +7,7 @@
 //! audio and waveform audio live in `image/`, `text/`, `audio/` and `waveform/`.
 
 pub mod audio;
+pub mod classify;
 pub mod dir;
 pub mod downstream;
 pub mod image;

@@ -7,15 +7,18 @@ use candle_core::{Device, Tensor};
 
 use super::AudioRunConfig;
 use crate::backbone::{pool, Mode, Tokens};
-use crate::error::{Error, Result};
-use crate::head::finetune::{self, FineTuneConfig, FineTuneLog};
+use crate::error::Result;
+use crate::head::finetune::{FineTuneConfig, FineTuneLog};
 use crate::head::linear_probe::accuracy;
-use crate::modality::audio::classifier::{AudioClassifier, AudioClassifierSpec, WEIGHTS_FILE};
+use crate::modality::audio::classifier::{AudioClassifier, AudioClassifierSpec};
 use crate::modality::audio::clips::ClipSet;
 use crate::modality::audio::encoder::SpectrogramEncoder;
 use crate::params::ParamStore;
 use crate::recipe::{DownstreamInput, DownstreamSection, Pooling};
-use crate::run::downstream::{finish_fine_tune, DownstreamTask, FineTuned};
+use crate::run::classify::{
+    encoder_store, fine_tune, map_chunks, Classifier, FineTuneData, FineTuned,
+};
+use crate::run::downstream::DownstreamTask;
 
 /// Clips per forward pass when computing features or accuracy.
 const EVAL_CHUNK: usize = 256;
@@ -61,18 +64,9 @@ impl<'a> AudioTask<'a> {
     /// initialisation the pretraining started from.
     fn frozen_encoder(&self, input: DownstreamInput) -> Result<SpectrogramEncoder> {
         let c = self.config;
-        let store = match input {
-            DownstreamInput::Pretrained => self.pretrained.clone(),
-            _ => {
-                let fresh = ParamStore::new(self.seed);
-                SpectrogramEncoder::new(
-                    c.geometry,
-                    &c.encoder,
-                    fresh.var_builder(self.device).pp("audio"),
-                )?;
-                fresh
-            }
-        };
+        let store = encoder_store(self.pretrained, input, self.seed, self.device, &|vb| {
+            SpectrogramEncoder::new(c.geometry, &c.encoder, vb.pp("audio")).map(|_| ())
+        })?;
         Ok(SpectrogramEncoder::new(
             c.geometry,
             &c.encoder,
@@ -96,18 +90,14 @@ impl<'a> AudioTask<'a> {
         &self,
         set: &ClipSet,
         idx: &[usize],
-        f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+        f: &dyn Fn(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        let mut out = Vec::new();
-        for chunk in idx.chunks(EVAL_CHUNK) {
-            let x = set.batch(chunk, &self.config.features, self.device)?;
-            out.push(f(&x)?.detach());
-        }
-        Ok(Tensor::cat(&out, 0)?.contiguous()?)
+        let make = |c: &[usize]| set.batch(c, &self.config.features, self.device);
+        map_chunks(idx, EVAL_CHUNK, &make, f)
     }
 
     fn accuracy_on(&self, model: &AudioClassifier, set: &ClipSet, idx: &[usize]) -> Result<f64> {
-        let logits = self.map_batches(set, idx, &|x| model.forward(x, &mut Mode::Eval))?;
+        let logits = self.map_batches(set, idx, &|x| Ok(model.forward(x, &mut Mode::Eval)?))?;
         accuracy(&logits, &set.label_batch(idx, self.device)?)
     }
 }
@@ -126,20 +116,15 @@ impl DownstreamTask for AudioTask<'_> {
     }
 
     fn features(&self, input: DownstreamInput, pooling: Pooling) -> Result<(Tensor, Tensor)> {
-        if input == DownstreamInput::Pixels {
-            return Err(Error::Usage(
-                "`pixels` is an image baseline; audio heads take `pretrained` or `scratch`".into(),
-            ));
-        }
         let enc = self.frozen_encoder(input)?;
         let f = |set: &ClipSet| {
             let all: Vec<usize> = (0..set.len()).collect();
             self.map_batches(set, &all, &|x| {
-                pool(
+                Ok(pool(
                     &enc.forward(x, &mut Mode::Eval)?,
                     pooling,
                     Tokens::ClsThenPatches,
-                )
+                )?)
             })
         };
         Ok((f(self.train)?, f(self.test)?))
@@ -154,40 +139,35 @@ impl DownstreamTask for AudioTask<'_> {
         log: &mut dyn FnMut(&FineTuneLog) -> Result<()>,
     ) -> Result<FineTuned> {
         let spec = self.spec(section.pooling);
-        let store = ParamStore::new(self.seed);
-        let model = AudioClassifier::new(&spec, store.var_builder(self.device))?;
-        if section.input == DownstreamInput::Pretrained {
-            store.copy_prefix_from(self.pretrained, "audio.")?;
-        }
         let batch = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
             Ok((
                 self.train.batch(idx, &self.config.features, self.device)?,
                 self.train.label_batch(idx, self.device)?,
             ))
         };
-        let steps = finetune::fine_tune(
-            &store,
-            self.config.encoder.depth,
-            &|x, mode| model.forward(x, mode),
-            &batch,
+        fine_tune(
+            &Classifier {
+                build: &|vb| Ok(AudioClassifier::new(&spec, vb)?),
+                forward: &|m, x, mode| m.forward(x, mode),
+                encoder_prefix: "audio.",
+                depth: self.config.encoder.depth,
+                write_spec: &|dir| spec.write(dir),
+            },
+            &FineTuneData {
+                batch: &batch,
+                accuracy: &|m, idx, on_test| {
+                    let set = if on_test { self.test } else { self.train };
+                    self.accuracy_on(m, set, idx)
+                },
+                test_len: self.test.len(),
+            },
+            self.pretrained,
+            self.device,
+            section,
             chosen,
             cfg,
+            dir,
             log,
-        )?;
-        let frozen = AudioClassifier::new(&spec, store.frozen_var_builder(self.device))?;
-        let all: Vec<usize> = (0..self.test.len()).collect();
-        finish_fine_tune(
-            steps,
-            chosen,
-            &|idx, on_test| {
-                let set = if on_test { self.test } else { self.train };
-                self.accuracy_on(&frozen, set, idx)
-            },
-            &all,
-            &|| {
-                store.save(&dir.join(WEIGHTS_FILE))?;
-                spec.write(dir)
-            },
         )
     }
 }

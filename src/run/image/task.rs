@@ -7,14 +7,15 @@ use candle_core::{Device, Tensor};
 
 use crate::backbone::{pool, EncoderConfig, Mode, Tokens};
 use crate::error::Result;
-use crate::head::finetune::{self, FineTuneConfig, FineTuneLog};
+use crate::head::finetune::{FineTuneConfig, FineTuneLog};
 use crate::head::linear_probe::accuracy;
-use crate::modality::image::classifier::{ClassifierSpec, ImageClassifier, WEIGHTS_FILE};
+use crate::modality::image::classifier::{ClassifierSpec, ImageClassifier};
 use crate::modality::image::dataset::ImageDataset;
 use crate::modality::image::{ImageEncoder, ImageGeometry};
 use crate::params::ParamStore;
 use crate::recipe::{DownstreamInput, DownstreamSection, ImageSection, Pooling};
-use crate::run::downstream::{finish_fine_tune, DownstreamTask, FineTuned};
+use crate::run::classify::{encoder_store, fine_tune, Classifier, FineTuneData, FineTuned};
+use crate::run::downstream::DownstreamTask;
 
 /// Pooled encoder features `[N, D]` for a whole data set, computed without a gradient graph.
 pub fn features(
@@ -104,18 +105,9 @@ impl<'a> ImageTask<'a> {
     /// initialisation (seeded like the pretraining run's, so "scratch" is exactly the
     /// pretraining's starting point).
     fn frozen_encoder(&self, input: DownstreamInput) -> Result<ImageEncoder> {
-        let store = match input {
-            DownstreamInput::Pretrained => self.pretrained.clone(),
-            _ => ParamStore::new(self.seed),
-        };
-        if input != DownstreamInput::Pretrained {
-            // Creates the parameters (at their seeded initial values) in the fresh store.
-            ImageEncoder::new(
-                self.geometry,
-                &self.encoder,
-                store.var_builder(self.device).pp("vit"),
-            )?;
-        }
+        let store = encoder_store(self.pretrained, input, self.seed, self.device, &|vb| {
+            ImageEncoder::new(self.geometry, &self.encoder, vb.pp("vit")).map(|_| ())
+        })?;
         Ok(ImageEncoder::new(
             self.geometry,
             &self.encoder,
@@ -184,11 +176,6 @@ impl DownstreamTask for ImageTask<'_> {
             self.num_classes(),
             section.pooling,
         );
-        let store = ParamStore::new(self.seed);
-        let model = ImageClassifier::new(&spec, store.var_builder(self.device))?;
-        if section.input == DownstreamInput::Pretrained {
-            store.copy_prefix_from(self.pretrained, "vit.")?;
-        }
         let batch = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
             Ok((
                 self.train
@@ -196,29 +183,29 @@ impl DownstreamTask for ImageTask<'_> {
                 self.train.label_batch(idx, self.device)?,
             ))
         };
-        let steps = finetune::fine_tune(
-            &store,
-            self.encoder.depth,
-            &|x, mode| model.forward(x, mode),
-            &batch,
+        fine_tune(
+            &Classifier {
+                build: &|vb| Ok(ImageClassifier::new(&spec, vb)?),
+                forward: &|m, x, mode| m.forward(x, mode),
+                encoder_prefix: "vit.",
+                depth: self.encoder.depth,
+                write_spec: &|dir| spec.write(dir),
+            },
+            &FineTuneData {
+                batch: &batch,
+                accuracy: &|m, idx, on_test| {
+                    let set = if on_test { self.test } else { self.train };
+                    self.accuracy_on(m, set, idx)
+                },
+                test_len: self.test.len,
+            },
+            self.pretrained,
+            self.device,
+            section,
             chosen,
             cfg,
+            dir,
             log,
-        )?;
-        let frozen = ImageClassifier::new(&spec, store.frozen_var_builder(self.device))?;
-        let all: Vec<usize> = (0..self.test.len).collect();
-        finish_fine_tune(
-            steps,
-            chosen,
-            &|idx, on_test| {
-                let set = if on_test { self.test } else { self.train };
-                self.accuracy_on(&frozen, set, idx)
-            },
-            &all,
-            &|| {
-                store.save(&dir.join(WEIGHTS_FILE))?;
-                spec.write(dir)
-            },
         )
     }
 }

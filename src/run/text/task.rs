@@ -6,15 +6,16 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 
 use crate::backbone::Mode;
-use crate::error::{Error, Result};
-use crate::head::finetune::{self, FineTuneConfig, FineTuneLog};
+use crate::error::Result;
+use crate::head::finetune::{FineTuneConfig, FineTuneLog};
 use crate::head::linear_probe::accuracy;
 use crate::modality::text::classifier::{pool, TextClassifier, TextClassifierSpec};
 use crate::modality::text::encoder::{TextConfig, TextEncoder};
 use crate::modality::text::pack;
 use crate::params::ParamStore;
 use crate::recipe::{DownstreamInput, DownstreamSection, Pooling};
-use crate::run::downstream::{finish_fine_tune, DownstreamTask, FineTuned};
+use crate::run::classify::{encoder_store, fine_tune, Classifier, FineTuneData, FineTuned};
+use crate::run::downstream::DownstreamTask;
 
 /// Examples per forward pass when extracting features or evaluating.
 const EVAL_BATCH: usize = 64;
@@ -80,14 +81,9 @@ impl TextTask<'_> {
     /// A frozen text encoder: the pretrained one, or the same architecture at the seeded
     /// initialisation the pretraining started from.
     fn frozen_encoder(&self, input: DownstreamInput) -> Result<TextEncoder> {
-        let store = match input {
-            DownstreamInput::Pretrained => self.pretrained.clone(),
-            _ => {
-                let fresh = ParamStore::new(self.seed);
-                TextEncoder::new(&self.config, fresh.var_builder(self.device).pp("text"))?;
-                fresh
-            }
-        };
+        let store = encoder_store(self.pretrained, input, self.seed, self.device, &|vb| {
+            TextEncoder::new(&self.config, vb.pp("text")).map(|_| ())
+        })?;
         Ok(TextEncoder::new(
             &self.config,
             store.frozen_var_builder(self.device).pp("text"),
@@ -118,11 +114,6 @@ impl DownstreamTask for TextTask<'_> {
     }
 
     fn features(&self, input: DownstreamInput, pooling: Pooling) -> Result<(Tensor, Tensor)> {
-        if input == DownstreamInput::Pixels {
-            return Err(Error::Usage(
-                "`pixels` is an image baseline; text heads take `pretrained` or `scratch`".into(),
-            ));
-        }
         let enc = self.frozen_encoder(input)?;
         let pad = self.config.pad_token_id;
         let f = |data: &Labelled| -> Result<Tensor> {
@@ -147,11 +138,6 @@ impl DownstreamTask for TextTask<'_> {
             section.pooling,
             self.label_names.to_vec(),
         );
-        let store = ParamStore::new(self.seed);
-        let model = TextClassifier::new(&spec, store.var_builder(self.device))?;
-        if section.input == DownstreamInput::Pretrained {
-            store.copy_prefix_from(self.pretrained, "text.")?;
-        }
         let pad = self.config.pad_token_id;
         let batch = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
             let y: Vec<u32> = idx.iter().map(|&i| self.train.labels[i]).collect();
@@ -165,29 +151,29 @@ impl DownstreamTask for TextTask<'_> {
             lengths: Some(self.train.ids.iter().map(Vec::len).collect()),
             ..cfg.clone()
         };
-        let steps = finetune::fine_tune(
-            &store,
-            self.config.encoder.depth,
-            &|x, mode| model.forward(x, mode),
-            &batch,
+        fine_tune(
+            &Classifier {
+                build: &|vb| TextClassifier::new(&spec, vb),
+                forward: &|m, x, mode| m.forward(x, mode),
+                encoder_prefix: "text.",
+                depth: self.config.encoder.depth,
+                write_spec: &|dir| spec.write(dir),
+            },
+            &FineTuneData {
+                batch: &batch,
+                accuracy: &|m, idx, on_test| {
+                    let set = if on_test { self.test } else { self.train };
+                    self.accuracy_on(m, set, idx)
+                },
+                test_len: self.test.ids.len(),
+            },
+            self.pretrained,
+            self.device,
+            section,
             chosen,
             &cfg,
+            dir,
             log,
-        )?;
-        let frozen = TextClassifier::new(&spec, store.frozen_var_builder(self.device))?;
-        let all: Vec<usize> = (0..self.test.ids.len()).collect();
-        finish_fine_tune(
-            steps,
-            chosen,
-            &|idx, on_test| {
-                let set = if on_test { self.test } else { self.train };
-                self.accuracy_on(&frozen, set, idx)
-            },
-            &all,
-            &|| {
-                store.save(&dir.join("model.safetensors"))?;
-                spec.write(dir)
-            },
         )
     }
 }

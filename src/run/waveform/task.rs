@@ -8,16 +8,17 @@ use candle_core::{Device, Tensor};
 
 use crate::backbone::{pool, Mode, Tokens};
 use crate::error::{Error, Result};
-use crate::head::finetune::{self, FineTuneConfig, FineTuneLog};
+use crate::head::finetune::{FineTuneConfig, FineTuneLog};
 use crate::head::linear_probe::accuracy;
-use crate::modality::audio::classifier::{
-    WaveformClassifier, WaveformClassifierSpec, WEIGHTS_FILE,
-};
+use crate::modality::audio::classifier::{WaveformClassifier, WaveformClassifierSpec};
 use crate::modality::audio::clips::ClipSet;
 use crate::modality::audio::waveform::WaveformEncoder;
 use crate::params::ParamStore;
 use crate::recipe::{DownstreamInput, DownstreamSection, Pooling};
-use crate::run::downstream::{finish_fine_tune, DownstreamTask, FineTuned};
+use crate::run::classify::{
+    encoder_store, fine_tune, map_chunks, Classifier, FineTuneData, FineTuned,
+};
+use crate::run::downstream::DownstreamTask;
 
 /// Clips per forward pass when computing features or accuracy (waveform models see many
 /// frames per clip: the attention matrices dominate memory).
@@ -61,17 +62,9 @@ impl<'a> WaveformTask<'a> {
     /// A frozen encoder: the source's, or the same architecture freshly initialised with the
     /// run's seed.
     pub fn frozen_encoder(&self, input: DownstreamInput) -> Result<WaveformEncoder> {
-        let store = match input {
-            DownstreamInput::Pretrained => self.pretrained.clone(),
-            _ => {
-                let fresh = ParamStore::new(self.seed);
-                WaveformEncoder::new(
-                    &self.spec.config,
-                    fresh.var_builder(self.device).pp("audio"),
-                )?;
-                fresh
-            }
-        };
+        let store = encoder_store(self.pretrained, input, self.seed, self.device, &|vb| {
+            WaveformEncoder::new(&self.spec.config, vb.pp("audio")).map(|_| ())
+        })?;
         Ok(WaveformEncoder::new(
             &self.spec.config,
             store.frozen_var_builder(self.device).pp("audio"),
@@ -85,12 +78,8 @@ impl<'a> WaveformTask<'a> {
         idx: &[usize],
         f: &dyn Fn(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        let mut out = Vec::new();
-        for chunk in idx.chunks(EVAL_CHUNK) {
-            let x = set.waveform_batch(chunk, self.device)?;
-            out.push(f(&x)?.detach());
-        }
-        Ok(Tensor::cat(&out, 0)?.contiguous()?)
+        let make = |c: &[usize]| set.waveform_batch(c, self.device);
+        map_chunks(idx, EVAL_CHUNK, &make, f)
     }
 
     fn accuracy_on(&self, model: &WaveformClassifier, set: &ClipSet, idx: &[usize]) -> Result<f64> {
@@ -113,11 +102,6 @@ impl DownstreamTask for WaveformTask<'_> {
     }
 
     fn features(&self, input: DownstreamInput, pooling: Pooling) -> Result<(Tensor, Tensor)> {
-        if input == DownstreamInput::Pixels {
-            return Err(Error::Usage(
-                "`pixels` is an image baseline; audio heads take `pretrained` or `scratch`".into(),
-            ));
-        }
         let enc = self.frozen_encoder(input)?;
         let f = |set: &ClipSet| {
             let all: Vec<usize> = (0..set.len()).collect();
@@ -144,40 +128,35 @@ impl DownstreamTask for WaveformTask<'_> {
             ));
         }
         let spec = self.spec;
-        let store = ParamStore::new(self.seed);
-        let model = WaveformClassifier::new(spec, store.var_builder(self.device))?;
-        if section.input == DownstreamInput::Pretrained {
-            store.copy_prefix_from(self.pretrained, "audio.")?;
-        }
         let batch = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
             Ok((
                 self.train.waveform_batch(idx, self.device)?,
                 self.train.label_batch(idx, self.device)?,
             ))
         };
-        let steps = finetune::fine_tune(
-            &store,
-            spec.config.encoder.depth,
-            &|x, mode| model.forward(x, mode),
-            &batch,
+        fine_tune(
+            &Classifier {
+                build: &|vb| Ok(WaveformClassifier::new(spec, vb)?),
+                forward: &|m, x, mode| m.forward(x, mode),
+                encoder_prefix: "audio.",
+                depth: spec.config.encoder.depth,
+                write_spec: &|dir| spec.write(dir),
+            },
+            &FineTuneData {
+                batch: &batch,
+                accuracy: &|m, idx, on_test| {
+                    let set = if on_test { self.test } else { self.train };
+                    self.accuracy_on(m, set, idx)
+                },
+                test_len: self.test.len(),
+            },
+            self.pretrained,
+            self.device,
+            section,
             chosen,
             cfg,
+            dir,
             log,
-        )?;
-        let frozen = WaveformClassifier::new(spec, store.frozen_var_builder(self.device))?;
-        let all: Vec<usize> = (0..self.test.len()).collect();
-        finish_fine_tune(
-            steps,
-            chosen,
-            &|idx, on_test| {
-                let set = if on_test { self.test } else { self.train };
-                self.accuracy_on(&frozen, set, idx)
-            },
-            &all,
-            &|| {
-                store.save(&dir.join(WEIGHTS_FILE))?;
-                spec.write(dir)
-            },
         )
     }
 }
