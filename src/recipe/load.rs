@@ -144,6 +144,20 @@ pub(super) fn migrate(table: &mut toml::Table, file: &Path) -> Result<()> {
         .map(str::to_string);
     let waveform = modality.as_deref() == Some("audio")
         && table.get("model").and_then(|m| m.get("source")).is_some();
+    if let Some(toml::Value::Array(heads)) = table.get_mut("downstream") {
+        for h in heads.iter_mut().filter_map(toml::Value::as_table_mut) {
+            let head = h
+                .get("head")
+                .and_then(toml::Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            for (k, v) in super::head::foreign_defaults(&head) {
+                if h.get(k) == Some(&v) {
+                    h.remove(k);
+                }
+            }
+        }
+    }
     let Some(toml::Value::Table(o)) = table.get_mut("objective") else {
         return Ok(());
     };

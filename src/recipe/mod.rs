@@ -2,6 +2,7 @@
 //! overrides, and validation that names the file and key of anything wrong — all before
 //! a device or a data set is touched.
 
+pub mod head;
 mod load;
 pub mod objective;
 pub mod source;

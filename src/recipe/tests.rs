@@ -199,3 +199,48 @@ fn recipes_resolved_before_objectives_were_tagged_still_load() {
     let err = load(&wrong, &[]).unwrap_err().to_string();
     assert!(err.contains("objective.whole_word"), "{err}");
 }
+
+fn labelled() -> String {
+    MINIMAL.replace(
+        "images = \"a.gz\" }",
+        "images = \"a.gz\", labels = \"l.gz\" }\ntest = { format = \"idx\", images = \"t.gz\", labels = \"u.gz\" }",
+    )
+}
+
+#[test]
+fn downstream_keys_belong_to_their_head() {
+    let with = |section: &str| format!("{}\n[[downstream]]\n{section}\n", labelled());
+    let err = load(&with("head = \"linear-probe\"\nk = 5"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown key `downstream[0].k` for head = \"linear-probe\"")
+            && err.contains("epochs"),
+        "{err}"
+    );
+    let err = load(&with("head = \"knn\"\nlayer_decy = 0.7"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("downstream[0].layer_decy"), "{err}");
+    let loaded = load(&with("head = \"fine-tune\"\nlayer_decay = 0.75"), &[]).unwrap();
+    let d = &loaded.recipe.downstream[0];
+    assert_eq!(
+        (d.head, d.layer_decay, d.epochs()),
+        (HeadKind::FineTune, 0.75, 10)
+    );
+    // The resolved recipe writes only the head's own keys, and reads back the same.
+    let text = to_toml(&loaded.recipe);
+    assert!(!text.contains("temperature"), "{text}");
+    assert_eq!(load(&text, &[]).unwrap().recipe, loaded.recipe);
+}
+
+#[test]
+fn downstream_tables_resolved_before_heads_were_tagged_still_load() {
+    // What a run directory's recipe.toml held: every head's keys at their defaults.
+    let old = format!(
+        "{}\n[[downstream]]\nhead = \"linear-probe\"\npooling = \"cls\"\nlabel_fractions = [1.0]\nweight_decay = 0.0\nbatch_size = 256\nwarmup_fraction = 0.1\nlayer_decay = 1.0\nlabel_smoothing = 0.0\nk = 20\ntemperature = 0.07\n",
+        labelled()
+    );
+    let loaded = load(&old, &[]).unwrap();
+    assert_eq!(loaded.recipe.downstream[0].head, HeadKind::LinearProbe);
+}

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::head::{DownstreamInput, DownstreamSection, HeadKind};
 pub use super::objective::{
     DecoderSection, MaeSection, MlmSection, ObjectiveKind, ObjectiveSection, SimMimSection,
 };
@@ -237,109 +238,6 @@ pub struct ImageSection {
     pub std: Vec<f32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HeadKind {
-    /// Logistic regression on frozen, standardised features.
-    LinearProbe,
-    /// The whole encoder and a linear classifier trained end to end.
-    FineTune,
-    /// k nearest neighbours by cosine similarity of frozen features, similarity-weighted
-    /// votes (as in DINO's k-NN evaluation).
-    Knn,
-}
-
-/// What a downstream head starts from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum DownstreamInput {
-    /// The pretrained encoder (the point of the exercise).
-    #[default]
-    Pretrained,
-    /// The same encoder at its initialisation, before pretraining (the baseline that shows
-    /// what pretraining bought).
-    Scratch,
-    /// No encoder: the normalised pixels themselves are the features (linear probe / k-NN).
-    Pixels,
-}
-
-/// A downstream evaluation on the labelled splits (`data.train` with labels for training,
-/// `data.test` for accuracy), at each label fraction. Unset numbers take defaults that
-/// depend on the head (see [`DownstreamSection::epochs`] and friends).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DownstreamSection {
-    pub head: HeadKind,
-    /// What the head starts from: `pretrained` (default), `scratch` or `pixels`.
-    #[serde(default)]
-    pub input: DownstreamInput,
-    #[serde(default = "defaults::pooling")]
-    pub pooling: Pooling,
-    /// Fractions of the labelled training split to train on (stratified, seeded draws).
-    #[serde(default = "defaults::fractions")]
-    pub label_fractions: Vec<f64>,
-    /// Passes over the chosen examples (linear probe: 100, fine-tune: 10).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub epochs: Option<usize>,
-    /// Fine-tune: at least this many optimizer steps, whatever the fraction (small label
-    /// fractions otherwise get only a handful of steps).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_steps: Option<usize>,
-    /// Peak learning rate (linear probe: 1e-2, fine-tune: 1e-3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lr: Option<f64>,
-    #[serde(default)]
-    pub weight_decay: f64,
-    #[serde(default = "defaults::probe_batch")]
-    pub batch_size: usize,
-    /// Fine-tune: fraction of the steps spent warming the learning rate up (then cosine).
-    #[serde(default = "defaults::warmup_fraction")]
-    pub warmup_fraction: f64,
-    /// Fine-tune: layer-wise learning-rate decay (BEiT / MAE): block `i` of `depth` trains
-    /// at `lr * layer_decay^(depth - i)`, the embeddings at `lr * layer_decay^(depth + 1)`,
-    /// the head at `lr`. 1 (default) is a single learning rate.
-    #[serde(default = "defaults::one_f64")]
-    pub layer_decay: f64,
-    /// Fine-tune: label smoothing of the cross-entropy.
-    #[serde(default)]
-    pub label_smoothing: f64,
-    /// k-NN: neighbours that vote.
-    #[serde(default = "defaults::knn_k")]
-    pub k: usize,
-    /// k-NN: votes weigh `exp(similarity / temperature)`.
-    #[serde(default = "defaults::knn_temperature")]
-    pub temperature: f64,
-}
-
-impl DownstreamSection {
-    pub fn epochs(&self) -> usize {
-        self.epochs.unwrap_or(match self.head {
-            HeadKind::FineTune => 10,
-            _ => 100,
-        })
-    }
-    pub fn lr(&self) -> f64 {
-        self.lr.unwrap_or(match self.head {
-            HeadKind::FineTune => 1e-3,
-            _ => 1e-2,
-        })
-    }
-    /// A short label for tables: `fine-tune (pretrained)`.
-    pub fn label(&self) -> String {
-        let head = match self.head {
-            HeadKind::LinearProbe => "linear probe",
-            HeadKind::FineTune => "fine-tune",
-            HeadKind::Knn => "k-NN",
-        };
-        let input = match self.input {
-            DownstreamInput::Pretrained => "pretrained",
-            DownstreamInput::Scratch => "from scratch",
-            DownstreamInput::Pixels => "raw pixels",
-        };
-        format!("{head} ({input})")
-    }
-}
-
 mod defaults {
     use super::*;
     pub fn device() -> String {
@@ -371,27 +269,6 @@ mod defaults {
     }
     pub fn vocab_size() -> usize {
         8000
-    }
-    pub fn pooling() -> Pooling {
-        Pooling::Cls
-    }
-    pub fn fractions() -> Vec<f64> {
-        vec![1.0]
-    }
-    pub fn one_f64() -> f64 {
-        1.0
-    }
-    pub fn warmup_fraction() -> f64 {
-        0.1
-    }
-    pub fn knn_k() -> usize {
-        20
-    }
-    pub fn knn_temperature() -> f64 {
-        0.07
-    }
-    pub fn probe_batch() -> usize {
-        256
     }
 }
 
