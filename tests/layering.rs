@@ -143,7 +143,9 @@ fn the_parser_sees_braced_and_plain_paths() {
 fn the_cli_takes_its_device_from_the_device_flag() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = vec![src.join("cli.rs")];
-    rust_files(&src.join("cli"), &mut files);
+    if src.join("cli").is_dir() {
+        rust_files(&src.join("cli"), &mut files);
+    }
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(
