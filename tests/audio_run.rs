@@ -69,6 +69,13 @@ fn audio_mae_learns_draws_spectrograms_and_feeds_the_heads() {
     let dir = tmp.path().join("run");
     let s = start(60, &[], dir.clone(), None).unwrap();
     assert_eq!(s.steps, 60);
+    // Batches are made on the training thread; that time is the run's data wait.
+    assert!(
+        s.data_wait_seconds > 0.0 && s.data_wait_seconds < s.pretrain_seconds,
+        "data wait {} of {} s",
+        s.data_wait_seconds,
+        s.pretrain_seconds
+    );
 
     // Reconstruction of removed patches improves well beyond its starting point.
     let l = losses(&dir);

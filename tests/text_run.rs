@@ -63,6 +63,13 @@ fn mlm_run_lowers_held_out_perplexity_and_feeds_the_heads() {
     let dir = tmp.path().join("run");
     let s = start(60, dir.clone(), None);
     assert_eq!(s.steps, 60);
+    // Batches are made on the training thread; that time is the run's data wait.
+    assert!(
+        s.data_wait_seconds > 0.0 && s.data_wait_seconds < s.pretrain_seconds,
+        "data wait {} of {} s",
+        s.data_wait_seconds,
+        s.pretrain_seconds
+    );
 
     // Held-out perplexity at step 0 and at every checkpoint; it falls by far.
     let e = evals(&dir);

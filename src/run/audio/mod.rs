@@ -235,6 +235,7 @@ impl Prepared {
             features: &self.config.features,
             device: self.device.clone(),
             seed,
+            batch_time: Default::default(),
         }
     }
 }

@@ -29,6 +29,9 @@ pub struct AudioMaeTask<'a> {
     pub features: &'a AudioFeatures,
     pub device: Device,
     pub seed: u64,
+    /// Time the training steps spent making spectrogram batches, on the training thread:
+    /// audio batches are not prefetched.
+    pub batch_time: crate::train::metrics::Stopwatch,
 }
 
 /// Rows of spectrograms `[N, F, T]` as grey pictures `[N, 1, F, T]` in [0, 1], low
@@ -51,7 +54,17 @@ impl AudioMaeTask<'_> {
         train: bool,
     ) -> Result<(Tensor, crate::objective::audio_mae::AudioMaeOutput)> {
         let spec = set.batch(idx, self.features, &self.device)?;
-        let noise = self.mae.masker.noise(idx.len(), rng, &self.device)?;
+        self.forward_spec(spec, rng, train)
+    }
+
+    /// One forward pass on spectrograms `[B, F, T]` with masks drawn from `rng`.
+    fn forward_spec(
+        &self,
+        spec: Tensor,
+        rng: &mut ChaCha8Rng,
+        train: bool,
+    ) -> Result<(Tensor, crate::objective::audio_mae::AudioMaeOutput)> {
+        let noise = self.mae.masker.noise(spec.dim(0)?, rng, &self.device)?;
         let mut mode = if train { Mode::Train(rng) } else { Mode::Eval };
         let out = self.mae.forward(&spec, &noise, &mut mode)?;
         Ok((spec, out))
@@ -87,7 +100,10 @@ impl TrainTask for AudioMaeTask<'_> {
     }
 
     fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
-        Ok(self.forward(self.train, indices, rng, true)?.1.loss)
+        let spec = self
+            .batch_time
+            .time(|| self.train.batch(indices, self.features, &self.device))?;
+        Ok(self.forward_spec(spec, rng, true)?.1.loss)
     }
 
     fn infer(&self, params: &ParamStore, indices: &[usize]) -> Result<Option<Tensor>> {
@@ -112,4 +128,8 @@ impl TrainTask for AudioMaeTask<'_> {
     }
 }
 
-impl PretrainStage for AudioMaeTask<'_> {}
+impl PretrainStage for AudioMaeTask<'_> {
+    fn data_wait(&self) -> std::time::Duration {
+        self.batch_time.total()
+    }
+}

@@ -349,6 +349,7 @@ impl Pipeline for Prepared {
                 &run_dir.join(EVAL_FILE),
                 Some(resume_step.unwrap_or(0)),
             )?)),
+            batch_time: Default::default(),
         })))
     }
 
@@ -382,6 +383,7 @@ impl Pipeline for Prepared {
             device: p.device.clone(),
             seed: r.seed,
             eval_log: std::sync::Mutex::new(None),
+            batch_time: Default::default(),
         };
         let b = r.train.batch_size.min(p.train.len());
         let idx: Vec<usize> = (0..b).collect();

@@ -31,6 +31,9 @@ pub struct MlmTask<'a> {
     pub device: Device,
     pub seed: u64,
     pub eval_log: std::sync::Mutex<Option<MetricsLog>>,
+    /// Time the training steps spent making batches (masking included), on the training
+    /// thread: text batches are not prefetched.
+    pub batch_time: crate::train::metrics::Stopwatch,
 }
 
 #[derive(Serialize)]
@@ -134,7 +137,9 @@ impl TrainTask for MlmTask<'_> {
     }
 
     fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<candle_core::Tensor> {
-        let batch = self.batch(self.blocks, indices, rng)?;
+        let batch = self
+            .batch_time
+            .time(|| self.batch(self.blocks, indices, rng))?;
         let mut mode = Mode::Train(rng);
         Ok(self.mlm.forward(&batch, &mut mode)?.loss)
     }
@@ -154,5 +159,9 @@ impl PretrainStage for MlmTask<'_> {
 
     fn held_out(&self) -> Result<Option<MlmEval>> {
         self.evaluate()
+    }
+
+    fn data_wait(&self) -> std::time::Duration {
+        self.batch_time.total()
     }
 }
