@@ -110,6 +110,13 @@ impl ParamStore {
             .collect()
     }
 
+    /// The device the parameters live on (that of the first one; CPU when there are none).
+    pub fn device(&self) -> Device {
+        self.vars()
+            .first()
+            .map_or(Device::Cpu, |(_, v)| v.device().clone())
+    }
+
     pub fn num_params(&self) -> usize {
         self.num_params_with_prefix("")
     }

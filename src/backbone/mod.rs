@@ -12,6 +12,7 @@
 //! Post-norm (BERT): `x = norm1(x + attn(x)); x = norm2(x + mlp(x))`, no final norm.
 
 pub mod attention_op;
+pub mod classifier;
 pub mod fused;
 pub mod gemm;
 pub mod linear_op;
@@ -27,6 +28,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+pub use classifier::{Classifier, PooledEncoder};
 pub use ops::{LayerNorm, Linear, Mode};
 pub use pool::{masked_mean, pool, Pooling, Tokens};
 pub use storage::set_fused_cpu_ops;

@@ -1,23 +1,27 @@
 //! Full fine-tuning: every parameter of an encoder plus a linear classifier trained end to
 //! end with AdamW, linear warm-up then cosine decay, optional layer-wise learning-rate decay
 //! and label smoothing (the recipe of MAE's `main_finetune.py`, without mixup / drop path).
+//! It runs in the training loop pretraining uses, so it logs metrics, writes full-state
+//! checkpoints and resumes part-way the same way.
 //!
 //! The head knows nothing of images: the caller passes the model's parameters, its forward
 //! pass and a way to make batches.
 
+use std::path::Path;
+
 use candle_core::Tensor;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 
 use crate::backbone::ops::cross_entropy_smoothed;
 use crate::backbone::Mode;
 use crate::error::{Error, Result};
 use crate::params::ParamStore;
-use crate::train::config::{OptimizerKind, OptimizerSection, ScheduleKind, ScheduleSection};
-use crate::train::optim::{self, AdamW};
-use crate::train::schedule::Schedule;
+use crate::train::checkpoint;
+use crate::train::config::{
+    OptimizerKind, OptimizerSection, ScheduleKind, ScheduleSection, TrainSection,
+};
+use crate::train::epochs::EpochOrder;
+use crate::train::{self, Setup, TrainTask};
 
 #[derive(Debug, Clone)]
 pub struct FineTuneConfig {
@@ -35,6 +39,12 @@ pub struct FineTuneConfig {
     /// length, as `transformers`' `group_by_length`, so that variable-length inputs (text)
     /// pad little. `None`: plain shuffling.
     pub lengths: Option<Vec<usize>>,
+    /// Write a full-state checkpoint every N steps (and at the end).
+    pub checkpoint_every: usize,
+    /// Starts each progress line.
+    pub label: String,
+    /// End after this step, as an interruption would (tests of resumption).
+    pub stop_after: Option<usize>,
 }
 
 impl FineTuneConfig {
@@ -42,18 +52,37 @@ impl FineTuneConfig {
     pub fn total_steps(&self, n: usize) -> usize {
         (self.epochs * n.div_ceil(self.batch_size)).max(self.min_steps)
     }
+
+    /// The loop's `[train]` section for `n` training examples: AdamW (β 0.9 / 0.999),
+    /// warm-up then cosine to 0, no clipping, about 50 metric lines.
+    pub fn train_section(&self, n: usize) -> TrainSection {
+        let total = self.total_steps(n);
+        TrainSection {
+            steps: total,
+            batch_size: self.batch_size,
+            grad_accum: 1,
+            optimizer: OptimizerSection {
+                kind: OptimizerKind::Adamw,
+                lr: self.lr,
+                weight_decay: self.weight_decay,
+                betas: [0.9, 0.999],
+                eps: 1e-8,
+            },
+            schedule: ScheduleSection {
+                kind: ScheduleKind::Cosine,
+                warmup_steps: (self.warmup_fraction * total as f64).round() as usize,
+                min_lr: 0.0,
+            },
+            clip_grad_norm: None,
+            checkpoint_every: self.checkpoint_every.max(1),
+            keep_checkpoints: 1,
+            log_every: (total / 50).max(1),
+        }
+    }
 }
 
 /// Makes a training batch `(inputs, labels u32)` from example indices.
 pub type BatchFn<'a> = dyn Fn(&[usize]) -> Result<(Tensor, Tensor)> + 'a;
-
-/// One logged point of a fine-tuning run.
-#[derive(Debug, Clone, Serialize)]
-pub struct FineTuneLog {
-    pub step: usize,
-    pub loss: f32,
-    pub lr: f64,
-}
 
 /// Which "layer" a parameter belongs to for layer-wise decay, `0..=depth + 1`: embeddings
 /// (anything before the first block, e.g. `vit.patch_embed.*`, `vit.cls_token`, a waveform
@@ -82,9 +111,40 @@ pub fn layer_scale(name: &str, depth: usize, decay: f64) -> f64 {
     decay.powi((depth + 1 - layer_id(name, depth)) as i32)
 }
 
+/// A classifier's cross-entropy on training batches, for the loop.
+struct FineTuneTask<'a> {
+    forward: &'a dyn Fn(&Tensor, &mut Mode) -> candle_core::Result<Tensor>,
+    batch: &'a BatchFn<'a>,
+    label_smoothing: f64,
+    examples: usize,
+}
+
+impl TrainTask for FineTuneTask<'_> {
+    fn num_examples(&self) -> usize {
+        self.examples
+    }
+
+    fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
+        let (x, y) = (self.batch)(indices)?;
+        let logits = (self.forward)(&x, &mut Mode::Train(rng))?;
+        Ok(cross_entropy_smoothed(&logits, &y, self.label_smoothing)?)
+    }
+}
+
+/// How a fine-tuning ended.
+pub struct FineTuneOutcome {
+    /// Optimizer steps completed.
+    pub steps: usize,
+    /// All of them (not stopped by `stop_after`).
+    pub complete: bool,
+    /// The step it resumed from, if it did.
+    pub resumed_from: Option<usize>,
+}
+
 /// Trains `params` (all of them) on the examples `chosen`, through `forward(inputs, mode)`
-/// → logits. `batch(indices)` gives `(inputs, labels u32)`. `log` sees the loss every few
-/// steps. Returns the number of optimizer steps taken.
+/// → logits; `batch(indices)` gives `(inputs, labels u32)`. Writes `metrics.jsonl` and
+/// full-state checkpoints into `dir`, and continues from the newest checkpoint there when
+/// there is one (the caller removes checkpoints of other settings).
 pub fn fine_tune(
     params: &ParamStore,
     depth: usize,
@@ -92,92 +152,50 @@ pub fn fine_tune(
     batch: &BatchFn,
     chosen: &[usize],
     cfg: &FineTuneConfig,
-    log: &mut dyn FnMut(&FineTuneLog) -> Result<()>,
-) -> Result<usize> {
+    dir: &Path,
+) -> Result<FineTuneOutcome> {
     if chosen.is_empty() {
         return Err(Error::Usage(
             "fine-tuning needs at least one example".into(),
         ));
     }
-    let total = cfg.total_steps(chosen.len());
-    let mut opt = AdamW::new(
-        params.vars(),
-        &OptimizerSection {
-            kind: OptimizerKind::Adamw,
-            lr: cfg.lr,
-            weight_decay: cfg.weight_decay,
-            betas: [0.9, 0.999],
-            eps: 1e-8,
-        },
-    )?;
-    if cfg.layer_decay < 1.0 {
-        opt.set_lr_scales(|name| layer_scale(name, depth, cfg.layer_decay));
-    }
-    let schedule = Schedule::new(
-        &ScheduleSection {
-            kind: ScheduleKind::Cosine,
-            warmup_steps: (cfg.warmup_fraction * total as f64).round() as usize,
-            min_lr: 0.0,
-        },
-        cfg.lr,
-        total,
-    );
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut order = Vec::new();
-    let mut cursor = 0;
-    let log_every = (total / 50).max(1);
-    for step in 0..total {
-        if cursor >= order.len() {
-            order = epoch_order(chosen, cfg.lengths.as_deref(), cfg.batch_size, &mut rng);
-            cursor = 0;
-        }
-        let end = (cursor + cfg.batch_size).min(order.len());
-        let (x, y) = batch(&order[cursor..end])?;
-        cursor = end;
-        let logits = forward(&x, &mut Mode::Train(&mut rng))?;
-        let loss = cross_entropy_smoothed(&logits, &y, cfg.label_smoothing)?;
-        let value = loss.to_scalar::<f32>()?;
-        if !value.is_finite() {
-            return Err(Error::NonFinite { step, loss: value });
-        }
-        let grads = loss.backward()?;
-        let g = optim::collect_grads(&grads, opt.vars().map(|(_, v)| v));
-        let lr = schedule.lr(step);
-        opt.step(&g, lr)?;
-        if (step + 1) % log_every == 0 || step + 1 == total {
-            log(&FineTuneLog {
-                step: step + 1,
-                loss: value,
-                lr,
-            })?;
-        }
-    }
-    Ok(total)
-}
-
-/// Megabatches (of this many batches) are sorted by length before batching.
-const MEGABATCH: usize = 50;
-
-/// One epoch's order of the examples `chosen`: shuffled; with `lengths`, the shuffled order is
-/// cut into megabatches of [`MEGABATCH`] batches, each sorted by length (longest first), and
-/// the resulting batches are shuffled (`transformers`' `LengthGroupedSampler`).
-fn epoch_order(
-    chosen: &[usize],
-    lengths: Option<&[usize]>,
-    batch_size: usize,
-    rng: &mut ChaCha8Rng,
-) -> Vec<usize> {
-    let mut order = chosen.to_vec();
-    order.shuffle(rng);
-    let Some(lengths) = lengths else {
-        return order;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let section = cfg.train_section(chosen.len());
+    let resume = checkpoint::resume_from(&dir.join("checkpoints"), &params.device())?;
+    let resumed_from = resume.as_ref().map(|c| c.state.step);
+    let scale = |name: &str| layer_scale(name, depth, cfg.layer_decay);
+    let setup = Setup {
+        seed: cfg.seed,
+        rng_seed: Some(cfg.seed),
+        epochs: Some(EpochOrder::fresh(
+            chosen,
+            cfg.lengths.clone(),
+            cfg.batch_size,
+        )),
+        lr_scale: (cfg.layer_decay < 1.0).then_some(&scale as &dyn Fn(&str) -> f64),
+        label: cfg.label.clone(),
     };
-    for mega in order.chunks_mut(batch_size * MEGABATCH) {
-        mega.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
-    }
-    let mut batches: Vec<&[usize]> = order.chunks(batch_size).collect();
-    batches.shuffle(rng);
-    batches.concat()
+    let task = FineTuneTask {
+        forward,
+        batch,
+        label_smoothing: cfg.label_smoothing,
+        examples: chosen.len(),
+    };
+    let done = train::train(
+        &task,
+        params,
+        &section,
+        setup,
+        Some(dir),
+        resume,
+        cfg.stop_after,
+        None,
+    )?;
+    Ok(FineTuneOutcome {
+        steps: done.step,
+        complete: done.step == section.steps,
+        resumed_from,
+    })
 }
 
 #[cfg(test)]
@@ -217,35 +235,11 @@ mod tests {
             label_smoothing: 0.0,
             seed: 0,
             lengths: None,
+            checkpoint_every: 500,
+            label: String::new(),
+            stop_after: None,
         };
         assert_eq!(cfg.total_steps(55), 50);
         assert_eq!(cfg.total_steps(1000), 200);
-    }
-
-    #[test]
-    fn length_grouped_epochs_cover_every_example_in_tight_batches() {
-        let lengths: Vec<usize> = (0..1000).map(|i| (i * 7919) % 128 + 1).collect();
-        let chosen: Vec<usize> = (0..1000).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let order = epoch_order(&chosen, Some(&lengths), 8, &mut rng);
-        let mut sorted = order.clone();
-        sorted.sort();
-        assert_eq!(sorted, chosen);
-        // Padding to each batch's longest: grouped batches waste far less than random ones.
-        let waste = |o: &[usize]| -> usize {
-            o.chunks(8)
-                .map(|b| {
-                    let max = b.iter().map(|&i| lengths[i]).max().unwrap();
-                    b.iter().map(|&i| max - lengths[i]).sum::<usize>()
-                })
-                .sum()
-        };
-        let random = epoch_order(&chosen, None, 8, &mut rng);
-        assert!(
-            waste(&order) * 5 < waste(&random),
-            "{} vs {}",
-            waste(&order),
-            waste(&random)
-        );
     }
 }

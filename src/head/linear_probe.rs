@@ -1,18 +1,21 @@
 //! Linear probe: a logistic-regression layer trained on frozen, standardised features
 //! (MAE's probe uses a non-affine BatchNorm before the linear layer; standardising with the
-//! training split's statistics is the same map at evaluation time).
+//! training split's statistics is the same map at evaluation time). It is trained by the
+//! training loop (AdamW, cosine decay over all steps, whole shuffled epochs) without
+//! writing anything: a probe is refit in seconds.
 
 use candle_core::{DType, Module, Tensor, D};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::backbone::ops::cross_entropy;
 use crate::backbone::Linear;
 use crate::error::{Error, Result};
 use crate::params::ParamStore;
-use crate::train::config::{OptimizerKind, OptimizerSection};
-use crate::train::optim::{self, AdamW};
+use crate::train::config::{
+    OptimizerKind, OptimizerSection, ScheduleKind, ScheduleSection, TrainSection,
+};
+use crate::train::epochs::EpochOrder;
+use crate::train::{self, Setup, TrainTask};
 
 #[derive(Debug, Clone)]
 pub struct ProbeConfig {
@@ -46,6 +49,28 @@ pub fn accuracy(logits: &Tensor, labels: &Tensor) -> Result<f64> {
     Ok(hits.to_scalar::<f32>()? as f64 / labels.dim(0)? as f64)
 }
 
+/// The probe's cross-entropy on batches of the standardised features, for the loop.
+struct ProbeTask<'a> {
+    x: &'a Tensor,
+    labels: &'a Tensor,
+    linear: &'a Linear,
+}
+
+impl TrainTask for ProbeTask<'_> {
+    fn num_examples(&self) -> usize {
+        self.labels.dim(0).unwrap_or(0)
+    }
+
+    fn loss(&self, indices: &[usize], _rng: &mut ChaCha8Rng) -> Result<Tensor> {
+        let idx: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
+        let idx = Tensor::new(idx.as_slice(), self.x.device())?;
+        Ok(cross_entropy(
+            &self.linear.forward(&self.x.index_select(&idx, 0)?)?,
+            &self.labels.index_select(&idx, 0)?,
+        )?)
+    }
+}
+
 impl LinearProbe {
     /// Trains on `features: [N, D]`, `labels: [N]` (u32).
     pub fn fit(
@@ -73,35 +98,41 @@ impl LinearProbe {
             true,
             store.var_builder(features.device()).pp("head"),
         )?;
-        let opt_cfg = OptimizerSection {
-            kind: OptimizerKind::Adamw,
-            lr: cfg.lr,
-            weight_decay: cfg.weight_decay,
-            betas: [0.9, 0.999],
-            eps: 1e-8,
+        let steps = cfg.epochs * n.div_ceil(cfg.batch_size);
+        let section = TrainSection {
+            steps,
+            batch_size: cfg.batch_size,
+            grad_accum: 1,
+            optimizer: OptimizerSection {
+                kind: OptimizerKind::Adamw,
+                lr: cfg.lr,
+                weight_decay: cfg.weight_decay,
+                betas: [0.9, 0.999],
+                eps: 1e-8,
+            },
+            schedule: ScheduleSection {
+                kind: ScheduleKind::Cosine,
+                warmup_steps: 0,
+                min_lr: 0.0,
+            },
+            clip_grad_norm: None,
+            checkpoint_every: steps.max(1),
+            keep_checkpoints: 1,
+            log_every: steps.max(1),
         };
-        let mut opt = AdamW::new(store.vars(), &opt_cfg)?;
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        let total = cfg.epochs * n.div_ceil(cfg.batch_size);
-        let mut it = 0;
-        for _ in 0..cfg.epochs {
-            order.shuffle(&mut rng);
-            for chunk in order.chunks(cfg.batch_size) {
-                let idx = Tensor::new(chunk, features.device())?;
-                let loss = cross_entropy(
-                    &linear.forward(&x.index_select(&idx, 0)?)?,
-                    &labels.index_select(&idx, 0)?,
-                )?;
-                let grads = loss.backward()?;
-                let g = optim::collect_grads(&grads, opt.vars().map(|(_, v)| v));
-                // Cosine decay over all iterations.
-                let lr =
-                    cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * it as f64 / total as f64).cos());
-                opt.step(&g, lr)?;
-                it += 1;
-            }
-        }
+        let setup = Setup {
+            seed: cfg.seed,
+            rng_seed: Some(cfg.seed),
+            epochs: Some(EpochOrder::in_place(n)),
+            lr_scale: None,
+            label: String::new(),
+        };
+        let task = ProbeTask {
+            x: &x,
+            labels,
+            linear: &linear,
+        };
+        train::train(&task, &store, &section, setup, None, None, None, None)?;
         Ok(Self { mean, std, linear })
     }
 

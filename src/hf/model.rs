@@ -68,14 +68,12 @@ impl Model {
             Kind::Classifier {
                 num_labels,
                 pooling,
-            } => {
-                let vit = vit()?;
-                Model::Classifier(ImageClassifier {
-                    vit,
-                    classifier: Linear::new(s.encoder.dim, *num_labels, true, vb.pp("classifier"))?,
-                    pooling: *pooling,
-                })
-            }
+            } => Model::Classifier(ImageClassifier::on(
+                vit()?,
+                *num_labels,
+                *pooling,
+                vb.clone(),
+            )?),
             Kind::Mae {
                 decoder,
                 mask_ratio,
@@ -99,7 +97,7 @@ impl Model {
     pub fn vit(&self) -> &ImageEncoder {
         match self {
             Model::Encoder { vit, .. } => vit,
-            Model::Classifier(c) => &c.vit,
+            Model::Classifier(c) => &c.encoder,
             Model::Mae(m) => &m.vit,
         }
     }
@@ -142,8 +140,10 @@ impl Model {
                 out.insert("last_hidden_state".into(), h);
             }
             Model::Classifier(c) => {
-                let h = c.vit.forward(&pixels, &mut Mode::Eval)?;
-                let logits = c.classifier.forward(&c.pool(&h)?)?;
+                let h = c.encoder.forward(&pixels, &mut Mode::Eval)?;
+                let logits = c
+                    .classifier
+                    .forward(&pool(&h, c.pooling, Tokens::ClsThenPatches)?)?;
                 if let Some(labels) = input("labels") {
                     let n = logits.dim(0)?;
                     if labels.dims() != [n] || labels.dtype().is_float() {

@@ -64,6 +64,9 @@ pub struct DownstreamSection {
     pub layer_decay: f64,
     /// Fine-tune: label smoothing of the cross-entropy.
     pub label_smoothing: f64,
+    /// Fine-tune: write a full-state checkpoint every N steps (default 500), so an
+    /// interrupted fine-tuning continues from the last one.
+    pub checkpoint_every: Option<usize>,
     /// k-NN: neighbours that vote.
     pub k: usize,
     /// k-NN: votes weigh `exp(similarity / temperature)`.
@@ -76,6 +79,10 @@ impl DownstreamSection {
             HeadKind::FineTune => 10,
             _ => 100,
         })
+    }
+
+    pub fn checkpoint_every(&self) -> usize {
+        self.checkpoint_every.unwrap_or(500)
     }
 
     pub fn lr(&self) -> f64 {
@@ -154,6 +161,8 @@ struct FineTuneKeys {
     layer_decay: f64,
     #[serde(default)]
     label_smoothing: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checkpoint_every: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -186,6 +195,7 @@ fn defaults(head: HeadKind) -> DownstreamSection {
         warmup_fraction: default_warmup_fraction(),
         layer_decay: default_one(),
         label_smoothing: 0.0,
+        checkpoint_every: None,
         k: default_k(),
         temperature: default_temperature(),
     }
@@ -216,6 +226,7 @@ impl From<HeadSection> for DownstreamSection {
                 warmup_fraction: f.warmup_fraction,
                 layer_decay: f.layer_decay,
                 label_smoothing: f.label_smoothing,
+                checkpoint_every: f.checkpoint_every,
                 ..defaults(HeadKind::FineTune)
             },
             HeadSection::Knn(k) => DownstreamSection {
@@ -254,6 +265,7 @@ impl From<DownstreamSection> for HeadSection {
                 warmup_fraction: d.warmup_fraction,
                 layer_decay: d.layer_decay,
                 label_smoothing: d.label_smoothing,
+                checkpoint_every: d.checkpoint_every,
             }),
             HeadKind::Knn => HeadSection::Knn(KnnKeys {
                 input: d.input,

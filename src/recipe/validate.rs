@@ -239,6 +239,12 @@ fn validate_rest(r: &Recipe, file: &Path) -> Result<()> {
             || format!("must be in [0, 1), found {}", d.label_smoothing),
         )?;
         check(d.k > 0, file, &key("k"), || "must be at least 1".into())?;
+        check(
+            d.checkpoint_every() > 0,
+            file,
+            &key("checkpoint_every"),
+            || "must be at least 1".into(),
+        )?;
         check(d.temperature > 0.0, file, &key("temperature"), || {
             "must be positive".into()
         })?;

@@ -9,9 +9,9 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::backbone::Mode;
+use crate::backbone::{self, PooledEncoder};
 use crate::error::{Error, Result};
-use crate::head::finetune::{self, BatchFn, FineTuneConfig, FineTuneLog};
+use crate::head::finetune::{self, BatchFn, FineTuneConfig};
 use crate::params::ParamStore;
 use crate::recipe::{DownstreamInput, DownstreamSection};
 
@@ -63,11 +63,10 @@ pub struct FineTuned {
 }
 
 /// A modality's classifier, for [`fine_tune`].
-pub struct Classifier<'a, M> {
+pub struct Classifier<'a, E> {
     /// Builds the classifier's parameters under `vb` (encoder under `encoder_prefix`, then
     /// `classifier.*`), at the run's seed.
-    pub build: &'a dyn Fn(VarBuilder) -> Result<M>,
-    pub forward: &'a dyn Fn(&M, &Tensor, &mut Mode) -> candle_core::Result<Tensor>,
+    pub build: &'a dyn Fn(VarBuilder) -> Result<backbone::Classifier<E>>,
     /// Prefix of the encoder's parameters, copied from the pretrained run (`vit.`).
     pub encoder_prefix: &'a str,
     /// Transformer blocks, for layer-wise learning-rate decay.
@@ -78,47 +77,53 @@ pub struct Classifier<'a, M> {
 
 /// The accuracy of a classifier on examples `idx` of the test split (`on_test`) or of the
 /// training split.
-pub type AccuracyFn<'a, M> = dyn Fn(&M, &[usize], bool) -> Result<f64> + 'a;
+pub type AccuracyFn<'a, E> = dyn Fn(&backbone::Classifier<E>, &[usize], bool) -> Result<f64> + 'a;
 
 /// Where a fine-tuning gets its data: training batches, and the accuracy of a classifier
 /// on examples of the test split (`on_test`) or of the training split.
-pub struct FineTuneData<'a, M> {
+pub struct FineTuneData<'a, E> {
     pub batch: &'a BatchFn<'a>,
-    pub accuracy: &'a AccuracyFn<'a, M>,
+    pub accuracy: &'a AccuracyFn<'a, E>,
     pub test_len: usize,
 }
 
 /// One fine-tuning, the same for every modality: the classifier built at the run's seed,
 /// its encoder copied from the pretrained run (`input = "pretrained"`), trained end to end
-/// on the examples `chosen`, scored on the whole test split (and on the examples trained
-/// on, when there are at most 10,000), then saved into `dir` (`model.safetensors` +
-/// `model.json`).
+/// on the examples `chosen` (continuing from a checkpoint in `dir` when one is there),
+/// scored on the whole test split (and on the examples trained on, when there are at most
+/// 10,000), then saved into `dir` (`model.safetensors` + `model.json`).
 #[allow(clippy::too_many_arguments)]
-pub fn fine_tune<M>(
-    classifier: &Classifier<M>,
-    data: &FineTuneData<M>,
+pub fn fine_tune<E: PooledEncoder>(
+    classifier: &Classifier<E>,
+    data: &FineTuneData<E>,
     pretrained: &ParamStore,
     device: &Device,
     section: &DownstreamSection,
     chosen: &[usize],
     cfg: &FineTuneConfig,
     dir: &Path,
-    log: &mut dyn FnMut(&FineTuneLog) -> Result<()>,
 ) -> Result<FineTuned> {
     let store = ParamStore::new(cfg.seed);
     let model = (classifier.build)(store.var_builder(device))?;
     if section.input == DownstreamInput::Pretrained {
         store.copy_prefix_from(pretrained, classifier.encoder_prefix)?;
     }
-    let steps = finetune::fine_tune(
+    let done = finetune::fine_tune(
         &store,
         classifier.depth,
-        &|x, mode| (classifier.forward)(&model, x, mode),
+        &|x, mode| model.forward(x, mode),
         data.batch,
         chosen,
         cfg,
-        log,
+        dir,
     )?;
+    if !done.complete {
+        return Err(Error::Usage(format!(
+            "fine-tuning in {} stopped after step {}; run it again to continue",
+            dir.display(),
+            done.steps
+        )));
+    }
     let frozen = (classifier.build)(store.frozen_var_builder(device))?;
     let all: Vec<usize> = (0..data.test_len).collect();
     let test_accuracy = (data.accuracy)(&frozen, &all, true)?;
@@ -127,11 +132,11 @@ pub fn fine_tune<M>(
     } else {
         None
     };
-    store.save(&dir.join(crate::modality::image::classifier::WEIGHTS_FILE))?;
+    store.save(&dir.join(backbone::classifier::WEIGHTS_FILE))?;
     (classifier.write_spec)(dir)?;
     Ok(FineTuned {
         test_accuracy,
         train_accuracy,
-        steps,
+        steps: done.steps,
     })
 }

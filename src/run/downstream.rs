@@ -18,11 +18,10 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::head::finetune::{FineTuneConfig, FineTuneLog};
+use crate::head::finetune::FineTuneConfig;
 use crate::head::knn::{self, KnnConfig};
 use crate::head::{split, LinearProbe, ProbeConfig};
 use crate::recipe::{DownstreamInput, DownstreamSection, HeadKind, Pooling};
-use crate::train::metrics::MetricsLog;
 
 /// Directory (inside the run) of the downstream results.
 pub const DIR: &str = "downstream";
@@ -72,7 +71,6 @@ pub trait DownstreamTask {
         chosen: &[usize],
         cfg: &FineTuneConfig,
         dir: &Path,
-        log: &mut dyn FnMut(&FineTuneLog) -> Result<()>,
     ) -> Result<FineTuned>;
 }
 
@@ -175,7 +173,9 @@ impl Downstream<'_> {
                 let chosen = split::stratified(labels, fraction, self.seed);
                 let started = Instant::now();
                 let mut r = match section.head {
-                    HeadKind::FineTune => self.fine_tune(section, fraction, &chosen, &dir)?,
+                    HeadKind::FineTune => {
+                        self.fine_tune(section, fraction, &chosen, &dir, &settings)?
+                    }
                     HeadKind::LinearProbe | HeadKind::Knn => {
                         let (train_x, test_x) =
                             self.features(&mut cache, section.input, section.pooling)?;
@@ -275,12 +275,16 @@ impl Downstream<'_> {
         Ok(hits as f64 / truth.len().max(1) as f64)
     }
 
+    /// Fine-tunes into `dir`, continuing an interrupted fine-tuning of the same `settings`
+    /// from its newest checkpoint (those of other settings are removed first), and removes
+    /// the checkpoints once the classifier is saved.
     fn fine_tune(
         &self,
         section: &DownstreamSection,
         fraction: f64,
         chosen: &[usize],
         dir: &Path,
+        settings: &serde_json::Value,
     ) -> Result<DownstreamResult> {
         let cfg = FineTuneConfig {
             epochs: section.epochs(),
@@ -293,19 +297,35 @@ impl Downstream<'_> {
             label_smoothing: section.label_smoothing,
             seed: self.seed,
             lengths: None,
+            checkpoint_every: section.checkpoint_every(),
+            label: format!(
+                "  {}, {:.0} % of labels: ",
+                section.label(),
+                fraction * 100.0
+            ),
+            stop_after: None,
         };
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let mut metrics = MetricsLog::open(&dir.join("metrics.jsonl"), Some(0))?;
-        let total = cfg.total_steps(chosen.len());
-        let label = format!("{}, {:.0} % of labels", section.label(), fraction * 100.0);
-        let mut log = |l: &FineTuneLog| -> Result<()> {
+        let checkpoints = dir.join("checkpoints");
+        let settings_file = dir.join("settings.json");
+        let same = std::fs::read_to_string(&settings_file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|s| &s == settings);
+        if !same && checkpoints.exists() {
             eprintln!(
-                "  {label}: step {}/{total}  loss {:.4}  lr {:.2e}",
-                l.step, l.loss, l.lr
+                "  {}: the fine-tuning settings changed; starting it over",
+                checkpoints.display()
             );
-            metrics.log(l)
-        };
-        let done = self.task.fine_tune(section, chosen, &cfg, dir, &mut log)?;
+            std::fs::remove_dir_all(&checkpoints).map_err(|e| Error::io(&checkpoints, e))?;
+        }
+        let json = serde_json::to_string_pretty(settings)
+            .map_err(|e| Error::data(&settings_file, e.to_string()))?;
+        crate::tensor_io::write_atomic(&settings_file, json.as_bytes())?;
+        let done = self.task.fine_tune(section, chosen, &cfg, dir)?;
+        if checkpoints.exists() {
+            std::fs::remove_dir_all(&checkpoints).map_err(|e| Error::io(&checkpoints, e))?;
+        }
         let mut r = self.result(section, fraction, chosen.len(), done.test_accuracy);
         r.train_accuracy = done.train_accuracy;
         r.steps = Some(done.steps);

@@ -172,17 +172,6 @@ fn new_run_dir(loaded: &Loaded, opts: &RunOptions) -> Result<PathBuf> {
 }
 
 /// The run's latest checkpoint, loaded, if it has one.
-fn latest_checkpoint(run_dir: &Path, device: &Device) -> Result<Option<checkpoint::Checkpoint>> {
-    match checkpoint::latest(&run_dir.join("checkpoints"))? {
-        Some(path) => {
-            let c = checkpoint::load(&path, device)?;
-            eprintln!("resuming from {} (step {})", path.display(), c.state.step);
-            Ok(Some(c))
-        }
-        None => Ok(None),
-    }
-}
-
 /// What pretraining did in this invocation.
 struct Pretrained {
     step: usize,
@@ -204,7 +193,7 @@ fn pretrain(p: &dyn Pipeline, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> 
     if r.train.steps == 0 {
         return Ok(none);
     }
-    let ckpt = latest_checkpoint(run_dir, p.device())?;
+    let ckpt = checkpoint::resume_from(&run_dir.join("checkpoints"), p.device())?;
     let resume_step = ckpt.as_ref().map(|c| c.state.step);
     let Some(stage) = p.pretrain(r, run_dir, resume_step)? else {
         return Ok(none);
@@ -214,8 +203,8 @@ fn pretrain(p: &dyn Pipeline, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> 
         &*stage,
         p.params(),
         &r.train,
-        r.seed,
-        run_dir,
+        train::Setup::pretraining(r.seed),
+        Some(run_dir),
         ckpt,
         opts.stop_after,
         opts.driver.as_ref(),

@@ -21,6 +21,10 @@ pub struct TrainingState {
     pub step: usize,
     pub data: Position,
     pub rng: ChaCha8Rng,
+    /// The current epoch's order, for data orders drawn from the RNG (the downstream heads'
+    /// [`EpochOrder`](super::epochs::EpochOrder)); pretraining's seeded sampler needs none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<Vec<usize>>,
 }
 
 const STATE_KEY: &str = "pretext.training_state";
@@ -87,6 +91,19 @@ pub fn list(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
 
 pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
     Ok(list(dir)?.pop().map(|(_, p)| p))
+}
+
+/// The newest checkpoint in `dir`, loaded onto `device`, saying on stderr that the run
+/// resumes from it.
+pub fn resume_from(dir: &Path, device: &Device) -> Result<Option<Checkpoint>> {
+    match latest(dir)? {
+        Some(path) => {
+            let c = load(&path, device)?;
+            eprintln!("resuming from {} (step {})", path.display(), c.state.step);
+            Ok(Some(c))
+        }
+        None => Ok(None),
+    }
 }
 
 /// Whether a safetensors file's metadata marks it as a training checkpoint.

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::checkpoint::{self, Checkpoint, TrainingState};
 use super::config::TrainSection;
+use super::epochs::EpochOrder;
 use super::metrics::MetricsLog;
 use super::optim::{self, AdamW};
 use super::sampler::{Position, Sampler};
@@ -88,54 +89,145 @@ pub struct StepStats {
     pub grad_norm: f64,
 }
 
-/// The training state the loop advances: optimizer, schedule, sampler and RNG over a task.
-/// [`Trainer::step`] is one whole optimizer step exactly as `pretext run` takes it.
+/// What a use of the loop adds to its `[train]` section. Pretraining takes
+/// [`Setup::pretraining`]; fine-tuning and the linear probe draw whole epochs from the
+/// loop's RNG, and fine-tuning scales learning rates per layer.
+pub struct Setup<'a> {
+    /// Seeds the data order and, unless `rng_seed` is set, the loop's RNG.
+    pub seed: u64,
+    /// The loop RNG's own seed (masking, dropout, epochs drawn from it); `None`: derived
+    /// from `seed` as pretraining derives it.
+    pub rng_seed: Option<u64>,
+    /// `None`: pretraining's seeded sampler over the task's examples.
+    pub epochs: Option<EpochOrder>,
+    /// A learning-rate multiplier per parameter name (layer-wise decay).
+    pub lr_scale: Option<&'a dyn Fn(&str) -> f64>,
+    /// Starts each progress line (`fine-tune (pretrained), 10 % of labels: `).
+    pub label: String,
+}
+
+impl Setup<'_> {
+    /// Pretraining: the seeded sampler, no label.
+    pub fn pretraining(seed: u64) -> Self {
+        Self {
+            seed,
+            rng_seed: None,
+            epochs: None,
+            lr_scale: None,
+            label: String::new(),
+        }
+    }
+}
+
+/// Where the next batch comes from.
+enum Order {
+    Seeded(Sampler),
+    Epochs(EpochOrder),
+}
+
+impl Order {
+    fn next_batch(&mut self, n: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+        match self {
+            Order::Seeded(s) => s.next_batch(n),
+            Order::Epochs(e) => e.next_batch(n, rng),
+        }
+    }
+
+    fn epoch(&self) -> usize {
+        match self {
+            Order::Seeded(s) => s.position().epoch,
+            Order::Epochs(e) => e.epoch(),
+        }
+    }
+
+    fn state(&self) -> (Position, Option<Vec<usize>>) {
+        match self {
+            Order::Seeded(s) => (s.position(), None),
+            Order::Epochs(e) => {
+                let (pos, order) = e.state();
+                (pos, Some(order))
+            }
+        }
+    }
+}
+
+/// The training state the loop advances: optimizer, schedule, data order and RNG over a
+/// task. [`Trainer::step`] is one whole optimizer step exactly as `pretext run` takes it.
 pub struct Trainer<'a> {
     task: &'a dyn TrainTask,
     params: &'a ParamStore,
     cfg: &'a TrainSection,
     opt: AdamW,
     schedule: Schedule,
-    sampler: Sampler,
+    order: Order,
     rng: ChaCha8Rng,
+    label: String,
     /// Optimizer steps completed.
     pub step: usize,
 }
 
 impl<'a> Trainer<'a> {
-    /// A trainer at step 0 (seeded from `seed`) or at the state of `resume`; prepares the
-    /// task's data loading from the sampler's position.
+    /// A trainer at step 0 or at the state of `resume`; prepares the task's data loading
+    /// from the sampler's position.
     pub fn new(
         task: &'a dyn TrainTask,
         params: &'a ParamStore,
         cfg: &'a TrainSection,
-        seed: u64,
+        setup: Setup,
         resume: Option<Checkpoint>,
     ) -> Result<Self> {
         let mut opt = AdamW::new(params.vars(), &cfg.optimizer)?;
+        if let Some(scale) = setup.lr_scale {
+            opt.set_lr_scales(scale);
+        }
         let schedule = Schedule::new(&cfg.schedule, cfg.optimizer.lr, cfg.steps);
-        let (step, rng, position) = match resume {
+        let rng_seed = setup.rng_seed.unwrap_or(setup.seed ^ 0x6d61_736b);
+        let (step, rng, position, saved_order) = match resume {
             Some(ckpt) => {
                 params.load_tensors(&ckpt.model, &ckpt.path)?;
                 opt.load_state(&ckpt.optim, ckpt.state.step, &ckpt.path)?;
-                (ckpt.state.step, ckpt.state.rng, ckpt.state.data)
+                let s = ckpt.state;
+                let order = match (&setup.epochs, s.order) {
+                    (Some(_), None) => {
+                        return Err(Error::Checkpoint {
+                            path: ckpt.path,
+                            message: "no data order in the training state: it was written by                                       pretraining, not by this head"
+                                .into(),
+                        })
+                    }
+                    (_, order) => order,
+                };
+                (s.step, s.rng, s.data, order)
             }
             None => (
                 0,
-                ChaCha8Rng::seed_from_u64(seed ^ 0x6d61_736b),
+                ChaCha8Rng::seed_from_u64(rng_seed),
                 Position::default(),
+                None,
             ),
         };
-        let sampler = Sampler::new(task.num_examples(), seed, position);
-        task.begin(&sampler, cfg.batch_size)?;
+        let order = match setup.epochs {
+            Some(mut epochs) => {
+                if let Some(saved) = saved_order {
+                    epochs.restore(position, saved)?;
+                }
+                Order::Epochs(epochs)
+            }
+            None => {
+                let sampler = Sampler::new(task.num_examples(), setup.seed, position);
+                task.begin(&sampler, cfg.batch_size)?;
+                Order::Seeded(sampler)
+            }
+        };
         Ok(Self {
             task,
             params,
             cfg,
             opt,
             schedule,
-            sampler,
+            order,
             rng,
+            label: setup.label,
             step,
         })
     }
@@ -162,7 +254,7 @@ impl<'a> Trainer<'a> {
         let mut grads: Vec<Option<Tensor>> = vec![None; self.opt.vars().count()];
         let mut loss_sum = 0f32;
         for _ in 0..cfg.grad_accum {
-            let indices = self.sampler.next_batch(cfg.batch_size);
+            let indices = self.order.next_batch(cfg.batch_size, &mut self.rng);
             let loss = self.task.loss(&indices, &mut self.rng)?;
             let value = loss.to_scalar::<f32>()?;
             if !value.is_finite() {
@@ -198,10 +290,12 @@ impl<'a> Trainer<'a> {
 
     /// Writes a full-state checkpoint into `dir`, keeping the configured number.
     fn checkpoint(&self, dir: &Path) -> Result<std::path::PathBuf> {
+        let (data, order) = self.order.state();
         let state = TrainingState {
             step: self.step,
-            data: self.sampler.position(),
+            data,
             rng: self.rng.clone(),
+            order,
         };
         let model: Vec<(String, Tensor)> = self
             .params
@@ -219,42 +313,52 @@ impl<'a> Trainer<'a> {
     }
 }
 
-/// Trains the parameters in `params` on `task`, resuming from `resume` if given. Writes
-/// `metrics.jsonl` and `checkpoints/` into `run_dir`. `stop_after` ends the run after that
-/// step, as an interruption would (used by tests of resumption); a `driver` takes the
-/// trainer instead of the loop (the step benchmark).
+/// Trains the parameters in `params` on `task` as `setup` says, resuming from `resume` if
+/// given. With a `run_dir`, writes `metrics.jsonl` and `checkpoints/` there and shows
+/// progress; without one (the linear probe, refit in seconds) it trains silently.
+/// `stop_after` ends the run after that step, as an interruption would (used by tests of
+/// resumption); a `driver` takes the trainer instead of the loop (the step benchmark).
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     task: &dyn TrainTask,
     params: &ParamStore,
     cfg: &TrainSection,
-    seed: u64,
-    run_dir: &Path,
+    setup: Setup,
+    run_dir: Option<&Path>,
     resume: Option<Checkpoint>,
     stop_after: Option<usize>,
     driver: Option<&Driver>,
 ) -> Result<TrainOutcome> {
-    let mut trainer = Trainer::new(task, params, cfg, seed, resume)?;
+    let mut trainer = Trainer::new(task, params, cfg, setup, resume)?;
     let start = Instant::now();
     let start_step = trainer.step;
+    let per_step = trainer.samples_per_step();
+    let outcome = |trainer: &Trainer, last_loss: f32| {
+        let seconds = start.elapsed().as_secs_f64();
+        TrainOutcome {
+            step: trainer.step,
+            last_loss,
+            samples_per_s: ((trainer.step - start_step) * per_step) as f64 / seconds.max(1e-9),
+            seconds,
+        }
+    };
     if let Some(driver) = driver {
         (driver.0)(&mut trainer)?;
-        let seconds = start.elapsed().as_secs_f64();
-        return Ok(TrainOutcome {
-            step: trainer.step,
-            last_loss: f32::NAN,
-            samples_per_s: ((trainer.step - start_step) * trainer.samples_per_step()) as f64
-                / seconds.max(1e-9),
-            seconds,
-        });
+        return Ok(outcome(&trainer, f32::NAN));
     }
-    let mut metrics = MetricsLog::open(&run_dir.join("metrics.jsonl"), Some(trainer.step))?;
-    let ckpt_dir = run_dir.join("checkpoints");
-
-    let bar = progress_bar(cfg.steps, trainer.step);
+    let mut metrics = match run_dir {
+        Some(dir) => Some(MetricsLog::open(
+            &dir.join("metrics.jsonl"),
+            Some(trainer.step),
+        )?),
+        None => None,
+    };
+    let bar = match run_dir {
+        Some(_) => progress_bar(cfg.steps, trainer.step, &trainer.label),
+        None => ProgressBar::hidden(),
+    };
     let mut window = (Instant::now(), 0usize);
     let mut last_loss = f32::NAN;
-    let per_step = trainer.samples_per_step();
 
     while trainer.step < cfg.steps {
         let stats = match trainer.step() {
@@ -267,8 +371,12 @@ pub fn train(
         let step = trainer.step;
         last_loss = stats.loss;
         window.1 += per_step;
+        let last = step == cfg.steps;
 
-        if step % cfg.log_every == 0 || step == cfg.steps {
+        if let Some(metrics) = metrics
+            .as_mut()
+            .filter(|_| step % cfg.log_every == 0 || last)
+        {
             let secs = window.0.elapsed().as_secs_f64().max(1e-9);
             let record = Record {
                 step,
@@ -276,7 +384,7 @@ pub fn train(
                 lr: stats.lr,
                 grad_norm: stats.grad_norm,
                 samples_per_s: window.1 as f64 / secs,
-                epoch: trainer.sampler.position().epoch,
+                epoch: trainer.order.epoch(),
                 elapsed_s: start.elapsed().as_secs_f64(),
             };
             metrics.log(&record)?;
@@ -285,42 +393,37 @@ pub fn train(
                 record.loss, stats.lr, record.samples_per_s
             );
             if bar.is_hidden() {
-                eprintln!("step {step}/{}  {msg}", cfg.steps);
+                eprintln!("{}step {step}/{}  {msg}", trainer.label, cfg.steps);
             }
             bar.set_message(msg);
             window = (Instant::now(), 0);
         }
         bar.set_position(step as u64);
 
-        if step % cfg.checkpoint_every == 0 || step == cfg.steps {
-            trainer.checkpoint(&ckpt_dir)?;
-            bar.suspend(|| task.on_checkpoint(step, run_dir))?;
+        if let Some(dir) = run_dir.filter(|_| step % cfg.checkpoint_every == 0 || last) {
+            trainer.checkpoint(&dir.join("checkpoints"))?;
+            bar.suspend(|| task.on_checkpoint(step, dir))?;
         }
         if stop_after == Some(step) {
             break;
         }
     }
     bar.finish();
-    let seconds = start.elapsed().as_secs_f64();
-    Ok(TrainOutcome {
-        step: trainer.step,
-        last_loss,
-        samples_per_s: ((trainer.step - start_step) * per_step) as f64 / seconds.max(1e-9),
-        seconds,
-    })
+    Ok(outcome(&trainer, last_loss))
 }
 
-fn progress_bar(total: usize, at: usize) -> ProgressBar {
+fn progress_bar(total: usize, at: usize, label: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
         ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta}]",
+            "{prefix}{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta}]",
         )
         .expect("valid template"),
     );
+    bar.set_prefix(label.to_string());
     bar.set_position(at as u64);
     bar
 }

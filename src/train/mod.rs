@@ -3,10 +3,11 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod epochs;
 pub mod r#loop;
 pub mod metrics;
 pub mod optim;
 pub mod sampler;
 pub mod schedule;
 
-pub use r#loop::{train, Driver, StepStats, TrainOutcome, TrainTask, Trainer};
+pub use r#loop::{train, Driver, Setup, StepStats, TrainOutcome, TrainTask, Trainer};

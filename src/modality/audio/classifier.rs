@@ -6,18 +6,17 @@
 
 use std::path::Path;
 
-use candle_core::{Module, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::clips::AudioFeatures;
 use super::encoder::{SpectrogramEncoder, SpectrogramGeometry};
 use super::waveform::{WaveformConfig, WaveformEncoder};
-use crate::backbone::{pool, Pooling, Tokens};
-use crate::backbone::{EncoderConfig, Linear, Mode};
-use crate::error::{Error, Result};
+use crate::backbone::{pool, Classifier, EncoderConfig, Mode, PooledEncoder, Pooling, Tokens};
+use crate::error::Result;
 
-pub use crate::modality::image::classifier::{SPEC_FILE, WEIGHTS_FILE};
+pub use crate::backbone::classifier::{SPEC_FILE, WEIGHTS_FILE};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,39 +36,34 @@ impl AudioClassifierSpec {
 
     /// Writes `dir/model.json`.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let json =
-            serde_json::to_string_pretty(self).map_err(|e| Error::data(dir, e.to_string()))?;
-        crate::tensor_io::write_atomic(&dir.join(SPEC_FILE), json.as_bytes())
+        crate::backbone::classifier::write_spec(self, dir)
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct AudioClassifier {
-    pub audio: SpectrogramEncoder,
-    pub classifier: Linear,
-    pub pooling: Pooling,
+/// The spectrogram encoder (`audio.*`) under a linear layer.
+pub type AudioClassifier = Classifier<SpectrogramEncoder>;
+
+impl PooledEncoder for SpectrogramEncoder {
+    fn width(&self) -> usize {
+        self.dim()
+    }
+
+    /// `[B, n_mels, frames]` → the class token, or the mean of the patch tokens.
+    fn pooled(
+        &self,
+        spec: &Tensor,
+        pooling: Pooling,
+        mode: &mut Mode,
+    ) -> candle_core::Result<Tensor> {
+        pool(&self.forward(spec, mode)?, pooling, Tokens::ClsThenPatches)
+    }
 }
 
-impl AudioClassifier {
+impl Classifier<SpectrogramEncoder> {
     /// Builds the classifier from `vb` (root: `audio.*` and `classifier.*`).
     pub fn new(spec: &AudioClassifierSpec, vb: VarBuilder) -> candle_core::Result<Self> {
-        Ok(Self {
-            audio: SpectrogramEncoder::new(spec.geometry, &spec.encoder, vb.pp("audio"))?,
-            classifier: Linear::new(
-                spec.encoder.dim,
-                spec.classes.len(),
-                true,
-                vb.pp("classifier"),
-            )?,
-            pooling: spec.pooling,
-        })
-    }
-
-    /// `[B, n_mels, frames]` → logits `[B, classes]`.
-    pub fn forward(&self, spec: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
-        let h = self.audio.forward(spec, mode)?;
-        self.classifier
-            .forward(&pool(&h, self.pooling, Tokens::ClsThenPatches)?)
+        let audio = SpectrogramEncoder::new(spec.geometry, &spec.encoder, vb.pp("audio"))?;
+        Classifier::on(audio, spec.classes.len(), spec.pooling, vb)
     }
 }
 
@@ -101,36 +95,35 @@ impl WaveformClassifierSpec {
 
     /// Writes `dir/model.json`.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let json =
-            serde_json::to_string_pretty(self).map_err(|e| Error::data(dir, e.to_string()))?;
-        crate::tensor_io::write_atomic(&dir.join(SPEC_FILE), json.as_bytes())
+        crate::backbone::classifier::write_spec(self, dir)
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct WaveformClassifier {
-    pub audio: WaveformEncoder,
-    pub classifier: Linear,
+/// A waveform model (`audio.*`) under a linear layer on the mean of its frames.
+pub type WaveformClassifier = Classifier<WaveformEncoder>;
+
+impl PooledEncoder for WaveformEncoder {
+    fn width(&self) -> usize {
+        self.config().encoder.dim
+    }
+
+    /// Waveforms `[B, S]` → the mean of the final hidden states (`cls` pooling has no
+    /// class token to take: waveform models pool by mean).
+    fn pooled(
+        &self,
+        x: &Tensor,
+        _pooling: Pooling,
+        mode: &mut Mode,
+    ) -> candle_core::Result<Tensor> {
+        let h = self.forward(x, None, mode)?.last_hidden_state;
+        pool(&h, Pooling::Mean, Tokens::Frames)
+    }
 }
 
-impl WaveformClassifier {
+impl Classifier<WaveformEncoder> {
     /// Builds the classifier from `vb` (root: `audio.*` and `classifier.*`).
     pub fn new(spec: &WaveformClassifierSpec, vb: VarBuilder) -> candle_core::Result<Self> {
-        Ok(Self {
-            audio: WaveformEncoder::new(&spec.config, vb.pp("audio"))?,
-            classifier: Linear::new(
-                spec.config.encoder.dim,
-                spec.classes.len(),
-                true,
-                vb.pp("classifier"),
-            )?,
-        })
-    }
-
-    /// Waveforms `[B, S]` → logits `[B, classes]`.
-    pub fn forward(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
-        let h = self.audio.forward(x, None, mode)?.last_hidden_state;
-        self.classifier
-            .forward(&pool(&h, Pooling::Mean, Tokens::Frames)?)
+        let audio = WaveformEncoder::new(&spec.config, vb.pp("audio"))?;
+        Classifier::on(audio, spec.classes.len(), Pooling::Mean, vb)
     }
 }

@@ -8,18 +8,15 @@
 
 use std::path::Path;
 
-use candle_core::{Module, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::{ImageEncoder, ImageGeometry};
-use crate::backbone::{pool, Pooling, Tokens};
-use crate::backbone::{EncoderConfig, Linear, Mode};
+use crate::backbone::{pool, Classifier, EncoderConfig, Mode, PooledEncoder, Pooling, Tokens};
 use crate::error::{Error, Result};
 
-/// File names of a saved model directory.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-pub const SPEC_FILE: &str = "model.json";
+pub use crate::backbone::classifier::{SPEC_FILE, WEIGHTS_FILE};
 
 /// Everything needed to rebuild a classifier around its weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,37 +65,33 @@ impl ClassifierSpec {
 
     /// Writes `dir/model.json`.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let json =
-            serde_json::to_string_pretty(self).map_err(|e| Error::data(dir, e.to_string()))?;
-        crate::tensor_io::write_atomic(&dir.join(SPEC_FILE), json.as_bytes())
+        crate::backbone::classifier::write_spec(self, dir)
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct ImageClassifier {
-    pub vit: ImageEncoder,
-    pub classifier: Linear,
-    pub pooling: Pooling,
+/// The image encoder (`vit.*`) under a linear layer.
+pub type ImageClassifier = Classifier<ImageEncoder>;
+
+impl PooledEncoder for ImageEncoder {
+    fn width(&self) -> usize {
+        self.encoder.dim()
+    }
+
+    /// `[B, C, H, W]` → the class token, or the mean of the patch tokens.
+    fn pooled(
+        &self,
+        imgs: &Tensor,
+        pooling: Pooling,
+        mode: &mut Mode,
+    ) -> candle_core::Result<Tensor> {
+        pool(&self.forward(imgs, mode)?, pooling, Tokens::ClsThenPatches)
+    }
 }
 
-impl ImageClassifier {
+impl Classifier<ImageEncoder> {
     /// Builds the classifier from `vb` (root: `vit.*` and `classifier.*`).
     pub fn new(spec: &ClassifierSpec, vb: VarBuilder) -> candle_core::Result<Self> {
-        Ok(Self {
-            vit: ImageEncoder::new(spec.geometry, &spec.encoder, vb.pp("vit"))?,
-            classifier: Linear::new(spec.encoder.dim, spec.num_labels, true, vb.pp("classifier"))?,
-            pooling: spec.pooling,
-        })
-    }
-
-    /// Pools final hidden states `[B, 1 + L, D]` into `[B, D]`.
-    pub fn pool(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
-        pool(hidden, self.pooling, Tokens::ClsThenPatches)
-    }
-
-    /// `[B, C, H, W]` → logits `[B, num_labels]`.
-    pub fn forward(&self, imgs: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
-        let h = self.vit.forward(imgs, mode)?;
-        self.classifier.forward(&self.pool(&h)?)
+        let vit = ImageEncoder::new(spec.geometry, &spec.encoder, vb.pp("vit"))?;
+        Classifier::on(vit, spec.num_labels, spec.pooling, vb)
     }
 }

@@ -9,16 +9,15 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Module, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::encoder::{TextConfig, TextEncoder};
-use crate::backbone::{Linear, Mode};
-use crate::backbone::{Pooling, Tokens};
-use crate::error::{Error, Result};
+use crate::backbone::{Classifier, Mode, PooledEncoder, Pooling, Tokens};
+use crate::error::Result;
 
-pub const SPEC_FILE: &str = "model.json";
+pub use crate::backbone::classifier::SPEC_FILE;
 
 /// Everything needed to rebuild a text classifier around its weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,36 +44,34 @@ impl TextClassifierSpec {
     }
 
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let json =
-            serde_json::to_string_pretty(self).map_err(|e| Error::data(dir, e.to_string()))?;
-        crate::tensor_io::write_atomic(&dir.join(SPEC_FILE), json.as_bytes())
+        crate::backbone::classifier::write_spec(self, dir)
     }
 }
 
-pub struct TextClassifier {
-    pub text: TextEncoder,
-    pub classifier: Linear,
-    pub pooling: Pooling,
+/// The text encoder (`text.*`) under a linear layer.
+pub type TextClassifier = Classifier<TextEncoder>;
+
+impl PooledEncoder for TextEncoder {
+    fn width(&self) -> usize {
+        self.config().encoder.dim
+    }
+
+    /// `ids: [B, T]` u32 padded with the pad token → the `[CLS]` token, or the mean over
+    /// real tokens.
+    fn pooled(
+        &self,
+        ids: &Tensor,
+        pooling: Pooling,
+        mode: &mut Mode,
+    ) -> candle_core::Result<Tensor> {
+        pool(self, ids, pooling, mode)
+    }
 }
 
-impl TextClassifier {
+impl Classifier<TextEncoder> {
     pub fn new(spec: &TextClassifierSpec, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            text: TextEncoder::new(&spec.text, vb.pp("text"))?,
-            classifier: Linear::new(
-                spec.text.encoder.dim,
-                spec.labels.len(),
-                true,
-                vb.pp("classifier"),
-            )?,
-            pooling: spec.pooling,
-        })
-    }
-
-    /// `ids: [B, T]` u32 padded with the pad token → logits `[B, classes]`.
-    pub fn forward(&self, ids: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
-        let pooled = pool(&self.text, ids, self.pooling, mode)?;
-        self.classifier.forward(&pooled)
+        let text = TextEncoder::new(&spec.text, vb.pp("text"))?;
+        Ok(Classifier::on(text, spec.labels.len(), spec.pooling, vb)?)
     }
 }
 

@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use super::AudioRunConfig;
 use crate::backbone::{pool, Mode, Tokens};
 use crate::error::Result;
-use crate::head::finetune::{FineTuneConfig, FineTuneLog};
+use crate::head::finetune::FineTuneConfig;
 use crate::head::linear_probe::accuracy;
 use crate::modality::audio::classifier::{AudioClassifier, AudioClassifierSpec};
 use crate::modality::audio::clips::ClipSet;
@@ -136,7 +136,6 @@ impl DownstreamTask for AudioTask<'_> {
         chosen: &[usize],
         cfg: &FineTuneConfig,
         dir: &Path,
-        log: &mut dyn FnMut(&FineTuneLog) -> Result<()>,
     ) -> Result<FineTuned> {
         let spec = self.spec(section.pooling);
         let batch = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
@@ -148,7 +147,6 @@ impl DownstreamTask for AudioTask<'_> {
         fine_tune(
             &Classifier {
                 build: &|vb| Ok(AudioClassifier::new(&spec, vb)?),
-                forward: &|m, x, mode| m.forward(x, mode),
                 encoder_prefix: "audio.",
                 depth: self.config.encoder.depth,
                 write_spec: &|dir| spec.write(dir),
@@ -167,7 +165,6 @@ impl DownstreamTask for AudioTask<'_> {
             chosen,
             cfg,
             dir,
-            log,
         )
     }
 }

@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 
 use crate::backbone::{pool, EncoderConfig, Mode, Tokens};
 use crate::error::Result;
-use crate::head::finetune::{FineTuneConfig, FineTuneLog};
+use crate::head::finetune::FineTuneConfig;
 use crate::head::linear_probe::accuracy;
 use crate::modality::image::classifier::{ClassifierSpec, ImageClassifier};
 use crate::modality::image::dataset::ImageDataset;
@@ -168,7 +168,6 @@ impl DownstreamTask for ImageTask<'_> {
         chosen: &[usize],
         cfg: &FineTuneConfig,
         dir: &Path,
-        log: &mut dyn FnMut(&FineTuneLog) -> Result<()>,
     ) -> Result<FineTuned> {
         let spec = ClassifierSpec::new(
             self.geometry,
@@ -186,7 +185,6 @@ impl DownstreamTask for ImageTask<'_> {
         fine_tune(
             &Classifier {
                 build: &|vb| Ok(ImageClassifier::new(&spec, vb)?),
-                forward: &|m, x, mode| m.forward(x, mode),
                 encoder_prefix: "vit.",
                 depth: self.encoder.depth,
                 write_spec: &|dir| spec.write(dir),
@@ -205,7 +203,6 @@ impl DownstreamTask for ImageTask<'_> {
             chosen,
             cfg,
             dir,
-            log,
         )
     }
 }

@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 
 use crate::backbone::Mode;
 use crate::error::Result;
-use crate::head::finetune::{FineTuneConfig, FineTuneLog};
+use crate::head::finetune::FineTuneConfig;
 use crate::head::linear_probe::accuracy;
 use crate::modality::text::classifier::{pool, TextClassifier, TextClassifierSpec};
 use crate::modality::text::encoder::{TextConfig, TextEncoder};
@@ -131,7 +131,6 @@ impl DownstreamTask for TextTask<'_> {
         chosen: &[usize],
         cfg: &FineTuneConfig,
         dir: &Path,
-        log: &mut dyn FnMut(&FineTuneLog) -> Result<()>,
     ) -> Result<FineTuned> {
         let spec = TextClassifierSpec::new(
             self.config.clone(),
@@ -154,7 +153,6 @@ impl DownstreamTask for TextTask<'_> {
         fine_tune(
             &Classifier {
                 build: &|vb| TextClassifier::new(&spec, vb),
-                forward: &|m, x, mode| m.forward(x, mode),
                 encoder_prefix: "text.",
                 depth: self.config.encoder.depth,
                 write_spec: &|dir| spec.write(dir),
@@ -173,7 +171,6 @@ impl DownstreamTask for TextTask<'_> {
             chosen,
             &cfg,
             dir,
-            log,
         )
     }
 }

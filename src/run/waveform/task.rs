@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 
 use crate::backbone::{pool, Mode, Tokens};
 use crate::error::{Error, Result};
-use crate::head::finetune::{FineTuneConfig, FineTuneLog};
+use crate::head::finetune::FineTuneConfig;
 use crate::head::linear_probe::accuracy;
 use crate::modality::audio::classifier::{WaveformClassifier, WaveformClassifierSpec};
 use crate::modality::audio::clips::ClipSet;
@@ -119,7 +119,6 @@ impl DownstreamTask for WaveformTask<'_> {
         chosen: &[usize],
         cfg: &FineTuneConfig,
         dir: &Path,
-        log: &mut dyn FnMut(&FineTuneLog) -> Result<()>,
     ) -> Result<FineTuned> {
         // Rejected when the recipe is validated; checked again for callers of the task.
         if section.pooling == Pooling::Cls {
@@ -137,7 +136,6 @@ impl DownstreamTask for WaveformTask<'_> {
         fine_tune(
             &Classifier {
                 build: &|vb| Ok(WaveformClassifier::new(spec, vb)?),
-                forward: &|m, x, mode| m.forward(x, mode),
                 encoder_prefix: "audio.",
                 depth: spec.config.encoder.depth,
                 write_spec: &|dir| spec.write(dir),
@@ -156,7 +154,6 @@ impl DownstreamTask for WaveformTask<'_> {
             chosen,
             cfg,
             dir,
-            log,
         )
     }
 }
