@@ -27,7 +27,8 @@ use pretext::modality::image::dataset::ImageDataset;
 use pretext::modality::image::idx::read_idx_images;
 use pretext::modality::image::loader::{BatchMaker, Loader};
 use pretext::modality::image::ImageGeometry;
-use pretext::objective::mae::{Mae, MaeConfig};
+use pretext::objective::mae::{ImageMae, ImageMaeConfig};
+use pretext::objective::masking::Masking;
 use pretext::params::ParamStore;
 use pretext::train::sampler::{Position, Sampler};
 use rand::SeedableRng;
@@ -90,7 +91,7 @@ struct Timing {
     loss: f32,
 }
 
-fn run(mut loader: Loader, mae: &Mae, opt: &mut AdamW, dev: &Device) -> Timing {
+fn run(mut loader: Loader, mae: &ImageMae, opt: &mut AdamW, dev: &Device) -> Timing {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut t = Timing {
         wait: Vec::new(),
@@ -147,7 +148,7 @@ fn main() {
         mean: vec![0.5; 3],
         std: vec![0.25; 3],
     };
-    let cfg = MaeConfig {
+    let cfg = ImageMaeConfig {
         geometry: ImageGeometry {
             size: SIZE,
             channels: 3,
@@ -156,6 +157,7 @@ fn main() {
         encoder: encoder(128, 4, 4),
         decoder: encoder(64, 2, 4),
         mask_ratio: 0.75,
+        masking: Masking::Random,
         norm_pix_loss: false,
     };
     let threads = candle_core::utils::get_num_threads();
@@ -168,7 +170,7 @@ fn main() {
     let mut results = Vec::new();
     for (name, prefetch) in [("synchronous", false), ("prefetch (2 ahead)", true)] {
         let store = ParamStore::new(0);
-        let mae = Mae::new(&cfg, store.var_builder(&dev)).expect("MAE");
+        let mae = ImageMae::new(&cfg, store.var_builder(&dev)).expect("MAE");
         let vars = store.vars().into_iter().map(|(_, v)| v).collect();
         let mut opt = AdamW::new(vars, ParamsAdamW::default()).expect("AdamW");
         let sampler = Sampler::new(maker.data.len, 0, Position::default());

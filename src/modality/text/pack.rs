@@ -55,6 +55,24 @@ impl TokenBlocks {
         }
     }
 
+    /// The blocks `indices`, in that order: a batch's rows.
+    pub fn gather(&self, indices: &[usize]) -> TokenBlocks {
+        let n = indices.len() * self.seq_len;
+        let mut out = TokenBlocks {
+            seq_len: self.seq_len,
+            ids: Vec::with_capacity(n),
+            attention_mask: Vec::with_capacity(n),
+            word_ids: Vec::with_capacity(n),
+        };
+        for &i in indices {
+            let b = self.get(i);
+            out.ids.extend_from_slice(b.ids);
+            out.attention_mask.extend_from_slice(b.attention_mask);
+            out.word_ids.extend_from_slice(b.word_ids);
+        }
+        out
+    }
+
     /// Total number of real (non-padding) tokens.
     pub fn num_tokens(&self) -> usize {
         self.attention_mask.iter().filter(|&&m| m == 1).count()

@@ -23,7 +23,8 @@ use crate::modality::audio::clips::{AudioFeatures, ClipSet};
 pub use crate::modality::audio::config::AudioRunConfig;
 use crate::modality::audio::dataset::{self, AudioItem};
 use crate::modality::audio::encoder::SpectrogramGeometry;
-use crate::objective::audio_mae::{AudioMae, AudioMaeConfig};
+use crate::objective::mae::{AudioMae, AudioMaeConfig};
+use crate::objective::Objective;
 use crate::params::ParamStore;
 use crate::recipe::{AudioSection, DataSource, Recipe};
 use pretrain::AudioMaeTask;
@@ -250,7 +251,7 @@ impl Pipeline for Prepared {
     }
 
     fn encoder_prefix(&self) -> &'static str {
-        "audio."
+        self.mae.encoder_prefix()
     }
 
     fn write_run_files(&self, run_dir: &Path, _fresh: bool) -> Result<()> {
@@ -293,8 +294,8 @@ impl Pipeline for Prepared {
         let b = r.train.batch_size.min(p.train.len());
         let idx: Vec<usize> = (0..b).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
-        let (spec, out) = t.forward(&p.train, &idx, &mut rng, false)?;
-        let loss = out.loss.to_scalar::<f32>()?;
+        let (spec, loss, rec) = t.evaluate(&p.train, &idx, &mut rng)?;
+        let loss = loss.to_scalar::<f32>()?;
         if !loss.is_finite() {
             return Err(Error::NonFinite { step: 0, loss });
         }
@@ -316,12 +317,12 @@ impl Pipeline for Prepared {
             p.params.num_params(),
             p.params.num_params_with_prefix("audio."),
             spec.dims(),
-            g.num_patches() - p.mae.masker.len_keep(),
+            p.mae.masker().num_masked(),
             g.num_patches(),
             g.time_patches(),
             g.freq_patches(),
             p.mae.config().masking,
-            out.pred.dims(),
+            rec.patches.dims(),
         );
         if let Some((train, test)) = p.heads_data(r) {
             let names = &p.classes;

@@ -11,9 +11,9 @@ use serde::Serialize;
 use crate::backbone::Mode;
 use crate::error::{Error, Result};
 use crate::modality::text::encoder::TextEncoder;
-use crate::modality::text::mask::MlmMasker;
 use crate::modality::text::pack::TokenBlocks;
-use crate::objective::mlm::{Mlm, MlmBatch, MlmEval};
+use crate::objective::mlm::{Mlm, MlmEval};
+use crate::objective::Objective;
 use crate::params::ParamStore;
 use crate::run::PretrainStage;
 use crate::train::metrics::MetricsLog;
@@ -27,12 +27,11 @@ pub struct MlmTask<'a> {
     pub mlm: &'a Mlm,
     pub blocks: &'a TokenBlocks,
     pub held_out: Option<&'a TokenBlocks>,
-    pub masker: &'a MlmMasker,
     pub device: Device,
     pub seed: u64,
     pub eval_log: std::sync::Mutex<Option<MetricsLog>>,
-    /// Time the training steps spent making batches (masking included), on the training
-    /// thread: text batches are not prefetched.
+    /// Time the training steps spent gathering their blocks, on the training thread: text
+    /// batches are not prefetched. (Masking is the objective's, part of its loss.)
     pub batch_time: crate::train::metrics::Stopwatch,
 }
 
@@ -44,26 +43,6 @@ struct EvalRecord {
 }
 
 impl MlmTask<'_> {
-    pub fn batch(
-        &self,
-        blocks: &TokenBlocks,
-        idx: &[usize],
-        rng: &mut ChaCha8Rng,
-    ) -> Result<MlmBatch> {
-        let t = blocks.seq_len;
-        let mut ids = Vec::with_capacity(idx.len() * t);
-        let mut mask = Vec::with_capacity(idx.len() * t);
-        let mut labels = Vec::with_capacity(idx.len() * t);
-        for &i in idx {
-            let block = blocks.get(i);
-            let (masked, l) = self.masker.apply(block.ids, block.word_ids, rng);
-            ids.extend(masked);
-            labels.extend(l);
-            mask.extend(block.attention_mask.iter().map(|&a| a as f32));
-        }
-        MlmBatch::new(ids, mask, &labels, (idx.len(), t), &self.device)
-    }
-
     /// Masked-token accuracy and perplexity on the first held-out blocks, with the same
     /// masks every time (a fixed seed), so evaluations are comparable across checkpoints.
     pub fn evaluate(&self) -> Result<Option<MlmEval>> {
@@ -75,7 +54,7 @@ impl MlmTask<'_> {
         let all: Vec<usize> = (0..n).collect();
         let (mut loss, mut hits, mut count) = (0.0, 0, 0);
         for chunk in all.chunks(32) {
-            let b = self.batch(held_out, chunk, &mut rng)?;
+            let b = self.mlm.mask(&held_out.gather(chunk), &mut rng)?;
             let (l, h, c) = self.mlm.score(&b)?;
             loss += l;
             hits += h;
@@ -136,12 +115,9 @@ impl TrainTask for MlmTask<'_> {
         )?))
     }
 
-    fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<candle_core::Tensor> {
-        let batch = self
-            .batch_time
-            .time(|| self.batch(self.blocks, indices, rng))?;
-        let mut mode = Mode::Train(rng);
-        Ok(self.mlm.forward(&batch, &mut mode)?.loss)
+    fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
+        let blocks = self.batch_time.time(|| self.blocks.gather(indices));
+        self.mlm.loss(&blocks, rng)
     }
 
     fn on_checkpoint(&self, step: usize, _run_dir: &Path) -> Result<()> {
