@@ -23,13 +23,14 @@ use image::imageops::{self, FilterType};
 use image::RgbImage;
 use pretext::backbone::{Activation, EncoderConfig, Mode, NormPosition};
 use pretext::modality::image::augment::{Augment, RandomResizedCrop};
+use pretext::modality::image::batch::BatchMaker;
 use pretext::modality::image::dataset::ImageDataset;
 use pretext::modality::image::idx::read_idx_images;
-use pretext::modality::image::loader::{BatchMaker, Loader};
 use pretext::modality::image::ImageGeometry;
 use pretext::objective::mae::{ImageMae, ImageMaeConfig};
 use pretext::objective::masking::Masking;
 use pretext::params::ParamStore;
+use pretext::train::loader::Loader;
 use pretext::train::sampler::{Position, Sampler};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -91,7 +92,7 @@ struct Timing {
     loss: f32,
 }
 
-fn run(mut loader: Loader, mae: &ImageMae, opt: &mut AdamW, dev: &Device) -> Timing {
+fn run(mut loader: Loader<Vec<f32>>, mae: &ImageMae, opt: &mut AdamW, dev: &Device) -> Timing {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut t = Timing {
         wait: Vec::new(),
@@ -103,8 +104,8 @@ fn run(mut loader: Loader, mae: &ImageMae, opt: &mut AdamW, dev: &Device) -> Tim
         let batch = loader.next_batch().expect("batch");
         let waited = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let imgs = candle_core::Tensor::from_vec(batch.values, (BATCH, 3, SIZE, SIZE), dev)
-            .expect("tensor");
+        let imgs =
+            candle_core::Tensor::from_vec(batch.data, (BATCH, 3, SIZE, SIZE), dev).expect("tensor");
         let noise = mae.sample_noise(BATCH, &mut rng, dev).expect("noise");
         let out = mae
             .forward(&imgs, &noise, &mut Mode::Train(&mut rng))

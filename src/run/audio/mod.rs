@@ -11,6 +11,7 @@ pub mod pretrain;
 pub mod task;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::Device;
 use rand::SeedableRng;
@@ -39,7 +40,8 @@ pub struct Prepared {
     pub config: AudioRunConfig,
     pub params: ParamStore,
     pub mae: AudioMae,
-    pub train: ClipSet,
+    /// Shared with the training loader's thread.
+    pub train: Arc<ClipSet>,
     pub test: Option<ClipSet>,
     /// `data.labelled`'s splits, when the recipe names them (else the heads use `train` and
     /// `test`, see [`Prepared::heads_data`]).
@@ -56,7 +58,7 @@ impl Prepared {
         }
         match &self.labelled {
             Some((train, test)) => Some((train, test)),
-            None => self.test.as_ref().map(|test| (&self.train, test)),
+            None => self.test.as_ref().map(|test| (&*self.train, test)),
         }
     }
 }
@@ -175,7 +177,7 @@ pub fn prepare(
     };
     let classes = dataset::class_names(labelled_items.as_ref().map_or(&train_items, |l| &l.0));
     let load = |items: &[AudioItem]| ClipSet::load(items, &a.mel, a.frames, &classes);
-    let train = load(&train_items)?;
+    let train = Arc::new(load(&train_items)?);
     let test = match &r.data.test {
         Some(t) => Some(load(&items(t, "data.test", file)?)?),
         None => None,
@@ -231,12 +233,12 @@ impl Prepared {
     fn task(&self, seed: u64) -> AudioMaeTask<'_> {
         AudioMaeTask {
             mae: &self.mae,
-            train: &self.train,
-            preview: self.test.as_ref().unwrap_or(&self.train),
+            train: self.train.clone(),
+            preview: self.test.as_ref().unwrap_or(&*self.train),
             features: &self.config.features,
             device: self.device.clone(),
             seed,
-            batch_time: Default::default(),
+            loader: Default::default(),
         }
     }
 }

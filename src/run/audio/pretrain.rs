@@ -2,6 +2,7 @@
 //! masked, reconstructed spectrograms) at every checkpoint.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
@@ -9,13 +10,15 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::backbone::Mode;
 use crate::error::{Error, Result};
-use crate::modality::audio::clips::{AudioFeatures, ClipSet};
+use crate::modality::audio::clips::{AudioFeatures, ClipSet, SpectrogramBatches};
 use crate::modality::audio::encoder::{unpatchify, SpectrogramEncoder};
 use crate::modality::image::grid::save_grid;
 use crate::objective::mae::AudioMae;
 use crate::objective::{Objective, Reconstruction};
 use crate::params::ParamStore;
 use crate::run::PretrainStage;
+use crate::train::loader::TaskLoader;
+use crate::train::sampler::Sampler;
 use crate::train::TrainTask;
 
 /// Clips shown in the reconstruction pictures.
@@ -24,15 +27,14 @@ const PREVIEW_CLIPS: usize = 8;
 /// Audio-MAE on the training clips.
 pub struct AudioMaeTask<'a> {
     pub mae: &'a AudioMae,
-    pub train: &'a ClipSet,
+    pub train: Arc<ClipSet>,
     /// Clips shown in the reconstruction pictures.
     pub preview: &'a ClipSet,
     pub features: &'a AudioFeatures,
     pub device: Device,
     pub seed: u64,
-    /// Time the training steps spent making spectrogram batches, on the training thread:
-    /// audio batches are not prefetched.
-    pub batch_time: crate::train::metrics::Stopwatch,
+    /// Normalised spectrograms of the training batches, made ahead on a worker thread.
+    pub loader: TaskLoader<Vec<f32>>,
 }
 
 /// Rows of spectrograms `[N, F, T]` as grey pictures `[N, 1, F, T]` in [0, 1], low
@@ -91,10 +93,19 @@ impl TrainTask for AudioMaeTask<'_> {
         self.train.len()
     }
 
+    fn begin(&self, sampler: &Sampler, batch_size: usize) -> Result<()> {
+        let maker = SpectrogramBatches {
+            clips: self.train.clone(),
+            features: self.features.clone(),
+        };
+        self.loader.start(maker, sampler, batch_size)
+    }
+
     fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
+        let values = self.loader.next(indices)?;
         let spec = self
-            .batch_time
-            .time(|| self.train.batch(indices, self.features, &self.device))?;
+            .features
+            .values_to_tensor(values, indices.len(), &self.device)?;
         self.mae.loss(&spec, rng)
     }
 
@@ -122,6 +133,6 @@ impl TrainTask for AudioMaeTask<'_> {
 
 impl PretrainStage for AudioMaeTask<'_> {
     fn data_wait(&self) -> std::time::Duration {
-        self.batch_time.total()
+        self.loader.waited()
     }
 }

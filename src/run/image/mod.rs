@@ -17,6 +17,7 @@ use crate::modality::image::dataset::ImageDataset;
 use crate::objective::Objective;
 use crate::params::ParamStore;
 use crate::recipe::{self, DataSource, ImageSection, Recipe};
+use crate::train::loader::MakeBatch;
 use pretrain::PretrainTask;
 
 /// Everything a recipe needs, built and checked.

@@ -3,7 +3,6 @@
 //! recipe's augmentations), and draws reconstruction pictures at each checkpoint.
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
@@ -13,9 +12,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::backbone::{Activation, EncoderConfig, Mode, NormPosition};
 use crate::error::{Error, Result};
 use crate::modality::image::augment::{Augment, RandomResizedCrop};
+use crate::modality::image::batch::BatchMaker;
 use crate::modality::image::dataset::ImageDataset;
 use crate::modality::image::grid::save_grid;
-use crate::modality::image::loader::{BatchMaker, Loader};
 use crate::modality::image::patch::unpatchify;
 use crate::modality::image::{ImageEncoder, ImageGeometry};
 use crate::objective::mae::{ImageMae, ImageMaeConfig};
@@ -24,11 +23,9 @@ use crate::objective::simmim::{SimMim, SimMimConfig};
 use crate::objective::{Objective, Pass, Reconstruction};
 use crate::params::ParamStore;
 use crate::recipe::{DataSection, ImageSection, ObjectiveKind, Recipe};
+use crate::train::loader::TaskLoader;
 use crate::train::sampler::Sampler;
 use crate::train::TrainTask;
-
-/// Micro-batches the loader prepares ahead of the training step.
-pub const PREFETCH_DEPTH: usize = 2;
 
 /// The encoder's input and patch sizes.
 pub fn geometry(img: &ImageSection) -> ImageGeometry {
@@ -135,9 +132,9 @@ pub struct PretrainTask<'a> {
     pub encoder: EncoderConfig,
     pub device: Device,
     pub seed: u64,
-    /// Micro-batches prepared ahead on a worker thread; 0 = on the training thread.
-    pub prefetch: usize,
-    loader: Mutex<Option<Loader>>,
+    /// Normalised pixels of the training batches, decoded and augmented ahead on a worker
+    /// thread (`loader.depth` 0: on the training thread).
+    pub loader: TaskLoader<Vec<f32>>,
 }
 
 impl<'a> PretrainTask<'a> {
@@ -158,8 +155,7 @@ impl<'a> PretrainTask<'a> {
             encoder: r.model.encoder_config(),
             device,
             seed: r.seed,
-            prefetch: PREFETCH_DEPTH,
-            loader: Mutex::new(None),
+            loader: TaskLoader::default(),
         }
     }
 
@@ -215,41 +211,12 @@ impl TrainTask for PretrainTask<'_> {
     }
 
     fn begin(&self, sampler: &Sampler, batch_size: usize) -> Result<()> {
-        let maker = self.batch_maker();
-        let loader = if self.prefetch == 0 {
-            Loader::synchronous(maker, sampler.clone(), batch_size)
-        } else {
-            Loader::prefetching(maker, sampler.clone(), batch_size, self.prefetch)?
-        };
-        *self
-            .loader
-            .lock()
-            .map_err(|_| Error::Usage("the data loader lock is poisoned".into()))? = Some(loader);
-        Ok(())
+        self.loader.start(self.batch_maker(), sampler, batch_size)
     }
 
     fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
-        let batch = {
-            let mut guard = self
-                .loader
-                .lock()
-                .map_err(|_| Error::Usage("the data loader lock is poisoned".into()))?;
-            let loader = guard
-                .as_mut()
-                .ok_or_else(|| Error::Usage("PretrainTask::loss before TrainTask::begin".into()))?;
-            loader.next_batch()?
-        };
-        // The loader runs its own copy of the sampler; it must agree with the loop's.
-        if batch.indices != indices {
-            return Err(Error::Usage(format!(
-                "the data loader is out of step with the sampler: {:?} vs {:?}",
-                &batch.indices[..batch.indices.len().min(4)],
-                &indices[..indices.len().min(4)]
-            )));
-        }
-        let imgs = self
-            .train
-            .to_tensor(batch.values, indices.len(), &self.device)?;
+        let values = self.loader.next(indices)?;
+        let imgs = self.train.to_tensor(values, indices.len(), &self.device)?;
         self.objective.loss(&imgs, rng)
     }
 
@@ -289,10 +256,6 @@ pub fn frozen_encoder(
 
 impl crate::run::PretrainStage for PretrainTask<'_> {
     fn data_wait(&self) -> std::time::Duration {
-        self.loader
-            .lock()
-            .ok()
-            .and_then(|l| l.as_ref().map(Loader::waited))
-            .unwrap_or_default()
+        self.loader.waited()
     }
 }

@@ -10,6 +10,7 @@ pub mod pretrain;
 pub mod task;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
@@ -48,7 +49,8 @@ pub struct Prepared {
     pub config: TextConfig,
     pub params: ParamStore,
     pub mlm: Mlm,
-    pub train: TokenBlocks,
+    /// Shared with the training loader's thread.
+    pub train: Arc<TokenBlocks>,
     pub test: Option<TokenBlocks>,
     /// Downstream splits and class names, when the recipe has heads.
     pub labelled: Option<(Labelled, Labelled, Vec<String>)>,
@@ -257,7 +259,7 @@ pub fn prepare(
         }
         params.load_partial(&ours, Path::new(&s.origin))?;
     }
-    let train = pack::pack_blocks(&train_docs, &tok, max_len)?;
+    let train = Arc::new(pack::pack_blocks(&train_docs, &tok, max_len)?);
     let test = match &r.data.test {
         Some(t) => Some(pack::pack_blocks(
             &documents(t, "data.test", file)?,
@@ -339,7 +341,7 @@ impl Pipeline for Prepared {
     ) -> Result<Option<Box<dyn PretrainStage + 'a>>> {
         Ok(Some(Box::new(MlmTask {
             mlm: &self.mlm,
-            blocks: &self.train,
+            blocks: self.train.clone(),
             held_out: self.test.as_ref(),
             device: self.device.clone(),
             seed: r.seed,
@@ -347,7 +349,7 @@ impl Pipeline for Prepared {
                 &run_dir.join(EVAL_FILE),
                 Some(resume_step.unwrap_or(0)),
             )?)),
-            batch_time: Default::default(),
+            loader: Default::default(),
         })))
     }
 

@@ -2,6 +2,7 @@
 //! masked-token accuracy and perplexity at every checkpoint (`eval.jsonl`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
@@ -11,12 +12,14 @@ use serde::Serialize;
 use crate::backbone::Mode;
 use crate::error::{Error, Result};
 use crate::modality::text::encoder::TextEncoder;
-use crate::modality::text::pack::TokenBlocks;
+use crate::modality::text::pack::{BlockBatches, TokenBlocks};
 use crate::objective::mlm::{Mlm, MlmEval};
 use crate::objective::Objective;
 use crate::params::ParamStore;
 use crate::run::PretrainStage;
+use crate::train::loader::TaskLoader;
 use crate::train::metrics::MetricsLog;
+use crate::train::sampler::Sampler;
 use crate::train::TrainTask;
 
 /// Held-out blocks evaluated at each checkpoint (the first ones, same masks every time).
@@ -25,14 +28,14 @@ const EVAL_BLOCKS: usize = 256;
 /// Masked language modelling on packed blocks.
 pub struct MlmTask<'a> {
     pub mlm: &'a Mlm,
-    pub blocks: &'a TokenBlocks,
+    pub blocks: Arc<TokenBlocks>,
     pub held_out: Option<&'a TokenBlocks>,
     pub device: Device,
     pub seed: u64,
     pub eval_log: std::sync::Mutex<Option<MetricsLog>>,
-    /// Time the training steps spent gathering their blocks, on the training thread: text
-    /// batches are not prefetched. (Masking is the objective's, part of its loss.)
-    pub batch_time: crate::train::metrics::Stopwatch,
+    /// The training batches' blocks, gathered ahead on a worker thread; the objective masks
+    /// them on the training thread (masking draws from the loop's RNG).
+    pub loader: TaskLoader<TokenBlocks>,
 }
 
 #[derive(Serialize)]
@@ -115,8 +118,13 @@ impl TrainTask for MlmTask<'_> {
         )?))
     }
 
+    fn begin(&self, sampler: &Sampler, batch_size: usize) -> Result<()> {
+        let maker = BlockBatches(self.blocks.clone());
+        self.loader.start(maker, sampler, batch_size)
+    }
+
     fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
-        let blocks = self.batch_time.time(|| self.blocks.gather(indices));
+        let blocks = self.loader.next(indices)?;
         self.mlm.loss(&blocks, rng)
     }
 
@@ -138,6 +146,6 @@ impl PretrainStage for MlmTask<'_> {
     }
 
     fn data_wait(&self) -> std::time::Duration {
-        self.batch_time.total()
+        self.loader.waited()
     }
 }
