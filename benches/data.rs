@@ -23,12 +23,14 @@ use image::imageops::{self, FilterType};
 use image::RgbImage;
 use pretext::backbone::{Activation, EncoderConfig, Mode, NormPosition};
 use pretext::modality::image::augment::{Augment, RandomResizedCrop};
+use pretext::modality::image::batch::BatchMaker;
 use pretext::modality::image::dataset::ImageDataset;
 use pretext::modality::image::idx::read_idx_images;
-use pretext::modality::image::loader::{BatchMaker, Loader};
 use pretext::modality::image::ImageGeometry;
-use pretext::objective::mae::{Mae, MaeConfig};
+use pretext::objective::mae::{ImageMae, ImageMaeConfig};
+use pretext::objective::masking::Masking;
 use pretext::params::ParamStore;
+use pretext::train::loader::Loader;
 use pretext::train::sampler::{Position, Sampler};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -90,7 +92,7 @@ struct Timing {
     loss: f32,
 }
 
-fn run(mut loader: Loader, mae: &Mae, opt: &mut AdamW, dev: &Device) -> Timing {
+fn run(mut loader: Loader<Vec<f32>>, mae: &ImageMae, opt: &mut AdamW, dev: &Device) -> Timing {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut t = Timing {
         wait: Vec::new(),
@@ -102,8 +104,8 @@ fn run(mut loader: Loader, mae: &Mae, opt: &mut AdamW, dev: &Device) -> Timing {
         let batch = loader.next_batch().expect("batch");
         let waited = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let imgs = candle_core::Tensor::from_vec(batch.values, (BATCH, 3, SIZE, SIZE), dev)
-            .expect("tensor");
+        let imgs =
+            candle_core::Tensor::from_vec(batch.data, (BATCH, 3, SIZE, SIZE), dev).expect("tensor");
         let noise = mae.sample_noise(BATCH, &mut rng, dev).expect("noise");
         let out = mae
             .forward(&imgs, &noise, &mut Mode::Train(&mut rng))
@@ -147,7 +149,7 @@ fn main() {
         mean: vec![0.5; 3],
         std: vec![0.25; 3],
     };
-    let cfg = MaeConfig {
+    let cfg = ImageMaeConfig {
         geometry: ImageGeometry {
             size: SIZE,
             channels: 3,
@@ -156,6 +158,7 @@ fn main() {
         encoder: encoder(128, 4, 4),
         decoder: encoder(64, 2, 4),
         mask_ratio: 0.75,
+        masking: Masking::Random,
         norm_pix_loss: false,
     };
     let threads = candle_core::utils::get_num_threads();
@@ -168,7 +171,7 @@ fn main() {
     let mut results = Vec::new();
     for (name, prefetch) in [("synchronous", false), ("prefetch (2 ahead)", true)] {
         let store = ParamStore::new(0);
-        let mae = Mae::new(&cfg, store.var_builder(&dev)).expect("MAE");
+        let mae = ImageMae::new(&cfg, store.var_builder(&dev)).expect("MAE");
         let vars = store.vars().into_iter().map(|(_, v)| v).collect();
         let mut opt = AdamW::new(vars, ParamsAdamW::default()).expect("AdamW");
         let sampler = Sampler::new(maker.data.len, 0, Position::default());

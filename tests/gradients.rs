@@ -8,7 +8,8 @@
 use candle_core::{DType, Device, Tensor, Var};
 use pretext::backbone::{Activation, Encoder, EncoderConfig, Mode, NormPosition};
 use pretext::modality::image::ImageGeometry;
-use pretext::objective::mae::{Mae, MaeConfig};
+use pretext::objective::mae::{ImageMae, ImageMaeConfig};
+use pretext::objective::masking::Masking;
 use pretext::params::ParamStore;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -98,12 +99,12 @@ fn assert_every_parameter_gets_a_gradient(what: &str, store: &ParamStore, loss: 
     }
 }
 
-fn tiny_mae_config() -> MaeConfig {
+fn tiny_mae_config() -> ImageMaeConfig {
     let mut encoder = encoder_cfg(32, 2, 4, 64);
     // Dropout on, so the training-mode path (mask multiply) is differentiated too.
     encoder.dropout = 0.1;
     encoder.attention_dropout = 0.1;
-    MaeConfig {
+    ImageMaeConfig {
         geometry: ImageGeometry {
             size: 16,
             channels: 1,
@@ -112,6 +113,7 @@ fn tiny_mae_config() -> MaeConfig {
         encoder,
         decoder: encoder_cfg(16, 1, 2, 32),
         mask_ratio: 0.75,
+        masking: Masking::Random,
         norm_pix_loss: true,
     }
 }
@@ -120,7 +122,7 @@ fn tiny_mae_config() -> MaeConfig {
 fn every_mae_parameter_gets_a_finite_nonzero_gradient() {
     let dev = test_device();
     let store = ParamStore::new(11);
-    let mae = Mae::new(&tiny_mae_config(), store.var_builder(&dev)).unwrap();
+    let mae = ImageMae::new(&tiny_mae_config(), store.var_builder(&dev)).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let imgs = Tensor::randn(0f32, 1.0, (4, 1, 16, 16), &dev).unwrap();
     let noise = mae.sample_noise(4, &mut rng, &dev).unwrap();

@@ -5,9 +5,10 @@
 use std::path::Path;
 
 use pretext::modality::image::augment::{Augment, RandomResizedCrop};
+use pretext::modality::image::batch::BatchMaker;
 use pretext::modality::image::dataset::ImageDataset;
-use pretext::modality::image::loader::{BatchMaker, Loader};
 use pretext::recipe;
+use pretext::train::loader::{Loader, MakeBatch};
 use pretext::train::sampler::{Position, Sampler};
 
 const TRAIN: &str = "data/image-folder-sample/train";

@@ -10,8 +10,8 @@ use candle_core::{Device, Tensor};
 use pretext::backbone::{Activation, EncoderConfig, Mode, NormPosition};
 use pretext::modality::image::patch::patchify;
 use pretext::modality::image::ImageGeometry;
-use pretext::objective::mae::{Mae, MaeConfig};
-use pretext::objective::masking::{block_mask, MaskGenerator, Masking};
+use pretext::objective::mae::{ImageMae, ImageMaeConfig};
+use pretext::objective::masking::{block_mask, GridMasker, Masking};
 use pretext::objective::simmim::{SimMim, SimMimConfig};
 use pretext::params::ParamStore;
 use pretext::recipe::{self, Override};
@@ -62,13 +62,13 @@ fn block_masks_have_the_exact_count_and_come_in_blocks() {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     for grid in [7, 14] {
         for ratio in [0.1, 0.3, 0.4, 0.6, 0.75, 0.9] {
-            let g = MaskGenerator::new(grid, ratio, Masking::Block).unwrap();
+            let g = GridMasker::image(grid, ratio, Masking::Block).unwrap();
             let (mut block, mut random) = (0.0, 0.0);
             for _ in 0..50 {
-                let m = block_mask(grid, grid, g.num_masked, &mut rng);
-                assert_eq!(m.iter().filter(|&&b| b).count(), g.num_masked);
+                let m = block_mask(grid, grid, g.num_masked(), &mut rng);
+                assert_eq!(m.iter().filter(|&&b| b).count(), g.num_masked());
                 block += neighbourly(&m, grid) / 50.0;
-                let r = MaskGenerator::new(grid, ratio, Masking::Random)
+                let r = GridMasker::image(grid, ratio, Masking::Random)
                     .unwrap()
                     .mask(1, &mut rng, &Device::Cpu)
                     .unwrap()
@@ -76,7 +76,7 @@ fn block_masks_have_the_exact_count_and_come_in_blocks() {
                     .unwrap()
                     .to_vec1::<f32>()
                     .unwrap();
-                assert_eq!(r.iter().filter(|&&v| v == 1.0).count(), g.num_masked);
+                assert_eq!(r.iter().filter(|&&v| v == 1.0).count(), g.num_masked());
                 random +=
                     neighbourly(&r.iter().map(|&v| v == 1.0).collect::<Vec<_>>(), grid) / 50.0;
             }
@@ -99,20 +99,20 @@ fn block_masks_have_the_exact_count_and_come_in_blocks() {
 #[test]
 fn block_noise_makes_mae_remove_exactly_the_block_mask() {
     let store = ParamStore::new(1);
-    let mae = Mae::new(
-        &MaeConfig {
+    let mae = ImageMae::new(
+        &ImageMaeConfig {
             geometry: GEOMETRY,
             encoder: encoder(16),
             decoder: encoder(8),
             mask_ratio: 0.6,
+            masking: Masking::Block,
             norm_pix_loss: false,
         },
         store.var_builder(&Device::Cpu),
     )
     .unwrap();
-    let g = MaskGenerator::new(7, 0.6, Masking::Block).unwrap();
-    let noise = g
-        .noise(6, &mut ChaCha8Rng::seed_from_u64(2), &Device::Cpu)
+    let noise = mae
+        .sample_noise(6, &mut ChaCha8Rng::seed_from_u64(2), &Device::Cpu)
         .unwrap();
     let x = Tensor::zeros((6, 49, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
     let (kept, mask, _) = mae.random_masking(&x, &noise).unwrap();
@@ -135,6 +135,7 @@ fn tiny_simmim(norm_pix_loss: bool) -> (ParamStore, SimMim) {
             geometry: GEOMETRY,
             encoder: encoder(16),
             mask_ratio: 0.6,
+            masking: Masking::Block,
             norm_pix_loss,
         },
         store.var_builder(&Device::Cpu),
@@ -151,7 +152,7 @@ fn simmim_hides_masked_patches_and_scores_only_them() {
     assert!(names.contains(&"mask_token".to_string()), "{names:?}");
     assert!(names.iter().any(|n| n.starts_with("vit.encoder.")));
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let mask = MaskGenerator::new(7, 0.6, Masking::Block)
+    let mask = GridMasker::image(7, 0.6, Masking::Block)
         .unwrap()
         .mask(2, &mut rng, &dev)
         .unwrap();

@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use pretext::backbone::{Encoder, EncoderConfig, Mode};
 use pretext::modality::image::ImageGeometry;
-use pretext::objective::mae::{Mae, MaeConfig};
+use pretext::objective::mae::{ImageMae, ImageMaeConfig};
+use pretext::objective::masking::Masking;
 use pretext::params::ParamStore;
 
 const REL_TOL: f32 = 1e-5;
@@ -86,13 +87,14 @@ fn encoder_config(v: &serde_json::Value) -> EncoderConfig {
     serde_json::from_value(v.clone()).unwrap()
 }
 
-fn mae_config(v: &serde_json::Value) -> MaeConfig {
+fn mae_config(v: &serde_json::Value) -> ImageMaeConfig {
     let geometry: ImageGeometry = serde_json::from_value(v["geometry"].clone()).unwrap();
-    MaeConfig {
+    ImageMaeConfig {
         geometry,
         encoder: encoder_config(&v["encoder"]),
         decoder: encoder_config(&v["decoder"]),
         mask_ratio: v["mask_ratio"].as_f64().unwrap(),
+        masking: Masking::Random,
         norm_pix_loss: v["norm_pix_loss"].as_bool().unwrap(),
     }
 }
@@ -216,7 +218,7 @@ fn mae_matches_pytorch() {
     let case = Case::load("mae_tiny");
     let cfg = mae_config(&case.config);
     let store = ParamStore::new(0);
-    let mae = Mae::new(&cfg, store.var_builder(&Device::Cpu)).unwrap();
+    let mae = ImageMae::new(&cfg, store.var_builder(&Device::Cpu)).unwrap();
     case.load_into(&store);
     let imgs = case.tensor("imgs");
     let noise = case.tensor("noise");
@@ -255,6 +257,6 @@ fn mae_matches_pytorch() {
     );
 
     // The encoder on all patches (the inference path the benchmark times).
-    let full = mae.vit.forward(imgs, &mut Mode::Eval).unwrap();
+    let full = mae.encoder.forward(imgs, &mut Mode::Eval).unwrap();
     assert_close("mae: vit on full images", &full, case.tensor("vit_out"));
 }

@@ -63,7 +63,7 @@ fn mlm_run_lowers_held_out_perplexity_and_feeds_the_heads() {
     let dir = tmp.path().join("run");
     let s = start(60, dir.clone(), None);
     assert_eq!(s.steps, 60);
-    // Batches are made on the training thread; that time is the run's data wait.
+    // The data wait is the time the steps waited for the prefetching loader.
     assert!(
         s.data_wait_seconds > 0.0 && s.data_wait_seconds < s.pretrain_seconds,
         "data wait {} of {} s",

@@ -14,7 +14,8 @@ use crate::backbone::{pool, Pooling, Tokens};
 use crate::backbone::{Linear, Mode};
 use crate::error::{Error, Result};
 use crate::modality::image::{ImageClassifier, ImageEncoder, Positions};
-use crate::objective::mae::{Mae, MaeConfig};
+use crate::objective::mae::{ImageMae, ImageMaeConfig};
+use crate::objective::masking::Masking;
 
 /// Seed of the masking noise drawn when `forward` is given none.
 pub const DEFAULT_NOISE_SEED: u64 = 0;
@@ -26,7 +27,7 @@ pub enum Model {
         pooler: Option<Linear>,
     },
     Classifier(ImageClassifier),
-    Mae(Box<Mae>),
+    Mae(Box<ImageMae>),
 }
 
 impl Model {
@@ -79,14 +80,16 @@ impl Model {
                 mask_ratio,
                 norm_pix_loss,
             } => {
-                let cfg = MaeConfig {
+                let cfg = ImageMaeConfig {
                     geometry: s.geometry,
                     encoder: s.encoder.clone(),
                     decoder: decoder.clone(),
                     mask_ratio: *mask_ratio,
+                    // Uniform noise, as `ViTMAEForPreTraining` draws it.
+                    masking: Masking::Random,
                     norm_pix_loss: *norm_pix_loss,
                 };
-                let mut mae = Mae::new(&cfg, vb)?;
+                let mut mae = ImageMae::new(&cfg, vb)?;
                 mae.set_fixed_positions(table("vit.pos_embed")?, table("decoder.pos_embed")?)?;
                 Model::Mae(Box::new(mae))
             }
@@ -98,7 +101,7 @@ impl Model {
         match self {
             Model::Encoder { vit, .. } => vit,
             Model::Classifier(c) => &c.encoder,
-            Model::Mae(m) => &m.vit,
+            Model::Mae(m) => &m.encoder,
         }
     }
 

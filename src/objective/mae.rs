@@ -1,36 +1,54 @@
-//! Masked autoencoder (He et al. 2021, "Masked Autoencoders Are Scalable Vision Learners").
+//! Masked autoencoder (He et al. 2021, "Masked Autoencoders Are Scalable Vision Learners"),
+//! over any patch grid: images (ViT-MAE) and log-mel spectrograms (Audio-MAE, Huang et al.
+//! 2022, "Masked Autoencoders that Listen") are the same algorithm on a different
+//! [`PatchEncoder`].
 //!
 //! Follows `models_mae.py` step by step: `random_masking`, `forward_encoder` (visible
 //! patches only), `forward_decoder` (mask tokens, unshuffle, light transformer),
-//! `forward_loss` (MSE on removed patches, optionally on per-patch normalised pixels).
-//! Masking is driven by an explicit `noise` tensor so tests can pin it.
+//! `forward_loss` (MSE on removed patches, optionally on per-patch normalised values).
+//! Masking is driven by an explicit `noise` tensor so tests can pin it; the objective's
+//! [`GridMasker`] draws it (random, block, or structured time / frequency masking, expressed
+//! as noise so the same gather-based encoder path serves every kind).
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 
+use super::masking::{GridMasker, Masking};
+use super::patch::PatchEncoder;
+use super::{Objective, Pass};
 use crate::backbone::{Encoder, EncoderConfig, Linear, Mode};
-use crate::modality::image::encoder::sincos_with_cls;
-use crate::modality::image::patch::patchify;
+use crate::modality::audio::encoder::{SpectrogramEncoder, SpectrogramGeometry};
 use crate::modality::image::{ImageEncoder, ImageGeometry};
 
 #[derive(Debug, Clone)]
-pub struct MaeConfig {
-    pub geometry: ImageGeometry,
+pub struct MaeConfig<G> {
+    /// The input and patch sizes of the encoder.
+    pub geometry: G,
     pub encoder: EncoderConfig,
     /// The decoder is a backbone stack too (pre-norm; its final norm is MAE's `decoder_norm`).
     pub decoder: EncoderConfig,
     /// Fraction of patches removed, in (0, 1).
     pub mask_ratio: f64,
-    /// Predict per-patch normalised pixels (MAE's `norm_pix_loss`).
+    /// Which patches are removed (the kinds the grid takes, see [`PatchEncoder::masker`]).
+    pub masking: Masking,
+    /// Predict per-patch normalised values (MAE's `norm_pix_loss`).
     pub norm_pix_loss: bool,
 }
+
+/// ViT-MAE: the image encoder under `vit.`, the decoder under `decoder.`.
+pub type ImageMae = Mae<ImageEncoder>;
+pub type ImageMaeConfig = MaeConfig<ImageGeometry>;
+/// Audio-MAE: the spectrogram encoder under `audio.`, the decoder under `decoder.`.
+pub type AudioMae = Mae<SpectrogramEncoder>;
+pub type AudioMaeConfig = MaeConfig<SpectrogramGeometry>;
 
 /// What one forward pass gives.
 pub struct MaeOutput {
     /// Scalar mean squared error over removed patches.
     pub loss: Tensor,
-    /// `[B, L, p*p*C]` predicted patches (in normalised space when `norm_pix_loss`).
+    /// `[B, L, P]` predicted patches (in normalised space when `norm_pix_loss`).
     pub pred: Tensor,
     /// `[B, L]`, 0 is keep, 1 is remove.
     pub mask: Tensor,
@@ -38,16 +56,17 @@ pub struct MaeOutput {
     pub ids_restore: Tensor,
 }
 
-pub struct Mae {
-    pub vit: ImageEncoder,
+pub struct Mae<E: PatchEncoder> {
+    /// Parameters under `E::PREFIX` (`vit.`, `audio.`).
+    pub encoder: E,
     decoder: MaeDecoder,
-    cfg: MaeConfig,
+    masker: GridMasker,
+    cfg: MaeConfig<E::Geometry>,
 }
 
 /// MAE's light decoder (under `decoder.`): the encoder's latent (class token + kept tokens)
 /// embedded to the decoder's width, mask tokens for the removed patches, the original order
 /// restored, fixed positions added, a pre-norm stack, and a linear prediction per patch.
-/// Shared by the image MAE and Audio-MAE.
 pub struct MaeDecoder {
     embed: Linear,
     mask_token: Tensor, // [1, 1, Dd]
@@ -159,16 +178,16 @@ pub fn denormalize_patches(pred: &Tensor, original: &Tensor) -> Result<Tensor> {
 }
 
 /// Per-sample shuffles derived from `noise` (`[B, L]`): ascending noise is kept.
-struct Masking {
+struct Shuffle {
     ids_keep: Vec<u32>,    // [B, keep]
     ids_restore: Vec<u32>, // [B, L]
     mask: Vec<f32>,        // [B, L]
     keep: usize,
 }
 
-fn masking_from_noise(noise: &[Vec<f32>], keep: usize) -> Masking {
+fn masking_from_noise(noise: &[Vec<f32>], keep: usize) -> Shuffle {
     let l = noise.first().map_or(0, |r| r.len());
-    let mut m = Masking {
+    let mut m = Shuffle {
         ids_keep: Vec::with_capacity(noise.len() * keep),
         ids_restore: vec![0; noise.len() * l],
         mask: vec![1.0; noise.len() * l],
@@ -189,28 +208,36 @@ fn masking_from_noise(noise: &[Vec<f32>], keep: usize) -> Masking {
     m
 }
 
-impl Mae {
-    pub fn new(cfg: &MaeConfig, vb: VarBuilder) -> Result<Self> {
+impl<E: PatchEncoder> Mae<E> {
+    /// Parameters: the encoder under `E::PREFIX`, then `decoder.*`.
+    pub fn new(cfg: &MaeConfig<E::Geometry>, vb: VarBuilder) -> Result<Self> {
         if !(cfg.mask_ratio > 0.0 && cfg.mask_ratio < 1.0) {
             candle_core::bail!("mask_ratio must be in (0, 1), found {}", cfg.mask_ratio);
         }
-        let vit = ImageEncoder::new(cfg.geometry, &cfg.encoder, vb.pp("vit"))?;
+        let path = E::PREFIX.trim_end_matches('.');
+        let encoder = E::build(cfg.geometry, &cfg.encoder, vb.pp(path))?;
         let decoder = MaeDecoder::new(
             cfg.encoder.dim,
             &cfg.decoder,
-            sincos_with_cls(cfg.decoder.dim, cfg.geometry.grid(), vb.device())?,
-            cfg.geometry.patch_dim(),
+            encoder.fixed_positions(cfg.decoder.dim, vb.device())?,
+            encoder.patch_dim(),
             vb.pp("decoder"),
         )?;
         Ok(Self {
-            vit,
+            masker: encoder.masker(cfg.mask_ratio, cfg.masking)?,
+            encoder,
             decoder,
             cfg: cfg.clone(),
         })
     }
 
-    pub fn config(&self) -> &MaeConfig {
+    pub fn config(&self) -> &MaeConfig<E::Geometry> {
         &self.cfg
+    }
+
+    /// The masker that draws the noise of [`Mae::sample_noise`].
+    pub fn masker(&self) -> &GridMasker {
+        &self.masker
     }
 
     /// The decoder's fixed position table `[1, 1 + L, Dd]`.
@@ -218,6 +245,93 @@ impl Mae {
         self.decoder.pos_embed()
     }
 
+    /// Number of patches an encoder pass keeps.
+    pub fn len_keep(&self) -> usize {
+        self.masker.len_keep()
+    }
+
+    /// Masking noise `[B, L]` for `random_masking`, drawn from `rng` by the objective's
+    /// masker (uniform for random masking of an image grid).
+    pub fn sample_noise(
+        &self,
+        batch: usize,
+        rng: &mut impl Rng,
+        device: &Device,
+    ) -> Result<Tensor> {
+        self.masker.noise(batch, rng, device)
+    }
+
+    /// Keeps the `len_keep` patches with the lowest noise.
+    /// `x: [B, L, D]`, `noise: [B, L]` → (`[B, keep, D]`, mask `[B, L]`, ids_restore `[B, L]`).
+    pub fn random_masking(&self, x: &Tensor, noise: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        random_masking(x, noise, self.len_keep())
+    }
+
+    /// input → latent `[B, 1 + keep, D]`, mask, ids_restore.
+    pub fn forward_encoder(
+        &self,
+        x: &Tensor,
+        noise: &Tensor,
+        mode: &mut Mode,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let tokens = self.encoder.embed_patches(x)?;
+        let (tokens, mask, ids_restore) = self.random_masking(&tokens, noise)?;
+        Ok((
+            self.encoder.encode_tokens(&tokens, mode)?,
+            mask,
+            ids_restore,
+        ))
+    }
+
+    /// latent `[B, 1 + keep, D]` → predicted patches `[B, L, P]`.
+    pub fn forward_decoder(
+        &self,
+        latent: &Tensor,
+        ids_restore: &Tensor,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
+        self.decoder.forward(latent, ids_restore, mode)
+    }
+
+    /// The reconstruction target `[B, L, P]`: patches, per-patch normalised when
+    /// `norm_pix_loss`.
+    pub fn target(&self, x: &Tensor) -> Result<Tensor> {
+        let target = self.encoder.patchify(x)?;
+        if !self.cfg.norm_pix_loss {
+            return Ok(target);
+        }
+        normalize_patches(&target)
+    }
+
+    /// Mean over removed patches of the per-patch mean squared error.
+    pub fn forward_loss(&self, x: &Tensor, pred: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        masked_mse(pred, &self.target(x)?, mask)
+    }
+
+    pub fn forward(&self, x: &Tensor, noise: &Tensor, mode: &mut Mode) -> Result<MaeOutput> {
+        let (latent, mask, ids_restore) = self.forward_encoder(x, noise, mode)?;
+        let pred = self.forward_decoder(&latent, &ids_restore, mode)?;
+        let loss = self.forward_loss(x, &pred, &mask)?;
+        Ok(MaeOutput {
+            loss,
+            pred,
+            mask,
+            ids_restore,
+        })
+    }
+
+    /// Predicted patches mapped back to the input's space (undoing the per-patch
+    /// normalisation with the original's statistics, as MAE's visualisation does): image
+    /// pixels, or normalised log-mel values, `[B, L, P]`.
+    pub fn pred_to_pixels(&self, x: &Tensor, pred: &Tensor) -> Result<Tensor> {
+        if !self.cfg.norm_pix_loss {
+            return Ok(pred.clone());
+        }
+        denormalize_patches(pred, &self.encoder.patchify(x)?)
+    }
+}
+
+impl ImageMae {
     /// Replaces both fixed position tables with those a checkpoint stores (Hugging Face
     /// ViT-MAE keeps them as `position_embeddings` / `decoder_pos_embed`), so a loaded model
     /// uses exactly its own tables. `encoder: [1, 1 + L, D]`, `decoder: [1, 1 + L, Dd]`.
@@ -229,90 +343,30 @@ impl Mae {
                 decoder.dims()
             );
         }
-        self.vit.set_fixed_positions(encoder)?;
+        self.encoder.set_fixed_positions(encoder)?;
         self.decoder.pos_embed = decoder;
         Ok(())
     }
+}
 
-    /// Number of patches an encoder pass keeps.
-    pub fn len_keep(&self) -> usize {
-        let l = self.cfg.geometry.num_patches();
-        ((l as f64) * (1.0 - self.cfg.mask_ratio)) as usize
+/// MAE over images or spectrograms: a batch is the encoder's input tensor.
+impl<E: PatchEncoder> Objective for Mae<E> {
+    type Batch = Tensor;
+
+    fn encoder_prefix(&self) -> &'static str {
+        E::PREFIX
     }
 
-    /// Uniform noise `[B, L]` for `random_masking`, drawn from `rng`.
-    pub fn sample_noise(
-        &self,
-        batch: usize,
-        rng: &mut impl Rng,
-        device: &Device,
-    ) -> Result<Tensor> {
-        let l = self.cfg.geometry.num_patches();
-        let v: Vec<f32> = (0..batch * l).map(|_| rng.gen::<f32>()).collect();
-        Tensor::from_vec(v, (batch, l), device)
+    fn loss(&self, x: &Tensor, rng: &mut ChaCha8Rng) -> crate::Result<Tensor> {
+        let noise = self.sample_noise(x.dim(0)?, rng, x.device())?;
+        Ok(self.forward(x, &noise, &mut Mode::Train(rng))?.loss)
     }
 
-    /// Keeps the `len_keep` patches with the lowest noise.
-    /// `x: [B, L, D]`, `noise: [B, L]` → (`[B, keep, D]`, mask `[B, L]`, ids_restore `[B, L]`).
-    pub fn random_masking(&self, x: &Tensor, noise: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        random_masking(x, noise, self.len_keep())
-    }
-
-    /// `[B, C, H, W]` → latent `[B, 1 + keep, D]`, mask, ids_restore.
-    pub fn forward_encoder(
-        &self,
-        imgs: &Tensor,
-        noise: &Tensor,
-        mode: &mut Mode,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
-        let x = self.vit.embed_patches(imgs)?;
-        let (x, mask, ids_restore) = self.random_masking(&x, noise)?;
-        Ok((self.vit.encode_tokens(&x, mode)?, mask, ids_restore))
-    }
-
-    /// latent `[B, 1 + keep, D]` → predicted patches `[B, L, p*p*C]`.
-    pub fn forward_decoder(
-        &self,
-        latent: &Tensor,
-        ids_restore: &Tensor,
-        mode: &mut Mode,
-    ) -> Result<Tensor> {
-        self.decoder.forward(latent, ids_restore, mode)
-    }
-
-    /// The reconstruction target: patches, per-patch normalised when `norm_pix_loss`.
-    pub fn target(&self, imgs: &Tensor) -> Result<Tensor> {
-        let target = patchify(imgs, self.cfg.geometry.patch)?;
-        if !self.cfg.norm_pix_loss {
-            return Ok(target);
-        }
-        normalize_patches(&target)
-    }
-
-    /// Mean over removed patches of the per-patch mean squared error.
-    pub fn forward_loss(&self, imgs: &Tensor, pred: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        masked_mse(pred, &self.target(imgs)?, mask)
-    }
-
-    pub fn forward(&self, imgs: &Tensor, noise: &Tensor, mode: &mut Mode) -> Result<MaeOutput> {
-        let (latent, mask, ids_restore) = self.forward_encoder(imgs, noise, mode)?;
-        let pred = self.forward_decoder(&latent, &ids_restore, mode)?;
-        let loss = self.forward_loss(imgs, &pred, &mask)?;
-        Ok(MaeOutput {
-            loss,
-            pred,
-            mask,
-            ids_restore,
-        })
-    }
-
-    /// Predicted patches mapped back to pixel space (undoing the per-patch normalisation
-    /// with the original's statistics, as MAE's visualisation does): `[B, L, p*p*C]`.
-    pub fn pred_to_pixels(&self, imgs: &Tensor, pred: &Tensor) -> Result<Tensor> {
-        if !self.cfg.norm_pix_loss {
-            return Ok(pred.clone());
-        }
-        denormalize_patches(pred, &patchify(imgs, self.cfg.geometry.patch)?)
+    fn evaluate(&self, x: &Tensor, rng: &mut ChaCha8Rng) -> crate::Result<Pass> {
+        let noise = self.sample_noise(x.dim(0)?, rng, x.device())?;
+        let out = self.forward(x, &noise, &mut Mode::Eval)?;
+        let patches = self.pred_to_pixels(x, &out.pred)?;
+        Ok(Pass::reconstructed(out.loss, patches, out.mask))
     }
 }
 

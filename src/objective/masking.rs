@@ -1,20 +1,24 @@
-//! Which patches an objective removes: uniformly random, or BEiT's block-wise masking
-//! (Bao et al. 2021, `masking_generator.py`).
+//! Which patches an objective removes, over a `rows × cols` patch grid (patch `r * cols + c`):
+//! uniformly random, BEiT's block-wise masking (Bao et al. 2021, `masking_generator.py`) on
+//! image grids, or whole time steps / frequency bands / both on spectrogram grids
+//! (Audio-MAE, Huang et al. 2022; a spectrogram's grid is time-major: rows are time steps,
+//! columns frequency bands).
 //!
-//! Both remove exactly `L - floor(L * (1 - ratio))` of the `L` patches — MAE's count, so a
-//! block mask expressed as noise keeps exactly `Mae::len_keep` patches — and draw from an
-//! explicit RNG (the training loop's, which checkpoints save), so masks are seeded and
-//! resumable. A mask is `[B, L]`, 0 is keep, 1 is remove; as MAE noise, removed patches get
-//! `noise + 1`, so `Mae::random_masking`, which keeps the lowest noise, keeps exactly the
-//! unmasked ones.
+//! Every kind removes the same number of patches from every example, so batches stay
+//! rectangular; random and block masking remove `L - floor(L * (1 - ratio))` of the `L`
+//! patches, MAE's count. Masks are drawn from an explicit RNG (the training loop's, which
+//! checkpoints save), so they are seeded and resumable. A mask is `[B, L]`, 0 is keep, 1 is
+//! remove; as MAE noise, removed patches get `noise + 1`, so MAE's `random_masking`, which
+//! keeps the lowest noise, keeps exactly the unmasked ones.
 
 use candle_core::{Device, Result, Tensor};
+use rand::seq::index::sample;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// Which patches are removed: a recipe's `objective.masking`, for every modality. Images
 /// take `random` or `block`; spectrograms `random`, `time`, `frequency` or
-/// `time-frequency` ([`crate::objective::audio_mae::AudioMasker`]).
+/// `time-frequency` (see [`GridMasker`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Masking {
@@ -37,73 +41,164 @@ pub enum Masking {
 pub const MIN_BLOCK_PATCHES: usize = 4;
 pub const MIN_ASPECT: f64 = 0.3;
 
+/// Draws masks of one kind over a patch grid.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MaskGenerator {
-    /// Patches per side of the (square) grid.
-    pub grid: usize,
-    pub num_masked: usize,
+pub struct GridMasker {
+    /// Rows of the grid: an image's patch rows, a spectrogram's time steps.
+    pub rows: usize,
+    /// Columns of the grid: an image's patch columns, a spectrogram's frequency bands.
+    pub cols: usize,
     pub kind: Masking,
+    /// Patches removed from each example.
+    num_masked: usize,
+    /// Whole rows / columns removed (`time`, `frequency`, `time-frequency`).
+    masked_rows: usize,
+    masked_cols: usize,
+    /// How random masking draws. On an image grid the noise alone decides (MAE's
+    /// `random_masking`); on a spectrogram grid the removed patches are sampled first, then
+    /// the noise is drawn (the path Audio-MAE runs took). Both remove the same count
+    /// uniformly at random, but their RNG draws differ, and runs must stay bit for bit what
+    /// they were.
+    sample_first: bool,
 }
 
-impl MaskGenerator {
-    /// Masks `L - floor(L * (1 - ratio))` of the `grid x grid` patches, `random` or
-    /// `block`; the spectrogram kinds are an error (an image grid has no time axis).
-    pub fn new(grid: usize, ratio: f64, kind: Masking) -> Result<Self> {
+impl GridMasker {
+    /// Random or block masking of a `grid × grid` image grid; the spectrogram kinds are an
+    /// error (an image grid has no time axis).
+    pub fn image(grid: usize, ratio: f64, kind: Masking) -> Result<Self> {
         if !matches!(kind, Masking::Random | Masking::Block) {
             candle_core::bail!(
                 "{kind:?} masking is for spectrograms; images use `random` or `block` masking"
             );
         }
-        let l = grid * grid;
-        let keep = ((l as f64) * (1.0 - ratio)) as usize;
-        Ok(Self {
-            grid,
-            num_masked: l - keep.min(l),
+        Ok(Self::new(grid, grid, ratio, kind, false))
+    }
+
+    /// `random`, `time`, `frequency` or `time-frequency` masking of a spectrogram grid of
+    /// `time` steps × `freq` bands; `block` is an error (it is image masking).
+    pub fn spectrogram(time: usize, freq: usize, ratio: f64, kind: Masking) -> Result<Self> {
+        if kind == Masking::Block {
+            candle_core::bail!(
+                "block masking is for images; spectrograms use `random`, `time`, `frequency` or `time-frequency`"
+            );
+        }
+        Ok(Self::new(time, freq, ratio, kind, true))
+    }
+
+    fn new(rows: usize, cols: usize, ratio: f64, kind: Masking, sample_first: bool) -> Self {
+        let l = rows * cols;
+        let count = |n: usize, r: f64| {
+            ((r * n as f64).round() as usize).clamp(1, n.saturating_sub(1).max(1))
+        };
+        let each = 1.0 - (1.0 - ratio).sqrt();
+        let (masked_rows, masked_cols) = match kind {
+            Masking::Random | Masking::Block => (0, 0),
+            Masking::Time => (count(rows, ratio), 0),
+            Masking::Frequency => (0, count(cols, ratio)),
+            Masking::TimeFrequency => (count(rows, each), count(cols, each)),
+        };
+        let num_masked = match kind {
+            Masking::Random | Masking::Block => l - (((l as f64) * (1.0 - ratio)) as usize).min(l),
+            _ => l - (rows - masked_rows) * (cols - masked_cols),
+        };
+        Self {
+            rows,
+            cols,
             kind,
-        })
+            num_masked,
+            masked_rows,
+            masked_cols,
+            sample_first,
+        }
     }
 
-    fn num_patches(&self) -> usize {
-        self.grid * self.grid
+    pub fn num_patches(&self) -> usize {
+        self.rows * self.cols
     }
 
-    /// Noise `[B, L]` for `Mae::random_masking`. For random masking these are the same
-    /// draws as `Mae::sample_noise`; for block masking, a block mask (see [`block_mask`]) is
-    /// drawn first for each example, then uniform noise, plus 1 on removed patches.
+    /// Patches removed from each example.
+    pub fn num_masked(&self) -> usize {
+        self.num_masked
+    }
+
+    /// Patches the encoder keeps, the same for every example.
+    pub fn len_keep(&self) -> usize {
+        self.num_patches() - self.num_masked
+    }
+
+    /// One example's mask, `true` = removed.
+    pub fn example_mask(&self, rng: &mut impl Rng) -> Vec<bool> {
+        let l = self.num_patches();
+        match self.kind {
+            Masking::Random if self.sample_first => {
+                let mut m = vec![false; l];
+                for i in sample(rng, l, self.num_masked) {
+                    m[i] = true;
+                }
+                m
+            }
+            Masking::Random => {
+                let noise: Vec<f32> = (0..l).map(|_| rng.gen::<f32>()).collect();
+                mask_from_noise(&noise, self.len_keep())
+            }
+            Masking::Block => block_mask(self.rows, self.cols, self.num_masked, rng),
+            Masking::Time | Masking::Frequency | Masking::TimeFrequency => {
+                let mut rows = vec![false; self.rows];
+                for i in sample(rng, self.rows, self.masked_rows) {
+                    rows[i] = true;
+                }
+                let mut cols = vec![false; self.cols];
+                for i in sample(rng, self.cols, self.masked_cols) {
+                    cols[i] = true;
+                }
+                (0..l)
+                    .map(|i| rows[i / self.cols] || cols[i % self.cols])
+                    .collect()
+            }
+        }
+    }
+
+    /// MAE noise `[B, L]`: keeping the `len_keep` lowest keeps exactly the unmasked patches.
+    /// Image random masking draws uniform noise alone (MAE's `random_masking`); block
+    /// masking draws every example's block mask first, then the noise; the other kinds draw
+    /// each example's mask, then its noise. Removed patches get `noise + 1`.
     pub fn noise(&self, batch: usize, rng: &mut impl Rng, device: &Device) -> Result<Tensor> {
         let l = self.num_patches();
         let v: Vec<f32> = match self.kind {
-            Masking::Random => (0..batch * l).map(|_| rng.gen::<f32>()).collect(),
-            // Block (`new` admits no other kind).
-            _ => {
-                let masks: Vec<Vec<bool>> = (0..batch)
-                    .map(|_| block_mask(self.grid, self.grid, self.num_masked, rng))
-                    .collect();
+            Masking::Random if !self.sample_first => {
+                (0..batch * l).map(|_| rng.gen::<f32>()).collect()
+            }
+            Masking::Block => {
+                let masks: Vec<Vec<bool>> = (0..batch).map(|_| self.example_mask(rng)).collect();
                 masks
                     .iter()
                     .flatten()
                     .map(|&m| rng.gen::<f32>() + if m { 1.0 } else { 0.0 })
                     .collect()
             }
+            _ => {
+                let mut v = Vec::with_capacity(batch * l);
+                for _ in 0..batch {
+                    let m = self.example_mask(rng);
+                    v.extend(
+                        m.iter()
+                            .map(|&m| rng.gen::<f32>() + if m { 1.0 } else { 0.0 }),
+                    );
+                }
+                v
+            }
         };
         Tensor::from_vec(v, (batch, l), device)
     }
 
-    /// A mask `[B, L]` (f32, 1 = remove), for objectives that take one directly.
+    /// A mask `[B, L]` (f32, 1 = remove), for objectives that take one directly (SimMIM).
     pub fn mask(&self, batch: usize, rng: &mut impl Rng, device: &Device) -> Result<Tensor> {
-        let l = self.num_patches();
-        let mut v = Vec::with_capacity(batch * l);
+        let mut v = Vec::with_capacity(batch * self.num_patches());
         for _ in 0..batch {
-            let m = match self.kind {
-                Masking::Random => {
-                    let noise: Vec<f32> = (0..l).map(|_| rng.gen::<f32>()).collect();
-                    mask_from_noise(&noise, l - self.num_masked)
-                }
-                _ => block_mask(self.grid, self.grid, self.num_masked, rng),
-            };
+            let m = self.example_mask(rng);
             v.extend(m.into_iter().map(|b| if b { 1f32 } else { 0.0 }));
         }
-        Tensor::from_vec(v, (batch, l), device)
+        Tensor::from_vec(v, (batch, self.num_patches()), device)
     }
 }
 
@@ -196,35 +291,85 @@ mod tests {
 
     #[test]
     fn spectrogram_masking_of_an_image_grid_is_an_error() {
-        let err = MaskGenerator::new(7, 0.5, Masking::Time).unwrap_err();
+        let err = GridMasker::image(7, 0.5, Masking::Time).unwrap_err();
         assert!(err.to_string().contains("`random` or `block`"), "{err}");
+    }
+
+    #[test]
+    fn block_masking_of_a_spectrogram_is_an_error_naming_the_kinds_it_takes() {
+        let err = GridMasker::spectrogram(6, 4, 0.5, Masking::Block).unwrap_err();
+        assert!(err.to_string().contains("time-frequency"), "{err}");
     }
 
     #[test]
     fn count_matches_maes_len_keep() {
         // 49 patches at 0.75: MAE keeps floor(12.25) = 12, so 37 are removed.
-        assert_eq!(
-            MaskGenerator::new(7, 0.75, Masking::Block)
-                .unwrap()
-                .num_masked,
-            37
-        );
-        assert_eq!(
-            MaskGenerator::new(14, 0.4, Masking::Random)
-                .unwrap()
-                .num_masked,
-            79
-        );
+        let block = GridMasker::image(7, 0.75, Masking::Block).unwrap();
+        assert_eq!(block.num_masked(), 37);
+        assert_eq!(block.len_keep(), 12);
+        let random = GridMasker::image(14, 0.4, Masking::Random).unwrap();
+        assert_eq!(random.num_masked(), 79);
     }
 
     #[test]
     fn random_noise_is_maes_sample_noise() {
-        let g = MaskGenerator::new(7, 0.75, Masking::Random).unwrap();
+        let g = GridMasker::image(7, 0.75, Masking::Random).unwrap();
         let a = g
             .noise(3, &mut ChaCha8Rng::seed_from_u64(5), &Device::Cpu)
             .unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let b: Vec<f32> = (0..3 * 49).map(|_| rng.gen::<f32>()).collect();
         assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b);
+    }
+
+    #[test]
+    fn every_spectrogram_kind_removes_a_fixed_count_with_its_structure() {
+        // 6 time steps x 4 frequency bands.
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        for kind in [
+            Masking::Random,
+            Masking::Time,
+            Masking::Frequency,
+            Masking::TimeFrequency,
+        ] {
+            let m = GridMasker::spectrogram(6, 4, 0.5, kind).unwrap();
+            for _ in 0..5 {
+                let mask = m.example_mask(&mut rng);
+                let kept = mask.iter().filter(|r| !**r).count();
+                assert_eq!(kept, m.len_keep(), "{kind:?}");
+                match kind {
+                    Masking::Time => {
+                        // A column is removed whole or not at all.
+                        for t in 0..6 {
+                            let col: Vec<bool> = (0..4).map(|f| mask[t * 4 + f]).collect();
+                            assert!(col.iter().all(|&c| c == col[0]), "{col:?}");
+                        }
+                        assert_eq!(kept, 3 * 4);
+                    }
+                    Masking::Frequency => {
+                        for f in 0..4 {
+                            let row: Vec<bool> = (0..6).map(|t| mask[t * 4 + f]).collect();
+                            assert!(row.iter().all(|&c| c == row[0]), "{row:?}");
+                        }
+                        assert_eq!(kept, 6 * 2);
+                    }
+                    Masking::TimeFrequency => assert!(kept < 24 && kept > 0),
+                    Masking::Random => assert_eq!(kept, 12),
+                    Masking::Block => unreachable!("not in the list"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn noise_keeps_exactly_the_unmasked_patches() {
+        let m = GridMasker::spectrogram(6, 4, 0.6, Masking::TimeFrequency).unwrap();
+        let noise = m
+            .noise(3, &mut ChaCha8Rng::seed_from_u64(1), &Device::Cpu)
+            .unwrap();
+        for row in noise.to_vec2::<f32>().unwrap() {
+            let low = row.iter().filter(|&&v| v < 1.0).count();
+            assert_eq!(low, m.len_keep());
+        }
     }
 }

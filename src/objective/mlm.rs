@@ -3,22 +3,29 @@
 //! projection is tied to the input embeddings, predicts the original token at each selected
 //! position. The loss is the mean cross-entropy over selected positions only.
 //!
-//! Which tokens are selected and what replaces them is the data side's business
-//! ([`crate::modality::text::mask`]); this module sees the result.
+//! Which tokens are selected and what replaces them follows BERT's recipe in
+//! [`crate::modality::text::mask`]; the objective owns the masker and draws from the
+//! training loop's RNG, as image objectives draw their masks.
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
+use rand_chacha::ChaCha8Rng;
 
+use super::{Objective, Pass};
 use crate::backbone::Mode;
 use crate::error::{Error, Result};
 use crate::modality::text::encoder::{MlmHead, TextConfig, TextEncoder};
+use crate::modality::text::mask::MlmMasker;
+use crate::modality::text::pack::TokenBlocks;
 
 pub use crate::modality::text::mask::IGNORE;
 
-/// The text encoder under `text.` and the tied MLM head under `mlm.`.
+/// The text encoder under `text.` and the tied MLM head under `mlm.`, with the masker that
+/// corrupts their input.
 pub struct Mlm {
     pub text: TextEncoder,
     pub head: MlmHead,
+    pub masker: MlmMasker,
 }
 
 /// A masked batch, ready for the model.
@@ -98,11 +105,34 @@ pub struct MlmEval {
 }
 
 impl Mlm {
-    pub fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &TextConfig, masker: MlmMasker, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             text: TextEncoder::new(cfg, vb.pp("text"))?,
             head: MlmHead::new(cfg, vb.pp("mlm"))?,
+            masker,
         })
+    }
+
+    /// Masks every block of `blocks` in order, drawing from `rng`: the model's input.
+    pub fn mask(&self, blocks: &TokenBlocks, rng: &mut ChaCha8Rng) -> Result<MlmBatch> {
+        let (n, t) = (blocks.len(), blocks.seq_len);
+        let mut ids = Vec::with_capacity(n * t);
+        let mut mask = Vec::with_capacity(n * t);
+        let mut labels = Vec::with_capacity(n * t);
+        for i in 0..n {
+            let block = blocks.get(i);
+            let (masked, l) = self.masker.apply(block.ids, block.word_ids, rng);
+            ids.extend(masked);
+            labels.extend(l);
+            mask.extend(block.attention_mask.iter().map(|&a| a as f32));
+        }
+        MlmBatch::new(
+            ids,
+            mask,
+            &labels,
+            (n, t),
+            self.text.word_embeddings().device(),
+        )
     }
 
     pub fn forward(&self, batch: &MlmBatch, mode: &mut Mode) -> Result<MlmOutput> {
@@ -148,5 +178,27 @@ impl MlmEval {
             perplexity: mean.exp(),
             accuracy: hits as f64 / tokens.max(1) as f64,
         }
+    }
+}
+
+/// MLM over blocks of tokens (the batch's rows, as gathered from the training blocks).
+impl Objective for Mlm {
+    type Batch = TokenBlocks;
+
+    fn encoder_prefix(&self) -> &'static str {
+        "text."
+    }
+
+    fn loss(&self, blocks: &TokenBlocks, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+        let batch = self.mask(blocks, rng)?;
+        Ok(self.forward(&batch, &mut Mode::Train(rng))?.loss)
+    }
+
+    fn evaluate(&self, blocks: &TokenBlocks, rng: &mut ChaCha8Rng) -> Result<Pass> {
+        let batch = self.mask(blocks, rng)?;
+        Ok(Pass {
+            loss: self.forward(&batch, &mut Mode::Eval)?.loss,
+            reconstruction: None,
+        })
     }
 }

@@ -1,9 +1,62 @@
 //! Pretext tasks, one file each. An objective owns its masking, its decoder and its loss;
-//! it depends on a modality's embedder and the backbone, never on another objective.
-//! `masking` holds the mask generators objectives share.
+//! it depends on a modality's encoder and the backbone, never on another objective.
+//! `masking` holds the mask generators objectives share; `patch` the patch-grid encoders
+//! MAE runs over (images, spectrograms).
+//!
+//! Every objective is an [`Objective`]: the training loop asks it for the loss of a batch
+//! and the pipeline for an evaluation pass (dry runs, reconstruction pictures).
 
-pub mod audio_mae;
 pub mod mae;
 pub mod masking;
 pub mod mlm;
+pub mod patch;
 pub mod simmim;
+
+use candle_core::Tensor;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::Result;
+
+/// A pretext task over batches of one kind.
+pub trait Objective {
+    /// One batch as the objective takes it: an input tensor (`[B, C, H, W]` images,
+    /// `[B, F, T]` spectrograms) or token blocks, not yet masked.
+    type Batch;
+    /// Prefix of the encoder's parameters (`vit.`, `audio.`, `text.`): what downstream
+    /// heads and exports take from a checkpoint.
+    fn encoder_prefix(&self) -> &'static str;
+    /// The scalar training loss of `batch`: its masks are drawn from `rng` first, then
+    /// dropout draws from it.
+    fn loss(&self, batch: &Self::Batch, rng: &mut ChaCha8Rng) -> Result<Tensor>;
+    /// One pass in evaluation mode (masks drawn from `rng`, no dropout).
+    fn evaluate(&self, batch: &Self::Batch, rng: &mut ChaCha8Rng) -> Result<Pass>;
+}
+
+/// What an evaluation pass gives.
+pub struct Pass {
+    /// The scalar loss.
+    pub loss: Tensor,
+    /// For objectives that reconstruct patches (MAE, SimMIM): what reconstruction
+    /// pictures show. `None` for MLM.
+    pub reconstruction: Option<Reconstruction>,
+}
+
+impl Pass {
+    /// The pass of an objective that reconstructs `patches` (`[B, L, P]`, the input's
+    /// space) with `mask` (`[B, L]`, 1 = removed).
+    pub fn reconstructed(loss: Tensor, patches: Tensor, mask: Tensor) -> Self {
+        Self {
+            loss,
+            reconstruction: Some(Reconstruction { patches, mask }),
+        }
+    }
+}
+
+/// Predicted patches of a patch grid and which were removed.
+pub struct Reconstruction {
+    /// `[B, L, P]`, in the input's space (pixels of the normalised image, normalised
+    /// log-mel values).
+    pub patches: Tensor,
+    /// `[B, L]`, 1 = removed.
+    pub mask: Tensor,
+}

@@ -7,11 +7,16 @@
 //! (SimMIM's 1x1 convolution + pixel shuffle, per token), and the loss is L1 on the removed
 //! patches only, averaged over their pixels. The backbone is the shared [`ImageEncoder`]
 //! (weights under `vit.`, as for MAE), so downstream heads load it the same way. The mask is
-//! an explicit `[B, L]` tensor (see [`super::masking`]) so tests can pin it.
+//! an explicit `[B, L]` tensor (see [`super::masking`]) so tests can pin it; as an
+//! [`Objective`], SimMIM draws it with its own [`GridMasker`].
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
+use rand_chacha::ChaCha8Rng;
 
+use super::mae::{denormalize_patches, normalize_patches};
+use super::masking::{GridMasker, Masking};
+use super::{Objective, Pass};
 use crate::backbone::{EncoderConfig, Linear, Mode};
 use crate::modality::image::patch::patchify;
 use crate::modality::image::{ImageEncoder, ImageGeometry};
@@ -22,6 +27,8 @@ pub struct SimMimConfig {
     pub encoder: EncoderConfig,
     /// Fraction of patches removed, in (0, 1).
     pub mask_ratio: f64,
+    /// `random` or `block` (SimMIM's default for ViT).
+    pub masking: Masking,
     /// Predict per-patch normalised pixels (SimMIM's `NORM_TARGET`, MAE's `norm_pix_loss`);
     /// the paper's default is off (targets are the normalised image).
     pub norm_pix_loss: bool,
@@ -40,16 +47,8 @@ pub struct SimMim {
     pub vit: ImageEncoder,
     mask_token: Tensor, // [1, 1, D]
     pred: Linear,       // D -> p*p*C
+    masker: GridMasker,
     cfg: SimMimConfig,
-}
-
-/// Per-patch mean and standard deviation (`[B, L, P]` → `[B, L, 1]` each), unbiased
-/// variance + 1e-6 as MAE's `norm_pix_loss`.
-fn patch_stats(patches: &Tensor) -> Result<(Tensor, Tensor)> {
-    let n = patches.dim(2)? as f64;
-    let mean = patches.mean_keepdim(2)?;
-    let var = (patches.broadcast_sub(&mean)?.sqr()?.sum_keepdim(2)? / (n - 1.0).max(1.0))?;
-    Ok((mean, (var + 1e-6)?.sqrt()?))
 }
 
 impl SimMim {
@@ -76,6 +75,7 @@ impl SimMim {
                 true,
                 vb.pp("decoder").pp("pred"),
             )?,
+            masker: GridMasker::image(cfg.geometry.grid(), cfg.mask_ratio, cfg.masking)?,
             cfg: cfg.clone(),
         })
     }
@@ -119,8 +119,7 @@ impl SimMim {
         if !self.cfg.norm_pix_loss {
             return Ok(target);
         }
-        let (mean, std) = patch_stats(&target)?;
-        target.broadcast_sub(&mean)?.broadcast_div(&std)
+        normalize_patches(&target)
     }
 
     /// Mean absolute error over the pixels of removed patches.
@@ -150,7 +149,27 @@ impl SimMim {
         if !self.cfg.norm_pix_loss {
             return Ok(pred.clone());
         }
-        let (mean, std) = patch_stats(&patchify(imgs, self.cfg.geometry.patch)?)?;
-        pred.broadcast_mul(&std)?.broadcast_add(&mean)
+        denormalize_patches(pred, &patchify(imgs, self.cfg.geometry.patch)?)
+    }
+}
+
+/// SimMIM over images `[B, C, H, W]`.
+impl Objective for SimMim {
+    type Batch = Tensor;
+
+    fn encoder_prefix(&self) -> &'static str {
+        "vit."
+    }
+
+    fn loss(&self, imgs: &Tensor, rng: &mut ChaCha8Rng) -> crate::Result<Tensor> {
+        let mask = self.masker.mask(imgs.dim(0)?, rng, imgs.device())?;
+        Ok(self.forward(imgs, &mask, &mut Mode::Train(rng))?.loss)
+    }
+
+    fn evaluate(&self, imgs: &Tensor, rng: &mut ChaCha8Rng) -> crate::Result<Pass> {
+        let mask = self.masker.mask(imgs.dim(0)?, rng, imgs.device())?;
+        let out = self.forward(imgs, &mask, &mut Mode::Eval)?;
+        let patches = self.pred_to_pixels(imgs, &out.pred)?;
+        Ok(Pass::reconstructed(out.loss, patches, out.mask))
     }
 }

@@ -52,23 +52,3 @@ impl MetricsLog {
         self.file.flush().map_err(|e| Error::io(&self.path, e))
     }
 }
-
-/// Time accumulated over calls, from any thread (e.g. batch making inside the loss).
-#[derive(Debug, Default)]
-pub struct Stopwatch(std::sync::atomic::AtomicU64);
-
-impl Stopwatch {
-    /// Runs `f`, adding its duration to the total.
-    pub fn time<T>(&self, f: impl FnOnce() -> T) -> T {
-        let started = std::time::Instant::now();
-        let out = f();
-        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.0
-            .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
-        out
-    }
-
-    pub fn total(&self) -> std::time::Duration {
-        std::time::Duration::from_nanos(self.0.load(std::sync::atomic::Ordering::Relaxed))
-    }
-}

@@ -5,6 +5,7 @@
 //! samples instead ([`ClipSet::load_waveforms`]), batched as `[B, samples]`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -14,6 +15,7 @@ use super::dataset::AudioItem;
 use super::mel::{MelConfig, MelSpectrogram};
 use super::resample::load_clip;
 use crate::error::{Error, Result};
+use crate::train::loader::MakeBatch;
 
 /// Everything that turns a waveform into an encoder input; saved with a run
 /// (`audio-config.json`, with the encoder's shape) so that its checkpoints can be used on
@@ -56,13 +58,28 @@ impl AudioFeatures {
 
     /// Normalised spectrograms `[B, n_mels, frames]` from row-major `[n_mels, frames]` each.
     pub fn to_tensor(&self, specs: &[&[f32]], device: &Device) -> Result<Tensor> {
+        self.values_to_tensor(self.normalised(specs), specs.len(), device)
+    }
+
+    /// The normalised values of row-major `[n_mels, frames]` spectrograms, concatenated.
+    pub fn normalised(&self, specs: &[&[f32]]) -> Vec<f32> {
         let mut values = Vec::with_capacity(specs.len() * self.mel.n_mels * self.frames);
         for s in specs {
             values.extend(s.iter().map(|v| (v - self.mean) / self.std));
         }
+        values
+    }
+
+    /// Values from [`Self::normalised`] as `[B, n_mels, frames]`.
+    pub fn values_to_tensor(
+        &self,
+        values: Vec<f32>,
+        batch: usize,
+        device: &Device,
+    ) -> Result<Tensor> {
         Ok(Tensor::from_vec(
             values,
-            (specs.len(), self.mel.n_mels, self.frames),
+            (batch, self.mel.n_mels, self.frames),
             device,
         )?)
     }
@@ -247,13 +264,19 @@ impl ClipSet {
 
     /// Normalised spectrograms `[B, n_mels, frames]` of the clips `idx`.
     pub fn batch(&self, idx: &[usize], f: &AudioFeatures, device: &Device) -> Result<Tensor> {
+        f.values_to_tensor(self.normalised(idx, f)?, idx.len(), device)
+    }
+
+    /// The normalised spectrogram values of the clips `idx`, `[B, n_mels, frames]`
+    /// row-major (a waveform set is an error).
+    pub fn normalised(&self, idx: &[usize], f: &AudioFeatures) -> Result<Vec<f32>> {
         if let ClipKind::Waveform { .. } = self.kind {
             return Err(Error::Usage(
                 "these clips are waveforms, not spectrograms".into(),
             ));
         }
         let specs: Vec<&[f32]> = idx.iter().map(|&i| self.get(i)).collect();
-        f.to_tensor(&specs, device)
+        Ok(f.normalised(&specs))
     }
 
     /// Waveforms `[B, samples]` of the clips `idx` (a spectrogram set is an error).
@@ -295,6 +318,23 @@ impl ClipSet {
                 l.truncate(n);
             }
         }
+    }
+}
+
+/// Pretraining batches of spectrograms: the normalised values of the sampled clips, made on
+/// the training loader's thread ([`crate::train::loader`]).
+#[derive(Debug, Clone)]
+pub struct SpectrogramBatches {
+    pub clips: Arc<ClipSet>,
+    pub features: AudioFeatures,
+}
+
+impl MakeBatch for SpectrogramBatches {
+    /// `[B, n_mels, frames]` (see [`AudioFeatures::values_to_tensor`]).
+    type Batch = Vec<f32>;
+
+    fn make(&self, indices: &[usize], _epochs: &[usize]) -> Result<Vec<f32>> {
+        self.clips.normalised(indices, &self.features)
     }
 }
 

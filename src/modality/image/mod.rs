@@ -1,7 +1,8 @@
-//! Images: reading (IDX, image folders), augmentation, batching (synchronous or prefetched),
-//! tensors (patches), and the embedder that feeds the backbone.
+//! Images: reading (IDX, image folders), augmentation, pretraining batches (made on the
+//! training loader's thread), tensors (patches), and the embedder that feeds the backbone.
 
 pub mod augment;
+pub mod batch;
 pub mod classifier;
 pub mod dataset;
 pub mod embed;
@@ -9,7 +10,6 @@ pub mod encoder;
 pub mod folder;
 pub mod grid;
 pub mod idx;
-pub mod loader;
 pub mod patch;
 
 pub use classifier::{ClassifierSpec, ImageClassifier};

@@ -11,8 +11,11 @@
 //! Word ids are numbered over the whole stream, so they are unique within a block and a word
 //! cut by a block boundary keeps one id on each side (whole-word masking stays whole).
 
+use std::sync::Arc;
+
 use super::corpus::Document;
 use super::tokenizer::TextTokenizer;
+use crate::train::loader::MakeBatch;
 use crate::{Error, Result};
 
 /// Fixed-length blocks, row-major `[len(), seq_len]`.
@@ -55,9 +58,41 @@ impl TokenBlocks {
         }
     }
 
+    /// The blocks `indices`, in that order: a batch's rows.
+    pub fn gather(&self, indices: &[usize]) -> TokenBlocks {
+        let n = indices.len() * self.seq_len;
+        let mut out = TokenBlocks {
+            seq_len: self.seq_len,
+            ids: Vec::with_capacity(n),
+            attention_mask: Vec::with_capacity(n),
+            word_ids: Vec::with_capacity(n),
+        };
+        for &i in indices {
+            let b = self.get(i);
+            out.ids.extend_from_slice(b.ids);
+            out.attention_mask.extend_from_slice(b.attention_mask);
+            out.word_ids.extend_from_slice(b.word_ids);
+        }
+        out
+    }
+
     /// Total number of real (non-padding) tokens.
     pub fn num_tokens(&self) -> usize {
         self.attention_mask.iter().filter(|&&m| m == 1).count()
+    }
+}
+
+/// Pretraining batches of blocks: the sampled blocks gathered, made on the training
+/// loader's thread ([`crate::train::loader`]). They are not masked here: masking draws from
+/// the training loop's RNG, on its thread.
+#[derive(Debug, Clone)]
+pub struct BlockBatches(pub Arc<TokenBlocks>);
+
+impl MakeBatch for BlockBatches {
+    type Batch = TokenBlocks;
+
+    fn make(&self, indices: &[usize], _epochs: &[usize]) -> Result<TokenBlocks> {
+        Ok(self.0.gather(indices))
     }
 }
 

@@ -11,6 +11,7 @@ pub mod pretrain;
 pub mod task;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::Device;
 use rand::SeedableRng;
@@ -23,7 +24,8 @@ use crate::modality::audio::clips::{AudioFeatures, ClipSet};
 pub use crate::modality::audio::config::AudioRunConfig;
 use crate::modality::audio::dataset::{self, AudioItem};
 use crate::modality::audio::encoder::SpectrogramGeometry;
-use crate::objective::audio_mae::{AudioMae, AudioMaeConfig};
+use crate::objective::mae::{AudioMae, AudioMaeConfig};
+use crate::objective::Objective;
 use crate::params::ParamStore;
 use crate::recipe::{AudioSection, DataSource, Recipe};
 use pretrain::AudioMaeTask;
@@ -38,7 +40,8 @@ pub struct Prepared {
     pub config: AudioRunConfig,
     pub params: ParamStore,
     pub mae: AudioMae,
-    pub train: ClipSet,
+    /// Shared with the training loader's thread.
+    pub train: Arc<ClipSet>,
     pub test: Option<ClipSet>,
     /// `data.labelled`'s splits, when the recipe names them (else the heads use `train` and
     /// `test`, see [`Prepared::heads_data`]).
@@ -55,7 +58,7 @@ impl Prepared {
         }
         match &self.labelled {
             Some((train, test)) => Some((train, test)),
-            None => self.test.as_ref().map(|test| (&self.train, test)),
+            None => self.test.as_ref().map(|test| (&*self.train, test)),
         }
     }
 }
@@ -174,7 +177,7 @@ pub fn prepare(
     };
     let classes = dataset::class_names(labelled_items.as_ref().map_or(&train_items, |l| &l.0));
     let load = |items: &[AudioItem]| ClipSet::load(items, &a.mel, a.frames, &classes);
-    let train = load(&train_items)?;
+    let train = Arc::new(load(&train_items)?);
     let test = match &r.data.test {
         Some(t) => Some(load(&items(t, "data.test", file)?)?),
         None => None,
@@ -230,12 +233,12 @@ impl Prepared {
     fn task(&self, seed: u64) -> AudioMaeTask<'_> {
         AudioMaeTask {
             mae: &self.mae,
-            train: &self.train,
-            preview: self.test.as_ref().unwrap_or(&self.train),
+            train: self.train.clone(),
+            preview: self.test.as_ref().unwrap_or(&*self.train),
             features: &self.config.features,
             device: self.device.clone(),
             seed,
-            batch_time: Default::default(),
+            loader: Default::default(),
         }
     }
 }
@@ -250,7 +253,7 @@ impl Pipeline for Prepared {
     }
 
     fn encoder_prefix(&self) -> &'static str {
-        "audio."
+        self.mae.encoder_prefix()
     }
 
     fn write_run_files(&self, run_dir: &Path, _fresh: bool) -> Result<()> {
@@ -293,8 +296,8 @@ impl Pipeline for Prepared {
         let b = r.train.batch_size.min(p.train.len());
         let idx: Vec<usize> = (0..b).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
-        let (spec, out) = t.forward(&p.train, &idx, &mut rng, false)?;
-        let loss = out.loss.to_scalar::<f32>()?;
+        let (spec, loss, rec) = t.evaluate(&p.train, &idx, &mut rng)?;
+        let loss = loss.to_scalar::<f32>()?;
         if !loss.is_finite() {
             return Err(Error::NonFinite { step: 0, loss });
         }
@@ -316,12 +319,12 @@ impl Pipeline for Prepared {
             p.params.num_params(),
             p.params.num_params_with_prefix("audio."),
             spec.dims(),
-            g.num_patches() - p.mae.masker.len_keep(),
+            p.mae.masker().num_masked(),
             g.num_patches(),
             g.time_patches(),
             g.freq_patches(),
             p.mae.config().masking,
-            out.pred.dims(),
+            rec.patches.dims(),
         );
         if let Some((train, test)) = p.heads_data(r) {
             let names = &p.classes;

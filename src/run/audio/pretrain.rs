@@ -2,19 +2,23 @@
 //! masked, reconstructed spectrograms) at every checkpoint.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::backbone::Mode;
-use crate::error::Result;
-use crate::modality::audio::clips::{AudioFeatures, ClipSet};
+use crate::error::{Error, Result};
+use crate::modality::audio::clips::{AudioFeatures, ClipSet, SpectrogramBatches};
 use crate::modality::audio::encoder::{unpatchify, SpectrogramEncoder};
 use crate::modality::image::grid::save_grid;
-use crate::objective::audio_mae::AudioMae;
+use crate::objective::mae::AudioMae;
+use crate::objective::{Objective, Reconstruction};
 use crate::params::ParamStore;
 use crate::run::PretrainStage;
+use crate::train::loader::TaskLoader;
+use crate::train::sampler::Sampler;
 use crate::train::TrainTask;
 
 /// Clips shown in the reconstruction pictures.
@@ -23,15 +27,14 @@ const PREVIEW_CLIPS: usize = 8;
 /// Audio-MAE on the training clips.
 pub struct AudioMaeTask<'a> {
     pub mae: &'a AudioMae,
-    pub train: &'a ClipSet,
+    pub train: Arc<ClipSet>,
     /// Clips shown in the reconstruction pictures.
     pub preview: &'a ClipSet,
     pub features: &'a AudioFeatures,
     pub device: Device,
     pub seed: u64,
-    /// Time the training steps spent making spectrogram batches, on the training thread:
-    /// audio batches are not prefetched.
-    pub batch_time: crate::train::metrics::Stopwatch,
+    /// Normalised spectrograms of the training batches, made ahead on a worker thread.
+    pub loader: TaskLoader<Vec<f32>>,
 }
 
 /// Rows of spectrograms `[N, F, T]` as grey pictures `[N, 1, F, T]` in [0, 1], low
@@ -45,29 +48,20 @@ fn picture(x: &Tensor, range: (f32, f32)) -> Result<Tensor> {
 }
 
 impl AudioMaeTask<'_> {
-    /// One forward pass on the clips `idx` with masks drawn from `rng`.
-    pub fn forward(
+    /// An evaluation pass on the clips `idx` of `set`, masks drawn from `rng`: the
+    /// spectrograms `[B, F, T]`, the loss and the reconstruction.
+    pub fn evaluate(
         &self,
         set: &ClipSet,
         idx: &[usize],
         rng: &mut ChaCha8Rng,
-        train: bool,
-    ) -> Result<(Tensor, crate::objective::audio_mae::AudioMaeOutput)> {
+    ) -> Result<(Tensor, Tensor, Reconstruction)> {
         let spec = set.batch(idx, self.features, &self.device)?;
-        self.forward_spec(spec, rng, train)
-    }
-
-    /// One forward pass on spectrograms `[B, F, T]` with masks drawn from `rng`.
-    fn forward_spec(
-        &self,
-        spec: Tensor,
-        rng: &mut ChaCha8Rng,
-        train: bool,
-    ) -> Result<(Tensor, crate::objective::audio_mae::AudioMaeOutput)> {
-        let noise = self.mae.masker.noise(spec.dim(0)?, rng, &self.device)?;
-        let mut mode = if train { Mode::Train(rng) } else { Mode::Eval };
-        let out = self.mae.forward(&spec, &noise, &mut mode)?;
-        Ok((spec, out))
+        let pass = self.mae.evaluate(&spec, rng)?;
+        let rec = pass
+            .reconstruction
+            .ok_or_else(|| Error::Usage("Audio-MAE gave no reconstruction".into()))?;
+        Ok((spec, pass.loss, rec))
     }
 
     /// Original, masked (removed patches blank) and reconstructed spectrograms (kept patches
@@ -77,10 +71,10 @@ impl AudioMaeTask<'_> {
         let idx: Vec<usize> = (0..n).collect();
         // The same masks at every checkpoint, so pictures are comparable over training.
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x6175_6469);
-        let (spec, out) = self.forward(self.preview, &idx, &mut rng, false)?;
+        let (spec, _, rec) = self.evaluate(self.preview, &idx, &mut rng)?;
         let g = &self.mae.config().geometry;
-        let pred = unpatchify(&self.mae.pred_to_spec(&spec, &out.pred)?, g)?;
-        let mask = unpatchify(&out.mask.unsqueeze(2)?.repeat((1, 1, g.patch_dim()))?, g)?;
+        let pred = unpatchify(&rec.patches, g)?;
+        let mask = unpatchify(&rec.mask.unsqueeze(2)?.repeat((1, 1, g.patch_dim()))?, g)?;
         let keep = (1.0 - &mask)?;
         let lo = spec.min_all()?.to_scalar::<f32>()?;
         let hi = spec.max_all()?.to_scalar::<f32>()?;
@@ -99,11 +93,20 @@ impl TrainTask for AudioMaeTask<'_> {
         self.train.len()
     }
 
+    fn begin(&self, sampler: &Sampler, batch_size: usize) -> Result<()> {
+        let maker = SpectrogramBatches {
+            clips: self.train.clone(),
+            features: self.features.clone(),
+        };
+        self.loader.start(maker, sampler, batch_size)
+    }
+
     fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
+        let values = self.loader.next(indices)?;
         let spec = self
-            .batch_time
-            .time(|| self.train.batch(indices, self.features, &self.device))?;
-        Ok(self.forward_spec(spec, rng, true)?.1.loss)
+            .features
+            .values_to_tensor(values, indices.len(), &self.device)?;
+        self.mae.loss(&spec, rng)
     }
 
     fn infer(&self, params: &ParamStore, indices: &[usize]) -> Result<Option<Tensor>> {
@@ -130,6 +133,6 @@ impl TrainTask for AudioMaeTask<'_> {
 
 impl PretrainStage for AudioMaeTask<'_> {
     fn data_wait(&self) -> std::time::Duration {
-        self.batch_time.total()
+        self.loader.waited()
     }
 }

@@ -6,7 +6,7 @@ pub mod task;
 
 use std::path::Path;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -14,9 +14,11 @@ use super::downstream::DownstreamTask;
 use super::{Pipeline, PretrainStage};
 use crate::error::{Error, Result};
 use crate::modality::image::dataset::ImageDataset;
+use crate::objective::Objective;
 use crate::params::ParamStore;
 use crate::recipe::{self, DataSource, ImageSection, Recipe};
-use pretrain::{Objective, PretrainTask};
+use crate::train::loader::MakeBatch;
+use pretrain::PretrainTask;
 
 /// Everything a recipe needs, built and checked.
 pub struct Prepared {
@@ -25,7 +27,7 @@ pub struct Prepared {
     train: ImageDataset,
     test: Option<ImageDataset>,
     params: ParamStore,
-    objective: Objective,
+    objective: Box<dyn Objective<Batch = Tensor>>,
 }
 
 fn load_images(
@@ -91,7 +93,7 @@ pub fn prepare(r: &Recipe, file: &Path, device: Device) -> Result<Prepared> {
         .map(|t| load_images(t, "data.test", &image, file))
         .transpose()?;
     let params = ParamStore::new(r.seed);
-    let objective = Objective::new(r, &image, params.var_builder(&device))?;
+    let objective = pretrain::objective(r, &image, params.var_builder(&device))?;
     Ok(Prepared {
         device,
         image,
@@ -112,7 +114,7 @@ impl Pipeline for Prepared {
     }
 
     fn encoder_prefix(&self) -> &'static str {
-        "vit."
+        self.objective.encoder_prefix()
     }
 
     fn pretrain<'a>(
@@ -124,12 +126,12 @@ impl Pipeline for Prepared {
         let preview = self.test.as_ref().unwrap_or(&self.train);
         Ok(Some(Box::new(PretrainTask::new(
             r,
-            &self.objective,
+            self.objective.as_ref(),
             &self.train,
             preview,
             &self.image,
             self.device.clone(),
-        )?)))
+        ))))
     }
 
     fn downstream<'a>(
@@ -146,8 +148,8 @@ impl Pipeline for Prepared {
             &self.train,
             test,
             &self.image,
-            self.objective.geometry(),
-            self.objective.encoder_config().clone(),
+            pretrain::geometry(&self.image),
+            r.model.encoder_config(),
             &self.params,
             r.seed,
             &self.device,
@@ -161,17 +163,17 @@ impl Pipeline for Prepared {
         // The first batch as training makes it (augmented, decoded on the loader's path).
         let task = PretrainTask::new(
             r,
-            &p.objective,
+            p.objective.as_ref(),
             &p.train,
             &p.train,
             &p.image,
             p.device.clone(),
-        )?;
+        );
         let values = task.batch_maker().make(&idx, &vec![0; b])?;
         let imgs = p.train.to_tensor(values, b, &p.device)?;
         let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
-        let out = p.objective.forward(&imgs, &task.masks, &mut rng, false)?;
-        let loss = out.loss.to_scalar::<f32>()?;
+        let pass = p.objective.evaluate(&imgs, &mut rng)?;
+        let loss = pass.loss.to_scalar::<f32>()?;
         if !loss.is_finite() {
             return Err(Error::NonFinite { step: 0, loss });
         }
@@ -185,18 +187,19 @@ impl Pipeline for Prepared {
             p.params.num_params(),
             encoder_params,
             imgs.dims(),
-            task.masks.num_masked,
+            pretrain::masker(r, &p.image)?.num_masked(),
             p.image.size / p.image.patch * (p.image.size / p.image.patch),
             r.objective()?.masking(),
-            out.pixels.dims(),
+            pretrain::reconstruction(pass)?.patches.dims(),
         );
+        let encoder = pretrain::frozen_encoder(&p.params, &p.image, &task.encoder, &p.device)?;
         for (i, d) in r.downstream.iter().enumerate() {
             let sample = p.train.subset(&idx[..b.min(4)]);
             let f = match d.input {
                 recipe::DownstreamInput::Pixels => {
                     task::pixel_features(&sample, &p.image, &p.device)?
                 }
-                _ => task::features(p.objective.vit(), &sample, &p.image, d.pooling, &p.device)?,
+                _ => task::features(&encoder, &sample, &p.image, d.pooling, &p.device)?,
             };
             let on = match d.input {
                 recipe::DownstreamInput::Pixels => "pixels".to_string(),

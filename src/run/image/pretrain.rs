@@ -1,9 +1,8 @@
-//! The pretraining stage for images: builds the objective (MAE or SimMIM) and its masking
-//! from the recipe, feeds the training loop from a prefetching loader (with the recipe's
-//! augmentations), and draws reconstruction pictures at each checkpoint.
+//! The pretraining stage for images: builds the objective (MAE or SimMIM, which owns its
+//! masking) from the recipe, feeds the training loop from a prefetching loader (with the
+//! recipe's augmentations), and draws reconstruction pictures at each checkpoint.
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
@@ -13,23 +12,23 @@ use rand_chacha::ChaCha8Rng;
 use crate::backbone::{Activation, EncoderConfig, Mode, NormPosition};
 use crate::error::{Error, Result};
 use crate::modality::image::augment::{Augment, RandomResizedCrop};
+use crate::modality::image::batch::BatchMaker;
 use crate::modality::image::dataset::ImageDataset;
 use crate::modality::image::grid::save_grid;
-use crate::modality::image::loader::{BatchMaker, Loader};
 use crate::modality::image::patch::unpatchify;
 use crate::modality::image::{ImageEncoder, ImageGeometry};
-use crate::objective::mae::{Mae, MaeConfig};
-use crate::objective::masking::MaskGenerator;
+use crate::objective::mae::{ImageMae, ImageMaeConfig};
+use crate::objective::masking::GridMasker;
 use crate::objective::simmim::{SimMim, SimMimConfig};
+use crate::objective::{Objective, Pass, Reconstruction};
 use crate::params::ParamStore;
 use crate::recipe::{DataSection, ImageSection, ObjectiveKind, Recipe};
+use crate::train::loader::TaskLoader;
 use crate::train::sampler::Sampler;
 use crate::train::TrainTask;
 
-/// Micro-batches the loader prepares ahead of the training step.
-pub const PREFETCH_DEPTH: usize = 2;
-
-fn geometry(img: &ImageSection) -> ImageGeometry {
+/// The encoder's input and patch sizes.
+pub fn geometry(img: &ImageSection) -> ImageGeometry {
     ImageGeometry {
         size: img.size,
         channels: img.channels,
@@ -59,12 +58,13 @@ pub fn decoder_config(r: &Recipe) -> Result<EncoderConfig> {
 }
 
 /// The MAE configuration a recipe describes.
-pub fn mae_config(r: &Recipe, img: &ImageSection) -> Result<MaeConfig> {
-    Ok(MaeConfig {
+pub fn mae_config(r: &Recipe, img: &ImageSection) -> Result<ImageMaeConfig> {
+    Ok(ImageMaeConfig {
         geometry: geometry(img),
         decoder: decoder_config(r)?,
         encoder: r.model.encoder_config(),
         mask_ratio: r.objective()?.mask_ratio(),
+        masking: r.objective()?.masking(),
         norm_pix_loss: r.objective()?.norm_pix_loss(),
     })
 }
@@ -75,13 +75,14 @@ pub fn simmim_config(r: &Recipe, img: &ImageSection) -> Result<SimMimConfig> {
         geometry: geometry(img),
         encoder: r.model.encoder_config(),
         mask_ratio: r.objective()?.mask_ratio(),
+        masking: r.objective()?.masking(),
         norm_pix_loss: r.objective()?.norm_pix_loss(),
     })
 }
 
-/// The recipe's mask generator.
-pub fn mask_generator(r: &Recipe, img: &ImageSection) -> Result<MaskGenerator> {
-    Ok(MaskGenerator::new(
+/// The recipe's masker (the one its objective draws with).
+pub fn masker(r: &Recipe, img: &ImageSection) -> Result<GridMasker> {
+    Ok(GridMasker::image(
         img.size / img.patch,
         r.objective()?.mask_ratio(),
         r.objective()?.masking(),
@@ -102,123 +103,60 @@ pub fn augment(data: &DataSection, seed: u64) -> Option<Augment> {
     (!aug.is_identity()).then_some(aug)
 }
 
-/// A pretraining objective with the shared image encoder under `vit.`.
-pub enum Objective {
-    Mae(Mae),
-    SimMim(SimMim),
-}
-
-/// One forward pass, objective-independent.
-pub struct Reconstruction {
-    pub loss: Tensor,
-    /// `[B, L, p*p*C]`, in the (normalised) image's space.
-    pub pixels: Tensor,
-    /// `[B, L]`, 1 = removed.
-    pub mask: Tensor,
-}
-
-impl Objective {
-    pub fn new(r: &Recipe, img: &ImageSection, vb: VarBuilder) -> Result<Self> {
-        Ok(match r.objective()?.kind() {
-            ObjectiveKind::Mae => Objective::Mae(Mae::new(&mae_config(r, img)?, vb)?),
-            ObjectiveKind::Simmim => Objective::SimMim(SimMim::new(&simmim_config(r, img)?, vb)?),
-            ObjectiveKind::Mlm => {
-                return Err(Error::Usage(
-                    "`mlm` is a text objective; images use `mae` or `simmim`".into(),
-                ))
-            }
-        })
-    }
-
-    pub fn vit(&self) -> &ImageEncoder {
-        match self {
-            Objective::Mae(m) => &m.vit,
-            Objective::SimMim(s) => &s.vit,
+/// The recipe's pretraining objective, over images `[B, C, H, W]`, with the shared image
+/// encoder under `vit.`.
+pub fn objective(
+    r: &Recipe,
+    img: &ImageSection,
+    vb: VarBuilder,
+) -> Result<Box<dyn Objective<Batch = Tensor>>> {
+    Ok(match r.objective()?.kind() {
+        ObjectiveKind::Mae => Box::new(ImageMae::new(&mae_config(r, img)?, vb)?),
+        ObjectiveKind::Simmim => Box::new(SimMim::new(&simmim_config(r, img)?, vb)?),
+        ObjectiveKind::Mlm => {
+            return Err(Error::Usage(
+                "`mlm` is a text objective; images use `mae` or `simmim`".into(),
+            ))
         }
-    }
-
-    pub fn geometry(&self) -> ImageGeometry {
-        self.vit().geometry
-    }
-
-    pub fn encoder_config(&self) -> &EncoderConfig {
-        match self {
-            Objective::Mae(m) => &m.config().encoder,
-            Objective::SimMim(s) => &s.config().encoder,
-        }
-    }
-
-    /// Draws masks for `imgs` from `rng` (then dropout, when `train`) and runs the objective.
-    pub fn forward(
-        &self,
-        imgs: &Tensor,
-        masks: &MaskGenerator,
-        rng: &mut ChaCha8Rng,
-        train: bool,
-    ) -> Result<Reconstruction> {
-        let b = imgs.dim(0)?;
-        let dev = imgs.device();
-        Ok(match self {
-            Objective::Mae(mae) => {
-                let noise = masks.noise(b, rng, dev)?;
-                let mut mode = if train { Mode::Train(rng) } else { Mode::Eval };
-                let out = mae.forward(imgs, &noise, &mut mode)?;
-                Reconstruction {
-                    pixels: mae.pred_to_pixels(imgs, &out.pred)?,
-                    loss: out.loss,
-                    mask: out.mask,
-                }
-            }
-            Objective::SimMim(sim) => {
-                let mask = masks.mask(b, rng, dev)?;
-                let mut mode = if train { Mode::Train(rng) } else { Mode::Eval };
-                let out = sim.forward(imgs, &mask, &mut mode)?;
-                Reconstruction {
-                    pixels: sim.pred_to_pixels(imgs, &out.pred)?,
-                    loss: out.loss,
-                    mask: out.mask,
-                }
-            }
-        })
-    }
+    })
 }
 
 pub struct PretrainTask<'a> {
-    pub objective: &'a Objective,
-    pub masks: MaskGenerator,
+    pub objective: &'a dyn Objective<Batch = Tensor>,
     pub train: &'a ImageDataset,
     pub augment: Option<Augment>,
     /// Images shown in the reconstruction pictures.
     pub preview: &'a ImageDataset,
     pub image: &'a ImageSection,
+    /// The encoder's shape (the model's).
+    pub encoder: EncoderConfig,
     pub device: Device,
     pub seed: u64,
-    /// Micro-batches prepared ahead on a worker thread; 0 = on the training thread.
-    pub prefetch: usize,
-    loader: Mutex<Option<Loader>>,
+    /// Normalised pixels of the training batches, decoded and augmented ahead on a worker
+    /// thread (`loader.depth` 0: on the training thread).
+    pub loader: TaskLoader<Vec<f32>>,
 }
 
 impl<'a> PretrainTask<'a> {
     pub fn new(
         r: &Recipe,
-        objective: &'a Objective,
+        objective: &'a dyn Objective<Batch = Tensor>,
         train: &'a ImageDataset,
         preview: &'a ImageDataset,
         image: &'a ImageSection,
         device: Device,
-    ) -> Result<Self> {
-        Ok(Self {
+    ) -> Self {
+        Self {
             objective,
-            masks: mask_generator(r, image)?,
             train,
             augment: augment(&r.data, r.seed),
             preview,
             image,
+            encoder: r.model.encoder_config(),
             device,
             seed: r.seed,
-            prefetch: PREFETCH_DEPTH,
-            loader: Mutex::new(None),
-        })
+            loader: TaskLoader::default(),
+        }
     }
 
     pub fn batch_maker(&self) -> BatchMaker {
@@ -247,12 +185,10 @@ impl<'a> PretrainTask<'a> {
             .batch(&idx, &self.image.mean, &self.image.std, &self.device)?;
         // The same masks at every checkpoint, so pictures are comparable over training.
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x7069_6373);
-        let out = self
-            .objective
-            .forward(&imgs, &self.masks, &mut rng, false)?;
+        let out = reconstruction(self.objective.evaluate(&imgs, &mut rng)?)?;
         let p = self.image.patch;
         let c = self.image.channels;
-        let pred = unpatchify(&out.pixels, p, c)?;
+        let pred = unpatchify(&out.patches, p, c)?;
         let patch_dim = p * p * c;
         let mask = unpatchify(&out.mask.unsqueeze(2)?.repeat((1, 1, patch_dim))?, p, c)?;
         let keep = (1.0 - &mask)?;
@@ -263,59 +199,32 @@ impl<'a> PretrainTask<'a> {
     }
 }
 
+/// The reconstruction of a pass of an image objective (MAE and SimMIM reconstruct).
+pub fn reconstruction(pass: Pass) -> Result<Reconstruction> {
+    pass.reconstruction
+        .ok_or_else(|| Error::Usage("this objective does not reconstruct images".into()))
+}
+
 impl TrainTask for PretrainTask<'_> {
     fn num_examples(&self) -> usize {
         self.train.len
     }
 
     fn begin(&self, sampler: &Sampler, batch_size: usize) -> Result<()> {
-        let maker = self.batch_maker();
-        let loader = if self.prefetch == 0 {
-            Loader::synchronous(maker, sampler.clone(), batch_size)
-        } else {
-            Loader::prefetching(maker, sampler.clone(), batch_size, self.prefetch)?
-        };
-        *self
-            .loader
-            .lock()
-            .map_err(|_| Error::Usage("the data loader lock is poisoned".into()))? = Some(loader);
-        Ok(())
+        self.loader.start(self.batch_maker(), sampler, batch_size)
     }
 
     fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
-        let batch = {
-            let mut guard = self
-                .loader
-                .lock()
-                .map_err(|_| Error::Usage("the data loader lock is poisoned".into()))?;
-            let loader = guard
-                .as_mut()
-                .ok_or_else(|| Error::Usage("PretrainTask::loss before TrainTask::begin".into()))?;
-            loader.next_batch()?
-        };
-        // The loader runs its own copy of the sampler; it must agree with the loop's.
-        if batch.indices != indices {
-            return Err(Error::Usage(format!(
-                "the data loader is out of step with the sampler: {:?} vs {:?}",
-                &batch.indices[..batch.indices.len().min(4)],
-                &indices[..indices.len().min(4)]
-            )));
-        }
-        let imgs = self
-            .train
-            .to_tensor(batch.values, indices.len(), &self.device)?;
-        Ok(self.objective.forward(&imgs, &self.masks, rng, true)?.loss)
+        let values = self.loader.next(indices)?;
+        let imgs = self.train.to_tensor(values, indices.len(), &self.device)?;
+        self.objective.loss(&imgs, rng)
     }
 
     fn infer(&self, params: &ParamStore, indices: &[usize]) -> Result<Option<Tensor>> {
         let imgs = self
             .train
             .batch(indices, &self.image.mean, &self.image.std, &self.device)?;
-        let vit = ImageEncoder::new(
-            self.objective.geometry(),
-            self.objective.encoder_config(),
-            params.frozen_var_builder(&self.device).pp("vit"),
-        )?;
+        let vit = frozen_encoder(params, self.image, &self.encoder, &self.device)?;
         Ok(Some(vit.forward(&imgs, &mut Mode::Eval)?))
     }
 
@@ -331,12 +240,22 @@ impl TrainTask for PretrainTask<'_> {
     }
 }
 
+/// The image encoder `cfg` of `params` (`vit.*`), on detached weights.
+pub fn frozen_encoder(
+    params: &ParamStore,
+    image: &ImageSection,
+    cfg: &EncoderConfig,
+    device: &Device,
+) -> Result<ImageEncoder> {
+    Ok(ImageEncoder::new(
+        geometry(image),
+        cfg,
+        params.frozen_var_builder(device).pp("vit"),
+    )?)
+}
+
 impl crate::run::PretrainStage for PretrainTask<'_> {
     fn data_wait(&self) -> std::time::Duration {
-        self.loader
-            .lock()
-            .ok()
-            .and_then(|l| l.as_ref().map(Loader::waited))
-            .unwrap_or_default()
+        self.loader.waited()
     }
 }

@@ -10,6 +10,7 @@ pub mod pretrain;
 pub mod task;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
@@ -27,6 +28,7 @@ use crate::modality::text::mask::MlmMasker;
 use crate::modality::text::pack::{self, TokenBlocks};
 use crate::modality::text::tokenizer::TextTokenizer;
 use crate::objective::mlm::Mlm;
+use crate::objective::Objective;
 use crate::params::ParamStore;
 use crate::recipe::{DataSource, ObjectiveSection, Recipe, TextSection};
 use crate::train::metrics::MetricsLog;
@@ -47,9 +49,9 @@ pub struct Prepared {
     pub config: TextConfig,
     pub params: ParamStore,
     pub mlm: Mlm,
-    pub train: TokenBlocks,
+    /// Shared with the training loader's thread.
+    pub train: Arc<TokenBlocks>,
     pub test: Option<TokenBlocks>,
-    pub masker: MlmMasker,
     /// Downstream splits and class names, when the recipe has heads.
     pub labelled: Option<(Labelled, Labelled, Vec<String>)>,
 }
@@ -218,8 +220,19 @@ pub fn prepare(
         None => fresh_config(r, text, &tok),
     };
     let max_len = text.max_len.min(config.max_len());
+    let mut masker = MlmMasker::new(&tok);
+    let ObjectiveSection::Mlm(o) = r.objective()? else {
+        return Err(invalid(
+            file,
+            "objective.kind",
+            "text pretraining uses kind = \"mlm\"",
+        ));
+    };
+    masker.rate = r.objective()?.mask_ratio();
+    masker.whole_word = o.whole_word;
+    masker.span = o.span;
     let params = ParamStore::new(r.seed);
-    let mlm = Mlm::new(&config, params.var_builder(&device))?;
+    let mlm = Mlm::new(&config, masker, params.var_builder(&device))?;
     if let Some(s) = &source {
         // The source's encoder (and MLM head, when it has one); the rest keeps its seeded
         // initialisation.
@@ -246,7 +259,7 @@ pub fn prepare(
         }
         params.load_partial(&ours, Path::new(&s.origin))?;
     }
-    let train = pack::pack_blocks(&train_docs, &tok, max_len)?;
+    let train = Arc::new(pack::pack_blocks(&train_docs, &tok, max_len)?);
     let test = match &r.data.test {
         Some(t) => Some(pack::pack_blocks(
             &documents(t, "data.test", file)?,
@@ -255,17 +268,6 @@ pub fn prepare(
         )?),
         None => None,
     };
-    let mut masker = MlmMasker::new(&tok);
-    let ObjectiveSection::Mlm(o) = r.objective()? else {
-        return Err(invalid(
-            file,
-            "objective.kind",
-            "text pretraining uses kind = \"mlm\"",
-        ));
-    };
-    masker.rate = r.objective()?.mask_ratio();
-    masker.whole_word = o.whole_word;
-    masker.span = o.span;
     let labelled = if r.downstream.is_empty() {
         None
     } else {
@@ -305,7 +307,6 @@ pub fn prepare(
         mlm,
         train,
         test,
-        masker,
         labelled,
     })
 }
@@ -320,7 +321,7 @@ impl Pipeline for Prepared {
     }
 
     fn encoder_prefix(&self) -> &'static str {
-        "text."
+        self.mlm.encoder_prefix()
     }
 
     fn write_run_files(&self, run_dir: &Path, fresh: bool) -> Result<()> {
@@ -340,16 +341,15 @@ impl Pipeline for Prepared {
     ) -> Result<Option<Box<dyn PretrainStage + 'a>>> {
         Ok(Some(Box::new(MlmTask {
             mlm: &self.mlm,
-            blocks: &self.train,
+            blocks: self.train.clone(),
             held_out: self.test.as_ref(),
-            masker: &self.masker,
             device: self.device.clone(),
             seed: r.seed,
             eval_log: std::sync::Mutex::new(Some(MetricsLog::open(
                 &run_dir.join(EVAL_FILE),
                 Some(resume_step.unwrap_or(0)),
             )?)),
-            batch_time: Default::default(),
+            loader: Default::default(),
         })))
     }
 
@@ -375,20 +375,10 @@ impl Pipeline for Prepared {
 
     fn dry_run(&self, r: &Recipe) -> Result<String> {
         let p = self;
-        let task = MlmTask {
-            mlm: &p.mlm,
-            blocks: &p.train,
-            held_out: None,
-            masker: &p.masker,
-            device: p.device.clone(),
-            seed: r.seed,
-            eval_log: std::sync::Mutex::new(None),
-            batch_time: Default::default(),
-        };
         let b = r.train.batch_size.min(p.train.len());
         let idx: Vec<usize> = (0..b).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
-        let batch = task.batch(&p.train, &idx, &mut rng)?;
+        let batch = p.mlm.mask(&p.train.gather(&idx), &mut rng)?;
         let out = p.mlm.forward(&batch, &mut Mode::Eval)?;
         let loss = out.loss.to_scalar::<f32>()?;
         if !loss.is_finite() {

@@ -2,6 +2,7 @@
 //! masked-token accuracy and perplexity at every checkpoint (`eval.jsonl`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
@@ -11,12 +12,14 @@ use serde::Serialize;
 use crate::backbone::Mode;
 use crate::error::{Error, Result};
 use crate::modality::text::encoder::TextEncoder;
-use crate::modality::text::mask::MlmMasker;
-use crate::modality::text::pack::TokenBlocks;
-use crate::objective::mlm::{Mlm, MlmBatch, MlmEval};
+use crate::modality::text::pack::{BlockBatches, TokenBlocks};
+use crate::objective::mlm::{Mlm, MlmEval};
+use crate::objective::Objective;
 use crate::params::ParamStore;
 use crate::run::PretrainStage;
+use crate::train::loader::TaskLoader;
 use crate::train::metrics::MetricsLog;
+use crate::train::sampler::Sampler;
 use crate::train::TrainTask;
 
 /// Held-out blocks evaluated at each checkpoint (the first ones, same masks every time).
@@ -25,15 +28,14 @@ const EVAL_BLOCKS: usize = 256;
 /// Masked language modelling on packed blocks.
 pub struct MlmTask<'a> {
     pub mlm: &'a Mlm,
-    pub blocks: &'a TokenBlocks,
+    pub blocks: Arc<TokenBlocks>,
     pub held_out: Option<&'a TokenBlocks>,
-    pub masker: &'a MlmMasker,
     pub device: Device,
     pub seed: u64,
     pub eval_log: std::sync::Mutex<Option<MetricsLog>>,
-    /// Time the training steps spent making batches (masking included), on the training
-    /// thread: text batches are not prefetched.
-    pub batch_time: crate::train::metrics::Stopwatch,
+    /// The training batches' blocks, gathered ahead on a worker thread; the objective masks
+    /// them on the training thread (masking draws from the loop's RNG).
+    pub loader: TaskLoader<TokenBlocks>,
 }
 
 #[derive(Serialize)]
@@ -44,26 +46,6 @@ struct EvalRecord {
 }
 
 impl MlmTask<'_> {
-    pub fn batch(
-        &self,
-        blocks: &TokenBlocks,
-        idx: &[usize],
-        rng: &mut ChaCha8Rng,
-    ) -> Result<MlmBatch> {
-        let t = blocks.seq_len;
-        let mut ids = Vec::with_capacity(idx.len() * t);
-        let mut mask = Vec::with_capacity(idx.len() * t);
-        let mut labels = Vec::with_capacity(idx.len() * t);
-        for &i in idx {
-            let block = blocks.get(i);
-            let (masked, l) = self.masker.apply(block.ids, block.word_ids, rng);
-            ids.extend(masked);
-            labels.extend(l);
-            mask.extend(block.attention_mask.iter().map(|&a| a as f32));
-        }
-        MlmBatch::new(ids, mask, &labels, (idx.len(), t), &self.device)
-    }
-
     /// Masked-token accuracy and perplexity on the first held-out blocks, with the same
     /// masks every time (a fixed seed), so evaluations are comparable across checkpoints.
     pub fn evaluate(&self) -> Result<Option<MlmEval>> {
@@ -75,7 +57,7 @@ impl MlmTask<'_> {
         let all: Vec<usize> = (0..n).collect();
         let (mut loss, mut hits, mut count) = (0.0, 0, 0);
         for chunk in all.chunks(32) {
-            let b = self.batch(held_out, chunk, &mut rng)?;
+            let b = self.mlm.mask(&held_out.gather(chunk), &mut rng)?;
             let (l, h, c) = self.mlm.score(&b)?;
             loss += l;
             hits += h;
@@ -136,12 +118,14 @@ impl TrainTask for MlmTask<'_> {
         )?))
     }
 
-    fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<candle_core::Tensor> {
-        let batch = self
-            .batch_time
-            .time(|| self.batch(self.blocks, indices, rng))?;
-        let mut mode = Mode::Train(rng);
-        Ok(self.mlm.forward(&batch, &mut mode)?.loss)
+    fn begin(&self, sampler: &Sampler, batch_size: usize) -> Result<()> {
+        let maker = BlockBatches(self.blocks.clone());
+        self.loader.start(maker, sampler, batch_size)
+    }
+
+    fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
+        let blocks = self.loader.next(indices)?;
+        self.mlm.loss(&blocks, rng)
     }
 
     fn on_checkpoint(&self, step: usize, _run_dir: &Path) -> Result<()> {
@@ -162,6 +146,6 @@ impl PretrainStage for MlmTask<'_> {
     }
 
     fn data_wait(&self) -> std::time::Duration {
-        self.batch_time.total()
+        self.loader.waited()
     }
 }
