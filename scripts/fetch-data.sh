@@ -106,6 +106,17 @@ pip_download() {
     printf '%s\n' "$dir/$file"
 }
 
+# need_numpy : makes `import numpy` work in the python3 that PATH finds. That python3 may not be
+# Debian's (pyenv, a venv), so Debian's python3-numpy would not reach it: pip first, then apt.
+need_numpy() {
+    python3 -c 'import numpy' 2>/dev/null && return 0
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip >&2
+    log "pip install numpy (for $(command -v python3))" >&2
+    python3 -m pip install --quiet numpy >&2 || apt_install python3-numpy >&2
+    python3 -c 'import numpy' 2>/dev/null \
+        || die "numpy is not importable by $(command -v python3) after pip and apt installs; install it for that interpreter"
+}
+
 # to_utf8 FILE : leaves a UTF-8 file alone; converts anything else from Latin-1 in place.
 to_utf8() {
     local f="$1"
@@ -200,7 +211,7 @@ fetch_words() {
     fi
     command -v espeak-ng >/dev/null 2>&1 || apt_install espeak-ng
     command -v python3 >/dev/null 2>&1 || apt_install python3
-    python3 -c 'import numpy' 2>/dev/null || apt_install python3-numpy
+    need_numpy
     python3 "$ROOT/scripts/make_words.py" --out "$dest"
     n=$(($(wc -l <"$dest/manifest.csv") - 1))
     [ "$n" -eq "$WORDS_CLIPS" ] || log "warning: $dest holds $n clips, expected $WORDS_CLIPS (voices excluded? see $dest/voices.json)"
