@@ -11,9 +11,10 @@ use pretext::modality::audio::classifier::WaveformClassifierSpec;
 use pretext::modality::audio::clips::fit_length;
 use pretext::modality::audio::load_clip;
 use pretext::recipe::{self, DownstreamInput, Override, Pooling};
+use pretext::run::classify::Task;
 use pretext::run::downstream::DownstreamTask;
 use pretext::run::waveform;
-use pretext::run::waveform::task::WaveformTask;
+use pretext::run::waveform::task::WaveformSplits;
 use pretext::run::{self, RunOptions};
 
 const RECIPE: &str = "recipes/wav2vec2-words-sample.toml";
@@ -55,7 +56,12 @@ fn probe_features_are_the_sources_mean_pooled_hidden_states() {
         p.spec.normalize,
         "no preprocessor_config.json: do_normalize defaults to true"
     );
-    let task = WaveformTask::new(&p.train, &p.test, &p.spec, &p.params, r.seed, &p.device).unwrap();
+    let splits = WaveformSplits {
+        train: &p.train,
+        test: &p.test,
+        spec: &p.spec,
+    };
+    let task = Task::new(splits, &p.params, r.seed, &p.device).unwrap();
     let (train_x, test_x) = task
         .features(DownstreamInput::Pretrained, Pooling::Mean)
         .unwrap();

@@ -57,3 +57,37 @@ pub fn write_recipe(dir: &Path, text: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// Starts `pretext run RECIPE --out RUN_DIR` (output discarded).
+pub fn spawn_run(recipe: &Path, run_dir: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pretext"))
+        .args([
+            "run",
+            recipe.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (at most 2 minutes) for the first checkpoint in `ckpts`, then kills `child` with
+/// SIGKILL (no chance to clean up) and returns the step of the latest checkpoint left.
+pub fn kill_after_first_checkpoint(mut child: std::process::Child, ckpts: &Path) -> usize {
+    use pretext::train::checkpoint;
+    use std::time::{Duration, Instant};
+    let start = Instant::now();
+    while checkpoint::list(ckpts).map(|l| l.len()).unwrap_or(0) < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint within 2 minutes in {}",
+            ckpts.display()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    checkpoint::list(ckpts).unwrap().last().unwrap().0
+}

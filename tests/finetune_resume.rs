@@ -8,7 +8,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use pretext::backbone::{Activation, EncoderConfig, NormPosition, Pooling};
@@ -172,46 +171,19 @@ fn kill_dash_nine_during_fine_tuning_then_resume_continues_it() {
     );
     assert!(recipe.contains("min_steps = 1500"));
     let file = common::write_recipe(tmp.path(), &recipe);
-    let exe = env!("CARGO_BIN_EXE_pretext");
-    let run = |dir: &Path| {
-        Command::new(exe)
-            .args([
-                "run",
-                file.to_str().unwrap(),
-                "--out",
-                dir.to_str().unwrap(),
-            ])
-            .stderr(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-
     let killed = tmp.path().join("killed");
-    let mut child = run(&killed);
     let ckpts = killed
         .join("downstream")
         .join("00-fine-tune-pretrained-100pct")
         .join("checkpoints");
-    let start = Instant::now();
-    while checkpoint::list(&ckpts).map(|l| l.len()).unwrap_or(0) < 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no fine-tuning checkpoint within 2 minutes in {}",
-            ckpts.display()
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap(); // SIGKILL: no chance to clean up
-    child.wait().unwrap();
-    let at_kill = checkpoint::list(&ckpts).unwrap().last().unwrap().0;
+    let at_kill = common::kill_after_first_checkpoint(common::spawn_run(&file, &killed), &ckpts);
     assert!(
         at_kill < 1500,
         "fine-tuning finished before it could be killed"
     );
     assert!(!killed.join("summary.json").exists());
 
-    let out = Command::new(exe)
+    let out = Command::new(env!("CARGO_BIN_EXE_pretext"))
         .args(["run", killed.to_str().unwrap()])
         .output()
         .unwrap();
@@ -227,7 +199,10 @@ fn kill_dash_nine_during_fine_tuning_then_resume_continues_it() {
     );
 
     let straight = tmp.path().join("straight");
-    assert!(run(&straight).wait().unwrap().success());
+    assert!(common::spawn_run(&file, &straight)
+        .wait()
+        .unwrap()
+        .success());
     let summary = |dir: &Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
     };

@@ -28,7 +28,7 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
-use super::config::{activation_name, Fields};
+use super::config::{activation_name, label_names, Fields};
 use super::vit::{block_shape, Row};
 use crate::backbone::{EncoderConfig, NormPosition};
 use crate::error::{Error, Result};
@@ -412,19 +412,7 @@ pub fn config_json(
         out.extend(m);
     }
     if let TextKind::Classifier { num_labels: n } = spec.kind {
-        let keep = out
-            .get("id2label")
-            .and_then(|v| v.as_object())
-            .is_some_and(|m| m.len() == n);
-        if !keep {
-            let id2label: Map<String, Value> = (0..n)
-                .map(|i| (i.to_string(), json!(format!("LABEL_{i}"))))
-                .collect();
-            let label2id: Map<String, Value> =
-                (0..n).map(|i| (format!("LABEL_{i}"), json!(i))).collect();
-            out.insert("id2label".into(), Value::Object(id2label));
-            out.insert("label2id".into(), Value::Object(label2id));
-        }
+        label_names(&mut out, n);
     }
     Ok(out)
 }

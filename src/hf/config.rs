@@ -355,6 +355,24 @@ pub fn unrepresentable(spec: &ModelSpec) -> Option<String> {
     }
 }
 
+/// Gives a classifier's exported config `transformers`' default label names (`LABEL_0`, …)
+/// unless its `id2label` (kept from the source's config) already names `n` labels.
+pub fn label_names(out: &mut Map<String, Value>, n: usize) {
+    let keep = out
+        .get("id2label")
+        .and_then(|v| v.as_object())
+        .is_some_and(|m| m.len() == n);
+    if !keep {
+        let id2label: Map<String, Value> = (0..n)
+            .map(|i| (i.to_string(), json!(format!("LABEL_{i}"))))
+            .collect();
+        let label2id: Map<String, Value> =
+            (0..n).map(|i| (format!("LABEL_{i}"), json!(i))).collect();
+        out.insert("id2label".into(), Value::Object(id2label));
+        out.insert("label2id".into(), Value::Object(label2id));
+    }
+}
+
 /// The `config.json` for `spec`: `base` (the original config, if any) with every field
 /// pretext knows set from the spec.
 pub fn to_json(spec: &ModelSpec, base: Option<&Map<String, Value>>) -> Result<Map<String, Value>> {
@@ -400,20 +418,7 @@ pub fn to_json(spec: &ModelSpec, base: Option<&Map<String, Value>>) -> Result<Ma
         }
         Kind::Classifier { num_labels, .. } => {
             out.insert("model_type".into(), json!("vit"));
-            let n = *num_labels;
-            let keep = out
-                .get("id2label")
-                .and_then(|v| v.as_object())
-                .is_some_and(|m| m.len() == n);
-            if !keep {
-                let id2label: Map<String, Value> = (0..n)
-                    .map(|i| (i.to_string(), json!(format!("LABEL_{i}"))))
-                    .collect();
-                let label2id: Map<String, Value> =
-                    (0..n).map(|i| (format!("LABEL_{i}"), json!(i))).collect();
-                out.insert("id2label".into(), Value::Object(id2label));
-                out.insert("label2id".into(), Value::Object(label2id));
-            }
+            label_names(&mut out, *num_labels);
         }
         Kind::Mae {
             decoder,

@@ -1,41 +1,94 @@
-//! What every modality's downstream task shares: the parameters a frozen encoder reads
-//! (pretrained, or the same architecture at the run's seed), the fine-tuning of a
-//! classifier from start to saved weights, and features or logits computed in chunks
-//! without a gradient graph. Each `run/<modality>/task.rs` supplies only what differs:
-//! its batches, its encoder and its classifier.
+//! The downstream task, written once for every modality. A modality says what differs —
+//! its labelled splits as model inputs, its encoder and its classifier — by implementing
+//! [`Labelled`]; [`Task`] does the rest: frozen encoders (pretrained, or the same
+//! architecture at the run's seed), pooled features and logits computed in chunks without a
+//! gradient graph, and the fine-tuning of a classifier from start to saved weights.
 
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::backbone::{self, PooledEncoder};
+use super::downstream::DownstreamTask;
+use crate::backbone::{Classifier, Mode, PooledEncoder};
 use crate::error::{Error, Result};
-use crate::head::finetune::{self, BatchFn, FineTuneConfig};
+use crate::head::finetune::{self, FineTuneConfig};
+use crate::head::linear_probe::accuracy;
 use crate::params::ParamStore;
-use crate::recipe::{DownstreamInput, DownstreamSection};
+use crate::recipe::{DownstreamInput, DownstreamSection, Pooling};
 
-/// The parameters a frozen encoder reads: the pretrained ones, or (`scratch`) a fresh store
-/// at the run's seed in which `init` creates the encoder's parameters at their initial
-/// values — exactly the pretraining's starting point.
-pub fn encoder_store(
-    pretrained: &ParamStore,
-    input: DownstreamInput,
-    seed: u64,
-    device: &Device,
-    init: &dyn Fn(VarBuilder) -> candle_core::Result<()>,
-) -> Result<ParamStore> {
-    match input {
-        DownstreamInput::Pretrained => Ok(pretrained.clone()),
-        DownstreamInput::Scratch => {
-            let fresh = ParamStore::new(seed);
-            init(fresh.var_builder(device))?;
-            Ok(fresh)
+/// One of the two labelled splits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Test,
+}
+
+impl Split {
+    /// `train` or `test`, as this split says.
+    pub fn pick<T>(self, train: T, test: T) -> T {
+        match self {
+            Split::Train => train,
+            Split::Test => test,
         }
-        DownstreamInput::Pixels => Err(Error::Usage(
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Split::Train => "training",
+            Split::Test => "test",
+        }
+    }
+}
+
+/// A modality's labelled splits, encoder and classifier: all the downstream stage needs to
+/// know of a modality.
+pub trait Labelled {
+    type Encoder: PooledEncoder;
+    /// Name of the encoder's parameters in the run's store (`vit`, `text`, `audio`).
+    const PREFIX: &'static str;
+    /// Examples per forward pass when computing features.
+    const FEATURE_CHUNK: usize;
+    /// Examples per forward pass when computing logits.
+    const LOGIT_CHUNK: usize = Self::FEATURE_CHUNK;
+
+    /// Labels of `split`, `0..num_classes`, or an error when the split has none.
+    fn labels(&self, split: Split) -> Result<&[u32]>;
+    fn num_classes(&self) -> usize;
+    /// Model inputs `[B, …]` of the examples `idx` of `split`.
+    fn inputs(&self, split: Split, idx: &[usize], device: &Device) -> Result<Tensor>;
+    /// Runs `f` on the inputs of `idx` in pieces of about `chunk` examples and concatenates
+    /// its outputs in the order of `idx`. Text overrides it to batch similar lengths.
+    fn map_inputs(
+        &self,
+        split: Split,
+        idx: &[usize],
+        chunk: usize,
+        device: &Device,
+        f: &dyn Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        map_chunks(idx, chunk, &|c| self.inputs(split, c, device), f)
+    }
+    /// Transformer blocks of the encoder, for layer-wise learning-rate decay.
+    fn depth(&self) -> usize;
+    /// The encoder, its parameters under `vb` (already at [`Labelled::PREFIX`]).
+    fn encoder(&self, vb: VarBuilder) -> candle_core::Result<Self::Encoder>;
+    /// The classifier, its parameters under `vb` (the encoder at [`Labelled::PREFIX`], then
+    /// `classifier.*`), or an error when it cannot pool that way.
+    fn classifier(&self, pooling: Pooling, vb: VarBuilder) -> Result<Classifier<Self::Encoder>>;
+    /// Writes the classifier's description (`model.json`) beside its weights in `dir`.
+    fn write_spec(&self, pooling: Pooling, dir: &Path) -> Result<()>;
+    /// Features of `split` that no encoder computes (images: normalised pixels).
+    fn input_features(&self, _split: Split, _device: &Device) -> Result<Tensor> {
+        Err(Error::Usage(
             "`pixels` is an image baseline: it has no encoder (use `pretrained` or `scratch`)"
                 .into(),
-        )),
+        ))
+    }
+    /// Example lengths of the training split, when fine-tuning should batch similar
+    /// lengths together (text).
+    fn lengths(&self) -> Option<Vec<usize>> {
+        None
     }
 }
 
@@ -62,81 +115,189 @@ pub struct FineTuned {
     pub steps: usize,
 }
 
-/// A modality's classifier, for [`fine_tune`].
-pub struct Classifier<'a, E> {
-    /// Builds the classifier's parameters under `vb` (encoder under `encoder_prefix`, then
-    /// `classifier.*`), at the run's seed.
-    pub build: &'a dyn Fn(VarBuilder) -> Result<backbone::Classifier<E>>,
-    /// Prefix of the encoder's parameters, copied from the pretrained run (`vit.`).
-    pub encoder_prefix: &'a str,
-    /// Transformer blocks, for layer-wise learning-rate decay.
-    pub depth: usize,
-    /// Writes the classifier's description (`model.json`) beside its weights.
-    pub write_spec: &'a dyn Fn(&Path) -> Result<()>,
+/// A modality's labelled splits with the run's pretrained parameters: a [`DownstreamTask`].
+pub struct Task<'a, L> {
+    pub data: L,
+    /// Holds the pretrained encoder under `L::PREFIX`.
+    pub pretrained: &'a ParamStore,
+    pub seed: u64,
+    pub device: &'a Device,
+    train_labels: Vec<u32>,
+    test_labels: Vec<u32>,
 }
 
-/// The accuracy of a classifier on examples `idx` of the test split (`on_test`) or of the
-/// training split.
-pub type AccuracyFn<'a, E> = dyn Fn(&backbone::Classifier<E>, &[usize], bool) -> Result<f64> + 'a;
+impl<'a, L: Labelled> Task<'a, L> {
+    /// Fails when either split has no labels.
+    pub fn new(data: L, pretrained: &'a ParamStore, seed: u64, device: &'a Device) -> Result<Self> {
+        Ok(Self {
+            train_labels: data.labels(Split::Train)?.to_vec(),
+            test_labels: data.labels(Split::Test)?.to_vec(),
+            data,
+            pretrained,
+            seed,
+            device,
+        })
+    }
 
-/// Where a fine-tuning gets its data: training batches, and the accuracy of a classifier
-/// on examples of the test split (`on_test`) or of the training split.
-pub struct FineTuneData<'a, E> {
-    pub batch: &'a BatchFn<'a>,
-    pub accuracy: &'a AccuracyFn<'a, E>,
-    pub test_len: usize,
+    fn split_labels(&self, split: Split) -> &[u32] {
+        match split {
+            Split::Train => &self.train_labels,
+            Split::Test => &self.test_labels,
+        }
+    }
+
+    /// A frozen encoder: the pretrained one, or (`scratch`) the same architecture at the
+    /// initialisation seeded like the pretraining's, so exactly its starting point.
+    pub fn frozen_encoder(&self, input: DownstreamInput) -> Result<L::Encoder> {
+        let store = match input {
+            DownstreamInput::Pretrained => self.pretrained.clone(),
+            DownstreamInput::Scratch => {
+                let fresh = ParamStore::new(self.seed);
+                self.data
+                    .encoder(fresh.var_builder(self.device).pp(L::PREFIX))?;
+                fresh
+            }
+            DownstreamInput::Pixels => {
+                return Err(Error::Usage(
+                    "`pixels` features come from the data itself: there is no encoder to load"
+                        .into(),
+                ))
+            }
+        };
+        Ok(self
+            .data
+            .encoder(store.frozen_var_builder(self.device).pp(L::PREFIX))?)
+    }
+
+    /// Pooled features `[N, D]` of the whole `split`.
+    fn split_features(&self, enc: &L::Encoder, split: Split, pooling: Pooling) -> Result<Tensor> {
+        let all: Vec<usize> = (0..self.split_labels(split).len()).collect();
+        self.data
+            .map_inputs(split, &all, L::FEATURE_CHUNK, self.device, &|x| {
+                Ok(enc.pooled(x, pooling, &mut Mode::Eval)?)
+            })
+    }
+
+    /// Accuracy of `model` on the examples `idx` of `split`.
+    fn accuracy_on(
+        &self,
+        model: &Classifier<L::Encoder>,
+        split: Split,
+        idx: &[usize],
+    ) -> Result<f64> {
+        let logits = self
+            .data
+            .map_inputs(split, idx, L::LOGIT_CHUNK, self.device, &|x| {
+                Ok(model.forward(x, &mut Mode::Eval)?)
+            })?;
+        accuracy(
+            &logits,
+            &label_tensor(self.split_labels(split), idx, self.device)?,
+        )
+    }
 }
 
-/// One fine-tuning, the same for every modality: the classifier built at the run's seed,
-/// its encoder copied from the pretrained run (`input = "pretrained"`), trained end to end
-/// on the examples `chosen` (continuing from a checkpoint in `dir` when one is there),
-/// scored on the whole test split (and on the examples trained on, when there are at most
-/// 10,000), then saved into `dir` (`model.safetensors` + `model.json`).
-#[allow(clippy::too_many_arguments)]
-pub fn fine_tune<E: PooledEncoder>(
-    classifier: &Classifier<E>,
-    data: &FineTuneData<E>,
-    pretrained: &ParamStore,
-    device: &Device,
-    section: &DownstreamSection,
-    chosen: &[usize],
-    cfg: &FineTuneConfig,
-    dir: &Path,
-) -> Result<FineTuned> {
-    let store = ParamStore::new(cfg.seed);
-    let model = (classifier.build)(store.var_builder(device))?;
-    if section.input == DownstreamInput::Pretrained {
-        store.copy_prefix_from(pretrained, classifier.encoder_prefix)?;
+/// The labels of `idx` as a u32 tensor `[B]`.
+fn label_tensor(labels: &[u32], idx: &[usize], device: &Device) -> Result<Tensor> {
+    let v: Vec<u32> = idx.iter().map(|&i| labels[i]).collect();
+    Ok(Tensor::from_vec(v, idx.len(), device)?)
+}
+
+impl<L: Labelled> DownstreamTask for Task<'_, L> {
+    fn train_labels(&self) -> &[u32] {
+        &self.train_labels
     }
-    let done = finetune::fine_tune(
-        &store,
-        classifier.depth,
-        &|x, mode| model.forward(x, mode),
-        data.batch,
-        chosen,
-        cfg,
-        dir,
-    )?;
-    if !done.complete {
-        return Err(Error::Usage(format!(
-            "fine-tuning in {} stopped after step {}; run it again to continue",
-            dir.display(),
-            done.steps
-        )));
+
+    fn test_labels(&self) -> &[u32] {
+        &self.test_labels
     }
-    let frozen = (classifier.build)(store.frozen_var_builder(device))?;
-    let all: Vec<usize> = (0..data.test_len).collect();
-    let test_accuracy = (data.accuracy)(&frozen, &all, true)?;
-    let train_accuracy = if chosen.len() <= 10_000 {
-        Some((data.accuracy)(&frozen, chosen, false)?)
-    } else {
-        None
-    };
-    store.save(&dir.join(backbone::classifier::WEIGHTS_FILE))?;
-    (classifier.write_spec)(dir)?;
-    Ok(FineTuned {
-        test_accuracy,
-        train_accuracy,
-        steps: done.steps,
+
+    fn num_classes(&self) -> usize {
+        self.data.num_classes()
+    }
+
+    fn features(&self, input: DownstreamInput, pooling: Pooling) -> Result<(Tensor, Tensor)> {
+        if input == DownstreamInput::Pixels {
+            return Ok((
+                self.data.input_features(Split::Train, self.device)?,
+                self.data.input_features(Split::Test, self.device)?,
+            ));
+        }
+        let enc = self.frozen_encoder(input)?;
+        Ok((
+            self.split_features(&enc, Split::Train, pooling)?,
+            self.split_features(&enc, Split::Test, pooling)?,
+        ))
+    }
+
+    /// The classifier built at the fine-tuning's seed, its encoder copied from the pretrained
+    /// run (`input = "pretrained"`), trained end to end on the examples `chosen` (continuing
+    /// from a checkpoint in `dir` when one is there), scored on the whole test split (and on
+    /// the examples trained on, when there are at most 10,000), then saved into `dir`
+    /// (`model.safetensors` + `model.json`).
+    fn fine_tune(
+        &self,
+        section: &DownstreamSection,
+        chosen: &[usize],
+        cfg: &FineTuneConfig,
+        dir: &Path,
+    ) -> Result<FineTuned> {
+        let (data, device) = (&self.data, self.device);
+        let store = ParamStore::new(cfg.seed);
+        let model = data.classifier(section.pooling, store.var_builder(device))?;
+        if section.input == DownstreamInput::Pretrained {
+            store.copy_prefix_from(self.pretrained, &format!("{}.", L::PREFIX))?;
+        }
+        let batch = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
+            Ok((
+                data.inputs(Split::Train, idx, device)?,
+                label_tensor(&self.train_labels, idx, device)?,
+            ))
+        };
+        let mut cfg = cfg.clone();
+        if let Some(lengths) = data.lengths() {
+            cfg.lengths = Some(lengths);
+        }
+        let done = finetune::fine_tune(
+            &store,
+            data.depth(),
+            &|x, mode| model.forward(x, mode),
+            &batch,
+            chosen,
+            &cfg,
+            dir,
+        )?;
+        if !done.complete {
+            return Err(Error::Usage(format!(
+                "fine-tuning in {} stopped after step {}; run it again to continue",
+                dir.display(),
+                done.steps
+            )));
+        }
+        let frozen = data.classifier(section.pooling, store.frozen_var_builder(device))?;
+        let all: Vec<usize> = (0..self.test_labels.len()).collect();
+        let test_accuracy = self.accuracy_on(&frozen, Split::Test, &all)?;
+        let train_accuracy = if chosen.len() <= 10_000 {
+            Some(self.accuracy_on(&frozen, Split::Train, chosen)?)
+        } else {
+            None
+        };
+        store.save(&dir.join(crate::backbone::classifier::WEIGHTS_FILE))?;
+        data.write_spec(section.pooling, dir)?;
+        Ok(FineTuned {
+            test_accuracy,
+            train_accuracy,
+            steps: done.steps,
+        })
+    }
+}
+
+/// A split's labels, or an error saying that `split` has none.
+pub fn require_labels(labels: Option<&[u32]>, split: Split) -> Result<&[u32]> {
+    labels.ok_or_else(|| {
+        Error::Usage(format!(
+            "downstream heads need labels for the {} split",
+            split.name()
+        ))
     })
 }

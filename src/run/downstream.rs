@@ -4,7 +4,8 @@
 //!
 //! The loop (label fractions, stratified draws, caching, the probe and k-NN on frozen
 //! features) is the same for every modality; a [`DownstreamTask`] supplies the labels, the
-//! frozen features and fine-tuning (see `run/image_task.rs`, `run/text_task.rs`).
+//! frozen features and fine-tuning. Every modality's is a `run::classify::Task` over its
+//! `Labelled` splits (`run/<modality>/task.rs`).
 //!
 //! Each (section, fraction) writes `downstream/<NN>-<head>-<input>-<pct>/result.json`
 //! (fine-tuned classifiers also their weights there); a resumed run reuses results whose

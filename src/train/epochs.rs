@@ -30,8 +30,8 @@ pub enum Reshuffle {
 #[derive(Debug, Clone)]
 pub struct EpochOrder {
     examples: Vec<usize>,
-    lengths: Option<Vec<usize>>,
-    batch_size: usize,
+    /// Example lengths (indexed like the data set) and the batch size they group for.
+    grouping: Option<(Vec<usize>, usize)>,
     reshuffle: Reshuffle,
     /// The current epoch's order (before the first epoch: the examples as given).
     order: Vec<usize>,
@@ -45,25 +45,24 @@ impl EpochOrder {
     /// Freshly shuffled epochs over `examples`; with `lengths` (indexed like the data set),
     /// batches of `batch_size` grouped by length.
     pub fn fresh(examples: &[usize], lengths: Option<Vec<usize>>, batch_size: usize) -> Self {
-        Self::new(examples, lengths, batch_size, Reshuffle::Fresh)
+        let grouping = lengths.map(|l| (l, batch_size));
+        Self::new(examples, grouping, Reshuffle::Fresh)
     }
 
     /// Epochs over `0..n`, each a shuffle of the one before.
     pub fn in_place(n: usize) -> Self {
         let all: Vec<usize> = (0..n).collect();
-        Self::new(&all, None, 0, Reshuffle::InPlace)
+        Self::new(&all, None, Reshuffle::InPlace)
     }
 
     fn new(
         examples: &[usize],
-        lengths: Option<Vec<usize>>,
-        batch_size: usize,
+        grouping: Option<(Vec<usize>, usize)>,
         reshuffle: Reshuffle,
     ) -> Self {
         Self {
             examples: examples.to_vec(),
-            lengths,
-            batch_size,
+            grouping,
             reshuffle,
             order: examples.to_vec(),
             drawn: 0,
@@ -88,8 +87,8 @@ impl EpochOrder {
             self.order = self.examples.clone();
         }
         self.order.shuffle(rng);
-        if let Some(lengths) = &self.lengths {
-            self.order = group_by_length(&self.order, lengths, self.batch_size, rng);
+        if let Some((lengths, batch_size)) = &self.grouping {
+            self.order = group_by_length(&self.order, lengths, *batch_size, rng);
         }
         self.drawn += 1;
         self.cursor = 0;

@@ -191,7 +191,17 @@ impl<'a> Trainer<'a> {
                     (Some(_), None) => {
                         return Err(Error::Checkpoint {
                             path: ckpt.path,
-                            message: "no data order in the training state: it was written by                                       pretraining, not by this head"
+                            message: "no data order in the training state: it was written by \
+                                      pretraining, not by this head; remove it to start over"
+                                .into(),
+                        })
+                    }
+                    (None, Some(_)) => {
+                        return Err(Error::Checkpoint {
+                            path: ckpt.path,
+                            message: "the training state holds a head's data order: it was \
+                                      written by fine-tuning, not by pretraining; remove it to \
+                                      start over"
                                 .into(),
                         })
                     }

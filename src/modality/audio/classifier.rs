@@ -107,16 +107,11 @@ impl PooledEncoder for WaveformEncoder {
         self.config().encoder.dim
     }
 
-    /// Waveforms `[B, S]` → the mean of the final hidden states (`cls` pooling has no
-    /// class token to take: waveform models pool by mean).
-    fn pooled(
-        &self,
-        x: &Tensor,
-        _pooling: Pooling,
-        mode: &mut Mode,
-    ) -> candle_core::Result<Tensor> {
+    /// Waveforms `[B, S]` → the mean of the final hidden states (`cls` pooling is an error:
+    /// waveform models have no class token).
+    fn pooled(&self, x: &Tensor, pooling: Pooling, mode: &mut Mode) -> candle_core::Result<Tensor> {
         let h = self.forward(x, None, mode)?.last_hidden_state;
-        pool(&h, Pooling::Mean, Tokens::Frames)
+        pool(&h, pooling, Tokens::Frames)
     }
 }
 

@@ -17,6 +17,7 @@ use candle_core::Device;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::classify::Task;
 use super::downstream::DownstreamTask;
 use super::{invalid, Pipeline, PretrainStage};
 use crate::error::{Error, Result};
@@ -29,7 +30,7 @@ use crate::objective::Objective;
 use crate::params::ParamStore;
 use crate::recipe::{AudioSection, DataSource, Recipe};
 use pretrain::AudioMaeTask;
-use task::AudioTask;
+use task::AudioSplits;
 
 /// The run's [`AudioRunConfig`].
 pub const CONFIG_FILE: &str = "audio-config.json";
@@ -279,11 +280,14 @@ impl Pipeline for Prepared {
         let (train, test) = self
             .heads_data(r)
             .ok_or_else(|| invalid(file, "data.test", "downstream heads need a test split"))?;
-        Ok(Box::new(AudioTask::new(
+        let splits = AudioSplits {
             train,
             test,
-            &self.classes,
-            &self.config,
+            classes: &self.classes,
+            config: &self.config,
+        };
+        Ok(Box::new(Task::new(
+            splits,
             &self.params,
             r.seed,
             &self.device,

@@ -10,6 +10,7 @@ use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::classify::Task;
 use super::downstream::DownstreamTask;
 use super::{Pipeline, PretrainStage};
 use crate::error::{Error, Result};
@@ -144,12 +145,15 @@ impl Pipeline for Prepared {
             key: "data.test".into(),
             message: "downstream evaluation needs a test split".into(),
         })?;
-        Ok(Box::new(task::ImageTask::new(
-            &self.train,
+        let splits = task::ImageSplits {
+            train: &self.train,
             test,
-            &self.image,
-            pretrain::geometry(&self.image),
-            r.model.encoder_config(),
+            image: &self.image,
+            geometry: pretrain::geometry(&self.image),
+            encoder: r.model.encoder_config(),
+        };
+        Ok(Box::new(Task::new(
+            splits,
             &self.params,
             r.seed,
             &self.device,

@@ -17,6 +17,7 @@ use candle_core::Device;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::classify::Task;
 use super::downstream::DownstreamTask;
 use super::source::AnyModel;
 use super::{invalid, Pipeline, PretrainStage};
@@ -33,7 +34,7 @@ use crate::params::ParamStore;
 use crate::recipe::{DataSource, ObjectiveSection, Recipe, TextSection};
 use crate::train::metrics::MetricsLog;
 use pretrain::MlmTask;
-use task::{Labelled, TextTask};
+use task::{Examples, TextSplits};
 
 /// The tokenizer's file name inside a run directory.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -53,7 +54,7 @@ pub struct Prepared {
     pub train: Arc<TokenBlocks>,
     pub test: Option<TokenBlocks>,
     /// Downstream splits and class names, when the recipe has heads.
-    pub labelled: Option<(Labelled, Labelled, Vec<String>)>,
+    pub labelled: Option<(Examples, Examples, Vec<String>)>,
 }
 
 /// The documents of a source (`limit` applied).
@@ -290,9 +291,9 @@ pub fn prepare(
         let train_docs = documents(train_src, train_key, file)?;
         let test_docs = documents(test_src, test_key, file)?;
         let names = corpus::class_names(&train_docs)?;
-        let encode = |docs: &[Document]| -> Result<Labelled> {
+        let encode = |docs: &[Document]| -> Result<Examples> {
             let seqs = pack::encode_labelled(docs, &tok, max_len, &names)?;
-            Ok(Labelled {
+            Ok(Examples {
                 ids: seqs.ids,
                 labels: seqs.labels.into_iter().map(|l| l as u32).collect(),
             })
@@ -362,15 +363,18 @@ impl Pipeline for Prepared {
             .labelled
             .as_ref()
             .ok_or_else(|| invalid(file, "data.test", "downstream heads need a test split"))?;
-        Ok(Box::new(TextTask {
+        let splits = TextSplits {
             train,
             test,
             label_names: names,
             config: self.config.clone(),
-            pretrained: &self.params,
-            seed: r.seed,
-            device: &self.device,
-        }))
+        };
+        Ok(Box::new(Task::new(
+            splits,
+            &self.params,
+            r.seed,
+            &self.device,
+        )?))
     }
 
     fn dry_run(&self, r: &Recipe) -> Result<String> {

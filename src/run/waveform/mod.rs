@@ -3,7 +3,7 @@
 //! there is no Audio-MAE pretraining: the clips are kept as raw 16 kHz waveforms (cut or
 //! padded to the length `data.audio.frames` and the mel hop describe, normalised per clip
 //! when the source's feature extractor says `do_normalize`) and the downstream heads run on
-//! the source's encoder ([`task::WaveformTask`]); `scratch` is the same architecture freshly
+//! the source's encoder ([`task::WaveformSplits`]); `scratch` is the same architecture freshly
 //! initialised with the run's seed.
 
 pub mod task;
@@ -13,6 +13,7 @@ use std::path::Path;
 use candle_core::Device;
 
 use super::audio::{heads_sources, items, require_labels};
+use super::classify::Task;
 use super::downstream::DownstreamTask;
 use super::source::AnyModel;
 use super::{invalid, Pipeline, PretrainStage};
@@ -25,7 +26,7 @@ use crate::modality::audio::dataset::{self, AudioItem};
 use crate::modality::audio::waveform::WaveformEncoder;
 use crate::params::ParamStore;
 use crate::recipe::Recipe;
-use task::WaveformTask;
+use task::WaveformSplits;
 
 /// Everything an audio recipe with a waveform `model.source` needs, built and checked.
 pub struct Prepared {
@@ -160,10 +161,13 @@ impl Pipeline for Prepared {
         r: &'a Recipe,
         _file: &Path,
     ) -> Result<Box<dyn DownstreamTask + 'a>> {
-        Ok(Box::new(WaveformTask::new(
-            &self.train,
-            &self.test,
-            &self.spec,
+        let splits = WaveformSplits {
+            train: &self.train,
+            test: &self.test,
+            spec: &self.spec,
+        };
+        Ok(Box::new(Task::new(
+            splits,
             &self.params,
             r.seed,
             &self.device,
