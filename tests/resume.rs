@@ -1,11 +1,11 @@
-//! A run stopped at step k and resumed ends bitwise equal to an uninterrupted run, and a
-//! `kill -9` during training is recovered by `pretext run RUN_DIR`.
+//! A run stopped at step k and resumed ends bitwise equal to an uninterrupted run, a
+//! `kill -9` during training is recovered by `pretext run RUN_DIR`, and a truncated latest
+//! checkpoint makes the run resume from the one before it.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use pretext::recipe;
@@ -102,42 +102,78 @@ fn stopped_and_resumed_run_is_bitwise_equal_to_uninterrupted() {
 }
 
 #[test]
+fn a_truncated_latest_checkpoint_is_set_aside_and_the_previous_one_resumed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = common::write_recipe(tmp.path(), &common::tiny_recipe(6, 2));
+    let loaded = recipe::load(&file, &[]).unwrap();
+    let out = |name: &str, stop_after| RunOptions {
+        out: Some(tmp.path().join(name)),
+        stop_after,
+        ..Default::default()
+    };
+    run::start(&loaded, &out("straight", None)).unwrap();
+    let resumed = tmp.path().join("resumed");
+    run::start(&loaded, &out("resumed", Some(4))).unwrap();
+
+    // A crash (or a full disk) cut the newest checkpoint short, and a write that never
+    // finished left its temporary file behind.
+    let ckpts = resumed.join("checkpoints");
+    let newest = ckpts.join(checkpoint::file_name(4));
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+    let stale = ckpts.join(".step-0000006.safetensors.tmp4194303");
+    std::fs::write(&stale, b"partial").unwrap();
+
+    let r = run::resume(&resumed, &[], &RunOptions::default()).unwrap();
+    assert_eq!(r.steps, 6);
+    assert!(!stale.exists(), "the stale temporary file is removed");
+    let aside = ckpts.join("step-0000004.safetensors.unreadable");
+    assert_eq!(
+        std::fs::read(&aside).unwrap().len(),
+        bytes.len() / 2,
+        "the unreadable checkpoint is kept, moved aside"
+    );
+    let (a, b) = (
+        final_weights(&tmp.path().join("straight")),
+        final_weights(&resumed),
+    );
+    for (k, v) in &a {
+        assert!(
+            v == &b[k],
+            "tensor `{k}` differs after resuming from step 2"
+        );
+    }
+    let log = std::fs::read_to_string(resumed.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![1, 2, 3, 4, 5, 6],
+        "steps 3 and 4 are logged once"
+    );
+}
+
+#[test]
 fn kill_dash_nine_then_resume_finishes() {
     let tmp = tempfile::tempdir().unwrap();
     let steps = 60;
     let file = common::write_recipe(tmp.path(), &common::tiny_recipe(steps, 5));
     let run_dir = tmp.path().join("run");
-    let exe = env!("CARGO_BIN_EXE_pretext");
-    let mut child = Command::new(exe)
-        .args([
-            "run",
-            file.to_str().unwrap(),
-            "--out",
-            run_dir.to_str().unwrap(),
-        ])
-        .stderr(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let ckpts = run_dir.join("checkpoints");
-    let start = Instant::now();
-    while checkpoint::list(&ckpts).map(|l| l.len()).unwrap_or(0) < 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint within 2 minutes"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap(); // SIGKILL: no chance to clean up
-    child.wait().unwrap();
-    let at_kill = checkpoint::list(&ckpts).unwrap().last().unwrap().0;
+    let child = common::spawn_run(&file, &run_dir);
+    let at_kill = common::kill_after_first_checkpoint(child, &run_dir.join("checkpoints"));
     assert!(
         at_kill < steps,
         "training finished before it could be killed"
     );
     assert!(!run_dir.join("summary.json").exists());
 
-    let out = Command::new(exe)
+    let out = Command::new(env!("CARGO_BIN_EXE_pretext"))
         .args(["run", run_dir.to_str().unwrap()])
         .output()
         .unwrap();

@@ -93,17 +93,66 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
     Ok(list(dir)?.pop().map(|(_, p)| p))
 }
 
-/// The newest checkpoint in `dir`, loaded onto `device`, saying on stderr that the run
-/// resumes from it.
+/// The newest checkpoint in `dir` that loads, onto `device`, saying on stderr that the run
+/// resumes from it. A newer one that does not load (truncated by a crash or a full disk,
+/// say) is moved aside to `step-NNNNNNN.safetensors.unreadable` — kept, not deleted — and
+/// the one before it is tried; what was skipped and why is said on stderr. Temporary files
+/// left by writes that never finished are removed first.
 pub fn resume_from(dir: &Path, device: &Device) -> Result<Option<Checkpoint>> {
-    match latest(dir)? {
-        Some(path) => {
-            let c = load(&path, device)?;
-            eprintln!("resuming from {} (step {})", path.display(), c.state.step);
-            Ok(Some(c))
+    remove_stale_temps(dir)?;
+    let mut all = list(dir)?;
+    while let Some((_, path)) = all.pop() {
+        match load(&path, device) {
+            Ok(c) => {
+                eprintln!("resuming from {} (step {})", path.display(), c.state.step);
+                return Ok(Some(c));
+            }
+            // Not the file's fault (permissions, a disk that cannot be read): say so.
+            Err(e @ Error::Io { .. }) => return Err(e),
+            Err(e) => {
+                let aside = path.with_extension("safetensors.unreadable");
+                std::fs::rename(&path, &aside).map_err(|e| Error::io(&path, e))?;
+                eprintln!(
+                    "warning: skipping checkpoint {} ({e}); moved aside to {}",
+                    path.display(),
+                    aside.display()
+                );
+            }
         }
-        None => Ok(None),
     }
+    Ok(None)
+}
+
+/// Removes the temporary files (`.NAME.tmpPID`) that writes into `dir` by processes no
+/// longer running left behind: a run killed while writing a checkpoint leaves one.
+pub fn remove_stale_temps(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        let Some(pid) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| n.starts_with('.'))
+            .and_then(|n| n.rsplit_once(".tmp"))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !process_running(pid) {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            eprintln!("removed {} (left by an interrupted write)", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Whether a process `pid` is running (this one is). Where that cannot be told (no
+/// `/proc`), only this process counts as running.
+fn process_running(pid: u32) -> bool {
+    pid == std::process::id()
+        || (Path::new("/proc/self").exists() && Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// Whether a safetensors file's metadata marks it as a training checkpoint.
