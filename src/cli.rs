@@ -42,6 +42,14 @@ pub enum Command {
         /// Stop after this many steps, as if interrupted (resume later with `pretext run RUN_DIR`).
         #[arg(long, hide = true)]
         stop_after: Option<usize>,
+        /// Resume although the run's recipe changed this key since its checkpoints were
+        /// written (repeatable; a section, e.g. `objective`, allows every key in it).
+        #[arg(long = "allow-changed", value_name = "KEY")]
+        allow_changed: Vec<String>,
+        /// Start a run directory whose checkpoints are gone over from step 0, rewriting its
+        /// metrics log.
+        #[arg(long)]
+        restart: bool,
     },
     /// Validate or print recipes.
     Recipe {
@@ -207,6 +215,8 @@ pub fn execute(cli: Cli) -> Result<()> {
             runs_dir,
             out,
             stop_after,
+            allow_changed,
+            restart,
         } => {
             let o = overrides(&set, &unset)?;
             let opts = RunOptions {
@@ -215,6 +225,8 @@ pub fn execute(cli: Cli) -> Result<()> {
                 stop_after,
                 skip_downstream: false,
                 driver: None,
+                allow_changed,
+                restart,
             };
             let summary = if target.is_dir() {
                 if !dir::is_run_dir(&target) {

@@ -186,3 +186,80 @@ fn kill_dash_nine_then_resume_finishes() {
     assert_eq!(summary["steps"], steps);
     assert!(summary["downstream"][0]["test_accuracy"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn a_resume_with_changed_training_settings_is_refused_unless_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = common::write_recipe(tmp.path(), &common::tiny_recipe(6, 2));
+    let loaded = recipe::load(&file, &[]).unwrap();
+    let run_dir = tmp.path().join("run");
+    let opts = |allow: &[&str], restart| RunOptions {
+        allow_changed: allow.iter().map(|s| s.to_string()).collect(),
+        restart,
+        ..Default::default()
+    };
+    run::start(
+        &loaded,
+        &RunOptions {
+            out: Some(run_dir.clone()),
+            stop_after: Some(4),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let recipe_file = run_dir.join("recipe.toml");
+    let text = std::fs::read_to_string(&recipe_file).unwrap();
+    assert!(text.contains("mask_ratio = 0.75"), "{text}");
+    std::fs::write(
+        &recipe_file,
+        text.replace("mask_ratio = 0.75", "mask_ratio = 0.5"),
+    )
+    .unwrap();
+
+    let err = run::resume(&run_dir, &[], &opts(&[], false))
+        .expect_err("a changed mask ratio is refused")
+        .to_string();
+    assert!(err.contains("objective.mask_ratio: 0.75 -> 0.5"), "{err}");
+    assert!(
+        err.contains("--allow-changed objective.mask_ratio"),
+        "{err}"
+    );
+    // `--set` goes through the same check, and a refused resume rewrites nothing.
+    let lr = pretext::recipe::Override::parse_set("train.optimizer.lr=0.5").unwrap();
+    let err = run::resume(&run_dir, &[lr], &opts(&["objective"], false))
+        .expect_err("a changed learning rate is refused")
+        .to_string();
+    assert!(err.contains("train.optimizer.lr"), "{err}");
+    assert!(
+        !err.contains("mask_ratio"),
+        "a section allows its keys: {err}"
+    );
+    assert!(!std::fs::read_to_string(&recipe_file)
+        .unwrap()
+        .contains("lr = 0.5"));
+
+    // Allowed by name, with more steps (always allowed), it resumes from step 4.
+    let steps = pretext::recipe::Override::parse_set("train.steps=8").unwrap();
+    let s = run::resume(&run_dir, &[steps], &opts(&["objective.mask_ratio"], false)).unwrap();
+    assert_eq!(s.steps, 8);
+    // The changed settings are now the run's: resuming again needs no permission.
+    run::resume(&run_dir, &[], &opts(&[], false)).unwrap();
+
+    // With its checkpoints gone, the run will not silently start over its metrics log.
+    std::fs::remove_dir_all(run_dir.join("checkpoints")).unwrap();
+    let err = run::resume(&run_dir, &[], &opts(&[], false))
+        .expect_err("no checkpoint over a metrics log is refused")
+        .to_string();
+    assert!(
+        err.contains("logs steps up to 8") && err.contains("--restart"),
+        "{err}"
+    );
+    let s = run::resume(&run_dir, &[], &opts(&[], true)).unwrap();
+    assert_eq!(s.steps, 8);
+    let log = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        log.lines().count(),
+        8,
+        "the restarted run rewrote its log: {log}"
+    );
+}

@@ -12,6 +12,7 @@ pub mod dir;
 pub mod downstream;
 pub mod image;
 pub mod report;
+pub mod settings;
 pub mod source;
 pub mod text;
 pub mod waveform;
@@ -41,6 +42,12 @@ pub struct RunOptions {
     pub skip_downstream: bool,
     /// Drives the trainer instead of the training loop (`benches/step.rs`).
     pub driver: Option<train::Driver>,
+    /// Recipe keys a resumed run may have changed since its checkpoints were written
+    /// (`--allow-changed`; a section allows every key in it).
+    pub allow_changed: Vec<String>,
+    /// Start pretraining over from step 0 when no checkpoint is left, rewriting the log
+    /// (`--restart`).
+    pub restart: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -146,6 +153,11 @@ pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
 pub fn resume(run_dir: &Path, overrides: &[Override], opts: &RunOptions) -> Result<Summary> {
     let file = run_dir.join(dir::RECIPE_FILE);
     let loaded = recipe::load(&file, overrides)?;
+    // Before anything is written: a refused resume leaves the run as it was.
+    settings::verify(run_dir, &loaded.recipe, &opts.allow_changed)?;
+    if checkpoint::list(&run_dir.join("checkpoints"))?.is_empty() {
+        settings::check_fresh_start(run_dir, opts.restart)?;
+    }
     if !overrides.is_empty() {
         dir::write_recipe(run_dir, &loaded.recipe, &file)?;
     }
@@ -194,6 +206,10 @@ fn pretrain(p: &dyn Pipeline, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> 
         return Ok(none);
     }
     let ckpt = checkpoint::resume_from(&run_dir.join("checkpoints"), p.device())?;
+    if ckpt.is_none() {
+        settings::check_fresh_start(run_dir, opts.restart)?;
+    }
+    settings::record(run_dir, r)?;
     let resume_step = ckpt.as_ref().map(|c| c.state.step);
     let Some(stage) = p.pretrain(r, run_dir, resume_step)? else {
         return Ok(none);
