@@ -171,6 +171,11 @@ fn kill_dash_nine_then_resume_finishes() {
         at_kill < steps,
         "training finished before it could be killed"
     );
+    // Pictures are drawn before their checkpoint is written: none is missing after a kill.
+    for (step, _) in checkpoint::list(&run_dir.join("checkpoints")).unwrap() {
+        let picture = run_dir.join(format!("pictures/reconstruction-step-{step:07}.png"));
+        assert!(picture.is_file(), "{} is missing", picture.display());
+    }
     assert!(!run_dir.join("summary.json").exists());
 
     let out = Command::new(env!("CARGO_BIN_EXE_pretext"))

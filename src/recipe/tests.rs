@@ -75,6 +75,27 @@ fn wrong_type_and_range_name_the_key() {
 }
 
 #[test]
+fn a_name_that_is_not_a_plain_directory_name_is_refused() {
+    for bad in ["..", ".", ".hidden", "a/b", ""] {
+        let err = load(
+            &MINIMAL.replace("name = \"t\"", &format!("name = {bad:?}")),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("r.toml") && err.contains("name"),
+            "{bad:?}: {err}"
+        );
+    }
+    load(
+        &MINIMAL.replace("name = \"t\"", "name = \"mae.v2-small_1\""),
+        &[],
+    )
+    .unwrap();
+}
+
+#[test]
 fn malformed_toml_names_file_and_line() {
     let err = load("name = \"t\"\n[model\n", &[]).unwrap_err().to_string();
     assert!(err.contains("r.toml") && err.contains("line 2"), "{err}");

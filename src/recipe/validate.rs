@@ -28,6 +28,7 @@ pub(super) fn check(
 pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
     check(
         !r.name.is_empty()
+            && !r.name.starts_with('.')
             && r.name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
@@ -35,7 +36,8 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
         "name",
         || {
             format!(
-                "`{}` must be non-empty and use only letters, digits, - _ .",
+                "`{}` names the run's directory: it must be non-empty, use only letters, \
+                 digits, - _ . and not start with `.`",
                 r.name
             )
         },

@@ -178,7 +178,12 @@ fn new_run_dir(loaded: &Loaded, opts: &RunOptions) -> Result<PathBuf> {
             &loaded.recipe.name,
         )?,
     };
-    dir::write_recipe(&run_dir, &loaded.recipe, &loaded.file)?;
+    // A run directory is complete or absent: one without its recipe (a full disk, say)
+    // could be neither resumed nor reused.
+    if let Err(e) = dir::write_recipe(&run_dir, &loaded.recipe, &loaded.file) {
+        let _ = std::fs::remove_dir_all(&run_dir);
+        return Err(e);
+    }
     eprintln!("run directory: {}", run_dir.display());
     Ok(run_dir)
 }

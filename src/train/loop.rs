@@ -40,7 +40,8 @@ pub trait TrainTask {
     fn infer(&self, _params: &ParamStore, _indices: &[usize]) -> Result<Option<Tensor>> {
         Ok(None)
     }
-    /// Runs after each checkpoint is written (e.g. reconstruction pictures).
+    /// Runs at each checkpoint, just before it is written (e.g. reconstruction pictures), so
+    /// that no checkpoint exists without what it comes with.
     fn on_checkpoint(&self, _step: usize, _run_dir: &Path) -> Result<()> {
         Ok(())
     }
@@ -411,8 +412,10 @@ pub fn train(
         bar.set_position(step as u64);
 
         if let Some(dir) = run_dir.filter(|_| step % cfg.checkpoint_every == 0 || last) {
-            trainer.checkpoint(&dir.join("checkpoints"))?;
+            // What a checkpoint comes with (pictures, held-out evaluation) first: a run
+            // killed in between resumes from the checkpoint before, and draws them again.
             bar.suspend(|| task.on_checkpoint(step, dir))?;
+            trainer.checkpoint(&dir.join("checkpoints"))?;
         }
         if stop_after == Some(step) {
             break;
