@@ -14,7 +14,8 @@ pub fn exp(x: f32) -> f32 {
     // Round to nearest by the 1.5 * 2^23 trick: `floor` is a libm call on baseline x86-64
     // and would keep the loop scalar.
     const ROUND: f32 = 12_582_912.0;
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * C1 - n * C2;
     let z = r * r;
     let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
@@ -25,8 +26,11 @@ pub fn exp(x: f32) -> f32 {
         * z
         + r
         + 1.0;
-    // 2^n for n in [-126, 128]; the clamp keeps n in range, and p * 2^n stays finite.
-    let pow2 = f32::from_bits((((n as i32) + 127).clamp(0, 254) as u32) << 23);
+    // 2^n for n in [-126, 128]; the clamp keeps n in range, and p * 2^n stays finite. The
+    // integer n is read from the low mantissa bits of `shifted` (1.5 * 2^23 + n, exactly):
+    // `n as i32` is a saturating conversion that compiles to one scalar instruction per lane.
+    let n_int = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
+    let pow2 = f32::from_bits(((n_int + 127).clamp(0, 254) as u32) << 23);
     // A select, not a branch: the loop still vectorises.
     if underflow {
         0.0
