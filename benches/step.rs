@@ -115,7 +115,7 @@ fn main() {
         let [w] = workloads.as_slice() else {
             usage("--child runs exactly one workload")
         };
-        match measure(w, protocol) {
+        match pretext::device::on_cpu_pool(|| measure(w, protocol)) {
             Ok(v) => println!("{v}"),
             Err(e) => {
                 eprintln!("error: workload {w}: {e}");

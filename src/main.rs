@@ -9,7 +9,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     pretext::device::tune_cpu_runtime();
-    match pretext::cli::execute(pretext::cli::Cli::parse()) {
+    let cli = pretext::cli::Cli::parse();
+    match pretext::device::on_cpu_pool(|| pretext::cli::execute(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
