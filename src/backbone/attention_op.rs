@@ -17,16 +17,18 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::buffer;
 use super::gemm::{matmul, Mat, Threads};
 use super::math;
 use super::storage::{applies, cpu_f32, with_f32};
 
+/// Batch, sequence length, model width and head count of one attention call.
 #[derive(Clone, Copy)]
-struct Dims {
-    b: usize,
-    t: usize,
-    d: usize,
-    heads: usize,
+pub(super) struct Dims {
+    pub b: usize,
+    pub t: usize,
+    pub d: usize,
+    pub heads: usize,
 }
 
 impl Dims {
@@ -72,58 +74,6 @@ impl AttentionOp {
         })
     }
 
-    /// Probabilities `[B, H, T, T]` and the output `[B, T, D]`.
-    fn run(&self, qkv: &[f32], bias: Option<&[f32]>, dm: Dims) -> Result<(Vec<f32>, Vec<f32>)> {
-        let (t, hd) = (dm.t, dm.hd());
-        if dm.b * t * dm.d == 0 {
-            return Ok((Vec::new(), Vec::new()));
-        }
-        let scale = 1.0 / (hd as f32).sqrt();
-        let mut probs = vec![0f32; dm.b * dm.heads * t * t];
-        let mut heads_out = vec![0f32; dm.b * dm.heads * t * hd];
-        probs
-            .par_chunks_mut(t * t)
-            .zip(heads_out.par_chunks_mut(t * hd))
-            .enumerate()
-            .try_for_each(|(i, (p, o))| -> Result<()> {
-                let (bi, h) = (i / dm.heads, i % dm.heads);
-                let (q, k, v) = (
-                    dm.head(qkv, bi, h, 0),
-                    dm.head(qkv, bi, h, 1),
-                    dm.head(qkv, bi, h, 2),
-                );
-                matmul(p, t, q, k.t(), false, Threads::One)?;
-                let key_bias = bias.map(|bias| &bias[bi * t..(bi + 1) * t]);
-                for row in p.chunks_exact_mut(t) {
-                    match key_bias {
-                        Some(kb) => row
-                            .iter_mut()
-                            .zip(kb)
-                            .for_each(|(s, b)| *s = *s * scale + b),
-                        None => row.iter_mut().for_each(|s| *s *= scale),
-                    }
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    math::exp_shifted(row, max);
-                    let inv = 1.0 / row.iter().sum::<f32>();
-                    row.iter_mut().for_each(|s| *s *= inv);
-                }
-                matmul(o, hd, Mat::rows(p, t, t), v, false, Threads::One)
-            })?;
-        // [B, H, T, hd] → [B, T, D]
-        let mut out = vec![0f32; dm.b * t * dm.d];
-        out.par_chunks_mut(t * dm.d)
-            .enumerate()
-            .for_each(|(bi, ob)| {
-                for h in 0..dm.heads {
-                    let src = &heads_out[(bi * dm.heads + h) * t * hd..][..t * hd];
-                    for (ti, s) in src.chunks_exact(hd).enumerate() {
-                        ob[ti * dm.d + h * hd..][..hd].copy_from_slice(s);
-                    }
-                }
-            });
-        Ok((probs, out))
-    }
-
     fn forward(
         &self,
         qkv: &[f32],
@@ -131,7 +81,7 @@ impl AttentionOp {
         l: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dm = self.dims(l)?;
-        let (probs, out) = self.run(qkv, bias, dm)?;
+        let (probs, out) = forward(qkv, bias, dm)?;
         if self.keep {
             if let Ok(mut slot) = self.probs.lock() {
                 *slot = Some(Arc::new(probs));
@@ -142,11 +92,9 @@ impl AttentionOp {
 
     fn backward(&self, qkv_t: &Tensor, bias: Option<&Tensor>, grad: &Tensor) -> Result<Tensor> {
         let dm = self.dims(qkv_t.layout())?;
-        let (t, hd) = (dm.t, dm.hd());
-        if dm.b * t * dm.d == 0 {
+        if dm.b * dm.t * dm.d == 0 {
             return qkv_t.zeros_like();
         }
-        let scale = 1.0 / (hd as f32).sqrt();
         let stored = self.probs.lock().ok().and_then(|s| s.clone());
         with_f32(qkv_t, |qkv| {
             let probs = match stored {
@@ -155,57 +103,119 @@ impl AttentionOp {
                     let bias = bias
                         .map(|b| b.flatten_all()?.to_vec1::<f32>())
                         .transpose()?;
-                    Arc::new(self.run(qkv, bias.as_deref(), dm)?.0)
+                    Arc::new(forward(qkv, bias.as_deref(), dm)?.0)
                 }
             };
-            with_f32(grad, |g| -> Result<Tensor> {
-                // Per (batch, head): dq | dk | dv, each [T, hd].
-                let mut dheads = vec![0f32; dm.b * dm.heads * 3 * t * hd];
-                dheads.par_chunks_mut(3 * t * hd).enumerate().try_for_each(
-                    |(i, dst)| -> Result<()> {
-                        let (bi, h) = (i / dm.heads, i % dm.heads);
-                        let p = Mat::rows(&probs[i * t * t..][..t * t], t, t);
-                        let dctx = Mat::strided(&g[bi * t * dm.d + h * hd..], t, hd, dm.d, 1);
-                        let (q, k, v) = (
-                            dm.head(qkv, bi, h, 0),
-                            dm.head(qkv, bi, h, 1),
-                            dm.head(qkv, bi, h, 2),
-                        );
-                        let (dq, rest) = dst.split_at_mut(t * hd);
-                        let (dk, dv) = rest.split_at_mut(t * hd);
-                        matmul(dv, hd, p.t(), dctx, false, Threads::One)?;
-                        let mut ds = vec![0f32; t * t];
-                        matmul(&mut ds, t, dctx, v.t(), false, Threads::One)?;
-                        // dS = P ⊙ (dP − rowsum(dP ⊙ P)), times the score scale.
-                        for (dr, pr) in ds.chunks_exact_mut(t).zip(p.data.chunks_exact(t)) {
-                            let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                            for (x, pv) in dr.iter_mut().zip(pr) {
-                                *x = pv * (*x - dot) * scale;
-                            }
-                        }
-                        let ds = Mat::rows(&ds, t, t);
-                        matmul(dq, hd, ds, k, false, Threads::One)?;
-                        matmul(dk, hd, ds.t(), q, false, Threads::One)
-                    },
-                )?;
-                let mut dqkv = vec![0f32; dm.b * t * 3 * dm.d];
-                dqkv.par_chunks_mut(t * 3 * dm.d)
-                    .enumerate()
-                    .for_each(|(bi, ob)| {
-                        for h in 0..dm.heads {
-                            let src = &dheads[(bi * dm.heads + h) * 3 * t * hd..][..3 * t * hd];
-                            for (which, part) in src.chunks_exact(t * hd).enumerate() {
-                                for (ti, s) in part.chunks_exact(hd).enumerate() {
-                                    ob[ti * 3 * dm.d + which * dm.d + h * hd..][..hd]
-                                        .copy_from_slice(s);
-                                }
-                            }
-                        }
-                    });
+            with_f32(grad, |g| {
+                let dqkv = backward(qkv, &probs, g, dm)?;
                 Tensor::from_vec(dqkv, qkv_t.shape(), qkv_t.device())
             })?
         })?
     }
+}
+
+/// Probabilities `[B, H, T, T]` and the output `[B, T, D]` from packed `qkv [B, T, 3D]`
+/// and an optional key bias `[B, T]`.
+pub(super) fn forward(qkv: &[f32], bias: Option<&[f32]>, dm: Dims) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (t, hd) = (dm.t, dm.hd());
+    if dm.b * t * dm.d == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut probs = buffer::zeroed(dm.b * dm.heads * t * t);
+    let mut heads_out = buffer::zeroed(dm.b * dm.heads * t * hd);
+    probs
+        .par_chunks_mut(t * t)
+        .zip(heads_out.par_chunks_mut(t * hd))
+        .enumerate()
+        .try_for_each(|(i, (p, o))| -> Result<()> {
+            let (bi, h) = (i / dm.heads, i % dm.heads);
+            let (q, k, v) = (
+                dm.head(qkv, bi, h, 0),
+                dm.head(qkv, bi, h, 1),
+                dm.head(qkv, bi, h, 2),
+            );
+            matmul(p, t, q, k.t(), false, Threads::One)?;
+            let key_bias = bias.map(|bias| &bias[bi * t..(bi + 1) * t]);
+            for row in p.chunks_exact_mut(t) {
+                match key_bias {
+                    Some(kb) => row
+                        .iter_mut()
+                        .zip(kb)
+                        .for_each(|(s, b)| *s = *s * scale + b),
+                    None => row.iter_mut().for_each(|s| *s *= scale),
+                }
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                math::exp_shifted(row, max);
+                let inv = 1.0 / row.iter().sum::<f32>();
+                row.iter_mut().for_each(|s| *s *= inv);
+            }
+            matmul(o, hd, Mat::rows(p, t, t), v, false, Threads::One)
+        })?;
+    // [B, H, T, hd] → [B, T, D]
+    let mut out = buffer::zeroed(dm.b * t * dm.d);
+    out.par_chunks_mut(t * dm.d)
+        .enumerate()
+        .for_each(|(bi, ob)| {
+            for h in 0..dm.heads {
+                let src = &heads_out[(bi * dm.heads + h) * t * hd..][..t * hd];
+                for (ti, s) in src.chunks_exact(hd).enumerate() {
+                    ob[ti * dm.d + h * hd..][..hd].copy_from_slice(s);
+                }
+            }
+        });
+    Ok((probs, out))
+}
+
+/// `dqkv [B, T, 3D]` from the upstream gradient `g [B, T, D]` and the forward pass's
+/// probabilities.
+pub(super) fn backward(qkv: &[f32], probs: &[f32], g: &[f32], dm: Dims) -> Result<Vec<f32>> {
+    let (t, hd) = (dm.t, dm.hd());
+    let scale = 1.0 / (hd as f32).sqrt();
+    // Per (batch, head): dq | dk | dv, each [T, hd].
+    let mut dheads = buffer::zeroed(dm.b * dm.heads * 3 * t * hd);
+    dheads
+        .par_chunks_mut(3 * t * hd)
+        .enumerate()
+        .try_for_each(|(i, dst)| -> Result<()> {
+            let (bi, h) = (i / dm.heads, i % dm.heads);
+            let p = Mat::rows(&probs[i * t * t..][..t * t], t, t);
+            let dctx = Mat::strided(&g[bi * t * dm.d + h * hd..], t, hd, dm.d, 1);
+            let (q, k, v) = (
+                dm.head(qkv, bi, h, 0),
+                dm.head(qkv, bi, h, 1),
+                dm.head(qkv, bi, h, 2),
+            );
+            let (dq, rest) = dst.split_at_mut(t * hd);
+            let (dk, dv) = rest.split_at_mut(t * hd);
+            matmul(dv, hd, p.t(), dctx, false, Threads::One)?;
+            let mut ds = vec![0f32; t * t];
+            matmul(&mut ds, t, dctx, v.t(), false, Threads::One)?;
+            // dS = P ⊙ (dP − rowsum(dP ⊙ P)), times the score scale.
+            for (dr, pr) in ds.chunks_exact_mut(t).zip(p.data.chunks_exact(t)) {
+                let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                for (x, pv) in dr.iter_mut().zip(pr) {
+                    *x = pv * (*x - dot) * scale;
+                }
+            }
+            let ds = Mat::rows(&ds, t, t);
+            matmul(dq, hd, ds, k, false, Threads::One)?;
+            matmul(dk, hd, ds.t(), q, false, Threads::One)
+        })?;
+    let mut dqkv = buffer::zeroed(dm.b * t * 3 * dm.d);
+    dqkv.par_chunks_mut(t * 3 * dm.d)
+        .enumerate()
+        .for_each(|(bi, ob)| {
+            for h in 0..dm.heads {
+                let src = &dheads[(bi * dm.heads + h) * 3 * t * hd..][..3 * t * hd];
+                for (which, part) in src.chunks_exact(t * hd).enumerate() {
+                    for (ti, s) in part.chunks_exact(hd).enumerate() {
+                        ob[ti * 3 * dm.d + which * dm.d + h * hd..][..hd].copy_from_slice(s);
+                    }
+                }
+            }
+        });
+    Ok(dqkv)
 }
 
 impl CustomOp1 for AttentionOp {

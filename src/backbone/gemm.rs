@@ -97,21 +97,59 @@ pub fn matmul(
         }
         return Ok(());
     }
+    // SAFETY: the three views were checked above to lie inside their slices, the
+    // destination rows do not overlap (dst_rs >= n), and `dst` is borrowed mutably so it
+    // cannot alias `a` or `b`.
+    unsafe { call(dst.as_mut_ptr(), dst_rs, a, b, accumulate, threads) };
+    Ok(())
+}
+
+/// `a · b` as a new row-major `a.rows × b.cols` matrix. `gemm` writes every element of its
+/// destination without reading it when asked not to accumulate, so the buffer needs no
+/// zero-filling first (a single-threaded pass over memory the size of the result).
+pub fn product(a: Mat, b: Mat, threads: Threads) -> Result<Vec<f32>> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k {
+        bail!("gemm: inner dimensions differ ({m}x{k} by {}x{n})", b.rows);
+    }
+    if a.extent() > a.data.len() || b.extent() > b.data.len() {
+        bail!("gemm: an operand view runs past its buffer");
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return Ok(vec![0f32; m * n]);
+    }
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: the operand views lie inside their slices (checked above); the destination is
+    // `m * n` elements of fresh capacity with row stride `n`, which gemm writes in full
+    // (every `(i, j)` with `i < m`, `j < n`) and never reads without `accumulate`; k > 0.
+    unsafe {
+        call(out.as_mut_ptr(), n, a, b, false, threads);
+        out.set_len(m * n);
+    }
+    Ok(out)
+}
+
+/// The `gemm` call: `dst[i * dst_rs + j] (+)= Σ_k a(i, k) b(k, j)`.
+///
+/// # Safety
+/// `a` and `b` lie inside their slices, `dst` is valid for writes (and, with `accumulate`,
+/// reads) of `(a.rows - 1) * dst_rs + b.cols` elements, `dst_rs >= b.cols`, and `dst` does
+/// not alias `a` or `b`.
+unsafe fn call(dst: *mut f32, dst_rs: usize, a: Mat, b: Mat, accumulate: bool, threads: Threads) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     let parallelism = match threads {
         Threads::Pool if candle_core::utils::get_num_threads() > 1 => {
             ::gemm::Parallelism::Rayon(candle_core::utils::get_num_threads())
         }
         _ => ::gemm::Parallelism::None,
     };
-    // SAFETY: the three views were checked above to lie inside their slices, the
-    // destination rows do not overlap (dst_rs >= n), and `dst` is borrowed mutably so it
-    // cannot alias `a` or `b`.
+    // SAFETY: the caller's contract.
     unsafe {
         ::gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_rs as isize,
             accumulate,
@@ -129,7 +167,6 @@ pub fn matmul(
             parallelism,
         );
     }
-    Ok(())
 }
 
 #[cfg(test)]

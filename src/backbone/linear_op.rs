@@ -12,31 +12,23 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{matmul, Mat, Threads};
+use super::buffer;
+use super::gemm::{matmul, product, Mat, Threads};
 use super::math;
 use super::storage::{applies, cpu_f32, with_f32};
 
 /// `x [N, in]`, `w [out, in]`, optional `b [out]` → `[N, out]`.
-fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, out_dim: usize) -> Result<Vec<f32>> {
+pub(super) fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, out_dim: usize) -> Result<Vec<f32>> {
     let in_dim = w.len() / out_dim.max(1);
     let n = x.len() / in_dim.max(1);
-    let mut y = vec![0f32; n * out_dim];
-    if y.is_empty() {
-        return Ok(y);
+    let (xm, wt) = (Mat::rows(x, n, in_dim), Mat::rows(w, out_dim, in_dim).t());
+    let Some(b) = b else {
+        return product(xm, wt, Threads::Pool);
+    };
+    let mut y = buffer::repeated(b, n);
+    if !y.is_empty() {
+        matmul(&mut y, out_dim, xm, wt, true, Threads::Pool)?;
     }
-    if let Some(b) = b {
-        for row in y.chunks_exact_mut(out_dim) {
-            row.copy_from_slice(b);
-        }
-    }
-    matmul(
-        &mut y,
-        out_dim,
-        Mat::rows(x, n, in_dim),
-        Mat::rows(w, out_dim, in_dim).t(),
-        b.is_some(),
-        Threads::Pool,
-    )?;
     Ok(y)
 }
 
@@ -59,38 +51,10 @@ fn backward_from(
     let (out_dim, in_dim) = w.dims2()?;
     let n = x.dim(0)?;
     let dev = x.device();
-    let gm = Mat::rows(g, n, out_dim);
-    let mut dx = vec![0f32; n * in_dim];
-    with_f32(w, |wv| {
-        matmul(
-            &mut dx,
-            in_dim,
-            gm,
-            Mat::rows(wv, out_dim, in_dim),
-            false,
-            Threads::Pool,
-        )
-    })??;
-    let mut dw = vec![0f32; out_dim * in_dim];
-    with_f32(x, |xv| {
-        matmul(
-            &mut dw,
-            in_dim,
-            gm.t(),
-            Mat::rows(xv, n, in_dim),
-            false,
-            Threads::Pool,
-        )
-    })??;
-    let db = with_bias.then(|| {
-        let mut acc = vec![0f32; out_dim];
-        for row in g.chunks_exact(out_dim) {
-            for (a, v) in acc.iter_mut().zip(row) {
-                *a += v;
-            }
-        }
-        acc
-    });
+    let (dx, dw) = with_f32(x, |xv| {
+        with_f32(w, |wv| backward_slices(xv, wv, g, out_dim))
+    })???;
+    let db = with_bias.then(|| bias_grad(g, out_dim));
     Ok((
         Tensor::from_vec(dx, (n, in_dim), dev)?,
         Tensor::from_vec(dw, (out_dim, in_dim), dev)?,
@@ -99,8 +63,66 @@ fn backward_from(
     ))
 }
 
+/// `(dx, dW) = (g W, gᵀ x)` for `x [N, in]`, `w [out, in]`, `g [N, out]`.
+pub(super) fn backward_slices(
+    x: &[f32],
+    w: &[f32],
+    g: &[f32],
+    out_dim: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let in_dim = w.len() / out_dim.max(1);
+    let n = g.len() / out_dim.max(1);
+    let gm = Mat::rows(g, n, out_dim);
+    let dx = product(gm, Mat::rows(w, out_dim, in_dim), Threads::Pool)?;
+    let dw = product(gm.t(), Mat::rows(x, n, in_dim), Threads::Pool)?;
+    Ok((dx, dw))
+}
+
+/// `db = Σ_rows g` for `g [N, out]`, each column summed in row order (the same sums
+/// whatever the thread count) by tasks over column ranges.
+pub(super) fn bias_grad(g: &[f32], out_dim: usize) -> Vec<f32> {
+    const COLS: usize = 64;
+    let mut acc = vec![0f32; out_dim];
+    if out_dim == 0 {
+        return acc;
+    }
+    let sum_cols = |first: usize, acc: &mut [f32]| {
+        for row in g.chunks_exact(out_dim) {
+            for (a, v) in acc.iter_mut().zip(&row[first..]) {
+                *a += v;
+            }
+        }
+    };
+    if g.len() < 1 << 15 {
+        sum_cols(0, &mut acc);
+    } else {
+        acc.par_chunks_mut(COLS)
+            .enumerate()
+            .for_each(|(i, a)| sum_cols(i * COLS, a));
+    }
+    acc
+}
+
 /// Elements per task when an elementwise pass is spread over the pool.
 const CHUNK: usize = 1 << 14;
+
+/// Exact GELU of every element, spread over the pool.
+pub(super) fn gelu(pre: &[f32]) -> Vec<f32> {
+    let mut y = buffer::zeroed(pre.len());
+    y.par_chunks_mut(CHUNK)
+        .zip(pre.par_chunks(CHUNK))
+        .for_each(|(y, p)| math::gelu(p, y));
+    y
+}
+
+/// GELU's backward, `g (Φ(x) + x φ(x))` at the pre-activations `pre`.
+pub(super) fn gelu_grad(pre: &[f32], g: &[f32]) -> Vec<f32> {
+    let mut d = buffer::zeroed(g.len());
+    d.par_chunks_mut(CHUNK)
+        .zip(pre.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+        .for_each(|(d, (p, g))| math::gelu_grad(p, g, d));
+    d
+}
 
 /// `gelu(x Wᵀ + b)` (exact GELU) as one op: the pre-activation is kept inside the op for
 /// backward instead of being a graph node of its own, which saves the largest tensor of a
@@ -129,10 +151,7 @@ impl CustomOp3 for LinearGeluOp {
         let (w, b) = (cpu_f32(sw, lw, "weight")?, cpu_f32(sb, lb, "bias")?);
         let (n, out) = (lx.dims()[0], lw.dims()[0]);
         let pre = forward(x, w, Some(b), out)?;
-        let mut y = vec![0f32; pre.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(pre.par_chunks(CHUNK))
-            .for_each(|(y, p)| math::gelu(p, y));
+        let y = gelu(&pre);
         if self.keep {
             if let Ok(mut slot) = self.pre.lock() {
                 *slot = Some(Arc::new(pre));
@@ -157,13 +176,7 @@ impl CustomOp3 for LinearGeluOp {
                 Arc::new(y.flatten_all()?.to_vec1::<f32>()?)
             }
         };
-        let (dx, dw, db) = with_f32(grad, |g| {
-            let mut dpre = vec![0f32; g.len()];
-            dpre.par_chunks_mut(CHUNK)
-                .zip(pre.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-                .for_each(|(d, (p, g))| math::gelu_grad(p, g, d));
-            backward_from(x, w, &dpre, true)
-        })??;
+        let (dx, dw, db) = with_f32(grad, |g| backward_from(x, w, &gelu_grad(&pre, g), true))??;
         Ok((Some(dx), Some(dw), db))
     }
 }

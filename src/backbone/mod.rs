@@ -12,6 +12,8 @@
 //! Post-norm (BERT): `x = norm1(x + attn(x)); x = norm2(x + mlp(x))`, no final norm.
 
 pub mod attention_op;
+mod block_op;
+mod buffer;
 pub mod classifier;
 pub mod fused;
 pub mod gemm;
@@ -239,6 +241,14 @@ impl Block {
     }
 
     pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>, mode: &mut Mode) -> Result<Tensor> {
+        match self.fused(x, bias, mode)? {
+            Some(y) => Ok(y),
+            None => self.layers(x, bias, mode),
+        }
+    }
+
+    /// The block layer by layer (each layer a fused op of its own on the CPU).
+    fn layers(&self, x: &Tensor, bias: Option<&Tensor>, mode: &mut Mode) -> Result<Tensor> {
         match self.position {
             NormPosition::Pre => {
                 let x = (x + self.attn.forward(&self.norm1.forward(x)?, bias, mode)?)?;
@@ -251,6 +261,71 @@ impl Block {
                 self.norm2.forward(&(&x + self.mlp.forward(&x, mode)?)?)
             }
         }
+    }
+}
+
+impl Block {
+    /// The CPU path: the whole block as one op (`block_op.rs`) on its parameters packed in
+    /// the op's order; `None` where that op does not apply (another
+    /// device or dtype, dropout in training, an activation other than exact GELU, no tokens).
+    fn fused(&self, x: &Tensor, bias: Option<&Tensor>, mode: &Mode) -> Result<Option<Tensor>> {
+        let dropout =
+            self.attn.dropout > 0.0 || self.attn.attention_dropout > 0.0 || self.mlp.dropout > 0.0;
+        if !storage::applies(x)
+            || (dropout && mode.is_train())
+            || self.mlp.activation != Activation::Gelu
+        {
+            return Ok(None);
+        }
+        let (b, t, _) = x.dims3()?;
+        if b * t == 0 {
+            return Ok(None);
+        }
+        let (a, m) = (&self.attn, &self.mlp);
+        let qkv_bias = match (a.q.bias(), a.k.bias(), a.v.bias()) {
+            (Some(q), Some(k), Some(v)) => Some([q, k, v]),
+            (None, None, None) => None,
+            _ => return Ok(None),
+        };
+        let (Some(bo), Some(b1), Some(b2)) = (a.o.bias(), m.fc1.bias(), m.fc2.bias()) else {
+            return Ok(None);
+        };
+        let mut parts = vec![
+            self.norm1.weight(),
+            self.norm1.bias(),
+            a.q.weight(),
+            a.k.weight(),
+            a.v.weight(),
+        ];
+        parts.extend(qkv_bias.iter().flatten());
+        parts.extend([
+            a.o.weight(),
+            bo,
+            self.norm2.weight(),
+            self.norm2.bias(),
+            m.fc1.weight(),
+            b1,
+            m.fc2.weight(),
+            b2,
+        ]);
+        if !parts.iter().all(|p| storage::applies(p)) {
+            return Ok(None);
+        }
+        let flat = parts
+            .iter()
+            .map(|p| p.flatten_all())
+            .collect::<Result<Vec<_>>>()?;
+        let packed = Tensor::cat(&flat, 0)?;
+        let shape = block_op::Shape {
+            dim: a.o.weight().dim(0)?,
+            heads: a.heads,
+            mlp_dim: m.fc1.weight().dim(0)?,
+            qkv_bias: qkv_bias.is_some(),
+            eps: self.norm1.eps() as f32,
+            pre_norm: self.position == NormPosition::Pre,
+        };
+        let key_bias = bias.map(|m| m.reshape((b, t))).transpose()?;
+        block_op::block(x, &packed, key_bias.as_ref(), shape).map(Some)
     }
 }
 

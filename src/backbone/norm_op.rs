@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::buffer;
 use super::storage::{applies, cpu_f32, with_f32};
 
 /// Rows per task on the pool.
@@ -57,21 +58,7 @@ impl CustomOp3 for LayerNormOp {
                 lx.dims()
             );
         }
-        let rows = x.len() / d;
-        let mut y = vec![0f32; x.len()];
-        let mut stats = vec![(0f32, 0f32); rows];
-        y.par_chunks_mut(d * ROWS_PER_TASK)
-            .zip(stats.par_chunks_mut(ROWS_PER_TASK))
-            .zip(x.par_chunks(d * ROWS_PER_TASK))
-            .for_each(|((y, st), x)| {
-                for ((yr, s), xr) in y.chunks_exact_mut(d).zip(st).zip(x.chunks_exact(d)) {
-                    let (mean, rstd) = row_stats(xr, self.eps);
-                    *s = (mean, rstd);
-                    for (((o, v), w), b) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-                        *o = (v - mean) * rstd * w + b;
-                    }
-                }
-            });
+        let (y, stats) = forward(x, w, b, self.eps);
         if self.keep {
             if let Ok(mut slot) = self.stats.lock() {
                 *slot = Some(Arc::new(stats));
@@ -97,53 +84,7 @@ impl CustomOp3 for LayerNormOp {
                 Some(s) => s,
                 None => Arc::new(xv.chunks_exact(d).map(|r| row_stats(r, self.eps)).collect()),
             };
-            with_f32(w, |wv| {
-                with_f32(grad, |g| {
-                    let mut dx = vec![0f32; xv.len()];
-                    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
-                        .par_chunks_mut(d * ROWS_PER_TASK)
-                        .zip(xv.par_chunks(d * ROWS_PER_TASK))
-                        .zip(g.par_chunks(d * ROWS_PER_TASK))
-                        .zip(stats.par_chunks(ROWS_PER_TASK))
-                        .map(|(((dx, x), g), st)| {
-                            let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
-                            for (((dxr, xr), gr), &(mean, rstd)) in dx
-                                .chunks_exact_mut(d)
-                                .zip(x.chunks_exact(d))
-                                .zip(g.chunks_exact(d))
-                                .zip(st)
-                            {
-                                let (mut mg, mut mgx) = (0f32, 0f32);
-                                for (((xv, gv), wv), (dw, db)) in xr
-                                    .iter()
-                                    .zip(gr)
-                                    .zip(wv)
-                                    .zip(dw.iter_mut().zip(db.iter_mut()))
-                                {
-                                    let xh = (xv - mean) * rstd;
-                                    let gw = gv * wv;
-                                    mg += gw;
-                                    mgx += gw * xh;
-                                    *dw += gv * xh;
-                                    *db += gv;
-                                }
-                                let (mg, mgx) = (mg / d as f32, mgx / d as f32);
-                                for (((o, xv), gv), wv) in dxr.iter_mut().zip(xr).zip(gr).zip(wv) {
-                                    let xh = (xv - mean) * rstd;
-                                    *o = rstd * (gv * wv - mg - xh * mgx);
-                                }
-                            }
-                            (dw, db)
-                        })
-                        .collect();
-                    let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
-                    for (pw, pb) in partials {
-                        dw.iter_mut().zip(pw).for_each(|(a, v)| *a += v);
-                        db.iter_mut().zip(pb).for_each(|(a, v)| *a += v);
-                    }
-                    (dx, dw, db)
-                })
-            })
+            with_f32(w, |wv| with_f32(grad, |g| backward(xv, wv, g, &stats)))
         })???;
         let dev = x.device();
         Ok((
@@ -152,6 +93,88 @@ impl CustomOp3 for LayerNormOp {
             Some(Tensor::from_vec(db, w.shape(), dev)?),
         ))
     }
+}
+
+/// `y = (x - mean) rstd w + b` over rows of `w.len()`, with each row's `(mean, rstd)`.
+pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> (Vec<f32>, Vec<(f32, f32)>) {
+    let d = w.len();
+    let rows = x.len() / d.max(1);
+    let mut y = buffer::zeroed(x.len());
+    let mut stats = vec![(0f32, 0f32); rows];
+    if d == 0 {
+        return (y, stats);
+    }
+    y.par_chunks_mut(d * ROWS_PER_TASK)
+        .zip(stats.par_chunks_mut(ROWS_PER_TASK))
+        .zip(x.par_chunks(d * ROWS_PER_TASK))
+        .for_each(|((y, st), x)| {
+            for ((yr, s), xr) in y.chunks_exact_mut(d).zip(st).zip(x.chunks_exact(d)) {
+                let (mean, rstd) = row_stats(xr, eps);
+                *s = (mean, rstd);
+                for (((o, v), w), b) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                    *o = (v - mean) * rstd * w + b;
+                }
+            }
+        });
+    (y, stats)
+}
+
+/// `(dx, dw, db)` from the upstream gradient `g` and the forward pass's row statistics:
+/// with `x̂ = (x - mean) rstd` and `gw = g w`,
+/// `dx = rstd (gw - mean(gw) - x̂ mean(gw x̂))`, `dw = Σ_rows g x̂`, `db = Σ_rows g`.
+pub(super) fn backward(
+    xv: &[f32],
+    wv: &[f32],
+    g: &[f32],
+    stats: &[(f32, f32)],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let d = wv.len();
+    let mut dx = buffer::zeroed(xv.len());
+    if d == 0 {
+        return (dx, Vec::new(), Vec::new());
+    }
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(d * ROWS_PER_TASK)
+        .zip(xv.par_chunks(d * ROWS_PER_TASK))
+        .zip(g.par_chunks(d * ROWS_PER_TASK))
+        .zip(stats.par_chunks(ROWS_PER_TASK))
+        .map(|(((dx, x), g), st)| {
+            let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
+            for (((dxr, xr), gr), &(mean, rstd)) in dx
+                .chunks_exact_mut(d)
+                .zip(x.chunks_exact(d))
+                .zip(g.chunks_exact(d))
+                .zip(st)
+            {
+                let (mut mg, mut mgx) = (0f32, 0f32);
+                for (((xv, gv), wv), (dw, db)) in xr
+                    .iter()
+                    .zip(gr)
+                    .zip(wv)
+                    .zip(dw.iter_mut().zip(db.iter_mut()))
+                {
+                    let xh = (xv - mean) * rstd;
+                    let gw = gv * wv;
+                    mg += gw;
+                    mgx += gw * xh;
+                    *dw += gv * xh;
+                    *db += gv;
+                }
+                let (mg, mgx) = (mg / d as f32, mgx / d as f32);
+                for (((o, xv), gv), wv) in dxr.iter_mut().zip(xr).zip(gr).zip(wv) {
+                    let xh = (xv - mean) * rstd;
+                    *o = rstd * (gv * wv - mg - xh * mgx);
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+    let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
+    for (pw, pb) in partials {
+        dw.iter_mut().zip(pw).for_each(|(a, v)| *a += v);
+        db.iter_mut().zip(pb).for_each(|(a, v)| *a += v);
+    }
+    (dx, dw, db)
 }
 
 /// Layer norm over the last dimension with weight and bias `[D]`, or `None` where only the
