@@ -24,6 +24,7 @@ pub mod norm_op;
 mod op_tests;
 pub mod ops;
 pub mod pool;
+pub mod precision;
 pub mod storage;
 
 use candle_core::{DType, Module, Result, Tensor};
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 pub use classifier::{Classifier, PooledEncoder};
 pub use ops::{LayerNorm, Linear, Mode};
 pub use pool::{masked_mean, pool, Pooling, Tokens};
+pub use precision::{autocast, Precision};
 pub use storage::set_fused_cpu_ops;
 
 /// Where LayerNorm sits relative to the residual connection.
@@ -139,7 +141,7 @@ impl Attention {
         })
     }
 
-    /// `x: [B, T, D]`, `bias: [B, 1, 1, T]` additive key mask (0 or a large negative).
+    /// `x: [B, T, D]`, `bias: [B, 1, 1, T]` fp32 additive key mask (0 or a large negative).
     pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>, mode: &mut Mode) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         if self.attention_dropout == 0.0 || !mode.is_train() {
@@ -157,11 +159,13 @@ impl Attention {
         let k = split(self.k.forward(x)?)?;
         let v = split(self.v.forward(x)?)?;
         let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // [B, H, T, T]
+                                                                         // The mask and the softmax in fp32 (a bf16 score under mixed precision is widened).
+        let scores = precision::cast(&scores, DType::F32)?;
         let scores = match bias {
             Some(bias) => scores.broadcast_add(bias)?,
             None => scores,
         };
-        let probs = ops::softmax_last_dim(&scores)?;
+        let probs = precision::cast(&ops::softmax_last_dim(&scores)?, x.dtype())?;
         let probs = ops::dropout(&probs, self.attention_dropout, mode)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         ops::dropout(&self.o.forward(&ctx)?, self.dropout, mode)
@@ -359,7 +363,10 @@ impl Encoder {
     /// # Shapes
     /// - `x`: `[B, T, dim]` embeddings
     /// - `padding_mask`: `[B, T]`, 1 where a token is real, 0 where it is padding
-    /// - returns `[B, T, dim]`
+    /// - returns `[B, T, dim]` in `x`'s dtype
+    ///
+    /// Inside [`precision::autocast`] with bf16 the blocks compute in bf16 (see
+    /// `precision.rs`); the final norm and the result are in `x`'s dtype.
     pub fn forward(
         &self,
         x: &Tensor,
@@ -383,15 +390,21 @@ impl Encoder {
                 }
                 // (1 - mask) * most-negative-finite, like HF's extended attention mask.
                 let m = m.to_dtype(DType::F32)?;
+                // Kept in fp32: attention adds it to fp32 scores (f32::MIN is -inf in bf16).
                 let bias = ((1.0 - m)? * f32::MIN as f64)?;
-                Some(bias.reshape((b, 1, 1, t))?.to_dtype(x.dtype())?)
+                Some(bias.reshape((b, 1, 1, t))?)
             }
             None => None,
         };
-        let mut h = x.clone();
+        let compute = match precision::current() {
+            Precision::Bf16 if x.dtype() == DType::F32 => DType::BF16,
+            _ => x.dtype(),
+        };
+        let mut h = precision::cast(x, compute)?;
         for layer in &self.layers {
             h = layer.forward(&h, bias.as_ref(), mode)?;
         }
+        let h = precision::cast(&h, x.dtype())?;
         match &self.norm {
             Some(norm) => norm.forward(&h),
             None => Ok(h),

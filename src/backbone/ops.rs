@@ -40,7 +40,13 @@ impl LayerNorm {
 }
 
 impl Module for LayerNorm {
+    /// Computes in the weight's dtype and returns `x`'s: a bf16 input (mixed precision) is
+    /// normalised in fp32, as `torch.autocast` keeps LayerNorm.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.dtype() != self.weight.dtype() {
+            let y = self.forward(&x.to_dtype(self.weight.dtype())?)?;
+            return y.to_dtype(x.dtype());
+        }
         if let Some(y) = super::norm_op::layer_norm(x, &self.weight, &self.bias, self.eps)? {
             return Ok(y);
         }
@@ -89,7 +95,18 @@ impl Linear {
 }
 
 impl Module for Linear {
+    /// Computes in `x`'s dtype: under mixed precision a bf16 input meets a bf16 copy of the
+    /// fp32 weight, cast inside the graph so that the weight's gradient arrives in fp32.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.dtype() != self.weight.dtype() {
+            let weight = self.weight.to_dtype(x.dtype())?;
+            let bias = self
+                .bias
+                .as_ref()
+                .map(|b| b.to_dtype(x.dtype()))
+                .transpose()?;
+            return Linear { weight, bias }.forward(x);
+        }
         if let Some(y) = super::linear_op::linear(x, &self.weight, self.bias.as_ref())? {
             return Ok(y);
         }

@@ -77,6 +77,7 @@ impl FineTuneConfig {
             checkpoint_every: self.checkpoint_every.max(1),
             keep_checkpoints: 1,
             log_every: (total / 50).max(1),
+            precision: Default::default(),
         }
     }
 }

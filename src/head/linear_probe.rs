@@ -119,6 +119,7 @@ impl LinearProbe {
             checkpoint_every: steps.max(1),
             keep_checkpoints: 1,
             log_every: steps.max(1),
+            precision: Default::default(),
         };
         let setup = Setup {
             seed: cfg.seed,

@@ -170,6 +170,10 @@ pub fn resume(run_dir: &Path, overrides: &[Override], opts: &RunOptions) -> Resu
 fn new_run_dir(loaded: &Loaded, opts: &RunOptions) -> Result<PathBuf> {
     let run_dir = match &opts.out {
         Some(out) => {
+            // Parents as `mkdir -p` makes them; the run directory itself must be new.
+            if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
             std::fs::create_dir(out).map_err(|e| Error::io(out, e))?;
             out.clone()
         }

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::backbone::Precision;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSection {
@@ -30,6 +32,10 @@ pub struct TrainSection {
     /// Log a metrics line every N steps.
     #[serde(default = "default_log_every")]
     pub log_every: usize,
+    /// `"fp32"` (default) or `"bf16"`: fp32 master weights and optimizer, the encoder's
+    /// blocks computed in bf16 (for GPUs; slower than fp32 on a CPU).
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

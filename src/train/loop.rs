@@ -19,6 +19,7 @@ use super::metrics::MetricsLog;
 use super::optim::{self, AdamW};
 use super::sampler::{Position, Sampler};
 use super::schedule::Schedule;
+use crate::backbone::{autocast, Precision};
 use crate::error::{Error, Result};
 use crate::params::ParamStore;
 
@@ -177,6 +178,12 @@ impl<'a> Trainer<'a> {
         setup: Setup,
         resume: Option<Checkpoint>,
     ) -> Result<Self> {
+        if cfg.precision == Precision::Bf16 && params.device().is_cpu() {
+            eprintln!(
+                "warning: train.precision = \"bf16\" on the CPU runs on candle's generic bf16 \
+                 kernels, about 20x slower than fp32 here; it is meant for GPUs"
+            );
+        }
         let mut opt = AdamW::new(params.vars(), &cfg.optimizer)?;
         if let Some(scale) = setup.lr_scale {
             opt.set_lr_scales(scale);
@@ -266,7 +273,8 @@ impl<'a> Trainer<'a> {
         let mut loss_sum = 0f32;
         for _ in 0..cfg.grad_accum {
             let indices = self.order.next_batch(cfg.batch_size, &mut self.rng);
-            let loss = self.task.loss(&indices, &mut self.rng)?;
+            let rng = &mut self.rng;
+            let loss = autocast(cfg.precision, || self.task.loss(&indices, rng))?;
             let value = loss.to_scalar::<f32>()?;
             if !value.is_finite() {
                 return Err(Error::NonFinite {
