@@ -122,48 +122,48 @@ pub(super) fn forward(qkv: &[f32], bias: Option<&[f32]>, dm: Dims) -> Result<(Ve
         return Ok((Vec::new(), Vec::new()));
     }
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut probs = buffer::zeroed(dm.b * dm.heads * t * t);
-    let mut heads_out = buffer::zeroed(dm.b * dm.heads * t * hd);
+    // Both are written in full below (gemm without accumulation writes every element of its
+    // destination view; the heads' views of an `out` row tile it).
+    let mut probs = buffer::for_overwrite(dm.b * dm.heads * t * t);
+    let mut out = buffer::for_overwrite(dm.b * t * dm.d);
     probs
-        .par_chunks_mut(t * t)
-        .zip(heads_out.par_chunks_mut(t * hd))
+        .par_chunks_mut(dm.heads * t * t)
+        .zip(out.par_chunks_mut(t * dm.d))
         .enumerate()
-        .try_for_each(|(i, (p, o))| -> Result<()> {
-            let (bi, h) = (i / dm.heads, i % dm.heads);
-            let (q, k, v) = (
-                dm.head(qkv, bi, h, 0),
-                dm.head(qkv, bi, h, 1),
-                dm.head(qkv, bi, h, 2),
-            );
-            matmul(p, t, q, k.t(), false, Threads::One)?;
+        .try_for_each(|(bi, (pb, ob))| -> Result<()> {
             let key_bias = bias.map(|bias| &bias[bi * t..(bi + 1) * t]);
-            for row in p.chunks_exact_mut(t) {
-                match key_bias {
-                    Some(kb) => row
-                        .iter_mut()
-                        .zip(kb)
-                        .for_each(|(s, b)| *s = *s * scale + b),
-                    None => row.iter_mut().for_each(|s| *s *= scale),
+            for (h, p) in pb.chunks_exact_mut(t * t).enumerate() {
+                let (q, k, v) = (
+                    dm.head(qkv, bi, h, 0),
+                    dm.head(qkv, bi, h, 1),
+                    dm.head(qkv, bi, h, 2),
+                );
+                matmul(p, t, q, k.t(), false, Threads::One)?;
+                for row in p.chunks_exact_mut(t) {
+                    match key_bias {
+                        Some(kb) => row
+                            .iter_mut()
+                            .zip(kb)
+                            .for_each(|(s, b)| *s = *s * scale + b),
+                        None => row.iter_mut().for_each(|s| *s *= scale),
+                    }
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    math::exp_shifted(row, max);
+                    let inv = 1.0 / row.iter().sum::<f32>();
+                    row.iter_mut().for_each(|s| *s *= inv);
                 }
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                math::exp_shifted(row, max);
-                let inv = 1.0 / row.iter().sum::<f32>();
-                row.iter_mut().for_each(|s| *s *= inv);
+                // Head h's context into columns h·hd.. of the [T, D] rows.
+                matmul(
+                    &mut ob[h * hd..],
+                    dm.d,
+                    Mat::rows(p, t, t),
+                    v,
+                    false,
+                    Threads::One,
+                )?;
             }
-            matmul(o, hd, Mat::rows(p, t, t), v, false, Threads::One)
+            Ok(())
         })?;
-    // [B, H, T, hd] → [B, T, D]
-    let mut out = buffer::zeroed(dm.b * t * dm.d);
-    out.par_chunks_mut(t * dm.d)
-        .enumerate()
-        .for_each(|(bi, ob)| {
-            for h in 0..dm.heads {
-                let src = &heads_out[(bi * dm.heads + h) * t * hd..][..t * hd];
-                for (ti, s) in src.chunks_exact(hd).enumerate() {
-                    ob[ti * dm.d + h * hd..][..hd].copy_from_slice(s);
-                }
-            }
-        });
     Ok((probs, out))
 }
 
@@ -172,49 +172,52 @@ pub(super) fn forward(qkv: &[f32], bias: Option<&[f32]>, dm: Dims) -> Result<(Ve
 pub(super) fn backward(qkv: &[f32], probs: &[f32], g: &[f32], dm: Dims) -> Result<Vec<f32>> {
     let (t, hd) = (dm.t, dm.hd());
     let scale = 1.0 / (hd as f32).sqrt();
-    // Per (batch, head): dq | dk | dv, each [T, hd].
-    let mut dheads = buffer::zeroed(dm.b * dm.heads * 3 * t * hd);
-    dheads
-        .par_chunks_mut(3 * t * hd)
-        .enumerate()
-        .try_for_each(|(i, dst)| -> Result<()> {
-            let (bi, h) = (i / dm.heads, i % dm.heads);
-            let p = Mat::rows(&probs[i * t * t..][..t * t], t, t);
-            let dctx = Mat::strided(&g[bi * t * dm.d + h * hd..], t, hd, dm.d, 1);
-            let (q, k, v) = (
-                dm.head(qkv, bi, h, 0),
-                dm.head(qkv, bi, h, 1),
-                dm.head(qkv, bi, h, 2),
-            );
-            let (dq, rest) = dst.split_at_mut(t * hd);
-            let (dk, dv) = rest.split_at_mut(t * hd);
-            matmul(dv, hd, p.t(), dctx, false, Threads::One)?;
-            let mut ds = vec![0f32; t * t];
-            matmul(&mut ds, t, dctx, v.t(), false, Threads::One)?;
-            // dS = P ⊙ (dP − rowsum(dP ⊙ P)), times the score scale.
-            for (dr, pr) in ds.chunks_exact_mut(t).zip(p.data.chunks_exact(t)) {
-                let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                for (x, pv) in dr.iter_mut().zip(pr) {
-                    *x = pv * (*x - dot) * scale;
-                }
-            }
-            let ds = Mat::rows(&ds, t, t);
-            matmul(dq, hd, ds, k, false, Threads::One)?;
-            matmul(dk, hd, ds.t(), q, false, Threads::One)
-        })?;
-    let mut dqkv = buffer::zeroed(dm.b * t * 3 * dm.d);
+    // Written in full below: per batch element and head, gemm writes dq, dk and dv into
+    // their [T, hd] views of the [T, 3D] rows, and the views tile the rows.
+    let mut dqkv = buffer::for_overwrite(dm.b * t * 3 * dm.d);
     dqkv.par_chunks_mut(t * 3 * dm.d)
         .enumerate()
-        .for_each(|(bi, ob)| {
+        .try_for_each(|(bi, ob)| -> Result<()> {
+            let mut ds = vec![0f32; t * t];
             for h in 0..dm.heads {
-                let src = &dheads[(bi * dm.heads + h) * 3 * t * hd..][..3 * t * hd];
-                for (which, part) in src.chunks_exact(t * hd).enumerate() {
-                    for (ti, s) in part.chunks_exact(hd).enumerate() {
-                        ob[ti * 3 * dm.d + which * dm.d + h * hd..][..hd].copy_from_slice(s);
+                let i = bi * dm.heads + h;
+                let p = Mat::rows(&probs[i * t * t..][..t * t], t, t);
+                let dctx = Mat::strided(&g[bi * t * dm.d + h * hd..], t, hd, dm.d, 1);
+                let (q, k, v) = (
+                    dm.head(qkv, bi, h, 0),
+                    dm.head(qkv, bi, h, 1),
+                    dm.head(qkv, bi, h, 2),
+                );
+                let rs = 3 * dm.d;
+                matmul(
+                    &mut ob[2 * dm.d + h * hd..],
+                    rs,
+                    p.t(),
+                    dctx,
+                    false,
+                    Threads::One,
+                )?;
+                matmul(&mut ds, t, dctx, v.t(), false, Threads::One)?;
+                // dS = P ⊙ (dP − rowsum(dP ⊙ P)), times the score scale.
+                for (dr, pr) in ds.chunks_exact_mut(t).zip(p.data.chunks_exact(t)) {
+                    let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                    for (x, pv) in dr.iter_mut().zip(pr) {
+                        *x = pv * (*x - dot) * scale;
                     }
                 }
+                let dsm = Mat::rows(&ds, t, t);
+                matmul(&mut ob[h * hd..], rs, dsm, k, false, Threads::One)?;
+                matmul(
+                    &mut ob[dm.d + h * hd..],
+                    rs,
+                    dsm.t(),
+                    q,
+                    false,
+                    Threads::One,
+                )?;
             }
-        });
+            Ok(())
+        })?;
     Ok(dqkv)
 }
 

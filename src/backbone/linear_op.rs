@@ -108,7 +108,8 @@ const CHUNK: usize = 1 << 14;
 
 /// Exact GELU of every element, spread over the pool.
 pub(super) fn gelu(pre: &[f32]) -> Vec<f32> {
-    let mut y = buffer::zeroed(pre.len());
+    // `math::gelu` writes every element of each chunk.
+    let mut y = buffer::for_overwrite(pre.len());
     y.par_chunks_mut(CHUNK)
         .zip(pre.par_chunks(CHUNK))
         .for_each(|(y, p)| math::gelu(p, y));
@@ -117,7 +118,8 @@ pub(super) fn gelu(pre: &[f32]) -> Vec<f32> {
 
 /// GELU's backward, `g (Φ(x) + x φ(x))` at the pre-activations `pre`.
 pub(super) fn gelu_grad(pre: &[f32], g: &[f32]) -> Vec<f32> {
-    let mut d = buffer::zeroed(g.len());
+    // `math::gelu_grad` writes every element of each chunk.
+    let mut d = buffer::for_overwrite(g.len());
     d.par_chunks_mut(CHUNK)
         .zip(pre.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
         .for_each(|(d, (p, g))| math::gelu_grad(p, g, d));

@@ -99,11 +99,12 @@ impl CustomOp3 for LayerNormOp {
 pub(super) fn forward(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> (Vec<f32>, Vec<(f32, f32)>) {
     let d = w.len();
     let rows = x.len() / d.max(1);
-    let mut y = buffer::zeroed(x.len());
     let mut stats = vec![(0f32, 0f32); rows];
     if d == 0 {
-        return (y, stats);
+        return (vec![0f32; x.len()], stats);
     }
+    // Every row of `y` is written below.
+    let mut y = buffer::for_overwrite(x.len());
     y.par_chunks_mut(d * ROWS_PER_TASK)
         .zip(stats.par_chunks_mut(ROWS_PER_TASK))
         .zip(x.par_chunks(d * ROWS_PER_TASK))
@@ -129,10 +130,11 @@ pub(super) fn backward(
     stats: &[(f32, f32)],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let d = wv.len();
-    let mut dx = buffer::zeroed(xv.len());
     if d == 0 {
-        return (dx, Vec::new(), Vec::new());
+        return (vec![0f32; xv.len()], Vec::new(), Vec::new());
     }
+    // Every row of `dx` is written below.
+    let mut dx = buffer::for_overwrite(xv.len());
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(d * ROWS_PER_TASK)
         .zip(xv.par_chunks(d * ROWS_PER_TASK))
