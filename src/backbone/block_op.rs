@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Tensor};
 
 use super::attention_op::{self, Dims};
-use super::buffer::sum as add;
+use super::buffer::{residual, sum as add};
 use super::linear_op::{self, bias_grad};
 use super::norm_op;
 use super::storage::{cpu_f32, with_f32};
@@ -165,26 +165,28 @@ impl BlockOp {
         let o = s.offsets();
         let (d, eps) = (s.dim, s.eps);
         let bqkv = o.bqkv.clone().map(|r| &p[r]);
+        // The output projections' biases are added in the residual sums that follow, and
+        // fc1's in the GELU pass: the same arithmetic as a separate bias pass, one pass fewer.
+        let (bo, b1, b2) = (&p[o.bo.clone()], &p[o.b1.clone()], &p[o.b2.clone()]);
         let attention = |attn_in: &[f32]| -> Result<_> {
             let qkv = linear_op::forward(attn_in, &p[o.wqkv.clone()], bqkv, 3 * d)?;
             let (probs, ctx) = attention_op::forward(&qkv, bias, self.dims())?;
-            let out = linear_op::forward(&ctx, &p[o.wo.clone()], Some(&p[o.bo.clone()]), d)?;
+            let out = linear_op::product_t(&ctx, &p[o.wo.clone()], d)?;
             Ok((qkv, probs, ctx, out))
         };
         let mlp = |mlp_in: &[f32]| -> Result<_> {
-            let pre =
-                linear_op::forward(mlp_in, &p[o.w1.clone()], Some(&p[o.b1.clone()]), s.mlp_dim)?;
-            let h = linear_op::gelu(&pre);
-            let out = linear_op::forward(&h, &p[o.w2.clone()], Some(&p[o.b2.clone()]), d)?;
+            let mut pre = linear_op::product_t(mlp_in, &p[o.w1.clone()], s.mlp_dim)?;
+            let h = linear_op::gelu_biased(&mut pre, b1);
+            let out = linear_op::product_t(&h, &p[o.w2.clone()], d)?;
             Ok((pre, h, out))
         };
         if s.pre_norm {
             let (a, stats1) = norm_op::forward(x, &p[o.n1w.clone()], &p[o.n1b.clone()], eps);
             let (qkv, probs, ctx, attn) = attention(&a)?;
-            let sum1 = add(x, &attn);
+            let sum1 = residual(x, &attn, bo);
             let (m, stats2) = norm_op::forward(&sum1, &p[o.n2w.clone()], &p[o.n2b.clone()], eps);
             let (pre, h, f) = mlp(&m)?;
-            let y = add(&sum1, &f);
+            let y = residual(&sum1, &f, b2);
             let saved = Saved {
                 attn_in: Some(a),
                 qkv,
@@ -201,10 +203,10 @@ impl BlockOp {
             Ok((y, saved))
         } else {
             let (qkv, probs, ctx, attn) = attention(x)?;
-            let sum1 = add(x, &attn);
+            let sum1 = residual(x, &attn, bo);
             let (r1, stats1) = norm_op::forward(&sum1, &p[o.n1w.clone()], &p[o.n1b.clone()], eps);
             let (pre, h, f) = mlp(&r1)?;
-            let sum2 = add(&r1, &f);
+            let sum2 = residual(&r1, &f, b2);
             let (y, stats2) = norm_op::forward(&sum2, &p[o.n2w.clone()], &p[o.n2b.clone()], eps);
             let saved = Saved {
                 attn_in: None,

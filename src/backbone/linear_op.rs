@@ -13,23 +13,68 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::buffer;
-use super::gemm::{matmul, product, Mat, Threads};
+use super::gemm::{product, Mat, Threads};
 use super::math;
 use super::storage::{applies, cpu_f32, with_f32};
 
-/// `x [N, in]`, `w [out, in]`, optional `b [out]` → `[N, out]`.
+/// `x [N, in]`, `w [out, in]`, optional `b [out]` → `[N, out]`: the product, then the bias
+/// added to each element (`Σ x w + b`, the order the fused block keeps when it adds the bias
+/// in a later pass of its own, so both are the same to the bit).
 pub(super) fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, out_dim: usize) -> Result<Vec<f32>> {
-    let in_dim = w.len() / out_dim.max(1);
-    let n = x.len() / in_dim.max(1);
-    let (xm, wt) = (Mat::rows(x, n, in_dim), Mat::rows(w, out_dim, in_dim).t());
-    let Some(b) = b else {
-        return product(xm, wt, Threads::Pool);
-    };
-    let mut y = buffer::repeated(b, n);
-    if !y.is_empty() {
-        matmul(&mut y, out_dim, xm, wt, true, Threads::Pool)?;
+    let mut y = product_t(x, w, out_dim)?;
+    if let Some(b) = b {
+        add_bias(&mut y, b);
     }
     Ok(y)
+}
+
+/// `x Wᵀ` without the bias, for a caller that adds it in a pass it makes anyway.
+pub(super) fn product_t(x: &[f32], w: &[f32], out_dim: usize) -> Result<Vec<f32>> {
+    let in_dim = w.len() / out_dim.max(1);
+    let n = x.len() / in_dim.max(1);
+    product(
+        Mat::rows(x, n, in_dim),
+        Mat::rows(w, out_dim, in_dim).t(),
+        Threads::Pool,
+    )
+}
+
+/// Whole rows of `d` elements, about `CHUNK` elements per task.
+fn row_chunk(d: usize) -> usize {
+    d.max(1) * (CHUNK / d.max(1)).max(1)
+}
+
+/// `y[r, j] += b[j]` over rows of `b.len()`, spread over the pool.
+pub(super) fn add_bias(y: &mut [f32], b: &[f32]) {
+    let d = b.len();
+    if d == 0 {
+        return;
+    }
+    y.par_chunks_mut(row_chunk(d)).for_each(|c| {
+        for row in c.chunks_exact_mut(d) {
+            row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+        }
+    });
+}
+
+/// `pre += b` (rows of `b.len()`) and then `gelu(pre)`, in one pass over the pool.
+pub(super) fn gelu_biased(pre: &mut [f32], b: &[f32]) -> Vec<f32> {
+    let d = b.len();
+    if d == 0 {
+        return gelu(pre);
+    }
+    // `math::gelu` writes every element of each chunk.
+    let mut y = buffer::for_overwrite(pre.len());
+    let chunk = row_chunk(d);
+    y.par_chunks_mut(chunk)
+        .zip(pre.par_chunks_mut(chunk))
+        .for_each(|(y, p)| {
+            for row in p.chunks_exact_mut(d) {
+                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+            }
+            math::gelu(p, y)
+        });
+    y
 }
 
 /// `(dx, dW, db)` from the upstream gradient `g [N, out]`.
@@ -152,8 +197,8 @@ impl CustomOp3 for LinearGeluOp {
         let x = cpu_f32(sx, lx, "linear input")?;
         let (w, b) = (cpu_f32(sw, lw, "weight")?, cpu_f32(sb, lb, "bias")?);
         let (n, out) = (lx.dims()[0], lw.dims()[0]);
-        let pre = forward(x, w, Some(b), out)?;
-        let y = gelu(&pre);
+        let mut pre = product_t(x, w, out)?;
+        let y = gelu_biased(&mut pre, b);
         if self.keep {
             if let Ok(mut slot) = self.pre.lock() {
                 *slot = Some(Arc::new(pre));
