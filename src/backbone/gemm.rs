@@ -137,10 +137,12 @@ pub fn product(a: Mat, b: Mat, threads: Threads) -> Result<Vec<f32>> {
 /// not alias `a` or `b`.
 unsafe fn call(dst: *mut f32, dst_rs: usize, a: Mat, b: Mat, accumulate: bool, threads: Threads) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    // The pool this runs on (candle's, under `device::on_cpu_pool`). Not candle's
+    // `get_num_threads`, which reads the environment and /proc/cpuinfo on every call: 1 % of
+    // the MAE training step.
+    let pool = rayon::current_num_threads();
     let parallelism = match threads {
-        Threads::Pool if candle_core::utils::get_num_threads() > 1 => {
-            ::gemm::Parallelism::Rayon(candle_core::utils::get_num_threads())
-        }
+        Threads::Pool if pool > 1 => ::gemm::Parallelism::Rayon(pool),
         _ => ::gemm::Parallelism::None,
     };
     // SAFETY: the caller's contract.
