@@ -18,6 +18,7 @@ pub mod classifier;
 pub mod fused;
 pub mod gemm;
 pub mod linear_op;
+mod loss_op;
 mod math;
 pub mod norm_op;
 #[cfg(test)]

@@ -175,6 +175,19 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 /// Cross-entropy against targets smoothed towards uniform by `smoothing` (PyTorch's
 /// `F.cross_entropy(..., label_smoothing=smoothing)`): `(1-ε)·nll + ε·mean_c(-log p_c)`.
 pub fn cross_entropy_smoothed(logits: &Tensor, targets: &Tensor, smoothing: f64) -> Result<Tensor> {
+    match super::loss_op::cross_entropy(logits, targets, smoothing)? {
+        Some(loss) => Ok(loss),
+        None => cross_entropy_composed(logits, targets, smoothing),
+    }
+}
+
+/// [`cross_entropy_smoothed`] from candle ops: other devices and dtypes, and the reference
+/// the fused op is tested against.
+pub(super) fn cross_entropy_composed(
+    logits: &Tensor,
+    targets: &Tensor,
+    smoothing: f64,
+) -> Result<Tensor> {
     let max = logits.max_keepdim(D::Minus1)?.detach();
     let shifted = logits.broadcast_sub(&max)?;
     let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
