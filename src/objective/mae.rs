@@ -114,21 +114,41 @@ impl MaeDecoder {
         mode: &mut Mode,
     ) -> Result<Tensor> {
         let x = self.embed.forward(latent)?;
-        let (b, t, dd) = x.dims3()?;
-        let l = ids_restore.dim(1)?;
-        let mask_tokens = self.mask_token.broadcast_as((b, l + 1 - t, dd))?;
-        let x_ = Tensor::cat(&[&x.narrow(1, 1, t - 1)?, &mask_tokens], 1)?.contiguous()?;
-        let idx = ids_restore
-            .unsqueeze(2)?
-            .broadcast_as((b, l, dd))?
-            .contiguous()?;
-        let x_ = x_.gather(&idx, 1)?;
-        let x = Tensor::cat(&[&x.narrow(1, 0, 1)?, &x_], 1)?;
-        let x = x.broadcast_add(&self.pos_embed)?;
+        let x = match super::unshuffle_op::unshuffle(
+            &x,
+            &self.mask_token,
+            ids_restore,
+            &self.pos_embed,
+        )? {
+            Some(x) => x,
+            None => unshuffle_composed(&x, &self.mask_token, ids_restore, &self.pos_embed)?,
+        };
         let x = self.blocks.forward(&x, None, mode)?;
         let x = self.pred.forward(&x)?;
-        x.narrow(1, 1, l)
+        x.narrow(1, 1, ids_restore.dim(1)?)
     }
+}
+
+/// MAE's decoder input from candle ops (see `unshuffle_op.rs`, its CPU op): mask tokens
+/// appended to the kept tokens, the patch order restored by a gather, the class token back
+/// in front, positions added. `x: [B, 1 + keep, D]` → `[B, 1 + L, D]`.
+pub(super) fn unshuffle_composed(
+    x: &Tensor,
+    mask_token: &Tensor,
+    ids_restore: &Tensor,
+    pos_embed: &Tensor,
+) -> Result<Tensor> {
+    let (b, t, dd) = x.dims3()?;
+    let l = ids_restore.dim(1)?;
+    let mask_tokens = mask_token.broadcast_as((b, l + 1 - t, dd))?;
+    let x_ = Tensor::cat(&[&x.narrow(1, 1, t - 1)?, &mask_tokens], 1)?.contiguous()?;
+    let idx = ids_restore
+        .unsqueeze(2)?
+        .broadcast_as((b, l, dd))?
+        .contiguous()?;
+    let x_ = x_.gather(&idx, 1)?;
+    let x = Tensor::cat(&[&x.narrow(1, 0, 1)?, &x_], 1)?;
+    x.broadcast_add(pos_embed)
 }
 
 /// Keeps, per row, the `keep` tokens with the lowest noise.

@@ -1,7 +1,7 @@
 //! Pretext tasks, one file each. An objective owns its masking, its decoder and its loss;
 //! it depends on a modality's encoder and the backbone, never on another objective.
 //! `masking` holds the mask generators objectives share; `patch` the patch-grid encoders
-//! MAE runs over (images, spectrograms).
+//! MAE runs over (images, spectrograms); `unshuffle_op` MAE's decoder input as one CPU op.
 //!
 //! Every objective is an [`Objective`]: the training loop asks it for the loss of a batch
 //! and the pipeline for an evaluation pass (dry runs, reconstruction pictures).
@@ -11,6 +11,7 @@ pub mod masking;
 pub mod mlm;
 pub mod patch;
 pub mod simmim;
+mod unshuffle_op;
 
 use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
