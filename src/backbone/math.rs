@@ -16,16 +16,14 @@ pub fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let shifted = x * LOG2E + ROUND;
     let n = shifted - ROUND;
-    let r = x - n * C1 - n * C2;
+    let r = (-n).mul_add(C2, (-n).mul_add(C1, x));
     let z = r * r;
-    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
-        * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5)
-        * z
-        + r
-        + 1.0;
+    let p = 1.987_569_1e-4f32.mul_add(r, 1.398_199_9e-3);
+    let p = p.mul_add(r, 8.333_452e-3);
+    let p = p.mul_add(r, 4.166_579_6e-2);
+    let p = p.mul_add(r, 1.666_666_5e-1);
+    let p = p.mul_add(r, 0.5);
+    let p = p.mul_add(z, r) + 1.0;
     // 2^n for n in [-126, 128]; the clamp keeps n in range, and p * 2^n stays finite. The
     // integer n is read from the low mantissa bits of `shifted` (1.5 * 2^23 + n, exactly):
     // `n as i32` is a saturating conversion that compiles to one scalar instruction per lane.
@@ -43,7 +41,14 @@ pub fn exp(x: f32) -> f32 {
 /// `gelu_erf` evaluates a double-precision series per element and dominated the forward pass.
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
-    let (a1, a2, a3, a4, a5, p) = (
+    erf_given_exp(x, exp(-x * x))
+}
+
+/// `erf(x)` given `e = exp(-x²)`, which a caller may need itself (GELU's backward: the
+/// normal density at `x √2` is the same exponential).
+#[inline(always)]
+fn erf_given_exp(x: f32, e: f32) -> f32 {
+    let (a1, a2, a3, a4, a5, p): (f32, f32, f32, f32, f32, f32) = (
         0.254_829_6,
         -0.284_496_74,
         1.421_413_7,
@@ -51,10 +56,14 @@ pub fn erf(x: f32) -> f32 {
         1.061_405_4,
         0.327_591_1,
     );
-    let ax = x.abs();
-    let t = 1.0 / (1.0 + p * ax);
-    let y = 1.0 - ((((a5 * t + a4) * t + a3) * t + a2) * t + a1) * t * exp(-ax * ax);
-    y.copysign(x)
+    let t = 1.0 / p.mul_add(x.abs(), 1.0);
+    let q = a5
+        .mul_add(t, a4)
+        .mul_add(t, a3)
+        .mul_add(t, a2)
+        .mul_add(t, a1)
+        * t;
+    (-q).mul_add(e, 1.0).copysign(x)
 }
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -76,8 +85,10 @@ unsafe fn run_avx2<K: Kernel>(k: K) {
     k.run()
 }
 
-/// Runs `k` with the widest vector instructions this CPU has. No FMA contraction happens
-/// in any version (Rust does not contract `a * b + c`), so all give the same bits.
+/// Runs `k` with the widest vector instructions this CPU has. Every version gives the same
+/// bits: Rust does not contract `a * b + c`, and `mul_add` is a fused multiply-add (one
+/// rounding) everywhere, an instruction where FMA is enabled and libm's `fmaf` elsewhere
+/// (correct but slow: only CPUs older than AVX2 take that path).
 fn dispatch<K: Kernel>(k: K) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -115,9 +126,12 @@ impl Kernel for GeluBwd<'_> {
     fn run(self) {
         let inv_sqrt_2pi = 0.5 * std::f32::consts::FRAC_2_SQRT_PI * FRAC_1_SQRT_2;
         for ((o, &v), &g) in self.2.iter_mut().zip(self.0).zip(self.1) {
-            let cdf = 0.5 * (1.0 + erf(v * FRAC_1_SQRT_2));
-            let pdf = inv_sqrt_2pi * exp(-0.5 * v * v);
-            *o = g * (cdf + v * pdf);
+            // One exponential for both: exp(-z²) with z = v/√2 is exp(-v²/2).
+            let z = v * FRAC_1_SQRT_2;
+            let e = exp(-z * z);
+            let cdf = 0.5 * (1.0 + erf_given_exp(z, e));
+            let pdf = inv_sqrt_2pi * e;
+            *o = g * v.mul_add(pdf, cdf);
         }
     }
 }
