@@ -11,6 +11,34 @@ fn set(k: &str, v: &str) -> Override {
     Override::Set(k.into(), v.into())
 }
 
+/// Runs the recipe `file` with `overrides` into `out` (downstream heads removed) and returns
+/// its last checkpoint's weights.
+fn train(
+    file: &std::path::Path,
+    out: &std::path::Path,
+    overrides: &[Override],
+) -> std::collections::BTreeMap<String, candle_core::Tensor> {
+    let mut all = overrides.to_vec();
+    all.push(Override::Unset("downstream".into()));
+    let loaded = recipe::load(file, &all).unwrap();
+    run::start(
+        &loaded,
+        &RunOptions {
+            out: Some(out.to_path_buf()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    checkpoint::load(
+        &checkpoint::latest(&out.join("checkpoints"))
+            .unwrap()
+            .unwrap(),
+        &Device::Cpu,
+    )
+    .unwrap()
+    .model
+}
+
 #[test]
 fn two_accumulated_micro_batches_equal_one_double_batch() {
     let tmp = tempfile::tempdir().unwrap();
@@ -18,33 +46,17 @@ fn two_accumulated_micro_batches_equal_one_double_batch() {
     let mut weights = Vec::new();
     let mut norms = Vec::new();
     for (batch, accum) in [("32", "1"), ("16", "2")] {
-        let loaded = recipe::load(
+        let out = tmp.path().join(format!("b{batch}"));
+        let model = train(
             &file,
+            &out,
             &[
                 set("model.dropout", "0.0"),
                 set("train.batch_size", batch),
                 set("train.grad_accum", accum),
-                Override::Unset("downstream".into()),
             ],
-        )
-        .unwrap();
-        let out = tmp.path().join(format!("b{batch}"));
-        run::start(
-            &loaded,
-            &RunOptions {
-                out: Some(out.clone()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let ckpt = checkpoint::load(
-            &checkpoint::latest(&out.join("checkpoints"))
-                .unwrap()
-                .unwrap(),
-            &Device::Cpu,
-        )
-        .unwrap();
-        weights.push(ckpt.model);
+        );
+        weights.push(model);
         let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
         let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
         norms.push(first["grad_norm"].as_f64().unwrap());
@@ -127,42 +139,23 @@ fn bf16_mixed_precision_trains_like_fp32() {
     let file = common::write_recipe(tmp.path(), &common::tiny_recipe(12, 12));
     let mut losses = Vec::new();
     for precision in ["fp32", "bf16"] {
-        let loaded = recipe::load(
+        let out = tmp.path().join(precision);
+        let model = train(
             &file,
+            &out,
             &[
                 set("model.dropout", "0.0"),
                 set("train.precision", precision),
                 set("train.optimizer.lr", "3e-3"),
-                Override::Unset("downstream".into()),
             ],
-        )
-        .unwrap();
-        let out = tmp.path().join(precision);
-        run::start(
-            &loaded,
-            &RunOptions {
-                out: Some(out.clone()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        );
         let resolved = std::fs::read_to_string(out.join("recipe.toml")).unwrap();
         assert_eq!(
             resolved.contains("precision = \"bf16\""),
             precision == "bf16",
             "{resolved}"
         );
-        let ckpt = checkpoint::load(
-            &checkpoint::latest(&out.join("checkpoints"))
-                .unwrap()
-                .unwrap(),
-            &Device::Cpu,
-        )
-        .unwrap();
-        assert!(ckpt
-            .model
-            .values()
-            .all(|t| t.dtype() == candle_core::DType::F32));
+        assert!(model.values().all(|t| t.dtype() == candle_core::DType::F32));
         let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
         let curve: Vec<f64> = log
             .lines()
