@@ -171,6 +171,9 @@ pub(super) fn forward(qkv: &[f32], bias: Option<&[f32]>, dm: Dims) -> Result<(Ve
 /// probabilities.
 pub(super) fn backward(qkv: &[f32], probs: &[f32], g: &[f32], dm: Dims) -> Result<Vec<f32>> {
     let (t, hd) = (dm.t, dm.hd());
+    if dm.b * t * dm.d == 0 {
+        return Ok(vec![0f32; dm.b * t * 3 * dm.d]);
+    }
     let scale = 1.0 / (hd as f32).sqrt();
     // Written in full below: per batch element and head, gemm writes dq, dk and dv into
     // their [T, hd] views of the [T, 3D] rows, and the views tile the rows.

@@ -146,6 +146,9 @@ pub fn unshuffle(
         return Ok(None);
     }
     let (b, t, d) = x.dims3()?;
+    if b == 0 || d == 0 {
+        return Ok(None);
+    }
     let (bi, l) = ids_restore.dims2()?;
     if bi != b || t == 0 || pos.dims() != [1, 1 + l, d] {
         bail!(
@@ -244,5 +247,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("ids_restore[0, 1] = 9"), "{err}");
+        // An empty batch is left to the composed ops.
+        let empty = Tensor::zeros((0, 2, 3), candle_core::DType::F32, &dev).unwrap();
+        let ids = Tensor::zeros((0, 2), candle_core::DType::U32, &dev).unwrap();
+        assert!(super::unshuffle(&empty, &mask, &ids, &pos)
+            .unwrap()
+            .is_none());
     }
 }
