@@ -186,3 +186,22 @@ fn an_unknown_precision_is_a_recipe_error_naming_the_field() {
     let msg = err.to_string();
     assert!(msg.contains("precision") && msg.contains("bf16"), "{msg}");
 }
+
+/// Two runs of one recipe end with the same weights to the bit: every parallel sum is
+/// associated the same way whatever way the pool splits the work.
+#[test]
+fn two_runs_of_one_recipe_give_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = common::write_recipe(tmp.path(), &common::tiny_recipe(4, 4));
+    let sets = [set("train.batch_size", "64"), set("train.grad_accum", "1")];
+    let a = train(&file, &tmp.path().join("a"), &sets);
+    let b = train(&file, &tmp.path().join("b"), &sets);
+    assert_eq!(a.len(), b.len());
+    for (name, x) in &a {
+        let (x, y) = (
+            x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b[name].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        assert!(x == y, "{name} differs between two runs");
+    }
+}

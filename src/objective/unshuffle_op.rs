@@ -98,7 +98,9 @@ impl CustomOp2 for UnshuffleOp {
         let (b, l_, keep, d) = (self.b, self.l, self.keep, self.d);
         let (dx, dmask) = with_f32(grad, |g| {
             let mut dx = vec![0f32; b * (1 + keep) * d];
-            let partial: Vec<f32> = dx
+            // Per batch element, then summed in order: rayon's `reduce` associates as the
+            // work happened to split, which would make the sum differ from run to run.
+            let partials: Vec<Vec<f32>> = dx
                 .par_chunks_mut((1 + keep) * d)
                 .enumerate()
                 .map(|(bi, dxb)| {
@@ -113,13 +115,11 @@ impl CustomOp2 for UnshuffleOp {
                     }
                     dm
                 })
-                .reduce(
-                    || vec![0f32; d],
-                    |mut a, p| {
-                        a.iter_mut().zip(p).for_each(|(a, v)| *a += v);
-                        a
-                    },
-                );
+                .collect();
+            let mut partial = vec![0f32; d];
+            for p in &partials {
+                partial.iter_mut().zip(p).for_each(|(a, v)| *a += v);
+            }
             (dx, partial)
         })?;
         Ok((
@@ -234,6 +234,45 @@ mod tests {
                 .unwrap()
                 > 0.0
         );
+    }
+
+    /// The mask token's gradient is the per-row sums added in batch order, to the bit, so
+    /// a run repeats exactly whatever way the pool splits the work.
+    #[test]
+    fn the_mask_token_gradient_is_summed_in_batch_order() {
+        let dev = Device::Cpu;
+        let (b, l, keep, d) = (257, 9, 2, 8);
+        let x = Var::zeros((b, 1 + keep, d), candle_core::DType::F32, &dev).unwrap();
+        let mask = Var::zeros((1, 1, d), candle_core::DType::F32, &dev).unwrap();
+        let pos = Tensor::zeros((1, 1 + l, d), candle_core::DType::F32, &dev).unwrap();
+        let ids: Vec<u32> = (0..b * l).map(|i| (i % l) as u32).collect();
+        let ids = Tensor::from_vec(ids, (b, l), &dev).unwrap();
+        let probe = Tensor::randn(0f32, 1.0, (b, 1 + l, d), &dev).unwrap();
+        let y = super::unshuffle(&x, &mask, &ids, &pos).unwrap().unwrap();
+        let grads = (&y * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let got = grads
+            .get(&mask)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let g = probe.to_vec3::<f32>().unwrap();
+        let mut want = vec![0f32; d];
+        for row in &g {
+            let mut part = vec![0f32; d];
+            // Slots 1 + keep.. of each row hold the mask token (ids keep..l).
+            for slot in &row[1 + keep..] {
+                part.iter_mut().zip(slot).for_each(|(a, v)| *a += v);
+            }
+            want.iter_mut().zip(&part).for_each(|(a, v)| *a += v);
+        }
+        assert_eq!(got, want);
     }
 
     #[test]
