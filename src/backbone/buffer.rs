@@ -34,7 +34,7 @@ fn build(len: usize, write: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> V
 
 /// A vector of `len` elements with unspecified values (the memory's previous content), for
 /// an output that its producer writes in full before anything reads it: it saves the
-/// zero-filling pass over memory that `zeroed` makes.
+/// zero-filling pass over memory that `vec![0f32; len]` makes.
 ///
 /// Every caller overwrites every element (gemm without accumulation, which never reads its
 /// destination, or a loop over all elements) before reading any; `f32` has no invalid bit

@@ -71,13 +71,8 @@ pub fn matmul(
     accumulate: bool,
     threads: Threads,
 ) -> Result<()> {
+    check_operands(a, b)?;
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if b.rows != k {
-        bail!("gemm: inner dimensions differ ({m}x{k} by {}x{n})", b.rows);
-    }
-    if a.extent() > a.data.len() || b.extent() > b.data.len() {
-        bail!("gemm: an operand view runs past its buffer");
-    }
     let dst_extent = if m == 0 || n == 0 {
         0
     } else {
@@ -108,13 +103,8 @@ pub fn matmul(
 /// destination without reading it when asked not to accumulate, so the buffer needs no
 /// zero-filling first (a single-threaded pass over memory the size of the result).
 pub fn product(a: Mat, b: Mat, threads: Threads) -> Result<Vec<f32>> {
+    check_operands(a, b)?;
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if b.rows != k {
-        bail!("gemm: inner dimensions differ ({m}x{k} by {}x{n})", b.rows);
-    }
-    if a.extent() > a.data.len() || b.extent() > b.data.len() {
-        bail!("gemm: an operand view runs past its buffer");
-    }
     if m == 0 || n == 0 || k == 0 {
         return Ok(vec![0f32; m * n]);
     }
@@ -127,6 +117,23 @@ pub fn product(a: Mat, b: Mat, threads: Threads) -> Result<Vec<f32>> {
         out.set_len(m * n);
     }
     Ok(out)
+}
+
+/// The inner dimensions agree and both views lie inside their slices.
+fn check_operands(a: Mat, b: Mat) -> Result<()> {
+    if b.rows != a.cols {
+        bail!(
+            "gemm: inner dimensions differ ({}x{} by {}x{})",
+            a.rows,
+            a.cols,
+            b.rows,
+            b.cols
+        );
+    }
+    if a.extent() > a.data.len() || b.extent() > b.data.len() {
+        bail!("gemm: an operand view runs past its buffer");
+    }
+    Ok(())
 }
 
 /// The `gemm` call: `dst[i * dst_rs + j] (+)= Σ_k a(i, k) b(k, j)`.

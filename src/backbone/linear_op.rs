@@ -50,11 +50,15 @@ pub(super) fn add_bias(y: &mut [f32], b: &[f32]) {
     if d == 0 {
         return;
     }
-    y.par_chunks_mut(row_chunk(d)).for_each(|c| {
-        for row in c.chunks_exact_mut(d) {
-            row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-        }
-    });
+    y.par_chunks_mut(row_chunk(d))
+        .for_each(|c| add_bias_rows(c, b));
+}
+
+/// `c[r, j] += b[j]` over the whole rows of `c`.
+fn add_bias_rows(c: &mut [f32], b: &[f32]) {
+    for row in c.chunks_exact_mut(b.len()) {
+        row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+    }
 }
 
 /// `pre += b` (rows of `b.len()`) and then `gelu(pre)`, in one pass over the pool.
@@ -69,9 +73,7 @@ pub(super) fn gelu_biased(pre: &mut [f32], b: &[f32]) -> Vec<f32> {
     y.par_chunks_mut(chunk)
         .zip(pre.par_chunks_mut(chunk))
         .for_each(|(y, p)| {
-            for row in p.chunks_exact_mut(d) {
-                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-            }
+            add_bias_rows(p, b);
             math::gelu(p, y)
         });
     y

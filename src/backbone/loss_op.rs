@@ -11,6 +11,8 @@
 //! With label smoothing `ε` the target is `(1-ε)·onehot + ε/C`, PyTorch's
 //! `F.cross_entropy(..., label_smoothing=ε)`.
 
+use std::sync::Mutex;
+
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -23,6 +25,13 @@ const ROWS_PER_TASK: usize = 16;
 
 struct CrossEntropyOp {
     smoothing: f32,
+    /// Each row's log-sum-exp and the targets, kept by forward for backward.
+    saved: Mutex<Option<Saved>>,
+}
+
+struct Saved {
+    lse: Vec<f32>,
+    targets: Vec<usize>,
 }
 
 /// Each row's `(log-sum-exp, mean of its logits)`.
@@ -85,7 +94,8 @@ impl CustomOp2 for CrossEntropyOp {
         let x = cpu_f32(s, l, "cross-entropy logits")?;
         let t = targets(st, lt, n, c)?;
         let eps = self.smoothing;
-        let total: f64 = row_stats(x, c)
+        let stats = row_stats(x, c);
+        let total: f64 = stats
             .iter()
             .zip(x.chunks_exact(c))
             .zip(&t)
@@ -95,6 +105,10 @@ impl CustomOp2 for CrossEntropyOp {
                 ((1.0 - eps) * nll + eps * (lse - mean)) as f64
             })
             .sum();
+        if let Ok(mut slot) = self.saved.lock() {
+            let lse = stats.iter().map(|s| s.0).collect();
+            *slot = Some(Saved { lse, targets: t });
+        }
         let loss = if n == 0 {
             f32::NAN
         } else {
@@ -112,16 +126,22 @@ impl CustomOp2 for CrossEntropyOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (n, c) = logits.dims2()?;
         let g = grad.to_dtype(DType::F32)?.to_scalar::<f32>()? / n.max(1) as f32;
-        let (tstore, tl) = tgt.storage_and_layout();
-        let t = match &*tstore {
-            candle_core::Storage::Cpu(s) => targets(s, tl, n, c)?,
-            _ => bail!("cross-entropy: targets on another device than the logits"),
+        let saved = self.saved.lock().ok().and_then(|mut s| s.take());
+        let Saved { lse, targets: t } = match saved {
+            Some(s) => s,
+            None => {
+                let (tstore, tl) = tgt.storage_and_layout();
+                let t = match &*tstore {
+                    candle_core::Storage::Cpu(s) => targets(s, tl, n, c)?,
+                    _ => bail!("cross-entropy: targets on another device than the logits"),
+                };
+                let lse = with_f32(logits, |x| row_stats(x, c).iter().map(|s| s.0).collect())?;
+                Saved { lse, targets: t }
+            }
         };
-        drop(tstore);
         let eps = self.smoothing;
         let off = eps / c as f32;
         let dx = with_f32(logits, |x| {
-            let stats = row_stats(x, c);
             // Every row is written in full below.
             let mut dx = buffer::for_overwrite(x.len());
             dx.par_chunks_mut(c * ROWS_PER_TASK)
@@ -130,9 +150,8 @@ impl CustomOp2 for CrossEntropyOp {
                 .for_each(|(k, (d, x))| {
                     for (r, (dr, xr)) in d.chunks_exact_mut(c).zip(x.chunks_exact(c)).enumerate() {
                         let i = k * ROWS_PER_TASK + r;
-                        let lse = stats[i].0;
                         dr.copy_from_slice(xr);
-                        math::exp_shifted(dr, lse);
+                        math::exp_shifted(dr, lse[i]);
                         dr.iter_mut().for_each(|p| *p = g * (*p - off));
                         dr[t[i]] -= g * (1.0 - eps);
                     }
@@ -152,6 +171,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, smoothing: f64) -> Resul
     }
     let op = CrossEntropyOp {
         smoothing: smoothing as f32,
+        saved: Mutex::new(None),
     };
     logits
         .contiguous()?

@@ -22,7 +22,7 @@ mod loss_op;
 mod math;
 pub mod norm_op;
 #[cfg(test)]
-mod op_tests;
+pub(crate) mod op_tests;
 pub mod ops;
 pub mod pool;
 pub mod precision;
@@ -161,12 +161,12 @@ impl Attention {
         let v = split(self.v.forward(x)?)?;
         let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?; // [B, H, T, T]
                                                                          // The mask and the softmax in fp32 (a bf16 score under mixed precision is widened).
-        let scores = precision::cast(&scores, DType::F32)?;
+        let scores = scores.to_dtype(DType::F32)?;
         let scores = match bias {
             Some(bias) => scores.broadcast_add(bias)?,
             None => scores,
         };
-        let probs = precision::cast(&ops::softmax_last_dim(&scores)?, x.dtype())?;
+        let probs = ops::softmax_last_dim(&scores)?.to_dtype(x.dtype())?;
         let probs = ops::dropout(&probs, self.attention_dropout, mode)?;
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         ops::dropout(&self.o.forward(&ctx)?, self.dropout, mode)
@@ -401,11 +401,11 @@ impl Encoder {
             Precision::Bf16 if x.dtype() == DType::F32 => DType::BF16,
             _ => x.dtype(),
         };
-        let mut h = precision::cast(x, compute)?;
+        let mut h = x.to_dtype(compute)?;
         for layer in &self.layers {
             h = layer.forward(&h, bias.as_ref(), mode)?;
         }
-        let h = precision::cast(&h, x.dtype())?;
+        let h = h.to_dtype(x.dtype())?;
         match &self.norm {
             Some(norm) => norm.forward(&h),
             None => Ok(h),

@@ -95,35 +95,37 @@ impl Linear {
 }
 
 impl Module for Linear {
-    /// Computes in `x`'s dtype: under mixed precision a bf16 input meets a bf16 copy of the
-    /// fp32 weight, cast inside the graph so that the weight's gradient arrives in fp32.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.dtype() != self.weight.dtype() {
-            let weight = self.weight.to_dtype(x.dtype())?;
-            let bias = self
-                .bias
-                .as_ref()
-                .map(|b| b.to_dtype(x.dtype()))
-                .transpose()?;
-            return Linear { weight, bias }.forward(x);
-        }
-        if let Some(y) = super::linear_op::linear(x, &self.weight, self.bias.as_ref())? {
-            return Ok(y);
-        }
-        let dims = x.dims().to_vec();
-        let in_dim = *dims.last().unwrap_or(&0);
-        let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
-        let mut out = dims;
-        if let Some(last) = out.last_mut() {
-            *last = self.weight.dim(0)?;
-        }
-        y.reshape(out)
+        linear(x, &self.weight, self.bias.as_ref())
     }
+}
+
+/// `x Wᵀ + b` over the last dimension of `x` (any rank), `w: [out, in]`: the fused op on
+/// the CPU, composed candle ops elsewhere. Computes in `x`'s dtype: under mixed precision a
+/// bf16 input meets a bf16 copy of the fp32 weight, cast inside the graph so that the
+/// weight's gradient arrives in fp32.
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    if x.dtype() != w.dtype() {
+        let w = w.to_dtype(x.dtype())?;
+        let b = b.map(|b| b.to_dtype(x.dtype())).transpose()?;
+        return linear(x, &w, b.as_ref());
+    }
+    if let Some(y) = super::linear_op::linear(x, w, b)? {
+        return Ok(y);
+    }
+    let dims = x.dims().to_vec();
+    let in_dim = *dims.last().unwrap_or(&0);
+    let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
+    let y = x.reshape((rows, in_dim))?.matmul(&w.t()?)?;
+    let y = match b {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    let mut out = dims;
+    if let Some(last) = out.last_mut() {
+        *last = w.dim(0)?;
+    }
+    y.reshape(out)
 }
 
 /// Softmax over the last dimension, numerically stabilised by the row maximum.

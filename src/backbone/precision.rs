@@ -13,7 +13,6 @@
 
 use std::cell::Cell;
 
-use candle_core::{DType, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// The dtype the encoder computes in while training.
@@ -58,20 +57,11 @@ pub fn current() -> Precision {
     COMPUTE.with(|c| c.get())
 }
 
-/// `x` in `dtype`, or `x` itself where it already is (no graph node).
-pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
-    if x.dtype() == dtype {
-        Ok(x.clone())
-    } else {
-        x.to_dtype(dtype)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::{Activation, Encoder, EncoderConfig, Mode, NormPosition};
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Tensor, Var};
     use candle_nn::{VarBuilder, VarMap};
 
     fn relative_error(a: &Tensor, b: &Tensor) -> f32 {

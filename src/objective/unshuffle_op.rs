@@ -184,19 +184,7 @@ mod tests {
     use candle_core::{Device, Tensor, Var};
 
     use super::super::mae::unshuffle_composed;
-
-    fn diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use crate::backbone::op_tests::max_diff as diff;
 
     /// The op gives the composed ops' values to the bit and their gradients for the latent
     /// and the mask token, on permutations that keep 3 of 7 patches.

@@ -58,11 +58,6 @@ impl PatchEmbed {
             .reshape((b * gh * gw, c * p * p))?;
         let d = self.weight.dim(0)?;
         let w = self.weight.reshape((d, c * p * p))?;
-        // A linear layer over the flattened patches (the fused one on the CPU).
-        let y = match crate::backbone::linear_op::linear(&patches, &w, Some(&self.bias))? {
-            Some(y) => y,
-            None => patches.matmul(&w.t()?)?.broadcast_add(&self.bias)?,
-        };
-        y.reshape((b, gh * gw, d))
+        crate::backbone::ops::linear(&patches, &w, Some(&self.bias))?.reshape((b, gh * gw, d))
     }
 }

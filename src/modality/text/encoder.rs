@@ -309,13 +309,8 @@ impl MlmHead {
         let h = self.norm.forward(&h)?;
         let lead = h.dims()[..h.rank() - 1].to_vec();
         let rows: usize = lead.iter().product();
-        let h = h.reshape((rows, d))?;
-        // The tied decoder as a linear layer (the fused one on the CPU).
-        let logits =
-            match crate::backbone::linear_op::linear(&h, word_embeddings, Some(&self.bias))? {
-                Some(y) => y,
-                None => h.matmul(&word_embeddings.t()?)?.broadcast_add(&self.bias)?,
-            };
+        // The tied decoder: a linear layer on the word embeddings.
+        let logits = ops::linear(&h.reshape((rows, d))?, word_embeddings, Some(&self.bias))?;
         let mut shape = lead;
         shape.push(v);
         logits.reshape(shape)
