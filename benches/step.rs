@@ -271,7 +271,7 @@ fn reference_config(name: &str, r: &Recipe, run_dir: &Path) -> pretext::error::R
             json!({
                 "geometry": { "size": img.size, "channels": img.channels, "patch": img.patch },
                 "encoder": encoder,
-                "decoder": pretext::run::image::pretrain::decoder_config(r)?,
+                "decoder": pretext::modality::image::run::pretrain::decoder_config(r)?,
                 "mask_ratio": r.objective()?.mask_ratio(),
                 "norm_pix_loss": r.objective()?.norm_pix_loss(),
             })
@@ -288,7 +288,7 @@ fn reference_config(name: &str, r: &Recipe, run_dir: &Path) -> pretext::error::R
                     "patch_freq": a.patch_freq, "patch_time": a.patch_time,
                 },
                 "encoder": encoder,
-                "decoder": pretext::run::image::pretrain::decoder_config(r)?,
+                "decoder": pretext::modality::image::run::pretrain::decoder_config(r)?,
                 "mask_ratio": r.objective()?.mask_ratio(),
                 "norm_pix_loss": r.objective()?.norm_pix_loss(),
             })

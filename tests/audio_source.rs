@@ -10,11 +10,11 @@ use pretext::hf::audio::{self, AudioModel};
 use pretext::modality::audio::classifier::WaveformClassifierSpec;
 use pretext::modality::audio::clips::fit_length;
 use pretext::modality::audio::load_clip;
+use pretext::modality::audio::run::waveform;
+use pretext::modality::audio::run::waveform::task::WaveformSplits;
 use pretext::recipe::{self, DownstreamInput, Override, Pooling};
 use pretext::run::classify::Task;
 use pretext::run::downstream::DownstreamTask;
-use pretext::run::waveform;
-use pretext::run::waveform::task::WaveformSplits;
 use pretext::run::{self, RunOptions};
 
 const RECIPE: &str = "recipes/wav2vec2-words-sample.toml";
@@ -61,7 +61,7 @@ fn probe_features_are_the_sources_mean_pooled_hidden_states() {
         test: &p.test,
         spec: &p.spec,
     };
-    let task = Task::new(splits, &p.params, r.seed, &p.device).unwrap();
+    let task = Task::new(splits, &p.model.params, r.seed, &p.model.device).unwrap();
     let (train_x, test_x) = task
         .features(DownstreamInput::Pretrained, Pooling::Mean)
         .unwrap();

@@ -8,6 +8,9 @@
 //! A module may use only modules to its left: the backbone knows nothing of modalities,
 //! `hf/` (model files in and out) never reaches into the pipeline (`recipe`, `run`), and
 //! only the CLI sees everything. `head` and `hf` are peers and do not use each other.
+//! Everything about one modality is one folder, `src/modality/<m>/`: its `recipe.rs` (its
+//! recipe section and checks) belongs to the recipe layer and its `run/` folder (how the
+//! pipeline reads, batches and trains it) to the run layer; the rest to the modality layer.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -45,9 +48,21 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level modules a source text names through `crate::` paths, braces included
-/// (`use crate::{a::X, b};`). Comments are skipped.
-fn crate_modules(text: &str) -> BTreeSet<String> {
+/// The layer of a module path inside `src/` (`["modality", "image", "run", ...]`): its
+/// top-level module, except that a modality's `recipe.rs` belongs to the recipe layer and
+/// its `run/` folder to the run layer, so that everything about one modality is one folder.
+fn layer(path: &[String]) -> String {
+    match path {
+        [m, _, sub, ..] if m == "modality" && sub == "run" => "run".into(),
+        [m, _, sub, ..] if m == "modality" && sub == "recipe" => "recipe".into(),
+        [first, ..] => first.clone(),
+        [] => String::new(),
+    }
+}
+
+/// The module paths a source text names through `crate::` (`use crate::{a::X, b::{c, d}};`
+/// gives `a::X`, `b::c`, `b::d`), each cut to its first three segments. Comments are skipped.
+fn crate_paths(text: &str) -> BTreeSet<Vec<String>> {
     let code: String = text
         .lines()
         .map(|l| match l.trim_start().starts_with("//") {
@@ -57,35 +72,54 @@ fn crate_modules(text: &str) -> BTreeSet<String> {
         .collect::<Vec<_>>()
         .join("\n");
     let mut found = BTreeSet::new();
-    let ident = |s: &str| -> String {
-        s.chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect()
-    };
     for (i, _) in code.match_indices("crate::") {
-        let rest = &code[i + "crate::".len()..];
-        if let Some(inner) = rest.strip_prefix('{') {
-            let mut depth = 0;
-            let mut start = true;
-            for (j, c) in inner.char_indices() {
-                match c {
-                    '{' => depth += 1,
-                    '}' if depth == 0 => break,
-                    '}' => depth -= 1,
-                    ',' if depth == 0 => start = true,
-                    c if start && !c.is_whitespace() => {
-                        found.insert(ident(&inner[j..]));
-                        start = false;
-                    }
-                    _ => {}
+        use_tree(&code[i + "crate::".len()..], Vec::new(), &mut found);
+    }
+    found.retain(|p| !p.is_empty() && !p[0].is_empty());
+    found
+}
+
+/// Reads one use tree from the start of `rest` with `prefix` before it; returns how many
+/// bytes it read.
+fn use_tree(rest: &str, mut prefix: Vec<String>, found: &mut BTreeSet<Vec<String>>) -> usize {
+    let mut at = 0;
+    loop {
+        let s = &rest[at..];
+        let skipped = s.len() - s.trim_start().len();
+        at += skipped;
+        let s = &rest[at..];
+        if let Some(inner) = s.strip_prefix('{') {
+            at += 1;
+            let mut used = 0;
+            loop {
+                used += use_tree(&inner[used..], prefix.clone(), found);
+                let tail = &inner[used..];
+                let ws = tail.len() - tail.trim_start().len();
+                used += ws;
+                match inner[used..].chars().next() {
+                    Some(',') => used += 1,
+                    Some('}') => return at + used + 1,
+                    _ => return at + used,
                 }
             }
-        } else {
-            found.insert(ident(rest));
+        }
+        let ident: String = s
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if ident.is_empty() {
+            break;
+        }
+        at += ident.len();
+        prefix.push(ident);
+        match rest[at..].strip_prefix("::") {
+            Some(_) => at += 2,
+            None => break,
         }
     }
-    found.retain(|m| !m.is_empty());
-    found
+    prefix.truncate(3);
+    found.insert(prefix);
+    at
 }
 
 #[test]
@@ -97,13 +131,16 @@ fn modules_use_only_the_layers_below_them() {
     let mut broken = Vec::new();
     for file in &files {
         let rel = file.strip_prefix(&src).unwrap();
-        let first = rel
+        let segments: Vec<String> = rel
             .components()
-            .next()
-            .unwrap()
-            .as_os_str()
-            .to_string_lossy();
-        let module = first.trim_end_matches(".rs").to_string();
+            .map(|c| {
+                c.as_os_str()
+                    .to_string_lossy()
+                    .trim_end_matches(".rs")
+                    .to_string()
+            })
+            .collect();
+        let module = layer(&segments);
         if module == "lib" || module == "main" {
             continue;
         }
@@ -111,14 +148,28 @@ fn modules_use_only_the_layers_below_them() {
             panic!("src/{module} has no place in RANKS: add it to the layering")
         });
         let text = std::fs::read_to_string(file).unwrap();
-        for used in crate_modules(&text) {
+        if module == "modality" {
+            // A modality's data and encoder code must not reach up into its own recipe or
+            // run code through relative paths either.
+            for upward in ["super::run", "super::recipe", "self::run", "use run::"] {
+                if text.contains(upward) {
+                    broken.push(format!("src/{} uses {upward}", rel.display()));
+                }
+            }
+        }
+        for path in crate_paths(&text) {
+            let used = layer(&path);
             if used == module || used == "Error" || used == "Result" {
                 continue;
             }
             let r = rank(&used)
                 .unwrap_or_else(|| panic!("{} uses unknown crate::{used}", rel.display()));
             if r >= own {
-                broken.push(format!("src/{} uses crate::{used}", rel.display()));
+                broken.push(format!(
+                    "src/{} uses crate::{} (layer {used})",
+                    rel.display(),
+                    path.join("::")
+                ));
             }
         }
     }
@@ -131,12 +182,20 @@ fn modules_use_only_the_layers_below_them() {
 
 #[test]
 fn the_parser_sees_braced_and_plain_paths() {
-    let found =
-        crate_modules("use crate::{error::X, hf};\nlet x = crate::run::start();\n// crate::cli\n");
-    assert_eq!(
-        found.into_iter().collect::<Vec<_>>(),
-        ["error", "hf", "run"]
+    let found = crate_paths(
+        "use crate::{error::X, hf};\nlet x = crate::run::start();\n// crate::cli\n\
+         use crate::modality::{image::run::prepare, text::{recipe, TextEncoder}};\n",
     );
+    let layers: BTreeSet<String> = found.iter().map(|p| layer(p)).collect();
+    assert_eq!(
+        layers.into_iter().collect::<Vec<_>>(),
+        ["error", "hf", "modality", "recipe", "run"]
+    );
+    assert!(found.contains(&vec![
+        "modality".into(),
+        "text".into(),
+        "TextEncoder".into()
+    ]));
 }
 
 #[test]

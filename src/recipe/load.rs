@@ -4,6 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
+
+use super::types::{Modality, ObjectiveKind};
 use super::{Override, Recipe, PRESETS};
 use crate::error::{Error, KeyHelp, Result};
 
@@ -170,24 +173,12 @@ pub(super) fn migrate(table: &mut toml::Table, file: &Path) -> Result<()> {
     }
     // The kind decides which keys are valid: a kind the modality does not pretrain with is
     // reported as such, before its keys are.
-    let kind = o.get("kind").and_then(toml::Value::as_str);
-    let modality = modality.as_deref();
-    let wrong = match (modality, kind) {
-        (Some("text"), Some(k)) if k != "mlm" => Some("text pretraining uses kind = \"mlm\""),
-        (Some("image"), Some("mlm")) => {
-            Some("`mlm` is a text objective; images use `mae` or `simmim`")
-        }
-        (Some("audio"), Some(k)) if k != "mae" => {
-            Some("audio pretraining uses kind = \"mae\" (Audio-MAE)")
-        }
-        _ => None,
-    };
-    if let Some(message) = wrong {
-        return Err(Error::InvalidValue {
-            file: file.to_path_buf(),
-            key: "objective.kind".into(),
-            message: message.into(),
-        });
+    let kind = o
+        .get("kind")
+        .and_then(|k| ObjectiveKind::deserialize(k.clone()).ok());
+    let modality = modality.and_then(|m| Modality::deserialize(toml::Value::String(m)).ok());
+    if let (Some(m), Some(k)) = (modality, kind) {
+        m.check_objective(k, file)?;
     }
     let is = |o: &toml::Table, k: &str, v: toml::Value| o.get(k) == Some(&v);
     match o.get("kind").and_then(toml::Value::as_str) {

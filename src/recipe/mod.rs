@@ -10,13 +10,13 @@ pub mod source;
 mod tests;
 pub mod types;
 mod validate;
-mod validate_data;
 
 use std::path::{Path, PathBuf};
 
 pub use load::closest;
 pub use source::{check_paths, DataSource};
 pub use types::*;
+pub(crate) use validate::check;
 pub use validate::validate;
 
 use crate::error::{Error, Result};

@@ -17,6 +17,17 @@ pub enum ObjectiveKind {
     Simmim,
 }
 
+impl ObjectiveKind {
+    /// As `objective.kind` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectiveKind::Mae => "mae",
+            ObjectiveKind::Mlm => "mlm",
+            ObjectiveKind::Simmim => "simmim",
+        }
+    }
+}
+
 /// The pretext task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]

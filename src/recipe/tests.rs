@@ -265,3 +265,26 @@ fn downstream_tables_resolved_before_heads_were_tagged_still_load() {
     let loaded = load(&old, &[]).unwrap();
     assert_eq!(loaded.recipe.downstream[0].head, HeadKind::LinearProbe);
 }
+
+#[test]
+fn an_objective_of_another_modality_names_the_ones_that_fit() {
+    let text = MINIMAL.replace(
+        "kind = \"mae\"\ndecoder = { dim = 32, depth = 1, heads = 2 }",
+        "kind = \"mlm\"",
+    );
+    let err = load(&text, &[]).unwrap_err().to_string();
+    assert!(err.contains("objective.kind"), "{err}");
+    assert!(
+        err.contains("image recipes pretrain with kind = \"mae\" or \"simmim\", not \"mlm\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_modality_is_registered_under_its_recipe_name() {
+    for m in [Modality::Image, Modality::Text, Modality::Audio] {
+        let spelled = toml::Value::try_from(m).unwrap();
+        assert_eq!(spelled.as_str(), Some(m.recipe().name));
+        assert!(!m.recipe().objectives.is_empty());
+    }
+}

@@ -3,7 +3,7 @@
 //! Every struct denies unknown fields; `recipe::load` turns serde's complaint into an error
 //! naming the file, the full key and the closest valid key.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +14,11 @@ pub use super::objective::{
 pub use super::source::DataSource;
 pub use crate::backbone::Pooling;
 use crate::backbone::{Activation, EncoderConfig, NormPosition};
+use crate::error::Result;
+pub use crate::modality::audio::recipe::AudioSection;
+pub use crate::modality::image::recipe::ImageSection;
 pub use crate::modality::text::mask::SpanConfig;
+pub use crate::modality::text::recipe::{TextSection, TokenizerSection};
 pub use crate::modality::text::tokenizer::TokenizerKind;
 pub use crate::objective::masking::Masking;
 pub use crate::train::config::{
@@ -95,12 +99,56 @@ impl ModelSection {
     }
 }
 
+/// The kind of data a recipe reads. A modality is registered here (a variant, its
+/// `[data.<m>]` section in [`DataSection`], and its [`ModalityRecipe`] in
+/// [`Modality::recipe`]) and in `run::prepare`; everything else about it lives in
+/// `src/modality/<m>/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Modality {
     Image,
     Text,
     Audio,
+}
+
+/// What the recipe layer knows of a modality, from its `src/modality/<m>/recipe.rs`.
+pub struct ModalityRecipe {
+    /// As `data.modality` spells it.
+    pub name: &'static str,
+    /// The objectives it pretrains with (`objective.kind`).
+    pub objectives: &'static [ObjectiveKind],
+    /// The checks of its own section and of what it takes from the rest of the recipe
+    /// (source formats, masking, shapes).
+    pub validate: fn(&Recipe, &Path) -> Result<()>,
+}
+
+impl Modality {
+    pub fn recipe(self) -> &'static ModalityRecipe {
+        match self {
+            Modality::Image => &crate::modality::image::recipe::RECIPE,
+            Modality::Text => &crate::modality::text::recipe::RECIPE,
+            Modality::Audio => &crate::modality::audio::recipe::RECIPE,
+        }
+    }
+
+    /// `objective.kind` is one this modality pretrains with; the error says which are.
+    pub fn check_objective(self, kind: ObjectiveKind, file: &Path) -> Result<()> {
+        let kinds = self.recipe().objectives;
+        if kinds.contains(&kind) {
+            return Ok(());
+        }
+        let names: Vec<String> = kinds.iter().map(|k| format!("\"{}\"", k.name())).collect();
+        Err(crate::error::Error::InvalidValue {
+            file: file.to_path_buf(),
+            key: "objective.kind".into(),
+            message: format!(
+                "{} recipes pretrain with kind = {}, not \"{}\"",
+                self.recipe().name,
+                names.join(" or "),
+                kind.name()
+            ),
+        })
+    }
 }
 
 /// Where the data is and how it becomes tensors.
@@ -140,64 +188,6 @@ pub struct LabelledSection {
     pub test: DataSource,
 }
 
-/// How text becomes token ids.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TextSection {
-    /// Tokens per sequence, special tokens included (pretraining blocks; longer downstream
-    /// examples are truncated).
-    #[serde(default = "defaults::max_len")]
-    pub max_len: usize,
-    /// Absent with `model.source`: the source's own `tokenizer.json`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tokenizer: Option<TokenizerSection>,
-}
-
-/// `{ file = "tokenizer.json" }`, or `{ train = "wordpiece" | "bpe", vocab_size = N }` to
-/// train one on `data.train` (saved as `tokenizer.json` in the run directory).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenizerSection {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub train: Option<TokenizerKind>,
-    /// Vocabulary size of a trained tokenizer, special tokens included.
-    #[serde(default = "defaults::vocab_size")]
-    pub vocab_size: usize,
-    /// Lower-case before tokenizing (trained WordPiece tokenizers).
-    #[serde(default = "defaults::yes")]
-    pub lowercase: bool,
-}
-
-/// How audio clips become spectrograms: every clip is read (WAV; any channel count is
-/// mixed down), resampled to `mel.sample_rate`, cut or padded to `frames` frames, turned
-/// into a log-mel spectrogram and normalised with one mean and standard deviation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AudioSection {
-    /// Log-mel settings (FFT size, hop, mel bands, scale, ...), and the sample rate clips are
-    /// resampled to.
-    #[serde(default)]
-    pub mel: crate::modality::audio::mel::MelConfig,
-    /// Spectrogram frames per clip: a clip is `(frames - 1) * hop_length` samples, longer
-    /// ones centre-cropped, shorter ones padded with silence at the end.
-    pub frames: usize,
-    /// Mel bands per patch; must divide `mel.n_mels` (Audio-MAE; absent with a waveform
-    /// `model.source`).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub patch_freq: usize,
-    /// Frames per patch; must divide `frames` (Audio-MAE).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub patch_time: usize,
-    /// Normalisation of the log-mel values; absent = the mean and standard deviation of
-    /// the training split (saved with the run).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mean: Option<f32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub std: Option<f32>,
-}
-
 /// Pretraining augmentations, applied in this order with torchvision's semantics; each
 /// example's randomness is a function of (seed, epoch, example index) only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -223,21 +213,6 @@ pub struct CropSection {
     pub ratio: [f64; 2],
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImageSection {
-    /// Side of the square input, in pixels (must equal the data's for IDX).
-    pub size: usize,
-    pub channels: usize,
-    /// Patch side; must divide `size`.
-    pub patch: usize,
-    /// Per-channel normalisation applied after scaling pixels to [0, 1].
-    #[serde(default = "defaults::half")]
-    pub mean: Vec<f32>,
-    #[serde(default = "defaults::half")]
-    pub std: Vec<f32>,
-}
-
 mod defaults {
     use super::*;
     pub fn device() -> String {
@@ -255,23 +230,10 @@ mod defaults {
     pub fn yes() -> bool {
         true
     }
-    pub fn half() -> Vec<f32> {
-        vec![0.5]
-    }
     pub fn crop_scale() -> [f64; 2] {
         [0.08, 1.0]
     }
     pub fn crop_ratio() -> [f64; 2] {
         [3.0 / 4.0, 4.0 / 3.0]
     }
-    pub fn max_len() -> usize {
-        128
-    }
-    pub fn vocab_size() -> usize {
-        8000
-    }
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
 }

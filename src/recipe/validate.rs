@@ -1,13 +1,12 @@
 //! Value ranges and cross-field consistency of a recipe, each error naming the file and the
-//! key; the data sections of each modality are checked in `validate_data.rs`.
+//! key; the data section of each modality is checked by its own `src/modality/<m>/recipe.rs`.
 
 use std::path::Path;
 
 use super::types::*;
-use super::validate_data::{validate_audio, validate_image, validate_sources, validate_text};
 use crate::error::{Error, Result};
 
-pub(super) fn check(
+pub(crate) fn check(
     ok: bool,
     file: &Path,
     key: &str,
@@ -80,19 +79,17 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
         }
     }
 
-    validate_sources(r, file)?;
-    match r.data.modality {
-        Modality::Image => validate_image(r, file)?,
-        Modality::Text => validate_text(r, file)?,
-        Modality::Audio => validate_audio(r, file)?,
+    if let Some(o) = &r.objective {
+        r.data.modality.check_objective(o.kind(), file)?;
     }
+    (r.data.modality.recipe().validate)(r, file)?;
 
     if let Some(a) = &r.data.augment {
         validate_augment(a, file)?;
     }
 
     // An audio recipe starting from a waveform model pretrains nothing and takes no
-    // objective (validate_data.rs); every other recipe needs one.
+    // objective (src/modality/audio/recipe.rs); every other recipe needs one.
     let waveform_source = r.data.modality == Modality::Audio && r.model.source.is_some();
     let o = match &r.objective {
         Some(o) => o,

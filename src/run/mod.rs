@@ -4,18 +4,15 @@
 //!
 //! A modality's side is a [`Pipeline`] (its data loaded and checked, its model built); the
 //! one match in [`prepare`] is where a modality is registered. Image, text, spectrogram
-//! audio and waveform audio live in `image/`, `text/`, `audio/` and `waveform/`.
+//! audio and waveform audio implement it in `src/modality/{image,text,audio}/run/` (waveform
+//! models in `audio/run/waveform/`).
 
-pub mod audio;
 pub mod classify;
 pub mod dir;
 pub mod downstream;
-pub mod image;
 pub mod report;
 pub mod settings;
 pub mod source;
-pub mod text;
-pub mod waveform;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -24,6 +21,7 @@ use candle_core::Device;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::modality::{audio, image, text};
 use crate::objective::mlm::MlmEval;
 use crate::params::ParamStore;
 use crate::recipe::{self, Loaded, Modality, Override, Recipe};
@@ -73,14 +71,20 @@ pub struct Summary {
     pub label_efficiency: Option<report::Report>,
 }
 
+/// What every pipeline builds: the device it runs on and the parameters it trains.
+pub struct Model {
+    pub device: Device,
+    /// Every parameter the run trains and checkpoints.
+    pub params: ParamStore,
+    /// Prefix of the encoder's parameters in `params` (`vit.`, `text.`, `audio.`).
+    pub encoder_prefix: &'static str,
+}
+
 /// A modality's side of a run, prepared from a recipe: its data loaded and checked, its
 /// model built (fresh, or from `model.source`).
 pub trait Pipeline {
-    fn device(&self) -> &Device;
-    /// Every parameter the run trains and checkpoints.
-    fn params(&self) -> &ParamStore;
-    /// Prefix of the encoder's parameters in [`Pipeline::params`] (`vit.`, `text.`, `audio.`).
-    fn encoder_prefix(&self) -> &'static str;
+    /// The device, the parameters and where the encoder's are among them.
+    fn model(&self) -> &Model;
     /// Writes what the run directory needs besides the recipe (a tokenizer, the model's
     /// config), before training; `fresh` on a new run, not on a resumed one.
     fn write_run_files(&self, _run_dir: &Path, _fresh: bool) -> Result<()> {
@@ -124,12 +128,9 @@ fn prepare(r: &Recipe, file: &Path, run_dir: Option<&Path>) -> Result<Box<dyn Pi
     recipe::check_paths(r, file)?;
     let device = crate::device::open(crate::device::parse(&r.device).map_err(Error::Usage)?)?;
     Ok(match r.data.modality {
-        Modality::Image => Box::new(image::prepare(r, file, device)?),
-        Modality::Text => Box::new(text::prepare(r, file, run_dir, device)?),
-        Modality::Audio if r.model.source.is_some() => {
-            Box::new(waveform::prepare(r, file, device)?)
-        }
-        Modality::Audio => Box::new(audio::prepare(r, file, run_dir, device)?),
+        Modality::Image => Box::new(image::run::prepare(r, file, device)?),
+        Modality::Text => Box::new(text::run::prepare(r, file, run_dir, device)?),
+        Modality::Audio => audio::run::prepare(r, file, run_dir, device)?,
     })
 }
 
@@ -214,7 +215,7 @@ fn pretrain(p: &dyn Pipeline, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> 
     if r.train.steps == 0 {
         return Ok(none);
     }
-    let ckpt = checkpoint::resume_from(&run_dir.join("checkpoints"), p.device())?;
+    let ckpt = checkpoint::resume_from(&run_dir.join("checkpoints"), &p.model().device)?;
     if ckpt.is_none() {
         settings::check_fresh_start(run_dir, opts.restart)?;
     }
@@ -226,7 +227,7 @@ fn pretrain(p: &dyn Pipeline, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> 
     stage.before_training(resume_step.is_some())?;
     let outcome = train::train(
         &*stage,
-        p.params(),
+        &p.model().params,
         &r.train,
         train::Setup::pretraining(r.seed),
         Some(run_dir),
@@ -269,7 +270,7 @@ fn execute(
             task: &*task,
             pretrain_steps: done.step,
             seed: r.seed,
-            device: p.device(),
+            device: &p.model().device,
         }
         .run(&r.downstream)?;
     }
@@ -282,8 +283,11 @@ fn execute(
         samples_per_s: done.samples_per_s,
         pretrain_seconds,
         data_wait_seconds: done.data_wait.as_secs_f64(),
-        encoder_parameters: p.params().num_params_with_prefix(p.encoder_prefix()),
-        total_parameters: p.params().num_params(),
+        encoder_parameters: p
+            .model()
+            .params
+            .num_params_with_prefix(p.model().encoder_prefix),
+        total_parameters: p.model().params.num_params(),
         held_out_mlm: done.held_out,
         downstream: results,
         label_efficiency,

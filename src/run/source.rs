@@ -27,10 +27,10 @@ pub use crate::hf::source::AnyModel;
 
 /// Loads the model `src` names, image, text or audio, on `device`.
 pub fn load_any(src: &str, device: &Device) -> Result<AnyModel> {
-    if let Some((run, checkpoint)) = run_with(src, super::text::CONFIG_FILE)? {
+    if let Some((run, checkpoint)) = run_with(src, crate::modality::text::run::CONFIG_FILE)? {
         return Ok(AnyModel::Text(load_text_run(&run, &checkpoint, device)?));
     }
-    if let Some((run, checkpoint)) = run_with(src, super::audio::CONFIG_FILE)? {
+    if let Some((run, checkpoint)) = run_with(src, crate::modality::audio::run::CONFIG_FILE)? {
         return Ok(AnyModel::Spectrogram(load_audio_run(
             &run,
             &checkpoint,
@@ -128,13 +128,13 @@ fn run_with(src: &str, config_file: &str) -> Result<Option<(PathBuf, PathBuf)>> 
 /// A text run's checkpoint as a masked language model (`text.*` + `mlm.*`), with the run's
 /// tokenizer.
 fn load_text_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<TextLoaded> {
-    let cfg_path = run.join(super::text::CONFIG_FILE);
+    let cfg_path = run.join(crate::modality::text::run::CONFIG_FILE);
     let json = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
     let config: crate::modality::text::TextConfig =
         serde_json::from_str(&json).map_err(|e| Error::data(&cfg_path, e.to_string()))?;
     let mut tensors = ckpt::load(checkpoint, device)?.model;
     tensors.retain(|name, _| name.starts_with("text.") || name.starts_with("mlm."));
-    let tokenizer = run.join(super::text::TOKENIZER_FILE);
+    let tokenizer = run.join(crate::modality::text::run::TOKENIZER_FILE);
     Ok(TextLoaded {
         spec: TextSpec {
             config,
@@ -169,7 +169,7 @@ fn load_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<LoadedMode
     let mut model = ckpt::load(checkpoint, device)?.model;
     let spec = match r.objective()?.kind() {
         ObjectiveKind::Mae => {
-            let cfg = super::image::pretrain::mae_config(r, &image)?;
+            let cfg = crate::modality::image::run::pretrain::mae_config(r, &image)?;
             ModelSpec {
                 geometry: cfg.geometry,
                 encoder: cfg.encoder,
@@ -182,7 +182,7 @@ fn load_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<LoadedMode
             }
         }
         ObjectiveKind::Simmim => {
-            let cfg = super::image::pretrain::simmim_config(r, &image)?;
+            let cfg = crate::modality::image::run::pretrain::simmim_config(r, &image)?;
             model.retain(|name, _| name.starts_with("vit."));
             ModelSpec {
                 geometry: cfg.geometry,
@@ -210,7 +210,7 @@ fn load_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<LoadedMode
 
 /// The encoder of an audio run's checkpoint (`audio-config.json` beside it).
 fn load_audio_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<SpectrogramLoaded> {
-    let config = AudioRunConfig::read(&run.join(super::audio::CONFIG_FILE))?;
+    let config = AudioRunConfig::read(&run.join(crate::modality::audio::run::CONFIG_FILE))?;
     let mut tensors = ckpt::load(checkpoint, device)?.model;
     tensors.retain(|name, _| name.starts_with("audio."));
     let loaded = SpectrogramLoaded {

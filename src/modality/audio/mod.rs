@@ -16,7 +16,9 @@ pub mod dataset;
 pub mod encoder;
 pub mod fbank;
 pub mod mel;
+pub mod recipe;
 pub mod resample;
+pub mod run;
 pub mod wav;
 pub mod waveform;
 

@@ -11,6 +11,8 @@ pub mod folder;
 pub mod grid;
 pub mod idx;
 pub mod patch;
+pub mod recipe;
+pub mod run;
 
 pub use classifier::{ClassifierSpec, ImageClassifier};
 pub use encoder::{ImageEncoder, ImageGeometry, Positions};

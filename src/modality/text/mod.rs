@@ -7,6 +7,8 @@ pub mod corpus;
 pub mod encoder;
 pub mod mask;
 pub mod pack;
+pub mod recipe;
+pub mod run;
 pub mod tokenizer;
 
 pub use encoder::{MlmHead, TextConfig, TextEncoder, TextPositions};

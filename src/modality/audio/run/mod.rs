@@ -1,7 +1,7 @@
 //! Running an audio recipe: clips read from a folder or a CSV manifest and turned into
 //! normalised log-mel spectrograms, Audio-MAE pretraining with reconstruction pictures at
 //! every checkpoint ([`pretrain`]), then the downstream heads on the labelled splits
-//! ([`task`]). A recipe whose `model.source` is a waveform model runs in `run/waveform/`.
+//! ([`task`]). A recipe whose `model.source` is a waveform model runs in [`waveform`].
 //!
 //! A run directory holds the resolved recipe, `audio-config.json` (features, normalisation
 //! and encoder shape, so a checkpoint can be used on its own), checkpoints, `metrics.jsonl`,
@@ -9,6 +9,7 @@
 
 pub mod pretrain;
 pub mod task;
+pub mod waveform;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,9 +18,6 @@ use candle_core::Device;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::classify::Task;
-use super::downstream::DownstreamTask;
-use super::{invalid, Pipeline, PretrainStage};
 use crate::error::{Error, Result};
 use crate::modality::audio::clips::{AudioFeatures, ClipSet};
 pub use crate::modality::audio::config::AudioRunConfig;
@@ -29,6 +27,9 @@ use crate::objective::mae::{AudioMae, AudioMaeConfig};
 use crate::objective::Objective;
 use crate::params::ParamStore;
 use crate::recipe::{AudioSection, DataSource, Recipe};
+use crate::run::classify::Task;
+use crate::run::downstream::DownstreamTask;
+use crate::run::{invalid, Model, Pipeline, PretrainStage};
 use pretrain::AudioMaeTask;
 use task::AudioSplits;
 
@@ -37,9 +38,8 @@ pub const CONFIG_FILE: &str = "audio-config.json";
 
 /// Everything an audio recipe needs, built and checked.
 pub struct Prepared {
-    pub device: Device,
+    pub model: Model,
     pub config: AudioRunConfig,
-    pub params: ParamStore,
     pub mae: AudioMae,
     /// Shared with the training loader's thread.
     pub train: Arc<ClipSet>,
@@ -147,7 +147,7 @@ fn geometry(a: &AudioSection) -> SpectrogramGeometry {
 pub fn mae_config(r: &Recipe, a: &AudioSection) -> Result<AudioMaeConfig> {
     Ok(AudioMaeConfig {
         geometry: geometry(a),
-        decoder: super::image::pretrain::decoder_config(r)?,
+        decoder: crate::modality::image::run::pretrain::decoder_config(r)?,
         encoder: r.model.encoder_config(),
         mask_ratio: r.objective()?.mask_ratio(),
         masking: r.objective()?.masking(),
@@ -155,8 +155,22 @@ pub fn mae_config(r: &Recipe, a: &AudioSection) -> Result<AudioMaeConfig> {
     })
 }
 
-/// Builds everything: clips, features, normalisation, model.
+/// An audio recipe's pipeline: the downstream heads on a waveform model when
+/// `model.source` is one, Audio-MAE on spectrograms otherwise.
 pub fn prepare(
+    r: &Recipe,
+    file: &Path,
+    run_dir: Option<&Path>,
+    device: Device,
+) -> Result<Box<dyn Pipeline>> {
+    Ok(match r.model.source {
+        Some(_) => Box::new(waveform::prepare(r, file, device)?),
+        None => Box::new(prepare_spectrogram(r, file, run_dir, device)?),
+    })
+}
+
+/// Builds everything: clips, features, normalisation, model.
+pub fn prepare_spectrogram(
     r: &Recipe,
     file: &Path,
     run_dir: Option<&Path>,
@@ -210,9 +224,12 @@ pub fn prepare(
         None => None,
     };
     let p = Prepared {
-        device,
+        model: Model {
+            device,
+            params,
+            encoder_prefix: mae.encoder_prefix(),
+        },
         config,
-        params,
         mae,
         train,
         test,
@@ -237,7 +254,7 @@ impl Prepared {
             train: self.train.clone(),
             preview: self.test.as_ref().unwrap_or(&*self.train),
             features: &self.config.features,
-            device: self.device.clone(),
+            device: self.model.device.clone(),
             seed,
             loader: Default::default(),
         }
@@ -245,16 +262,8 @@ impl Prepared {
 }
 
 impl Pipeline for Prepared {
-    fn device(&self) -> &Device {
-        &self.device
-    }
-
-    fn params(&self) -> &ParamStore {
-        &self.params
-    }
-
-    fn encoder_prefix(&self) -> &'static str {
-        self.mae.encoder_prefix()
+    fn model(&self) -> &Model {
+        &self.model
     }
 
     fn write_run_files(&self, run_dir: &Path, _fresh: bool) -> Result<()> {
@@ -288,9 +297,9 @@ impl Pipeline for Prepared {
         };
         Ok(Box::new(Task::new(
             splits,
-            &self.params,
+            &self.model.params,
             r.seed,
-            &self.device,
+            &self.model.device,
         )?))
     }
 
@@ -320,8 +329,8 @@ impl Pipeline for Prepared {
             f.mel.sample_rate,
             f.mean,
             f.std,
-            p.params.num_params(),
-            p.params.num_params_with_prefix("audio."),
+            p.model.params.num_params(),
+            p.model.params.num_params_with_prefix("audio."),
             spec.dims(),
             p.mae.masker().num_masked(),
             g.num_patches(),

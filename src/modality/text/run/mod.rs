@@ -17,10 +17,6 @@ use candle_core::Device;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::classify::Task;
-use super::downstream::DownstreamTask;
-use super::source::AnyModel;
-use super::{invalid, Pipeline, PretrainStage};
 use crate::backbone::Mode;
 use crate::error::{Error, Result};
 use crate::modality::text::corpus::{self, Document, JsonlFields, TextSplit};
@@ -32,6 +28,10 @@ use crate::objective::mlm::Mlm;
 use crate::objective::Objective;
 use crate::params::ParamStore;
 use crate::recipe::{DataSource, ObjectiveSection, Recipe, TextSection};
+use crate::run::classify::Task;
+use crate::run::downstream::DownstreamTask;
+use crate::run::source::AnyModel;
+use crate::run::{invalid, Model, Pipeline, PretrainStage};
 use crate::train::metrics::MetricsLog;
 use pretrain::MlmTask;
 use task::{Examples, TextSplits};
@@ -45,10 +45,9 @@ pub const EVAL_FILE: &str = "eval.jsonl";
 
 /// Everything a text recipe needs, built and checked.
 pub struct Prepared {
-    pub device: Device,
+    pub model: Model,
     pub tokenizer: TextTokenizer,
     pub config: TextConfig,
-    pub params: ParamStore,
     pub mlm: Mlm,
     /// Shared with the training loader's thread.
     pub train: Arc<TokenBlocks>,
@@ -179,7 +178,7 @@ pub fn prepare(
         .as_ref()
         .ok_or_else(|| invalid(file, "data.text", "missing"))?;
     let source = match &r.model.source {
-        Some(s) => match super::source::load_any(s, &device)? {
+        Some(s) => match crate::run::source::load_any(s, &device)? {
             AnyModel::Text(t) => Some(t),
             other => {
                 return Err(invalid(
@@ -301,10 +300,13 @@ pub fn prepare(
         Some((encode(&train_docs)?, encode(&test_docs)?, names))
     };
     Ok(Prepared {
-        device,
+        model: Model {
+            device,
+            params,
+            encoder_prefix: mlm.encoder_prefix(),
+        },
         tokenizer: tok,
         config,
-        params,
         mlm,
         train,
         test,
@@ -313,16 +315,8 @@ pub fn prepare(
 }
 
 impl Pipeline for Prepared {
-    fn device(&self) -> &Device {
-        &self.device
-    }
-
-    fn params(&self) -> &ParamStore {
-        &self.params
-    }
-
-    fn encoder_prefix(&self) -> &'static str {
-        self.mlm.encoder_prefix()
+    fn model(&self) -> &Model {
+        &self.model
     }
 
     fn write_run_files(&self, run_dir: &Path, fresh: bool) -> Result<()> {
@@ -344,7 +338,7 @@ impl Pipeline for Prepared {
             mlm: &self.mlm,
             blocks: self.train.clone(),
             held_out: self.test.as_ref(),
-            device: self.device.clone(),
+            device: self.model.device.clone(),
             seed: r.seed,
             eval_log: std::sync::Mutex::new(Some(MetricsLog::open(
                 &run_dir.join(EVAL_FILE),
@@ -371,9 +365,9 @@ impl Pipeline for Prepared {
         };
         Ok(Box::new(Task::new(
             splits,
-            &self.params,
+            &self.model.params,
             r.seed,
-            &self.device,
+            &self.model.device,
         )?))
     }
 
@@ -397,8 +391,8 @@ impl Pipeline for Prepared {
             p.test
                 .as_ref()
                 .map_or(String::new(), |t| format!(", test: {} blocks", t.len())),
-            p.params.num_params(),
-            p.params.num_params_with_prefix("text."),
+            p.model.params.num_params(),
+            p.model.params.num_params_with_prefix("text."),
             batch.input_ids.dims(),
             batch.num_predicted(),
             out.logits.dims(),

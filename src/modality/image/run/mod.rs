@@ -10,24 +10,23 @@ use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::classify::Task;
-use super::downstream::DownstreamTask;
-use super::{Pipeline, PretrainStage};
 use crate::error::{Error, Result};
 use crate::modality::image::dataset::ImageDataset;
 use crate::objective::Objective;
 use crate::params::ParamStore;
 use crate::recipe::{self, DataSource, ImageSection, Recipe};
+use crate::run::classify::Task;
+use crate::run::downstream::DownstreamTask;
+use crate::run::{Model, Pipeline, PretrainStage};
 use crate::train::loader::MakeBatch;
 use pretrain::PretrainTask;
 
 /// Everything a recipe needs, built and checked.
 pub struct Prepared {
-    device: Device,
+    model: Model,
     image: ImageSection,
     train: ImageDataset,
     test: Option<ImageDataset>,
-    params: ParamStore,
     objective: Box<dyn Objective<Batch = Tensor>>,
 }
 
@@ -96,26 +95,21 @@ pub fn prepare(r: &Recipe, file: &Path, device: Device) -> Result<Prepared> {
     let params = ParamStore::new(r.seed);
     let objective = pretrain::objective(r, &image, params.var_builder(&device))?;
     Ok(Prepared {
-        device,
+        model: Model {
+            device,
+            params,
+            encoder_prefix: objective.encoder_prefix(),
+        },
         image,
         train,
         test,
-        params,
         objective,
     })
 }
 
 impl Pipeline for Prepared {
-    fn device(&self) -> &Device {
-        &self.device
-    }
-
-    fn params(&self) -> &ParamStore {
-        &self.params
-    }
-
-    fn encoder_prefix(&self) -> &'static str {
-        self.objective.encoder_prefix()
+    fn model(&self) -> &Model {
+        &self.model
     }
 
     fn pretrain<'a>(
@@ -131,7 +125,7 @@ impl Pipeline for Prepared {
             &self.train,
             preview,
             &self.image,
-            self.device.clone(),
+            self.model.device.clone(),
         ))))
     }
 
@@ -154,9 +148,9 @@ impl Pipeline for Prepared {
         };
         Ok(Box::new(Task::new(
             splits,
-            &self.params,
+            &self.model.params,
             r.seed,
-            &self.device,
+            &self.model.device,
         )?))
     }
 
@@ -171,24 +165,24 @@ impl Pipeline for Prepared {
             &p.train,
             &p.train,
             &p.image,
-            p.device.clone(),
+            p.model.device.clone(),
         );
         let values = task.batch_maker().make(&idx, &vec![0; b])?;
-        let imgs = p.train.to_tensor(values, b, &p.device)?;
+        let imgs = p.train.to_tensor(values, b, &p.model.device)?;
         let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
         let pass = p.objective.evaluate(&imgs, &mut rng)?;
         let loss = pass.loss.to_scalar::<f32>()?;
         if !loss.is_finite() {
             return Err(Error::NonFinite { step: 0, loss });
         }
-        let encoder_params = p.params.num_params_with_prefix("vit.");
+        let encoder_params = p.model.params.num_params_with_prefix("vit.");
         let mut report = format!(
             "recipe `{}` is valid\n  train: {} images{}\n  model: {:?}, {} parameters ({} in the encoder)\n  batch: images {:?} -> {} of {} patches removed ({:?}) -> prediction {:?}\n  initial loss: {loss:.4}\n",
             r.name,
             p.train.len,
             p.test.as_ref().map_or(String::new(), |t| format!(", test: {} images", t.len)),
             r.objective()?.kind(),
-            p.params.num_params(),
+            p.model.params.num_params(),
             encoder_params,
             imgs.dims(),
             pretrain::masker(r, &p.image)?.num_masked(),
@@ -196,14 +190,15 @@ impl Pipeline for Prepared {
             r.objective()?.masking(),
             pretrain::reconstruction(pass)?.patches.dims(),
         );
-        let encoder = pretrain::frozen_encoder(&p.params, &p.image, &task.encoder, &p.device)?;
+        let encoder =
+            pretrain::frozen_encoder(&p.model.params, &p.image, &task.encoder, &p.model.device)?;
         for (i, d) in r.downstream.iter().enumerate() {
             let sample = p.train.subset(&idx[..b.min(4)]);
             let f = match d.input {
                 recipe::DownstreamInput::Pixels => {
-                    task::pixel_features(&sample, &p.image, &p.device)?
+                    task::pixel_features(&sample, &p.image, &p.model.device)?
                 }
-                _ => task::features(&encoder, &sample, &p.image, d.pooling, &p.device)?,
+                _ => task::features(&encoder, &sample, &p.image, d.pooling, &p.model.device)?,
             };
             let on = match d.input {
                 recipe::DownstreamInput::Pixels => "pixels".to_string(),

@@ -12,11 +12,7 @@ use std::path::Path;
 
 use candle_core::Device;
 
-use super::audio::{heads_sources, items, require_labels};
-use super::classify::Task;
-use super::downstream::DownstreamTask;
-use super::source::AnyModel;
-use super::{invalid, Pipeline, PretrainStage};
+use super::{heads_sources, items, require_labels};
 use crate::backbone::Mode;
 use crate::error::Result;
 use crate::hf::audio::AudioLoaded;
@@ -26,15 +22,18 @@ use crate::modality::audio::dataset::{self, AudioItem};
 use crate::modality::audio::waveform::WaveformEncoder;
 use crate::params::ParamStore;
 use crate::recipe::Recipe;
+use crate::run::classify::Task;
+use crate::run::downstream::DownstreamTask;
+use crate::run::source::AnyModel;
+use crate::run::{invalid, Model, Pipeline, PretrainStage};
 use task::WaveformSplits;
 
 /// Everything an audio recipe with a waveform `model.source` needs, built and checked.
 pub struct Prepared {
-    pub device: Device,
+    pub model: Model,
     /// The source as loaded (spec, weights under `audio.*`, origin).
     pub source: AudioLoaded,
     /// The source's encoder as `audio.*`.
-    pub params: ParamStore,
     /// The model's shape and input settings, with the training split's class names.
     pub spec: WaveformClassifierSpec,
     /// Labelled downstream splits (waveforms).
@@ -113,9 +112,12 @@ pub fn prepare(r: &Recipe, file: &Path, device: Device) -> Result<Prepared> {
         classes,
     };
     Ok(Prepared {
-        device,
+        model: Model {
+            device,
+            params,
+            encoder_prefix: "audio.",
+        },
         source,
-        params,
         spec,
         train,
         test,
@@ -134,16 +136,8 @@ fn source_dir(src: &str) -> Result<String> {
 }
 
 impl Pipeline for Prepared {
-    fn device(&self) -> &Device {
-        &self.device
-    }
-
-    fn params(&self) -> &ParamStore {
-        &self.params
-    }
-
-    fn encoder_prefix(&self) -> &'static str {
-        "audio."
+    fn model(&self) -> &Model {
+        &self.model
     }
 
     /// Nothing is pretrained: `prepare` requires `train.steps = 0`.
@@ -168,9 +162,9 @@ impl Pipeline for Prepared {
         };
         Ok(Box::new(Task::new(
             splits,
-            &self.params,
+            &self.model.params,
             r.seed,
-            &self.device,
+            &self.model.device,
         )?))
     }
 
@@ -180,16 +174,19 @@ impl Pipeline for Prepared {
         let idx: Vec<usize> = (0..b).collect();
         let enc = WaveformEncoder::new(
             &p.spec.config,
-            p.params.frozen_var_builder(&p.device).pp("audio"),
+            p.model
+                .params
+                .frozen_var_builder(&p.model.device)
+                .pp("audio"),
         )?;
-        let x = p.train.waveform_batch(&idx, &p.device)?;
+        let x = p.train.waveform_batch(&idx, &p.model.device)?;
         let h = enc.forward(&x, None, &mut Mode::Eval)?.last_hidden_state;
         Ok(format!(
             "recipe `{}` is valid\n  source: `{}` ({}), {} parameters\n  clips: {} train / {} test, {} classes, {} samples ({:.2} s at {} Hz){}\n  batch: waveforms {:?} -> hidden states {:?}\n  downstream: {} heads (no pretraining: train.steps = 0)\n",
             r.name,
             p.source.origin,
             p.source.spec.hf_class(),
-            p.params.num_params(),
+            p.model.params.num_params(),
             p.train.len(),
             p.test.len(),
             p.spec.classes.len(),
