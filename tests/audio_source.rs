@@ -61,7 +61,7 @@ fn probe_features_are_the_sources_mean_pooled_hidden_states() {
         test: &p.test,
         spec: &p.spec,
     };
-    let task = Task::new(splits, &p.model.params, r.seed, &p.model.device).unwrap();
+    let task = Task::new(splits, &p.model, r.seed).unwrap();
     let (train_x, test_x) = task
         .features(DownstreamInput::Pretrained, Pooling::Mean)
         .unwrap();

@@ -38,6 +38,25 @@ pub use pool::{masked_mean, pool, Pooling, Tokens};
 pub use precision::{autocast, Precision};
 pub use storage::set_fused_cpu_ops;
 
+/// A learned embedding (class token, learned positions), initialised N(0, 0.02) as ViT,
+/// BERT and Audio-MAE do.
+pub fn learned(
+    vb: &VarBuilder,
+    shape: impl Into<candle_core::Shape>,
+    name: &str,
+) -> Result<Tensor> {
+    let init = candle_nn::Init::Randn {
+        mean: 0.0,
+        stdev: 0.02,
+    };
+    vb.get_with_hints(shape, name, init)
+}
+
+/// A learned class token `[1, 1, dim]`.
+pub fn cls_token(vb: &VarBuilder, dim: usize) -> Result<Tensor> {
+    learned(vb, (1, 1, dim), "cls_token")
+}
+
 /// Where LayerNorm sits relative to the residual connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -11,7 +11,7 @@
 //! as noise so the same gather-based encoder path serves every kind).
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::VarBuilder;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -87,14 +87,7 @@ impl MaeDecoder {
         let dd = cfg.dim;
         Ok(Self {
             embed: Linear::new(encoder_dim, dd, true, vb.pp("embed"))?,
-            mask_token: vb.get_with_hints(
-                (1, 1, dd),
-                "mask_token",
-                Init::Randn {
-                    mean: 0.0,
-                    stdev: 0.02,
-                },
-            )?,
+            mask_token: crate::backbone::learned(&vb, (1, 1, dd), "mask_token")?,
             pos_embed,
             blocks: Encoder::new(cfg, vb.pp("blocks"))?,
             pred: Linear::new(dd, out_dim, true, vb.pp("pred"))?,

@@ -11,7 +11,7 @@
 //! [`Objective`], SimMIM draws it with its own [`GridMasker`].
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::VarBuilder;
 use rand_chacha::ChaCha8Rng;
 
 use super::mae::{denormalize_patches, normalize_patches};
@@ -61,14 +61,7 @@ impl SimMim {
         Ok(Self {
             vit,
             // SimMIM: trunc_normal_(std=.02).
-            mask_token: vb.get_with_hints(
-                (1, 1, d),
-                "mask_token",
-                Init::Randn {
-                    mean: 0.0,
-                    stdev: 0.02,
-                },
-            )?,
+            mask_token: crate::backbone::learned(&vb, (1, 1, d), "mask_token")?,
             pred: Linear::new(
                 d,
                 cfg.geometry.patch_dim(),

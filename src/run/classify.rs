@@ -128,7 +128,8 @@ pub struct Task<'a, L> {
 
 impl<'a, L: Labelled> Task<'a, L> {
     /// Fails when either split has no labels.
-    pub fn new(data: L, pretrained: &'a ParamStore, seed: u64, device: &'a Device) -> Result<Self> {
+    pub fn new(data: L, model: &'a super::Model, seed: u64) -> Result<Self> {
+        let (pretrained, device) = (&model.params, &model.device);
         Ok(Self {
             train_labels: data.labels(Split::Train)?.to_vec(),
             test_labels: data.labels(Split::Test)?.to_vec(),

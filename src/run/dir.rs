@@ -43,3 +43,9 @@ pub fn write_recipe(dir: &Path, r: &Recipe, source: &Path) -> Result<()> {
     );
     crate::tensor_io::write_atomic(&dir.join(RECIPE_FILE), text.as_bytes())
 }
+
+/// Writes `value` as pretty JSON to `path`, atomically.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let json = serde_json::to_string_pretty(value).map_err(|e| Error::data(path, e.to_string()))?;
+    crate::tensor_io::write_atomic(path, json.as_bytes())
+}

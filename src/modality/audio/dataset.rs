@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::modality::files::sorted_entries;
 
 /// One clip of a data set.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,16 +21,6 @@ fn is_wav(path: &Path) -> bool {
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
-}
-
-/// Entries of `dir`, sorted by name, so the order does not depend on the file system.
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        out.push(entry.map_err(|e| Error::io(dir, e))?.path());
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Lists `root/<label>/*.wav`, sorted by label then file name; labels are the directory

@@ -8,7 +8,7 @@
 //! them (its input is the time × frequency image).
 
 use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::{Encoder, EncoderConfig, Linear, Mode};
@@ -116,14 +116,7 @@ impl SpectrogramEncoder {
         }
         Ok(Self {
             patch_embed: Linear::new(geometry.patch_dim(), cfg.dim, true, vb.pp("patch_embed"))?,
-            cls_token: vb.get_with_hints(
-                (1, 1, cfg.dim),
-                "cls_token",
-                Init::Randn {
-                    mean: 0.0,
-                    stdev: 0.02,
-                },
-            )?,
+            cls_token: crate::backbone::cls_token(&vb, cfg.dim)?,
             pos_embed: positions(cfg.dim, &geometry, vb.device())?,
             encoder: Encoder::new(cfg, vb.pp("encoder"))?,
             geometry,

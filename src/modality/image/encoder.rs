@@ -6,7 +6,7 @@
 //! `ViTEmbeddings.position_embeddings`).
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::embed::PatchEmbed;
@@ -91,23 +91,13 @@ impl ImageEncoder {
                 cfg.dim,
                 vb.pp("patch_embed"),
             )?,
-            cls_token: vb.get_with_hints(
-                (1, 1, cfg.dim),
-                "cls_token",
-                Init::Randn {
-                    mean: 0.0,
-                    stdev: 0.02,
-                },
-            )?,
+            cls_token: crate::backbone::cls_token(&vb, cfg.dim)?,
             pos_embed: match positions {
                 Positions::Sincos => sincos_with_cls(cfg.dim, geometry.grid(), vb.device())?,
-                Positions::Learned => vb.get_with_hints(
+                Positions::Learned => crate::backbone::learned(
+                    &vb,
                     (1, 1 + geometry.num_patches(), cfg.dim),
                     "pos_embed",
-                    Init::Randn {
-                        mean: 0.0,
-                        stdev: 0.02,
-                    },
                 )?,
             },
             encoder: Encoder::new(cfg, vb.pp("encoder"))?,

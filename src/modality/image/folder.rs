@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use image::{DynamicImage, ImageReader};
 
 use crate::error::{Error, Result};
+use crate::modality::files::sorted_entries;
 
 /// File extensions read, compared case-insensitively. Other files are ignored.
 pub const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
@@ -30,16 +31,6 @@ fn is_image(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
-}
-
-/// Entries of `dir`, sorted by name (bytes), so the order does not depend on the file system.
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        out.push(entry.map_err(|e| Error::io(dir, e))?.path());
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Every image file under `dir`, recursively, in sorted order.

@@ -267,9 +267,7 @@ impl Pipeline for Prepared {
     }
 
     fn write_run_files(&self, run_dir: &Path, _fresh: bool) -> Result<()> {
-        let json = serde_json::to_string_pretty(&self.config)
-            .map_err(|e| Error::data(run_dir, e.to_string()))?;
-        crate::tensor_io::write_atomic(&run_dir.join(CONFIG_FILE), json.as_bytes())
+        crate::run::dir::write_json(&run_dir.join(CONFIG_FILE), &self.config)
     }
 
     fn pretrain<'a>(
@@ -295,32 +293,26 @@ impl Pipeline for Prepared {
             classes: &self.classes,
             config: &self.config,
         };
-        Ok(Box::new(Task::new(
-            splits,
-            &self.model.params,
-            r.seed,
-            &self.model.device,
-        )?))
+        Ok(Box::new(Task::new(splits, &self.model, r.seed)?))
     }
 
     fn dry_run(&self, r: &Recipe) -> Result<String> {
-        let p = self;
-        let t = p.task(r.seed);
-        let b = r.train.batch_size.min(p.train.len());
+        let t = self.task(r.seed);
+        let b = r.train.batch_size.min(self.train.len());
         let idx: Vec<usize> = (0..b).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
-        let (spec, loss, rec) = t.evaluate(&p.train, &idx, &mut rng)?;
+        let (spec, loss, rec) = t.evaluate(&self.train, &idx, &mut rng)?;
         let loss = loss.to_scalar::<f32>()?;
         if !loss.is_finite() {
             return Err(Error::NonFinite { step: 0, loss });
         }
-        let g = &p.config.geometry;
-        let f = &p.config.features;
+        let g = &self.config.geometry;
+        let f = &self.config.features;
         let mut report = format!(
             "recipe `{}` is valid\n  train: {} clips{}\n  features: {} log-mel bands x {} frames ({:.2} s at {} Hz), normalised with mean {:.3}, std {:.3}\n  model: audio-mae, {} parameters ({} in the encoder)\n  batch: spectrograms {:?} -> {} of {} patches ({} time x {} frequency) removed ({:?}) -> prediction {:?}\n  initial loss: {loss:.4}\n",
             r.name,
-            p.train.len(),
-            p.test
+            self.train.len(),
+            self.test
                 .as_ref()
                 .map_or(String::new(), |t| format!(", test: {} clips", t.len())),
             g.n_mels,
@@ -329,18 +321,18 @@ impl Pipeline for Prepared {
             f.mel.sample_rate,
             f.mean,
             f.std,
-            p.model.params.num_params(),
-            p.model.params.num_params_with_prefix("audio."),
+            self.model.params.num_params(),
+            self.model.params.num_params_with_prefix(self.model.encoder_prefix),
             spec.dims(),
-            p.mae.masker().num_masked(),
+            self.mae.masker().num_masked(),
             g.num_patches(),
             g.time_patches(),
             g.freq_patches(),
-            p.mae.config().masking,
+            self.mae.config().masking,
             rec.patches.dims(),
         );
-        if let Some((train, test)) = p.heads_data(r) {
-            let names = &p.classes;
+        if let Some((train, test)) = self.heads_data(r) {
+            let names = &self.classes;
             report.push_str(&format!(
                 "  downstream: {} heads on {} train / {} test clips, {} classes\n",
                 r.downstream.len(),

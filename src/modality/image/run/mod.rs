@@ -146,59 +146,66 @@ impl Pipeline for Prepared {
             geometry: pretrain::geometry(&self.image),
             encoder: r.model.encoder_config(),
         };
-        Ok(Box::new(Task::new(
-            splits,
-            &self.model.params,
-            r.seed,
-            &self.model.device,
-        )?))
+        Ok(Box::new(Task::new(splits, &self.model, r.seed)?))
     }
 
     fn dry_run(&self, r: &Recipe) -> Result<String> {
-        let p = self;
-        let b = r.train.batch_size.min(p.train.len);
+        let b = r.train.batch_size.min(self.train.len);
         let idx: Vec<usize> = (0..b).collect();
         // The first batch as training makes it (augmented, decoded on the loader's path).
         let task = PretrainTask::new(
             r,
-            p.objective.as_ref(),
-            &p.train,
-            &p.train,
-            &p.image,
-            p.model.device.clone(),
+            self.objective.as_ref(),
+            &self.train,
+            &self.train,
+            &self.image,
+            self.model.device.clone(),
         );
         let values = task.batch_maker().make(&idx, &vec![0; b])?;
-        let imgs = p.train.to_tensor(values, b, &p.model.device)?;
+        let imgs = self.train.to_tensor(values, b, &self.model.device)?;
         let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
-        let pass = p.objective.evaluate(&imgs, &mut rng)?;
+        let pass = self.objective.evaluate(&imgs, &mut rng)?;
         let loss = pass.loss.to_scalar::<f32>()?;
         if !loss.is_finite() {
             return Err(Error::NonFinite { step: 0, loss });
         }
-        let encoder_params = p.model.params.num_params_with_prefix("vit.");
+        let encoder_params = self
+            .model
+            .params
+            .num_params_with_prefix(self.model.encoder_prefix);
         let mut report = format!(
             "recipe `{}` is valid\n  train: {} images{}\n  model: {:?}, {} parameters ({} in the encoder)\n  batch: images {:?} -> {} of {} patches removed ({:?}) -> prediction {:?}\n  initial loss: {loss:.4}\n",
             r.name,
-            p.train.len,
-            p.test.as_ref().map_or(String::new(), |t| format!(", test: {} images", t.len)),
+            self.train.len,
+            self.test.as_ref().map_or(String::new(), |t| format!(", test: {} images", t.len)),
             r.objective()?.kind(),
-            p.model.params.num_params(),
+            self.model.params.num_params(),
             encoder_params,
             imgs.dims(),
-            pretrain::masker(r, &p.image)?.num_masked(),
-            p.image.size / p.image.patch * (p.image.size / p.image.patch),
+            pretrain::masker(r, &self.image)?.num_masked(),
+            self.image.size / self.image.patch * (self.image.size / self.image.patch),
             r.objective()?.masking(),
             pretrain::reconstruction(pass)?.patches.dims(),
         );
-        let encoder =
-            pretrain::frozen_encoder(&p.model.params, &p.image, &task.encoder, &p.model.device)?;
+        let encoder = pretrain::frozen_encoder(
+            &self.model.params,
+            &self.image,
+            &task.encoder,
+            &self.model.device,
+        )?;
         for (i, d) in r.downstream.iter().enumerate() {
-            let sample = p.train.subset(&idx[..b.min(4)]);
+            let sample = self.train.subset(&idx[..b.min(4)]);
             let f = match d.input {
                 recipe::DownstreamInput::Pixels => {
-                    task::pixel_features(&sample, &p.image, &p.model.device)?
+                    task::pixel_features(&sample, &self.image, &self.model.device)?
                 }
-                _ => task::features(&encoder, &sample, &p.image, d.pooling, &p.model.device)?,
+                _ => task::features(
+                    &encoder,
+                    &sample,
+                    &self.image,
+                    d.pooling,
+                    &self.model.device,
+                )?,
             };
             let on = match d.input {
                 recipe::DownstreamInput::Pixels => "pixels".to_string(),

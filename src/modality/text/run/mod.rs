@@ -323,9 +323,7 @@ impl Pipeline for Prepared {
         if fresh {
             self.tokenizer.save(run_dir.join(TOKENIZER_FILE))?;
         }
-        let json = serde_json::to_string_pretty(&self.config)
-            .map_err(|e| Error::data(run_dir, e.to_string()))?;
-        crate::tensor_io::write_atomic(&run_dir.join(CONFIG_FILE), json.as_bytes())
+        crate::run::dir::write_json(&run_dir.join(CONFIG_FILE), &self.config)
     }
 
     fn pretrain<'a>(
@@ -363,21 +361,15 @@ impl Pipeline for Prepared {
             label_names: names,
             config: self.config.clone(),
         };
-        Ok(Box::new(Task::new(
-            splits,
-            &self.model.params,
-            r.seed,
-            &self.model.device,
-        )?))
+        Ok(Box::new(Task::new(splits, &self.model, r.seed)?))
     }
 
     fn dry_run(&self, r: &Recipe) -> Result<String> {
-        let p = self;
-        let b = r.train.batch_size.min(p.train.len());
+        let b = r.train.batch_size.min(self.train.len());
         let idx: Vec<usize> = (0..b).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
-        let batch = p.mlm.mask(&p.train.gather(&idx), &mut rng)?;
-        let out = p.mlm.forward(&batch, &mut Mode::Eval)?;
+        let batch = self.mlm.mask(&self.train.gather(&idx), &mut rng)?;
+        let out = self.mlm.forward(&batch, &mut Mode::Eval)?;
         let loss = out.loss.to_scalar::<f32>()?;
         if !loss.is_finite() {
             return Err(Error::NonFinite { step: 0, loss });
@@ -385,20 +377,20 @@ impl Pipeline for Prepared {
         let mut report = format!(
             "recipe `{}` is valid\n  tokenizer: {} tokens\n  train: {} blocks of {} tokens{}\n  model: mlm, {} parameters ({} in the encoder)\n  batch: {:?} ids -> {} masked tokens -> logits {:?}\n  initial loss: {loss:.4} (uniform guess: {:.4})\n",
             r.name,
-            p.tokenizer.vocab_size(),
-            p.train.len(),
-            p.train.seq_len,
-            p.test
+            self.tokenizer.vocab_size(),
+            self.train.len(),
+            self.train.seq_len,
+            self.test
                 .as_ref()
                 .map_or(String::new(), |t| format!(", test: {} blocks", t.len())),
-            p.model.params.num_params(),
-            p.model.params.num_params_with_prefix("text."),
+            self.model.params.num_params(),
+            self.model.params.num_params_with_prefix(self.model.encoder_prefix),
             batch.input_ids.dims(),
             batch.num_predicted(),
             out.logits.dims(),
-            (p.config.vocab_size as f64).ln(),
+            (self.config.vocab_size as f64).ln(),
         );
-        if let Some((train, test, names)) = &p.labelled {
+        if let Some((train, test, names)) = &self.labelled {
             report.push_str(&format!(
                 "  downstream: {} heads on {} train / {} test examples, {} classes\n",
                 r.downstream.len(),

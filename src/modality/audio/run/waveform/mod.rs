@@ -160,40 +160,34 @@ impl Pipeline for Prepared {
             test: &self.test,
             spec: &self.spec,
         };
-        Ok(Box::new(Task::new(
-            splits,
-            &self.model.params,
-            r.seed,
-            &self.model.device,
-        )?))
+        Ok(Box::new(Task::new(splits, &self.model, r.seed)?))
     }
 
     fn dry_run(&self, r: &Recipe) -> Result<String> {
-        let p = self;
-        let b = r.train.batch_size.clamp(1, p.train.len());
+        let b = r.train.batch_size.clamp(1, self.train.len());
         let idx: Vec<usize> = (0..b).collect();
         let enc = WaveformEncoder::new(
-            &p.spec.config,
-            p.model
+            &self.spec.config,
+            self.model
                 .params
-                .frozen_var_builder(&p.model.device)
+                .frozen_var_builder(&self.model.device)
                 .pp("audio"),
         )?;
-        let x = p.train.waveform_batch(&idx, &p.model.device)?;
+        let x = self.train.waveform_batch(&idx, &self.model.device)?;
         let h = enc.forward(&x, None, &mut Mode::Eval)?.last_hidden_state;
         Ok(format!(
             "recipe `{}` is valid\n  source: `{}` ({}), {} parameters\n  clips: {} train / {} test, {} classes, {} samples ({:.2} s at {} Hz){}\n  batch: waveforms {:?} -> hidden states {:?}\n  downstream: {} heads (no pretraining: train.steps = 0)\n",
             r.name,
-            p.source.origin,
-            p.source.spec.hf_class(),
-            p.model.params.num_params(),
-            p.train.len(),
-            p.test.len(),
-            p.spec.classes.len(),
-            p.spec.samples,
-            p.spec.samples as f64 / p.spec.sample_rate as f64,
-            p.spec.sample_rate,
-            if p.spec.normalize {
+            self.source.origin,
+            self.source.spec.hf_class(),
+            self.model.params.num_params(),
+            self.train.len(),
+            self.test.len(),
+            self.spec.classes.len(),
+            self.spec.samples,
+            self.spec.samples as f64 / self.spec.sample_rate as f64,
+            self.spec.sample_rate,
+            if self.spec.normalize {
                 ", normalised per clip"
             } else {
                 ""
