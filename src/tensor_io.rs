@@ -10,6 +10,15 @@ use candle_core::{Device, Tensor};
 use crate::error::{Error, Result};
 
 /// Writes `tensors` (and string `metadata`) to `path` atomically.
+/// [`write`] with the `format = "pt"` metadata `transformers` expects of its files.
+pub fn write_pt(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    write(
+        path,
+        tensors,
+        HashMap::from([("format".to_string(), "pt".to_string())]),
+    )
+}
+
 pub fn write(
     path: &Path,
     tensors: &[(String, Tensor)],

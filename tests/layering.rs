@@ -214,3 +214,20 @@ fn the_cli_takes_its_device_from_the_device_flag() {
         );
     }
 }
+
+#[test]
+fn no_source_file_is_over_600_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .map(|f| (f, std::fs::read_to_string(f).unwrap().lines().count()))
+        .filter(|&(_, n)| n > 600)
+        .map(|(f, n)| format!("{} ({n} lines)", f.display()))
+        .collect();
+    assert!(
+        long.is_empty(),
+        "split these into modules with one job each: {long:?}"
+    );
+}

@@ -324,11 +324,12 @@ pub fn parse_config(map: &Map<String, Value>, path: &Path) -> Result<TextSpec> {
     }
     let act = f.hidden_act()?;
     let eps = f.f64_or("layer_norm_eps", 1e-12)?;
+    let [dim, depth, heads, mlp_dim] = f.transformer_shape()?;
     let encoder = EncoderConfig {
-        dim: f.usize("hidden_size")?,
-        depth: f.usize("num_hidden_layers")?,
-        heads: f.usize("num_attention_heads")?,
-        mlp_dim: f.usize("intermediate_size")?,
+        dim,
+        depth,
+        heads,
+        mlp_dim,
         norm: NormPosition::Post,
         activation: act,
         norm_eps: eps,

@@ -114,6 +114,17 @@ impl Fields<'_> {
         }
     }
 
+    /// A transformer's shape in `transformers`' names: `hidden_size`, `num_hidden_layers`,
+    /// `num_attention_heads`, `intermediate_size`.
+    pub(crate) fn transformer_shape(&self) -> Result<[usize; 4]> {
+        Ok([
+            self.usize("hidden_size")?,
+            self.usize("num_hidden_layers")?,
+            self.usize("num_attention_heads")?,
+            self.usize("intermediate_size")?,
+        ])
+    }
+
     /// An image or patch size: an integer or a square `[n, n]`.
     pub(crate) fn side(&self, key: &str) -> Result<usize> {
         let v = self.required(key)?;
@@ -234,11 +245,12 @@ pub fn parse(map: &Map<String, Value>, path: &Path) -> Result<HfConfig> {
     let qkv_bias = f.bool_or("qkv_bias", true)?;
     let dropout = f.f64_or("hidden_dropout_prob", 0.0)?;
     let attention_dropout = f.f64_or("attention_probs_dropout_prob", 0.0)?;
+    let [dim, depth, heads, mlp_dim] = f.transformer_shape()?;
     let encoder = EncoderConfig {
-        dim: f.usize("hidden_size")?,
-        depth: f.usize("num_hidden_layers")?,
-        heads: f.usize("num_attention_heads")?,
-        mlp_dim: f.usize("intermediate_size")?,
+        dim,
+        depth,
+        heads,
+        mlp_dim,
         norm: NormPosition::Pre,
         activation: act,
         norm_eps,

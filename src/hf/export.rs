@@ -3,7 +3,6 @@
 //! table, base-model names under `vit.` in task wrappers, as `save_pretrained` writes them)
 //! and `preprocessor_config.json` (a `ViTImageProcessor` with the model's normalisation).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -50,11 +49,7 @@ pub fn write_hf(m: &LoadedModel, out: &Path) -> Result<Vec<PathBuf>> {
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let weights = out.join(WEIGHTS_FILE);
-    tensor_io::write(
-        &weights,
-        &tensors,
-        HashMap::from([("format".to_string(), "pt".to_string())]),
-    )?;
+    tensor_io::write_pt(&weights, &tensors)?;
     let config_path = out.join(CONFIG_FILE);
     write_json(&config_path, &Value::Object(cfg))?;
     let size = m.spec.geometry.size;

@@ -172,11 +172,7 @@ pub fn write(m: &SpectrogramLoaded, out: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     tensors.push(("pos_embed".into(), model.encoder.pos_embed.clone()));
     let weights = out.join(WEIGHTS_FILE);
-    tensor_io::write(
-        &weights,
-        &tensors,
-        HashMap::from([("format".to_string(), "pt".to_string())]),
-    )?;
+    tensor_io::write_pt(&weights, &tensors)?;
     let mut config = Map::new();
     config.insert("model_type".into(), json!(MODEL_TYPE));
     config.insert(

@@ -441,11 +441,7 @@ fn write(
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let weights = out.join(WEIGHTS_FILE);
-    tensor_io::write(
-        &weights,
-        &list,
-        HashMap::from([("format".to_string(), "pt".to_string())]),
-    )?;
+    tensor_io::write_pt(&weights, &list)?;
     let config_path = out.join(CONFIG_FILE);
     let text = serde_json::to_string_pretty(&Value::Object(cfg))
         .map_err(|e| Error::data(&config_path, e.to_string()))?;

@@ -354,11 +354,12 @@ pub fn parse_config(map: &Map<String, Value>, path: &Path) -> Result<AudioSpec> 
         },
     };
     let eps = f.f64_or("layer_norm_eps", 1e-5)?;
+    let [dim, depth, heads, mlp_dim] = f.transformer_shape()?;
     let encoder = EncoderConfig {
-        dim: f.usize("hidden_size")?,
-        depth: f.usize("num_hidden_layers")?,
-        heads: f.usize("num_attention_heads")?,
-        mlp_dim: f.usize("intermediate_size")?,
+        dim,
+        depth,
+        heads,
+        mlp_dim,
         norm: if stable {
             NormPosition::Pre
         } else {
