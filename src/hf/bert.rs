@@ -324,18 +324,14 @@ pub fn parse_config(map: &Map<String, Value>, path: &Path) -> Result<TextSpec> {
     }
     let act = f.hidden_act()?;
     let eps = f.f64_or("layer_norm_eps", 1e-12)?;
-    let [dim, depth, heads, mlp_dim] = f.transformer_shape()?;
     let encoder = EncoderConfig {
-        dim,
-        depth,
-        heads,
-        mlp_dim,
         norm: NormPosition::Post,
         activation: act,
         norm_eps: eps,
         qkv_bias: true,
         dropout: f.f64_or("hidden_dropout_prob", 0.1)?,
         attention_dropout: f.f64_or("attention_probs_dropout_prob", 0.1)?,
+        ..f.transformer_shape()?
     };
     let default_pad = match family {
         TextFamily::Bert => 0,

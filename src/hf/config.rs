@@ -114,15 +114,22 @@ impl Fields<'_> {
         }
     }
 
-    /// A transformer's shape in `transformers`' names: `hidden_size`, `num_hidden_layers`,
-    /// `num_attention_heads`, `intermediate_size`.
-    pub(crate) fn transformer_shape(&self) -> Result<[usize; 4]> {
-        Ok([
-            self.usize("hidden_size")?,
-            self.usize("num_hidden_layers")?,
-            self.usize("num_attention_heads")?,
-            self.usize("intermediate_size")?,
-        ])
+    /// A transformer's shape in `transformers`' names (`hidden_size`, `num_hidden_layers`,
+    /// `num_attention_heads`, `intermediate_size`); the other fields are placeholders each
+    /// family sets.
+    pub(crate) fn transformer_shape(&self) -> Result<EncoderConfig> {
+        Ok(EncoderConfig {
+            dim: self.usize("hidden_size")?,
+            depth: self.usize("num_hidden_layers")?,
+            heads: self.usize("num_attention_heads")?,
+            mlp_dim: self.usize("intermediate_size")?,
+            norm: NormPosition::Pre,
+            activation: crate::backbone::Activation::Gelu,
+            norm_eps: 1e-12,
+            qkv_bias: true,
+            dropout: 0.0,
+            attention_dropout: 0.0,
+        })
     }
 
     /// An image or patch size: an integer or a square `[n, n]`.
@@ -245,18 +252,14 @@ pub fn parse(map: &Map<String, Value>, path: &Path) -> Result<HfConfig> {
     let qkv_bias = f.bool_or("qkv_bias", true)?;
     let dropout = f.f64_or("hidden_dropout_prob", 0.0)?;
     let attention_dropout = f.f64_or("attention_probs_dropout_prob", 0.0)?;
-    let [dim, depth, heads, mlp_dim] = f.transformer_shape()?;
     let encoder = EncoderConfig {
-        dim,
-        depth,
-        heads,
-        mlp_dim,
         norm: NormPosition::Pre,
         activation: act,
         norm_eps,
         qkv_bias,
         dropout,
         attention_dropout,
+        ..f.transformer_shape()?
     };
     encoder.validate().map_err(|m| f.err("hidden_size", m))?;
     let geometry = ImageGeometry {

@@ -354,12 +354,7 @@ pub fn parse_config(map: &Map<String, Value>, path: &Path) -> Result<AudioSpec> 
         },
     };
     let eps = f.f64_or("layer_norm_eps", 1e-5)?;
-    let [dim, depth, heads, mlp_dim] = f.transformer_shape()?;
     let encoder = EncoderConfig {
-        dim,
-        depth,
-        heads,
-        mlp_dim,
         norm: if stable {
             NormPosition::Pre
         } else {
@@ -370,6 +365,7 @@ pub fn parse_config(map: &Map<String, Value>, path: &Path) -> Result<AudioSpec> 
         qkv_bias: true,
         dropout: f.f64_or("hidden_dropout", 0.1)?,
         attention_dropout: f.f64_or("attention_dropout", 0.1)?,
+        ..f.transformer_shape()?
     };
     let config = WaveformConfig {
         conv_dim,
