@@ -266,10 +266,7 @@ pub fn execute(cli: Cli) -> Result<()> {
                 let loaded = recipe::load(&file, &overrides(&set, &unset)?)?;
                 print!("{}", recipe::to_toml(&loaded.recipe));
             } else {
-                print!(
-                    "{}",
-                    std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?
-                );
+                print!("{}", crate::input::read_to_string(&file)?);
             }
             Ok(())
         }

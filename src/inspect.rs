@@ -57,7 +57,7 @@ fn hf_family(path: &Path) -> Option<String> {
 /// and the training state for checkpoints.
 pub fn report(path: &Path) -> Result<String> {
     let file = resolve(path)?;
-    let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+    let bytes = crate::input::read(&file)?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
         Error::data(
             &file,

@@ -4,8 +4,8 @@
 //! enforces it):
 //!
 //! ```text
-//! error ← device, tensor_io ← params ← backbone ← train ← modality ← objective
-//!       ← head, hf ← recipe ← run ← apply, inspect ← cli
+//! error ← device, limits ← input ← tensor_io ← params ← backbone ← train ← modality
+//!       ← objective ← head, hf ← recipe ← run ← apply, inspect ← cli
 //! ```
 //!
 //! `backbone` is the shared transformer; `modality/*` read data and build encoders;
@@ -21,7 +21,9 @@ pub mod device;
 pub mod error;
 pub mod head;
 pub mod hf;
+pub mod input;
 pub mod inspect;
+pub mod limits;
 pub mod modality;
 pub mod objective;
 pub mod params;

@@ -63,7 +63,7 @@ pub struct Loaded {
 
 /// Reads a whole safetensors file. A truncated or corrupt file is an error naming it.
 pub fn read(path: &Path, device: &Device) -> Result<Loaded> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::input::read(path)?;
     let corrupt = |e: safetensors::SafeTensorError| {
         Error::data(
             path,

@@ -1,8 +1,8 @@
 //! The direction of dependency inside `src/`, enforced:
 //!
 //! ```text
-//! error ← device, tensor_io ← params ← backbone ← train ← modality ← objective
-//!       ← head, hf ← recipe ← run ← apply, inspect ← cli
+//! error ← device, limits ← input ← tensor_io ← params ← backbone ← train ← modality
+//!       ← objective ← head, hf ← recipe ← run ← apply, inspect ← cli
 //! ```
 //!
 //! A module may use only modules to its left: the backbone knows nothing of modalities,
@@ -18,19 +18,21 @@ use std::path::{Path, PathBuf};
 const RANKS: &[(&str, usize)] = &[
     ("error", 0),
     ("device", 1),
-    ("tensor_io", 1),
-    ("params", 2),
-    ("backbone", 3),
-    ("train", 4),
-    ("modality", 5),
-    ("objective", 6),
-    ("head", 7),
-    ("hf", 7),
-    ("recipe", 8),
-    ("run", 9),
-    ("apply", 10),
-    ("inspect", 10),
-    ("cli", 11),
+    ("limits", 1),
+    ("input", 2),
+    ("tensor_io", 3),
+    ("params", 4),
+    ("backbone", 5),
+    ("train", 6),
+    ("modality", 7),
+    ("objective", 8),
+    ("head", 9),
+    ("hf", 9),
+    ("recipe", 10),
+    ("run", 11),
+    ("apply", 12),
+    ("inspect", 12),
+    ("cli", 13),
 ];
 
 fn rank(module: &str) -> Option<usize> {

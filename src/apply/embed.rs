@@ -28,7 +28,7 @@ impl EmbedInputs {
         audio: Vec<PathBuf>,
     ) -> Result<Self> {
         if let Some(file) = text_file {
-            let all = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+            let all = crate::input::read_to_string(file)?;
             let before = texts.len();
             texts.extend(
                 all.lines()

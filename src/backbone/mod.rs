@@ -118,6 +118,13 @@ impl EncoderConfig {
         if self.dim == 0 || self.depth == 0 || self.heads == 0 || self.mlp_dim == 0 {
             return Err("dim, depth, heads and mlp_dim must all be positive".into());
         }
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return Err(format!(
+                "the layer-norm epsilon must be a positive number, found {}",
+                self.norm_eps
+            ));
+        }
+        crate::limits::check(4 * self.num_params(), "the encoder's weights")?;
         if !self.dim.is_multiple_of(self.heads) {
             return Err(format!(
                 "dim ({}) must be divisible by heads ({})",
@@ -133,6 +140,23 @@ impl EncoderConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl EncoderConfig {
+    /// Parameters of the block stack and its final norm (u128: sizes read from files
+    /// cannot overflow it).
+    pub fn num_params(&self) -> u128 {
+        let (d, m) = (self.dim as u128, self.mlp_dim as u128);
+        let layer = 4 * d * d + 4 * d + 2 * d * m + m + d + 4 * d;
+        self.depth as u128 * layer + 2 * d
+    }
+
+    /// Bytes of activations one training example of `tokens` tokens keeps for backward
+    /// (an upper estimate: inputs of every matrix product, attention probabilities, norms).
+    pub fn activation_bytes(&self, tokens: u128) -> u128 {
+        let (d, m, h) = (self.dim as u128, self.mlp_dim as u128, self.heads as u128);
+        4 * self.depth as u128 * tokens * (8 * d + 2 * m + h * tokens)
     }
 }
 

@@ -38,7 +38,7 @@ pub fn is_audio_type(model_type: &str) -> bool {
 /// Reads a wav2vec2 / HuBERT / data2vec-audio directory (`config.json` + `model.safetensors`).
 pub fn read_dir(dir: &Path, device: &Device, origin: &str) -> Result<AudioLoaded> {
     let config_path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let text = crate::input::read_to_string(&config_path)?;
     let raw: Map<String, Value> = serde_json::from_str(&text)
         .map_err(|e| Error::data(&config_path, format!("invalid JSON object: {e}")))?;
     let mut spec = wav2vec2::parse_config(&raw, &config_path)?;

@@ -120,7 +120,7 @@ pub fn preprocessor_normalize(dir: &Path, channels: usize) -> Result<Option<Norm
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = crate::input::read_to_string(&path)?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::data(&path, format!("invalid JSON: {e}")))?;
     let list = |key: &str| -> Result<Option<Vec<f32>>> {

@@ -206,7 +206,7 @@ pub fn activation_name(a: Activation) -> &'static str {
 
 /// Reads and checks `path` (a `config.json`).
 pub fn read(path: &Path) -> Result<HfConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::input::read_to_string(path)?;
     let value: Value =
         serde_json::from_str(&text).map_err(|e| Error::data(path, format!("invalid JSON: {e}")))?;
     let Value::Object(map) = value else {

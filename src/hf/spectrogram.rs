@@ -43,7 +43,7 @@ pub struct SpectrogramLoaded {
 /// An exported directory ([`write`]).
 pub fn read_dir(dir: &Path, device: &Device, origin: &str) -> Result<SpectrogramLoaded> {
     let config_path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let text = crate::input::read_to_string(&config_path)?;
     let raw: Value = serde_json::from_str(&text)
         .map_err(|e| Error::data(&config_path, format!("invalid JSON: {e}")))?;
     let field = |k: &str| {

@@ -48,6 +48,7 @@ pub fn is_text_type(model_type: &str) -> bool {
 
 /// Loads `tokenizer.json` (errors name the file).
 pub fn read_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
+    crate::input::check_regular(path)?;
     tokenizers::Tokenizer::from_file(path)
         .map_err(|e| Error::data(path, format!("cannot read the tokenizer: {e}")))
 }
@@ -67,7 +68,7 @@ pub fn check_tokenizer(tok: &tokenizers::Tokenizer, path: &Path, vocab_size: usi
 /// Reads a BERT / RoBERTa directory (`config.json` + `model.safetensors` [+ `tokenizer.json`]).
 pub fn read_dir(dir: &Path, device: &Device, origin: &str) -> Result<TextLoaded> {
     let config_path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let text = crate::input::read_to_string(&config_path)?;
     let raw: Map<String, Value> = serde_json::from_str(&text)
         .map_err(|e| Error::data(&config_path, format!("invalid JSON object: {e}")))?;
     let mut spec = bert::parse_config(&raw, &config_path)?;
@@ -449,7 +450,7 @@ fn write(
     let mut files = vec![config_path, weights];
     if let Some(tok) = tokenizer {
         let dest = out.join(TOKENIZER_FILE);
-        let bytes = std::fs::read(tok).map_err(|e| Error::io(tok, e))?;
+        let bytes = crate::input::read(tok)?;
         tensor_io::write_atomic(&dest, &bytes)?;
         files.push(dest);
     }

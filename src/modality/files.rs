@@ -13,3 +13,68 @@ pub fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     out.sort();
     Ok(out)
 }
+
+/// The files under `dir` for which `keep` holds, recursively and in sorted order (by path
+/// component). Links to folders are followed, so a folder of links works, but a link back
+/// to a folder that encloses it is an error naming it, not an endless walk. Entries for
+/// which `skip` holds are passed over, folders included.
+pub fn files_under(
+    dir: &Path,
+    skip: &dyn Fn(&Path) -> bool,
+    keep: &dyn Fn(&Path) -> bool,
+) -> Result<Vec<PathBuf>> {
+    fn walk(
+        dir: &Path,
+        ancestors: &mut Vec<PathBuf>,
+        skip: &dyn Fn(&Path) -> bool,
+        keep: &dyn Fn(&Path) -> bool,
+        out: &mut Vec<PathBuf>,
+    ) -> Result<()> {
+        let real = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+        if ancestors.contains(&real) {
+            return Err(Error::data(
+                dir,
+                format!(
+                    "leads back to {}, which encloses it (a loop of links)",
+                    real.display()
+                ),
+            ));
+        }
+        ancestors.push(real);
+        for path in sorted_entries(dir)? {
+            if skip(&path) {
+                continue;
+            }
+            if path.is_dir() {
+                walk(&path, ancestors, skip, keep, out)?;
+            } else if keep(&path) {
+                out.push(path);
+            }
+        }
+        ancestors.pop();
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut Vec::new(), skip, keep, &mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_back_to_an_enclosing_folder_is_an_error_not_a_walk() {
+        let dir = std::env::temp_dir().join(format!("pretext-loop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("cls")).unwrap();
+        std::fs::write(dir.join("cls/a.png"), b"x").unwrap();
+        let none = |_: &Path| false;
+        let all = |_: &Path| true;
+        assert_eq!(files_under(&dir, &none, &all).unwrap().len(), 1);
+        std::os::unix::fs::symlink("..", dir.join("cls/up")).unwrap();
+        let err = files_under(&dir, &none, &all).unwrap_err().to_string();
+        assert!(err.contains("cls/up") && err.contains("loop"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

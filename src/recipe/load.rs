@@ -82,7 +82,7 @@ fn split_index(part: &str) -> Option<(&str, Option<usize>)> {
 fn preset_table(name: &str, file: &Path) -> Result<toml::Table> {
     let (text, origin) = if name.ends_with(".toml") {
         let path = file.parent().unwrap_or(Path::new(".")).join(name);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = crate::input::read_to_string(&path)?;
         (text, path)
     } else {
         let found = PRESETS.iter().find(|(n, _)| *n == name);

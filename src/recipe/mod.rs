@@ -4,6 +4,7 @@
 
 pub mod head;
 mod load;
+pub mod memory;
 pub mod objective;
 pub mod source;
 #[cfg(test)]
@@ -16,8 +17,8 @@ use std::path::{Path, PathBuf};
 pub use load::closest;
 pub use source::{check_paths, DataSource};
 pub use types::*;
-pub(crate) use validate::check;
 pub use validate::validate;
+pub(crate) use validate::{check, check_masked_grid};
 
 use crate::error::{Error, Result};
 
@@ -59,7 +60,7 @@ impl Override {
 /// Reads, overrides, resolves presets, type-checks and validates a recipe file. Data paths
 /// are not checked here (see [`check_paths`]).
 pub fn load(file: &Path, overrides: &[Override]) -> Result<Loaded> {
-    let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+    let text = crate::input::read_to_string(file)?;
     load_str(&text, file, overrides)
 }
 

@@ -23,6 +23,29 @@ pub(crate) fn check(
     }
 }
 
+/// A masked objective over a grid of `patches` hides at least one patch and shows the
+/// encoder at least one (MAE keeps `floor(patches * (1 - mask_ratio))`).
+pub(crate) fn check_masked_grid(r: &Recipe, patches: usize, file: &Path) -> Result<()> {
+    let Some(o) = &r.objective else {
+        return Ok(());
+    };
+    let ratio = o.mask_ratio();
+    if !(ratio > 0.0 && ratio < 1.0) {
+        return Ok(()); // the range's own error comes later
+    }
+    let kept = ((patches as f64) * (1.0 - ratio)) as usize;
+    check(
+        patches >= 2 && kept >= 1 && kept < patches,
+        file,
+        "objective.mask_ratio",
+        || {
+            format!(
+                "masking {ratio} of a grid of {patches} patches leaves {kept} visible: there must be at least one patch hidden and one visible (lower mask_ratio, or use smaller patches)"
+            )
+        },
+    )
+}
+
 /// Value ranges and cross-field consistency.
 pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
     check(
@@ -293,7 +316,7 @@ fn validate_rest(r: &Recipe, file: &Path) -> Result<()> {
             }
         }
     }
-    Ok(())
+    super::memory::check(r, file)
 }
 
 fn validate_augment(a: &AugmentSection, file: &Path) -> Result<()> {

@@ -137,7 +137,11 @@ fn prepare(r: &Recipe, file: &Path, run_dir: Option<&Path>) -> Result<Box<dyn Pi
 /// Validates a recipe through one forward pass of one batch, without training; returns a
 /// report of the shapes involved.
 pub fn dry_run(loaded: &Loaded) -> Result<String> {
-    prepare(&loaded.recipe, &loaded.file, None)?.dry_run(&loaded.recipe)
+    let mut report = prepare(&loaded.recipe, &loaded.file, None)?.dry_run(&loaded.recipe)?;
+    if let Some(e) = recipe::memory::estimate(&loaded.recipe) {
+        report.push_str(&format!("\nmemory: {e}\n"));
+    }
+    Ok(report)
 }
 
 /// Starts a new run of a loaded recipe.

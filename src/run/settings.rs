@@ -112,7 +112,7 @@ pub fn verify(run_dir: &Path, r: &Recipe, allowed: &[String]) -> Result<()> {
     if !path.is_file() || checkpoint::list(&run_dir.join("checkpoints"))?.is_empty() {
         return Ok(());
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = crate::input::read_to_string(&path)?;
     let before: Value =
         serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))?;
     let changed = changes(&before, &pretraining(r)?);
@@ -160,7 +160,7 @@ pub fn check_fresh_start(run_dir: &Path, restart: bool) -> Result<()> {
     if restart || !metrics.is_file() {
         return Ok(());
     }
-    let text = std::fs::read_to_string(metrics).map_err(|e| Error::io(metrics, e))?;
+    let text = crate::input::read_to_string(metrics)?;
     let last = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

@@ -129,7 +129,7 @@ fn run_with(src: &str, config_file: &str) -> Result<Option<(PathBuf, PathBuf)>> 
 /// tokenizer.
 fn load_text_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<TextLoaded> {
     let cfg_path = run.join(crate::modality::text::run::CONFIG_FILE);
-    let json = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    let json = crate::input::read_to_string(&cfg_path)?;
     let config: crate::modality::text::TextConfig =
         serde_json::from_str(&json).map_err(|e| Error::data(&cfg_path, e.to_string()))?;
     let mut tensors = ckpt::load(checkpoint, device)?.model;

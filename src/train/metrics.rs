@@ -17,7 +17,7 @@ impl MetricsLog {
     /// the checkpoint a run resumes from) are dropped first, so the log has no duplicates.
     pub fn open(path: &Path, resume_step: Option<usize>) -> Result<Self> {
         if let (Some(step), true) = (resume_step, path.exists()) {
-            let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            let f = crate::input::open(path)?;
             let kept: Vec<String> = std::io::BufReader::new(f)
                 .lines()
                 .map_while(|l| l.ok())

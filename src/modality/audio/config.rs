@@ -22,7 +22,7 @@ pub struct AudioRunConfig {
 
 impl AudioRunConfig {
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::input::read_to_string(path)?;
         serde_json::from_str(&text).map_err(|e| Error::data(path, e.to_string()))
     }
 }

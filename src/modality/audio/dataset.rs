@@ -57,7 +57,7 @@ pub fn scan_folder(root: &Path) -> Result<Vec<AudioItem>> {
 /// directory; empty `label` / `split` cells read as `None`. Errors name the manifest, the
 /// line and the column.
 pub fn read_manifest(csv: &Path) -> Result<Vec<AudioItem>> {
-    let file = std::fs::File::open(csv).map_err(|e| Error::io(csv, e))?;
+    let file = crate::input::open(csv)?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)

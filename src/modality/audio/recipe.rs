@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::backbone::Pooling;
 use crate::error::{Error, Result};
 use crate::objective::masking::Masking;
+use crate::recipe::memory::Footprint;
 use crate::recipe::source::{sources, DataSource};
 use crate::recipe::{check, ModalityRecipe, ObjectiveKind, Recipe};
 
@@ -16,7 +17,29 @@ pub const RECIPE: ModalityRecipe = ModalityRecipe {
     name: "audio",
     objectives: &[ObjectiveKind::Mae],
     validate,
+    footprint,
 };
+
+fn footprint(r: &Recipe) -> Footprint {
+    let a = r
+        .data
+        .audio
+        .as_ref()
+        .expect("validated: data.audio is present");
+    let (frames, mels) = (a.frames as u128, a.mel.n_mels as u128);
+    let (pt, pf) = (a.patch_time.max(1) as u128, a.patch_freq.max(1) as u128);
+    let patches = (frames / pt) * (mels / pf);
+    let d = r.model.dim as u128;
+    Footprint {
+        tokens: patches + 1,
+        tokens_key: "data.audio.frames",
+        input_values: frames * mels,
+        patch_values: pt * pf,
+        embed_params: pt * pf * d + d + 2 * d,
+        embed_key: "data.audio.frames",
+        output_values: 0,
+    }
+}
 
 /// How audio clips become spectrograms: every clip is read (WAV; any channel count is
 /// mixed down), resampled to `mel.sample_rate`, cut or padded to `frames` frames, turned
@@ -177,5 +200,8 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
     check(axis_ok, file, "objective.masking", || {
         format!("the patch grid ({gt} time x {gf} frequency) is too small to mask along that axis")
     })?;
+    if masking == Masking::Random {
+        crate::recipe::check_masked_grid(r, gt * gf, file)?;
+    }
     Ok(())
 }

@@ -51,7 +51,7 @@ fn wav_error(path: &Path, e: hound::Error) -> Error {
 /// reason: not a WAV, truncated, unsupported format (such as 64-bit float), zero channels,
 /// zero sample rate, no samples. Never panics.
 pub fn read_wav(path: &Path) -> Result<Waveform> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::input::open(path)?;
     if file.metadata().map(|m| m.len() == 0).unwrap_or(false) {
         return Err(Error::data(path, "empty file (0 bytes), not a WAV"));
     }

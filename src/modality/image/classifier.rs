@@ -51,7 +51,7 @@ impl ClassifierSpec {
     /// Reads `dir/model.json`.
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(SPEC_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = crate::input::read_to_string(&path)?;
         let spec: Self =
             serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))?;
         if spec.kind != Self::KIND {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use image::{DynamicImage, ImageReader};
 
 use crate::error::{Error, Result};
-use crate::modality::files::sorted_entries;
+use crate::modality::files::{files_under, sorted_entries};
 
 /// File extensions read, compared case-insensitively. Other files are ignored.
 pub const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
@@ -35,13 +35,7 @@ fn is_image(path: &Path) -> bool {
 
 /// Every image file under `dir`, recursively, in sorted order.
 fn images_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for path in sorted_entries(dir)? {
-        if path.is_dir() {
-            images_under(&path, out)?;
-        } else if is_image(&path) {
-            out.push(path);
-        }
-    }
+    out.extend(files_under(dir, &|_| false, &is_image)?);
     Ok(())
 }
 
@@ -106,10 +100,29 @@ pub fn scan(root: &Path) -> Result<FolderIndex> {
     Ok(index)
 }
 
-/// Decodes one file (format guessed from its bytes, not its name) at its own size.
+/// The most pixels one image may declare (Pillow's `MAX_IMAGE_PIXELS`): a small file can
+/// claim a huge canvas, and decoding allocates it before anything is resized.
+pub const MAX_PIXELS: u64 = 89_478_485;
+
+/// Decodes one file (format guessed from its bytes, not its name) at its own size, after
+/// checking the size its header declares.
 pub fn decode(path: &Path) -> Result<DynamicImage> {
-    let reader = ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
+    let reader = ImageReader::new(std::io::BufReader::new(crate::input::open(path)?))
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| Error::data(path, format!("cannot decode image: {e}")))?;
+    let pixels = w as u64 * h as u64;
+    if pixels > MAX_PIXELS {
+        return Err(Error::data(
+            path,
+            format!("declares {w} x {h} pixels, more than the {MAX_PIXELS} an image may have (a decompression bomb, or a picture to shrink first)"),
+        ));
+    }
+    crate::limits::check(pixels as u128 * 16, "decoding this image")
+        .map_err(|m| Error::data(path, m))?;
+    let reader = ImageReader::new(std::io::BufReader::new(crate::input::open(path)?))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
     reader

@@ -122,7 +122,7 @@ fn describe_magic(magic: u32) -> &'static str {
 /// Read an unsigned-byte IDX file whose magic must be `expected_magic`; returns its dimensions
 /// and its data (exactly the product of the dimensions, in bytes).
 fn read_idx(path: &Path, expected_magic: u32, what: &str) -> Result<(Vec<usize>, Vec<u8>)> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::input::open(path)?;
     let file_len = file.metadata().map(|m| m.len()).ok();
     let mut buffered = BufReader::new(file);
     // fill_buf returns at least 2 bytes unless the file is shorter than that (a regular file

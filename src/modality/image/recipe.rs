@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::objective::masking::Masking;
+use crate::recipe::memory::Footprint;
 use crate::recipe::source::{sources, DataSource};
 use crate::recipe::{check, ModalityRecipe, ObjectiveKind, Recipe};
 
@@ -15,7 +16,28 @@ pub const RECIPE: ModalityRecipe = ModalityRecipe {
     name: "image",
     objectives: &[ObjectiveKind::Mae, ObjectiveKind::Simmim],
     validate,
+    footprint,
 };
+
+fn footprint(r: &Recipe) -> Footprint {
+    let img = r
+        .data
+        .image
+        .as_ref()
+        .expect("validated: data.image is present");
+    let (size, channels, patch) = (img.size as u128, img.channels as u128, img.patch as u128);
+    let grid = size / patch.max(1);
+    let d = r.model.dim as u128;
+    Footprint {
+        tokens: grid * grid + 1,
+        tokens_key: "data.image.size",
+        input_values: size * size * channels,
+        patch_values: patch * patch * channels,
+        embed_params: patch * patch * channels * d + d + 2 * d,
+        embed_key: "data.image.size",
+        output_values: 0,
+    }
+}
 
 /// The geometry and normalisation of image inputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,11 +101,19 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
         },
     )?;
     check(
-        img.std.len() == img.channels && img.std.iter().all(|s| *s > 0.0),
+        img.std.len() == img.channels && img.std.iter().all(|s| *s > 0.0 && s.is_finite()),
         file,
         "data.image.std",
-        || format!("needs {} positive values", img.channels),
+        || format!("needs {} positive, finite values", img.channels),
     )?;
+    check(
+        img.mean.iter().all(|m| m.is_finite()),
+        file,
+        "data.image.mean",
+        || "must be finite numbers".into(),
+    )?;
+    let grid = img.size / img.patch;
+    crate::recipe::check_masked_grid(r, grid * grid, file)?;
     check(r.model.dim.is_multiple_of(4), file, "model.dim", || {
         format!(
             "{} must be divisible by 4 (2-D sin-cos positions)",

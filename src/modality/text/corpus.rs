@@ -81,7 +81,7 @@ impl Default for JsonlFields {
 
 /// Reads a file as UTF-8; the error gives the byte offset of the first invalid byte.
 pub fn read_utf8(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::input::read(path)?;
     let mut text = String::from_utf8(bytes).map_err(|e| {
         let u = e.utf8_error();
         let at = u.valid_up_to();
@@ -148,27 +148,14 @@ pub fn read_text_file(path: impl AsRef<Path>, split: TextSplit) -> Result<Vec<Do
 
 /// The `*.txt` files below `dir`, recursively, sorted by path; hidden entries skipped.
 pub fn text_files(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-        let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(dir, e))?;
-            let path = entry.path();
-            if entry.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            // Follows symlinks, so a folder of links (as fetch-data makes) works.
-            if path.is_dir() {
-                walk(&path, out)?;
-            } else if path.extension().is_some_and(|e| e == "txt") {
-                out.push(path);
-            }
-        }
-        Ok(())
-    }
     let dir = dir.as_ref();
-    let mut out = Vec::new();
-    walk(dir, &mut out)?;
-    out.sort();
+    let hidden = |p: &Path| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+    };
+    let txt = |p: &Path| p.extension().is_some_and(|e| e == "txt");
+    // Follows symlinks, so a folder of links (as fetch-data makes) works.
+    let out = crate::modality::files::files_under(dir, &hidden, &txt)?;
     if out.is_empty() {
         return Err(Error::data(
             dir,

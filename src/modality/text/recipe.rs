@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::tokenizer::TokenizerKind;
 use crate::error::{Error, Result};
+use crate::recipe::memory::Footprint;
 use crate::recipe::source::{sources, DataSource};
 use crate::recipe::{check, ModalityRecipe, ObjectiveKind, Recipe};
 
@@ -15,7 +16,31 @@ pub const RECIPE: ModalityRecipe = ModalityRecipe {
     name: "text",
     objectives: &[ObjectiveKind::Mlm],
     validate,
+    footprint,
 };
+
+fn footprint(r: &Recipe) -> Footprint {
+    let text = r
+        .data
+        .text
+        .as_ref()
+        .expect("validated: data.text is present");
+    let tokens = text.max_len as u128;
+    // A tokenizer file's vocabulary is known once it is read; its default size stands in.
+    let vocab = text.tokenizer.as_ref().map_or(8000, |t| t.vocab_size) as u128;
+    let d = r.model.dim as u128;
+    Footprint {
+        tokens,
+        tokens_key: "data.text.max_len",
+        input_values: 2 * tokens,
+        patch_values: 0,
+        // Word and type embeddings and their norm; the MLM head's transform and output bias
+        // (its decoder is tied to the word embeddings). Positions are counted by tokens.
+        embed_params: (vocab + 2) * d + 2 * d + d * d + 3 * d + vocab,
+        embed_key: "data.text.tokenizer.vocab_size",
+        output_values: tokens * vocab,
+    }
+}
 
 /// How text becomes token ids.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

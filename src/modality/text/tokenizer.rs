@@ -101,7 +101,7 @@ impl TextTokenizer {
     /// the `[CLS] [SEP] [PAD] [MASK]` (or `<s> </s> <pad> <mask>`) tokens MLM needs.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::input::read_to_string(path)?;
         let inner: Tokenizer = text
             .parse()
             .map_err(|e| Error::data(path, format!("not a Hugging Face tokenizer.json: {e}")))?;

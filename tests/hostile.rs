@@ -1,0 +1,298 @@
+//! Hostile input through the real binary: absurd sizes, special files, degenerate settings
+//! and link loops. Each case must fail with exit code 1 and an error naming the file and the
+//! key (or the file and what is wrong with it), within a time and address-space budget: no
+//! panic, no abort, no hang, no silent success.
+//!
+//! The inputs that cannot live in git (a FIFO, a link loop, an image header declaring a
+//! huge canvas) are made by the test itself in a temporary folder.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const QUICK: &str = "recipes/quickstart.toml";
+const TEXT: &str = "recipes/mlm-shakespeare-sample.toml";
+const AUDIO: &str = "recipes/audio-mae-words-sample.toml";
+const FOLDER: &str = "recipes/mae-image-folder.toml";
+
+/// Address space the binary may reserve (ulimit -v, KiB): far below what any of the
+/// absurd sizes would allocate, far above what a normal check needs.
+const ADDRESS_SPACE_KIB: u64 = 8 << 20;
+const TIME_LIMIT: Duration = Duration::from_secs(60);
+
+struct Outcome {
+    code: Option<i32>,
+    stderr: String,
+    elapsed: Duration,
+}
+
+/// Runs `pretext ARGS` under the budget; a run past the time limit is killed.
+fn pretext(args: &[&str]) -> Outcome {
+    let script = format!("ulimit -v {ADDRESS_SPACE_KIB} && exec \"$0\" \"$@\"");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_pretext"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if start.elapsed() > TIME_LIMIT {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("pretext {args:?} ran past {TIME_LIMIT:?} (a hang)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    Outcome {
+        code,
+        stderr,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// The run failed cleanly, and its error contains every one of `names`.
+fn refused(args: &[&str], names: &[&str]) -> String {
+    let o = pretext(args);
+    assert!(
+        !o.stderr.contains("panicked") && o.code == Some(1),
+        "pretext {args:?}: expected a clean error (exit 1), got {:?} after {:?}:\n{}",
+        o.code,
+        o.elapsed,
+        o.stderr
+    );
+    assert!(o.stderr.contains("error:"), "{}", o.stderr);
+    for n in names {
+        assert!(
+            o.stderr.contains(n),
+            "pretext {args:?}: the error does not name `{n}`:\n{}",
+            o.stderr
+        );
+    }
+    o.stderr
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pretext-hostile-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn absurd_model_sizes_are_refused_before_allocating() {
+    for (set, key) in [
+        ("model.dim=1000000000", "`model`"),
+        ("model.mlp_dim=1000000000000", "`model`"),
+        ("model.depth=1000000", "`model`"),
+        ("objective.decoder.dim=1000000000", "`objective.decoder`"),
+    ] {
+        let err = refused(&["recipe", "check", QUICK, "--set", set], &[QUICK, key]);
+        assert!(err.contains("PRETEXT_MAX_ALLOC"), "{err}");
+    }
+}
+
+#[test]
+fn absurd_data_sizes_name_their_key() {
+    for (recipe, set, key) in [
+        (TEXT, "data.text.max_len=1000000000", "data.text.max_len"),
+        (
+            TEXT,
+            "data.text.tokenizer.vocab_size=1000000000",
+            "data.text.tokenizer.vocab_size",
+        ),
+        (AUDIO, "data.audio.frames=1000000000", "data.audio.frames"),
+    ] {
+        refused(&["recipe", "check", recipe, "--set", set], &[recipe, key]);
+    }
+}
+
+#[test]
+fn a_batch_too_large_for_the_machine_is_refused_before_the_run_directory_exists() {
+    let dir = scratch("batch");
+    let out = dir.join("run");
+    let out_s = out.to_str().unwrap();
+    refused(
+        &[
+            "run",
+            QUICK,
+            "--set",
+            "train.batch_size=1000000000",
+            "--out",
+            out_s,
+        ],
+        &[QUICK, "train.batch_size"],
+    );
+    assert!(!out.exists(), "a refused run left {}", out.display());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_limit_can_be_lowered_and_raised() {
+    // 1 MiB is less than the quickstart needs; the error says so and how to raise it.
+    let o = Command::new(env!("CARGO_BIN_EXE_pretext"))
+        .args(["recipe", "check", QUICK])
+        .env("PRETEXT_MAX_ALLOC", "1M")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("1.0 MiB") && err.contains("PRETEXT_MAX_ALLOC"),
+        "{err}"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_pretext"))
+        .args(["recipe", "check", QUICK])
+        .env("PRETEXT_MAX_ALLOC", "64G")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        report.contains("memory: about") && report.contains("limit 64.0 GiB"),
+        "{report}"
+    );
+}
+
+#[test]
+fn degenerate_settings_are_errors_not_silent_runs() {
+    for (set, key) in [
+        ("model.norm_eps=-1.0", "`model`"),
+        ("data.image.std=[inf]", "data.image.std"),
+        ("data.image.std=[0.0]", "data.image.std"),
+        ("data.image.mean=[nan]", "data.image.mean"),
+        ("objective.mask_ratio=0.9999", "objective.mask_ratio"),
+        ("data.image.patch=28", "objective.mask_ratio"),
+    ] {
+        refused(&["recipe", "check", QUICK, "--set", set], &[QUICK, key]);
+    }
+}
+
+fn mkfifo(path: &Path) -> bool {
+    Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn special_files_are_refused_without_blocking() {
+    let dir = scratch("fifo");
+    let fifo = dir.join("images.gz");
+    if !mkfifo(&fifo) {
+        eprintln!("no mkfifo here; skipped");
+        return;
+    }
+    let f = fifo.to_str().unwrap();
+    let set = format!("data.train.images={f}");
+    refused(
+        &["recipe", "check", QUICK, "--set", &set],
+        &[QUICK, "data.train.images", "FIFO"],
+    );
+    let png = dir.join("pipe.png");
+    assert!(mkfifo(&png));
+    refused(
+        &[
+            "embed",
+            "--model",
+            "tests/fixtures/hf/vit_model",
+            "--image",
+            png.to_str().unwrap(),
+        ],
+        &["pipe.png"],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_link_loop_in_an_image_folder_is_refused() {
+    let dir = scratch("loop");
+    let src = Path::new("data/image-folder-sample/train");
+    for class in std::fs::read_dir(src).unwrap() {
+        let class = class.unwrap().path();
+        let to = dir.join(class.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(&class).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let first = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::os::unix::fs::symlink("..", first.join("again")).unwrap();
+    let set = format!("data.train.root={}", dir.display());
+    refused(
+        &["recipe", "check", FOLDER, "--set", &set],
+        &["again", "loop"],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// CRC-32 (IEEE), for a PNG chunk.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (!(crc & 1)).wrapping_add(1));
+        }
+    }
+    !crc
+}
+
+fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut out = (data.len() as u32).to_be_bytes().to_vec();
+    let mut body = kind.to_vec();
+    body.extend_from_slice(data);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32(&body).to_be_bytes());
+    out
+}
+
+#[test]
+fn an_image_declaring_a_huge_canvas_is_refused_before_decoding() {
+    let dir = scratch("bomb");
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit greyscale
+    png.extend(chunk(b"IHDR", &ihdr));
+    // An empty zlib stream: the header claims 10 GB of pixels, the file holds none.
+    png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
+    png.extend(chunk(b"IEND", &[]));
+    let path = dir.join("bomb.png");
+    std::fs::write(&path, &png).unwrap();
+    let err = refused(
+        &[
+            "embed",
+            "--model",
+            "tests/fixtures/hf/vit_model",
+            "--image",
+            path.to_str().unwrap(),
+        ],
+        &["bomb.png", "100000 x 100000"],
+    );
+    assert!(!err.contains("memory allocation"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
