@@ -58,6 +58,7 @@ fn hf_family(path: &Path) -> Option<String> {
 pub fn report(path: &Path) -> Result<String> {
     let file = resolve(path)?;
     let bytes = crate::input::read(&file)?;
+    crate::tensor_io::check_header(&bytes).map_err(|m| Error::data(&file, m))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
         Error::data(
             &file,

@@ -70,14 +70,131 @@ pub fn read(path: &Path, device: &Device) -> Result<Loaded> {
             format!("not a valid safetensors file ({e}); it may be truncated or corrupt"),
         )
     };
+    check_header(&bytes).map_err(|m| Error::data(path, m))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(corrupt)?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(corrupt)?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
+        if !all_finite(view.dtype(), view.data()) {
+            return Err(Error::data(
+                path,
+                format!("tensor `{name}` holds NaN or infinite values"),
+            ));
+        }
         let t = candle_core::safetensors::Load::load(&view, device)
             .map_err(|e| Error::data(path, format!("tensor `{name}`: {e}")))?;
         tensors.insert(name, t);
     }
     Ok(Loaded { tensors, metadata })
+}
+
+/// What the `safetensors` crate does not say by name: a tensor named twice in the header
+/// (JSON would keep the last), and a tensor whose byte range does not match its dtype and
+/// shape or lies outside the file. The error names the tensor.
+pub fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+
+    let Some(len) = bytes.get(..8) else {
+        return Ok(()); // the crate's own error follows
+    };
+    let n = u64::from_le_bytes(len.try_into().expect("8 bytes"));
+    let Some(header) = usize::try_from(n)
+        .ok()
+        .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
+    else {
+        return Ok(());
+    };
+    let data_len = (bytes.len() - 8 - header.len()) as u128;
+
+    struct Entries(Vec<(String, serde_json::Value)>);
+    impl<'de> serde::Deserialize<'de> for Entries {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Entries;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(
+                    self,
+                    mut m: A,
+                ) -> std::result::Result<Entries, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some(entry) = m.next_entry::<String, serde_json::Value>()? {
+                        out.push(entry);
+                    }
+                    Ok(Entries(out))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    let Ok(Entries(entries)) = serde_json::from_slice::<Entries>(header) else {
+        return Ok(());
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (name, info) in &entries {
+        if !seen.insert(name) {
+            return Err(format!("tensor `{name}` is named twice in the header"));
+        }
+        if name == "__metadata__" {
+            continue;
+        }
+        let size = match info["dtype"].as_str() {
+            Some("F64" | "I64" | "U64") => 8,
+            Some("F32" | "I32" | "U32") => 4,
+            Some("F16" | "BF16" | "I16" | "U16") => 2,
+            Some("U8" | "I8" | "BOOL" | "F8_E4M3" | "F8_E5M2") => 1,
+            _ => continue, // the crate reports what it does not know
+        };
+        let shape: Option<Vec<u128>> = info["shape"]
+            .as_array()
+            .and_then(|a| a.iter().map(|d| d.as_u64().map(u128::from)).collect());
+        let offsets: Option<Vec<u128>> = info["data_offsets"]
+            .as_array()
+            .and_then(|a| a.iter().map(|d| d.as_u64().map(u128::from)).collect());
+        let (Some(shape), Some(offsets)) = (shape, offsets) else {
+            return Err(format!(
+                "tensor `{name}`: shape or data_offsets is not a list of integers"
+            ));
+        };
+        let [begin, end] = offsets[..] else {
+            return Err(format!("tensor `{name}`: data_offsets needs two numbers"));
+        };
+        let want = shape
+            .iter()
+            .try_fold(size as u128, |a, &d| a.checked_mul(d));
+        if begin > end || end > data_len || want != Some(end - begin) {
+            return Err(format!(
+                "tensor `{name}`: shape {shape:?} of {} needs {} bytes, but its data_offsets [{begin}, {end}] give {} of the {data_len} the file holds; the file is truncated or its header is wrong",
+                info["dtype"],
+                want.map_or("too many".to_string(), |w| w.to_string()),
+                end.saturating_sub(begin)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether floating-point data (little-endian, as safetensors stores it) is all finite:
+/// a value is NaN or infinite exactly when its exponent bits are all ones.
+fn all_finite(dtype: safetensors::Dtype, data: &[u8]) -> bool {
+    use safetensors::Dtype;
+    match dtype {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .all(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7F80_0000 != 0x7F80_0000),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .all(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7C00 != 0x7C00),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .all(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7F80 != 0x7F80),
+        Dtype::F64 => data.chunks_exact(8).all(|b| {
+            u64::from_le_bytes(b.try_into().expect("8 bytes")) & 0x7FF0_0000_0000_0000
+                != 0x7FF0_0000_0000_0000
+        }),
+        _ => true,
+    }
 }

@@ -279,7 +279,10 @@ fn an_image_declaring_a_huge_canvas_is_refused_before_decoding() {
     ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit greyscale
     png.extend(chunk(b"IHDR", &ihdr));
     // An empty zlib stream: the header claims 10 GB of pixels, the file holds none.
-    png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
+    png.extend(chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
     png.extend(chunk(b"IEND", &[]));
     let path = dir.join("bomb.png");
     std::fs::write(&path, &png).unwrap();
@@ -294,5 +297,110 @@ fn an_image_declaring_a_huge_canvas_is_refused_before_decoding() {
         &["bomb.png", "100000 x 100000"],
     );
     assert!(!err.contains("memory allocation"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A safetensors file from a raw header and data.
+fn safetensors(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn lying_safetensors_headers_name_the_tensor() {
+    let dir = scratch("st");
+    let four: Vec<u8> = [1f32, 2.0, 3.0, 4.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let cases = [
+        (
+            "twice.safetensors",
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#,
+            "`a` is named twice",
+        ),
+        (
+            "shape.safetensors",
+            r#"{"w":{"dtype":"F32","shape":[3,3],"data_offsets":[0,16]}}"#,
+            "tensor `w`: shape [3, 3]",
+        ),
+        (
+            "outside.safetensors",
+            r#"{"w":{"dtype":"F32","shape":[1000],"data_offsets":[0,4000]}}"#,
+            "tensor `w`",
+        ),
+    ];
+    for (name, header, expected) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, safetensors(header, &four)).unwrap();
+        let p = path.to_str().unwrap();
+        refused(&["inspect", p], &[name, expected]);
+        refused(
+            &[
+                "forward",
+                "--model",
+                "tests/fixtures/hf/vit_model",
+                "--inputs",
+                p,
+                "--out",
+                "/dev/null",
+            ],
+            &[name, expected],
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn non_finite_inputs_and_weights_are_errors_naming_the_tensor() {
+    let dir = scratch("nan");
+    let mut values = vec![0f32; 3 * 224 * 224];
+    values[7] = f32::NAN;
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let header = format!(
+        r#"{{"pixel_values":{{"dtype":"F32","shape":[1,3,224,224],"data_offsets":[0,{}]}}}}"#,
+        data.len()
+    );
+    let inputs = dir.join("inputs.safetensors");
+    std::fs::write(&inputs, safetensors(&header, &data)).unwrap();
+    let out = dir.join("out.safetensors");
+    refused(
+        &[
+            "forward",
+            "--model",
+            "tests/fixtures/hf/vit_model",
+            "--inputs",
+            inputs.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &["inputs.safetensors", "`pixel_values`", "NaN"],
+    );
+    assert!(!out.exists());
+    // The same model with one weight made infinite.
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in std::fs::read_dir("tests/fixtures/hf/vit_model").unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, model.join(f.file_name().unwrap())).unwrap();
+    }
+    let weights = model.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let at = 8 + n; // the first value of the first tensor's data
+    bytes[at..at + 4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    std::fs::write(&weights, bytes).unwrap();
+    refused(
+        &[
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            "data/image-folder-sample/train/bag/00023.png",
+        ],
+        &["model.safetensors", "NaN or infinite"],
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
