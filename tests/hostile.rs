@@ -404,3 +404,63 @@ fn non_finite_inputs_and_weights_are_errors_naming_the_tensor() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn empty_forward_inputs_are_errors_naming_the_tensor() {
+    let dir = scratch("empty");
+    let cases = [
+        ("vit_model", "pixel_values", "[0,3,16,16]"),
+        ("vit_mae_raw", "pixel_values", "[0,1,16,16]"),
+        ("w2v2_group", "input_values", "[0,800]"),
+        ("bert_model", "input_ids", "[2,0]"),
+    ];
+    for (model, name, shape) in cases {
+        let header =
+            format!(r#"{{"{name}":{{"dtype":"F32","shape":{shape},"data_offsets":[0,0]}}}}"#);
+        let inputs = dir.join(format!("{model}.safetensors"));
+        std::fs::write(&inputs, safetensors(&header, &[])).unwrap();
+        refused(
+            &[
+                "forward",
+                "--model",
+                &format!("tests/fixtures/hf/{model}"),
+                "--inputs",
+                inputs.to_str().unwrap(),
+                "--out",
+                dir.join("out.safetensors").to_str().unwrap(),
+            ],
+            &[inputs.to_str().unwrap(), &format!("`{name}`")],
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_classifier_description_with_impossible_geometry_is_refused() {
+    for (geometry, key) in [
+        (r#"{"size":28,"channels":1,"patch":0}"#, "geometry.patch"),
+        (
+            r#"{"size":1048576,"channels":1,"patch":1}"#,
+            "geometry.size",
+        ),
+        (r#"{"size":28,"channels":0,"patch":4}"#, "geometry.channels"),
+    ] {
+        let dir = scratch("spec");
+        let spec = format!(
+            r#"{{"kind":"image-classifier","geometry":{geometry},"encoder":{{"dim":16,"depth":1,"heads":2,"mlp_dim":32,"norm":"pre","activation":"gelu","norm_eps":1e-6,"qkv_bias":true,"dropout":0.0,"attention_dropout":0.0}},"num_labels":3,"pooling":"cls"}}"#
+        );
+        std::fs::write(dir.join("model.json"), spec).unwrap();
+        std::fs::write(dir.join("model.safetensors"), safetensors("{}", &[])).unwrap();
+        refused(
+            &[
+                "embed",
+                "--model",
+                dir.to_str().unwrap(),
+                "--image",
+                "data/image-folder-sample/train/bag/00023.png",
+            ],
+            &["model.json", key],
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

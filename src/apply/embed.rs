@@ -112,6 +112,16 @@ fn write_embeddings(
     rows: &[Vec<f32>],
     extra: &[serde_json::Map<String, serde_json::Value>],
 ) -> Result<()> {
+    // JSON would print NaN as null: a non-finite embedding is an error naming its input.
+    if let Some((name, _)) = names
+        .iter()
+        .zip(rows)
+        .find(|(_, r)| r.iter().any(|v| !v.is_finite()))
+    {
+        return Err(Error::Usage(format!(
+            "the embedding of {key} `{name}` has NaN or infinite values: the model or the input is broken (check its weights and normalisation)"
+        )));
+    }
     let jsonl = || -> String {
         names
             .iter()

@@ -53,6 +53,17 @@ pub fn export(src: &str, out: &Path, device: &Device) -> Result<Exported> {
 /// its outputs to `out`.
 pub fn forward(model: &str, inputs: &Path, out: &Path, device: &Device) -> Result<()> {
     let tensors = crate::tensor_io::read(inputs, device)?.tensors;
+    for (name, t) in &tensors {
+        if t.dims().contains(&0) {
+            return Err(Error::data(
+                inputs,
+                format!(
+                    "`{name}` has shape {:?}: a batch needs at least one example, and an example at least one value",
+                    t.dims()
+                ),
+            ));
+        }
+    }
     let outputs = match source::load_any(model, device)? {
         AnyModel::Image(m) => hf::Model::build(&m, device)?.forward(&tensors),
         AnyModel::Text(m) => hf::text::TextModel::build(&m, device)?.forward(&tensors),
@@ -68,5 +79,19 @@ pub fn forward(model: &str, inputs: &Path, out: &Path, device: &Device) -> Resul
         e => e,
     })?;
     let list: Vec<(String, Tensor)> = outputs.into_iter().collect();
+    for (name, t) in &list {
+        if t.dtype().is_float() {
+            let values = t
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(Error::data(
+                    inputs,
+                    format!("the model's output `{name}` has NaN or infinite values; nothing was written"),
+                ));
+            }
+        }
+    }
     crate::tensor_io::write(out, &list, Default::default())
 }

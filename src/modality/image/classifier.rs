@@ -60,6 +60,18 @@ impl ClassifierSpec {
                 format!("kind is `{}`, expected `{}`", spec.kind, Self::KIND),
             ));
         }
+        let field = |key: &str, m: String| Error::InvalidValue {
+            file: path.clone(),
+            key: key.into(),
+            message: m,
+        };
+        spec.encoder.validate().map_err(|m| field("encoder", m))?;
+        spec.geometry
+            .validate(spec.encoder.dim)
+            .map_err(|(k, m)| field(&format!("geometry.{k}"), m))?;
+        if spec.num_labels == 0 {
+            return Err(field("num_labels", "must be positive".into()));
+        }
         Ok(spec)
     }
 

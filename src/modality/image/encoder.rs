@@ -33,6 +33,29 @@ impl ImageGeometry {
     pub fn patch_dim(&self) -> usize {
         self.patch * self.patch * self.channels
     }
+
+    /// Positive sizes, a patch that divides the side, and a patch grid whose position
+    /// table (`dim` wide) fits the allocation limit; the error names the field.
+    pub fn validate(&self, dim: usize) -> std::result::Result<(), (&'static str, String)> {
+        if self.channels == 0 {
+            return Err(("channels", "must be positive".into()));
+        }
+        if self.patch == 0 || self.size == 0 || !self.size.is_multiple_of(self.patch) {
+            return Err((
+                "patch",
+                format!(
+                    "{} must be positive and divide the image size {}",
+                    self.patch, self.size
+                ),
+            ));
+        }
+        let tokens = (self.size as u128 / self.patch as u128).pow(2) + 1;
+        crate::limits::check(
+            4 * tokens * dim as u128,
+            "the position table of this patch grid",
+        )
+        .map_err(|m| ("size", m))
+    }
 }
 
 /// Fixed (not trained) position embeddings `[1, 1 + L, dim]`, the first row for the class
