@@ -288,9 +288,32 @@ fn tokenizer_larger_than_the_vocabulary_is_refused() {
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let msg = load_err(tmp.path());
     assert!(
-        msg.contains(&format!(
-            "tokenizer.json has {n} tokens but config.json vocab_size is 10"
-        )),
+        msg.contains("tokenizer.json")
+            && msg.contains(&format!("to id {}", n - 1))
+            && msg.contains("vocab_size is 10"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_tokenizer_with_an_id_past_the_vocabulary_is_refused_even_with_fewer_tokens() {
+    // As many tokens as the table has rows, but one id beyond it: counting tokens misses it.
+    let tmp = copy_case("bert_model");
+    let tok_path = tmp.path().join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tok_path).unwrap()).unwrap();
+    let vocab = tok["model"]["vocab"].as_object_mut().unwrap();
+    let n = vocab.len() as u64;
+    let (word, _) = vocab
+        .iter()
+        .find(|(w, _)| w.chars().all(|c| c.is_ascii_lowercase()))
+        .map(|(w, id)| (w.clone(), id.clone()))
+        .unwrap();
+    vocab.insert(word.clone(), serde_json::json!(n + 5));
+    std::fs::write(&tok_path, tok.to_string()).unwrap();
+    let msg = load_err(tmp.path());
+    assert!(
+        msg.contains("tokenizer.json") && msg.contains(&format!("`{word}` to id {}", n + 5)),
         "{msg}"
     );
 }

@@ -55,11 +55,15 @@ pub fn read_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
 
 /// Errors when the tokenizer can produce ids the embedding table does not have.
 pub fn check_tokenizer(tok: &tokenizers::Tokenizer, path: &Path, vocab_size: usize) -> Result<()> {
-    let n = tok.get_vocab_size(true);
-    if n > vocab_size {
+    // Ids need not be dense: the largest one, not the count, must fit the table.
+    let largest = tok.get_vocab(true).into_iter().max_by_key(|(_, id)| *id);
+    if let Some((token, id)) = largest.filter(|(_, id)| *id as usize >= vocab_size) {
         return Err(Error::data(
             path,
-            format!("tokenizer.json has {n} tokens but config.json vocab_size is {vocab_size}"),
+            format!(
+                "tokenizer.json maps `{token}` to id {id}, but config.json's vocab_size is {vocab_size} (ids 0 to {}): the tokenizer is not this model's",
+                vocab_size.saturating_sub(1)
+            ),
         ));
     }
     Ok(())

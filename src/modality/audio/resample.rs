@@ -73,6 +73,8 @@ fn gcd(a: usize, b: usize) -> usize {
 /// Reads a WAV ([`read_wav`]) and resamples it to `rate` ([`resample`]). Errors name the file.
 pub fn load_clip(path: &Path, rate: u32) -> Result<Vec<f32>> {
     let w = read_wav(path)?;
+    let out = w.samples.len() as u128 * rate as u128 / w.sample_rate.max(1) as u128;
+    crate::limits::check(4 * out, "resampling this clip").map_err(|m| Error::data(path, m))?;
     resample(&w, rate)
         .map(|w| w.samples)
         .map_err(|e| Error::data(path, e.to_string()))

@@ -46,6 +46,11 @@ fn wav_error(path: &Path, e: hound::Error) -> Error {
     }
 }
 
+/// The sample rates a WAV may declare: below 1 kHz is no recording of speech or sound
+/// (and resampling it up would multiply its size), above 768 kHz no audio format.
+pub const MIN_RATE: u32 = 1000;
+pub const MAX_RATE: u32 = 768_000;
+
 /// Reads a WAV with hound: 8/16/24/32-bit integer PCM and 32-bit float; multi-channel is
 /// mixed down (mean of channels). Errors (`Error::Data` / `Error::Io`) name the file and the
 /// reason: not a WAV, truncated, unsupported format (such as 64-bit float), zero channels,
@@ -62,8 +67,14 @@ pub fn read_wav(path: &Path) -> Result<Waveform> {
     if channels == 0 {
         return Err(Error::data(path, "WAV header declares zero channels"));
     }
-    if spec.sample_rate == 0 {
-        return Err(Error::data(path, "WAV header declares a sample rate of 0"));
+    if !(MIN_RATE..=MAX_RATE).contains(&spec.sample_rate) {
+        return Err(Error::data(
+            path,
+            format!(
+                "WAV header declares a sample rate of {} Hz; pretext reads {MIN_RATE} to {MAX_RATE} Hz",
+                spec.sample_rate
+            ),
+        ));
     }
     let interleaved: Vec<f32> = match spec.sample_format {
         hound::SampleFormat::Float => {
@@ -102,6 +113,12 @@ pub fn read_wav(path: &Path) -> Result<Waveform> {
     };
     if interleaved.is_empty() {
         return Err(Error::data(path, "WAV file holds no samples (empty)"));
+    }
+    if let Some(i) = interleaved.iter().position(|v| !v.is_finite()) {
+        return Err(Error::data(
+            path,
+            format!("sample {i} is NaN or infinite (a float WAV must hold finite values)"),
+        ));
     }
     if !interleaved.len().is_multiple_of(channels) {
         return Err(Error::data(
@@ -170,5 +187,39 @@ mod tests {
     fn missing_file_names_it() {
         let e = read_wav(Path::new("/nonexistent/x.wav")).unwrap_err();
         assert!(e.to_string().contains("x.wav"), "{e}");
+    }
+
+    #[test]
+    fn absurd_rates_and_non_finite_samples_are_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let slow = dir.path().join("slow.wav");
+        let w = Waveform {
+            samples: vec![0.1; 2000],
+            sample_rate: 1,
+        };
+        write_wav_i16(&slow, &w).unwrap();
+        let err = read_wav(&slow).unwrap_err().to_string();
+        assert!(
+            err.contains("slow.wav") && err.contains("rate of 1 Hz"),
+            "{err}"
+        );
+
+        let nan = dir.path().join("nan.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 16000,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut wr = hound::WavWriter::create(&nan, spec).unwrap();
+        for v in [0.0f32, f32::NAN, 0.5] {
+            wr.write_sample(v).unwrap();
+        }
+        wr.finalize().unwrap();
+        let err = read_wav(&nan).unwrap_err().to_string();
+        assert!(
+            err.contains("nan.wav") && err.contains("sample 1 is NaN"),
+            "{err}"
+        );
     }
 }
