@@ -71,7 +71,7 @@ pub fn estimate(r: &Recipe) -> Option<Estimate> {
     if r.model.source.is_some() {
         return None;
     }
-    let fp = (r.data.modality.recipe().footprint)(r);
+    let fp = (r.data.modality.recipe().footprint)(r)?;
     let enc = r.model.encoder_config();
     let decoder = match &r.objective {
         Some(ObjectiveSection::Mae(m)) => Some(EncoderConfig {
@@ -109,7 +109,7 @@ pub fn estimate(r: &Recipe) -> Option<Estimate> {
 
 /// Refuses a recipe over the allocation limit, naming the key that puts it over.
 pub fn check(r: &Recipe, file: &Path) -> Result<()> {
-    let Some(e) = estimate(r) else {
+    let (Some(e), Some(fp)) = (estimate(r), (r.data.modality.recipe().footprint)(r)) else {
         return Ok(());
     };
     let limit = limits::max_alloc() as u128;
@@ -117,7 +117,6 @@ pub fn check(r: &Recipe, file: &Path) -> Result<()> {
         return Ok(());
     }
     // The first part that alone is over the limit names the key; otherwise the largest.
-    let fp = (r.data.modality.recipe().footprint)(r);
     let batch_key = match e.per_example > limit {
         true => fp.tokens_key,
         false => "train.batch_size",

@@ -120,8 +120,8 @@ pub struct ModalityRecipe {
     /// The checks of its own section and of what it takes from the rest of the recipe
     /// (source formats, masking, shapes).
     pub validate: fn(&Recipe, &Path) -> Result<()>,
-    /// Its sizes per example, for the memory estimate (called on validated recipes).
-    pub footprint: fn(&Recipe) -> super::memory::Footprint,
+    /// Its sizes per example, for the memory estimate (`None` without its section).
+    pub footprint: fn(&Recipe) -> Option<super::memory::Footprint>,
 }
 
 impl Modality {

@@ -20,17 +20,13 @@ pub const RECIPE: ModalityRecipe = ModalityRecipe {
     footprint,
 };
 
-fn footprint(r: &Recipe) -> Footprint {
-    let a = r
-        .data
-        .audio
-        .as_ref()
-        .expect("validated: data.audio is present");
+fn footprint(r: &Recipe) -> Option<Footprint> {
+    let a = r.data.audio.as_ref()?;
     let (frames, mels) = (a.frames as u128, a.mel.n_mels as u128);
     let (pt, pf) = (a.patch_time.max(1) as u128, a.patch_freq.max(1) as u128);
     let patches = (frames / pt) * (mels / pf);
     let d = r.model.dim as u128;
-    Footprint {
+    Some(Footprint {
         tokens: patches + 1,
         tokens_key: "data.audio.frames",
         input_values: frames * mels,
@@ -38,7 +34,7 @@ fn footprint(r: &Recipe) -> Footprint {
         embed_params: pt * pf * d + d + 2 * d,
         embed_key: "data.audio.frames",
         output_values: 0,
-    }
+    })
 }
 
 /// How audio clips become spectrograms: every clip is read (WAV; any channel count is

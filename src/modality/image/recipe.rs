@@ -19,16 +19,12 @@ pub const RECIPE: ModalityRecipe = ModalityRecipe {
     footprint,
 };
 
-fn footprint(r: &Recipe) -> Footprint {
-    let img = r
-        .data
-        .image
-        .as_ref()
-        .expect("validated: data.image is present");
+fn footprint(r: &Recipe) -> Option<Footprint> {
+    let img = r.data.image.as_ref()?;
     let (size, channels, patch) = (img.size as u128, img.channels as u128, img.patch as u128);
     let grid = size / patch.max(1);
     let d = r.model.dim as u128;
-    Footprint {
+    Some(Footprint {
         tokens: grid * grid + 1,
         tokens_key: "data.image.size",
         input_values: size * size * channels,
@@ -36,7 +32,7 @@ fn footprint(r: &Recipe) -> Footprint {
         embed_params: patch * patch * channels * d + d + 2 * d,
         embed_key: "data.image.size",
         output_values: 0,
-    }
+    })
 }
 
 /// The geometry and normalisation of image inputs.

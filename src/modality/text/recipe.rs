@@ -19,17 +19,13 @@ pub const RECIPE: ModalityRecipe = ModalityRecipe {
     footprint,
 };
 
-fn footprint(r: &Recipe) -> Footprint {
-    let text = r
-        .data
-        .text
-        .as_ref()
-        .expect("validated: data.text is present");
+fn footprint(r: &Recipe) -> Option<Footprint> {
+    let text = r.data.text.as_ref()?;
     let tokens = text.max_len as u128;
     // A tokenizer file's vocabulary is known once it is read; its default size stands in.
     let vocab = text.tokenizer.as_ref().map_or(8000, |t| t.vocab_size) as u128;
     let d = r.model.dim as u128;
-    Footprint {
+    Some(Footprint {
         tokens,
         tokens_key: "data.text.max_len",
         input_values: 2 * tokens,
@@ -39,7 +35,7 @@ fn footprint(r: &Recipe) -> Footprint {
         embed_params: (vocab + 2) * d + 2 * d + d * d + 3 * d + vocab,
         embed_key: "data.text.tokenizer.vocab_size",
         output_values: tokens * vocab,
-    }
+    })
 }
 
 /// How text becomes token ids.
