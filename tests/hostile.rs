@@ -179,6 +179,7 @@ fn degenerate_settings_are_errors_not_silent_runs() {
         ("data.image.mean=[nan]", "data.image.mean"),
         ("objective.mask_ratio=0.9999", "objective.mask_ratio"),
         ("data.image.patch=28", "objective.mask_ratio"),
+        ("objective.decoder.mlp_dim=0", "objective.decoder.mlp_dim"),
     ] {
         refused(&["recipe", "check", QUICK, "--set", set], &[QUICK, key]);
     }

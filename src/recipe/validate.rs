@@ -133,6 +133,12 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
     )?;
     if let Some(d) = o.decoder() {
         check(
+            d.mlp_dim != Some(0),
+            file,
+            "objective.decoder.mlp_dim",
+            || "must be positive (absent = 4 x dim)".into(),
+        )?;
+        check(
             d.dim > 0 && d.dim.is_multiple_of(4),
             file,
             "objective.decoder.dim",
