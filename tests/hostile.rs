@@ -98,9 +98,9 @@ fn scratch(name: &str) -> PathBuf {
 #[test]
 fn absurd_model_sizes_are_refused_before_allocating() {
     for (set, key) in [
-        ("model.dim=1000000000", "`model`"),
-        ("model.mlp_dim=1000000000000", "`model`"),
-        ("model.depth=1000000", "`model`"),
+        ("model.dim=1000000000", "`model.dim`"),
+        ("model.mlp_dim=1000000000000", "`model.mlp_dim`"),
+        ("model.depth=1000000", "`model.depth`"),
         ("objective.decoder.dim=1000000000", "`objective.decoder`"),
     ] {
         let err = refused(&["recipe", "check", QUICK, "--set", set], &[QUICK, key]);
@@ -173,7 +173,8 @@ fn the_limit_can_be_lowered_and_raised() {
 #[test]
 fn degenerate_settings_are_errors_not_silent_runs() {
     for (set, key) in [
-        ("model.norm_eps=-1.0", "`model`"),
+        ("model.norm_eps=-1.0", "`model.norm_eps`"),
+        ("model.heads=7", "`model.heads`"),
         ("data.image.std=[inf]", "data.image.std"),
         ("data.image.std=[0.0]", "data.image.std"),
         ("data.image.mean=[nan]", "data.image.mean"),
@@ -461,6 +462,35 @@ fn a_classifier_description_with_impossible_geometry_is_refused() {
                 "data/image-folder-sample/train/bag/00023.png",
             ],
             &["model.json", key],
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn a_hugging_face_config_error_names_its_own_key() {
+    for (key, value) in [
+        ("num_hidden_layers", serde_json::json!(1_000_000u64)),
+        (
+            "num_hidden_layers",
+            serde_json::json!(10_000_000_000_000_000_000u64),
+        ),
+        ("hidden_dropout_prob", serde_json::json!(1.5)),
+        ("layer_norm_eps", serde_json::json!(-1.0)),
+    ] {
+        let dir = scratch("hfcfg");
+        for f in std::fs::read_dir("tests/fixtures/hf/bert_model").unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+        }
+        let path = dir.join("config.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        cfg[key] = value;
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        refused(
+            &["embed", "--model", dir.to_str().unwrap(), "--text", "hello"],
+            &["config.json", &format!("`{key}`")],
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

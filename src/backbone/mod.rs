@@ -115,20 +115,52 @@ pub struct EncoderConfig {
 
 impl EncoderConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
+        self.check().map_err(|(_, m)| m)
+    }
+
+    /// [`EncoderConfig::validate`], naming the field at fault (`dim`, `depth`, `heads`,
+    /// `mlp_dim`, `norm_eps`, `dropout`, `attention_dropout`) so a config file's reader can
+    /// report its own key.
+    pub fn check(&self) -> std::result::Result<(), (&'static str, String)> {
         if self.dim == 0 || self.depth == 0 || self.heads == 0 || self.mlp_dim == 0 {
-            return Err("dim, depth, heads and mlp_dim must all be positive".into());
-        }
-        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
-            return Err(format!(
-                "the layer-norm epsilon must be a positive number, found {}",
-                self.norm_eps
+            let zero = [
+                ("dim", self.dim),
+                ("depth", self.depth),
+                ("heads", self.heads),
+                ("mlp_dim", self.mlp_dim),
+            ]
+            .into_iter()
+            .find(|f| f.1 == 0)
+            .map_or("dim", |f| f.0);
+            return Err((
+                zero,
+                "dim, depth, heads and mlp_dim must all be positive".into(),
             ));
         }
-        crate::limits::check(4 * self.num_params(), "the encoder's weights")?;
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return Err((
+                "norm_eps",
+                format!(
+                    "the layer-norm epsilon must be a positive number, found {}",
+                    self.norm_eps
+                ),
+            ));
+        }
+        // The largest of depth and width is named: it is what makes the weights absurd.
+        let key = match self.depth > self.dim.max(self.mlp_dim) {
+            true => "depth",
+            false if self.mlp_dim > self.dim => "mlp_dim",
+            false => "dim",
+        };
+        crate::limits::check(4 * self.num_params(), "the encoder's weights")
+            .map_err(|m| (key, m))?;
         if !self.dim.is_multiple_of(self.heads) {
-            return Err(format!(
-                "dim ({}) must be divisible by heads ({})",
-                self.dim, self.heads
+            return Err((
+                "heads",
+                format!(
+                    "dim ({}) must be divisible by heads ({})",
+                    self.dim, self.heads
+                ),
             ));
         }
         for (name, p) in [
@@ -136,7 +168,7 @@ impl EncoderConfig {
             ("attention_dropout", self.attention_dropout),
         ] {
             if !(0.0..1.0).contains(&p) {
-                return Err(format!("{name} must be in [0, 1), found {p}"));
+                return Err((name, format!("{name} must be in [0, 1), found {p}")));
             }
         }
         Ok(())

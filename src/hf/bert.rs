@@ -356,6 +356,10 @@ pub fn parse_config(map: &Map<String, Value>, path: &Path) -> Result<TextSpec> {
         embed_norm_eps: eps,
         encoder,
     };
+    f.check_encoder(
+        &config.encoder,
+        ["hidden_dropout_prob", "attention_probs_dropout_prob"],
+    )?;
     config.validate().map_err(|m| f.err("hidden_size", m))?;
     Ok(TextSpec { config, kind })
 }

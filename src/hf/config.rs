@@ -114,6 +114,24 @@ impl Fields<'_> {
         }
     }
 
+    /// Checks a transformer's settings, naming the `config.json` key at fault;
+    /// `dropouts` are the family's names for the hidden and attention dropout.
+    pub(crate) fn check_encoder(&self, e: &EncoderConfig, dropouts: [&str; 2]) -> Result<()> {
+        e.check().map_err(|(field, m)| {
+            let key = match field {
+                "dim" => "hidden_size",
+                "depth" => "num_hidden_layers",
+                "heads" => "num_attention_heads",
+                "mlp_dim" => "intermediate_size",
+                "norm_eps" => "layer_norm_eps",
+                "dropout" => dropouts[0],
+                "attention_dropout" => dropouts[1],
+                other => other,
+            };
+            self.err(key, m)
+        })
+    }
+
     /// A transformer's shape in `transformers`' names (`hidden_size`, `num_hidden_layers`,
     /// `num_attention_heads`, `intermediate_size`); the other fields are placeholders each
     /// family sets.
@@ -261,7 +279,10 @@ pub fn parse(map: &Map<String, Value>, path: &Path) -> Result<HfConfig> {
         attention_dropout,
         ..f.transformer_shape()?
     };
-    encoder.validate().map_err(|m| f.err("hidden_size", m))?;
+    f.check_encoder(
+        &encoder,
+        ["hidden_dropout_prob", "attention_probs_dropout_prob"],
+    )?;
     let geometry = ImageGeometry {
         size: f.side("image_size")?,
         channels: f.usize_or("num_channels", 3)?,

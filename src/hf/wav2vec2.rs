@@ -385,6 +385,7 @@ pub fn parse_config(map: &Map<String, Value>, path: &Path) -> Result<AudioSpec> 
             || f.f64_or("mask_feature_prob", 0.0)? > 0.0,
         encoder,
     };
+    f.check_encoder(&config.encoder, ["hidden_dropout", "attention_dropout"])?;
     config.validate().map_err(|m| f.err("conv_dim", m))?;
     Ok(AudioSpec {
         family,

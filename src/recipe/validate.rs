@@ -73,10 +73,10 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
         None => r
             .model
             .encoder_config()
-            .validate()
-            .map_err(|m| Error::InvalidValue {
+            .check()
+            .map_err(|(field, m)| Error::InvalidValue {
                 file: file.to_path_buf(),
-                key: "model".into(),
+                key: format!("model.{field}"),
                 message: m,
             })?,
         Some(src) => {
