@@ -102,6 +102,13 @@ fn absurd_model_sizes_are_refused_before_allocating() {
         ("model.mlp_dim=1000000000000", "`model.mlp_dim`"),
         ("model.depth=1000000", "`model.depth`"),
         ("objective.decoder.dim=1000000000", "`objective.decoder`"),
+        // The largest integers TOML holds: the estimate saturates instead of wrapping.
+        ("model.depth=9223372036854775807", "`model.depth`"),
+        ("model.dim=9223372036854775804", "`model.dim`"),
+        (
+            "objective.decoder.dim=9223372036854775804",
+            "`objective.decoder`",
+        ),
     ] {
         let err = refused(&["recipe", "check", QUICK, "--set", set], &[QUICK, key]);
         assert!(err.contains("PRETEXT_MAX_ALLOC"), "{err}");

@@ -152,7 +152,7 @@ impl EncoderConfig {
             false if self.mlp_dim > self.dim => "mlp_dim",
             false => "dim",
         };
-        crate::limits::check(4 * self.num_params(), "the encoder's weights")
+        crate::limits::check(self.num_params().saturating_mul(4), "the encoder's weights")
             .map_err(|m| (key, m))?;
         if !self.dim.is_multiple_of(self.heads) {
             return Err((
@@ -176,19 +176,25 @@ impl EncoderConfig {
 }
 
 impl EncoderConfig {
-    /// Parameters of the block stack and its final norm (u128: sizes read from files
-    /// cannot overflow it).
+    /// Parameters of the block stack and its final norm, computed in floating point and
+    /// saturating at `u128::MAX`: sizes read from files cannot overflow it.
     pub fn num_params(&self) -> u128 {
-        let (d, m) = (self.dim as u128, self.mlp_dim as u128);
-        let layer = 4 * d * d + 4 * d + 2 * d * m + m + d + 4 * d;
-        self.depth as u128 * layer + 2 * d
+        let (d, m) = (self.dim as f64, self.mlp_dim as f64);
+        let layer = 4.0 * d * d + 4.0 * d + 2.0 * d * m + m + d + 4.0 * d;
+        (self.depth as f64 * layer + 2.0 * d) as u128
     }
 
     /// Bytes of activations one training example of `tokens` tokens keeps for backward
-    /// (an upper estimate: inputs of every matrix product, attention probabilities, norms).
+    /// (an upper estimate: inputs of every matrix product, attention probabilities, norms),
+    /// saturating like [`EncoderConfig::num_params`].
     pub fn activation_bytes(&self, tokens: u128) -> u128 {
-        let (d, m, h) = (self.dim as u128, self.mlp_dim as u128, self.heads as u128);
-        4 * self.depth as u128 * tokens * (8 * d + 2 * m + h * tokens)
+        let (d, m, h, t) = (
+            self.dim as f64,
+            self.mlp_dim as f64,
+            self.heads as f64,
+            tokens as f64,
+        );
+        (4.0 * self.depth as f64 * t * (8.0 * d + 2.0 * m + h * t)) as u128
     }
 }
 

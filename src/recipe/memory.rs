@@ -44,10 +44,14 @@ pub struct Estimate {
 
 impl Estimate {
     pub fn weights(&self) -> u128 {
-        self.encoder + self.decoder + self.embeddings + self.positions
+        [self.encoder, self.decoder, self.embeddings, self.positions]
+            .into_iter()
+            .fold(0, u128::saturating_add)
     }
     pub fn total(&self) -> u128 {
-        self.weights() + self.optimizer + self.batch
+        [self.weights(), self.optimizer, self.batch]
+            .into_iter()
+            .fold(0, u128::saturating_add)
     }
 }
 
@@ -78,32 +82,46 @@ pub fn estimate(r: &Recipe) -> Option<Estimate> {
             dim: m.decoder.dim,
             depth: m.decoder.depth,
             heads: m.decoder.heads,
-            mlp_dim: m.decoder.mlp_dim.unwrap_or(4 * m.decoder.dim),
+            mlp_dim: m.decoder.mlp_dim.unwrap_or(m.decoder.dim.saturating_mul(4)),
             ..enc
         }),
         _ => None,
     };
+    // Saturating sums and products: every size here may come from a hostile recipe.
+    let (add, mul) = (u128::saturating_add, u128::saturating_mul);
     let dec_params = decoder.as_ref().map_or(0, |d| {
         let dd = d.dim as u128;
-        d.num_params() + enc.dim as u128 * dd + dd * fp.patch_values
+        add(
+            d.num_params(),
+            add(mul(enc.dim as u128, dd), mul(dd, fp.patch_values)),
+        )
     });
-    let positions = 4 * fp.tokens * (enc.dim + decoder.as_ref().map_or(0, |d| d.dim)) as u128;
-    let encoder = 4 * enc.num_params();
-    let decoder_bytes = 4 * dec_params;
-    let embeddings = 4 * fp.embed_params;
-    let per_example = enc.activation_bytes(fp.tokens)
-        + decoder
-            .as_ref()
-            .map_or(0, |d| d.activation_bytes(fp.tokens))
-        + 4 * (fp.input_values + 2 * fp.output_values);
+    let width = add(
+        enc.dim as u128,
+        decoder.as_ref().map_or(0, |d| d.dim as u128),
+    );
+    let positions = mul(4, mul(fp.tokens, width));
+    let encoder = mul(4, enc.num_params());
+    let decoder_bytes = mul(4, dec_params);
+    let embeddings = mul(4, fp.embed_params);
+    let per_example = add(
+        add(
+            enc.activation_bytes(fp.tokens),
+            decoder
+                .as_ref()
+                .map_or(0, |d| d.activation_bytes(fp.tokens)),
+        ),
+        mul(4, add(fp.input_values, mul(2, fp.output_values))),
+    );
+    let weights = add(add(encoder, decoder_bytes), add(embeddings, positions));
     Some(Estimate {
         encoder,
         decoder: decoder_bytes,
         embeddings,
         positions,
-        optimizer: 3 * (encoder + decoder_bytes + embeddings + positions),
+        optimizer: mul(3, weights),
         per_example,
-        batch: per_example * r.train.batch_size as u128,
+        batch: mul(per_example, r.train.batch_size as u128),
     })
 }
 
@@ -121,11 +139,12 @@ pub fn check(r: &Recipe, file: &Path) -> Result<()> {
         true => fp.tokens_key,
         false => "train.batch_size",
     };
+    let four = |x: u128| x.saturating_mul(4);
     let parts = [
-        (4 * e.encoder, "model"),
-        (4 * e.decoder, "objective.decoder"),
-        (4 * e.embeddings, fp.embed_key),
-        (4 * e.positions, fp.tokens_key),
+        (four(e.encoder), "model"),
+        (four(e.decoder), "objective.decoder"),
+        (four(e.embeddings), fp.embed_key),
+        (four(e.positions), fp.tokens_key),
         (e.per_example, fp.tokens_key),
         (e.batch, batch_key),
     ];

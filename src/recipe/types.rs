@@ -88,7 +88,7 @@ impl ModelSection {
             dim: self.dim,
             depth: self.depth,
             heads: self.heads,
-            mlp_dim: self.mlp_dim.unwrap_or(4 * self.dim),
+            mlp_dim: self.mlp_dim.unwrap_or(self.dim.saturating_mul(4)),
             norm: self.norm,
             activation: self.activation,
             norm_eps: self.norm_eps,

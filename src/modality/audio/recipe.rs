@@ -22,16 +22,16 @@ pub const RECIPE: ModalityRecipe = ModalityRecipe {
 
 fn footprint(r: &Recipe) -> Option<Footprint> {
     let a = r.data.audio.as_ref()?;
-    let (frames, mels) = (a.frames as u128, a.mel.n_mels as u128);
-    let (pt, pf) = (a.patch_time.max(1) as u128, a.patch_freq.max(1) as u128);
+    let (frames, mels) = (a.frames as f64, a.mel.n_mels as f64);
+    let (pt, pf) = (a.patch_time.max(1) as f64, a.patch_freq.max(1) as f64);
     let patches = (frames / pt) * (mels / pf);
-    let d = r.model.dim as u128;
+    let d = r.model.dim as f64;
     Some(Footprint {
-        tokens: patches + 1,
+        tokens: (patches + 1.0) as u128,
         tokens_key: "data.audio.frames",
-        input_values: frames * mels,
-        patch_values: pt * pf,
-        embed_params: pt * pf * d + d + 2 * d,
+        input_values: (frames * mels) as u128,
+        patch_values: (pt * pf) as u128,
+        embed_params: (pt * pf * d + d + 2.0 * d) as u128,
         embed_key: "data.audio.frames",
         output_values: 0,
     })
@@ -191,13 +191,13 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
         Masking::Time => gt >= 2,
         Masking::Frequency => gf >= 2,
         Masking::TimeFrequency => gt >= 2 && gf >= 2,
-        _ => gt * gf >= 2,
+        _ => gt.saturating_mul(gf) >= 2,
     };
     check(axis_ok, file, "objective.masking", || {
         format!("the patch grid ({gt} time x {gf} frequency) is too small to mask along that axis")
     })?;
     if masking == Masking::Random {
-        crate::recipe::check_masked_grid(r, gt * gf, file)?;
+        crate::recipe::check_masked_grid(r, gt.saturating_mul(gf), file)?;
     }
     Ok(())
 }

@@ -21,15 +21,15 @@ pub const RECIPE: ModalityRecipe = ModalityRecipe {
 
 fn footprint(r: &Recipe) -> Option<Footprint> {
     let img = r.data.image.as_ref()?;
-    let (size, channels, patch) = (img.size as u128, img.channels as u128, img.patch as u128);
-    let grid = size / patch.max(1);
-    let d = r.model.dim as u128;
+    let (size, channels, patch) = (img.size as f64, img.channels as f64, img.patch as f64);
+    let grid = size / patch.max(1.0);
+    let d = r.model.dim as f64;
     Some(Footprint {
-        tokens: grid * grid + 1,
+        tokens: (grid * grid + 1.0) as u128,
         tokens_key: "data.image.size",
-        input_values: size * size * channels,
-        patch_values: patch * patch * channels,
-        embed_params: patch * patch * channels * d + d + 2 * d,
+        input_values: (size * size * channels) as u128,
+        patch_values: (patch * patch * channels) as u128,
+        embed_params: (patch * patch * channels * d + d + 2.0 * d) as u128,
         embed_key: "data.image.size",
         output_values: 0,
     })
@@ -109,7 +109,7 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
         || "must be finite numbers".into(),
     )?;
     let grid = img.size / img.patch;
-    crate::recipe::check_masked_grid(r, grid * grid, file)?;
+    crate::recipe::check_masked_grid(r, grid.saturating_mul(grid), file)?;
     check(r.model.dim.is_multiple_of(4), file, "model.dim", || {
         format!(
             "{} must be divisible by 4 (2-D sin-cos positions)",

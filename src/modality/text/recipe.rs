@@ -21,20 +21,20 @@ pub const RECIPE: ModalityRecipe = ModalityRecipe {
 
 fn footprint(r: &Recipe) -> Option<Footprint> {
     let text = r.data.text.as_ref()?;
-    let tokens = text.max_len as u128;
+    let tokens = text.max_len as f64;
     // A tokenizer file's vocabulary is known once it is read; its default size stands in.
-    let vocab = text.tokenizer.as_ref().map_or(8000, |t| t.vocab_size) as u128;
-    let d = r.model.dim as u128;
+    let vocab = text.tokenizer.as_ref().map_or(8000, |t| t.vocab_size) as f64;
+    let d = r.model.dim as f64;
     Some(Footprint {
-        tokens,
+        tokens: tokens as u128,
         tokens_key: "data.text.max_len",
-        input_values: 2 * tokens,
+        input_values: (2.0 * tokens) as u128,
         patch_values: 0,
         // Word and type embeddings and their norm; the MLM head's transform and output bias
         // (its decoder is tied to the word embeddings). Positions are counted by tokens.
-        embed_params: (vocab + 2) * d + 2 * d + d * d + 3 * d + vocab,
+        embed_params: ((vocab + 2.0) * d + 2.0 * d + d * d + 3.0 * d + vocab) as u128,
         embed_key: "data.text.tokenizer.vocab_size",
-        output_values: tokens * vocab,
+        output_values: (tokens * vocab) as u128,
     })
 }
 
