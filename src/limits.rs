@@ -2,8 +2,6 @@
 //! read from a recipe, a config or a file header are turned into the bytes they imply and
 //! compared with one limit, the machine's memory unless `PRETEXT_MAX_ALLOC` says otherwise.
 
-use std::path::Path;
-
 /// The environment variable that sets the limit: bytes, or a number with a `K`, `M`, `G`
 /// or `T` suffix (powers of 1024), e.g. `PRETEXT_MAX_ALLOC=64G`.
 pub const ENV: &str = "PRETEXT_MAX_ALLOC";
@@ -80,28 +78,6 @@ pub fn check(bytes: u128, what: &str) -> std::result::Result<(), String> {
     ))
 }
 
-/// A plain file, not a FIFO, device, socket or folder (reading those could block forever or
-/// never end): the error names the path and what it is.
-pub fn regular_file(path: &Path) -> std::result::Result<(), String> {
-    use std::os::unix::fs::FileTypeExt;
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    let t = meta.file_type();
-    let kind = if t.is_file() {
-        return Ok(());
-    } else if t.is_dir() {
-        "a folder"
-    } else if t.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "a device"
-    } else {
-        "not a regular file"
-    };
-    Err(format!("is {kind}; pretext reads regular files only"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,23 +94,5 @@ mod tests {
         assert_eq!(parse_size("0"), None);
         assert_eq!(human(512), "512 B");
         assert_eq!(human(3 << 29), "1.5 GiB");
-    }
-
-    #[test]
-    fn a_fifo_is_not_a_regular_file() {
-        let dir = std::env::temp_dir().join(format!("pretext-fifo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let fifo = dir.join("pipe");
-        let _ = std::fs::remove_file(&fifo);
-        let ok = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            let err = regular_file(&fifo).unwrap_err();
-            assert!(err.contains("FIFO"), "{err}");
-        }
-        assert!(regular_file(&dir).unwrap_err().contains("folder"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -160,7 +160,7 @@ pub fn check_paths(r: &Recipe, file: &Path) -> Result<()> {
             }
             // A folder is walked; anything else is read, and must be a plain file.
             if !p.is_dir() {
-                crate::limits::regular_file(p).map_err(|m| Error::InvalidValue {
+                crate::input::regular_file(p).map_err(|m| Error::InvalidValue {
                     file: file.to_path_buf(),
                     key: format!("{key}.{k}"),
                     message: format!("{} {m}", p.display()),
