@@ -199,7 +199,9 @@ mod tests {
                 .unwrap();
             let composed = cross_entropy_composed(x.as_tensor(), &t, eps).unwrap();
             let scale = composed.abs().unwrap().to_scalar::<f32>().unwrap().max(1.0);
-            assert_same_with_gradients(&fused, &composed, &[&x], 2e-6 * scale, 1e-6);
+            // Gradients are about 0.1-1 in size; the inputs are random on every run, and
+            // 1e-6 was once exceeded (1.6e-6, f32 rounding of a 3-class softmax).
+            assert_same_with_gradients(&fused, &composed, &[&x], 2e-6 * scale, 1e-5);
         }
     }
 
