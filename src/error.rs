@@ -7,7 +7,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}{}", path.display(), io_hint(source))]
     Io {
         path: PathBuf,
         #[source]
@@ -120,5 +120,16 @@ impl Error {
             expected: expected.to_string(),
             found: found.to_string(),
         }
+    }
+}
+
+/// What to do about an I/O error, where there is something to say.
+fn io_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            "; free some space and try again (an interrupted run resumes from its last \
+             checkpoint with `pretext run RUN_DIR`)"
+        }
+        _ => "",
     }
 }

@@ -48,11 +48,73 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        let (first, rest) = bytes.split_at(bytes.len() / 2);
+        f.write_all(first)?;
+        if let Some(pause) = write_pause() {
+            std::thread::sleep(pause);
+        }
+        f.write_all(rest)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    // A write that failed (a full disk, say) leaves neither a partial file nor its
+    // temporary one, which would keep the disk full; what was there before is untouched.
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// `PRETEXT_WRITE_PAUSE_MS`: a pause halfway through every atomic write, which widens the
+/// moment a crash test aims its kills at (a half-written temporary file). Unset: none.
+fn write_pause() -> Option<std::time::Duration> {
+    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *PAUSE.get_or_init(|| {
+        std::env::var("PRETEXT_WRITE_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_millis)
+    })
+}
+
+/// The process id in a hidden scratch name `.NAME{marker}PID` (a temporary file of
+/// [`write_atomic`] has the marker `.tmp`), or `None` when `name` is not one.
+pub fn owner_pid(name: &str, marker: &str) -> Option<u32> {
+    name.strip_prefix('.')?.rsplit_once(marker)?.1.parse().ok()
+}
+
+/// Removes the temporary files that writes into `dir` by processes no longer running left
+/// behind (a process killed in the middle of a write leaves one), saying so on stderr.
+pub fn remove_stale_temps(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let owner = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| owner_pid(n, ".tmp"));
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if let (Some(pid), true) = (owner, is_file) {
+            if !process_running(pid) {
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                eprintln!("removed {} (left by an interrupted write)", path.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a process `pid` is running (this one is). Where that cannot be told (no
+/// `/proc`), only this process counts as running.
+pub fn process_running(pid: u32) -> bool {
+    pid == std::process::id()
+        || (Path::new("/proc/self").exists() && Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// A safetensors file's tensors (converted to candle, on `device`) and metadata.
@@ -139,6 +201,10 @@ pub fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
             return Err(format!("tensor `{name}` is named twice in the header"));
         }
         if name == "__metadata__" {
+            let strings = info.as_object().map(|m| m.values().all(|v| v.is_string()));
+            if strings != Some(true) {
+                return Err("`__metadata__` must map names to strings".into());
+            }
             continue;
         }
         let size = match info["dtype"].as_str() {
@@ -146,7 +212,13 @@ pub fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
             Some("F32" | "I32" | "U32") => 4,
             Some("F16" | "BF16" | "I16" | "U16") => 2,
             Some("U8" | "I8" | "BOOL" | "F8_E4M3" | "F8_E5M2") => 1,
-            _ => continue, // the crate reports what it does not know
+            Some(other) => {
+                return Err(format!(
+                    "tensor `{name}`: dtype `{other}` is not one pretext reads (F64, F32, \
+                     F16, BF16, F8_E4M3, F8_E5M2, I64, I32, I16, I8, U64, U32, U16, U8, BOOL)"
+                ))
+            }
+            None => return Err(format!("tensor `{name}`: no `dtype` string")),
         };
         let shape: Option<Vec<u128>> = info["shape"]
             .as_array()

@@ -91,3 +91,26 @@ pub fn kill_after_first_checkpoint(mut child: std::process::Child, ckpts: &Path)
     child.wait().unwrap();
     checkpoint::list(ckpts).unwrap().last().unwrap().0
 }
+
+/// Every tensor (model and optimizer state) of the latest checkpoint in `run_dir`, as bits.
+pub fn final_weights(run_dir: &Path) -> std::collections::BTreeMap<String, Vec<u32>> {
+    let path = pretext::train::checkpoint::latest(&run_dir.join("checkpoints"))
+        .unwrap()
+        .unwrap();
+    let c = pretext::train::checkpoint::load(&path, &candle_core::Device::Cpu).unwrap();
+    c.model
+        .iter()
+        .chain(c.optim.iter())
+        .map(|(k, t)| {
+            let bits = t
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|f| f.to_bits())
+                .collect();
+            (k.clone(), bits)
+        })
+        .collect()
+}

@@ -4,35 +4,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
-use candle_core::Device;
 use pretext::recipe;
 use pretext::run::{self, RunOptions};
 use pretext::train::checkpoint;
-
-fn final_weights(run_dir: &Path) -> std::collections::BTreeMap<String, Vec<u32>> {
-    let path = checkpoint::latest(&run_dir.join("checkpoints"))
-        .unwrap()
-        .unwrap();
-    let c = checkpoint::load(&path, &Device::Cpu).unwrap();
-    c.model
-        .iter()
-        .chain(c.optim.iter())
-        .map(|(k, t)| {
-            let bits = t
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .iter()
-                .map(|f| f.to_bits())
-                .collect();
-            (k.clone(), bits)
-        })
-        .collect()
-}
 
 #[test]
 fn stopped_and_resumed_run_is_bitwise_equal_to_uninterrupted() {
@@ -69,7 +45,10 @@ fn stopped_and_resumed_run_is_bitwise_equal_to_uninterrupted() {
     let r = run::resume(&resumed, &[], &RunOptions::default()).unwrap();
     assert_eq!(r.steps, 6);
 
-    let (a, b) = (final_weights(&straight), final_weights(&resumed));
+    let (a, b) = (
+        common::final_weights(&straight),
+        common::final_weights(&resumed),
+    );
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (k, v) in &a {
         assert!(v == &b[k], "tensor `{k}` differs after resumption");
@@ -134,8 +113,8 @@ fn a_truncated_latest_checkpoint_is_set_aside_and_the_previous_one_resumed() {
         "the unreadable checkpoint is kept, moved aside"
     );
     let (a, b) = (
-        final_weights(&tmp.path().join("straight")),
-        final_weights(&resumed),
+        common::final_weights(&tmp.path().join("straight")),
+        common::final_weights(&resumed),
     );
     for (k, v) in &a {
         assert!(

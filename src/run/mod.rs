@@ -148,8 +148,7 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
 pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
     // Data and model first: a recipe that cannot run leaves no run directory behind.
     let p = prepare(&loaded.recipe, &loaded.file, None)?;
-    let run_dir = new_run_dir(loaded, opts)?;
-    p.write_run_files(&run_dir, true)?;
+    let run_dir = new_run_dir(loaded, opts, |dir| p.write_run_files(dir, true))?;
     execute(&*p, &loaded.recipe, &run_dir, &loaded.file, opts)
 }
 
@@ -160,6 +159,7 @@ pub fn resume(run_dir: &Path, overrides: &[Override], opts: &RunOptions) -> Resu
     let loaded = recipe::load(&file, overrides)?;
     // Before anything is written: a refused resume leaves the run as it was.
     settings::verify(run_dir, &loaded.recipe, &opts.allow_changed)?;
+    dir::remove_stale_temps(run_dir)?;
     if checkpoint::list(&run_dir.join("checkpoints"))?.is_empty() {
         settings::check_fresh_start(run_dir, opts.restart)?;
     }
@@ -171,28 +171,18 @@ pub fn resume(run_dir: &Path, overrides: &[Override], opts: &RunOptions) -> Resu
     execute(&*p, &loaded.recipe, run_dir, &file, opts)
 }
 
-/// Creates the run directory of a new run and writes the resolved recipe into it.
-fn new_run_dir(loaded: &Loaded, opts: &RunOptions) -> Result<PathBuf> {
-    let run_dir = match &opts.out {
-        Some(out) => {
-            // Parents as `mkdir -p` makes them; the run directory itself must be new.
-            if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-            }
-            std::fs::create_dir(out).map_err(|e| Error::io(out, e))?;
-            out.clone()
-        }
-        None => dir::create(
-            opts.runs_root.as_deref().unwrap_or(Path::new("runs")),
-            &loaded.recipe.name,
-        )?,
+/// Creates the run directory of a new run, complete with its resolved recipe, or nothing.
+fn new_run_dir(
+    loaded: &Loaded,
+    opts: &RunOptions,
+    fill: impl Fn(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let root = opts.runs_root.as_deref().unwrap_or(Path::new("runs"));
+    let target = match &opts.out {
+        Some(out) => dir::Target::Exactly(out),
+        None => dir::Target::Numbered(root, &loaded.recipe.name),
     };
-    // A run directory is complete or absent: one without its recipe (a full disk, say)
-    // could be neither resumed nor reused.
-    if let Err(e) = dir::write_recipe(&run_dir, &loaded.recipe, &loaded.file) {
-        let _ = std::fs::remove_dir_all(&run_dir);
-        return Err(e);
-    }
+    let run_dir = dir::create(target, &loaded.recipe, &loaded.file, fill)?;
     eprintln!("run directory: {}", run_dir.display());
     Ok(run_dir)
 }

@@ -99,7 +99,7 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
 /// the one before it is tried; what was skipped and why is said on stderr. Temporary files
 /// left by writes that never finished are removed first.
 pub fn resume_from(dir: &Path, device: &Device) -> Result<Option<Checkpoint>> {
-    remove_stale_temps(dir)?;
+    crate::tensor_io::remove_stale_temps(dir)?;
     let mut all = list(dir)?;
     while let Some((_, path)) = all.pop() {
         match load(&path, device) {
@@ -121,38 +121,6 @@ pub fn resume_from(dir: &Path, device: &Device) -> Result<Option<Checkpoint>> {
         }
     }
     Ok(None)
-}
-
-/// Removes the temporary files (`.NAME.tmpPID`) that writes into `dir` by processes no
-/// longer running left behind: a run killed while writing a checkpoint leaves one.
-pub fn remove_stale_temps(dir: &Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries {
-        let path = entry.map_err(|e| Error::io(dir, e))?.path();
-        let Some(pid) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .filter(|n| n.starts_with('.'))
-            .and_then(|n| n.rsplit_once(".tmp"))
-            .and_then(|(_, pid)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !process_running(pid) {
-            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-            eprintln!("removed {} (left by an interrupted write)", path.display());
-        }
-    }
-    Ok(())
-}
-
-/// Whether a process `pid` is running (this one is). Where that cannot be told (no
-/// `/proc`), only this process counts as running.
-fn process_running(pid: u32) -> bool {
-    pid == std::process::id()
-        || (Path::new("/proc/self").exists() && Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// Whether a safetensors file's metadata marks it as a training checkpoint.
