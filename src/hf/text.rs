@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::bert::{self, TextKind, TextSpec};
 use super::checkpoint::{reject_leftovers, take_prefixed, weights_file, CONFIG_FILE, WEIGHTS_FILE};
+use super::loss::{classifier_loss, mlm_loss};
 use crate::backbone::{pool, Linear, Mode, Pooling, Tokens};
 use crate::error::{Error, Result};
 use crate::modality::text::pack::pad_batch;
@@ -36,7 +37,7 @@ pub struct TextLoaded {
 
 /// `model_type` of the `config.json` in `dir`, if it has one that says.
 pub fn model_type(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join(CONFIG_FILE)).ok()?;
+    let text = crate::input::read_to_string(&dir.join(CONFIG_FILE)).ok()?;
     let v: Value = serde_json::from_str(&text).ok()?;
     v.get("model_type")?.as_str().map(str::to_string)
 }
@@ -48,9 +49,7 @@ pub fn is_text_type(model_type: &str) -> bool {
 
 /// Loads `tokenizer.json` (errors name the file).
 pub fn read_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
-    crate::input::check_regular(path)?;
-    tokenizers::Tokenizer::from_file(path)
-        .map_err(|e| Error::data(path, format!("cannot read the tokenizer: {e}")))
+    crate::modality::text::tokenizer::read_checked(path)
 }
 
 /// Errors when the tokenizer can produce ids the embedding table does not have.
@@ -274,82 +273,6 @@ impl TextModel {
     }
 }
 
-/// `…ForSequenceClassification`'s loss: cross-entropy for integer labels `[B]` with several
-/// classes, mean squared error for one output (regression, labels `[B]` float).
-pub fn classifier_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    let (b, n) = logits.dims2()?;
-    if labels.dims() != [b] {
-        return Err(Error::Usage(format!(
-            "inputs: `labels` must have shape [{b}] (one per sequence), found {:?}",
-            labels.dims()
-        )));
-    }
-    if n == 1 {
-        let l = labels.to_dtype(DType::F32)?;
-        return Ok((logits.squeeze(1)? - l)?.sqr()?.mean_all()?);
-    }
-    if labels.dtype().is_float() {
-        return Err(Error::Usage(
-            "inputs: `labels` must be integer class indices (multi-label classification is \
-             not supported)"
-                .into(),
-        ));
-    }
-    let l = labels.to_dtype(DType::I64)?;
-    let bad = l
-        .to_vec1::<i64>()?
-        .into_iter()
-        .find(|&x| x < 0 || x as usize >= n);
-    if let Some(x) = bad {
-        return Err(Error::Usage(format!(
-            "inputs: label {x} is out of range for {n} classes"
-        )));
-    }
-    Ok(candle_nn::loss::cross_entropy(logits, &l)?)
-}
-
-/// Mean cross-entropy of `logits [B, T, V]` over the tokens whose `labels [B, T]` are not
-/// -100 (NaN when there are none, as in PyTorch).
-pub fn mlm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    let (b, t, v) = logits.dims3()?;
-    if labels.dims() != [b, t] {
-        return Err(Error::Usage(format!(
-            "inputs: `labels` must have shape [{b}, {t}] like input_ids, found {:?}",
-            labels.dims()
-        )));
-    }
-    let flat = labels
-        .to_dtype(DType::I64)?
-        .flatten_all()?
-        .to_vec1::<i64>()?;
-    let mut keep = Vec::new();
-    let mut targets = Vec::new();
-    for (i, &l) in flat.iter().enumerate() {
-        if l == -100 {
-            continue;
-        }
-        if l < 0 || l as usize >= v {
-            return Err(Error::Usage(format!(
-                "inputs: label {l} at [{}, {}] is out of range for a vocabulary of {v}",
-                i / t,
-                i % t
-            )));
-        }
-        keep.push(i as u32);
-        targets.push(l);
-    }
-    let dev = logits.device();
-    if keep.is_empty() {
-        return Ok(Tensor::new(f32::NAN, dev)?);
-    }
-    let n = keep.len();
-    let rows = logits
-        .reshape((b * t, v))?
-        .index_select(&Tensor::from_vec(keep, n, dev)?, 0)?;
-    let targets = Tensor::from_vec(targets, n, dev)?;
-    Ok(candle_nn::loss::cross_entropy(&rows, &targets)?)
-}
-
 /// What a user of the export should know, if anything.
 pub fn notes(spec: &TextSpec) -> Option<String> {
     match spec.kind {
@@ -397,9 +320,6 @@ pub fn export(
             pooler: tensors.contains_key("pooler.dense.weight"),
         }
     };
-    if let Some(tok) = tokenizer {
-        check_tokenizer(&read_tokenizer(tok)?, tok, cfg.vocab_size)?;
-    }
     let spec = TextSpec {
         config: cfg.clone(),
         kind,
@@ -415,6 +335,10 @@ fn write(
     out: &Path,
     origin: &str,
 ) -> Result<Vec<PathBuf>> {
+    // Whatever the source, a tokenizer is copied only if it loads and fits the model.
+    if let Some(tok) = tokenizer {
+        check_tokenizer(&read_tokenizer(tok)?, tok, spec.config.vocab_size)?;
+    }
     let cfg = bert::config_json(spec, base)?;
     let prefix = match spec.kind {
         TextKind::Encoder { .. } => "",
@@ -465,7 +389,7 @@ fn write(
 /// tokenizer), which it truncates to rather than the model's positions.
 pub fn sentence_max_len(tokenizer: &Path) -> Option<usize> {
     let path = tokenizer.parent()?.join("sentence_bert_config.json");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let v: Value = serde_json::from_str(&crate::input::read_to_string(&path).ok()?).ok()?;
     v.get("max_seq_length")?.as_u64().map(|n| n as usize)
 }
 

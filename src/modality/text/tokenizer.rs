@@ -96,16 +96,72 @@ fn tk_err(origin: &str, what: &str, e: impl std::fmt::Display) -> Error {
     Error::data(origin, format!("{what}: {e}"))
 }
 
+/// A `TemplateProcessing` post-processor (alone or in a `Sequence`) that `tokenizers` loads
+/// but panics on at the first encoding is refused when the file is loaded: a template using
+/// a special token `special_tokens` does not define, a `single` template using sequence `B`,
+/// a special token with unequal `ids` and `tokens`. (Found by fuzzing.) Both are told by
+/// their fields, as `tokenizers` reads them untagged: a wrong `type` does not hide them.
+fn check_post_processor(pp: Option<&serde_json::Value>) -> std::result::Result<(), String> {
+    let Some(pp) = pp else { return Ok(()) };
+    if let Some(all) = pp.get("processors").and_then(|p| p.as_array()) {
+        all.iter().try_for_each(|p| check_post_processor(Some(p)))?;
+    }
+    let defined = pp.get("special_tokens").and_then(|s| s.as_object());
+    for (name, token) in defined.into_iter().flatten() {
+        let len = |k: &str| token.get(k).and_then(|v| v.as_array()).map(|a| a.len());
+        if len("ids") != len("tokens") {
+            return Err(format!(
+                "the special token `{name}` has {:?} ids but {:?} tokens",
+                len("ids"),
+                len("tokens")
+            ));
+        }
+    }
+    for which in ["single", "pair"] {
+        let pieces = pp.get(which).and_then(|p| p.as_array());
+        for piece in pieces.into_iter().flatten() {
+            if which == "single"
+                && piece.pointer("/Sequence/id").and_then(|i| i.as_str()) == Some("B")
+            {
+                return Err("the `single` template uses sequence `B`".into());
+            }
+            let Some(id) = piece.pointer("/SpecialToken/id").and_then(|i| i.as_str()) else {
+                continue;
+            };
+            if !defined.is_some_and(|d| d.contains_key(id)) {
+                return Err(format!(
+                    "the `{which}` template uses the special token `{id}`, which \
+                     `special_tokens` does not define"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a `tokenizer.json` as the `tokenizers` library does, after the checks it lacks:
+/// a regular file ([`crate::input`]), valid JSON (it panics on some invalid JSON), and a
+/// post-processor it will not panic on ([`check_post_processor`]); should it panic on
+/// something else, that is this file's error too. (Found by fuzzing: `tests/fuzz`.)
+pub fn read_checked(path: &Path) -> Result<Tokenizer> {
+    let text = crate::input::read_to_string(path)?;
+    let not_a_tokenizer = |e: &dyn std::fmt::Display| {
+        Error::data(path, format!("not a Hugging Face tokenizer.json: {e}"))
+    };
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| not_a_tokenizer(&e))?;
+    check_post_processor(json.get("post_processor"))
+        .map_err(|e| Error::data(path, format!("`post_processor`: {e}")))?;
+    std::panic::catch_unwind(|| text.parse::<Tokenizer>())
+        .map_err(|_| not_a_tokenizer(&"the tokenizers library failed on it (see above)"))?
+        .map_err(|e| not_a_tokenizer(&e))
+}
+
 impl TextTokenizer {
     /// Loads a `tokenizer.json`. Errors name the file: unreadable, not a tokenizer, or without
     /// the `[CLS] [SEP] [PAD] [MASK]` (or `<s> </s> <pad> <mask>`) tokens MLM needs.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = crate::input::read_to_string(path)?;
-        let inner: Tokenizer = text
-            .parse()
-            .map_err(|e| Error::data(path, format!("not a Hugging Face tokenizer.json: {e}")))?;
-        Self::from_tokenizer(inner, &path.display().to_string())
+        Self::from_tokenizer(read_checked(path)?, &path.display().to_string())
     }
 
     /// Wraps an in-memory tokenizer; `origin` names it in errors.
@@ -257,7 +313,7 @@ impl TextTokenizer {
             .inner
             .to_string(true)
             .map_err(|e| Error::data(path, format!("cannot serialise the tokenizer: {e}")))?;
-        std::fs::write(path, text).map_err(|e| Error::io(path, e))
+        crate::tensor_io::write_atomic(path, text.as_bytes())
     }
 
     /// The underlying Hugging Face tokenizer.
@@ -441,4 +497,30 @@ fn resolve_specials(tk: &Tokenizer) -> std::result::Result<Specials, String> {
          [CLS] [SEP] [PAD] [MASK] nor <s> </s> <pad> <mask> are all present (missing: {})",
         missing.join(" ")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_using_an_undefined_special_token_is_refused_at_load() {
+        let good = std::fs::read_to_string("tests/fixtures/hf/bert_model/tokenizer.json").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("tokenizer.json");
+        // The template says `_CLS]`, special_tokens defines `[CLS]` (found by fuzzing:
+        // `tokenizers` panics at the first encoding).
+        let bad = good.replacen("\"id\": \"[CLS]\"", "\"id\": \"_CLS]\"", 1);
+        assert_ne!(bad, good);
+        std::fs::write(&path, bad).unwrap();
+        let e = TextTokenizer::from_file(&path).err().unwrap().to_string();
+        assert!(e.contains("tokenizer.json") && e.contains("`_CLS]`"), "{e}");
+        std::fs::write(&path, good).unwrap();
+        let tk = TextTokenizer::from_file(&path).unwrap();
+        assert!(!tk
+            .encode("to be or not to be", true)
+            .unwrap()
+            .ids
+            .is_empty());
+    }
 }
