@@ -37,7 +37,7 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
 /// config.json names its family.
 fn hf_family(path: &Path) -> Option<String> {
     let dir = if path.is_dir() { path } else { path.parent()? };
-    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let text = crate::input::read_to_string(&dir.join("config.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     let model_type = v.get("model_type")?.as_str()?;
     let arch = v

@@ -298,10 +298,13 @@ fn embed_audio_gives_one_row_per_file_and_averages_windows() {
     assert!(rows[..3].iter().all(|r| r["windows"] == 1));
     assert_ne!(embedding(&rows[0]), embedding(&rows[1]));
 
-    // The long file's embedding is the mean of its windows', embedded as separate files.
+    // The long file's embedding is the mean of its windows', embedded as separate files:
+    // three of 15,200 samples, then the last 15,200 (ending at the end of the file).
     let mut args: Vec<&str> = vec!["embed", "--model", s(run), "--audio"];
-    let parts: Vec<PathBuf> = long
-        .chunks(15_200)
+    let mut windows: Vec<&[f32]> = long.chunks_exact(15_200).collect();
+    windows.push(&long[long.len() - 15_200..]);
+    let parts: Vec<PathBuf> = windows
+        .into_iter()
         .enumerate()
         .map(|(i, c)| {
             let p = tmp.path().join(format!("part{i}.wav"));

@@ -6,94 +6,17 @@
 //! The inputs that cannot live in git (a FIFO, a link loop, an image header declaring a
 //! huge canvas) are made by the test itself in a temporary folder.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod hostile_support;
+
+use std::path::Path;
+use std::process::Command;
+
+use hostile_support::{mkfifo, refused, safetensors, scratch};
 
 const QUICK: &str = "recipes/quickstart.toml";
 const TEXT: &str = "recipes/mlm-shakespeare-sample.toml";
 const AUDIO: &str = "recipes/audio-mae-words-sample.toml";
 const FOLDER: &str = "recipes/mae-image-folder.toml";
-
-/// Address space the binary may reserve (ulimit -v, KiB): far below what any of the
-/// absurd sizes would allocate, far above what a normal check needs.
-const ADDRESS_SPACE_KIB: u64 = 8 << 20;
-const TIME_LIMIT: Duration = Duration::from_secs(60);
-
-struct Outcome {
-    code: Option<i32>,
-    stderr: String,
-    elapsed: Duration,
-}
-
-/// Runs `pretext ARGS` under the budget; a run past the time limit is killed.
-fn pretext(args: &[&str]) -> Outcome {
-    let script = format!("ulimit -v {ADDRESS_SPACE_KIB} && exec \"$0\" \"$@\"");
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .arg(env!("CARGO_BIN_EXE_pretext"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if start.elapsed() > TIME_LIMIT {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("pretext {args:?} ran past {TIME_LIMIT:?} (a hang)");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    Outcome {
-        code,
-        stderr,
-        elapsed: start.elapsed(),
-    }
-}
-
-/// The run failed cleanly, and its error contains every one of `names`.
-fn refused(args: &[&str], names: &[&str]) -> String {
-    let o = pretext(args);
-    assert!(
-        !o.stderr.contains("panicked") && o.code == Some(1),
-        "pretext {args:?}: expected a clean error (exit 1), got {:?} after {:?}:\n{}",
-        o.code,
-        o.elapsed,
-        o.stderr
-    );
-    assert!(o.stderr.contains("error:"), "{}", o.stderr);
-    for n in names {
-        assert!(
-            o.stderr.contains(n),
-            "pretext {args:?}: the error does not name `{n}`:\n{}",
-            o.stderr
-        );
-    }
-    o.stderr
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pretext-hostile-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 #[test]
 fn absurd_model_sizes_are_refused_before_allocating() {
@@ -191,13 +114,6 @@ fn degenerate_settings_are_errors_not_silent_runs() {
     ] {
         refused(&["recipe", "check", QUICK, "--set", set], &[QUICK, key]);
     }
-}
-
-fn mkfifo(path: &Path) -> bool {
-    Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 #[test]
@@ -310,13 +226,6 @@ fn an_image_declaring_a_huge_canvas_is_refused_before_decoding() {
 }
 
 /// A safetensors file from a raw header and data.
-fn safetensors(header: &str, data: &[u8]) -> Vec<u8> {
-    let mut out = (header.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
-}
-
 #[test]
 fn lying_safetensors_headers_name_the_tensor() {
     let dir = scratch("st");
@@ -339,6 +248,16 @@ fn lying_safetensors_headers_name_the_tensor() {
             "outside.safetensors",
             r#"{"w":{"dtype":"F32","shape":[1000],"data_offsets":[0,4000]}}"#,
             "tensor `w`",
+        ),
+        (
+            "dtype.safetensors",
+            r#"{"w":{"dtype":"Q9","shape":[4],"data_offsets":[0,16]}}"#,
+            "tensor `w`: dtype `Q9`",
+        ),
+        (
+            "metadata.safetensors",
+            r#"{"__metadata__":{"format":1},"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+            "`__metadata__`",
         ),
     ];
     for (name, header, expected) in cases {

@@ -189,7 +189,7 @@ pub fn embed_audio(
                     m.spec.hf_class()
                 )));
             }
-            let normalize = hf::audio::do_normalize(&m.origin);
+            let normalize = hf::audio::do_normalize(&m.origin)?;
             AudioEmbedder::Waveform(hf::audio::AudioModel::build(&m, &dev)?, normalize)
         }
         run::source::AnyModel::Spectrogram(m) => {
@@ -210,7 +210,7 @@ pub fn embed_audio(
         let parts = windows(&wav.samples, window);
         if parts.len() > 1 {
             eprintln!(
-                "{}: {seconds:.2} s is longer than the model's {:.2} s window: embedded as {} consecutive windows, averaged",
+                "{}: {seconds:.2} s is longer than the model's {:.2} s window: embedded as {} consecutive windows (the last one ending at the end of the file), averaged",
                 path.display(),
                 window as f64 / rate as f64,
                 parts.len()
@@ -218,7 +218,10 @@ pub fn embed_audio(
         }
         let mut sum: Option<candle_core::Tensor> = None;
         for chunk in parts.chunks(16) {
-            let e = embedder.embed(chunk, pooling, &dev)?.sum(0)?;
+            let e = embedder
+                .embed(chunk, pooling, &dev)
+                .map_err(|e| Error::data(path, e.to_string()))?
+                .sum(0)?;
             sum = Some(match sum {
                 Some(s) => (s + e)?,
                 None => e,

@@ -202,19 +202,32 @@ pub fn write_hf(m: &AudioLoaded, out: &Path) -> Result<Vec<PathBuf>> {
 
 /// Whether the feature extractor next to a model normalises each input to zero mean and unit
 /// variance (`do_normalize` in `preprocessor_config.json`; `Wav2Vec2FeatureExtractor`'s
-/// default, true, when there is no such file).
-pub fn do_normalize(origin: &str) -> bool {
+/// default, true, when there is no such file or it does not say). A file that is there but
+/// is not JSON, or whose `do_normalize` is not true or false, is an error naming it: a
+/// wrong guess would silently change every input.
+pub fn do_normalize(origin: &str) -> Result<bool> {
     let dir = Path::new(origin);
     let dir = if dir.is_file() {
         dir.parent().unwrap_or(dir)
     } else {
         dir
     };
-    std::fs::read_to_string(dir.join("preprocessor_config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .and_then(|v| v.get("do_normalize").and_then(Value::as_bool))
-        .unwrap_or(true)
+    let path = dir.join("preprocessor_config.json");
+    if !path.exists() {
+        return Ok(true);
+    }
+    let text = crate::input::read_to_string(&path)?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::data(&path, format!("invalid JSON: {e}")))?;
+    match v.get("do_normalize") {
+        None | Some(Value::Null) => Ok(true),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(Error::InvalidValue {
+            file: path.clone(),
+            key: "do_normalize".into(),
+            message: format!("must be true or false, not {other}"),
+        }),
+    }
 }
 
 pub use crate::modality::audio::waveform::zero_mean_unit_var;

@@ -28,6 +28,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod export;
 pub mod hub;
+pub mod loss;
 pub mod model;
 pub mod source;
 pub mod spec;

@@ -148,18 +148,9 @@ impl Model {
                     .classifier
                     .forward(&pool(&h, c.pooling, Tokens::ClsThenPatches)?)?;
                 if let Some(labels) = input("labels") {
-                    let n = logits.dim(0)?;
-                    if labels.dims() != [n] || labels.dtype().is_float() {
-                        return Err(Error::Usage(format!(
-                            "inputs: `labels` must be integer class indices of shape [{n}], found {:?} {:?}",
-                            labels.dtype(),
-                            labels.dims()
-                        )));
-                    }
-                    let labels = labels.to_dtype(DType::I64)?;
                     out.insert(
                         "loss".into(),
-                        candle_nn::loss::cross_entropy(&logits, &labels)?,
+                        super::loss::classifier_loss(&logits, labels)?,
                     );
                 }
                 out.insert("logits".into(), logits);

@@ -156,7 +156,7 @@ impl Downstream<'_> {
                     "seed": self.seed,
                 });
                 let cached_file = dir.join("result.json");
-                if let Some(c) = std::fs::read_to_string(&cached_file)
+                if let Some(c) = crate::input::read_to_string(&cached_file)
                     .ok()
                     .and_then(|t| serde_json::from_str::<Cached>(&t).ok())
                     .filter(|c| c.settings == settings)
@@ -309,7 +309,7 @@ impl Downstream<'_> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let checkpoints = dir.join("checkpoints");
         let settings_file = dir.join("settings.json");
-        let same = std::fs::read_to_string(&settings_file)
+        let same = crate::input::read_to_string(&settings_file)
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .is_some_and(|s| &s == settings);

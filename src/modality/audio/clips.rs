@@ -97,13 +97,19 @@ pub fn fit_length(samples: &[f32], n: usize) -> Vec<f32> {
     }
 }
 
-/// `samples` as consecutive windows of `len` (the last one shorter); one window when it fits.
+/// `samples` as consecutive windows of `len`, one window when it fits. Every window is
+/// full length: the last one ends at the end of `samples`, overlapping the one before when
+/// the length is not a multiple of `len` (a short remainder, a few samples, say, would be
+/// too short for a model to encode).
 pub fn windows(samples: &[f32], len: usize) -> Vec<&[f32]> {
     if samples.len() <= len || len == 0 {
-        vec![samples]
-    } else {
-        samples.chunks(len).collect()
+        return vec![samples];
     }
+    let mut parts: Vec<&[f32]> = samples.chunks_exact(len).collect();
+    if !samples.len().is_multiple_of(len) {
+        parts.push(&samples[samples.len() - len..]);
+    }
+    parts
 }
 
 /// What each clip of a [`ClipSet`] holds.
@@ -340,6 +346,18 @@ impl MakeBatch for SpectrogramBatches {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn windows_are_all_full_length_the_last_ending_at_the_end() {
+        let x: Vec<f32> = (0..25).map(|i| i as f32).collect();
+        let w = windows(&x, 10);
+        assert_eq!(w.len(), 3);
+        assert!(w.iter().all(|p| p.len() == 10));
+        assert_eq!(w[2][9], 24.0);
+        assert_eq!(w[2][0], 15.0);
+        assert_eq!(windows(&x[..20], 10).len(), 2);
+        assert_eq!(windows(&x[..7], 10), vec![&x[..7]]);
+    }
+
     use super::*;
 
     #[test]

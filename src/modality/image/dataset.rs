@@ -10,6 +10,7 @@ use image::{GrayImage, RgbImage};
 use rayon::prelude::*;
 
 use super::augment::{resize, Augment};
+use super::budget::Held;
 use super::folder;
 use super::idx::{read_idx_images, read_idx_labels};
 use crate::error::{Error, Result};
@@ -164,13 +165,14 @@ impl ImageDataset {
         }
     }
 
-    /// Example `i` as an image at its own size, in `self.channels` channels.
-    fn picture(&self, i: usize) -> Result<Picture> {
-        match &self.storage {
+    /// Example `i` as an image at its own size, in `self.channels` channels, with its share
+    /// of the decoding budget when it was decoded from a file (keep it while the picture lives).
+    fn picture(&self, i: usize) -> Result<(Picture, Option<Held<'static>>)> {
+        Ok(match &self.storage {
             Storage::Memory(pixels) => {
                 let (s, plane) = (self.size as u32, self.size * self.size);
                 let px = &pixels[i * self.channels * plane..(i + 1) * self.channels * plane];
-                Ok(if self.channels == 1 {
+                let picture = if self.channels == 1 {
                     Picture::Luma(GrayImage::from_fn(s, s, |x, y| {
                         image::Luma([px[(y * s + x) as usize]])
                     }))
@@ -179,17 +181,19 @@ impl ImageDataset {
                         let at = (y * s + x) as usize;
                         image::Rgb([px[at], px[plane + at], px[2 * plane + at]])
                     }))
-                })
+                };
+                (picture, None)
             }
             Storage::Folder(files) => {
-                let img = folder::decode(&files[i])?;
-                Ok(if self.channels == 1 {
+                let (img, held) = folder::decode(&files[i])?;
+                let picture = if self.channels == 1 {
                     Picture::Luma(img.into_luma8())
                 } else {
                     Picture::Rgb(img.into_rgb8())
-                })
+                };
+                (picture, Some(held))
             }
-        }
+        })
     }
 
     /// Example `i` as `[C, size, size]` u8, augmented with `augment`'s stream for
@@ -207,7 +211,8 @@ impl ImageDataset {
             return Ok(pixels[i * per..(i + 1) * per].to_vec());
         }
         let s = self.size as u32;
-        Ok(match self.picture(i)? {
+        let (picture, _held) = self.picture(i)?;
+        Ok(match picture {
             Picture::Luma(img) => match augment {
                 Some((a, epoch)) => a.apply(&img, s, &mut a.rng(epoch, i)).into_raw(),
                 None => resize(&img, s).into_raw(),

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageReader};
 
+use super::budget::Held;
 use crate::error::{Error, Result};
 use crate::modality::files::{files_under, sorted_entries};
 
@@ -105,8 +106,10 @@ pub fn scan(root: &Path) -> Result<FolderIndex> {
 pub const MAX_PIXELS: u64 = 89_478_485;
 
 /// Decodes one file (format guessed from its bytes, not its name) at its own size, after
-/// checking the size its header declares.
-pub fn decode(path: &Path) -> Result<DynamicImage> {
+/// checking the size its header declares. The image holds its share of the decoding
+/// budget ([`super::budget`]) until the returned `Held` is dropped: keep it while the
+/// full-size image lives.
+pub fn decode(path: &Path) -> Result<(DynamicImage, Held<'static>)> {
     let reader = ImageReader::new(std::io::BufReader::new(crate::input::open(path)?))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
@@ -120,12 +123,16 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
             format!("declares {w} x {h} pixels, more than the {MAX_PIXELS} an image may have (a decompression bomb, or a picture to shrink first)"),
         ));
     }
-    crate::limits::check(pixels as u128 * 16, "decoding this image")
-        .map_err(|m| Error::data(path, m))?;
+    // At most 16 bytes a pixel while decoding: RGBA at 16 bits, or the decoded image and
+    // its conversion to the data set's channels.
+    let bytes = pixels as u128 * 16;
+    crate::limits::check(bytes, "decoding this image").map_err(|m| Error::data(path, m))?;
+    let held = super::budget::decoding(bytes);
     let reader = ImageReader::new(std::io::BufReader::new(crate::input::open(path)?))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
-    reader
+    let image = reader
         .decode()
-        .map_err(|e| Error::data(path, format!("cannot decode image: {e}")))
+        .map_err(|e| Error::data(path, format!("cannot decode image: {e}")))?;
+    Ok((image, held))
 }

@@ -3,6 +3,7 @@
 
 pub mod augment;
 pub mod batch;
+pub mod budget;
 pub mod classifier;
 pub mod dataset;
 pub mod embed;

@@ -114,6 +114,17 @@ pub(crate) fn items(src: &DataSource, key: &str, file: &Path) -> Result<Vec<Audi
                     ));
                 }
             }
+            // Found now, naming the manifest, rather than when a batch first needs it.
+            if let Some(missing) = items.iter().find(|i| !i.path.is_file()) {
+                return Err(Error::data(
+                    path,
+                    format!(
+                        "lists {}, which is not a file (relative paths resolve against the \
+                         manifest's folder; {key})",
+                        missing.path.display()
+                    ),
+                ));
+            }
             items
         }
         _ => {

@@ -73,7 +73,7 @@ pub fn prepare(r: &Recipe, file: &Path, device: Device) -> Result<Prepared> {
             ))
         }
     };
-    let normalize = crate::hf::audio::do_normalize(&source_dir(src)?);
+    let normalize = crate::hf::audio::do_normalize(&source_dir(src)?)?;
     let features = AudioFeatures {
         mel: a.mel.clone(),
         frames: a.frames,
