@@ -246,7 +246,7 @@ fn a_damaged_run_directory_is_an_error_naming_the_file_in_every_verb() {
 }
 
 #[test]
-fn a_text_run_with_a_damaged_tokenizer_is_refused_not_exported() {
+fn a_text_run_with_a_damaged_tokenizer_or_config_is_refused_not_exported() {
     let dir = scratch("damaged-tokenizer");
     let run = dir.join("run");
     let r = run.to_str().unwrap();
@@ -285,6 +285,24 @@ fn a_text_run_with_a_damaged_tokenizer_is_refused_not_exported() {
         &["run", r][..],
     ] {
         refused(args, &["tokenizer.json"]);
+    }
+    std::fs::write(&tok, &text).unwrap();
+    // The model's description (vocabulary, sizes, special ids) cut short.
+    let cfg = run.join("text-config.json");
+    let held = std::fs::read(&cfg).unwrap();
+    std::fs::write(&cfg, &held[..held.len() / 3]).unwrap();
+    for args in [
+        &[
+            "export",
+            r,
+            "--format",
+            "hf",
+            "--out",
+            out.to_str().unwrap(),
+        ][..],
+        &["embed", "--model", r, "--text", "to be or not to be"][..],
+    ] {
+        refused(args, &["text-config.json"]);
     }
     assert!(!out.exists(), "nothing is exported");
     std::fs::remove_dir_all(&dir).unwrap();
