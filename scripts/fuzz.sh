@@ -5,14 +5,14 @@
 # kind (recipes, Hugging Face fixtures, audio clips). Fails on any crash, panic, timeout
 # (10 s per input) or allocation over 1 GiB, leaving the input in $PRETEXT_FUZZ_OUT.
 #
-#   scripts/fuzz.sh [TARGET...]      targets: safetensors hf_config recipe idx wav tokenizer
+#   scripts/fuzz.sh [TARGET...]      targets: safetensors hf_config hf_model recipe idx wav tokenizer
 #   PRETEXT_FUZZ_SECONDS=60          budget per target
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 budget=${PRETEXT_FUZZ_SECONDS:-60}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors hf_config recipe idx wav tokenizer)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors hf_config hf_model recipe idx wav tokenizer)
 out=${PRETEXT_FUZZ_OUT:-$(mktemp -d -t pretext-fuzz.XXXXXX)}
 
 if ! rustup toolchain list | grep -q '^nightly'; then

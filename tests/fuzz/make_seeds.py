@@ -101,6 +101,18 @@ def main():
         ),
     )
 
+    # hf_model: a fixture's number (its place in fuzz_targets/hf_model.rs), then its config.json.
+    fixtures = os.path.join(HERE, "..", "fixtures", "hf")
+    for i, name in enumerate(HF_MODEL_FIXTURES):
+        with open(os.path.join(fixtures, name, "config.json"), "rb") as f:
+            put("hf_model", name, bytes([i]) + f.read())
+
+
+HF_MODEL_FIXTURES = [
+    "bert_cls", "bert_mlm", "bert_model", "data2vec_audio", "hubert", "hubert_ln",
+    "roberta_cls", "roberta_mlm", "roberta_model", "vit_classifier", "vit_mae_norm_pix",
+    "vit_mae_raw", "vit_model", "w2v2_group", "w2v2_legacy", "w2v2_stable",
+]
 
 if __name__ == "__main__":
     main()
