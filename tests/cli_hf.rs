@@ -496,6 +496,7 @@ fn saved_classifier(dir: &Path, pooling: Pooling, norm: NormPosition) {
         },
         4,
         pooling,
+        Vec::new(),
     );
     let params = ParamStore::new(11);
     ImageClassifier::new(&spec, params.var_builder(&Device::Cpu)).unwrap();

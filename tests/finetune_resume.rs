@@ -60,6 +60,7 @@ fn spec() -> ClassifierSpec {
         },
         10,
         Pooling::Cls,
+        Vec::new(),
     )
 }
 

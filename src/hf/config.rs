@@ -391,6 +391,39 @@ pub fn unrepresentable(spec: &ModelSpec) -> Option<String> {
     }
 }
 
+/// A config holding only `id2label` and `label2id` for `names`, in label order.
+pub fn id2label(names: &[String]) -> Map<String, Value> {
+    let id2label: Map<String, Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i.to_string(), json!(n)))
+        .collect();
+    let label2id: Map<String, Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), json!(i)))
+        .collect();
+    Map::from_iter([
+        ("id2label".to_string(), Value::Object(id2label)),
+        ("label2id".to_string(), Value::Object(label2id)),
+    ])
+}
+
+/// Class names in label order from a config's `id2label` (`{"0": "cat", ...}`), when it
+/// names each of `0..n` once; `LABEL_i` otherwise, as `transformers` calls them.
+pub fn label_list(config: Option<&Map<String, Value>>, n: usize) -> Vec<String> {
+    let map = config
+        .and_then(|c| c.get("id2label"))
+        .and_then(Value::as_object);
+    (0..n)
+        .map(|i| {
+            map.and_then(|m| m.get(&i.to_string()))
+                .and_then(Value::as_str)
+                .map_or_else(|| format!("LABEL_{i}"), str::to_string)
+        })
+        .collect()
+}
+
 /// Gives a classifier's exported config `transformers`' default label names (`LABEL_0`, …)
 /// unless its `id2label` (kept from the source's config) already names `n` labels.
 pub fn label_names(out: &mut Map<String, Value>, n: usize) {

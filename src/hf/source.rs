@@ -184,11 +184,13 @@ fn load_classifier(path: &Path, device: &Device) -> Result<LoadedModel> {
     // normalisation instead: `run::source`).
     let normalize =
         preprocessor_normalize(path, channels)?.unwrap_or_else(|| Normalize::half(channels));
+    // Class names travel as the config's `id2label`, as in a Hugging Face classifier.
+    let hf_config = (!cs.classes.is_empty()).then(|| super::config::id2label(&cs.classes));
     Ok(LoadedModel {
         spec,
         tensors,
         normalize,
-        hf_config: None,
+        hf_config,
         origin: path.display().to_string(),
     })
 }

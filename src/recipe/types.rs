@@ -180,6 +180,11 @@ pub struct DataSection {
     /// pretrain on one corpus, classify another).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labelled: Option<LabelledSection>,
+    /// Class names in label order, for IDX label files, which hold numbers only (folders,
+    /// JSONL and manifests name their own classes). Saved with fine-tuned classifiers, so
+    /// `pretext predict` and exported `id2label` say `"Bag"`, not `LABEL_8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
 }
 
 /// The labelled train and test splits of the downstream task.

@@ -322,7 +322,37 @@ fn validate_rest(r: &Recipe, file: &Path) -> Result<()> {
             }
         }
     }
+    if let Some(classes) = &r.data.classes {
+        validate_classes(r, classes, file)?;
+    }
     super::memory::check(r, file)
+}
+
+/// `data.classes`: names for IDX labels, each given once.
+fn validate_classes(r: &Recipe, classes: &[String], file: &Path) -> Result<()> {
+    let idx = super::source::sources(r)
+        .iter()
+        .any(|(_, s)| matches!(s, super::DataSource::Idx { .. }));
+    check(idx, file, "data.classes", || {
+        "names the classes of IDX label files; folders, JSONL and manifests name their own".into()
+    })?;
+    check(!classes.is_empty(), file, "data.classes", || {
+        "is empty: give one name per label, in label order, or leave it out".into()
+    })?;
+    for (i, c) in classes.iter().enumerate() {
+        check(
+            !c.trim().is_empty(),
+            file,
+            &format!("data.classes[{i}]"),
+            || "is blank".into(),
+        )?;
+        if let Some(j) = classes[..i].iter().position(|d| d == c) {
+            check(false, file, &format!("data.classes[{i}]"), || {
+                format!("`{c}` is also data.classes[{j}]")
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn validate_augment(a: &AugmentSection, file: &Path) -> Result<()> {

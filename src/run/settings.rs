@@ -16,12 +16,13 @@ pub const SETTINGS_FILE: &str = "settings.json";
 
 /// Keys that may change between invocations of a run without changing what its
 /// checkpoints continue: more steps (`pretext run RUN_DIR --set train.steps=N`), where it
-/// runs, how often it checkpoints and logs, and the heads (their results are keyed by
-/// their own settings).
-const FREE: [&str; 7] = [
+/// runs, how often it checkpoints and logs, the heads (their results are keyed by their
+/// own settings) and the class names (pretraining never sees them).
+const FREE: [&str; 8] = [
     "name",
     "device",
     "downstream",
+    "data.classes",
     "train.steps",
     "train.checkpoint_every",
     "train.keep_checkpoints",

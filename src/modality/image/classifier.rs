@@ -28,6 +28,9 @@ pub struct ClassifierSpec {
     pub encoder: EncoderConfig,
     pub num_labels: usize,
     pub pooling: Pooling,
+    /// Class names in label order; empty when the data named none (then `LABEL_i`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
 }
 
 impl ClassifierSpec {
@@ -38,6 +41,7 @@ impl ClassifierSpec {
         encoder: EncoderConfig,
         num_labels: usize,
         pooling: Pooling,
+        classes: Vec<String>,
     ) -> Self {
         Self {
             kind: Self::KIND.into(),
@@ -45,6 +49,7 @@ impl ClassifierSpec {
             encoder,
             num_labels,
             pooling,
+            classes,
         }
     }
 
@@ -71,6 +76,16 @@ impl ClassifierSpec {
             .map_err(|(k, m)| field(&format!("geometry.{k}"), m))?;
         if spec.num_labels == 0 {
             return Err(field("num_labels", "must be positive".into()));
+        }
+        if !spec.classes.is_empty() && spec.classes.len() != spec.num_labels {
+            return Err(field(
+                "classes",
+                format!(
+                    "names {} classes, but num_labels is {}",
+                    spec.classes.len(),
+                    spec.num_labels
+                ),
+            ));
         }
         Ok(spec)
     }

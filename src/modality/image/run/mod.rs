@@ -139,12 +139,31 @@ impl Pipeline for Prepared {
             key: "data.test".into(),
             message: "downstream evaluation needs a test split".into(),
         })?;
+        let classes = match &r.data.classes {
+            Some(names) => {
+                let n = self.train.num_classes().max(test.num_classes());
+                if names.len() < n {
+                    return Err(Error::InvalidValue {
+                        file: file.to_path_buf(),
+                        key: "data.classes".into(),
+                        message: format!(
+                            "names {} classes, but the labels go up to {}",
+                            names.len(),
+                            n - 1
+                        ),
+                    });
+                }
+                names.clone()
+            }
+            None => self.train.classes.clone(),
+        };
         let splits = task::ImageSplits {
             train: &self.train,
             test,
             image: &self.image,
             geometry: pretrain::geometry(&self.image),
             encoder: r.model.encoder_config(),
+            classes,
         };
         Ok(Box::new(Task::new(splits, &self.model, r.seed)?))
     }

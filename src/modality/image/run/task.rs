@@ -57,6 +57,8 @@ pub struct ImageSplits<'a> {
     pub image: &'a ImageSection,
     pub geometry: ImageGeometry,
     pub encoder: EncoderConfig,
+    /// Class names in label order (empty: none known).
+    pub classes: Vec<String>,
 }
 
 impl ImageSplits<'_> {
@@ -70,6 +72,7 @@ impl ImageSplits<'_> {
             self.encoder.clone(),
             self.num_classes(),
             pooling,
+            self.classes.clone(),
         )
     }
 }
@@ -85,7 +88,9 @@ impl Labelled for ImageSplits<'_> {
     }
 
     fn num_classes(&self) -> usize {
-        self.train.num_classes().max(self.test.num_classes())
+        // Named classes are all classes, seen in these splits or not.
+        let seen = self.train.num_classes().max(self.test.num_classes());
+        seen.max(self.classes.len())
     }
 
     fn inputs(&self, split: Split, idx: &[usize], device: &Device) -> Result<Tensor> {
