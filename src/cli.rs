@@ -160,6 +160,76 @@ pub enum Command {
         #[arg(long)]
         no_normalize: bool,
     },
+    /// Label images, sentences or WAV files with a classifier: one JSON line per input,
+    /// `{"input", "label", "score", "top_k": [{"label", "score"}...]}`.
+    ///
+    /// MODEL is a run (its fine-tuned classifier with the best test accuracy), a classifier
+    /// a run saved (RUN/downstream/NAME: image, text, spectrogram or waveform), or a Hugging
+    /// Face ViTForImageClassification (a directory or hf:org/name). Class names come from
+    /// the run's data (folder names, JSONL labels, `data.classes` for IDX files) or the
+    /// config's id2label. Inputs are prepared as fine-tuning prepared its test split; audio
+    /// longer than the model's window is cut into full-length windows whose probabilities
+    /// are averaged (the output states `seconds` and `windows`).
+    Predict {
+        /// A classifier (see above).
+        #[arg(long)]
+        model: String,
+        /// Image files (PNG, JPEG).
+        #[arg(long = "image", value_name = "PATH", num_args = 1..)]
+        images: Vec<PathBuf>,
+        /// A sentence to label (repeatable).
+        #[arg(long = "text", value_name = "SENTENCE")]
+        texts: Vec<String>,
+        /// A file of sentences, one per line (blank lines skipped).
+        #[arg(long, value_name = "FILE")]
+        text_file: Option<PathBuf>,
+        /// WAV files (any rate and channel count: mixed down and resampled).
+        #[arg(long = "audio", value_name = "WAV", num_args = 1..)]
+        audio: Vec<PathBuf>,
+        /// How many classes to list per input, most probable first.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// FILE.jsonl, or FILE.csv (input,label,score,label_2,score_2,...); default: JSON
+        /// lines on standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Inputs (audio: windows) per forward pass.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Device to run on: auto (a GPU when this binary was built with `cuda` or `metal`
+        /// and one is present, else the CPU), cpu, cuda, cuda:N or metal.
+        #[arg(long, default_value = "auto", value_parser = parse_device)]
+        device: crate::device::DeviceSpec,
+    },
+    /// Score a classifier on labelled data: accuracy, precision / recall / F1 per class and
+    /// the confusion matrix.
+    ///
+    /// MODEL is any classifier `predict` takes. DATA is what its modality reads: an image
+    /// folder (root/<class>/*.png|jpg), a JSONL file (`text` and `label` fields), or audio as
+    /// a folder (root/<label>/*.wav) or a CSV manifest (`path`, `label`). Labels are matched
+    /// to the classifier's classes by name; inputs are prepared as by `predict`.
+    Eval {
+        /// A classifier (see `predict`).
+        #[arg(long)]
+        model: String,
+        /// Labelled data (see above).
+        #[arg(long)]
+        data: PathBuf,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also draw the confusion matrix as a PNG (rows: true class, columns: predicted,
+        /// white to dark blue for none to all of the row's examples).
+        #[arg(long, value_name = "FILE.png")]
+        confusion: Option<PathBuf>,
+        /// Inputs (audio: windows) per forward pass.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Device to run on: auto (a GPU when this binary was built with `cuda` or `metal`
+        /// and one is present, else the CPU), cpu, cuda, cuda:N or metal.
+        #[arg(long, default_value = "auto", value_parser = parse_device)]
+        device: crate::device::DeviceSpec,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -310,7 +380,8 @@ pub fn execute(cli: Cli) -> Result<()> {
             no_normalize,
             device,
         } => {
-            let inputs = EmbedInputs::from_args(images, texts, text_file.as_deref(), audio)?;
+            let inputs =
+                EmbedInputs::from_args("embed", images, texts, text_file.as_deref(), audio)?;
             let dev = crate::device::open(device)?;
             let pooling = pooling.map(|p| match p {
                 PoolingArg::Cls => Pooling::Cls,
@@ -324,6 +395,48 @@ pub fn execute(cli: Cli) -> Result<()> {
                 }
                 EmbedInputs::Audio(a) => apply::embed_audio(&model, &a, out, pooling, &dev),
             }
+        }
+        Command::Predict {
+            model,
+            images,
+            texts,
+            text_file,
+            audio,
+            top_k,
+            out,
+            batch_size,
+            device,
+        } => {
+            let inputs =
+                EmbedInputs::from_args("predict", images, texts, text_file.as_deref(), audio)?;
+            let dev = crate::device::open(device)?;
+            let opts = apply::predict::PredictOptions {
+                top_k,
+                out: out.as_deref(),
+                batch_size,
+            };
+            apply::predict::predict(&model, inputs, &opts, &dev)
+        }
+        Command::Eval {
+            model,
+            data,
+            out,
+            confusion,
+            batch_size,
+            device,
+        } => {
+            let dev = crate::device::open(device)?;
+            let e = apply::eval::eval(&model, &data, batch_size, &dev)?;
+            print!("{}", e.table());
+            if let Some(path) = &out {
+                let json = serde_json::to_string_pretty(&e)
+                    .map_err(|err| crate::error::Error::data(path, err.to_string()))?;
+                crate::tensor_io::write_atomic(path, json.as_bytes())?;
+            }
+            if let Some(path) = &confusion {
+                apply::eval::confusion_png(&e, path)?;
+            }
+            Ok(())
         }
     }
 }

@@ -109,6 +109,8 @@ fn every_file_of_a_damaged_run_directory_is_named_by_the_verbs_that_read_it() {
     let held = cut(&file);
     for args in [
         &["embed", "--model", c, "--image", IMAGE][..],
+        &["predict", "--model", c, "--image", IMAGE][..],
+        &["predict", "--model", r, "--image", IMAGE][..],
         &["export", c, "--format", "hf", "--out", ex][..],
     ] {
         refused(args, &["model.json"]);
@@ -118,6 +120,7 @@ fn every_file_of_a_damaged_run_directory_is_named_by_the_verbs_that_read_it() {
     let held = cut(&file);
     for args in [
         &["embed", "--model", c, "--image", IMAGE][..],
+        &["predict", "--model", c, "--image", IMAGE][..],
         &["export", c, "--format", "hf", "--out", ex][..],
     ] {
         refused(args, &["model.safetensors"]);

@@ -11,7 +11,7 @@ use crate::hf;
 use crate::modality::image::dataset::ImageDataset;
 use crate::run;
 
-/// What `embed` was given: one kind of input.
+/// What `embed` or `predict` was given: one kind of input.
 pub enum EmbedInputs {
     Images(Vec<PathBuf>),
     Texts(Vec<String>),
@@ -22,6 +22,7 @@ impl EmbedInputs {
     /// The one kind of input among the verb's arguments; `text_file` adds its non-empty
     /// lines to `texts`.
     pub fn from_args(
+        verb: &str,
         images: Vec<PathBuf>,
         mut texts: Vec<String>,
         text_file: Option<&std::path::Path>,
@@ -43,13 +44,12 @@ impl EmbedInputs {
             (false, true, true) => Ok(Self::Images(images)),
             (true, false, true) => Ok(Self::Texts(texts)),
             (true, true, false) => Ok(Self::Audio(audio)),
-            (true, true, true) => Err(Error::Usage(
-                "embed: give --image PATH..., --text SENTENCE / --text-file FILE, or --audio WAV..."
-                    .into(),
-            )),
-            _ => Err(Error::Usage(
-                "embed: give WAV files, images or sentences, not several kinds".into(),
-            )),
+            (true, true, true) => Err(Error::Usage(format!(
+                "{verb}: give --image PATH..., --text SENTENCE / --text-file FILE, or --audio WAV..."
+            ))),
+            _ => Err(Error::Usage(format!(
+                "{verb}: give WAV files, images or sentences, not several kinds"
+            ))),
         }
     }
 }

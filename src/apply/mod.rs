@@ -1,8 +1,11 @@
 //! Using a model once it exists: `forward` (raw inputs to outputs, as `transformers`
-//! names them), `embed` (pooled embeddings) and `export` (Hugging Face files). Each takes
+//! names them), `embed` (pooled embeddings), `predict` (class names and probabilities),
+//! `eval` (a classifier's accuracy on labelled data) and `export` (Hugging Face files). Each takes
 //! any model source ([`crate::run::source`]) and the device the verb was given.
 
 pub mod embed;
+pub mod eval;
+pub mod predict;
 
 use std::path::{Path, PathBuf};
 
