@@ -128,19 +128,8 @@ pub enum Command {
         /// Any model source (see `export`).
         #[arg(long)]
         model: String,
-        /// Image files (PNG, JPEG).
-        #[arg(long = "image", value_name = "PATH", num_args = 1..)]
-        images: Vec<PathBuf>,
-        /// A sentence to embed (repeatable); text models only.
-        #[arg(long = "text", value_name = "SENTENCE")]
-        texts: Vec<String>,
-        /// A file of sentences, one per line (blank lines skipped); text models only.
-        #[arg(long, value_name = "FILE")]
-        text_file: Option<PathBuf>,
-        /// WAV files (8/16/24/32-bit integer or 32-bit float, any rate and channel count);
-        /// audio models only.
-        #[arg(long = "audio", value_name = "WAV", num_args = 1..)]
-        audio: Vec<PathBuf>,
+        #[command(flatten)]
+        inputs: InputArgs,
         /// FILE.safetensors (`embeddings` [N, D], file names or sentences in the metadata key
         /// `images` / `texts`) or FILE.jsonl (`{"image"|"text": ..., "embedding": [...]}` per
         /// line); default: JSON lines on standard output.
@@ -174,18 +163,8 @@ pub enum Command {
         /// A classifier (see above).
         #[arg(long)]
         model: String,
-        /// Image files (PNG, JPEG).
-        #[arg(long = "image", value_name = "PATH", num_args = 1..)]
-        images: Vec<PathBuf>,
-        /// A sentence to label (repeatable).
-        #[arg(long = "text", value_name = "SENTENCE")]
-        texts: Vec<String>,
-        /// A file of sentences, one per line (blank lines skipped).
-        #[arg(long, value_name = "FILE")]
-        text_file: Option<PathBuf>,
-        /// WAV files (any rate and channel count: mixed down and resampled).
-        #[arg(long = "audio", value_name = "WAV", num_args = 1..)]
-        audio: Vec<PathBuf>,
+        #[command(flatten)]
+        inputs: InputArgs,
         /// How many classes to list per input, most probable first.
         #[arg(long, default_value_t = 5)]
         top_k: usize,
@@ -230,6 +209,36 @@ pub enum Command {
         #[arg(long, default_value = "auto", value_parser = parse_device)]
         device: crate::device::DeviceSpec,
     },
+}
+
+/// The inputs `embed` and `predict` take: one kind, images, sentences or WAV files.
+#[derive(clap::Args, Debug)]
+pub struct InputArgs {
+    /// Image files (PNG, JPEG); image models only.
+    #[arg(long = "image", value_name = "PATH", num_args = 1..)]
+    images: Vec<PathBuf>,
+    /// A sentence (repeatable); text models only.
+    #[arg(long = "text", value_name = "SENTENCE")]
+    texts: Vec<String>,
+    /// A file of sentences, one per line (blank lines skipped); text models only.
+    #[arg(long, value_name = "FILE")]
+    text_file: Option<PathBuf>,
+    /// WAV files (8/16/24/32-bit integer or 32-bit float, any rate and channel count: mixed
+    /// down and resampled); audio models only.
+    #[arg(long = "audio", value_name = "WAV", num_args = 1..)]
+    audio: Vec<PathBuf>,
+}
+
+impl InputArgs {
+    fn read(self, verb: &str) -> crate::error::Result<EmbedInputs> {
+        EmbedInputs::from_args(
+            verb,
+            self.images,
+            self.texts,
+            self.text_file.as_deref(),
+            self.audio,
+        )
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -371,17 +380,13 @@ pub fn execute(cli: Cli) -> Result<()> {
         } => apply::forward(&model, &inputs, &out, &crate::device::open(device)?),
         Command::Embed {
             model,
-            images,
-            texts,
-            text_file,
-            audio,
+            inputs,
             out,
             pooling,
             no_normalize,
             device,
         } => {
-            let inputs =
-                EmbedInputs::from_args("embed", images, texts, text_file.as_deref(), audio)?;
+            let inputs = inputs.read("embed")?;
             let dev = crate::device::open(device)?;
             let pooling = pooling.map(|p| match p {
                 PoolingArg::Cls => Pooling::Cls,
@@ -398,17 +403,13 @@ pub fn execute(cli: Cli) -> Result<()> {
         }
         Command::Predict {
             model,
-            images,
-            texts,
-            text_file,
-            audio,
+            inputs,
             top_k,
             out,
             batch_size,
             device,
         } => {
-            let inputs =
-                EmbedInputs::from_args("predict", images, texts, text_file.as_deref(), audio)?;
+            let inputs = inputs.read("predict")?;
             let dev = crate::device::open(device)?;
             let opts = apply::predict::PredictOptions {
                 top_k,

@@ -114,3 +114,43 @@ pub fn final_weights(run_dir: &Path) -> std::collections::BTreeMap<String, Vec<u
         })
         .collect()
 }
+
+/// `--set` overrides that shrink `recipes/audio-mae-words-sample.toml` to a two-step run on
+/// the CPU (heads still to be chosen with a `downstream=` override).
+pub const TINY_AUDIO: [&str; 11] = [
+    "device=\"cpu\"",
+    "model.dim=32",
+    "model.depth=1",
+    "model.heads=2",
+    "model.mlp_dim=64",
+    "objective.decoder.dim=16",
+    "objective.decoder.heads=2",
+    "train.steps=2",
+    "train.batch_size=8",
+    "train.checkpoint_every=2",
+    "train.schedule.warmup_steps=1",
+];
+
+/// The same for `recipes/mlm-shakespeare-sample.toml` (a 600-token WordPiece vocabulary,
+/// 32-token sequences).
+pub const TINY_TEXT: [&str; 10] = [
+    "device=\"cpu\"",
+    "model.dim=32",
+    "model.depth=1",
+    "model.heads=2",
+    "model.mlp_dim=64",
+    "data.text.max_len=32",
+    "data.text.tokenizer.vocab_size=600",
+    "train.steps=2",
+    "train.checkpoint_every=2",
+    "train.schedule.warmup_steps=1",
+];
+
+/// `pretext run RECIPE --out OUT` with `--set` for each of `sets`, as arguments.
+pub fn run_args<'a>(recipe: &'a str, out: &'a str, sets: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["run", recipe, "--out", out];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    args
+}

@@ -250,22 +250,12 @@ fn a_text_run_with_a_damaged_tokenizer_or_config_is_refused_not_exported() {
     let dir = scratch("damaged-tokenizer");
     let run = dir.join("run");
     let r = run.to_str().unwrap();
-    let mut args = vec!["run", "recipes/mlm-shakespeare-sample.toml", "--out", r];
-    for set in [
-        "model.dim=32",
-        "model.depth=1",
-        "model.heads=2",
-        "model.mlp_dim=64",
-        "data.text.max_len=32",
-        "data.text.tokenizer.vocab_size=600",
-        "train.steps=2",
-        "train.checkpoint_every=2",
-        "train.schedule.warmup_steps=1",
-        "downstream=[]",
-    ] {
-        args.extend(["--set", set]);
-    }
-    let o = pretext(&args);
+    let sets = [&common::TINY_TEXT[..], &["downstream=[]"]].concat();
+    let o = pretext(&common::run_args(
+        "recipes/mlm-shakespeare-sample.toml",
+        r,
+        &sets,
+    ));
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     // Cut short: export used to copy it into the Hugging Face directory as it was.
     let tok = run.join("tokenizer.json");

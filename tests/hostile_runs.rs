@@ -38,24 +38,12 @@ fn an_audio_runs_feature_description_cut_short_is_named() {
     let dir = scratch("damaged-audio-config");
     let run = dir.join("run");
     let r = run.to_str().unwrap();
-    let mut args = vec!["run", "recipes/audio-mae-words-sample.toml", "--out", r];
-    for set in [
-        "device=\"cpu\"",
-        "model.dim=32",
-        "model.depth=1",
-        "model.heads=2",
-        "model.mlp_dim=64",
-        "objective.decoder.dim=16",
-        "objective.decoder.heads=2",
-        "train.steps=2",
-        "train.batch_size=8",
-        "train.checkpoint_every=2",
-        "train.schedule.warmup_steps=1",
-        "downstream=[]",
-    ] {
-        args.extend(["--set", set]);
-    }
-    let o = pretext(&args);
+    let sets = [&common::TINY_AUDIO[..], &["downstream=[]"]].concat();
+    let o = pretext(&common::run_args(
+        "recipes/audio-mae-words-sample.toml",
+        r,
+        &sets,
+    ));
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     let export = dir.join("export");
     // The feature description every audio verb needs to turn a WAV into model input.

@@ -39,11 +39,7 @@ fn fails(args: &[&str], names: &[&str]) {
 
 /// `pretext run RECIPE --out RUN --set …`.
 fn run(recipe: &str, out: &Path, sets: &[&str]) {
-    let mut args = vec!["run", recipe, "--out", out.to_str().unwrap()];
-    for s in sets {
-        args.extend(["--set", s]);
-    }
-    ok(&args);
+    ok(&common::run_args(recipe, out.to_str().unwrap(), sets));
 }
 
 fn lines(text: &str) -> Vec<Value> {
@@ -318,19 +314,7 @@ fn a_text_runs_classifier_labels_sentences_as_its_fine_tuning_scored_them() {
     run(
         "recipes/mlm-shakespeare-sample.toml",
         &out,
-        &[
-            "device=\"cpu\"",
-            "model.dim=32",
-            "model.depth=1",
-            "model.heads=2",
-            "model.mlp_dim=64",
-            "data.text.max_len=32",
-            "data.text.tokenizer.vocab_size=600",
-            "train.steps=2",
-            "train.checkpoint_every=2",
-            "train.schedule.warmup_steps=1",
-            FINE_TUNE,
-        ],
+        &[&common::TINY_TEXT[..], &[FINE_TUNE]].concat(),
     );
     let test: Vec<Value> =
         lines(&std::fs::read_to_string("data/fortunes-sample/test.jsonl").unwrap());
@@ -381,20 +365,11 @@ fn an_audio_runs_classifier_labels_clips_window_by_window() {
         "recipes/audio-mae-words-sample.toml",
         &out,
         &[
-            "device=\"cpu\"",
-            "model.dim=32",
-            "model.depth=1",
-            "model.heads=2",
-            "model.mlp_dim=64",
-            "objective.decoder.dim=16",
-            "objective.decoder.heads=2",
-            "train.steps=2",
-            "train.batch_size=8",
-            "train.checkpoint_every=2",
-            "train.schedule.warmup_steps=1",
-            "downstream=[{ head = \"fine-tune\", pooling = \"mean\", label_fractions = [1.0], \
-             epochs = 1, batch_size = 16 }]",
-        ],
+            &common::TINY_AUDIO[..],
+            &["downstream=[{ head = \"fine-tune\", pooling = \"mean\", \
+               label_fractions = [1.0], epochs = 1, batch_size = 16 }]"],
+        ]
+        .concat(),
     );
     let files = files_under("data/words-sample/test");
     let names: Vec<&str> = files.iter().map(|f| f.to_str().unwrap()).collect();
