@@ -20,7 +20,7 @@ use crate::hf;
 use crate::modality::audio::clips::{fit_length, windows};
 use crate::modality::audio::resample::load_clip;
 use crate::modality::image::dataset::ImageDataset;
-use crate::modality::text::pack::pad_batch;
+use crate::modality::text::pack::{classification_ids, pad_batch};
 use classifier::Predictor;
 
 /// How `predict` reports.
@@ -179,8 +179,7 @@ fn sentences(
             .into_iter()
             .enumerate()
             .map(|(i, enc)| {
-                let keep = enc.ids.len().min(max_len.saturating_sub(2));
-                if keep < enc.ids.len() {
+                if enc.ids.len() + 2 > *max_len {
                     bar.suspend(|| {
                         eprintln!(
                             "warning: sentence {} has {} tokens; truncated to the model's {max_len} (with special tokens)",
@@ -189,11 +188,7 @@ fn sentences(
                         )
                     });
                 }
-                let mut ids = Vec::with_capacity(keep + 2);
-                ids.push(tokenizer.cls_id());
-                ids.extend_from_slice(&enc.ids[..keep]);
-                ids.push(tokenizer.sep_id());
-                ids
+                classification_ids(tokenizer, &enc.ids, *max_len)
             })
             .collect();
         let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();

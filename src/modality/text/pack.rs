@@ -184,16 +184,20 @@ pub fn encode_labelled(
     let ids = tok
         .encode_batch(docs, false)?
         .into_iter()
-        .map(|enc| {
-            let n = enc.ids.len().min(max_len - 2);
-            let mut ids = Vec::with_capacity(n + 2);
-            ids.push(tok.cls_id());
-            ids.extend_from_slice(&enc.ids[..n]);
-            ids.push(tok.sep_id());
-            ids
-        })
+        .map(|enc| classification_ids(tok, &enc.ids, max_len))
         .collect();
     Ok(LabelledSeqs { ids, labels })
+}
+
+/// A document's token ids as a classifier reads them: `[CLS] ids [SEP]`, the ids cut to
+/// leave room for the two specials within `max_len`.
+pub fn classification_ids(tok: &TextTokenizer, ids: &[u32], max_len: usize) -> Vec<u32> {
+    let n = ids.len().min(max_len.saturating_sub(2));
+    let mut out = Vec::with_capacity(n + 2);
+    out.push(tok.cls_id());
+    out.extend_from_slice(&ids[..n]);
+    out.push(tok.sep_id());
+    out
 }
 
 /// A batch padded to its longest sequence, row-major `[batch, seq_len]`.
