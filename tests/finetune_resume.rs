@@ -1,6 +1,7 @@
 //! Fine-tuning runs in the training loop pretraining uses, so it checkpoints and resumes the
 //! same way: stopped part-way and continued, it ends bitwise equal to an uninterrupted
-//! fine-tuning; `kill -9` during a run's fine-tuning is recovered by `pretext run RUN_DIR`.
+//! fine-tuning; `kill -9` during a run's (augmented) fine-tuning is recovered by
+//! `pretext run RUN_DIR`; augmentation is deterministic and takes effect.
 //! All on the committed Fashion-MNIST sample.
 
 mod common;
@@ -96,7 +97,9 @@ fn fine_tune_into(dir: &Path, stop_after: Option<usize>) -> (ParamStore, usize) 
     let store = ParamStore::new(11);
     let model = ImageClassifier::new(&spec, store.var_builder(&dev)).unwrap();
     let chosen: Vec<usize> = (0..100).map(|i| i * 3).collect();
-    let batch = |idx: &[usize]| -> pretext::error::Result<(Tensor, Tensor)> {
+    let batch = |idx: &[usize],
+                 _rng: &mut rand_chacha::ChaCha8Rng|
+     -> pretext::error::Result<(Tensor, Tensor)> {
         Ok((
             data.batch(idx, &[0.2860], &[0.3530], &dev)?,
             data.label_batch(idx, &dev)?,
@@ -168,7 +171,9 @@ fn kill_dash_nine_during_fine_tuning_then_resume_continues_it() {
     let tmp = tempfile::tempdir().unwrap();
     let recipe = common::tiny_recipe(2, 2).replace(
         "[[downstream]]\nhead = \"linear-probe\"\npooling = \"cls\"\nlabel_fractions = [0.5, 1.0]\nepochs = 5\n",
-        "[[downstream]]\nhead = \"fine-tune\"\nlabel_fractions = [1.0]\nepochs = 1\nmin_steps = 1500\nbatch_size = 16\ncheckpoint_every = 5\n",
+        // Augmented: the crops and flips a resumed fine-tuning draws must be the ones an
+        // uninterrupted one draws.
+        "[[downstream]]\nhead = \"fine-tune\"\nlabel_fractions = [1.0]\nepochs = 1\nmin_steps = 1500\nbatch_size = 16\ncheckpoint_every = 5\naugment = { random_resized_crop = { scale = [0.5, 1.0] }, hflip = 0.5 }\n",
     );
     assert!(recipe.contains("min_steps = 1500"));
     let file = common::write_recipe(tmp.path(), &recipe);
@@ -213,18 +218,74 @@ fn kill_dash_nine_during_fine_tuning_then_resume_continues_it() {
         s["downstream"][0]["test_accuracy"],
         k["downstream"][0]["test_accuracy"]
     );
-    let weights = |dir: &Path| {
-        let file = dir
-            .join("downstream/00-fine-tune-pretrained-100pct")
-            .join(WEIGHTS_FILE);
-        bits(
-            &pretext::tensor_io::read(&file, &Device::Cpu)
-                .unwrap()
-                .tensors,
-        )
-    };
     assert!(
-        weights(&straight) == weights(&killed),
+        classifier_bits(&straight) == classifier_bits(&killed),
         "the resumed fine-tuning's classifier differs from an uninterrupted one's"
+    );
+}
+
+/// The weights a run's one fine-tuned classifier saved, as bits.
+fn classifier_bits(run: &Path) -> BTreeMap<String, Vec<u32>> {
+    let file = run
+        .join("downstream/00-fine-tune-pretrained-100pct")
+        .join(WEIGHTS_FILE);
+    bits(
+        &pretext::tensor_io::read(&file, &Device::Cpu)
+            .unwrap()
+            .tensors,
+    )
+}
+
+#[test]
+fn augmented_fine_tuning_is_deterministic_and_changes_what_is_learnt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = common::write_recipe(tmp.path(), &common::tiny_recipe(2, 2));
+    let run = |name: &str, augment: &str| -> BTreeMap<String, Vec<u32>> {
+        let out = tmp.path().join(name);
+        let head = format!(
+            "downstream=[{{ head = \"fine-tune\", label_fractions = [1.0], epochs = 2, \
+             batch_size = 16{augment} }}]"
+        );
+        let o = Command::new(env!("CARGO_BIN_EXE_pretext"))
+            .args(["run", file.to_str().unwrap(), "--out"])
+            .arg(&out)
+            .args(["--set", &head])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        classifier_bits(&out)
+    };
+    let augment = ", augment = { random_resized_crop = { scale = [0.3, 1.0] }, hflip = 0.5 }";
+    let a = run("a", augment);
+    assert!(a == run("b", augment), "the same recipe, the same weights");
+    assert!(a != run("plain", ""), "augmentation changed nothing");
+
+    // Only image fine-tuning augments; a probe has no such key.
+    let check = |set: &str| -> String {
+        let o = Command::new(env!("CARGO_BIN_EXE_pretext"))
+            .args(["recipe", "check", file.to_str().unwrap(), "--set", set])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = check("downstream=[{ head = \"linear-probe\", augment = { hflip = 0.5 } }]");
+    assert!(e.contains("augment"), "{e}");
+    let e = check("downstream=[{ head = \"fine-tune\", augment = { hflip = 1.5 } }]");
+    assert!(e.contains("downstream[0].augment.hflip"), "{e}");
+    let text = Command::new(env!("CARGO_BIN_EXE_pretext"))
+        .args([
+            "recipe",
+            "check",
+            "recipes/mlm-shakespeare-sample.toml",
+            "--set",
+            "downstream=[{ head = \"fine-tune\", augment = { hflip = 0.5 } }]",
+        ])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&text.stderr);
+    assert!(
+        e.contains("downstream[0].augment") && e.contains("images"),
+        "{e}"
     );
 }

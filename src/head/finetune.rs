@@ -83,7 +83,9 @@ impl FineTuneConfig {
 }
 
 /// Makes a training batch `(inputs, labels u32)` from example indices.
-pub type BatchFn<'a> = dyn Fn(&[usize]) -> Result<(Tensor, Tensor)> + 'a;
+/// `batch(indices, rng)`: the inputs and labels of training examples; `rng` (the loop's,
+/// checkpointed with it) is for whatever the batch draws, such as augmentation.
+pub type BatchFn<'a> = dyn Fn(&[usize], &mut ChaCha8Rng) -> Result<(Tensor, Tensor)> + 'a;
 
 /// Which "layer" a parameter belongs to for layer-wise decay, `0..=depth + 1`: embeddings
 /// (anything before the first block, e.g. `vit.patch_embed.*`, `vit.cls_token`, a waveform
@@ -126,7 +128,7 @@ impl TrainTask for FineTuneTask<'_> {
     }
 
     fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
-        let (x, y) = (self.batch)(indices)?;
+        let (x, y) = (self.batch)(indices, rng)?;
         let logits = (self.forward)(&x, &mut Mode::Train(rng))?;
         Ok(cross_entropy_smoothed(&logits, &y, self.label_smoothing)?)
     }

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::types::AugmentSection;
 use crate::backbone::Pooling;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +68,9 @@ pub struct DownstreamSection {
     /// Fine-tune: write a full-state checkpoint every N steps (default 500), so an
     /// interrupted fine-tuning continues from the last one.
     pub checkpoint_every: Option<usize>,
+    /// Fine-tune (images): augment the training batches as `[data.augment]` augments
+    /// pretraining's (`random_resized_crop`, `hflip`); absent = none.
+    pub augment: Option<AugmentSection>,
     /// k-NN: neighbours that vote.
     pub k: usize,
     /// k-NN: votes weigh `exp(similarity / temperature)`.
@@ -163,6 +167,8 @@ struct FineTuneKeys {
     label_smoothing: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     checkpoint_every: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    augment: Option<AugmentSection>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,6 +202,7 @@ fn defaults(head: HeadKind) -> DownstreamSection {
         layer_decay: default_one(),
         label_smoothing: 0.0,
         checkpoint_every: None,
+        augment: None,
         k: default_k(),
         temperature: default_temperature(),
     }
@@ -227,6 +234,7 @@ impl From<HeadSection> for DownstreamSection {
                 layer_decay: f.layer_decay,
                 label_smoothing: f.label_smoothing,
                 checkpoint_every: f.checkpoint_every,
+                augment: f.augment,
                 ..defaults(HeadKind::FineTune)
             },
             HeadSection::Knn(k) => DownstreamSection {
@@ -266,6 +274,7 @@ impl From<DownstreamSection> for HeadSection {
                 layer_decay: d.layer_decay,
                 label_smoothing: d.label_smoothing,
                 checkpoint_every: d.checkpoint_every,
+                augment: d.augment,
             }),
             HeadKind::Knn => HeadSection::Knn(KnnKeys {
                 input: d.input,

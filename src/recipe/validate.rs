@@ -108,7 +108,7 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
     (r.data.modality.recipe().validate)(r, file)?;
 
     if let Some(a) = &r.data.augment {
-        validate_augment(a, file)?;
+        validate_augment(a, "data.augment", file)?;
     }
 
     // An audio recipe starting from a waveform model pretrains nothing and takes no
@@ -276,6 +276,15 @@ fn validate_rest(r: &Recipe, file: &Path) -> Result<()> {
         check(d.temperature > 0.0, file, &key("temperature"), || {
             "must be positive".into()
         })?;
+        if let Some(a) = &d.augment {
+            check(
+                r.data.modality == Modality::Image,
+                file,
+                &key("augment"),
+                || "augments images; text and audio fine-tuning take none".into(),
+            )?;
+            validate_augment(a, &key("augment"), file)?;
+        }
         check(
             !(d.head == HeadKind::FineTune && d.input == DownstreamInput::Pixels),
             file,
@@ -355,24 +364,25 @@ fn validate_classes(r: &Recipe, classes: &[String], file: &Path) -> Result<()> {
     Ok(())
 }
 
-fn validate_augment(a: &AugmentSection, file: &Path) -> Result<()> {
+/// An augmentation table at `at` (`data.augment`, `downstream[i].augment`).
+fn validate_augment(a: &AugmentSection, at: &str, file: &Path) -> Result<()> {
     check(
         (0.0..=1.0).contains(&a.hflip),
         file,
-        "data.augment.hflip",
+        &format!("{at}.hflip"),
         || format!("a probability in [0, 1], found {}", a.hflip),
     )?;
     if let Some(c) = &a.random_resized_crop {
         check(
             c.scale[0] > 0.0 && c.scale[0] <= c.scale[1] && c.scale[1] <= 1.0,
             file,
-            "data.augment.random_resized_crop.scale",
+            &format!("{at}.random_resized_crop.scale"),
             || format!("needs 0 < min <= max <= 1, found {:?}", c.scale),
         )?;
         check(
             c.ratio[0] > 0.0 && c.ratio[0] <= c.ratio[1] && c.ratio[1].is_finite(),
             file,
-            "data.augment.random_resized_crop.ratio",
+            &format!("{at}.random_resized_crop.ratio"),
             || format!("needs 0 < min <= max, found {:?}", c.ratio),
         )?;
     }

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
+use rand_chacha::ChaCha8Rng;
 
 use super::downstream::DownstreamTask;
 use crate::backbone::{Classifier, Mode, PooledEncoder};
@@ -57,6 +58,18 @@ pub trait Labelled {
     fn num_classes(&self) -> usize;
     /// Model inputs `[B, …]` of the examples `idx` of `split`.
     fn inputs(&self, split: Split, idx: &[usize], device: &Device) -> Result<Tensor>;
+    /// The inputs of the training examples `idx` as fine-tuning with `section` sees them:
+    /// [`Labelled::inputs`], unless the modality augments them (drawing from `rng`, the
+    /// fine-tuning's own, so that a resumed fine-tuning draws the same).
+    fn train_inputs(
+        &self,
+        _section: &DownstreamSection,
+        idx: &[usize],
+        _rng: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> Result<Tensor> {
+        self.inputs(Split::Train, idx, device)
+    }
     /// Runs `f` on the inputs of `idx` in pieces of about `chunk` examples and concatenates
     /// its outputs in the order of `idx`. Text overrides it to batch similar lengths.
     fn map_inputs(
@@ -249,9 +262,9 @@ impl<L: Labelled> DownstreamTask for Task<'_, L> {
         if section.input == DownstreamInput::Pretrained {
             store.copy_prefix_from(self.pretrained, &format!("{}.", L::PREFIX))?;
         }
-        let batch = |idx: &[usize]| -> Result<(Tensor, Tensor)> {
+        let batch = |idx: &[usize], rng: &mut ChaCha8Rng| -> Result<(Tensor, Tensor)> {
             Ok((
-                data.inputs(Split::Train, idx, device)?,
+                data.train_inputs(section, idx, rng, device)?,
                 label_tensor(&self.train_labels, idx, device)?,
             ))
         };

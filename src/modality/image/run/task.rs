@@ -6,13 +6,16 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 
 use crate::backbone::{pool, EncoderConfig, Mode, Tokens};
 use crate::error::Result;
+use crate::modality::image::augment::{Augment, RandomResizedCrop};
 use crate::modality::image::classifier::{ClassifierSpec, ImageClassifier};
 use crate::modality::image::dataset::ImageDataset;
 use crate::modality::image::{ImageEncoder, ImageGeometry};
-use crate::recipe::{ImageSection, Pooling};
+use crate::recipe::{DownstreamSection, ImageSection, Pooling};
 use crate::run::classify::{require_labels, Labelled, Split};
 
 /// Pooled encoder features `[N, D]` for a whole data set, computed without a gradient graph.
@@ -96,6 +99,36 @@ impl Labelled for ImageSplits<'_> {
     fn inputs(&self, split: Split, idx: &[usize], device: &Device) -> Result<Tensor> {
         self.split(split)
             .batch(idx, &self.image.mean, &self.image.std, device)
+    }
+
+    /// With `section.augment`, each batch draws one key from `rng`; example `i`'s crop and
+    /// flip are then a function of (key, i), as pretraining's are of (seed, epoch, i).
+    fn train_inputs(
+        &self,
+        section: &DownstreamSection,
+        idx: &[usize],
+        rng: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let Some(a) = &section.augment else {
+            return self.inputs(Split::Train, idx, device);
+        };
+        let augment = Augment {
+            crop: a.random_resized_crop.as_ref().map(|c| RandomResizedCrop {
+                scale: c.scale,
+                ratio: c.ratio,
+            }),
+            hflip: a.hflip,
+            seed: rng.gen(),
+        };
+        let epochs = vec![0; idx.len()];
+        let values = self.train.normalised(
+            idx,
+            Some((&augment, &epochs)),
+            &self.image.mean,
+            &self.image.std,
+        )?;
+        self.train.to_tensor(values, idx.len(), device)
     }
 
     fn depth(&self) -> usize {
