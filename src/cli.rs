@@ -154,7 +154,8 @@ pub enum Command {
     ///
     /// MODEL is a run (its fine-tuned classifier with the best test accuracy), a classifier
     /// a run saved (RUN/downstream/NAME: image, text, spectrogram or waveform), or a Hugging
-    /// Face ViTForImageClassification (a directory or hf:org/name). Class names come from
+    /// Face ViTForImageClassification, BertForSequenceClassification or
+    /// RobertaForSequenceClassification (a directory or hf:org/name). Class names come from
     /// the run's data (folder names, JSONL labels, `data.classes` for IDX files) or the
     /// config's id2label. Inputs are prepared as fine-tuning prepared its test split; audio
     /// longer than the model's window is cut into full-length windows whose probabilities

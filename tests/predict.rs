@@ -476,3 +476,82 @@ fn hugging_face_classifiers_predict_with_their_id2label_and_encoders_are_refused
         &["no fine-tuned classifier", "fine-tune"],
     );
 }
+
+#[test]
+fn hugging_face_text_classifiers_predict_with_their_tokenizer_and_id2label() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bert_cls");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(Path::new("tests/fixtures/hf/bert_cls").join(f), dir.join(f)).unwrap();
+    }
+    // The classifier's 30-token vocabulary: the BERT fixture's tokenizer, cut to it.
+    let read =
+        |p: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let mut tok = read("tests/fixtures/hf/bert_model/tokenizer.json");
+    tok["model"]["vocab"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|_, id| id.as_u64().unwrap() < 30);
+    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
+    let mut config = read("tests/fixtures/hf/bert_cls/config.json");
+    config["id2label"] = serde_json::json!({"0": "sad", "1": "calm", "2": "glad"});
+    config["label2id"] = serde_json::json!({"sad": 0, "calm": 1, "glad": 2});
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+
+    let d = dir.to_str().unwrap();
+    let sentence = "the cat sat on the mat";
+    let got = lines(&ok(&[
+        "predict",
+        "--model",
+        d,
+        "--text",
+        sentence,
+        "--text",
+        "a dog ran in the park",
+        "--top-k",
+        "3",
+    ]));
+    check_lines(&got, &["sad", "calm", "glad"], 3);
+
+    // The probabilities are the softmax of what `forward` gives for the same ids:
+    // [CLS] the cat sat on the mat [SEP].
+    let ids = candle_core::Tensor::new(&[[2u32, 5, 6, 7, 8, 5, 9, 3]], &candle_core::Device::Cpu)
+        .unwrap();
+    let (inputs, outputs) = (
+        tmp.path().join("in.safetensors"),
+        tmp.path().join("out.safetensors"),
+    );
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("input_ids", ids)]),
+        &inputs,
+    )
+    .unwrap();
+    ok(&[
+        "forward",
+        "--model",
+        d,
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "--out",
+        outputs.to_str().unwrap(),
+    ]);
+    let logits = candle_core::safetensors::load(&outputs, &candle_core::Device::Cpu).unwrap()
+        ["logits"]
+        .to_vec2::<f32>()
+        .unwrap()[0]
+        .clone();
+    let max = logits.iter().cloned().fold(f32::MIN, f32::max);
+    let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+    for t in got[0]["top_k"].as_array().unwrap() {
+        let i = ["sad", "calm", "glad"]
+            .iter()
+            .position(|n| *n == t["label"])
+            .unwrap();
+        let p = (logits[i] - max).exp() / sum;
+        assert!(
+            (t["score"].as_f64().unwrap() - p as f64).abs() < 1e-5,
+            "{t} vs {p}"
+        );
+    }
+}

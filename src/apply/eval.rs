@@ -90,7 +90,7 @@ fn labelled(p: &classifier::Predictor, data: &Path) -> Result<(EmbedInputs, Vec<
                 .collect();
             Ok((EmbedInputs::Images(index.files), names))
         }
-        Predictor::Text { .. } => {
+        Predictor::Text { .. } | Predictor::HfText { .. } => {
             let docs = read_jsonl(data, &JsonlFields::default())?;
             let mut texts = Vec::with_capacity(docs.len());
             let mut names = Vec::with_capacity(docs.len());
@@ -103,7 +103,7 @@ fn labelled(p: &classifier::Predictor, data: &Path) -> Result<(EmbedInputs, Vec<
             }
             Ok((EmbedInputs::Texts(texts), names))
         }
-        _ => {
+        Predictor::Spectrogram { .. } | Predictor::Waveform { .. } => {
             let items = if data.is_dir() {
                 scan_folder(data)?
             } else {

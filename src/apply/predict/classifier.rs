@@ -3,7 +3,8 @@
 //! - a run directory: its best fine-tuned classifier (`RUN/downstream/*/` with the highest
 //!   test accuracy in its `result.json`), said on stderr;
 //! - a saved classifier directory (`model.json` + `model.safetensors`) of any modality;
-//! - a Hugging Face `ViTForImageClassification` directory or `hf:org/name`.
+//! - a Hugging Face `ViTForImageClassification`, `BertForSequenceClassification` or
+//!   `RobertaForSequenceClassification` directory, or `hf:org/name`.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +35,14 @@ pub enum Predictor {
         model: TextClassifier,
         tokenizer: Box<TextTokenizer>,
         /// Longest sequence, special tokens included.
+        max_len: usize,
+    },
+    /// A Hugging Face `BertForSequenceClassification` / `RobertaForSequenceClassification`
+    /// with its own `tokenizer.json`.
+    HfText {
+        model: Box<hf::text::TextModel>,
+        tokenizer: Box<tokenizers::Tokenizer>,
+        tokenizer_file: PathBuf,
         max_len: usize,
     },
     Spectrogram {
@@ -132,6 +141,7 @@ pub fn load(src: &str, device: &Device) -> Result<Loaded> {
 fn image(dir: &str, src: &str, device: &Device) -> Result<Loaded> {
     let loaded = match run::source::load_any(dir, device)? {
         run::source::AnyModel::Image(m) => m,
+        run::source::AnyModel::Text(m) => return hf_text(m, src, device),
         other => return Err(not_a_classifier(src, &other.describe())),
     };
     let num_labels = match loaded.spec.kind {
@@ -153,11 +163,39 @@ fn image(dir: &str, src: &str, device: &Device) -> Result<Loaded> {
     })
 }
 
+/// A Hugging Face text classifier, with the tokenizer beside it.
+fn hf_text(m: hf::text::TextLoaded, src: &str, device: &Device) -> Result<Loaded> {
+    let hf::bert::TextKind::Classifier { num_labels } = m.spec.kind else {
+        let what = format!("a text model ({})", m.spec.hf_class());
+        return Err(not_a_classifier(src, &what));
+    };
+    let tokenizer_file = m.tokenizer.clone().ok_or_else(|| {
+        Error::data(
+            &m.origin,
+            "this text classifier has no tokenizer.json, which labelling sentences needs",
+        )
+    })?;
+    let tokenizer = hf::text::read_tokenizer(&tokenizer_file)?;
+    let model = hf::text::TextModel::build(&m, device)?;
+    let max_len = model.config().max_len();
+    Ok(Loaded {
+        classes: hf::config::label_list(m.hf_config.as_ref(), num_labels),
+        predictor: Predictor::HfText {
+            model: Box::new(model),
+            tokenizer: Box::new(tokenizer),
+            tokenizer_file,
+            max_len,
+        },
+        origin: m.origin,
+    })
+}
+
 fn not_a_classifier(src: &str, what: &str) -> Error {
     Error::Usage(format!(
         "{src} is {what}, not a classifier: give a run with a fine-tuned head \
          (`[[downstream]] head = \"fine-tune\"`), a classifier it saved (RUN/downstream/NAME), \
-         or a Hugging Face ViTForImageClassification"
+         or a Hugging Face ViTForImageClassification, BertForSequenceClassification or \
+         RobertaForSequenceClassification"
     ))
 }
 

@@ -78,13 +78,18 @@ pub(crate) fn score(
         (Predictor::Text { .. }, EmbedInputs::Texts(texts)) => {
             sentences(&c.predictor, &texts, batch, &bar, dev)?
         }
+        (Predictor::HfText { .. }, EmbedInputs::Texts(texts)) => {
+            hf_sentences(&c.predictor, &texts, batch, &bar, dev)?
+        }
         (Predictor::Spectrogram { .. } | Predictor::Waveform { .. }, EmbedInputs::Audio(files)) => {
             clips(&c.predictor, &files, batch, &bar, dev)?
         }
         (p, _) => {
             let how = match p {
                 Predictor::Image { .. } => "an image classifier: give --image FILE...",
-                Predictor::Text { .. } => "a text classifier: give --text or --text-file",
+                Predictor::Text { .. } | Predictor::HfText { .. } => {
+                    "a text classifier: give --text or --text-file"
+                }
                 _ => "an audio classifier: give --audio FILE.wav...",
             };
             return Err(Error::Usage(format!("{} is {how}", c.origin)));
@@ -196,6 +201,56 @@ fn sentences(
         let ids = Tensor::from_vec(padded.ids, (padded.batch, padded.seq_len), dev)?;
         let probs = softmax_rows(&model.forward(&ids, &mut Mode::Eval)?)?;
         for (text, probs) in chunk.iter().zip(probs) {
+            out.push(Scored {
+                input: text.clone(),
+                probs,
+                details: Map::new(),
+            });
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    Ok(out)
+}
+
+/// Sentences through a Hugging Face text classifier: its tokenizer (special tokens as its
+/// post-processor adds them), truncated to the model's positions, padded per batch.
+fn hf_sentences(
+    p: &Predictor,
+    texts: &[String],
+    batch: usize,
+    bar: &indicatif::ProgressBar,
+    dev: &Device,
+) -> Result<Vec<Scored>> {
+    let Predictor::HfText {
+        model,
+        tokenizer,
+        tokenizer_file,
+        max_len,
+    } = p
+    else {
+        unreachable!("hf_sentences() is given a Hugging Face text classifier");
+    };
+    let pad = model.config().pad_token_id;
+    let mut out = Vec::with_capacity(texts.len());
+    for (c, chunk) in texts.chunks(batch).enumerate() {
+        let b = hf::text::tokenize(tokenizer, chunk, *max_len, pad, tokenizer_file, dev)?;
+        for (i, n) in &b.truncated {
+            bar.suspend(|| {
+                eprintln!(
+                    "warning: sentence {} has {n} tokens; truncated to the model's {max_len}",
+                    c * batch + i + 1
+                )
+            });
+        }
+        let inputs = std::collections::BTreeMap::from([
+            ("input_ids".to_string(), b.input_ids),
+            ("attention_mask".to_string(), b.attention_mask),
+        ]);
+        let logits = model
+            .forward(&inputs)?
+            .remove("logits")
+            .ok_or_else(|| Error::Usage("this text model gives no logits".into()))?;
+        for (text, probs) in chunk.iter().zip(softmax_rows(&logits)?) {
             out.push(Scored {
                 input: text.clone(),
                 probs,
