@@ -555,3 +555,31 @@ fn hugging_face_text_classifiers_predict_with_their_tokenizer_and_id2label() {
         );
     }
 }
+
+#[test]
+fn a_waveform_classifier_labels_clips_as_its_fine_tuning_scored_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    run(
+        "recipes/wav2vec2-words-sample.toml",
+        &out,
+        &[
+            "device=\"cpu\"",
+            "downstream=[{ head = \"fine-tune\", pooling = \"mean\", label_fractions = [1.0], \
+             epochs = 1, batch_size = 16 }]",
+        ],
+    );
+    let files = files_under("data/words-sample/test");
+    let names: Vec<&str> = files.iter().map(|f| f.to_str().unwrap()).collect();
+    let mut args = vec!["predict", "--model", out.to_str().unwrap(), "--top-k", "1"];
+    args.push("--audio");
+    args.extend(&names);
+    let got = lines(&ok(&args));
+    assert_eq!(got.len(), files.len());
+    let measured = folder_accuracy(&got);
+    let recorded = recorded_accuracy(&out);
+    assert!(
+        (measured - recorded).abs() <= 1.0 / files.len() as f64 + 1e-9,
+        "predict: {measured}, fine-tuning recorded {recorded}"
+    );
+}
