@@ -95,6 +95,11 @@ pub enum Command {
     /// Audio models (wav2vec2, HuBERT, data2vec-audio): input_values [B, S] (float) and
     /// optional attention_mask [B, S] (any dtype, nonzero = real sample); writes
     /// last_hidden_state and extract_features.
+    ///
+    /// Text and audio classifiers a run fine-tuned (RUN/downstream/NAME): input_ids [B, T]
+    /// (optional attention_mask: its zeros become padding) or input_values [B, S] (each row
+    /// fitted to the model's window, as predict does), optional labels [B]; writes logits
+    /// and loss.
     Forward {
         /// Any model source (see `export`).
         #[arg(long)]

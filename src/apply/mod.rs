@@ -67,12 +67,17 @@ pub fn forward(model: &str, inputs: &Path, out: &Path, device: &Device) -> Resul
             ));
         }
     }
-    let outputs = match source::load_any(model, device)? {
-        AnyModel::Image(m) => hf::Model::build(&m, device)?.forward(&tensors),
-        AnyModel::Text(m) => hf::text::TextModel::build(&m, device)?.forward(&tensors),
-        AnyModel::Audio(m) => hf::audio::AudioModel::build(&m, device)?.forward(&tensors),
-        AnyModel::Spectrogram(m) => {
-            hf::spectrogram::SpectrogramModel::build(&m, device)?.forward(&tensors)
+    let outputs = if predict::classifier::is_saved_text_or_audio(model) {
+        let c = predict::classifier::load(model, device)?;
+        predict::forward::forward(&c, &tensors, device)
+    } else {
+        match source::load_any(model, device)? {
+            AnyModel::Image(m) => hf::Model::build(&m, device)?.forward(&tensors),
+            AnyModel::Text(m) => hf::text::TextModel::build(&m, device)?.forward(&tensors),
+            AnyModel::Audio(m) => hf::audio::AudioModel::build(&m, device)?.forward(&tensors),
+            AnyModel::Spectrogram(m) => {
+                hf::spectrogram::SpectrogramModel::build(&m, device)?.forward(&tensors)
+            }
         }
     };
     // A model that cannot take these inputs is an error in the inputs file.

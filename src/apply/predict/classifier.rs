@@ -64,6 +64,28 @@ pub struct Loaded {
     pub origin: String,
 }
 
+/// Whether `src` names a text or audio classifier a run saved (`model.json` of kind
+/// `text-classifier`, `audio-classifier` or `waveform-classifier`, or its weights file),
+/// which `forward` runs through this module rather than as a Hugging Face model.
+pub fn is_saved_text_or_audio(src: &str) -> bool {
+    let path = Path::new(src);
+    let dir = if path.is_file() {
+        path.parent().unwrap_or(Path::new("."))
+    } else {
+        path
+    };
+    let Ok(text) = crate::input::read_to_string(&dir.join(SPEC_FILE)) else {
+        return false;
+    };
+    let kind = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string));
+    matches!(
+        kind.as_deref(),
+        Some(TextClassifierSpec::KIND | AudioClassifierSpec::KIND | WaveformClassifierSpec::KIND)
+    )
+}
+
 /// Loads the classifier `src` names.
 pub fn load(src: &str, device: &Device) -> Result<Loaded> {
     let path = Path::new(src);

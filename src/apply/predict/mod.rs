@@ -7,6 +7,7 @@
 //! full-length windows, as `embed` does, and their probabilities averaged.
 
 pub mod classifier;
+pub mod forward;
 
 use std::path::{Path, PathBuf};
 
@@ -311,7 +312,12 @@ fn clips(
 }
 
 /// Logits `[N, classes]` of audio windows, each fitted to `window` samples.
-fn window_logits(p: &Predictor, parts: &[&[f32]], window: usize, dev: &Device) -> Result<Tensor> {
+pub(crate) fn window_logits(
+    p: &Predictor,
+    parts: &[&[f32]],
+    window: usize,
+    dev: &Device,
+) -> Result<Tensor> {
     match p {
         Predictor::Spectrogram { model, spec, mel } => {
             let specs: Vec<Vec<f32>> = parts
