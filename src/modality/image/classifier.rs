@@ -57,8 +57,20 @@ impl ClassifierSpec {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(SPEC_FILE);
         let text = crate::input::read_to_string(&path)?;
-        let spec: Self =
+        let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))?;
+        // Another modality's classifier: say what takes it, not which fields it lacks.
+        if let Some(kind) = value["kind"].as_str().filter(|k| *k != Self::KIND) {
+            return Err(Error::data(
+                &path,
+                format!(
+                    "a `{kind}`, not an image classifier: `pretext predict`, `eval` and \
+                     `forward` run it; `embed` and `export` do not take it yet"
+                ),
+            ));
+        }
+        let spec: Self =
+            serde_json::from_value(value).map_err(|e| Error::data(&path, e.to_string()))?;
         if spec.kind != Self::KIND {
             return Err(Error::data(
                 &path,
