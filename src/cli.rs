@@ -186,6 +186,16 @@ pub enum Command {
         #[arg(long, default_value = "auto", value_parser = parse_device)]
         device: crate::device::DeviceSpec,
     },
+    /// Compare runs: their training losses overlaid in one picture, and their
+    /// label-efficiency tables as one table with a column per run.
+    Report {
+        /// Run directories.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Where to draw the loss curves.
+        #[arg(long, default_value = "report.png")]
+        out: PathBuf,
+    },
     /// Score a classifier on labelled data: accuracy, precision / recall / F1 per class and
     /// the confusion matrix.
     ///
@@ -423,6 +433,11 @@ pub fn execute(cli: Cli) -> Result<()> {
                 batch_size,
             };
             apply::predict::predict(&model, inputs, &opts, &dev)
+        }
+        Command::Report { runs, out } => {
+            print!("{}", crate::run::compare::compare(&runs, &out)?);
+            eprintln!("loss curves: {}", out.display());
+            Ok(())
         }
         Command::Eval {
             model,

@@ -27,6 +27,7 @@ pub mod limits;
 pub mod modality;
 pub mod objective;
 pub mod params;
+pub mod plot;
 pub mod recipe;
 pub mod run;
 pub mod tensor_io;

@@ -1,7 +1,7 @@
 //! The direction of dependency inside `src/`, enforced:
 //!
 //! ```text
-//! error ← device, limits ← input ← tensor_io ← params ← backbone ← train ← modality
+//! error ← device, limits ← input ← tensor_io ← params, plot ← backbone ← train ← modality
 //!       ← objective ← head, hf ← recipe ← run ← apply, inspect ← cli
 //! ```
 //!
@@ -21,6 +21,7 @@ const RANKS: &[(&str, usize)] = &[
     ("limits", 1),
     ("input", 2),
     ("tensor_io", 3),
+    ("plot", 4),
     ("params", 4),
     ("backbone", 5),
     ("train", 6),

@@ -8,6 +8,7 @@
 //! models in `audio/run/waveform/`).
 
 pub mod classify;
+pub mod compare;
 pub mod dir;
 pub mod downstream;
 pub mod report;

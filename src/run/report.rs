@@ -91,7 +91,39 @@ pub fn write(
     let md = report.markdown();
     eprintln!("\n{md}");
     crate::tensor_io::write_atomic(&run_dir.join("report.md"), md.as_bytes())?;
+    report.draw(&run_dir.join(LABEL_EFFICIENCY_PICTURE))?;
     Ok(Some(report))
+}
+
+/// Where a run's label-efficiency chart is drawn.
+pub const LABEL_EFFICIENCY_PICTURE: &str = "pictures/label-efficiency.png";
+
+impl Report {
+    /// The table as a chart: test accuracy (%) against the fraction of labels (log
+    /// scale), one line per method.
+    pub fn draw(&self, path: &std::path::Path) -> crate::error::Result<()> {
+        let series = self
+            .rows
+            .iter()
+            .map(|row| crate::plot::Series {
+                name: row.method.clone(),
+                points: self
+                    .label_fractions
+                    .iter()
+                    .zip(&row.test_accuracy)
+                    .filter_map(|(f, a)| a.map(|a| (*f, a * 100.0)))
+                    .collect(),
+            })
+            .collect();
+        let chart = crate::plot::Chart {
+            title: "label efficiency".into(),
+            x_label: "fraction of training labels".into(),
+            y_label: "test accuracy (%)".into(),
+            series,
+            log_x: true,
+        };
+        crate::plot::save(&[chart], 800, path)
+    }
 }
 
 #[cfg(test)]

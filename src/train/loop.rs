@@ -423,6 +423,7 @@ pub fn train(
             // What a checkpoint comes with (pictures, held-out evaluation) first: a run
             // killed in between resumes from the checkpoint before, and draws them again.
             bar.suspend(|| task.on_checkpoint(step, dir))?;
+            super::metrics::draw(dir)?;
             trainer.checkpoint(&dir.join("checkpoints"))?;
         }
         if stop_after == Some(step) {

@@ -56,6 +56,62 @@ impl MetricsLog {
     }
 }
 
+/// Where [`draw`] puts a run's (or a fine-tuning's) loss picture.
+pub const LOSS_PICTURE: &str = "pictures/loss.png";
+
+/// `(step, value)` of `key` in each line of the JSON-lines file `path` that has both
+/// (none when the file is absent; lines that do not parse are skipped, as a cut last line is).
+pub fn series(path: &Path, key: &str) -> Result<Vec<(f64, f64)>> {
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let text = crate::input::read_to_string(path)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v.get("step")?.as_f64()?, v.get(key)?.as_f64()?)))
+        .collect())
+}
+
+/// Draws `dir/pictures/loss.png` from `dir/metrics.jsonl`: the training loss, the held-out
+/// loss and accuracy where `dir/eval.jsonl` has them (text runs), and the learning rate,
+/// per step.
+pub fn draw(dir: &Path) -> Result<()> {
+    use crate::plot::{Chart, Series};
+    let (log, eval) = (dir.join("metrics.jsonl"), dir.join("eval.jsonl"));
+    let chart = |title: &str, y: &str, series: Vec<Series>| Chart {
+        title: title.into(),
+        x_label: "step".into(),
+        y_label: y.into(),
+        series,
+        log_x: false,
+    };
+    let line = |name: &str, points| Series {
+        name: name.into(),
+        points,
+    };
+    let mut losses = vec![line("training", series(&log, "loss")?)];
+    let held_out = series(&eval, "loss")?;
+    if !held_out.is_empty() {
+        losses.push(line("held-out", held_out));
+    }
+    let mut charts = vec![chart("loss", "loss", losses)];
+    let accuracy = series(&eval, "accuracy")?;
+    if !accuracy.is_empty() {
+        charts.push(chart(
+            "held-out masked-token accuracy",
+            "accuracy",
+            vec![line("", accuracy)],
+        ));
+    }
+    charts.push(chart(
+        "learning rate",
+        "lr",
+        vec![line("", series(&log, "lr")?)],
+    ));
+    crate::plot::save(&charts, 800, &dir.join(LOSS_PICTURE))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,241 @@
+//! Line charts as PNG files: a run's loss and learning rate per step, a label-efficiency
+//! chart, several runs' losses overlaid. Drawn with plotters into a pixel buffer, encoded
+//! with `image`, written atomically; text in DejaVu Sans from the `dejavu` crate, so no
+//! system font is needed.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// One line: its legend and its points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One chart of a picture.
+#[derive(Debug, Clone)]
+pub struct Chart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+    /// Logarithmic x axis (label fractions).
+    pub log_x: bool,
+}
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn font() -> std::result::Result<(), String> {
+    static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+                .map_err(|_| "the embedded DejaVu Sans font does not load".to_string())
+        })
+        .clone()
+}
+
+/// Draws `charts` stacked in one picture, `width` pixels wide (each chart 300 high), into
+/// `path`. Charts with no points are drawn empty, saying so.
+pub fn save(charts: &[Chart], width: u32, path: &Path) -> Result<()> {
+    let fail = |e: String| Error::data(path, format!("cannot draw this picture: {e}"));
+    font().map_err(fail)?;
+    let height = 300 * charts.len().max(1) as u32;
+    let mut pixels = vec![255u8; (width * height * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        let areas = root.split_evenly((charts.len().max(1), 1));
+        for (chart, area) in charts.iter().zip(&areas) {
+            draw(chart, area).map_err(fail)?;
+        }
+        root.present().map_err(|e| fail(e.to_string()))?;
+    }
+    let img = image::RgbImage::from_raw(width, height, pixels)
+        .ok_or_else(|| fail("pixel buffer of the wrong size".into()))?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| fail(e.to_string()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    crate::tensor_io::write_atomic(path, &png.into_inner())
+}
+
+/// An axis label: at most four decimals, no trailing zeros (`0.3`, not
+/// `0.30000000000000004`), large values without decimals, small ones as `1.5e-4`.
+fn tick(v: f64) -> String {
+    if v.abs() >= 1000.0 {
+        return format!("{v:.0}");
+    }
+    if v != 0.0 && v.abs() < 1e-3 {
+        // Learning rates: 1.5e-4 rather than a column of zeros.
+        return format!("{v:.1e}");
+    }
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.into()
+    }
+}
+
+/// The range the finite values of `v` span, widened a little (and made non-empty).
+fn span(v: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
+    let (lo, hi) = v
+        .filter(|x| x.is_finite() && (!log || *x > 0.0))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(x), b.max(x))
+        });
+    if lo > hi {
+        return if log { (0.01, 1.0) } else { (0.0, 1.0) };
+    }
+    if log {
+        return (lo / 1.5, hi * 1.5);
+    }
+    let pad = ((hi - lo) * 0.05).max(hi.abs() * 1e-3).max(1e-9);
+    (lo - pad, hi + pad)
+}
+
+fn draw(c: &Chart, area: &DrawingArea<BitMapBackend, Shift>) -> std::result::Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let points = || c.series.iter().flat_map(|s| s.points.iter());
+    let (x0, x1) = span(points().map(|p| p.0), c.log_x);
+    let (y0, y1) = span(points().map(|p| p.1), false);
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(&c.title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70);
+    macro_rules! finish {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc(c.x_label.as_str())
+                .y_desc(c.y_label.as_str())
+                .label_style(("sans-serif", 13))
+                .x_labels(if c.log_x { 6 } else { 10 })
+                .x_label_formatter(&|x| tick(*x))
+                .y_label_formatter(&|y| tick(*y))
+                .draw()
+                .map_err(|e| err(&e))?;
+            for (i, s) in c.series.iter().enumerate() {
+                let colour = PALETTE[i % PALETTE.len()];
+                let finite = s
+                    .points
+                    .iter()
+                    .copied()
+                    .filter(|(x, y)| x.is_finite() && y.is_finite() && (!c.log_x || *x > 0.0));
+                chart
+                    .draw_series(LineSeries::new(finite.clone(), colour.stroke_width(2)))
+                    .map_err(|e| err(&e))?
+                    .label(s.name.as_str())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                    });
+                if s.points.len() <= 12 {
+                    chart
+                        .draw_series(finite.map(|p| Circle::new(p, 3, colour.filled())))
+                        .map_err(|e| err(&e))?;
+                }
+            }
+            if c.series.len() > 1 || c.series.iter().any(|s| !s.name.is_empty()) {
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK.mix(0.4))
+                    .label_font(("sans-serif", 13))
+                    // Losses fall (the upper right is free); accuracies rise with labels.
+                    .position(if c.log_x {
+                        SeriesLabelPosition::UpperLeft
+                    } else {
+                        SeriesLabelPosition::UpperRight
+                    })
+                    .draw()
+                    .map_err(|e| err(&e))?;
+            }
+        }};
+    }
+    if c.log_x {
+        finish!(builder
+            .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
+            .map_err(|e| err(&e))?);
+    } else {
+        finish!(builder
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| err(&e))?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axis_labels_are_short() {
+        assert_eq!(tick(0.30000000000000004), "0.3");
+        assert_eq!(tick(1.0), "1");
+        assert_eq!(tick(0.0015), "0.0015");
+        assert_eq!(tick(0.00015), "1.5e-4");
+        assert_eq!(tick(12345.6), "12346");
+        assert_eq!(tick(0.0), "0");
+    }
+
+    #[test]
+    fn a_picture_of_two_charts_is_written_as_a_png_of_the_size_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("p/loss.png");
+        let curve = |k: f64| Series {
+            name: format!("k = {k}"),
+            points: (1..50).map(|i| (i as f64, k / i as f64)).collect(),
+        };
+        let charts = [
+            Chart {
+                title: "loss".into(),
+                x_label: "step".into(),
+                y_label: "loss".into(),
+                series: vec![curve(1.0), curve(2.0)],
+                log_x: false,
+            },
+            Chart {
+                title: "label efficiency".into(),
+                x_label: "labels".into(),
+                y_label: "accuracy".into(),
+                series: vec![Series {
+                    name: String::new(),
+                    points: vec![(0.01, 0.5), (0.1, 0.7), (1.0, 0.9), (f64::NAN, 0.1)],
+                }],
+                log_x: true,
+            },
+        ];
+        save(&charts, 640, &path).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        assert_eq!((img.width(), img.height()), (640, 600));
+        // Something was drawn in the charts' colours, not just a white page.
+        let blue = img.pixels().filter(|p| p.0 == [31, 119, 180]).count();
+        let orange = img.pixels().filter(|p| p.0 == [255, 127, 14]).count();
+        assert!(blue > 100 && orange > 100, "{blue} {orange}");
+        // Nothing to plot is still a picture.
+        let empty = Chart {
+            series: vec![],
+            ..charts[0].clone()
+        };
+        save(&[empty], 320, &tmp.path().join("empty.png")).unwrap();
+    }
+}
