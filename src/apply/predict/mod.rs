@@ -128,6 +128,24 @@ fn softmax_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(candle_nn::ops::softmax_last_dim(logits)?.to_vec2::<f32>()?)
 }
 
+/// A [`Scored`] per input, its probabilities the softmax of its row of `logits`.
+fn push_scored(
+    out: &mut Vec<Scored>,
+    inputs: impl Iterator<Item = String>,
+    logits: &Tensor,
+    bar: &indicatif::ProgressBar,
+) -> Result<()> {
+    for (input, probs) in inputs.zip(softmax_rows(logits)?) {
+        out.push(Scored {
+            input,
+            probs,
+            details: Map::new(),
+        });
+        bar.inc(1);
+    }
+    Ok(())
+}
+
 fn images(
     p: &Predictor,
     files: &[PathBuf],
@@ -148,15 +166,9 @@ fn images(
     let mut out = Vec::with_capacity(files.len());
     for chunk in all.chunks(batch) {
         let pixels = data.batch(chunk, &n.mean, &n.std, dev)?;
-        let probs = softmax_rows(&model.forward(&pixels, &mut Mode::Eval)?)?;
-        for (&i, probs) in chunk.iter().zip(probs) {
-            out.push(Scored {
-                input: files[i].display().to_string(),
-                probs,
-                details: Map::new(),
-            });
-        }
-        bar.inc(chunk.len() as u64);
+        let logits = model.forward(&pixels, &mut Mode::Eval)?;
+        let names = chunk.iter().map(|&i| files[i].display().to_string());
+        push_scored(&mut out, names, &logits, bar)?;
     }
     Ok(out)
 }
@@ -200,15 +212,8 @@ fn sentences(
         let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
         let padded = pad_batch(&refs, pad);
         let ids = Tensor::from_vec(padded.ids, (padded.batch, padded.seq_len), dev)?;
-        let probs = softmax_rows(&model.forward(&ids, &mut Mode::Eval)?)?;
-        for (text, probs) in chunk.iter().zip(probs) {
-            out.push(Scored {
-                input: text.clone(),
-                probs,
-                details: Map::new(),
-            });
-        }
-        bar.inc(chunk.len() as u64);
+        let logits = model.forward(&ids, &mut Mode::Eval)?;
+        push_scored(&mut out, chunk.iter().cloned(), &logits, bar)?;
     }
     Ok(out)
 }
@@ -251,14 +256,7 @@ fn hf_sentences(
             .forward(&inputs)?
             .remove("logits")
             .ok_or_else(|| Error::Usage("this text model gives no logits".into()))?;
-        for (text, probs) in chunk.iter().zip(softmax_rows(&logits)?) {
-            out.push(Scored {
-                input: text.clone(),
-                probs,
-                details: Map::new(),
-            });
-        }
-        bar.inc(chunk.len() as u64);
+        push_scored(&mut out, chunk.iter().cloned(), &logits, bar)?;
     }
     Ok(out)
 }
