@@ -74,14 +74,17 @@ pub fn save(charts: &[Chart], width: u32, path: &Path) -> Result<()> {
     crate::tensor_io::write_atomic(path, &png.into_inner())
 }
 
-/// An axis label: at most four decimals, no trailing zeros (`0.3`, not
-/// `0.30000000000000004`), large values without decimals, small ones as `1.5e-4`.
-fn tick(v: f64) -> String {
-    if v.abs() >= 1000.0 {
+/// An axis label on an axis whose values reach `scale` in size: at most four decimals and
+/// no trailing zeros (`0.3`, not `0.30000000000000004`); an axis of large values without
+/// decimals, one of small values (learning rates) all as `1.5e-4`; rounding noise as `0`.
+fn tick(v: f64, scale: f64) -> String {
+    if v.abs() <= scale * 1e-9 {
+        return "0".into();
+    }
+    if scale >= 1000.0 {
         return format!("{v:.0}");
     }
-    if v != 0.0 && v.abs() < 1e-3 {
-        // Learning rates: 1.5e-4 rather than a column of zeros.
+    if scale < 1e-2 {
         return format!("{v:.1e}");
     }
     let s = format!("{v:.4}");
@@ -130,8 +133,8 @@ fn draw(c: &Chart, area: &DrawingArea<BitMapBackend, Shift>) -> std::result::Res
                 .y_desc(c.y_label.as_str())
                 .label_style(("sans-serif", 13))
                 .x_labels(if c.log_x { 6 } else { 10 })
-                .x_label_formatter(&|x| tick(*x))
-                .y_label_formatter(&|y| tick(*y))
+                .x_label_formatter(&|x| tick(*x, x0.abs().max(x1.abs())))
+                .y_label_formatter(&|y| tick(*y, y0.abs().max(y1.abs())))
                 .draw()
                 .map_err(|e| err(&e))?;
             for (i, s) in c.series.iter().enumerate() {
@@ -189,12 +192,14 @@ mod tests {
 
     #[test]
     fn axis_labels_are_short() {
-        assert_eq!(tick(0.30000000000000004), "0.3");
-        assert_eq!(tick(1.0), "1");
-        assert_eq!(tick(0.0015), "0.0015");
-        assert_eq!(tick(0.00015), "1.5e-4");
-        assert_eq!(tick(12345.6), "12346");
-        assert_eq!(tick(0.0), "0");
+        assert_eq!(tick(0.30000000000000004, 1.0), "0.3");
+        assert_eq!(tick(1.0, 1.0), "1");
+        assert_eq!(tick(12345.6, 20000.0), "12346");
+        // A learning-rate axis: every label in one form, and rounding noise as zero.
+        assert_eq!(tick(0.0015, 0.0015), "1.5e-3");
+        assert_eq!(tick(0.0004, 0.0015), "4.0e-4");
+        assert_eq!(tick(-2.7e-20, 0.0015), "0");
+        assert_eq!(tick(0.0, 1.0), "0");
     }
 
     #[test]
