@@ -7,10 +7,13 @@
 #
 #   scripts/fuzz.sh [TARGET...]      targets: safetensors hf_config hf_model recipe idx wav tokenizer
 #   PRETEXT_FUZZ_SECONDS=60          budget per target
+#   PRETEXT_FUZZ_SEED=1              libFuzzer's seed (0: a random one each run); fixed by
+#                                    default so that a CI run explores what the last one did
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 budget=${PRETEXT_FUZZ_SECONDS:-60}
+seed=${PRETEXT_FUZZ_SEED:-1}
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(safetensors hf_config hf_model recipe idx wav tokenizer)
 out=${PRETEXT_FUZZ_OUT:-$(mktemp -d -t pretext-fuzz.XXXXXX)}
@@ -45,7 +48,7 @@ for t in "${targets[@]}"; do
     for f in $(seeds "$t"); do n=$((n + 1)); cp "$f" "$corpus/committed-$n-$(basename "$f")"; done
     echo "== fuzz $t: ${budget} s from $(ls "$corpus" | wc -l) seeds"
     if ! "${fuzz[@]}" run --fuzz-dir tests/fuzz -O "$t" "$corpus" -- \
-        -max_total_time="$budget" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+        -max_total_time="$budget" -seed="$seed" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
         -artifact_prefix="$out/crashes/$t/" -print_final_stats=1 2>"$out/$t.log"; then
         tail -40 "$out/$t.log"
         failed+=("$t")

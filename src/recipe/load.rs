@@ -82,7 +82,12 @@ fn split_index(part: &str) -> Option<(&str, Option<usize>)> {
 fn preset_table(name: &str, file: &Path) -> Result<toml::Table> {
     let (text, origin) = if name.ends_with(".toml") {
         let path = file.parent().unwrap_or(Path::new(".")).join(name);
-        let text = crate::input::read_to_string(&path)?;
+        // Named by the recipe and key that point at it, beside the file's own error.
+        let text = crate::input::read_to_string(&path).map_err(|e| Error::InvalidValue {
+            file: file.to_path_buf(),
+            key: "model.preset".into(),
+            message: format!("cannot read the preset file: {e}"),
+        })?;
         (text, path)
     } else {
         let found = PRESETS.iter().find(|(n, _)| *n == name);

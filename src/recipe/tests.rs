@@ -114,6 +114,15 @@ fn preset_fills_and_recipe_wins() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("did you mean `vit-mini`"), "{err}");
+    // A preset file that is not there: named with the recipe and key that point at it
+    // (found by fuzzing, which mutated `vit-mini` into `vit.toml`).
+    let err = load(&MINIMAL.replace("vit-mini", "vit.toml"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("r.toml") && err.contains("model.preset") && err.contains("vit.toml"),
+        "{err}"
+    );
 }
 
 #[test]
