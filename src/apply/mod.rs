@@ -67,8 +67,7 @@ pub fn forward(model: &str, inputs: &Path, out: &Path, device: &Device) -> Resul
             ));
         }
     }
-    let outputs = if predict::classifier::is_saved_text_or_audio(model) {
-        let c = predict::classifier::load(model, device)?;
+    let outputs = if let Some(c) = predict::classifier::load_saved(Path::new(model), device)? {
         predict::forward::forward(&c, &tensors, device)
     } else {
         match source::load_any(model, device)? {

@@ -3,13 +3,20 @@
 
 use std::path::{Path, PathBuf};
 
+use super::report::Report;
 use crate::error::{Error, Result};
 use crate::plot::{Chart, Series};
 
 /// One run's name (its directory's) and table, if it has one.
 struct Run {
     name: String,
-    table: Option<serde_json::Value>,
+    table: Option<Report>,
+}
+
+/// What `summary.json` holds that the comparison reads.
+#[derive(serde::Deserialize)]
+struct Summary {
+    label_efficiency: Option<Report>,
 }
 
 /// Draws the runs' losses into `picture` and returns the table comparing them (Markdown).
@@ -35,10 +42,9 @@ pub fn compare(runs: &[PathBuf], picture: &Path) -> Result<String> {
         });
         let summary = dir.join(super::dir::SUMMARY_FILE);
         let table = if summary.is_file() {
-            let v: serde_json::Value =
-                serde_json::from_str(&crate::input::read_to_string(&summary)?)
-                    .map_err(|e| Error::data(&summary, e.to_string()))?;
-            v.get("label_efficiency").filter(|t| !t.is_null()).cloned()
+            serde_json::from_str::<Summary>(&crate::input::read_to_string(&summary)?)
+                .map_err(|e| Error::data(&summary, e.to_string()))?
+                .label_efficiency
         } else {
             None
         };
@@ -57,33 +63,18 @@ pub fn compare(runs: &[PathBuf], picture: &Path) -> Result<String> {
 
 /// Rows: (method, label fraction) in order of first appearance; columns: runs.
 fn table(runs: &[Run]) -> String {
-    let mut rows: Vec<(String, f64)> = Vec::new();
+    let same = |a: f64, b: f64| (a - b).abs() < 1e-12;
     let cell = |run: &Run, method: &str, fraction: f64| -> Option<f64> {
         let t = run.table.as_ref()?;
-        let fractions = t["label_fractions"].as_array()?;
-        let col = fractions
-            .iter()
-            .position(|f| f.as_f64().is_some_and(|f| (f - fraction).abs() < 1e-12))?;
-        t["rows"]
-            .as_array()?
-            .iter()
-            .find(|r| r["method"] == method)?["test_accuracy"][col]
-            .as_f64()
+        let col = t.label_fractions.iter().position(|&f| same(f, fraction))?;
+        t.rows.iter().find(|r| r.method == method)?.test_accuracy[col]
     };
-    for run in runs {
-        let Some(t) = &run.table else { continue };
-        let fractions: Vec<f64> = t["label_fractions"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|f| f.as_f64()).collect())
-            .unwrap_or_default();
-        for r in t["rows"].as_array().into_iter().flatten() {
-            let method = r["method"].as_str().unwrap_or_default().to_string();
-            for &f in &fractions {
-                if !rows
-                    .iter()
-                    .any(|(m, g)| *m == method && (g - f).abs() < 1e-12)
-                {
-                    rows.push((method.clone(), f));
+    let mut rows: Vec<(String, f64)> = Vec::new();
+    for t in runs.iter().filter_map(|r| r.table.as_ref()) {
+        for r in &t.rows {
+            for &f in &t.label_fractions {
+                if !rows.iter().any(|(m, g)| *m == r.method && same(*g, f)) {
+                    rows.push((r.method.clone(), f));
                 }
             }
         }

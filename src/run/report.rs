@@ -1,18 +1,18 @@
 //! The label-efficiency table: one row per downstream method, one column per label
 //! fraction, test accuracy in each cell. Written into `summary.json` and as `report.md`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::downstream::DownstreamResult;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// Column headers: label fractions, ascending.
     pub label_fractions: Vec<f64>,
     pub rows: Vec<ReportRow>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReportRow {
     pub method: String,
     /// Test accuracy per label fraction (`None` where the method was not run at it).

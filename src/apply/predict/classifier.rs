@@ -64,57 +64,50 @@ pub struct Loaded {
     pub origin: String,
 }
 
-/// Whether `src` names a text or audio classifier a run saved (`model.json` of kind
-/// `text-classifier`, `audio-classifier` or `waveform-classifier`, or its weights file),
-/// which `forward` runs through this module rather than as a Hugging Face model.
-pub fn is_saved_text_or_audio(src: &str) -> bool {
-    let path = Path::new(src);
-    let dir = if path.is_file() {
-        path.parent().unwrap_or(Path::new("."))
-    } else {
-        path
-    };
-    let Ok(text) = crate::input::read_to_string(&dir.join(SPEC_FILE)) else {
-        return false;
-    };
-    let kind = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string));
-    matches!(
-        kind.as_deref(),
-        Some(TextClassifierSpec::KIND | AudioClassifierSpec::KIND | WaveformClassifierSpec::KIND)
-    )
-}
-
 /// Loads the classifier `src` names.
 pub fn load(src: &str, device: &Device) -> Result<Loaded> {
     let path = Path::new(src);
     let dir = if run::dir::is_run_dir(path) {
         best_in_run(path)?
-    } else if path.is_file() && path.file_name().is_some_and(|n| n == WEIGHTS_FILE) {
-        path.parent().unwrap_or(Path::new(".")).to_path_buf()
     } else {
         path.to_path_buf()
     };
-    if !dir.join(SPEC_FILE).is_file() {
-        // A Hugging Face classifier (or something that is not one: said below).
-        return image(&dir.display().to_string(), src, device);
+    match load_saved(&dir, device)? {
+        Some(c) => Ok(c),
+        // Image classifiers load as `forward` and `export` load them (a run's
+        // normalisation included), Hugging Face ones from their config.
+        None => image(&dir.display().to_string(), src, device),
     }
+}
+
+/// The text or audio classifier a run saved at `src` (its directory, or a file in it:
+/// `model.json` of kind `text-classifier`, `audio-classifier` or `waveform-classifier`);
+/// `None` for anything else, which `forward` runs as a Hugging Face model and [`load`] as
+/// an image classifier.
+pub fn load_saved(src: &Path, device: &Device) -> Result<Option<Loaded>> {
+    let dir = if src.is_file() {
+        src.parent().unwrap_or(Path::new("."))
+    } else {
+        src
+    };
     let spec_path = dir.join(SPEC_FILE);
+    if !spec_path.is_file() {
+        return Ok(None);
+    }
     let json: serde_json::Value = serde_json::from_str(&crate::input::read_to_string(&spec_path)?)
         .map_err(|e| Error::data(&spec_path, e.to_string()))?;
     let kind = json.get("kind").and_then(|k| k.as_str()).unwrap_or("");
     let origin = dir.display().to_string();
-    match kind {
+    Ok(Some(match kind {
         TextClassifierSpec::KIND => {
             let spec: TextClassifierSpec = read_spec(&spec_path, json)?;
             spec.text
                 .validate()
                 .map_err(|m| Error::data(&spec_path, format!("text: {m}")))?;
-            let vb = weights(&dir, device)?;
-            let model = TextClassifier::new(&spec, vb).map_err(|e| weights_error(&dir, e))?;
-            let (tokenizer, max_len) = text_inputs(&dir, spec.text.max_len())?;
-            Ok(Loaded {
+            let vb = weights(dir, device)?;
+            let model = TextClassifier::new(&spec, vb).map_err(|e| weights_error(dir, e))?;
+            let (tokenizer, max_len) = text_inputs(dir, spec.text.max_len())?;
+            Loaded {
                 predictor: Predictor::Text {
                     model,
                     tokenizer: Box::new(tokenizer),
@@ -122,15 +115,15 @@ pub fn load(src: &str, device: &Device) -> Result<Loaded> {
                 },
                 classes: spec.labels,
                 origin,
-            })
+            }
         }
         AudioClassifierSpec::KIND => {
             let spec: AudioClassifierSpec = read_spec(&spec_path, json)?;
             let mel = MelSpectrogram::new(&spec.features.mel)
                 .map_err(|e| Error::data(&spec_path, format!("features.mel: {e}")))?;
-            let model = AudioClassifier::new(&spec, weights(&dir, device)?)
-                .map_err(|e| weights_error(&dir, e))?;
-            Ok(Loaded {
+            let model = AudioClassifier::new(&spec, weights(dir, device)?)
+                .map_err(|e| weights_error(dir, e))?;
+            Loaded {
                 classes: spec.classes.clone(),
                 predictor: Predictor::Spectrogram {
                     model,
@@ -138,25 +131,23 @@ pub fn load(src: &str, device: &Device) -> Result<Loaded> {
                     mel,
                 },
                 origin,
-            })
+            }
         }
         WaveformClassifierSpec::KIND => {
             let spec: WaveformClassifierSpec = read_spec(&spec_path, json)?;
-            let model = WaveformClassifier::new(&spec, weights(&dir, device)?)
-                .map_err(|e| weights_error(&dir, e))?;
-            Ok(Loaded {
+            let model = WaveformClassifier::new(&spec, weights(dir, device)?)
+                .map_err(|e| weights_error(dir, e))?;
+            Loaded {
                 classes: spec.classes.clone(),
                 predictor: Predictor::Waveform {
                     model,
                     spec: Box::new(spec),
                 },
                 origin,
-            })
+            }
         }
-        // Image classifiers load as `forward` and `export` load them (a run's
-        // normalisation included).
-        _ => image(&origin, src, device),
-    }
+        _ => return Ok(None),
+    }))
 }
 
 /// An image classifier: a saved one (in a run or not) or a Hugging Face one.

@@ -283,19 +283,16 @@ fn clips(
         }
         // A clip up to the window is padded with silence, as the fine-tuning did.
         let parts = windows(&samples, window);
-        let mut sum = vec![0f32; 0];
+        let mut rows = Vec::with_capacity(parts.len());
         for chunk in parts.chunks(batch) {
             let logits = window_logits(p, chunk, window, dev)
                 .map_err(|e| Error::data(path, e.to_string()))?;
-            for probs in softmax_rows(&logits)? {
-                if sum.is_empty() {
-                    sum = probs;
-                } else {
-                    sum.iter_mut().zip(probs).for_each(|(s, q)| *s += q);
-                }
-            }
+            rows.extend(softmax_rows(&logits)?);
         }
-        let probs = sum.iter().map(|s| s / parts.len() as f32).collect();
+        // The file's probabilities: the mean of its windows'.
+        let probs = (0..rows[0].len())
+            .map(|j| rows.iter().map(|r| r[j]).sum::<f32>() / rows.len() as f32)
+            .collect();
         let mut details = Map::new();
         details.insert("seconds".into(), json!(samples.len() as f64 / rate as f64));
         details.insert("windows".into(), json!(parts.len()));
