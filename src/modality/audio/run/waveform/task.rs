@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::modality::audio::classifier::{WaveformClassifier, WaveformClassifierSpec};
 use crate::modality::audio::clips::ClipSet;
 use crate::modality::audio::waveform::WaveformEncoder;
-use crate::recipe::Pooling;
+use crate::recipe::{DownstreamSection, Pooling};
 use crate::run::classify::{require_labels, Labelled, Split};
 
 /// Labelled clips and the source model's shape and input settings (its `classes` are the
@@ -55,9 +55,9 @@ impl Labelled for WaveformSplits<'_> {
         WaveformEncoder::new(&self.spec.config, vb)
     }
 
-    fn classifier(&self, pooling: Pooling, vb: VarBuilder) -> Result<WaveformClassifier> {
+    fn classifier(&self, head: &DownstreamSection, vb: VarBuilder) -> Result<WaveformClassifier> {
         // Rejected when the recipe is validated; checked again for callers of the task.
-        if pooling == Pooling::Cls {
+        if head.pooling == Pooling::Cls {
             return Err(Error::Usage(
                 "waveform models have no class token: use pooling = \"mean\"".into(),
             ));
@@ -65,7 +65,7 @@ impl Labelled for WaveformSplits<'_> {
         Ok(WaveformClassifier::new(self.spec, vb)?)
     }
 
-    fn write_spec(&self, _pooling: Pooling, dir: &Path) -> Result<()> {
+    fn write_spec(&self, _head: &DownstreamSection, dir: &Path) -> Result<()> {
         self.spec.write(dir)
     }
 }
