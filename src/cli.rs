@@ -207,9 +207,14 @@ pub enum Command {
         /// A classifier (see `predict`).
         #[arg(long)]
         model: String,
-        /// Labelled data (see above).
+        /// Labelled data (see above): a folder, JSONL file or CSV manifest, or a recipe file
+        /// or run directory (its labelled test split, IDX included). Default: the run the
+        /// classifier was fine-tuned in.
         #[arg(long)]
-        data: PathBuf,
+        data: Option<PathBuf>,
+        /// The split of a recipe or run to evaluate on.
+        #[arg(long, value_enum, default_value = "test")]
+        split: crate::apply::eval_data::EvalSplit,
         /// Also write the figures as JSON to this file.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -442,13 +447,14 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Eval {
             model,
             data,
+            split,
             out,
             confusion,
             batch_size,
             device,
         } => {
             let dev = crate::device::open(device)?;
-            let e = apply::eval::eval(&model, &data, batch_size, &dev)?;
+            let e = apply::eval::eval(&model, data.as_deref(), split, batch_size, &dev)?;
             print!("{}", e.table());
             if let Some(path) = &out {
                 let json = serde_json::to_string_pretty(&e)

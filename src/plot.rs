@@ -51,16 +51,105 @@ fn font() -> std::result::Result<(), String> {
 /// Draws `charts` stacked in one picture, `width` pixels wide (each chart 300 high), into
 /// `path`. Charts with no points are drawn empty, saying so.
 pub fn save(charts: &[Chart], width: u32, path: &Path) -> Result<()> {
+    let height = 300 * charts.len().max(1) as u32;
+    render((width, height), path, |root| {
+        let areas = root.split_evenly((charts.len().max(1), 1));
+        for (chart, area) in charts.iter().zip(&areas) {
+            draw(chart, area)?;
+        }
+        Ok(())
+    })
+}
+
+/// A confusion matrix `counts[true][predicted]` as a picture: rows numbered and named by
+/// `classes`, columns numbered alike, each cell its count on a shade from white (none of the
+/// row's examples) to dark blue (all of them); `title` above.
+pub fn confusion(
+    title: &str,
+    classes: &[String],
+    counts: &[Vec<usize>],
+    path: &Path,
+) -> Result<()> {
+    let n = classes.len().max(1) as i32;
+    let cell = (640 / n).clamp(22, 64);
+    let longest = classes.iter().map(|c| c.chars().count()).max().unwrap_or(1) as i32;
+    let left = (longest + 5) * 8 + 16;
+    let (top, pad) = (64, 16);
+    let width = (left + n * cell + pad).max(360) as u32;
+    let height = (top + n * cell + pad) as u32;
+    let size = (cell / 3).clamp(10, 16);
+    render((width, height), path, |root| {
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        fn text(size: i32, colour: &RGBColor) -> TextStyle<'_> {
+            TextStyle::from(("sans-serif", size).into_font()).color(colour)
+        }
+        root.draw(&Text::new(title.to_string(), (pad, 10), text(16, &BLACK)))
+            .map_err(|e| err(&e))?;
+        for j in 0..n {
+            let x = left + j * cell + cell / 2 - size / 2;
+            root.draw(&Text::new(
+                j.to_string(),
+                (x, top - size - 6),
+                text(size, &BLACK),
+            ))
+            .map_err(|e| err(&e))?;
+        }
+        for (i, row) in counts.iter().enumerate() {
+            let y = top + i as i32 * cell;
+            let name = format!("{i} {}", classes.get(i).map_or("", String::as_str));
+            root.draw(&Text::new(
+                name,
+                (pad, y + cell / 2 - size / 2),
+                text(size, &BLACK),
+            ))
+            .map_err(|e| err(&e))?;
+            let total: usize = row.iter().sum();
+            for (j, &v) in row.iter().enumerate() {
+                let share = if total == 0 {
+                    0.0
+                } else {
+                    v as f64 / total as f64
+                };
+                let shade = |full: f64, none: f64| (none + (full - none) * share) as u8;
+                let fill = RGBColor(shade(8.0, 255.0), shade(48.0, 255.0), shade(107.0, 255.0));
+                let x = left + j as i32 * cell;
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + cell, y + cell)],
+                    fill.filled(),
+                ))
+                .map_err(|e| err(&e))?;
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + cell, y + cell)],
+                    RGBColor(200, 200, 200).stroke_width(1),
+                ))
+                .map_err(|e| err(&e))?;
+                let ink = if share > 0.5 { WHITE } else { BLACK };
+                let label = v.to_string();
+                let w = label.len() as i32 * size * 3 / 5;
+                root.draw(&Text::new(
+                    label,
+                    (x + cell / 2 - w / 2, y + cell / 2 - size / 2),
+                    text(size, &ink),
+                ))
+                .map_err(|e| err(&e))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Draws with `f` on a white `size` picture and writes it to `path` as a PNG.
+fn render(
+    (width, height): (u32, u32),
+    path: &Path,
+    f: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> std::result::Result<(), String>,
+) -> Result<()> {
     let fail = |e: String| Error::data(path, format!("cannot draw this picture: {e}"));
     font().map_err(fail)?;
-    let height = 300 * charts.len().max(1) as u32;
     let mut pixels = vec![255u8; (width * height * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
-        let areas = root.split_evenly((charts.len().max(1), 1));
-        for (chart, area) in charts.iter().zip(&areas) {
-            draw(chart, area).map_err(fail)?;
-        }
+        f(&root).map_err(fail)?;
         root.present().map_err(|e| fail(e.to_string()))?;
     }
     let img = image::RgbImage::from_raw(width, height, pixels)

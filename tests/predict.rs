@@ -204,8 +204,15 @@ fn an_image_runs_classifier_labels_the_test_split_as_its_fine_tuning_scored_it()
         (e["accuracy"].as_f64().unwrap() - measured).abs() < 1e-12,
         "{e}"
     );
-    let picture = image::open(&png).unwrap();
-    assert!(picture.width() > 4 && picture.width() == picture.height());
+    // A picture with a cell per (true, predicted) pair: white where the row has none,
+    // shaded where it has some.
+    let picture = image::open(&png).unwrap().to_rgb8();
+    assert!(picture.width() >= 360 && picture.height() > 100);
+    let shaded = picture
+        .pixels()
+        .filter(|p| p[0] < 128 && p[2] > p[0])
+        .count();
+    assert!(shaded > 100, "no cell is shaded: {shaded} dark blue pixels");
 
     // Inputs of another modality, and an output format predict does not write.
     let r = out.to_str().unwrap();
@@ -292,6 +299,45 @@ fn idx_classifiers_are_named_by_data_classes_and_export_them_as_id2label() {
             "data/image-folder-sample/test",
         ],
         &["label `bag`", "Ankle boot"],
+    );
+
+    // `eval` of the run alone reads its recipe's IDX test split (labels named by
+    // data.classes) and gives the accuracy the fine-tuning recorded; the recipe file gives
+    // the same, and `--split train` the training split.
+    let (json, png) = (tmp.path().join("e.json"), tmp.path().join("e.png"));
+    let r = out.to_str().unwrap();
+    let ev = |extra: &[&str]| -> Value {
+        let mut args = vec!["eval", "--model", r, "--out", json.to_str().unwrap()];
+        args.extend(extra);
+        ok(&args);
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+    };
+    let own = ev(&[]);
+    assert!(
+        (own["accuracy"].as_f64().unwrap() - recorded_accuracy(&out)).abs() < 1e-12,
+        "{own}"
+    );
+    assert_eq!(own["examples"], 40, "the recipe's limit applies");
+    assert_eq!(own["classes"][8]["class"], "Bag");
+    let resolved = out.join("recipe.toml");
+    let via_recipe = ev(&["--data", resolved.to_str().unwrap()]);
+    assert_eq!(via_recipe["confusion"], own["confusion"]);
+    let train = ev(&["--split", "train", "--confusion", png.to_str().unwrap()]);
+    assert_eq!(train["examples"], 64);
+    assert!(png.is_file());
+    // A recipe without a test split says so, naming the key.
+    let no_test = tmp.path().join("no-test.toml");
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("test ="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let pretraining_only = text.split("[[downstream]]").next().unwrap();
+    std::fs::write(&no_test, pretraining_only).unwrap();
+    fails(
+        &["eval", "--model", r, "--data", no_test.to_str().unwrap()],
+        &["data.test"],
     );
 
     // Names that cannot be the labels' are refused before training.

@@ -4,19 +4,18 @@
 //!
 //! The data is what the classifier's modality reads: an image folder (`root/<class>/*.png`),
 //! a JSONL file (`text` and `label` fields), or audio as a folder (`root/<label>/*.wav`) or
-//! a CSV manifest (`path`, `label`). Labels are matched to the classifier's classes by name.
+//! a CSV manifest (`path`, `label`); or a recipe's labelled split, whatever its format
+//! (IDX included): a recipe file, a run directory, or by default the run the classifier
+//! belongs to ([`eval_data`]). Labels are matched to the classifier's classes by name.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use serde::Serialize;
 
-use super::predict::{classifier, score, top};
-use super::EmbedInputs;
+use super::eval_data::{self, EvalSplit, Examples};
+use super::predict::{classifier, score, score_images, top};
 use crate::error::{Error, Result};
-use crate::modality::audio::dataset::{read_manifest, scan_folder};
-use crate::modality::image::folder;
-use crate::modality::text::corpus::{read_jsonl, JsonlFields};
 
 /// Per-class figures.
 #[derive(Debug, Clone, Serialize)]
@@ -43,22 +42,31 @@ pub struct Evaluation {
     pub confusion: Vec<Vec<usize>>,
 }
 
-/// `pretext eval`.
-pub fn eval(model: &str, data: &Path, batch_size: usize, dev: &Device) -> Result<Evaluation> {
+/// `pretext eval`: `model` on `data` (see [`eval_data::resolve`]; its `split` when it is
+/// a recipe or run).
+pub fn eval(
+    model: &str,
+    data: Option<&Path>,
+    split: EvalSplit,
+    batch_size: usize,
+    dev: &Device,
+) -> Result<Evaluation> {
     if batch_size == 0 {
         return Err(Error::Usage("eval: --batch-size must be at least 1".into()));
     }
     let c = classifier::load(model, dev)?;
-    let (inputs, truth) = labelled(&c.predictor, data)?;
-    if truth.is_empty() {
-        return Err(Error::data(data, "no labelled examples"));
+    let l = eval_data::resolve(&c.predictor, model, data, split, &c.classes)?;
+    let origin = l.origin.as_path();
+    if l.truth.is_empty() {
+        return Err(Error::data(origin, "no labelled examples"));
     }
-    let truth: Vec<usize> = truth
+    let truth: Vec<usize> = l
+        .truth
         .iter()
         .map(|name| {
             c.classes.iter().position(|k| k == name).ok_or_else(|| {
                 Error::data(
-                    data,
+                    origin,
                     format!(
                         "label `{name}` is not one of the classifier's classes ({})",
                         c.classes.join(", ")
@@ -67,60 +75,12 @@ pub fn eval(model: &str, data: &Path, batch_size: usize, dev: &Device) -> Result
             })
         })
         .collect::<Result<_>>()?;
-    let scored = score(&c, inputs, batch_size, dev)?;
+    let scored = match l.examples {
+        Examples::Inputs(inputs) => score(&c, inputs, batch_size, dev)?,
+        Examples::Images(data) => score_images(&c, &data, batch_size, dev)?,
+    };
     let predicted: Vec<usize> = scored.iter().map(|s| top(&s.probs, 1)[0]).collect();
-    Ok(measure(model, data, &c.classes, &truth, &predicted))
-}
-
-/// The inputs of `data` for the classifier's modality, and their label names.
-fn labelled(p: &classifier::Predictor, data: &Path) -> Result<(EmbedInputs, Vec<String>)> {
-    use classifier::Predictor;
-    match p {
-        Predictor::Image { .. } => {
-            let index = folder::scan(data)?;
-            let labels = index.labels.ok_or_else(|| {
-                Error::data(
-                    data,
-                    "has no class directories (root/<class>/*.png): no labels",
-                )
-            })?;
-            let names = labels
-                .iter()
-                .map(|&l| index.classes[l as usize].clone())
-                .collect();
-            Ok((EmbedInputs::Images(index.files), names))
-        }
-        Predictor::Text { .. } | Predictor::HfText { .. } => {
-            let docs = read_jsonl(data, &JsonlFields::default())?;
-            let mut texts = Vec::with_capacity(docs.len());
-            let mut names = Vec::with_capacity(docs.len());
-            for (i, d) in docs.into_iter().enumerate() {
-                let label = d.label.ok_or_else(|| {
-                    Error::data(data, format!("document {} has no `label`", i + 1))
-                })?;
-                texts.push(d.text);
-                names.push(label);
-            }
-            Ok((EmbedInputs::Texts(texts), names))
-        }
-        Predictor::Spectrogram { .. } | Predictor::Waveform { .. } => {
-            let items = if data.is_dir() {
-                scan_folder(data)?
-            } else {
-                read_manifest(data)?
-            };
-            let mut files = Vec::with_capacity(items.len());
-            let mut names = Vec::with_capacity(items.len());
-            for item in items {
-                let label = item.label.ok_or_else(|| {
-                    Error::data(data, format!("{} has no label", item.path.display()))
-                })?;
-                files.push(item.path);
-                names.push(label);
-            }
-            Ok((EmbedInputs::Audio(files), names))
-        }
-    }
+    Ok(measure(model, origin, &c.classes, &truth, &predicted))
 }
 
 /// Accuracy, per-class precision / recall / F1 and the confusion matrix.
@@ -210,28 +170,17 @@ impl Evaluation {
     }
 }
 
-/// The confusion matrix as a picture (`--confusion F.png`): one square per (true, predicted)
-/// pair, rows true and columns predicted in the order of `classes`, from white (none of
-/// the true class's examples) to dark blue (all of them).
+/// The confusion matrix as a picture (`--confusion F.png`): rows true and columns predicted
+/// in the order of `classes`, each cell its count, shaded from white (none of the true
+/// class's examples) to dark blue (all of them).
 pub fn confusion_png(e: &Evaluation, path: &Path) -> Result<()> {
-    let n = e.classes.len();
-    let mut px = vec![0f32; 3 * n * n];
-    for (i, row) in e.confusion.iter().enumerate() {
-        let total: usize = row.iter().sum();
-        for (j, &v) in row.iter().enumerate() {
-            let share = if total == 0 {
-                0.0
-            } else {
-                v as f32 / total as f32
-            };
-            for (ch, depth) in [0.97f32, 0.81, 0.58].iter().enumerate() {
-                px[(ch * n + i) * n + j] = 1.0 - depth * share;
-            }
-        }
-    }
-    let t = candle_core::Tensor::from_vec(px, (1, 3, n, n), &Device::Cpu)?;
-    let cell = (480 / n.max(1)).clamp(8, 48);
-    crate::modality::image::grid::save_grid(&[t], cell, path)
+    let names: Vec<String> = e.classes.iter().map(|c| c.class.clone()).collect();
+    let title = format!(
+        "rows: true class, columns: predicted; accuracy {:.2} % of {}",
+        e.accuracy * 100.0,
+        e.examples
+    );
+    crate::plot::confusion(&title, &names, &e.confusion, path)
 }
 
 #[cfg(test)]

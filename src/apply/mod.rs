@@ -5,6 +5,7 @@
 
 pub mod embed;
 pub mod eval;
+pub mod eval_data;
 pub mod predict;
 
 use std::path::{Path, PathBuf};

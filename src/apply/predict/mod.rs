@@ -162,15 +162,103 @@ fn images(
         unreachable!("images() is given an image classifier");
     };
     let data = ImageDataset::from_files(files.to_vec(), g.channels, g.size)?;
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     let all: Vec<usize> = (0..data.len).collect();
     let mut out = Vec::with_capacity(files.len());
     for chunk in all.chunks(batch) {
         let pixels = data.batch(chunk, &n.mean, &n.std, dev)?;
         let logits = model.forward(&pixels, &mut Mode::Eval)?;
-        let names = chunk.iter().map(|&i| files[i].display().to_string());
-        push_scored(&mut out, names, &logits, bar)?;
+        push_scored(
+            &mut out,
+            chunk.iter().map(|&i| names[i].clone()),
+            &logits,
+            bar,
+        )?;
     }
     Ok(out)
+}
+
+/// Class probabilities of images already in memory (an IDX split), named `#1`, `#2`, …;
+/// an error when `c` is not an image classifier of their size and channels.
+pub(crate) fn score_images(
+    c: &classifier::Loaded,
+    data: &ImageDataset,
+    batch: usize,
+    dev: &Device,
+) -> Result<Vec<Scored>> {
+    let Predictor::Image {
+        model: hf::Model::Classifier(model),
+        geometry: g,
+        normalize: n,
+    } = &c.predictor
+    else {
+        return Err(Error::Usage(format!(
+            "{} is not an image classifier, and these examples are images",
+            c.origin
+        )));
+    };
+    if (data.channels, data.size) != (g.channels, g.size) {
+        return Err(Error::Usage(format!(
+            "{} takes {}-channel {}x{} images; these are {}-channel {}x{}",
+            c.origin, g.channels, g.size, g.size, data.channels, data.size, data.size
+        )));
+    }
+    let bar = progress(data.len);
+    let all: Vec<usize> = (0..data.len).collect();
+    let mut out = Vec::with_capacity(data.len);
+    for chunk in all.chunks(batch) {
+        let pixels = data.batch(chunk, &n.mean, &n.std, dev)?;
+        let logits = model.forward(&pixels, &mut Mode::Eval)?;
+        push_scored(
+            &mut out,
+            chunk.iter().map(|i| format!("#{}", i + 1)),
+            &logits,
+            &bar,
+        )?;
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// Warnings for sentences longer than the model takes: the first few by number, then one
+/// line counting the rest (an evaluation set may truncate thousands).
+struct Truncations {
+    max_len: usize,
+    count: usize,
+}
+
+impl Truncations {
+    const SHOWN: usize = 3;
+
+    fn new(max_len: usize) -> Self {
+        Self { max_len, count: 0 }
+    }
+
+    /// Sentence `number` (from 1) had `tokens` tokens, special tokens included.
+    fn note(&mut self, number: usize, tokens: usize, bar: &indicatif::ProgressBar) {
+        self.count += 1;
+        if self.count <= Self::SHOWN {
+            bar.suspend(|| {
+                eprintln!(
+                    "warning: sentence {number} has {tokens} tokens; truncated to the model's {} (with special tokens)",
+                    self.max_len
+                )
+            });
+        }
+    }
+}
+
+impl Drop for Truncations {
+    fn drop(&mut self) {
+        if self.count > Self::SHOWN {
+            eprintln!(
+                "warning: {} more sentences were truncated to {} tokens ({} in all)",
+                self.count - Self::SHOWN,
+                self.max_len,
+                self.count
+            );
+        }
+    }
 }
 
 fn sentences(
@@ -190,6 +278,7 @@ fn sentences(
     };
     let pad = model.encoder.config().pad_token_id;
     let mut out = Vec::with_capacity(texts.len());
+    let mut cut = Truncations::new(*max_len);
     for (c, chunk) in texts.chunks(batch).enumerate() {
         // As the fine-tuning encoded its examples: [CLS] tokens [SEP], truncated.
         let seqs: Vec<Vec<u32>> = tokenizer
@@ -198,13 +287,7 @@ fn sentences(
             .enumerate()
             .map(|(i, enc)| {
                 if enc.ids.len() + 2 > *max_len {
-                    bar.suspend(|| {
-                        eprintln!(
-                            "warning: sentence {} has {} tokens; truncated to the model's {max_len} (with special tokens)",
-                            c * batch + i + 1,
-                            enc.ids.len() + 2
-                        )
-                    });
+                    cut.note(c * batch + i + 1, enc.ids.len() + 2, bar);
                 }
                 classification_ids(tokenizer, &enc.ids, *max_len)
             })
@@ -238,15 +321,11 @@ fn hf_sentences(
     };
     let pad = model.config().pad_token_id;
     let mut out = Vec::with_capacity(texts.len());
+    let mut cut = Truncations::new(*max_len);
     for (c, chunk) in texts.chunks(batch).enumerate() {
         let b = hf::text::tokenize(tokenizer, chunk, *max_len, pad, tokenizer_file, dev)?;
         for (i, n) in &b.truncated {
-            bar.suspend(|| {
-                eprintln!(
-                    "warning: sentence {} has {n} tokens; truncated to the model's {max_len}",
-                    c * batch + i + 1
-                )
-            });
+            cut.note(c * batch + i + 1, *n, bar);
         }
         let inputs = std::collections::BTreeMap::from([
             ("input_ids".to_string(), b.input_ids),
