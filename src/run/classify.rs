@@ -91,6 +91,19 @@ pub trait Labelled {
     fn classifier(&self, pooling: Pooling, vb: VarBuilder) -> Result<Classifier<Self::Encoder>>;
     /// Writes the classifier's description (`model.json`) beside its weights in `dir`.
     fn write_spec(&self, pooling: Pooling, dir: &Path) -> Result<()>;
+    /// The classifier a fine-tuning section describes: [`Labelled::classifier`] with its
+    /// pooling, unless the modality reads more of the section (waveform models: a projector).
+    fn head_classifier(
+        &self,
+        head: &DownstreamSection,
+        vb: VarBuilder,
+    ) -> Result<Classifier<Self::Encoder>> {
+        self.classifier(head.pooling, vb)
+    }
+    /// [`Labelled::write_spec`] for the classifier a fine-tuning section describes.
+    fn write_head_spec(&self, head: &DownstreamSection, dir: &Path) -> Result<()> {
+        self.write_spec(head.pooling, dir)
+    }
     /// Features of `split` that no encoder computes (images: normalised pixels).
     fn input_features(&self, _split: Split, _device: &Device) -> Result<Tensor> {
         Err(Error::Usage(
@@ -258,7 +271,7 @@ impl<L: Labelled> DownstreamTask for Task<'_, L> {
     ) -> Result<FineTuned> {
         let (data, device) = (&self.data, self.device);
         let store = ParamStore::new(cfg.seed);
-        let model = data.classifier(section.pooling, store.var_builder(device))?;
+        let model = data.head_classifier(section, store.var_builder(device))?;
         if section.input == DownstreamInput::Pretrained {
             store.copy_prefix_from(self.pretrained, &format!("{}.", L::PREFIX))?;
         }
@@ -288,7 +301,7 @@ impl<L: Labelled> DownstreamTask for Task<'_, L> {
                 done.steps
             )));
         }
-        let frozen = data.classifier(section.pooling, store.frozen_var_builder(device))?;
+        let frozen = data.head_classifier(section, store.frozen_var_builder(device))?;
         let all: Vec<usize> = (0..self.test_labels.len()).collect();
         let test_accuracy = self.accuracy_on(&frozen, Split::Test, &all)?;
         let train_accuracy = if chosen.len() <= 10_000 {
@@ -297,7 +310,7 @@ impl<L: Labelled> DownstreamTask for Task<'_, L> {
             None
         };
         store.save(&dir.join(crate::backbone::classifier::WEIGHTS_FILE))?;
-        data.write_spec(section.pooling, dir)?;
+        data.write_head_spec(section, dir)?;
         Ok(FineTuned {
             test_accuracy,
             train_accuracy,
