@@ -193,8 +193,7 @@ fn a_weighted_layer_sum_is_refused_by_name() {
     cfg["use_weighted_layer_sum"] = Value::Bool(true);
     std::fs::write(tmp.path().join("config.json"), cfg.to_string()).unwrap();
     let err = source::load_any(tmp.path().to_str().unwrap(), &Device::Cpu)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains("use_weighted_layer_sum"), "{err}");
     assert!(err.contains("config.json"), "{err}");
