@@ -42,7 +42,7 @@ PRETEXT_HF_FIXTURES="$out/fixtures" cargo test --release --test hf_audio_classif
 
 cargo build --release
 pretext=target/release/pretext
-roundtrip() { # SRC INPUTS NAME [check_roundtrip.py options]
+roundtrip() { # SRC INPUTS NAME [check_roundtrip.py options: --keys K,… / --feature-extractor]
     "$pretext" export "$1" --format hf --out "$out/export/$3"
     "$pretext" forward --model "$1" --inputs "$2" --out "$out/export/$3.pretext.safetensors"
     python3 tests/fixtures/hf/check_roundtrip.py --model "$out/export/$3" --inputs "$2" \
@@ -151,6 +151,31 @@ mask = (ids != 0).long()
 save_file({"input_ids": ids, "attention_mask": mask}, sys.argv[1])
 PY
 roundtrip "$out/mlm-run" "$out/mlm-run-inputs.safetensors" mlm-run
+
+echo "== export of fine-tuned text classifiers (tanh-cls pooler; mean pooling)"
+# A tanh-cls head is BertForSequenceClassification exactly; a mean-pooled one is BertModel
+# plus classifier.safetensors (docs/huggingface.md), checked here as that page computes it.
+"$pretext" run recipes/mlm-shakespeare-sample.toml --out "$out/text-cls" \
+    --set model.dim=32 --set model.depth=2 --set model.heads=2 --set model.mlp_dim=64 \
+    --set data.text.max_len=32 --set data.text.tokenizer.vocab_size=600 \
+    --set train.steps=4 --set train.checkpoint_every=4 --set train.schedule.warmup_steps=1 \
+    --set 'downstream=[{head="fine-tune", pooler="tanh-cls", label_fractions=[1.0], epochs=1, batch_size=16},
+                       {head="fine-tune", pooling="mean", label_fractions=[1.0], epochs=1, batch_size=16}]' \
+    > /dev/null
+python3 - "$out/text-cls-inputs.safetensors" <<'PY'
+import sys, torch
+from safetensors.torch import save_file
+g = torch.Generator().manual_seed(1)
+ids = torch.randint(5, 600, (3, 10), generator=g)
+ids[:, 0], ids[:, -1], ids[2, 6:] = 2, 3, 0  # [CLS] … [SEP], padding in row 3
+ids[2, 5] = 3
+save_file({"input_ids": ids, "attention_mask": (ids != 0).long(),
+           "labels": torch.tensor([0, 5, 2])}, sys.argv[1])
+PY
+for head in 00 01; do
+    roundtrip "$(ls -d "$out"/text-cls/downstream/$head-fine-tune-*)" \
+        "$out/text-cls-inputs.safetensors" "text-classifier-$head" --keys logits,loss
+done
 
 echo "== export of a pretext Audio-MAE run, against scripts/audio_mae_reference.py (PyTorch)"
 scripts/check-audio-mae-export.sh "$pretext"

@@ -1,6 +1,6 @@
 //! `pretext forward` on the text and audio classifiers a run fine-tunes: inputs named as in
 //! `transformers` give the logits whose softmax `predict` reports, padding (an attention
-//! mask) changes nothing, and labels add the loss; `export` says it does not take them yet.
+//! mask) changes nothing, and labels add the loss; `embed` says it reads encoders instead.
 
 mod common;
 
@@ -169,16 +169,21 @@ fn a_text_classifier_runs_on_input_ids() {
         "{loss} vs {expected}"
     );
 
-    // Not exportable yet: said as such, not as a field the image reader misses.
+    // `embed` reads encoders: said as such, not as a field the image reader misses.
     let o = Command::new(env!("CARGO_BIN_EXE_pretext"))
-        .args(["export", cls.to_str().unwrap(), "--format", "hf", "--out"])
-        .arg(tmp.path().join("hf"))
+        .args([
+            "embed",
+            "--model",
+            cls.to_str().unwrap(),
+            "--text",
+            sentence,
+        ])
         .output()
         .unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(
-        e.contains("`text-classifier`") && e.contains("predict"),
+        e.contains("`text-classifier`") && e.contains("embed") && e.contains("run"),
         "{e}"
     );
 }

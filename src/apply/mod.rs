@@ -29,6 +29,18 @@ pub struct Exported {
 /// Writes the model `src` names as Hugging Face files into `out`.
 pub fn export(src: &str, out: &Path, device: &Device) -> Result<Exported> {
     let src = &classifier_of_run(src)?;
+    if let Some(saved) = predict::classifier::saved_spec(Path::new(src))? {
+        if saved.kind == crate::modality::text::classifier::TextClassifierSpec::KIND {
+            let spec = hf::text_classifier::read_spec(&saved.spec_path, saved.json)?;
+            let tokenizer = predict::classifier::tokenizer_file(&saved.dir)?;
+            let w = hf::text_classifier::export(&saved.dir, &spec, &tokenizer, out)?;
+            return Ok(Exported {
+                files: w.files,
+                class: w.class,
+                note: w.note,
+            });
+        }
+    }
     Ok(match source::load_any(src, device)? {
         AnyModel::Image(m) => Exported {
             files: hf::export::write_hf(&m, out)?,

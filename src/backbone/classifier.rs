@@ -1,4 +1,5 @@
-//! One classifier for every encoder: an encoder's final hidden states, pooled, and a linear
+//! One classifier for every encoder: an encoder's final hidden states, pooled, optionally
+//! through a learned pooler (`pooler.dense.*`, `tanh(dense(x))` as BERT's), and a linear
 //! layer (`classifier.*`) on them. A modality makes its encoder a [`PooledEncoder`] (how its
 //! hidden states are laid out, so how they pool) and its classifier is `Classifier<ItsEncoder>`;
 //! the classifier, its forward pass and its parameter names are written once.
@@ -9,7 +10,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 use serde::Serialize;
 
-use super::{Linear, Mode, Pooling};
+use super::{Linear, Mode, Pooler, Pooling};
 use crate::error::{Error, Result};
 
 /// File names of a saved classifier directory, in every modality: the weights (the
@@ -35,6 +36,8 @@ pub trait PooledEncoder {
 #[derive(Debug, Clone)]
 pub struct Classifier<E> {
     pub encoder: E,
+    /// `tanh(dense(pooled))` before the classifier, when the head has a pooler.
+    pub pooler: Option<Linear>,
     pub classifier: Linear,
     pub pooling: Pooling,
 }
@@ -51,14 +54,33 @@ impl<E: PooledEncoder> Classifier<E> {
         let classifier = Linear::new(encoder.width(), num_labels, true, vb.pp("classifier"))?;
         Ok(Self {
             encoder,
+            pooler: None,
             classifier,
             pooling,
         })
     }
 
-    /// Pooled features `[B, D]` of `x`.
+    /// The same classifier with `pooler` between pooling and the linear layer, its weights
+    /// `pooler.dense.*` under `vb` (the classifier's root); `None` leaves it without.
+    pub fn with_pooler(
+        mut self,
+        pooler: Option<Pooler>,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
+        if let Some(Pooler::TanhCls) = pooler {
+            let d = self.encoder.width();
+            self.pooler = Some(Linear::new(d, d, true, vb.pp("pooler.dense"))?);
+        }
+        Ok(self)
+    }
+
+    /// The features the linear layer reads `[B, D]`: `x` pooled, through the pooler if any.
     pub fn features(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
-        self.encoder.pooled(x, self.pooling, mode)
+        let pooled = self.encoder.pooled(x, self.pooling, mode)?;
+        match &self.pooler {
+            Some(dense) => dense.forward(&pooled)?.tanh(),
+            None => Ok(pooled),
+        }
     }
 
     /// Logits `[B, num_labels]` of `x`.

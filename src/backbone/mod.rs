@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 pub use classifier::{Classifier, PooledEncoder};
 pub use ops::{LayerNorm, Linear, Mode};
-pub use pool::{masked_mean, pool, Pooling, Tokens};
+pub use pool::{masked_mean, pool, Pooler, Pooling, Tokens};
 pub use precision::{autocast, Precision};
 pub use storage::set_fused_cpu_ops;
 

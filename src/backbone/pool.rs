@@ -15,6 +15,16 @@ pub enum Pooling {
     Mean,
 }
 
+/// A learned layer between the pooled vector and a classifier (`downstream[i].pooler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pooler {
+    /// `tanh(dense(h[CLS]))`, BERT's pooler (RoBERTa's classification head has the same
+    /// form): a classifier with it is exactly `BertForSequenceClassification` /
+    /// `RobertaForSequenceClassification`.
+    TanhCls,
+}
+
 /// How an encoder's output tokens are laid out, which decides what each pooling reads.
 #[derive(Debug, Clone, Copy)]
 pub enum Tokens<'a> {

@@ -16,7 +16,8 @@
 //! - [`export`]: [`LoadedModel`] → `config.json` + `model.safetensors`
 //! - [`bert`], [`text`]: the text families (`BertModel`, `BertForMaskedLM`, `RobertaModel`,
 //!   `RobertaForMaskedLM`): name table, loading, the runnable model, export (also of a
-//!   pretext MLM run's tensors, [`text::export`])
+//!   pretext MLM run's tensors, [`text::export`]); [`text_classifier`]: a fine-tuned text
+//!   classifier as `…ForSequenceClassification` (or the encoder and its linear layer)
 //! - [`wav2vec2`], [`audio`]: the waveform families (`Wav2Vec2Model`, `HubertModel`,
 //!   `Data2VecAudioModel`, and the base model of their `…ForCTC` / `…ForPreTraining`): name
 //!   table, loading onto [`crate::modality::audio::waveform::WaveformEncoder`], the runnable
@@ -34,6 +35,7 @@ pub mod source;
 pub mod spec;
 pub mod spectrogram;
 pub mod text;
+pub mod text_classifier;
 pub mod vit;
 pub mod vit_mae;
 pub mod wav2vec2;

@@ -286,7 +286,7 @@ pub fn notes(spec: &TextSpec) -> Option<String> {
 
 /// Writes `m` in the layout `save_pretrained` writes; returns the files written.
 pub fn write_hf(m: &TextLoaded, out: &Path) -> Result<Vec<PathBuf>> {
-    write(
+    write_as(
         &m.spec,
         &m.tensors,
         m.hf_config.as_ref(),
@@ -324,10 +324,14 @@ pub fn export(
         config: cfg.clone(),
         kind,
     };
-    write(&spec, tensors, None, tokenizer, out, "the exported model")
+    write_as(&spec, tensors, None, tokenizer, out, "the exported model")
 }
 
-fn write(
+/// Writes `tensors` (pretext's names) as the `transformers` model `spec` describes into
+/// `out`: `config.json` (`base`'s keys, if any, with every field pretext knows set from the
+/// spec), `model.safetensors`, and `tokenizer` copied in as `tokenizer.json` after checking
+/// it fits the model. `origin` names the source in errors. Returns the files written.
+pub fn write_as(
     spec: &TextSpec,
     tensors: &BTreeMap<String, Tensor>,
     base: Option<&Map<String, Value>>,

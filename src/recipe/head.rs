@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::types::AugmentSection;
-use crate::backbone::Pooling;
+use crate::backbone::{Pooler, Pooling};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -46,6 +46,10 @@ pub struct DownstreamSection {
     /// What the head starts from: `pretrained` (default), `scratch` or `pixels`.
     pub input: DownstreamInput,
     pub pooling: Pooling,
+    /// Fine-tune (text): a learned pooler between pooling and the classifier; `tanh-cls`
+    /// is BERT's, which makes the classifier exactly `BertForSequenceClassification` /
+    /// `RobertaForSequenceClassification` on export. Absent = none.
+    pub pooler: Option<Pooler>,
     /// Fractions of the labelled training split to train on (stratified, seeded draws).
     pub label_fractions: Vec<f64>,
     /// Passes over the chosen examples (linear probe: 100, fine-tune: 10).
@@ -116,6 +120,45 @@ impl DownstreamSection {
     }
 }
 
+/// Each section's row name in the label-efficiency table: its [`DownstreamSection::label`],
+/// with its pooling (and pooler) added where two sections would otherwise share a row, and
+/// its index where even that does not tell them apart.
+pub fn method_names(sections: &[DownstreamSection]) -> Vec<String> {
+    let count = |names: &[String], n: &String| names.iter().filter(|m| *m == n).count();
+    let plain: Vec<String> = sections.iter().map(DownstreamSection::label).collect();
+    let detailed: Vec<String> = sections
+        .iter()
+        .zip(&plain)
+        .map(|(s, name)| {
+            if count(&plain, name) == 1 {
+                return name.clone();
+            }
+            let pooling = match s.pooling {
+                Pooling::Cls => "cls",
+                Pooling::Mean => "mean",
+            };
+            let pooler = if s.pooler.is_some() {
+                ", tanh-cls pooler"
+            } else {
+                ""
+            };
+            // `fine-tune (pretrained)` → `fine-tune (pretrained, mean pooling)`.
+            format!("{}, {pooling} pooling{pooler})", name.trim_end_matches(')'))
+        })
+        .collect();
+    detailed
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            if count(&detailed, name) == 1 {
+                name.clone()
+            } else {
+                format!("{name} #{i}")
+            }
+        })
+        .collect()
+}
+
 /// A `[[downstream]]` table as written, tagged by `head`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "head", rename_all = "kebab-case")]
@@ -151,6 +194,8 @@ struct FineTuneKeys {
     input: DownstreamInput,
     #[serde(default = "default_pooling")]
     pooling: Pooling,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pooler: Option<Pooler>,
     #[serde(default = "default_fractions")]
     label_fractions: Vec<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,6 +243,7 @@ fn defaults(head: HeadKind) -> DownstreamSection {
         head,
         input: DownstreamInput::default(),
         pooling: default_pooling(),
+        pooler: None,
         label_fractions: default_fractions(),
         epochs: None,
         min_steps: None,
@@ -231,6 +277,7 @@ impl From<HeadSection> for DownstreamSection {
             HeadSection::FineTune(f) => DownstreamSection {
                 input: f.input,
                 pooling: f.pooling,
+                pooler: f.pooler,
                 label_fractions: f.label_fractions,
                 epochs: f.epochs,
                 min_steps: f.min_steps,
@@ -272,6 +319,7 @@ impl From<DownstreamSection> for HeadSection {
             HeadKind::FineTune => HeadSection::FineTune(FineTuneKeys {
                 input: d.input,
                 pooling: d.pooling,
+                pooler: d.pooler,
                 label_fractions: d.label_fractions,
                 epochs: d.epochs,
                 min_steps: d.min_steps,

@@ -297,3 +297,57 @@ fn every_modality_is_registered_under_its_recipe_name() {
         assert!(!m.recipe().objectives.is_empty());
     }
 }
+
+#[test]
+fn a_pooler_is_for_text_fine_tuning_on_the_cls_token() {
+    let set = |s: &str| Override::parse_set(s).unwrap();
+    // An image recipe: the pooler is named as text-only.
+    let err = load(
+        MINIMAL,
+        &[set(
+            r#"downstream=[{ head = "fine-tune", pooler = "tanh-cls" }]"#,
+        )],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("downstream[0].pooler") && err.contains("text"),
+        "{err}"
+    );
+    // Not a key of the other heads.
+    let err = load(
+        MINIMAL,
+        &[set(
+            r#"downstream=[{ head = "linear-probe", pooler = "tanh-cls" }]"#,
+        )],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("pooler"), "{err}");
+}
+
+#[test]
+fn heads_sharing_a_label_get_rows_of_their_own() {
+    let set = |s: &str| Override::parse_set(s).unwrap();
+    let r = load(
+        MINIMAL,
+        &[
+            set(r#"data.train={ format = "idx", images = "a.gz", labels = "b.gz" }"#),
+            set(r#"data.test={ format = "idx", images = "c.gz", labels = "d.gz" }"#),
+            set(
+            r#"downstream=[{ head = "fine-tune", pooling = "cls" }, { head = "fine-tune", pooling = "mean" }, { head = "fine-tune", pooling = "mean", lr = 1e-4 }, { head = "linear-probe" }]"#,
+            ),
+        ],
+    )
+    .unwrap()
+    .recipe;
+    assert_eq!(
+        head::method_names(&r.downstream),
+        [
+            "fine-tune (pretrained, cls pooling)",
+            "fine-tune (pretrained, mean pooling) #1",
+            "fine-tune (pretrained, mean pooling) #2",
+            "linear probe (pretrained)",
+        ]
+    );
+}

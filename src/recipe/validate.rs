@@ -285,6 +285,19 @@ fn validate_rest(r: &Recipe, file: &Path) -> Result<()> {
             )?;
             validate_augment(a, &key("augment"), file)?;
         }
+        if d.pooler.is_some() {
+            check(
+                r.data.modality == Modality::Text,
+                file,
+                &key("pooler"),
+                || {
+                    "`tanh-cls` is the text classifiers' pooler (BERT's); image and audio heads take none".into()
+                },
+            )?;
+            check(d.pooling == Pooling::Cls, file, &key("pooler"), || {
+                "`tanh-cls` reads the [CLS] token: set pooling = \"cls\" (the default) or drop the pooler".into()
+            })?;
+        }
         check(
             !(d.head == HeadKind::FineTune && d.input == DownstreamInput::Pixels),
             file,

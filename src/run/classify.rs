@@ -86,24 +86,17 @@ pub trait Labelled {
     fn depth(&self) -> usize;
     /// The encoder, its parameters under `vb` (already at [`Labelled::PREFIX`]).
     fn encoder(&self, vb: VarBuilder) -> candle_core::Result<Self::Encoder>;
-    /// The classifier, its parameters under `vb` (the encoder at [`Labelled::PREFIX`], then
+    /// The classifier `head` describes (its pooling, and its pooler where the modality has
+    /// one), its parameters under `vb` (the encoder at [`Labelled::PREFIX`], then
     /// `classifier.*`), or an error when it cannot pool that way.
-    fn classifier(&self, pooling: Pooling, vb: VarBuilder) -> Result<Classifier<Self::Encoder>>;
-    /// Writes the classifier's description (`model.json`) beside its weights in `dir`.
-    fn write_spec(&self, pooling: Pooling, dir: &Path) -> Result<()>;
-    /// The classifier a fine-tuning section describes: [`Labelled::classifier`] with its
-    /// pooling, unless the modality reads more of the section (waveform models: a projector).
-    fn head_classifier(
+    fn classifier(
         &self,
         head: &DownstreamSection,
         vb: VarBuilder,
-    ) -> Result<Classifier<Self::Encoder>> {
-        self.classifier(head.pooling, vb)
-    }
-    /// [`Labelled::write_spec`] for the classifier a fine-tuning section describes.
-    fn write_head_spec(&self, head: &DownstreamSection, dir: &Path) -> Result<()> {
-        self.write_spec(head.pooling, dir)
-    }
+    ) -> Result<Classifier<Self::Encoder>>;
+    /// Writes the description (`model.json`) of the classifier `head` describes beside its
+    /// weights in `dir`.
+    fn write_spec(&self, head: &DownstreamSection, dir: &Path) -> Result<()>;
     /// Features of `split` that no encoder computes (images: normalised pixels).
     fn input_features(&self, _split: Split, _device: &Device) -> Result<Tensor> {
         Err(Error::Usage(
@@ -271,7 +264,7 @@ impl<L: Labelled> DownstreamTask for Task<'_, L> {
     ) -> Result<FineTuned> {
         let (data, device) = (&self.data, self.device);
         let store = ParamStore::new(cfg.seed);
-        let model = data.head_classifier(section, store.var_builder(device))?;
+        let model = data.classifier(section, store.var_builder(device))?;
         if section.input == DownstreamInput::Pretrained {
             store.copy_prefix_from(self.pretrained, &format!("{}.", L::PREFIX))?;
         }
@@ -301,7 +294,7 @@ impl<L: Labelled> DownstreamTask for Task<'_, L> {
                 done.steps
             )));
         }
-        let frozen = data.head_classifier(section, store.frozen_var_builder(device))?;
+        let frozen = data.classifier(section, store.frozen_var_builder(device))?;
         let all: Vec<usize> = (0..self.test_labels.len()).collect();
         let test_accuracy = self.accuracy_on(&frozen, Split::Test, &all)?;
         let train_accuracy = if chosen.len() <= 10_000 {
@@ -310,7 +303,7 @@ impl<L: Labelled> DownstreamTask for Task<'_, L> {
             None
         };
         store.save(&dir.join(crate::backbone::classifier::WEIGHTS_FILE))?;
-        data.write_head_spec(section, dir)?;
+        data.write_spec(section, dir)?;
         Ok(FineTuned {
             test_accuracy,
             train_accuracy,

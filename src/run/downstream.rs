@@ -142,6 +142,7 @@ impl Downstream<'_> {
         let test_y = Tensor::from_slice(test_labels, test_labels.len(), self.device)?;
         let mut cache = FeatureCache::new();
         let mut results = Vec::new();
+        let names = crate::recipe::head::method_names(sections);
         for (i, section) in sections.iter().enumerate() {
             for &fraction in &section.label_fractions {
                 let dir = self.run_dir.join(DIR).join(format!(
@@ -161,6 +162,8 @@ impl Downstream<'_> {
                     .and_then(|t| serde_json::from_str::<Cached>(&t).ok())
                     .filter(|c| c.settings == settings)
                 {
+                    let mut c = c;
+                    c.result.method = names[i].clone();
                     eprintln!(
                         "{}, {:.0} % of labels: {:.2} % (from {})",
                         c.result.method,
@@ -211,6 +214,7 @@ impl Downstream<'_> {
                     }
                 };
                 r.seconds = started.elapsed().as_secs_f64();
+                r.method = names[i].clone();
                 eprintln!(
                     "{}, {:.0} % of labels ({} examples): test accuracy {:.2} % ({:.0} s)",
                     r.method,

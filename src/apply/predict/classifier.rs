@@ -90,25 +90,14 @@ pub fn load(src: &str, device: &Device) -> Result<Loaded> {
 /// `None` for anything else, which `forward` runs as a Hugging Face model and [`load`] as
 /// an image classifier.
 pub fn load_saved(src: &Path, device: &Device) -> Result<Option<Loaded>> {
-    let dir = if src.is_file() {
-        src.parent().unwrap_or(Path::new("."))
-    } else {
-        src
-    };
-    let spec_path = dir.join(SPEC_FILE);
-    if !spec_path.is_file() {
+    let Some(saved) = saved_spec(src)? else {
         return Ok(None);
-    }
-    let json: serde_json::Value = serde_json::from_str(&crate::input::read_to_string(&spec_path)?)
-        .map_err(|e| Error::data(&spec_path, e.to_string()))?;
-    let kind = json.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+    };
+    let (dir, spec_path, json) = (saved.dir.as_path(), &saved.spec_path, saved.json);
     let origin = dir.display().to_string();
-    Ok(Some(match kind {
+    Ok(Some(match saved.kind.as_str() {
         TextClassifierSpec::KIND => {
-            let spec: TextClassifierSpec = read_spec(&spec_path, json)?;
-            spec.text
-                .validate()
-                .map_err(|m| Error::data(&spec_path, format!("text: {m}")))?;
+            let spec = hf::text_classifier::read_spec(spec_path, json)?;
             let vb = weights(dir, device)?;
             let model = TextClassifier::new(&spec, vb).map_err(|e| weights_error(dir, e))?;
             let (tokenizer, max_len) = text_inputs(dir, spec.text.max_len())?;
@@ -123,9 +112,9 @@ pub fn load_saved(src: &Path, device: &Device) -> Result<Option<Loaded>> {
             }
         }
         AudioClassifierSpec::KIND => {
-            let spec: AudioClassifierSpec = read_spec(&spec_path, json)?;
+            let spec: AudioClassifierSpec = read_spec(spec_path, json)?;
             let mel = MelSpectrogram::new(&spec.features.mel)
-                .map_err(|e| Error::data(&spec_path, format!("features.mel: {e}")))?;
+                .map_err(|e| Error::data(spec_path, format!("features.mel: {e}")))?;
             let model = AudioClassifier::new(&spec, weights(dir, device)?)
                 .map_err(|e| weights_error(dir, e))?;
             Loaded {
@@ -139,7 +128,7 @@ pub fn load_saved(src: &Path, device: &Device) -> Result<Option<Loaded>> {
             }
         }
         WaveformClassifierSpec::KIND => {
-            let spec: WaveformClassifierSpec = read_spec(&spec_path, json)?;
+            let spec: WaveformClassifierSpec = read_spec(spec_path, json)?;
             let model = WaveformClassifier::new(&spec, weights(dir, device)?)
                 .map_err(|e| weights_error(dir, e))?;
             Loaded {
@@ -153,6 +142,39 @@ pub fn load_saved(src: &Path, device: &Device) -> Result<Option<Loaded>> {
             }
         }
         _ => return Ok(None),
+    }))
+}
+
+/// A saved classifier's `model.json`, read but not yet interpreted.
+pub struct SavedSpec {
+    /// The classifier's directory.
+    pub dir: PathBuf,
+    pub spec_path: PathBuf,
+    /// Its `kind` (`text-classifier`, `image-classifier`, …; empty when it has none).
+    pub kind: String,
+    pub json: serde_json::Value,
+}
+
+/// The `model.json` of the classifier saved at `src` (its directory, or a file in it), if
+/// there is one.
+pub fn saved_spec(src: &Path) -> Result<Option<SavedSpec>> {
+    let dir = if src.is_file() {
+        src.parent().unwrap_or(Path::new("."))
+    } else {
+        src
+    };
+    let spec_path = dir.join(SPEC_FILE);
+    if !spec_path.is_file() {
+        return Ok(None);
+    }
+    let json: serde_json::Value = serde_json::from_str(&crate::input::read_to_string(&spec_path)?)
+        .map_err(|e| Error::data(&spec_path, e.to_string()))?;
+    let kind = json.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+    Ok(Some(SavedSpec {
+        dir: dir.to_path_buf(),
+        spec_path: spec_path.clone(),
+        kind: kind.to_string(),
+        json,
     }))
 }
 
@@ -329,22 +351,25 @@ fn weights_error(dir: &Path, e: impl std::fmt::Display) -> Error {
     )
 }
 
+/// The `tokenizer.json` of the text classifier saved in `dir`: its own, else its run's.
+pub fn tokenizer_file(dir: &Path) -> Result<PathBuf> {
+    let own = dir.join(hf::text::TOKENIZER_FILE);
+    let run = dir.parent().and_then(Path::parent);
+    match run.map(|r| r.join(hf::text::TOKENIZER_FILE)) {
+        _ if own.is_file() => Ok(own),
+        Some(f) if f.is_file() => Ok(f),
+        _ => Err(Error::data(
+            dir,
+            "no tokenizer.json here or in the run this classifier belongs to",
+        )),
+    }
+}
+
 /// A text classifier's tokenizer (its own `tokenizer.json`, else its run's) and sequence
 /// length (the run recipe's `data.text.max_len` where it is shorter than `positions`).
 fn text_inputs(dir: &Path, positions: usize) -> Result<(TextTokenizer, usize)> {
     let run = dir.parent().and_then(Path::parent);
-    let own = dir.join(hf::text::TOKENIZER_FILE);
-    let file = match run.map(|r| r.join(hf::text::TOKENIZER_FILE)) {
-        _ if own.is_file() => own,
-        Some(f) if f.is_file() => f,
-        _ => {
-            return Err(Error::data(
-                dir,
-                "no tokenizer.json here or in the run this classifier belongs to",
-            ))
-        }
-    };
-    let tokenizer = TextTokenizer::from_file(&file)?;
+    let tokenizer = TextTokenizer::from_file(&tokenizer_file(dir)?)?;
     let recipe_len = run
         .map(|r| r.join(run::dir::RECIPE_FILE))
         .filter(|f| f.is_file())

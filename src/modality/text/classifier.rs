@@ -14,7 +14,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::encoder::{TextConfig, TextEncoder};
-use crate::backbone::{Classifier, Mode, PooledEncoder, Pooling, Tokens};
+use crate::backbone::{Classifier, Mode, PooledEncoder, Pooler, Pooling, Tokens};
 use crate::error::Result;
 
 pub use crate::backbone::classifier::SPEC_FILE;
@@ -27,6 +27,9 @@ pub struct TextClassifierSpec {
     pub kind: String,
     pub text: TextConfig,
     pub pooling: Pooling,
+    /// The learned pooler between pooling and the linear layer (`pooler.dense.*`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooler: Option<Pooler>,
     /// Class names, in label order.
     pub labels: Vec<String>,
 }
@@ -39,8 +42,15 @@ impl TextClassifierSpec {
             kind: Self::KIND.into(),
             text,
             pooling,
+            pooler: None,
             labels,
         }
+    }
+
+    /// The same spec with `pooler` (`None`: without one).
+    pub fn with_pooler(mut self, pooler: Option<Pooler>) -> Self {
+        self.pooler = pooler;
+        self
     }
 
     pub fn write(&self, dir: &Path) -> Result<()> {
@@ -71,7 +81,13 @@ impl PooledEncoder for TextEncoder {
 impl Classifier<TextEncoder> {
     pub fn new(spec: &TextClassifierSpec, vb: VarBuilder) -> Result<Self> {
         let text = TextEncoder::new(&spec.text, vb.pp("text"))?;
-        Ok(Classifier::on(text, spec.labels.len(), spec.pooling, vb)?)
+        if spec.pooler.is_some() && spec.pooling != Pooling::Cls {
+            return Err(crate::error::Error::Usage(
+                "a `tanh-cls` pooler reads the [CLS] token: its pooling must be `cls`".into(),
+            ));
+        }
+        let c = Classifier::on(text, spec.labels.len(), spec.pooling, vb.clone())?;
+        Ok(c.with_pooler(spec.pooler, vb)?)
     }
 }
 

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::modality::audio::classifier::{AudioClassifier, AudioClassifierSpec};
 use crate::modality::audio::clips::ClipSet;
 use crate::modality::audio::encoder::SpectrogramEncoder;
-use crate::recipe::Pooling;
+use crate::recipe::{DownstreamSection, Pooling};
 use crate::run::classify::{require_labels, Labelled, Split};
 
 /// Labelled clips and the run's features and encoder shape.
@@ -64,11 +64,11 @@ impl Labelled for AudioSplits<'_> {
         SpectrogramEncoder::new(self.config.geometry, &self.config.encoder, vb)
     }
 
-    fn classifier(&self, pooling: Pooling, vb: VarBuilder) -> Result<AudioClassifier> {
-        Ok(AudioClassifier::new(&self.spec(pooling), vb)?)
+    fn classifier(&self, head: &DownstreamSection, vb: VarBuilder) -> Result<AudioClassifier> {
+        Ok(AudioClassifier::new(&self.spec(head.pooling), vb)?)
     }
 
-    fn write_spec(&self, pooling: Pooling, dir: &Path) -> Result<()> {
-        self.spec(pooling).write(dir)
+    fn write_spec(&self, head: &DownstreamSection, dir: &Path) -> Result<()> {
+        self.spec(head.pooling).write(dir)
     }
 }

@@ -139,12 +139,12 @@ impl Labelled for ImageSplits<'_> {
         ImageEncoder::new(self.geometry, &self.encoder, vb)
     }
 
-    fn classifier(&self, pooling: Pooling, vb: VarBuilder) -> Result<ImageClassifier> {
-        Ok(ImageClassifier::new(&self.spec(pooling), vb)?)
+    fn classifier(&self, head: &DownstreamSection, vb: VarBuilder) -> Result<ImageClassifier> {
+        Ok(ImageClassifier::new(&self.spec(head.pooling), vb)?)
     }
 
-    fn write_spec(&self, pooling: Pooling, dir: &Path) -> Result<()> {
-        self.spec(pooling).write(dir)
+    fn write_spec(&self, head: &DownstreamSection, dir: &Path) -> Result<()> {
+        self.spec(head.pooling).write(dir)
     }
 
     fn input_features(&self, split: Split, device: &Device) -> Result<Tensor> {

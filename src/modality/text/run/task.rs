@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::modality::text::classifier::{TextClassifier, TextClassifierSpec};
 use crate::modality::text::encoder::{TextConfig, TextEncoder};
 use crate::modality::text::pack;
-use crate::recipe::Pooling;
+use crate::recipe::DownstreamSection;
 use crate::run::classify::{Labelled, Split};
 
 /// Tokenised examples (special tokens included, truncated) and their labels.
@@ -72,8 +72,9 @@ impl TextSplits<'_> {
         split.pick(self.train, self.test)
     }
 
-    fn spec(&self, pooling: Pooling) -> TextClassifierSpec {
-        TextClassifierSpec::new(self.config.clone(), pooling, self.label_names.to_vec())
+    fn spec(&self, head: &DownstreamSection) -> TextClassifierSpec {
+        TextClassifierSpec::new(self.config.clone(), head.pooling, self.label_names.to_vec())
+            .with_pooler(head.pooler)
     }
 }
 
@@ -119,12 +120,12 @@ impl Labelled for TextSplits<'_> {
         TextEncoder::new(&self.config, vb)
     }
 
-    fn classifier(&self, pooling: Pooling, vb: VarBuilder) -> Result<TextClassifier> {
-        TextClassifier::new(&self.spec(pooling), vb)
+    fn classifier(&self, head: &DownstreamSection, vb: VarBuilder) -> Result<TextClassifier> {
+        TextClassifier::new(&self.spec(head), vb)
     }
 
-    fn write_spec(&self, pooling: Pooling, dir: &Path) -> Result<()> {
-        self.spec(pooling).write(dir)
+    fn write_spec(&self, head: &DownstreamSection, dir: &Path) -> Result<()> {
+        self.spec(head).write(dir)
     }
 
     /// Batches of similar lengths: texts vary from a few tokens to `max_len`.

@@ -68,25 +68,12 @@ impl Labelled for WaveformSplits<'_> {
         )?))
     }
 
-    fn classifier(&self, pooling: Pooling, vb: VarBuilder) -> Result<WaveformClassifier> {
-        mean_only(pooling)?;
-        Ok(WaveformClassifier::new(self.spec, vb)?)
-    }
-
-    fn write_spec(&self, _pooling: Pooling, dir: &Path) -> Result<()> {
-        self.spec.write(dir)
-    }
-
-    fn head_classifier(
-        &self,
-        head: &DownstreamSection,
-        vb: VarBuilder,
-    ) -> Result<WaveformClassifier> {
+    fn classifier(&self, head: &DownstreamSection, vb: VarBuilder) -> Result<WaveformClassifier> {
         mean_only(head.pooling)?;
         Ok(WaveformClassifier::new(&self.head_spec(head), vb)?)
     }
 
-    fn write_head_spec(&self, head: &DownstreamSection, dir: &Path) -> Result<()> {
+    fn write_spec(&self, head: &DownstreamSection, dir: &Path) -> Result<()> {
         self.head_spec(head).write(dir)
     }
 }
