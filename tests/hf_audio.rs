@@ -394,7 +394,10 @@ fn loaded_checkpoints_export_and_load_back_unchanged() {
         let m = load_audio(committed().join(name).to_str().unwrap());
         let tmp = tempfile::tempdir().unwrap();
         let files = audio::write_hf(&m, tmp.path()).unwrap();
-        assert_eq!(files.len(), 2);
+        // config.json, model.safetensors and the feature extractor's preprocessor_config.json.
+        assert_eq!(files.len(), 3);
+        let back_norm = audio::do_normalize(tmp.path().to_str().unwrap()).unwrap();
+        assert_eq!(back_norm, m.normalize, "{name}");
         // transformers 5 names: the weight-norm parametrizations, never the legacy names.
         let written = read(&tmp.path().join("model.safetensors"));
         assert!(written
@@ -474,10 +477,13 @@ fn waveform_encoder_is_trainable_and_exports() {
             family: AudioFamily::Wav2Vec2,
             config: cfg,
             wrapper: None,
+            head: None,
         },
         tensors,
         hf_config: None,
         origin: "test".into(),
+        sample_rate: 16_000,
+        normalize: true,
     };
     let tmp = tempfile::tempdir().unwrap();
     audio::write_hf(&m, tmp.path()).unwrap();

@@ -189,8 +189,7 @@ pub fn embed_audio(
                     m.spec.hf_class()
                 )));
             }
-            let normalize = hf::audio::do_normalize(&m.origin)?;
-            AudioEmbedder::Waveform(hf::audio::AudioModel::build(&m, &dev)?, normalize)
+            AudioEmbedder::Waveform(hf::audio::AudioModel::build(&m, &dev)?, m.normalize)
         }
         run::source::AnyModel::Spectrogram(m) => {
             AudioEmbedder::Spectrogram(hf::spectrogram::SpectrogramModel::build(&m, &dev)?)

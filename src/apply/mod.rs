@@ -29,6 +29,7 @@ pub struct Exported {
 
 /// Writes the model `src` names as Hugging Face files into `out`.
 pub fn export(src: &str, out: &Path, device: &Device) -> Result<Exported> {
+    let src = &classifier_of_run(src)?;
     if let Some(saved) = predict::classifier::saved_spec(Path::new(src))? {
         if saved.kind == crate::modality::text::classifier::TextClassifierSpec::KIND {
             let spec = hf::text_classifier::read_spec(&saved.spec_path, saved.json)?;
@@ -63,6 +64,20 @@ pub fn export(src: &str, out: &Path, device: &Device) -> Result<Exported> {
             note: hf::text::notes(&m.spec),
         },
     })
+}
+
+/// A run that pretrained nothing (downstream heads on a waveform `model.source`) exports
+/// its best fine-tuned classifier, as `predict` picks it; any other `src` is itself.
+fn classifier_of_run(src: &str) -> Result<String> {
+    let path = Path::new(src);
+    if !crate::run::dir::is_run_dir(path)
+        || crate::train::checkpoint::latest(&path.join("checkpoints"))?.is_some()
+    {
+        return Ok(src.to_string());
+    }
+    Ok(predict::classifier::best_in_run(path)?
+        .display()
+        .to_string())
 }
 
 /// Runs the model `model` names on the tensors of the safetensors file `inputs` and writes

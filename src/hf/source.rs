@@ -1,7 +1,8 @@
 //! Model sources: whatever `--model` / `export SRC` names, loaded as a [`LoadedModel`].
 //!
 //! - `hf:org/name[@rev]` — a model in the local Hugging Face cache ([`super::hub`])
-//! - a saved classifier directory (`model.json` + `model.safetensors`)
+//! - a saved classifier directory (`model.json` + `model.safetensors`; a waveform classifier
+//!   loads as the `…ForSequenceClassification` it exports to)
 //! - a Hugging Face model directory (`config.json` + `model.safetensors`), or an exported
 //!   Audio-MAE encoder
 //!
@@ -65,6 +66,10 @@ fn typed_dir(src: &str) -> Result<Option<(PathBuf, String)>> {
 
 /// Loads the model `src` names, image, text or audio, on `device`.
 pub fn load_any(src: &str, device: &Device) -> Result<AnyModel> {
+    // A saved waveform classifier is the sequence classifier it exports to.
+    if let Some(m) = audio::read_saved(src, device)? {
+        return Ok(AnyModel::Audio(m));
+    }
     match typed_dir(src)? {
         Some((dir, t)) if text::is_text_type(&t) => {
             Ok(AnyModel::Text(text::read_dir(&dir, device, src)?))

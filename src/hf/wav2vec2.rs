@@ -19,9 +19,16 @@
 //! audio.encoder.layers.{i}.<block>     encoder.layers.{i}.<block>   (see BLOCK)
 //! ```
 //! Every name carries the prefix `wav2vec2.` / `hubert.` / `data2vec_audio.` inside task
-//! wrappers (`…ForCTC`, `…ForPreTraining`) and none in the bare model; loading accepts both and
-//! drops the wrappers' heads. Export writes the bare model, with the weight-norm names
-//! transformers 5 writes (`parametrizations.weight.original0/1`).
+//! wrappers (`…ForCTC`, `…ForPreTraining`, `…ForSequenceClassification`) and none in the bare
+//! model; loading accepts both and drops the heads of CTC and pretraining wrappers. A
+//! sequence classifier keeps its head (see [`SequenceHead`]):
+//!
+//! ```text
+//! projector.{weight,bias}              projector.*    Linear(hidden → classifier_proj_size)
+//! classifier.{weight,bias}             classifier.*   Linear(classifier_proj_size → num_labels)
+//! ```
+//! Export writes the bare model, or the sequence classifier with its prefix, with the
+//! weight-norm names transformers 5 writes (`parametrizations.weight.original0/1`).
 //!
 //! Follows `transformers/models/wav2vec2/modeling_wav2vec2.py`, `hubert/modeling_hubert.py`
 //! and `data2vec/modeling_data2vec_audio.py`.
@@ -72,12 +79,21 @@ impl AudioFamily {
         }
     }
 
-    /// The base model class (what pretext runs and exports).
+    /// The base model class (what pretext runs and exports without a head).
     pub fn hf_class(self) -> &'static str {
         match self {
             AudioFamily::Wav2Vec2 => "Wav2Vec2Model",
             AudioFamily::Hubert => "HubertModel",
             AudioFamily::Data2VecAudio => "Data2VecAudioModel",
+        }
+    }
+
+    /// The sequence classifier's class (`Wav2Vec2ForSequenceClassification`, …).
+    pub fn classifier_class(self) -> &'static str {
+        match self {
+            AudioFamily::Wav2Vec2 => "Wav2Vec2ForSequenceClassification",
+            AudioFamily::Hubert => "HubertForSequenceClassification",
+            AudioFamily::Data2VecAudio => "Data2VecAudioForSequenceClassification",
         }
     }
 
@@ -96,14 +112,62 @@ pub struct AudioSpec {
     pub family: AudioFamily,
     pub config: WaveformConfig,
     /// The task wrapper the checkpoint came from (`Wav2Vec2ForCTC`, …), whose head is not
-    /// loaded; `None` for a bare base model.
+    /// loaded; `None` for a bare base model or a sequence classifier.
     pub wrapper: Option<String>,
+    /// The head of a `…ForSequenceClassification`, loaded and exported with the model.
+    pub head: Option<SequenceHead>,
 }
 
 impl AudioSpec {
+    /// The class this spec loads as and exports to.
     pub fn hf_class(&self) -> &'static str {
-        self.family.hf_class()
+        match self.head {
+            Some(_) => self.family.classifier_class(),
+            None => self.family.hf_class(),
+        }
     }
+}
+
+/// `Wav2Vec2ForSequenceClassification`'s head (and HuBERT's and data2vec-audio's, the same):
+/// `projector` Linear(hidden → `proj`) on every frame, the mean over the frames (the real
+/// ones, under an attention mask), then `classifier` Linear(`proj` → `num_labels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequenceHead {
+    /// `classifier_proj_size` (transformers' default: 256).
+    pub proj: usize,
+    pub num_labels: usize,
+}
+
+impl SequenceHead {
+    /// The head's rows (no prefix in the wrapper: they sit beside the base model).
+    pub fn rows(self, hidden: usize) -> Vec<Row> {
+        let (p, n) = (self.proj, self.num_labels);
+        vec![
+            Row::new("projector.weight", "projector.weight", vec![p, hidden]),
+            Row::new("projector.bias", "projector.bias", vec![p]),
+            Row::new("classifier.weight", "classifier.weight", vec![n, p]),
+            Row::new("classifier.bias", "classifier.bias", vec![n]),
+        ]
+    }
+}
+
+/// The head settings of a `…ForSequenceClassification` config.
+fn parse_head(f: &Fields) -> Result<SequenceHead> {
+    if f.bool_or("use_weighted_layer_sum", false)? {
+        return Err(f.err(
+            "use_weighted_layer_sum",
+            "a classifier on a learned weighted sum of every layer's hidden states is not \
+             supported; pretext's reads the last layer (expected false)",
+        ));
+    }
+    let num_labels = match f.map.get("id2label").and_then(Value::as_object) {
+        Some(labels) if !labels.is_empty() => labels.len(),
+        _ => f.usize_or("num_labels", 2)?,
+    };
+    Ok(SequenceHead {
+        proj: f.usize_or("classifier_proj_size", 256)?,
+        num_labels,
+    })
 }
 
 /// pretext ↔ Hugging Face names inside one encoder layer (`Wav2Vec2EncoderLayer` and its
@@ -282,9 +346,14 @@ pub fn parse_config(map: &Map<String, Value>, path: &Path) -> Result<AudioSpec> 
         .and_then(|a| a.first())
         .and_then(|a| a.as_str());
     let stem = family.class_stem();
+    let mut head = None;
     let wrapper = match arch {
         None => None,
         Some(a) if a == family.hf_class() => None,
+        Some(a) if a == family.classifier_class() => {
+            head = Some(parse_head(&f)?);
+            None
+        }
         Some(a) if a == format!("{stem}ForCTC") || a == format!("{stem}ForPreTraining") => {
             Some(a.to_string())
         }
@@ -292,9 +361,10 @@ pub fn parse_config(map: &Map<String, Value>, path: &Path) -> Result<AudioSpec> 
             return Err(f.err(
                 "architectures",
                 format!(
-                    "`{other}` is not supported; pretext loads {0}, and the base model of \
-                     {stem}ForCTC and {stem}ForPreTraining",
-                    family.hf_class()
+                    "`{other}` is not supported; pretext loads {0} and {1}, and the base \
+                     model of {stem}ForCTC and {stem}ForPreTraining",
+                    family.hf_class(),
+                    family.classifier_class()
                 ),
             ))
         }
@@ -391,6 +461,7 @@ pub fn parse_config(map: &Map<String, Value>, path: &Path) -> Result<AudioSpec> 
         family,
         config,
         wrapper,
+        head,
     })
 }
 
@@ -474,6 +545,13 @@ pub fn config_json(
     });
     if let Value::Object(m) = fields {
         out.extend(m);
+    }
+    if let Some(h) = spec.head {
+        out.insert("classifier_proj_size".into(), json!(h.proj));
+        out.insert("use_weighted_layer_sum".into(), json!(false));
+        // `id2label` says how many labels there are, as `save_pretrained` writes it.
+        out.remove("num_labels");
+        super::config::label_names(&mut out, h.num_labels);
     }
     match c.pos_conv {
         PosConv::WeightNorm { kernel, .. } => {

@@ -75,6 +75,10 @@ pub struct DownstreamSection {
     /// Fine-tune (images): augment the training batches as `[data.augment]` augments
     /// pretraining's (`random_resized_crop`, `hflip`); absent = none.
     pub augment: Option<AugmentSection>,
+    /// Fine-tune (waveform models): a projector Linear(hidden → P) on the frames before the
+    /// classifier, which makes the classifier exactly `Wav2Vec2ForSequenceClassification`
+    /// with `classifier_proj_size = P` (transformers' default: 256); absent = none.
+    pub projector: Option<usize>,
     /// k-NN: neighbours that vote.
     pub k: usize,
     /// k-NN: votes weigh `exp(similarity / temperature)`.
@@ -214,6 +218,8 @@ struct FineTuneKeys {
     checkpoint_every: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     augment: Option<AugmentSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    projector: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -249,6 +255,7 @@ fn defaults(head: HeadKind) -> DownstreamSection {
         label_smoothing: 0.0,
         checkpoint_every: None,
         augment: None,
+        projector: None,
         k: default_k(),
         temperature: default_temperature(),
     }
@@ -282,6 +289,7 @@ impl From<HeadSection> for DownstreamSection {
                 label_smoothing: f.label_smoothing,
                 checkpoint_every: f.checkpoint_every,
                 augment: f.augment,
+                projector: f.projector,
                 ..defaults(HeadKind::FineTune)
             },
             HeadSection::Knn(k) => DownstreamSection {
@@ -323,6 +331,7 @@ impl From<DownstreamSection> for HeadSection {
                 label_smoothing: d.label_smoothing,
                 checkpoint_every: d.checkpoint_every,
                 augment: d.augment,
+                projector: d.projector,
             }),
             HeadKind::Knn => HeadSection::Knn(KnnKeys {
                 input: d.input,

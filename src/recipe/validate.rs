@@ -316,6 +316,23 @@ fn validate_rest(r: &Recipe, file: &Path) -> Result<()> {
                     .into()
             },
         )?;
+        if let Some(p) = d.projector {
+            check(
+                r.data.modality == Modality::Audio && r.model.source.is_some(),
+                file,
+                &key("projector"),
+                || {
+                    "a projector is the head of wav2vec2 / HuBERT / data2vec-audio sequence \
+                     classifiers: it needs an audio recipe whose model.source is a waveform \
+                     model; remove it"
+                        .into()
+                },
+            )?;
+            check(p > 0, file, &key("projector"), || {
+                "must be a positive width (transformers' classifier_proj_size, 256 by default)"
+                    .into()
+            })?;
+        }
         match &r.data.labelled {
             Some(l) => {
                 check(

@@ -27,6 +27,10 @@ pub use crate::hf::source::AnyModel;
 
 /// Loads the model `src` names, image, text or audio, on `device`.
 pub fn load_any(src: &str, device: &Device) -> Result<AnyModel> {
+    // A waveform classifier, in a run or not, is whole in its own directory.
+    if let Some(m) = crate::hf::audio::read_saved(src, device)? {
+        return Ok(AnyModel::Audio(m));
+    }
     if let Some((run, checkpoint)) = run_with(src, crate::modality::text::run::CONFIG_FILE)? {
         return Ok(AnyModel::Text(load_text_run(&run, &checkpoint, device)?));
     }

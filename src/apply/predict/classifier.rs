@@ -3,8 +3,9 @@
 //! - a run directory: its best fine-tuned classifier (`RUN/downstream/*/` with the highest
 //!   test accuracy in its `result.json`), said on stderr;
 //! - a saved classifier directory (`model.json` + `model.safetensors`) of any modality;
-//! - a Hugging Face `ViTForImageClassification`, `BertForSequenceClassification` or
-//!   `RobertaForSequenceClassification` directory, or `hf:org/name`.
+//! - a Hugging Face `ViTForImageClassification`, `BertForSequenceClassification`,
+//!   `RobertaForSequenceClassification` or `Wav2Vec2ForSequenceClassification` (HuBERT,
+//!   data2vec-audio) directory, or `hf:org/name`.
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +54,10 @@ pub enum Predictor {
     Waveform {
         model: WaveformClassifier,
         spec: Box<WaveformClassifierSpec>,
+        /// Each window is fitted (cropped or padded) to `spec.samples`, as fine-tuning saw
+        /// its clips; `false` for a Hugging Face classifier, which takes each window at its
+        /// own length (up to `spec.samples`), as `transformers`' audio pipeline does.
+        fit: bool,
     },
 }
 
@@ -131,6 +136,7 @@ pub fn load_saved(src: &Path, device: &Device) -> Result<Option<Loaded>> {
                 predictor: Predictor::Waveform {
                     model,
                     spec: Box::new(spec),
+                    fit: true,
                 },
                 origin,
             }
@@ -177,6 +183,7 @@ fn image(dir: &str, src: &str, device: &Device) -> Result<Loaded> {
     let loaded = match run::source::load_any(dir, device)? {
         run::source::AnyModel::Image(m) => m,
         run::source::AnyModel::Text(m) => return hf_text(m, src, device),
+        run::source::AnyModel::Audio(m) => return hf_waveform(m, src, device),
         other => return Err(not_a_classifier(src, &other.describe())),
     };
     let num_labels = match loaded.spec.kind {
@@ -225,18 +232,57 @@ fn hf_text(m: hf::text::TextLoaded, src: &str, device: &Device) -> Result<Loaded
     })
 }
 
+/// A Hugging Face waveform sequence classifier, run on windows of up to
+/// [`HF_WAVEFORM_WINDOW_SECONDS`], each at its own length.
+fn hf_waveform(m: hf::audio::AudioLoaded, src: &str, device: &Device) -> Result<Loaded> {
+    let Some(head) = m.spec.head else {
+        let what = format!("an audio model ({})", m.spec.hf_class());
+        return Err(not_a_classifier(src, &what));
+    };
+    let classes = hf::config::label_list(m.hf_config.as_ref(), head.num_labels);
+    let spec = WaveformClassifierSpec {
+        kind: WaveformClassifierSpec::KIND.into(),
+        model_type: m.spec.family.model_type().into(),
+        config: m.spec.config.clone(),
+        sample_rate: m.sample_rate,
+        samples: HF_WAVEFORM_WINDOW_SECONDS * m.sample_rate as usize,
+        normalize: m.normalize,
+        classes: classes.clone(),
+        projector: Some(head.proj),
+    };
+    let tensors = m.tensors.into_iter().collect();
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    let model =
+        WaveformClassifier::new(&spec, vb).map_err(|e| Error::data(&m.origin, e.to_string()))?;
+    Ok(Loaded {
+        predictor: Predictor::Waveform {
+            model,
+            spec: Box::new(spec),
+            fit: false,
+        },
+        classes,
+        origin: m.origin,
+    })
+}
+
+/// Longest window a Hugging Face waveform classifier sees at once (as `embed`'s): a longer
+/// file is cut into windows whose probabilities are averaged; the attention's memory grows
+/// with the square of the window.
+const HF_WAVEFORM_WINDOW_SECONDS: usize = 20;
+
 fn not_a_classifier(src: &str, what: &str) -> Error {
     Error::Usage(format!(
         "{src} is {what}, not a classifier: give a run with a fine-tuned head \
          (`[[downstream]] head = \"fine-tune\"`), a classifier it saved (RUN/downstream/NAME), \
-         or a Hugging Face ViTForImageClassification, BertForSequenceClassification or \
-         RobertaForSequenceClassification"
+         or a Hugging Face ViTForImageClassification, BertForSequenceClassification, \
+         RobertaForSequenceClassification or Wav2Vec2ForSequenceClassification (HuBERT, \
+         data2vec-audio)"
     ))
 }
 
 /// A run's fine-tuned classifier with the best test accuracy (the larger label fraction on
 /// a tie), said on stderr.
-fn best_in_run(run: &Path) -> Result<PathBuf> {
+pub(crate) fn best_in_run(run: &Path) -> Result<PathBuf> {
     let root = run.join(run::downstream::DIR);
     let mut best: Option<((f64, f64), PathBuf)> = None;
     if root.is_dir() {

@@ -402,7 +402,24 @@ pub(crate) fn window_logits(
             let x = spec.features.to_tensor(&refs, dev)?;
             Ok(model.forward(&x, &mut Mode::Eval)?)
         }
-        Predictor::Waveform { model, spec } => {
+        Predictor::Waveform {
+            model,
+            spec,
+            fit: false,
+        } => {
+            // Windows of their own lengths: one forward pass each, no padding.
+            let mut rows = Vec::with_capacity(parts.len());
+            for w in parts {
+                let mut x = w.to_vec();
+                if spec.normalize {
+                    crate::modality::audio::waveform::zero_mean_unit_var(&mut x);
+                }
+                let x = Tensor::from_vec(x, (1, w.len()), dev)?;
+                rows.push(model.forward(&x, &mut Mode::Eval)?);
+            }
+            Ok(Tensor::cat(&rows, 0)?)
+        }
+        Predictor::Waveform { model, spec, .. } => {
             let mut values = Vec::with_capacity(parts.len() * window);
             for w in parts {
                 let mut x = fit_length(w, window);

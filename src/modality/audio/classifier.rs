@@ -6,14 +6,16 @@
 
 use std::path::Path;
 
-use candle_core::Tensor;
+use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::clips::AudioFeatures;
 use super::encoder::{SpectrogramEncoder, SpectrogramGeometry};
 use super::waveform::{WaveformConfig, WaveformEncoder};
-use crate::backbone::{pool, Classifier, EncoderConfig, Mode, PooledEncoder, Pooling, Tokens};
+use crate::backbone::{
+    pool, Classifier, EncoderConfig, Linear, Mode, PooledEncoder, Pooling, Tokens,
+};
 use crate::error::Result;
 
 pub use crate::backbone::classifier::{SPEC_FILE, WEIGHTS_FILE};
@@ -68,9 +70,10 @@ impl Classifier<SpectrogramEncoder> {
 }
 
 /// A classifier on a waveform model (wav2vec 2.0, HuBERT, data2vec-audio): the
-/// [`WaveformEncoder`] (`audio.*`) and a linear layer (`classifier.*`) on the mean of the
-/// final hidden states. Saved as `model.safetensors` + `model.json` (kind
-/// `waveform-classifier`).
+/// [`WaveformEncoder`] (`audio.*`), an optional projector (`projector.*`, Linear D → P), the
+/// mean over the frames and a linear layer (`classifier.*`): with a projector it is exactly
+/// `Wav2Vec2ForSequenceClassification` (and its HuBERT / data2vec-audio twins). Saved as
+/// `model.safetensors` + `model.json` (kind `waveform-classifier`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WaveformClassifierSpec {
@@ -88,6 +91,11 @@ pub struct WaveformClassifierSpec {
     pub normalize: bool,
     /// Class names, in label order.
     pub classes: Vec<String>,
+    /// Width P of the projector between the frames and the classifier
+    /// (`classifier_proj_size`); absent = no projector, the classifier reads the mean of the
+    /// hidden states (files written before projectors existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projector: Option<usize>,
 }
 
 impl WaveformClassifierSpec {
@@ -99,26 +107,71 @@ impl WaveformClassifierSpec {
     }
 }
 
-/// A waveform model (`audio.*`) under a linear layer on the mean of its frames.
-pub type WaveformClassifier = Classifier<WaveformEncoder>;
+/// The waveform encoder and, in a classifier that has one, the projector on its frames:
+/// everything `Wav2Vec2ForSequenceClassification` computes before its classifier. The
+/// frozen encoders of probes and k-NN have no projector.
+#[derive(Debug, Clone)]
+pub struct ProjectedEncoder {
+    pub audio: WaveformEncoder,
+    /// Linear D → P (`projector.*`).
+    pub projector: Option<Linear>,
+}
 
-impl PooledEncoder for WaveformEncoder {
-    fn width(&self) -> usize {
-        self.config().encoder.dim
+impl ProjectedEncoder {
+    /// The bare encoder (no projector).
+    pub fn bare(audio: WaveformEncoder) -> Self {
+        Self {
+            audio,
+            projector: None,
+        }
     }
 
-    /// Waveforms `[B, S]` → the mean of the final hidden states (`cls` pooling is an error:
-    /// waveform models have no class token).
-    fn pooled(&self, x: &Tensor, pooling: Pooling, mode: &mut Mode) -> candle_core::Result<Tensor> {
-        let h = self.forward(x, None, mode)?.last_hidden_state;
-        pool(&h, pooling, Tokens::Frames)
+    pub fn config(&self) -> &WaveformConfig {
+        self.audio.config()
     }
 }
 
-impl Classifier<WaveformEncoder> {
-    /// Builds the classifier from `vb` (root: `audio.*` and `classifier.*`).
+/// A waveform model (`audio.*`), an optional projector and a linear layer on the mean of
+/// its frames.
+pub type WaveformClassifier = Classifier<ProjectedEncoder>;
+
+impl PooledEncoder for ProjectedEncoder {
+    fn width(&self) -> usize {
+        match &self.projector {
+            Some(p) => p.weight().dim(0).unwrap_or(0),
+            None => self.config().encoder.dim,
+        }
+    }
+
+    /// Waveforms `[B, S]` → the mean of the final hidden states `[B, D]`, projected to
+    /// `[B, P]` when there is a projector (a linear map commutes with the mean, so this is
+    /// transformers' projector-then-mean). `cls` pooling is an error: waveform models have
+    /// no class token.
+    fn pooled(&self, x: &Tensor, pooling: Pooling, mode: &mut Mode) -> candle_core::Result<Tensor> {
+        let h = self.audio.forward(x, None, mode)?.last_hidden_state;
+        let pooled = pool(&h, pooling, Tokens::Frames)?;
+        match &self.projector {
+            Some(p) => p.forward(&pooled),
+            None => Ok(pooled),
+        }
+    }
+}
+
+impl Classifier<ProjectedEncoder> {
+    /// Builds the classifier from `vb` (root: `audio.*`, `projector.*` when the spec has
+    /// one, and `classifier.*`).
     pub fn new(spec: &WaveformClassifierSpec, vb: VarBuilder) -> candle_core::Result<Self> {
         let audio = WaveformEncoder::new(&spec.config, vb.pp("audio"))?;
-        Classifier::on(audio, spec.classes.len(), Pooling::Mean, vb)
+        let projector = match spec.projector {
+            Some(p) => Some(Linear::new(
+                spec.config.encoder.dim,
+                p,
+                true,
+                vb.pp("projector"),
+            )?),
+            None => None,
+        };
+        let encoder = ProjectedEncoder { audio, projector };
+        Classifier::on(encoder, spec.classes.len(), Pooling::Mean, vb)
     }
 }

@@ -73,7 +73,7 @@ pub fn prepare(r: &Recipe, file: &Path, device: Device) -> Result<Prepared> {
             ))
         }
     };
-    let normalize = crate::hf::audio::do_normalize(&source_dir(src)?)?;
+    let normalize = source.normalize;
     let features = AudioFeatures {
         mel: a.mel.clone(),
         frames: a.frames,
@@ -90,7 +90,14 @@ pub fn prepare(r: &Recipe, file: &Path, device: Device) -> Result<Prepared> {
     }
     let params = ParamStore::new(r.seed);
     WaveformEncoder::new(&source.spec.config, params.var_builder(&device).pp("audio"))?;
-    params.load_tensors(&source.tensors, Path::new(&source.origin))?;
+    // A sequence classifier's head (`projector.*`, `classifier.*`) is not the encoder's.
+    let encoder: std::collections::BTreeMap<_, _> = source
+        .tensors
+        .iter()
+        .filter(|(name, _)| name.starts_with("audio."))
+        .map(|(name, t)| (name.clone(), t.clone()))
+        .collect();
+    params.load_tensors(&encoder, Path::new(&source.origin))?;
 
     let [(train_src, train_key), (test_src, test_key)] = heads_sources(r, file)?;
     let train_items = items(train_src, train_key, file)?;
@@ -110,6 +117,7 @@ pub fn prepare(r: &Recipe, file: &Path, device: Device) -> Result<Prepared> {
         samples,
         normalize,
         classes,
+        projector: None,
     };
     Ok(Prepared {
         model: Model {
@@ -122,17 +130,6 @@ pub fn prepare(r: &Recipe, file: &Path, device: Device) -> Result<Prepared> {
         train,
         test,
     })
-}
-
-/// The local directory of a model source (a hub reference's snapshot), for its
-/// `preprocessor_config.json`.
-fn source_dir(src: &str) -> Result<String> {
-    match crate::hf::hub::HubRef::parse(src) {
-        Some(r) => Ok(crate::hf::hub::snapshot_dir(&r?)?
-            .to_string_lossy()
-            .into_owned()),
-        None => Ok(src.to_string()),
-    }
 }
 
 impl Pipeline for Prepared {

@@ -1,7 +1,7 @@
 //! The downstream stage on a waveform model (wav2vec 2.0, HuBERT, data2vec-audio) named by
 //! an audio recipe's `model.source`: labelled clips as waveforms, the source's encoder
-//! (`audio.*`, mean-pooled final hidden states) and a [`WaveformClassifier`] on it, fine-tuned
-//! end to end.
+//! (`audio.*`, mean-pooled final hidden states) and a [`WaveformClassifier`] on it (with the
+//! projector a section's `projector` asks for), fine-tuned end to end.
 
 use std::path::Path;
 
@@ -9,7 +9,9 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
-use crate::modality::audio::classifier::{WaveformClassifier, WaveformClassifierSpec};
+use crate::modality::audio::classifier::{
+    ProjectedEncoder, WaveformClassifier, WaveformClassifierSpec,
+};
 use crate::modality::audio::clips::ClipSet;
 use crate::modality::audio::waveform::WaveformEncoder;
 use crate::recipe::{DownstreamSection, Pooling};
@@ -27,10 +29,18 @@ impl WaveformSplits<'_> {
     fn split(&self, split: Split) -> &ClipSet {
         split.pick(self.train, self.test)
     }
+
+    /// The saved description of the classifier `head` trains (its projector, if any).
+    fn head_spec(&self, head: &DownstreamSection) -> WaveformClassifierSpec {
+        WaveformClassifierSpec {
+            projector: head.projector,
+            ..self.spec.clone()
+        }
+    }
 }
 
 impl Labelled for WaveformSplits<'_> {
-    type Encoder = WaveformEncoder;
+    type Encoder = ProjectedEncoder;
     const PREFIX: &'static str = "audio";
     /// Waveform models see many frames per clip: the attention matrices dominate memory.
     const FEATURE_CHUNK: usize = 16;
@@ -51,21 +61,30 @@ impl Labelled for WaveformSplits<'_> {
         self.spec.config.encoder.depth
     }
 
-    fn encoder(&self, vb: VarBuilder) -> candle_core::Result<WaveformEncoder> {
-        WaveformEncoder::new(&self.spec.config, vb)
+    fn encoder(&self, vb: VarBuilder) -> candle_core::Result<ProjectedEncoder> {
+        Ok(ProjectedEncoder::bare(WaveformEncoder::new(
+            &self.spec.config,
+            vb,
+        )?))
     }
 
     fn classifier(&self, head: &DownstreamSection, vb: VarBuilder) -> Result<WaveformClassifier> {
-        // Rejected when the recipe is validated; checked again for callers of the task.
-        if head.pooling == Pooling::Cls {
-            return Err(Error::Usage(
-                "waveform models have no class token: use pooling = \"mean\"".into(),
-            ));
-        }
-        Ok(WaveformClassifier::new(self.spec, vb)?)
+        mean_only(head.pooling)?;
+        Ok(WaveformClassifier::new(&self.head_spec(head), vb)?)
     }
 
-    fn write_spec(&self, _head: &DownstreamSection, dir: &Path) -> Result<()> {
-        self.spec.write(dir)
+    fn write_spec(&self, head: &DownstreamSection, dir: &Path) -> Result<()> {
+        self.head_spec(head).write(dir)
     }
+}
+
+/// Waveform classifiers pool by the mean: `cls` is rejected when the recipe is validated,
+/// and checked again here for callers of the task.
+fn mean_only(pooling: Pooling) -> Result<()> {
+    if pooling == Pooling::Cls {
+        return Err(Error::Usage(
+            "waveform models have no class token: use pooling = \"mean\"".into(),
+        ));
+    }
+    Ok(())
 }
