@@ -1,7 +1,6 @@
 //! Model sources: whatever `--model` / `export SRC` names, loaded as a [`LoadedModel`].
 //!
-//! - `hf:org/name[@rev]` — a model in the local Hugging Face cache, downloaded there when
-//!   missing ([`super::hub`])
+//! - `hf:org/name[@rev]` — a model in the local Hugging Face cache ([`super::hub`])
 //! - a saved classifier directory (`model.json` + `model.safetensors`)
 //! - a Hugging Face model directory (`config.json` + `model.safetensors`), or an exported
 //!   Audio-MAE encoder
