@@ -71,7 +71,8 @@ pub enum Command {
     /// best one) are written as …ForSequenceClassification.
     Export {
         /// A run directory, a checkpoint inside a run, a saved classifier directory, a
-        /// Hugging Face directory, or hf:org/name[@rev] (local Hugging Face cache).
+        /// Hugging Face directory, or hf:org/name[@rev] (the local Hugging Face cache, downloaded
+        /// there when missing).
         src: String,
         #[arg(long, value_enum)]
         format: ExportFormat,

@@ -57,6 +57,11 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// A model on the Hugging Face hub (`model` is `hf:org/name@rev`) that could not be
+    /// fetched.
+    #[error("{model}: {message}")]
+    Hub { model: String, message: String },
+
     #[error("{0}")]
     Candle(candle_core::Error),
 }

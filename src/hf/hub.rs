@@ -1,13 +1,11 @@
 //! `hf:org/name[@rev]`: a model in the local Hugging Face cache (the layout
 //! `huggingface_hub` writes: `models--org--name/{refs,snapshots,blobs}`), found through the
-//! `hf-hub` crate.
+//! `hf-hub` crate, and downloaded there first ([`super::download`]) when it is missing and
+//! `HF_HUB_OFFLINE` is not set.
 //!
 //! The cache is `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
-//! pretext is built without a network client, so it reads the cache only — as if
-//! `HF_HUB_OFFLINE=1` were always set; fetch a model first with
-//! `huggingface-cli download org/name` (or `snapshot_download` in Python).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use hf_hub::{Cache, Repo, RepoType};
 
@@ -58,42 +56,79 @@ pub fn cache_dir() -> PathBuf {
     }
 }
 
-/// The snapshot directory holding `config.json` and `model.safetensors` for `r`.
-pub fn snapshot_dir(r: &HubRef) -> Result<PathBuf> {
-    let root = cache_dir();
-    let repo = Repo::with_revision(r.repo.clone(), RepoType::Model, r.revision.clone());
-    let repo_dir = root.join(repo.folder_name());
-    // A commit hash names its snapshot directly; a branch or tag goes through refs/.
-    let direct = repo_dir.join("snapshots").join(&r.revision);
-    let found = if direct.join("config.json").is_file() {
-        Some(direct)
-    } else {
-        Cache::new(root.clone())
-            .repo(repo)
-            .get("config.json")
-            .and_then(|p| p.parent().map(PathBuf::from))
-    };
-    let offline = std::env::var("HF_HUB_OFFLINE").unwrap_or_default();
-    found.ok_or_else(|| {
-        Error::data(
-            &repo_dir,
-            format!(
-                "hf:{}@{}: config.json is not in the local Hugging Face cache (looked for \
-                 refs/{rev} or snapshots/{rev}; cache {}{}). pretext reads the cache only; \
-                 fetch the model first, e.g. `huggingface-cli download {}`",
-                r.repo,
-                r.revision,
-                root.display(),
-                if offline.is_empty() {
-                    String::new()
-                } else {
-                    format!(", HF_HUB_OFFLINE={offline}")
-                },
-                r.repo,
-                rev = r.revision,
-            ),
+/// Whether `HF_HUB_OFFLINE` forbids the network (`1`, `true`, `yes`, `on`, as in
+/// `huggingface_hub`).
+pub fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
         )
     })
+}
+
+/// The snapshot directory holding `config.json` and the weights for `r`: from the cache,
+/// else downloaded into it ([`super::download`]) unless `HF_HUB_OFFLINE` is set.
+///
+/// A model already in the cache is used as it is, without asking the hub whether a branch
+/// has moved; name a commit (`@rev`) to pin one.
+pub fn snapshot_dir(r: &HubRef) -> Result<PathBuf> {
+    let root = cache_dir();
+    if let Some(dir) = cached_snapshot(&root, r) {
+        return Ok(dir);
+    }
+    if !offline() {
+        super::download::snapshot(r, &root)?;
+        if let Some(dir) = cached_snapshot(&root, r) {
+            return Ok(dir);
+        }
+    }
+    let repo_dir = root.join(Repo::model(r.repo.clone()).folder_name());
+    let offline = std::env::var("HF_HUB_OFFLINE").unwrap_or_default();
+    Err(Error::data(
+        &repo_dir,
+        format!(
+            "hf:{}@{}: config.json is not in the local Hugging Face cache (looked for \
+             refs/{rev} or snapshots/{rev}; cache {}{}). Unset HF_HUB_OFFLINE to download it, \
+             or fetch it first, e.g. `huggingface-cli download {}`",
+            r.repo,
+            r.revision,
+            root.display(),
+            if offline.is_empty() {
+                String::new()
+            } else {
+                format!(", HF_HUB_OFFLINE={offline}")
+            },
+            r.repo,
+            rev = r.revision,
+        ),
+    ))
+}
+
+/// The snapshot of `r` in the cache at `root`, when it holds `config.json` and weights
+/// (`model.safetensors`, a shard index, or a `pytorch_model.bin` the reader then refuses
+/// by name). A commit names its snapshot directly; a branch or tag goes through `refs/`.
+fn cached_snapshot(root: &Path, r: &HubRef) -> Option<PathBuf> {
+    let repo = Repo::with_revision(r.repo.clone(), RepoType::Model, r.revision.clone());
+    let direct = root
+        .join(repo.folder_name())
+        .join("snapshots")
+        .join(&r.revision);
+    let dir = if direct.join("config.json").is_file() {
+        direct
+    } else {
+        Cache::new(root.to_path_buf())
+            .repo(repo)
+            .get("config.json")?
+            .parent()?
+            .to_path_buf()
+    };
+    let weights = [
+        "model.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+    ];
+    weights.iter().any(|w| dir.join(w).is_file()).then_some(dir)
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@
 //! - [`config`]: `config.json` ↔ [`ModelSpec`]
 //! - [`checkpoint`]: a Hugging Face directory → [`LoadedModel`] (names, shapes, dtypes checked)
 //! - [`source`]: any model source (run, checkpoint, classifier dir, HF dir, `hf:org/name`)
-//! - [`hub`]: `hf:org/name[@rev]` in the local Hugging Face cache
+//! - [`hub`]: `hf:org/name[@rev]` in the local Hugging Face cache, [`download`]ed there
+//!   when missing
 //! - [`model`]: the runnable model and its outputs, named as in `transformers`
 //! - [`export`]: [`LoadedModel`] → `config.json` + `model.safetensors`
 //! - [`bert`], [`text`]: the text families (`BertModel`, `BertForMaskedLM`, `RobertaModel`,
@@ -27,6 +28,7 @@ pub mod audio;
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
+pub mod download;
 pub mod export;
 pub mod hub;
 pub mod loss;
