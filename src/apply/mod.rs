@@ -41,6 +41,23 @@ pub fn export(src: &str, out: &Path, device: &Device) -> Result<Exported> {
                 note: w.note,
             });
         }
+        if saved.kind == crate::modality::audio::classifier::AudioClassifierSpec::KIND {
+            let spec: crate::modality::audio::classifier::AudioClassifierSpec =
+                serde_json::from_value(saved.json)
+                    .map_err(|e| Error::data(&saved.spec_path, e.to_string()))?;
+            return Ok(Exported {
+                files: hf::spectrogram_classifier::export(&saved.dir, &spec, out)?,
+                class: format!(
+                    "pretext Audio-MAE encoder + {} ({} pooling), layout in docs/audio-mae-export.md",
+                    hf::text_classifier::HEAD_FILE,
+                    match spec.pooling {
+                        crate::backbone::Pooling::Cls => "cls",
+                        crate::backbone::Pooling::Mean => "mean",
+                    }
+                ),
+                note: None,
+            });
+        }
     }
     Ok(match source::load_any(src, device)? {
         AnyModel::Image(m) => Exported {

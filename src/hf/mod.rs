@@ -36,6 +36,7 @@ pub mod model;
 pub mod source;
 pub mod spec;
 pub mod spectrogram;
+pub mod spectrogram_classifier;
 pub mod text;
 pub mod text_classifier;
 pub mod vit;

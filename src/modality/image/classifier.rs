@@ -61,16 +61,12 @@ impl ClassifierSpec {
             serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))?;
         // Another modality's classifier: say what takes it, not which fields it lacks.
         if let Some(kind) = value["kind"].as_str().filter(|k| *k != Self::KIND) {
-            let export = match kind {
-                "audio-classifier" => "; `export` does not take it yet",
-                _ => ", `export` writes it",
-            };
             return Err(Error::data(
                 &path,
                 format!(
-                    "a `{kind}`, not an image classifier: `pretext predict`, `eval` and \
-                     `forward` run it{export}; `embed` reads encoders: give it the run the \
-                     classifier was fine-tuned in"
+                    "a `{kind}`, not an image classifier: `pretext predict`, `eval`, \
+                     `forward` and `export` take it; `embed` reads encoders: give it the run \
+                     the classifier was fine-tuned in"
                 ),
             ));
         }
