@@ -31,6 +31,7 @@ pub mod config;
 pub mod download;
 pub mod export;
 pub mod hub;
+pub mod linear_head;
 pub mod loss;
 pub mod model;
 pub mod source;

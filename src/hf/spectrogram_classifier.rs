@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde_json::{json, Map, Value};
 
 use super::checkpoint::CONFIG_FILE;
 use super::config::id2label;
+use super::linear_head::{self, HEAD_FILE};
 use super::spectrogram::{write, SpectrogramLoaded};
-use super::text_classifier::HEAD_FILE;
 use crate::backbone::classifier::WEIGHTS_FILE;
 use crate::backbone::Pooling;
 use crate::error::{Error, Result};
@@ -28,29 +28,6 @@ use crate::tensor_io;
 pub fn export(dir: &Path, spec: &AudioClassifierSpec, out: &Path) -> Result<Vec<PathBuf>> {
     let weights = dir.join(WEIGHTS_FILE);
     let all = tensor_io::read(&weights, &Device::Cpu)?.tensors;
-    let (d, n) = (spec.encoder.dim, spec.classes.len());
-    let head = |name: &str, shape: &[usize]| -> Result<Tensor> {
-        let t = all.get(name).ok_or_else(|| {
-            Error::data(
-                &weights,
-                format!("missing tensor `{name}` of the classifier"),
-            )
-        })?;
-        if t.dims() != shape {
-            return Err(Error::data(
-                &weights,
-                format!(
-                    "tensor `{name}`: expected shape {shape:?} (model.json), found {:?}",
-                    t.dims()
-                ),
-            ));
-        }
-        Ok(t.to_dtype(DType::F32)?)
-    };
-    let linear = vec![
-        ("weight".to_string(), head("classifier.weight", &[n, d])?),
-        ("bias".to_string(), head("classifier.bias", &[n])?),
-    ];
     let encoder: BTreeMap<String, Tensor> = all
         .iter()
         .filter(|(k, _)| k.starts_with("audio."))
@@ -86,8 +63,7 @@ pub fn export(dir: &Path, spec: &AudioClassifierSpec, out: &Path) -> Result<Vec<
     let text = serde_json::to_string_pretty(&Value::Object(config))
         .map_err(|e| Error::data(&config_path, e.to_string()))?;
     tensor_io::write_atomic(&config_path, text.as_bytes())?;
-    let path = out.join(HEAD_FILE);
-    tensor_io::write_pt(&path, &linear)?;
-    files.push(path);
+    let (d, n) = (spec.encoder.dim, spec.classes.len());
+    files.push(linear_head::write(&all, &weights, n, d, out)?);
     Ok(files)
 }

@@ -13,10 +13,9 @@
 //!
 //! The classifier's tokenizer (its own `tokenizer.json`, else its run's) is copied in.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Device;
 use serde_json::{json, Value};
 
 use super::bert::{TextKind, TextSpec};
@@ -27,8 +26,7 @@ use crate::error::{Error, Result};
 use crate::modality::text::classifier::TextClassifierSpec;
 use crate::tensor_io;
 
-/// The file holding the linear layer of a classifier exported without pooler.
-pub const HEAD_FILE: &str = "classifier.safetensors";
+pub use super::linear_head::HEAD_FILE;
 
 /// What the export wrote.
 pub struct Written {
@@ -48,24 +46,6 @@ pub fn export(
     let weights = dir.join(WEIGHTS_FILE);
     let tensors = tensor_io::read(&weights, &Device::Cpu)?.tensors;
     let n = spec.labels.len();
-    let head = |name: &str, shape: &[usize]| -> Result<Tensor> {
-        let t = tensors.get(name).ok_or_else(|| {
-            Error::data(
-                &weights,
-                format!("missing tensor `{name}` of the classifier"),
-            )
-        })?;
-        if t.dims() != shape {
-            return Err(Error::data(
-                &weights,
-                format!(
-                    "tensor `{name}`: expected shape {shape:?} (model.json), found {:?}",
-                    t.dims()
-                ),
-            ));
-        }
-        Ok(t.to_dtype(DType::F32)?)
-    };
     let d = spec.text.encoder.dim;
     let labels = id2label(&spec.labels);
     match spec.pooler {
@@ -117,17 +97,7 @@ pub fn export(
                 out,
                 &dir.display().to_string(),
             )?;
-            let linear: BTreeMap<&str, Tensor> = BTreeMap::from([
-                ("weight", head("classifier.weight", &[n, d])?),
-                ("bias", head("classifier.bias", &[n])?),
-            ]);
-            let list: Vec<(String, Tensor)> = linear
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect();
-            let path = out.join(HEAD_FILE);
-            tensor_io::write_pt(&path, &list)?;
-            files.push(path);
+            files.push(super::linear_head::write(&tensors, &weights, n, d, out)?);
             let class = hf.hf_class();
             Ok(Written {
                 files,
