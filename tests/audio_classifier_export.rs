@@ -26,21 +26,6 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
 }
 
-fn forward(model: &Path, inputs: &HashMap<&str, Tensor>, dir: &Path) -> HashMap<String, Tensor> {
-    let (i, o) = (dir.join("in.safetensors"), dir.join("out.safetensors"));
-    candle_core::safetensors::save(inputs, &i).unwrap();
-    ok(&[
-        "forward",
-        "--model",
-        model.to_str().unwrap(),
-        "--inputs",
-        i.to_str().unwrap(),
-        "--out",
-        o.to_str().unwrap(),
-    ]);
-    candle_core::safetensors::load(&o, &Device::Cpu).unwrap()
-}
-
 fn classifier(run: &Path) -> PathBuf {
     std::fs::read_dir(run.join("downstream"))
         .unwrap()
@@ -95,8 +80,8 @@ fn an_audio_mae_classifier_exports_as_its_encoder_and_linear_layer() {
     let flat: Vec<f32> = rows.iter().flat_map(|r| r[..len].to_vec()).collect();
     let x = Tensor::from_vec(flat, (2, len), &Device::Cpu).unwrap();
     let inputs = HashMap::from([("input_values", x)]);
-    let logits = forward(&cls, &inputs, tmp.path())["logits"].clone();
-    let h = forward(&out, &inputs, tmp.path())["last_hidden_state"].clone();
+    let logits = common::forward(&cls, &inputs, tmp.path())["logits"].clone();
+    let h = common::forward(&out, &inputs, tmp.path())["last_hidden_state"].clone();
     let patches = h.narrow(1, 1, h.dim(1).unwrap() - 1).unwrap();
     let head =
         candle_core::safetensors::load(out.join("classifier.safetensors"), &Device::Cpu).unwrap();

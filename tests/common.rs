@@ -154,3 +154,33 @@ pub fn run_args<'a>(recipe: &'a str, out: &'a str, sets: &[&'a str]) -> Vec<&'a 
     }
     args
 }
+
+/// `pretext forward --model MODEL` on `inputs` (written as `dir/in.safetensors`): its
+/// outputs, which must be written.
+pub fn forward(
+    model: &Path,
+    inputs: &std::collections::HashMap<&str, candle_core::Tensor>,
+    dir: &Path,
+) -> std::collections::HashMap<String, candle_core::Tensor> {
+    let (i, o) = (dir.join("in.safetensors"), dir.join("out.safetensors"));
+    candle_core::safetensors::save(inputs, &i).unwrap();
+    let args = [
+        "forward",
+        "--model",
+        model.to_str().unwrap(),
+        "--inputs",
+        i.to_str().unwrap(),
+        "--out",
+        o.to_str().unwrap(),
+    ];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pretext"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pretext {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    candle_core::safetensors::load(&o, &candle_core::Device::Cpu).unwrap()
+}

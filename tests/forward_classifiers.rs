@@ -33,22 +33,6 @@ fn classifier(run: &Path) -> PathBuf {
         .unwrap()
 }
 
-/// `forward --model MODEL` on `inputs`: its outputs.
-fn forward(model: &Path, inputs: HashMap<&str, Tensor>, dir: &Path) -> HashMap<String, Tensor> {
-    let (i, o) = (dir.join("in.safetensors"), dir.join("out.safetensors"));
-    candle_core::safetensors::save(&inputs, &i).unwrap();
-    ok(&[
-        "forward",
-        "--model",
-        model.to_str().unwrap(),
-        "--inputs",
-        i.to_str().unwrap(),
-        "--out",
-        o.to_str().unwrap(),
-    ]);
-    candle_core::safetensors::load(&o, &Device::Cpu).unwrap()
-}
-
 fn softmax(logits: &[f32]) -> Vec<f64> {
     let max = logits.iter().cloned().fold(f32::MIN, f32::max);
     let e: Vec<f64> = logits.iter().map(|l| f64::from(l - max).exp()).collect();
@@ -124,7 +108,7 @@ fn a_text_classifier_runs_on_input_ids() {
         .unwrap()
         .unsqueeze(0)
         .unwrap();
-    let out = forward(&cls, HashMap::from([("input_ids", row)]), tmp.path());
+    let out = common::forward(&cls, &HashMap::from([("input_ids", row)]), tmp.path());
     let logits = out["logits"].to_vec2::<f32>().unwrap()[0].clone();
     let names = classes(&cls, "labels");
     assert_same(
@@ -137,9 +121,9 @@ fn a_text_classifier_runs_on_input_ids() {
     let mut padded = ids.clone();
     padded.extend([7, 7, 7]);
     let mask: Vec<u32> = (0..n + 3).map(|i| u32::from(i < n)).collect();
-    let out = forward(
+    let out = common::forward(
         &cls,
-        HashMap::from([
+        &HashMap::from([
             (
                 "input_ids",
                 Tensor::new(padded.as_slice(), &Device::Cpu)
@@ -205,7 +189,7 @@ fn an_audio_classifier_runs_on_input_values() {
         .unwrap()
         .unsqueeze(0)
         .unwrap();
-    let out = forward(&cls, HashMap::from([("input_values", x)]), tmp.path());
+    let out = common::forward(&cls, &HashMap::from([("input_values", x)]), tmp.path());
     let logits = out["logits"].to_vec2::<f32>().unwrap()[0].clone();
     let names = classes(&cls, "classes");
     assert_same(&softmax(&logits), &names, &predicted(&cls, "--audio", clip));

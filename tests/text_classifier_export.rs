@@ -34,22 +34,6 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
-/// `forward --model MODEL` on `inputs`: its outputs.
-fn forward(model: &Path, inputs: &HashMap<&str, Tensor>, dir: &Path) -> HashMap<String, Tensor> {
-    let (i, o) = (dir.join("in.safetensors"), dir.join("out.safetensors"));
-    candle_core::safetensors::save(inputs, &i).unwrap();
-    ok(&[
-        "forward",
-        "--model",
-        model.to_str().unwrap(),
-        "--inputs",
-        i.to_str().unwrap(),
-        "--out",
-        o.to_str().unwrap(),
-    ]);
-    candle_core::safetensors::load(&o, &Device::Cpu).unwrap()
-}
-
 fn export(src: &Path, out: &Path) -> String {
     let o = pretext(&[
         "export",
@@ -139,8 +123,8 @@ fn fine_tuned_text_classifiers_export_and_load_back() {
         assert_eq!(config["label2id"][name], i);
     }
     assert!(hf.join("tokenizer.json").is_file());
-    let ours = forward(&dirs[0], &inputs, tmp.path());
-    let theirs = forward(&hf, &inputs, tmp.path());
+    let ours = common::forward(&dirs[0], &inputs, tmp.path());
+    let theirs = common::forward(&hf, &inputs, tmp.path());
     assert!(max_diff(&ours["logits"], &theirs["logits"]) < 1e-5);
     assert!(max_diff(&ours["loss"], &theirs["loss"]) < 1e-5);
     // The exported directory labels a sentence as the classifier does.
@@ -173,7 +157,7 @@ fn fine_tuned_text_classifiers_export_and_load_back() {
     assert_eq!(config["architectures"][0], "BertModel");
     assert_eq!(config["pretext_classifier"]["pooling"], "mean");
     assert_eq!(config["id2label"]["0"], classes[0].as_str());
-    let h = &forward(&enc, &inputs, tmp.path())["last_hidden_state"];
+    let h = &common::forward(&enc, &inputs, tmp.path())["last_hidden_state"];
     let mask = inputs["attention_mask"]
         .to_dtype(DType::F32)
         .unwrap()
@@ -193,7 +177,7 @@ fn fine_tuned_text_classifiers_export_and_load_back() {
         .unwrap()
         .broadcast_add(&head["bias"])
         .unwrap();
-    let ours = forward(&dirs[1], &inputs, tmp.path());
+    let ours = common::forward(&dirs[1], &inputs, tmp.path());
     assert!(max_diff(&ours["logits"], &logits) < 1e-5);
 }
 
@@ -261,8 +245,8 @@ fn a_roberta_classifier_exports_as_roberta_for_sequence_classification() {
     let ids = Tensor::new(&[[0i64, 40, 77, 105, 2], [0, 250, 2, 1, 1]], &Device::Cpu).unwrap();
     let mask = ids.ne(1i64).unwrap().to_dtype(DType::I64).unwrap();
     let inputs = HashMap::from([("input_ids", ids), ("attention_mask", mask)]);
-    let ours = forward(&cls, &inputs, tmp.path());
-    let theirs = forward(&hf, &inputs, tmp.path());
+    let ours = common::forward(&cls, &inputs, tmp.path());
+    let theirs = common::forward(&hf, &inputs, tmp.path());
     assert!(max_diff(&ours["logits"], &theirs["logits"]) < 1e-5);
 }
 
