@@ -153,29 +153,18 @@ fn images(
     bar: &indicatif::ProgressBar,
     dev: &Device,
 ) -> Result<Vec<Scored>> {
-    let Predictor::Image {
-        model: hf::Model::Classifier(model),
-        geometry: g,
-        normalize: n,
-    } = p
-    else {
+    let Predictor::Image { geometry: g, .. } = p else {
         unreachable!("images() is given an image classifier");
     };
     let data = ImageDataset::from_files(files.to_vec(), g.channels, g.size)?;
-    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    let all: Vec<usize> = (0..data.len).collect();
-    let mut out = Vec::with_capacity(files.len());
-    for chunk in all.chunks(batch) {
-        let pixels = data.batch(chunk, &n.mean, &n.std, dev)?;
-        let logits = model.forward(&pixels, &mut Mode::Eval)?;
-        push_scored(
-            &mut out,
-            chunk.iter().map(|&i| names[i].clone()),
-            &logits,
-            bar,
-        )?;
-    }
-    Ok(out)
+    image_scores(
+        p,
+        &data,
+        &|i| files[i].display().to_string(),
+        batch,
+        bar,
+        dev,
+    )
 }
 
 /// Class probabilities of images already in memory (an IDX split), named `#1`, `#2`, …;
@@ -186,12 +175,7 @@ pub(crate) fn score_images(
     batch: usize,
     dev: &Device,
 ) -> Result<Vec<Scored>> {
-    let Predictor::Image {
-        model: hf::Model::Classifier(model),
-        geometry: g,
-        normalize: n,
-    } = &c.predictor
-    else {
+    let Predictor::Image { geometry: g, .. } = &c.predictor else {
         return Err(Error::Usage(format!(
             "{} is not an image classifier, and these examples are images",
             c.origin
@@ -204,19 +188,43 @@ pub(crate) fn score_images(
         )));
     }
     let bar = progress(data.len);
+    let out = image_scores(
+        &c.predictor,
+        data,
+        &|i| format!("#{}", i + 1),
+        batch,
+        &bar,
+        dev,
+    )?;
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// The images of `data` through the image classifier `p`, normalised as it was trained,
+/// `batch` at a time; example `i` is reported as `name(i)`.
+fn image_scores(
+    p: &Predictor,
+    data: &ImageDataset,
+    name: &dyn Fn(usize) -> String,
+    batch: usize,
+    bar: &indicatif::ProgressBar,
+    dev: &Device,
+) -> Result<Vec<Scored>> {
+    let Predictor::Image {
+        model: hf::Model::Classifier(model),
+        normalize: n,
+        ..
+    } = p
+    else {
+        unreachable!("image_scores() is given an image classifier");
+    };
     let all: Vec<usize> = (0..data.len).collect();
     let mut out = Vec::with_capacity(data.len);
     for chunk in all.chunks(batch) {
         let pixels = data.batch(chunk, &n.mean, &n.std, dev)?;
         let logits = model.forward(&pixels, &mut Mode::Eval)?;
-        push_scored(
-            &mut out,
-            chunk.iter().map(|i| format!("#{}", i + 1)),
-            &logits,
-            &bar,
-        )?;
+        push_scored(&mut out, chunk.iter().map(|&i| name(i)), &logits, bar)?;
     }
-    bar.finish_and_clear();
     Ok(out)
 }
 
