@@ -15,7 +15,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
@@ -37,32 +37,6 @@ const CASES: [(&str, &str, usize); 3] = [
         8,
     ),
 ];
-
-fn committed() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf")
-}
-
-fn fixtures() -> PathBuf {
-    match std::env::var_os("PRETEXT_HF_FIXTURES") {
-        Some(dir) => PathBuf::from(dir),
-        None => committed(),
-    }
-}
-
-fn read(path: &Path) -> BTreeMap<String, Tensor> {
-    pretext::tensor_io::read(path, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .tensors
-}
-
-fn rel_err(actual: &Tensor, expected: &Tensor) -> f32 {
-    assert_eq!(actual.dims(), expected.dims(), "shapes differ");
-    let a = actual.to_dtype(DType::F32).unwrap();
-    let e = expected.to_dtype(DType::F32).unwrap();
-    let diff = (a - &e).unwrap().abs().unwrap().max_all().unwrap();
-    let scale = e.abs().unwrap().max_all().unwrap();
-    diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap().max(1e-12)
-}
 
 fn load_audio(src: &str) -> AudioLoaded {
     match source::load_any(src, &Device::Cpu).unwrap_or_else(|e| panic!("{e}")) {
@@ -104,13 +78,13 @@ fn ok(args: &[&str]) -> String {
 #[test]
 fn sequence_classifiers_match_transformers() {
     for (name, class, proj) in CASES {
-        let dir = fixtures().join(name);
+        let dir = common::fixtures().join(name);
         let m = load_audio(dir.to_str().unwrap());
         assert_eq!(m.spec.hf_class(), class);
         assert_eq!(m.spec.head.map(|h| h.proj), Some(proj), "{name}");
-        let io = read(&dir.join("io.safetensors"));
+        let io = common::read(&dir.join("io.safetensors"));
         // The second row is padded: its mean runs over its real frames only.
-        let err = rel_err(&logits(&m, &model_inputs(&io)), &io["logits"]);
+        let err = common::rel_err(&logits(&m, &model_inputs(&io)), &io["logits"]);
         eprintln!("{name} logits: max relative error {err:.2e}");
         assert!(err < REL_TOL, "{name}: relative error {err}");
     }
@@ -118,8 +92,8 @@ fn sequence_classifiers_match_transformers() {
 
 #[test]
 fn forward_cli_gives_the_logits_and_loss() {
-    let dir = committed().join("w2v2_cls");
-    let io = read(&dir.join("io.safetensors"));
+    let dir = common::committed().join("w2v2_cls");
+    let io = common::read(&dir.join("io.safetensors"));
     let tmp = tempfile::tempdir().unwrap();
     let (inputs, out) = (
         tmp.path().join("in.safetensors"),
@@ -142,17 +116,17 @@ fn forward_cli_gives_the_logits_and_loss() {
         "--device",
         "cpu",
     ]);
-    let got = read(&out);
-    assert!(rel_err(&got["logits"], &io["logits"]) < REL_TOL);
+    let got = common::read(&out);
+    assert!(common::rel_err(&got["logits"], &io["logits"]) < REL_TOL);
     assert_eq!(got["loss"].dims(), &[] as &[usize]);
 }
 
 #[test]
 fn predict_labels_a_clip_with_the_models_label_names() {
     for (name, _, _) in CASES {
-        let dir = committed().join(name);
-        let io = read(&dir.join("io.safetensors"));
-        let clip = committed().join("../audio/clip_espeak_16k.wav");
+        let dir = common::committed().join(name);
+        let io = common::read(&dir.join("io.safetensors"));
+        let clip = common::committed().join("../audio/clip_espeak_16k.wav");
         let text = ok(&[
             "predict",
             "--model",
@@ -184,7 +158,7 @@ fn predict_labels_a_clip_with_the_models_label_names() {
 #[test]
 fn a_weighted_layer_sum_is_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = committed().join("w2v2_cls");
+    let src = common::committed().join("w2v2_cls");
     for f in ["model.safetensors", "preprocessor_config.json"] {
         std::fs::copy(src.join(f), tmp.path().join(f)).unwrap();
     }
@@ -202,22 +176,28 @@ fn a_weighted_layer_sum_is_refused_by_name() {
 #[test]
 fn a_hugging_face_classifier_exports_with_the_keys_it_came_with() {
     for (name, class, _) in CASES {
-        let dir = committed().join(name);
+        let dir = common::committed().join(name);
         let m = load_audio(dir.to_str().unwrap());
         let tmp = tempfile::tempdir().unwrap();
         pretext::hf::audio::write_hf(&m, tmp.path()).unwrap();
-        let keys =
-            |p: &Path| -> Vec<String> { read(&p.join("model.safetensors")).into_keys().collect() };
+        let keys = |p: &Path| -> Vec<String> {
+            common::read(&p.join("model.safetensors"))
+                .into_keys()
+                .collect()
+        };
         assert_eq!(keys(tmp.path()), keys(&dir), "{name}");
         let cfg: Value =
             serde_json::from_str(&std::fs::read_to_string(tmp.path().join("config.json")).unwrap())
                 .unwrap();
         assert_eq!(cfg["architectures"][0], class);
-        let io = read(&dir.join("io.safetensors"));
+        let io = common::read(&dir.join("io.safetensors"));
         let back = load_audio(tmp.path().to_str().unwrap());
         assert_eq!(back.spec, m.spec);
         let inputs = model_inputs(&io);
-        assert_eq!(rel_err(&logits(&back, &inputs), &logits(&m, &inputs)), 0.0);
+        assert_eq!(
+            common::rel_err(&logits(&back, &inputs), &logits(&m, &inputs)),
+            0.0
+        );
     }
 }
 
@@ -302,7 +282,9 @@ fn pretext_waveform_classifiers_export_and_reload_to_the_same_logits() {
         )
         .unwrap();
         assert_eq!(pre["do_normalize"], false);
-        let names: Vec<String> = read(&out.join("model.safetensors")).into_keys().collect();
+        let names: Vec<String> = common::read(&out.join("model.safetensors"))
+            .into_keys()
+            .collect();
         for n in &names {
             assert!(
                 n.starts_with("hubert.")
@@ -315,8 +297,9 @@ fn pretext_waveform_classifiers_export_and_reload_to_the_same_logits() {
 
         // pretext's classifier and the export, on the same two waveforms.
         let x = Tensor::randn(0f32, 1.0, (2, 400), &Device::Cpu).unwrap();
-        let tensors: HashMap<String, Tensor> =
-            read(&saved.join("model.safetensors")).into_iter().collect();
+        let tensors: HashMap<String, Tensor> = common::read(&saved.join("model.safetensors"))
+            .into_iter()
+            .collect();
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
         let ours = WaveformClassifier::new(&spec, vb)
             .unwrap()
@@ -324,7 +307,7 @@ fn pretext_waveform_classifiers_export_and_reload_to_the_same_logits() {
             .unwrap();
         let exported = load_audio(out.to_str().unwrap());
         let inputs = BTreeMap::from([("input_values".to_string(), x)]);
-        let err = rel_err(&logits(&exported, &inputs), &ours);
+        let err = common::rel_err(&logits(&exported, &inputs), &ours);
         eprintln!("projector {projector:?}: export vs pretext, max relative error {err:.2e}");
         assert!(err < 1e-5, "projector {projector:?}: {err}");
     }
