@@ -22,6 +22,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use image::imageops::{self, FilterType};
 use image::RgbImage;
 use pretext::backbone::{Activation, EncoderConfig, Mode, NormPosition};
+use pretext::draws::Draws;
 use pretext::modality::image::augment::{Augment, RandomResizedCrop};
 use pretext::modality::image::batch::BatchMaker;
 use pretext::modality::image::dataset::ImageDataset;
@@ -30,10 +31,8 @@ use pretext::modality::image::ImageGeometry;
 use pretext::objective::mae::{ImageMae, ImageMaeConfig};
 use pretext::objective::masking::Masking;
 use pretext::params::ParamStore;
-use pretext::train::loader::Loader;
+use pretext::train::loader::{BatchShape, Loader};
 use pretext::train::sampler::{Position, Sampler};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -93,7 +92,6 @@ struct Timing {
 }
 
 fn run(mut loader: Loader<Vec<f32>>, mae: &ImageMae, opt: &mut AdamW, dev: &Device) -> Timing {
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut t = Timing {
         wait: Vec::new(),
         step: Vec::new(),
@@ -106,9 +104,10 @@ fn run(mut loader: Loader<Vec<f32>>, mae: &ImageMae, opt: &mut AdamW, dev: &Devi
         let t1 = Instant::now();
         let imgs =
             candle_core::Tensor::from_vec(batch.data, (BATCH, 3, SIZE, SIZE), dev).expect("tensor");
-        let noise = mae.sample_noise(BATCH, &mut rng, dev).expect("noise");
+        let draws = Draws::new(0, i as u64, 0, BATCH);
+        let noise = mae.sample_noise(&draws, dev).expect("noise");
         let out = mae
-            .forward(&imgs, &noise, &mut Mode::Train(&mut rng))
+            .forward(&imgs, &noise, &mut Mode::train(draws))
             .expect("forward");
         opt.backward_step(&out.loss).expect("step");
         t.loss = out.loss.to_scalar::<f32>().expect("loss");
@@ -176,9 +175,10 @@ fn main() {
         let mut opt = AdamW::new(vars, ParamsAdamW::default()).expect("AdamW");
         let sampler = Sampler::new(maker.data.len, 0, Position::default());
         let loader = if prefetch {
-            Loader::prefetching(maker.clone(), sampler, BATCH, DEPTH).expect("loader")
+            Loader::prefetching(maker.clone(), sampler, BatchShape::whole(BATCH), DEPTH)
+                .expect("loader")
         } else {
-            Loader::synchronous(maker.clone(), sampler, BATCH)
+            Loader::synchronous(maker.clone(), sampler, BatchShape::whole(BATCH))
         };
         let started = Instant::now();
         let t = run(loader, &mae, &mut opt, &dev);

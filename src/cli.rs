@@ -323,6 +323,8 @@ pub fn execute(cli: Cli) -> Result<()> {
             restart,
         } => {
             let o = overrides(&set, &unset)?;
+            // Under `mpirun`: joins the job, one rank per process.
+            let world = crate::dist::init()?;
             let opts = RunOptions {
                 runs_root: Some(runs_dir),
                 out,
@@ -344,10 +346,12 @@ pub fn execute(cli: Cli) -> Result<()> {
             } else {
                 run::start(&recipe::load(&target, &o)?, &opts)?
             };
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&summary).unwrap_or_default()
-            );
+            if world.rank() == 0 {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary).unwrap_or_default()
+                );
+            }
             Ok(())
         }
         Command::Recipe {

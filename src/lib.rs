@@ -18,6 +18,8 @@ pub mod apply;
 pub mod backbone;
 pub mod cli;
 pub mod device;
+pub mod dist;
+pub mod draws;
 pub mod error;
 pub mod head;
 pub mod hf;

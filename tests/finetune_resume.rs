@@ -98,7 +98,7 @@ fn fine_tune_into(dir: &Path, stop_after: Option<usize>) -> (ParamStore, usize) 
     let model = ImageClassifier::new(&spec, store.var_builder(&dev)).unwrap();
     let chosen: Vec<usize> = (0..100).map(|i| i * 3).collect();
     let batch = |idx: &[usize],
-                 _rng: &mut rand_chacha::ChaCha8Rng|
+                 _draws: &pretext::draws::Draws|
      -> pretext::error::Result<(Tensor, Tensor)> {
         Ok((
             data.batch(idx, &[0.2860], &[0.3530], &dev)?,

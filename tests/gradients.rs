@@ -7,12 +7,11 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use pretext::backbone::{Activation, Encoder, EncoderConfig, Mode, NormPosition};
+use pretext::draws::Draws;
 use pretext::modality::image::ImageGeometry;
 use pretext::objective::mae::{ImageMae, ImageMaeConfig};
 use pretext::objective::masking::Masking;
 use pretext::params::ParamStore;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 fn encoder_cfg(dim: usize, depth: usize, heads: usize, mlp_dim: usize) -> EncoderConfig {
     EncoderConfig {
@@ -123,12 +122,10 @@ fn every_mae_parameter_gets_a_finite_nonzero_gradient() {
     let dev = test_device();
     let store = ParamStore::new(11);
     let mae = ImageMae::new(&tiny_mae_config(), store.var_builder(&dev)).unwrap();
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let draws = Draws::new(5, 0, 0, 4);
     let imgs = Tensor::randn(0f32, 1.0, (4, 1, 16, 16), &dev).unwrap();
-    let noise = mae.sample_noise(4, &mut rng, &dev).unwrap();
-    let out = mae
-        .forward(&imgs, &noise, &mut Mode::Train(&mut rng))
-        .unwrap();
+    let noise = mae.sample_noise(&draws, &dev).unwrap();
+    let out = mae.forward(&imgs, &noise, &mut Mode::train(draws)).unwrap();
     let loss = out.loss.to_scalar::<f32>().unwrap();
     assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
     // Sanity: the store holds the whole model (encoder, decoder, tokens, patch embedding).

@@ -8,7 +8,7 @@ use pretext::modality::image::augment::{Augment, RandomResizedCrop};
 use pretext::modality::image::batch::BatchMaker;
 use pretext::modality::image::dataset::ImageDataset;
 use pretext::recipe;
-use pretext::train::loader::{Loader, MakeBatch};
+use pretext::train::loader::{BatchShape, Loader, MakeBatch};
 use pretext::train::sampler::{Position, Sampler};
 
 const TRAIN: &str = "data/image-folder-sample/train";
@@ -170,8 +170,9 @@ fn prefetched_batches_equal_synchronous_ones_from_any_position() {
         index: 30,
     };
     let sampler = Sampler::new(d.len, 4, start);
-    let mut sync = Loader::synchronous(maker(d.clone()), sampler.clone(), 16);
-    let mut pre = Loader::prefetching(maker(d.clone()), sampler.clone(), 16, 2).unwrap();
+    let shape = BatchShape::whole(16);
+    let mut sync = Loader::synchronous(maker(d.clone()), sampler.clone(), shape);
+    let mut pre = Loader::prefetching(maker(d.clone()), sampler.clone(), shape, 2).unwrap();
     let mut loop_sampler = sampler.clone();
     let mut batches = Vec::new();
     // 8 batches of 16 from index 30 of 44 cross three epoch boundaries.
@@ -189,7 +190,7 @@ fn prefetched_batches_equal_synchronous_ones_from_any_position() {
         s.next_batch(16);
     }
     let mut resumed =
-        Loader::prefetching(maker(d), Sampler::new(44, 4, s.position()), 16, 2).unwrap();
+        Loader::prefetching(maker(d), Sampler::new(44, 4, s.position()), shape, 2).unwrap();
     for b in &batches[3..] {
         assert_eq!(&resumed.next_batch().unwrap(), b);
     }

@@ -19,6 +19,8 @@ const RANKS: &[(&str, usize)] = &[
     ("error", 0),
     ("device", 1),
     ("limits", 1),
+    ("draws", 1),
+    ("dist", 1),
     ("input", 2),
     ("tensor_io", 3),
     ("plot", 4),

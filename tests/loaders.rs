@@ -8,7 +8,7 @@ use std::sync::Arc;
 use pretext::modality::audio::clips::{AudioFeatures, ClipKind, ClipSet, SpectrogramBatches};
 use pretext::modality::audio::MelConfig;
 use pretext::modality::text::pack::{BlockBatches, TokenBlocks};
-use pretext::train::loader::{Loader, MakeBatch};
+use pretext::train::loader::{BatchShape, Loader, MakeBatch};
 use pretext::train::sampler::{Position, Sampler};
 
 /// 8 batches of `batch` from a sampler part-way through an epoch of `len`: prefetched and
@@ -18,8 +18,9 @@ where
     M::Batch: PartialEq + std::fmt::Debug,
 {
     let sampler = Sampler::new(len, 4, Position { epoch: 1, index: 3 });
-    let mut sync = Loader::synchronous(maker.clone(), sampler.clone(), batch);
-    let mut pre = Loader::prefetching(maker.clone(), sampler.clone(), batch, 2).unwrap();
+    let shape = BatchShape::whole(batch);
+    let mut sync = Loader::synchronous(maker.clone(), sampler.clone(), shape);
+    let mut pre = Loader::prefetching(maker.clone(), sampler.clone(), shape, 2).unwrap();
     let mut own = sampler;
     let mut out = Vec::new();
     for _ in 0..8 {

@@ -9,6 +9,8 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 
+use crate::draws::{Draws, Purpose};
+
 /// Layer normalisation over the last dimension, `y = (x - mean) / sqrt(var + eps) * w + b`.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
@@ -138,33 +140,61 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
-/// Whether a forward pass trains (dropout on, drawing from the given RNG) or evaluates.
-pub enum Mode<'a> {
+/// Whether a forward pass trains (dropout on) or evaluates. In training, each dropout
+/// layer draws from the next of the batch rows' own streams ([`Draws`]), so an example's
+/// dropout masks are the same whichever batch, or process, it is computed in.
+pub enum Mode {
     Eval,
-    Train(&'a mut dyn rand::RngCore),
+    Train {
+        draws: Draws,
+        /// Dropout layers passed so far in this forward pass.
+        site: u32,
+    },
 }
 
-impl Mode<'_> {
+impl Mode {
+    /// Training on the batch whose rows draw from `draws`.
+    pub fn train(draws: Draws) -> Self {
+        Mode::Train { draws, site: 0 }
+    }
+
     pub fn is_train(&self) -> bool {
-        matches!(self, Mode::Train(_))
+        matches!(self, Mode::Train { .. })
     }
 }
 
 /// Inverted dropout: in training, zero each element with probability `p` and scale the
-/// rest by `1 / (1 - p)`; identity in evaluation. The mask comes from the mode's RNG so
-/// runs are reproducible.
+/// rest by `1 / (1 - p)`; identity in evaluation. `x` is batch-major: row `r`'s elements
+/// (`x.elem_count() / rows` of them) draw from row `r`'s stream for this dropout layer.
 pub fn dropout(x: &Tensor, p: f64, mode: &mut Mode) -> Result<Tensor> {
-    let rng = match mode {
-        Mode::Train(rng) if p > 0.0 => rng,
-        _ => return Ok(x.clone()),
+    let (draws, site) = match mode {
+        Mode::Train { draws, site } => {
+            *site += 1;
+            (*draws, *site - 1)
+        }
+        Mode::Eval => return Ok(x.clone()),
     };
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
     if p >= 1.0 {
         return x.zeros_like();
     }
+    let rows = draws.rows().max(1);
+    let n = x.elem_count();
+    if !n.is_multiple_of(rows) {
+        candle_core::bail!(
+            "dropout on a tensor of shape {:?} cannot be split into the batch's {rows} rows",
+            x.dims()
+        );
+    }
+    let per_row = n / rows;
     let scale = (1.0 / (1.0 - p)) as f32;
-    let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| if rng.gen::<f64>() < p { 0.0 } else { scale })
-        .collect();
+    let mut mask: Vec<f32> = Vec::with_capacity(n);
+    for r in 0..rows {
+        let mut rng = draws.rng(r, Purpose::Dropout(site));
+        mask.extend((0..per_row).map(|_| if rng.gen::<f64>() < p { 0.0 } else { scale }));
+    }
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     x.mul(&mask)
 }

@@ -10,10 +10,10 @@
 use std::path::Path;
 
 use candle_core::Tensor;
-use rand_chacha::ChaCha8Rng;
 
 use crate::backbone::ops::cross_entropy_smoothed;
 use crate::backbone::Mode;
+use crate::draws::Draws;
 use crate::error::{Error, Result};
 use crate::params::ParamStore;
 use crate::train::checkpoint;
@@ -21,6 +21,7 @@ use crate::train::config::{
     OptimizerKind, OptimizerSection, ScheduleKind, ScheduleSection, TrainSection,
 };
 use crate::train::epochs::EpochOrder;
+use crate::train::Loss;
 use crate::train::{self, Setup, TrainTask};
 
 #[derive(Debug, Clone)]
@@ -83,9 +84,9 @@ impl FineTuneConfig {
 }
 
 /// Makes a training batch `(inputs, labels u32)` from example indices.
-/// `batch(indices, rng)`: the inputs and labels of training examples; `rng` (the loop's,
-/// checkpointed with it) is for whatever the batch draws, such as augmentation.
-pub type BatchFn<'a> = dyn Fn(&[usize], &mut ChaCha8Rng) -> Result<(Tensor, Tensor)> + 'a;
+/// `batch(indices, draws)`: the inputs and labels of training examples; `draws` are the
+/// examples' own random streams, for whatever the batch draws, such as augmentation.
+pub type BatchFn<'a> = dyn Fn(&[usize], &Draws) -> Result<(Tensor, Tensor)> + 'a;
 
 /// Which "layer" a parameter belongs to for layer-wise decay, `0..=depth + 1`: embeddings
 /// (anything before the first block, e.g. `vit.patch_embed.*`, `vit.cls_token`, a waveform
@@ -127,10 +128,11 @@ impl TrainTask for FineTuneTask<'_> {
         self.examples
     }
 
-    fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
-        let (x, y) = (self.batch)(indices, rng)?;
-        let logits = (self.forward)(&x, &mut Mode::Train(rng))?;
-        Ok(cross_entropy_smoothed(&logits, &y, self.label_smoothing)?)
+    fn loss(&self, indices: &[usize], draws: &Draws) -> Result<Loss> {
+        let (x, y) = (self.batch)(indices, draws)?;
+        let logits = (self.forward)(&x, &mut Mode::train(*draws))?;
+        let value = cross_entropy_smoothed(&logits, &y, self.label_smoothing)?;
+        Ok(Loss::per_example(value, indices.len()))
     }
 }
 
@@ -177,6 +179,8 @@ pub fn fine_tune(
         )),
         lr_scale: (cfg.layer_decay < 1.0).then_some(&scale as &dyn Fn(&str) -> f64),
         label: cfg.label.clone(),
+        // Downstream heads train in one process.
+        world: None,
     };
     let task = FineTuneTask {
         forward,

@@ -5,16 +5,17 @@
 //! writing anything: a probe is refit in seconds.
 
 use candle_core::{DType, Module, Tensor, D};
-use rand_chacha::ChaCha8Rng;
 
 use crate::backbone::ops::cross_entropy;
 use crate::backbone::Linear;
+use crate::draws::Draws;
 use crate::error::{Error, Result};
 use crate::params::ParamStore;
 use crate::train::config::{
     OptimizerKind, OptimizerSection, ScheduleKind, ScheduleSection, TrainSection,
 };
 use crate::train::epochs::EpochOrder;
+use crate::train::Loss;
 use crate::train::{self, Setup, TrainTask};
 
 #[derive(Debug, Clone)]
@@ -61,13 +62,14 @@ impl TrainTask for ProbeTask<'_> {
         self.labels.dim(0).unwrap_or(0)
     }
 
-    fn loss(&self, indices: &[usize], _rng: &mut ChaCha8Rng) -> Result<Tensor> {
+    fn loss(&self, indices: &[usize], _draws: &Draws) -> Result<Loss> {
         let idx: Vec<u32> = indices.iter().map(|&i| i as u32).collect();
         let idx = Tensor::new(idx.as_slice(), self.x.device())?;
-        Ok(cross_entropy(
+        let value = cross_entropy(
             &self.linear.forward(&self.x.index_select(&idx, 0)?)?,
             &self.labels.index_select(&idx, 0)?,
-        )?)
+        )?;
+        Ok(Loss::per_example(value, indices.len()))
     }
 }
 
@@ -127,6 +129,7 @@ impl LinearProbe {
             epochs: Some(EpochOrder::in_place(n)),
             lr_scale: None,
             label: String::new(),
+            world: None,
         };
         let task = ProbeTask {
             x: &x,

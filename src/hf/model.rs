@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 use super::spec::{Kind, LoadedModel};
 use crate::backbone::{pool, Pooling, Tokens};
 use crate::backbone::{Linear, Mode};
+use crate::draws::Draws;
 use crate::error::{Error, Result};
 use crate::modality::image::{ImageClassifier, ImageEncoder, Positions};
 use crate::objective::mae::{ImageMae, ImageMaeConfig};
@@ -160,8 +159,8 @@ impl Model {
                 let noise = match input("noise") {
                     Some(n) => n.to_dtype(DType::F32)?,
                     None => {
-                        let mut rng = ChaCha8Rng::seed_from_u64(DEFAULT_NOISE_SEED);
-                        let n = mae.sample_noise(pixels.dim(0)?, &mut rng, pixels.device())?;
+                        let draws = Draws::fixed(DEFAULT_NOISE_SEED, pixels.dim(0)?);
+                        let n = mae.sample_noise(&draws, pixels.device())?;
                         out.insert("noise".into(), n.clone());
                         n
                     }

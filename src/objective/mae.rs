@@ -12,13 +12,12 @@
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use rand::Rng;
-use rand_chacha::ChaCha8Rng;
 
 use super::masking::{GridMasker, Masking};
 use super::patch::PatchEncoder;
 use super::{Objective, Pass};
 use crate::backbone::{Encoder, EncoderConfig, Linear, Mode};
+use crate::draws::Draws;
 use crate::modality::audio::encoder::{SpectrogramEncoder, SpectrogramGeometry};
 use crate::modality::image::{ImageEncoder, ImageGeometry};
 
@@ -263,15 +262,10 @@ impl<E: PatchEncoder> Mae<E> {
         self.masker.len_keep()
     }
 
-    /// Masking noise `[B, L]` for `random_masking`, drawn from `rng` by the objective's
+    /// Masking noise `[B, L]` for `random_masking`, drawn from the rows' mask streams by the objective's
     /// masker (uniform for random masking of an image grid).
-    pub fn sample_noise(
-        &self,
-        batch: usize,
-        rng: &mut impl Rng,
-        device: &Device,
-    ) -> Result<Tensor> {
-        self.masker.noise(batch, rng, device)
+    pub fn sample_noise(&self, draws: &Draws, device: &Device) -> Result<Tensor> {
+        self.masker.noise(draws, device)
     }
 
     /// Keeps the `len_keep` patches with the lowest noise.
@@ -370,13 +364,13 @@ impl<E: PatchEncoder> Objective for Mae<E> {
         E::PREFIX
     }
 
-    fn loss(&self, x: &Tensor, rng: &mut ChaCha8Rng) -> crate::Result<Tensor> {
-        let noise = self.sample_noise(x.dim(0)?, rng, x.device())?;
-        Ok(self.forward(x, &noise, &mut Mode::Train(rng))?.loss)
+    fn loss(&self, x: &Tensor, draws: &Draws) -> crate::Result<Tensor> {
+        let noise = self.sample_noise(draws, x.device())?;
+        Ok(self.forward(x, &noise, &mut Mode::train(*draws))?.loss)
     }
 
-    fn evaluate(&self, x: &Tensor, rng: &mut ChaCha8Rng) -> crate::Result<Pass> {
-        let noise = self.sample_noise(x.dim(0)?, rng, x.device())?;
+    fn evaluate(&self, x: &Tensor, draws: &Draws) -> crate::Result<Pass> {
+        let noise = self.sample_noise(draws, x.device())?;
         let out = self.forward(x, &noise, &mut Mode::Eval)?;
         let patches = self.pred_to_pixels(x, &out.pred)?;
         Ok(Pass::reconstructed(out.loss, patches, out.mask))

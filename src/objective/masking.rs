@@ -14,6 +14,8 @@
 use candle_core::{Device, Result, Tensor};
 use rand::seq::index::sample;
 use rand::Rng;
+
+use crate::draws::{Draws, Purpose};
 use serde::{Deserialize, Serialize};
 
 /// Which patches are removed: a recipe's `objective.masking`, for every modality. Images
@@ -158,44 +160,36 @@ impl GridMasker {
         }
     }
 
-    /// MAE noise `[B, L]`: keeping the `len_keep` lowest keeps exactly the unmasked patches.
-    /// Image random masking draws uniform noise alone (MAE's `random_masking`); block
-    /// masking draws every example's block mask first, then the noise; the other kinds draw
-    /// each example's mask, then its noise. Removed patches get `noise + 1`.
-    pub fn noise(&self, batch: usize, rng: &mut impl Rng, device: &Device) -> Result<Tensor> {
-        let l = self.num_patches();
-        let v: Vec<f32> = match self.kind {
-            Masking::Random if !self.sample_first => {
-                (0..batch * l).map(|_| rng.gen::<f32>()).collect()
-            }
-            Masking::Block => {
-                let masks: Vec<Vec<bool>> = (0..batch).map(|_| self.example_mask(rng)).collect();
-                masks
-                    .iter()
-                    .flatten()
-                    .map(|&m| rng.gen::<f32>() + if m { 1.0 } else { 0.0 })
-                    .collect()
-            }
-            _ => {
-                let mut v = Vec::with_capacity(batch * l);
-                for _ in 0..batch {
+    /// MAE noise `[B, L]` for the batch rows of `draws`, each row from its own mask
+    /// stream: keeping the `len_keep` lowest keeps exactly the unmasked patches. Image random
+    /// masking draws uniform noise alone (MAE's `random_masking`); the other kinds draw the
+    /// example's mask, then its noise. Removed patches get `noise + 1`.
+    pub fn noise(&self, draws: &Draws, device: &Device) -> Result<Tensor> {
+        let (batch, l) = (draws.rows(), self.num_patches());
+        let mut v = Vec::with_capacity(batch * l);
+        for b in 0..batch {
+            let rng = &mut draws.rng(b, Purpose::Mask);
+            match self.kind {
+                Masking::Random if !self.sample_first => v.extend((0..l).map(|_| rng.gen::<f32>())),
+                _ => {
                     let m = self.example_mask(rng);
                     v.extend(
                         m.iter()
                             .map(|&m| rng.gen::<f32>() + if m { 1.0 } else { 0.0 }),
                     );
                 }
-                v
             }
-        };
+        }
         Tensor::from_vec(v, (batch, l), device)
     }
 
-    /// A mask `[B, L]` (f32, 1 = remove), for objectives that take one directly (SimMIM).
-    pub fn mask(&self, batch: usize, rng: &mut impl Rng, device: &Device) -> Result<Tensor> {
+    /// A mask `[B, L]` (f32, 1 = remove) for the batch rows of `draws`, for objectives that
+    /// take one directly (SimMIM).
+    pub fn mask(&self, draws: &Draws, device: &Device) -> Result<Tensor> {
+        let batch = draws.rows();
         let mut v = Vec::with_capacity(batch * self.num_patches());
-        for _ in 0..batch {
-            let m = self.example_mask(rng);
+        for b in 0..batch {
+            let m = self.example_mask(&mut draws.rng(b, Purpose::Mask));
             v.extend(m.into_iter().map(|b| if b { 1f32 } else { 0.0 }));
         }
         Tensor::from_vec(v, (batch, self.num_patches()), device)
@@ -314,11 +308,14 @@ mod tests {
     #[test]
     fn random_noise_is_maes_sample_noise() {
         let g = GridMasker::image(7, 0.75, Masking::Random).unwrap();
-        let a = g
-            .noise(3, &mut ChaCha8Rng::seed_from_u64(5), &Device::Cpu)
-            .unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let b: Vec<f32> = (0..3 * 49).map(|_| rng.gen::<f32>()).collect();
+        let draws = Draws::new(5, 0, 0, 3);
+        let a = g.noise(&draws, &Device::Cpu).unwrap();
+        let b: Vec<f32> = (0..3)
+            .flat_map(|r| {
+                let mut rng = draws.rng(r, Purpose::Mask);
+                (0..49).map(move |_| rng.gen::<f32>())
+            })
+            .collect();
         assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b);
     }
 
@@ -364,9 +361,7 @@ mod tests {
     #[test]
     fn noise_keeps_exactly_the_unmasked_patches() {
         let m = GridMasker::spectrogram(6, 4, 0.6, Masking::TimeFrequency).unwrap();
-        let noise = m
-            .noise(3, &mut ChaCha8Rng::seed_from_u64(1), &Device::Cpu)
-            .unwrap();
+        let noise = m.noise(&Draws::new(1, 0, 0, 3), &Device::Cpu).unwrap();
         for row in noise.to_vec2::<f32>().unwrap() {
             let low = row.iter().filter(|&&v| v < 1.0).count();
             assert_eq!(low, m.len_keep());

@@ -9,10 +9,10 @@
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
-use rand_chacha::ChaCha8Rng;
 
 use super::{Objective, Pass};
 use crate::backbone::Mode;
+use crate::draws::{Draws, Purpose};
 use crate::error::{Error, Result};
 use crate::modality::text::encoder::{MlmHead, TextConfig, TextEncoder};
 use crate::modality::text::mask::MlmMasker;
@@ -113,14 +113,16 @@ impl Mlm {
         })
     }
 
-    /// Masks every block of `blocks` in order, drawing from `rng`: the model's input.
-    pub fn mask(&self, blocks: &TokenBlocks, rng: &mut ChaCha8Rng) -> Result<MlmBatch> {
+    /// Masks every block of `blocks`, block `i` drawing from row `i`'s mask stream of
+    /// `draws`: the model's input.
+    pub fn mask(&self, blocks: &TokenBlocks, draws: &Draws) -> Result<MlmBatch> {
         let (n, t) = (blocks.len(), blocks.seq_len);
         let mut ids = Vec::with_capacity(n * t);
         let mut mask = Vec::with_capacity(n * t);
         let mut labels = Vec::with_capacity(n * t);
         for i in 0..n {
             let block = blocks.get(i);
+            let rng = &mut draws.rng(i, Purpose::Mask);
             let (masked, l) = self.masker.apply(block.ids, block.word_ids, rng);
             ids.extend(masked);
             labels.extend(l);
@@ -189,13 +191,13 @@ impl Objective for Mlm {
         "text."
     }
 
-    fn loss(&self, blocks: &TokenBlocks, rng: &mut ChaCha8Rng) -> Result<Tensor> {
-        let batch = self.mask(blocks, rng)?;
-        Ok(self.forward(&batch, &mut Mode::Train(rng))?.loss)
+    fn loss(&self, blocks: &TokenBlocks, draws: &Draws) -> Result<Tensor> {
+        let batch = self.mask(blocks, draws)?;
+        Ok(self.forward(&batch, &mut Mode::train(*draws))?.loss)
     }
 
-    fn evaluate(&self, blocks: &TokenBlocks, rng: &mut ChaCha8Rng) -> Result<Pass> {
-        let batch = self.mask(blocks, rng)?;
+    fn evaluate(&self, blocks: &TokenBlocks, draws: &Draws) -> Result<Pass> {
+        let batch = self.mask(blocks, draws)?;
         Ok(Pass {
             loss: self.forward(&batch, &mut Mode::Eval)?.loss,
             reconstruction: None,

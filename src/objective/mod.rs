@@ -13,10 +13,9 @@ pub mod patch;
 pub mod simmim;
 mod unshuffle_op;
 
-use candle_core::Tensor;
-use rand_chacha::ChaCha8Rng;
-
+use crate::draws::Draws;
 use crate::error::Result;
+use candle_core::Tensor;
 
 /// A pretext task over batches of one kind.
 pub trait Objective {
@@ -26,11 +25,11 @@ pub trait Objective {
     /// Prefix of the encoder's parameters (`vit.`, `audio.`, `text.`): what downstream
     /// heads and exports take from a checkpoint.
     fn encoder_prefix(&self) -> &'static str;
-    /// The scalar training loss of `batch`: its masks are drawn from `rng` first, then
-    /// dropout draws from it.
-    fn loss(&self, batch: &Self::Batch, rng: &mut ChaCha8Rng) -> Result<Tensor>;
-    /// One pass in evaluation mode (masks drawn from `rng`, no dropout).
-    fn evaluate(&self, batch: &Self::Batch, rng: &mut ChaCha8Rng) -> Result<Pass>;
+    /// The scalar training loss of `batch`, whose rows draw their masks and dropout from
+    /// the streams of `draws`.
+    fn loss(&self, batch: &Self::Batch, draws: &Draws) -> Result<Tensor>;
+    /// One pass in evaluation mode (masks drawn from `draws`, no dropout).
+    fn evaluate(&self, batch: &Self::Batch, draws: &Draws) -> Result<Pass>;
 }
 
 /// What an evaluation pass gives.

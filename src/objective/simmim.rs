@@ -12,12 +12,12 @@
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use rand_chacha::ChaCha8Rng;
 
 use super::mae::{denormalize_patches, normalize_patches};
 use super::masking::{GridMasker, Masking};
 use super::{Objective, Pass};
 use crate::backbone::{EncoderConfig, Linear, Mode};
+use crate::draws::Draws;
 use crate::modality::image::patch::patchify;
 use crate::modality::image::{ImageEncoder, ImageGeometry};
 
@@ -154,13 +154,13 @@ impl Objective for SimMim {
         "vit."
     }
 
-    fn loss(&self, imgs: &Tensor, rng: &mut ChaCha8Rng) -> crate::Result<Tensor> {
-        let mask = self.masker.mask(imgs.dim(0)?, rng, imgs.device())?;
-        Ok(self.forward(imgs, &mask, &mut Mode::Train(rng))?.loss)
+    fn loss(&self, imgs: &Tensor, draws: &Draws) -> crate::Result<Tensor> {
+        let mask = self.masker.mask(draws, imgs.device())?;
+        Ok(self.forward(imgs, &mask, &mut Mode::train(*draws))?.loss)
     }
 
-    fn evaluate(&self, imgs: &Tensor, rng: &mut ChaCha8Rng) -> crate::Result<Pass> {
-        let mask = self.masker.mask(imgs.dim(0)?, rng, imgs.device())?;
+    fn evaluate(&self, imgs: &Tensor, draws: &Draws) -> crate::Result<Pass> {
+        let mask = self.masker.mask(draws, imgs.device())?;
         let out = self.forward(imgs, &mask, &mut Mode::Eval)?;
         let patches = self.pred_to_pixels(imgs, &out.pred)?;
         Ok(Pass::reconstructed(out.loss, patches, out.mask))

@@ -8,10 +8,10 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
-use rand_chacha::ChaCha8Rng;
 
 use super::downstream::DownstreamTask;
 use crate::backbone::{Classifier, Mode, PooledEncoder};
+use crate::draws::Draws;
 use crate::error::{Error, Result};
 use crate::head::finetune::{self, FineTuneConfig};
 use crate::head::linear_probe::accuracy;
@@ -59,13 +59,13 @@ pub trait Labelled {
     /// Model inputs `[B, …]` of the examples `idx` of `split`.
     fn inputs(&self, split: Split, idx: &[usize], device: &Device) -> Result<Tensor>;
     /// The inputs of the training examples `idx` as fine-tuning with `section` sees them:
-    /// [`Labelled::inputs`], unless the modality augments them (drawing from `rng`, the
-    /// fine-tuning's own, so that a resumed fine-tuning draws the same).
+    /// [`Labelled::inputs`], unless the modality augments them (drawing from the examples'
+    /// augmentation streams in `draws`, so that a resumed fine-tuning draws the same).
     fn train_inputs(
         &self,
         _section: &DownstreamSection,
         idx: &[usize],
-        _rng: &mut ChaCha8Rng,
+        _draws: &Draws,
         device: &Device,
     ) -> Result<Tensor> {
         self.inputs(Split::Train, idx, device)
@@ -268,9 +268,9 @@ impl<L: Labelled> DownstreamTask for Task<'_, L> {
         if section.input == DownstreamInput::Pretrained {
             store.copy_prefix_from(self.pretrained, &format!("{}.", L::PREFIX))?;
         }
-        let batch = |idx: &[usize], rng: &mut ChaCha8Rng| -> Result<(Tensor, Tensor)> {
+        let batch = |idx: &[usize], draws: &Draws| -> Result<(Tensor, Tensor)> {
             Ok((
-                data.train_inputs(section, idx, rng, device)?,
+                data.train_inputs(section, idx, draws, device)?,
                 label_tensor(&self.train_labels, idx, device)?,
             ))
         };

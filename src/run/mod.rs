@@ -15,12 +15,14 @@ pub mod report;
 pub mod settings;
 pub mod source;
 
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use serde::Serialize;
 
+use crate::dist;
 use crate::error::{Error, Result};
 use crate::modality::{audio, image, text};
 use crate::objective::mlm::MlmEval;
@@ -91,12 +93,13 @@ pub trait Pipeline {
     fn write_run_files(&self, _run_dir: &Path, _fresh: bool) -> Result<()> {
         Ok(())
     }
-    /// The pretraining stage, `None` when the recipe pretrains nothing. `resume_step` is the
-    /// step of the checkpoint the run resumes from.
+    /// The pretraining stage, `None` when the recipe pretrains nothing. `log_dir` is where
+    /// the stage logs (the run directory; `None` on data-parallel ranks other than 0, which
+    /// write nothing); `resume_step` is the step of the checkpoint the run resumes from.
     fn pretrain<'a>(
         &'a self,
         r: &'a Recipe,
-        run_dir: &Path,
+        log_dir: Option<&Path>,
         resume_step: Option<usize>,
     ) -> Result<Option<Box<dyn PretrainStage + 'a>>>;
     /// The downstream stage on the labelled splits (the recipe has heads).
@@ -145,30 +148,53 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
     Ok(report)
 }
 
-/// Starts a new run of a loaded recipe.
+/// Starts a new run of a loaded recipe. Data parallel, rank 0 prepares and creates the
+/// run directory; the other ranks then prepare from it (its tokenizer, its normalisation),
+/// so every rank trains on exactly what rank 0 prepared.
 pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
-    // Data and model first: a recipe that cannot run leaves no run directory behind.
-    let p = prepare(&loaded.recipe, &loaded.file, None)?;
-    let run_dir = new_run_dir(loaded, opts, |dir| p.write_run_files(dir, true))?;
+    let world = dist::world();
+    if world.rank() == 0 {
+        // Data and model first: a recipe that cannot run leaves no run directory behind.
+        let p = prepare(&loaded.recipe, &loaded.file, None)?;
+        let run_dir = new_run_dir(loaded, opts, |dir| p.write_run_files(dir, true))?;
+        if world.size() > 1 {
+            world.broadcast(0, run_dir.clone().into_os_string().into_encoded_bytes())?;
+        }
+        return execute(&*p, &loaded.recipe, &run_dir, &loaded.file, opts);
+    }
+    let run_dir = PathBuf::from(std::ffi::OsString::from_vec(
+        world.broadcast(0, Vec::new())?,
+    ));
+    let p = prepare(&loaded.recipe, &loaded.file, Some(&run_dir))?;
     execute(&*p, &loaded.recipe, &run_dir, &loaded.file, opts)
 }
 
 /// Resumes (or finishes) the run in `run_dir` from its latest checkpoint. Overrides (for
 /// example a larger `train.steps`) are applied to its recipe and saved.
+/// Data parallel, rank 0 checks and updates the run directory first; the other ranks
+/// read it once it has.
 pub fn resume(run_dir: &Path, overrides: &[Override], opts: &RunOptions) -> Result<Summary> {
+    let world = dist::world();
     let file = run_dir.join(dir::RECIPE_FILE);
+    if world.rank() == 0 {
+        let loaded = recipe::load(&file, overrides)?;
+        // Before anything is written: a refused resume leaves the run as it was.
+        settings::verify(run_dir, &loaded.recipe, &opts.allow_changed)?;
+        dir::remove_stale_temps(run_dir)?;
+        if checkpoint::list(&run_dir.join("checkpoints"))?.is_empty() {
+            settings::check_fresh_start(run_dir, opts.restart)?;
+        }
+        if !overrides.is_empty() {
+            dir::write_recipe(run_dir, &loaded.recipe, &file)?;
+        }
+        let p = prepare(&loaded.recipe, &file, Some(run_dir))?;
+        p.write_run_files(run_dir, false)?;
+        world.barrier()?;
+        return execute(&*p, &loaded.recipe, run_dir, &file, opts);
+    }
+    world.barrier()?;
     let loaded = recipe::load(&file, overrides)?;
-    // Before anything is written: a refused resume leaves the run as it was.
-    settings::verify(run_dir, &loaded.recipe, &opts.allow_changed)?;
-    dir::remove_stale_temps(run_dir)?;
-    if checkpoint::list(&run_dir.join("checkpoints"))?.is_empty() {
-        settings::check_fresh_start(run_dir, opts.restart)?;
-    }
-    if !overrides.is_empty() {
-        dir::write_recipe(run_dir, &loaded.recipe, &file)?;
-    }
     let p = prepare(&loaded.recipe, &file, Some(run_dir))?;
-    p.write_run_files(run_dir, false)?;
     execute(&*p, &loaded.recipe, run_dir, &file, opts)
 }
 
@@ -210,27 +236,51 @@ fn pretrain(p: &dyn Pipeline, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> 
     if r.train.steps == 0 {
         return Ok(none);
     }
-    let ckpt = checkpoint::resume_from(&run_dir.join("checkpoints"), &p.model().device)?;
-    if ckpt.is_none() {
-        settings::check_fresh_start(run_dir, opts.restart)?;
+    let world = dist::world();
+    let writer = world.rank() == 0;
+    let ckpt = resume_checkpoint(&*world, run_dir, &p.model().device)?;
+    if writer {
+        if ckpt.is_none() {
+            settings::check_fresh_start(run_dir, opts.restart)?;
+        }
+        settings::record(run_dir, r)?;
     }
-    settings::record(run_dir, r)?;
     let resume_step = ckpt.as_ref().map(|c| c.state.step);
-    let Some(stage) = p.pretrain(r, run_dir, resume_step)? else {
+    let log_dir = writer.then_some(run_dir);
+    let Some(stage) = p.pretrain(r, log_dir, resume_step)? else {
         return Ok(none);
     };
-    stage.before_training(resume_step.is_some())?;
+    if writer {
+        stage.before_training(resume_step.is_some())?;
+    }
+    let mut setup = train::Setup::pretraining(r.seed);
+    if world.size() > 1 {
+        eprintln!(
+            "data parallel: rank {} of {} ({}), {} of each batch of {}",
+            world.rank(),
+            world.size(),
+            world.engine(),
+            dist::Shard {
+                rank: world.rank(),
+                size: world.size()
+            }
+            .rows(r.train.batch_size)
+            .len(),
+            r.train.batch_size
+        );
+        setup.world = Some(world.clone());
+    }
     let outcome = train::train(
         &*stage,
         &p.model().params,
         &r.train,
-        train::Setup::pretraining(r.seed),
-        Some(run_dir),
+        setup,
+        log_dir,
         ckpt,
         opts.stop_after,
         opts.driver.as_ref(),
     )?;
-    let held_out = if outcome.step == r.train.steps {
+    let held_out = if writer && outcome.step == r.train.steps {
         stage.held_out()?
     } else {
         None
@@ -244,8 +294,33 @@ fn pretrain(p: &dyn Pipeline, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> 
     })
 }
 
+/// The checkpoint pretraining resumes from. Rank 0 picks it (setting aside one that does
+/// not load) and tells the other ranks which, so every rank starts from the same one.
+fn resume_checkpoint(
+    world: &dyn dist::Collective,
+    run_dir: &Path,
+    device: &Device,
+) -> Result<Option<checkpoint::Checkpoint>> {
+    let dir = run_dir.join("checkpoints");
+    if world.size() == 1 {
+        return checkpoint::resume_from(&dir, device);
+    }
+    if world.rank() == 0 {
+        let ckpt = checkpoint::resume_from(&dir, device)?;
+        let path = ckpt.as_ref().map(|c| c.path.clone().into_os_string());
+        world.broadcast(0, path.unwrap_or_default().into_encoded_bytes())?;
+        return Ok(ckpt);
+    }
+    let path = world.broadcast(0, Vec::new())?;
+    if path.is_empty() {
+        return Ok(None);
+    }
+    checkpoint::load(&PathBuf::from(std::ffi::OsString::from_vec(path)), device).map(Some)
+}
+
 /// Pretraining, then (once it is complete) the downstream heads, the report and
-/// `summary.json`.
+/// `summary.json`. Data parallel, ranks other than 0 stop after pretraining: they write
+/// nothing, and the heads run on rank 0.
 fn execute(
     p: &dyn Pipeline,
     r: &Recipe,
@@ -257,8 +332,9 @@ fn execute(
     let done = pretrain(p, r, run_dir, opts)?;
     let pretrain_seconds = started.elapsed().as_secs_f64();
 
+    let writer = dist::is_writer();
     let mut results = Vec::new();
-    if done.step == r.train.steps && !opts.skip_downstream && !r.downstream.is_empty() {
+    if writer && done.step == r.train.steps && !opts.skip_downstream && !r.downstream.is_empty() {
         let task = p.downstream(r, file)?;
         results = downstream::Downstream {
             run_dir,
@@ -269,7 +345,10 @@ fn execute(
         }
         .run(&r.downstream)?;
     }
-    let label_efficiency = report::write(run_dir, &results)?;
+    let label_efficiency = match writer {
+        true => report::write(run_dir, &results)?,
+        false => None,
+    };
     let summary = Summary {
         name: r.name.clone(),
         run_dir: run_dir.to_path_buf(),
@@ -287,9 +366,11 @@ fn execute(
         downstream: results,
         label_efficiency,
     };
-    let json =
-        serde_json::to_string_pretty(&summary).map_err(|e| Error::data(run_dir, e.to_string()))?;
-    crate::tensor_io::write_atomic(&run_dir.join(dir::SUMMARY_FILE), json.as_bytes())?;
+    if writer {
+        let json = serde_json::to_string_pretty(&summary)
+            .map_err(|e| Error::data(run_dir, e.to_string()))?;
+        crate::tensor_io::write_atomic(&run_dir.join(dir::SUMMARY_FILE), json.as_bytes())?;
+    }
     Ok(summary)
 }
 

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::sampler::Sampler;
+use crate::dist::Shard;
 use crate::error::{Error, Result};
 
 /// Micro-batches a pretraining loader prepares ahead of the training step.
@@ -49,19 +50,42 @@ enum Source<B> {
     },
 }
 
-/// Yields the micro-batches of `sampler` in order, each of `batch_size` examples.
+/// What a loader makes of each global batch of the sampler: `size` examples, of which
+/// this process takes the `shard`'s rows.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchShape {
+    pub size: usize,
+    pub shard: Shard,
+}
+
+impl BatchShape {
+    /// Whole batches of `size`, for a process training alone.
+    pub fn whole(size: usize) -> Self {
+        Self {
+            size,
+            shard: Shard::ALL,
+        }
+    }
+}
+
+/// Yields this process's rows of the micro-batches of `sampler`, in order.
 pub struct Loader<B> {
     source: Source<B>,
-    batch_size: usize,
+    shape: BatchShape,
     waited: Duration,
 }
 
 fn make<B: Send + 'static>(
     maker: &Maker<B>,
     sampler: &mut Sampler,
-    batch_size: usize,
+    shape: BatchShape,
 ) -> Result<Batch<B>> {
-    let (indices, epochs) = sampler.next_batch_with_epochs(batch_size);
+    let (mut indices, mut epochs) = sampler.next_batch_with_epochs(shape.size);
+    let rows = shape.shard.rows(indices.len());
+    indices.truncate(rows.end);
+    indices.drain(..rows.start);
+    epochs.truncate(rows.end);
+    epochs.drain(..rows.start);
     let data = maker.make(&indices, &epochs)?;
     Ok(Batch {
         indices,
@@ -76,12 +100,12 @@ impl<B: Send + 'static> Loader<B> {
     pub fn new(
         maker: impl MakeBatch<Batch = B>,
         sampler: Sampler,
-        batch_size: usize,
+        shape: BatchShape,
         depth: usize,
     ) -> Result<Self> {
         match depth {
-            0 => Ok(Self::synchronous(maker, sampler, batch_size)),
-            _ => Self::prefetching(maker, sampler, batch_size, depth),
+            0 => Ok(Self::synchronous(maker, sampler, shape)),
+            _ => Self::prefetching(maker, sampler, shape, depth),
         }
     }
 
@@ -89,14 +113,14 @@ impl<B: Send + 'static> Loader<B> {
     pub fn synchronous(
         maker: impl MakeBatch<Batch = B>,
         sampler: Sampler,
-        batch_size: usize,
+        shape: BatchShape,
     ) -> Self {
         Self {
             source: Source::Inline {
                 maker: Arc::new(maker),
                 sampler,
             },
-            batch_size,
+            shape,
             waited: Duration::ZERO,
         }
     }
@@ -105,7 +129,7 @@ impl<B: Send + 'static> Loader<B> {
     pub fn prefetching(
         maker: impl MakeBatch<Batch = B>,
         mut sampler: Sampler,
-        batch_size: usize,
+        shape: BatchShape,
         depth: usize,
     ) -> Result<Self> {
         let (tx, rx) = sync_channel::<Result<Batch<B>>>(depth.max(1));
@@ -113,7 +137,7 @@ impl<B: Send + 'static> Loader<B> {
         let handle = std::thread::Builder::new()
             .name("pretext-loader".into())
             .spawn(move || loop {
-                let made = make(&maker, &mut sampler, batch_size);
+                let made = make(&maker, &mut sampler, shape);
                 let failed = made.is_err();
                 // The receiver is gone once the loader is dropped: stop.
                 if tx.send(made).is_err() || failed {
@@ -126,7 +150,7 @@ impl<B: Send + 'static> Loader<B> {
                 rx: Some(rx),
                 handle: Some(handle),
             },
-            batch_size,
+            shape,
             waited: Duration::ZERO,
         })
     }
@@ -135,7 +159,7 @@ impl<B: Send + 'static> Loader<B> {
     pub fn next_batch(&mut self) -> Result<Batch<B>> {
         let t0 = Instant::now();
         let out = match &mut self.source {
-            Source::Inline { maker, sampler } => make(maker, sampler, self.batch_size),
+            Source::Inline { maker, sampler } => make(maker, sampler, self.shape),
             Source::Worker { rx, .. } => match rx.as_ref().map(|rx| rx.recv()) {
                 Some(Ok(batch)) => batch,
                 _ => Err(Error::Usage("the data loader thread stopped".into())),
@@ -182,14 +206,15 @@ impl<B> Default for TaskLoader<B> {
 }
 
 impl<B: Send + 'static> TaskLoader<B> {
-    /// Starts loading the batches of a copy of `sampler` (the loop's, at its position).
+    /// Starts loading this process's rows of the batches of a copy of `sampler` (the
+    /// loop's, at its position).
     pub fn start(
         &self,
         maker: impl MakeBatch<Batch = B>,
         sampler: &Sampler,
-        batch_size: usize,
+        shape: BatchShape,
     ) -> Result<()> {
-        let loader = Loader::new(maker, sampler.clone(), batch_size, self.depth)?;
+        let loader = Loader::new(maker, sampler.clone(), shape, self.depth)?;
         *self.lock()? = Some(loader);
         Ok(())
     }
@@ -254,8 +279,8 @@ mod tests {
             ..TaskLoader::default()
         };
         let pre = TaskLoader::default();
-        sync.start(Echo, &sampler, 4).unwrap();
-        pre.start(Echo, &sampler, 4).unwrap();
+        sync.start(Echo, &sampler, BatchShape::whole(4)).unwrap();
+        pre.start(Echo, &sampler, BatchShape::whole(4)).unwrap();
         let mut own = sampler.clone();
         for _ in 0..6 {
             let (indices, epochs) = own.next_batch_with_epochs(4);
@@ -265,5 +290,28 @@ mod tests {
         }
         let err = sync.next(&[99]).unwrap_err().to_string();
         assert!(err.contains("out of step"), "{err}");
+    }
+
+    /// Each rank's loader makes its own rows of every global batch, and the ranks' rows
+    /// together are the whole batch.
+    #[test]
+    fn sharded_loaders_split_every_global_batch() {
+        let sampler = Sampler::new(13, 2, Position::default());
+        let ranks: Vec<TaskLoader<Vec<usize>>> = (0..3).map(|_| TaskLoader::default()).collect();
+        for (rank, l) in ranks.iter().enumerate() {
+            let shard = Shard { rank, size: 3 };
+            l.start(Echo, &sampler, BatchShape { size: 8, shard })
+                .unwrap();
+        }
+        let mut own = sampler.clone();
+        for _ in 0..5 {
+            let (indices, epochs) = own.next_batch_with_epochs(8);
+            let mut joined = Vec::new();
+            for (rank, l) in ranks.iter().enumerate() {
+                let rows = Shard { rank, size: 3 }.rows(8);
+                joined.extend(l.next(&indices[rows]).unwrap());
+            }
+            assert_eq!(joined, Echo.make(&indices, &epochs).unwrap());
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Tensor;
@@ -15,11 +16,14 @@ use serde::Serialize;
 use super::checkpoint::{self, Checkpoint, TrainingState};
 use super::config::TrainSection;
 use super::epochs::EpochOrder;
+use super::loader::BatchShape;
 use super::metrics::MetricsLog;
 use super::optim::{self, AdamW};
 use super::sampler::{Position, Sampler};
 use super::schedule::Schedule;
 use crate::backbone::{autocast, Precision};
+use crate::dist::{Collective, Shard, Single};
+use crate::draws::Draws;
 use crate::error::{Error, Result};
 use crate::params::ParamStore;
 
@@ -28,13 +32,15 @@ pub trait TrainTask {
     /// Number of training examples the sampler draws from.
     fn num_examples(&self) -> usize;
     /// Runs once before the first step with a copy of the loop's sampler (at its resumed
-    /// position) and the micro-batch size: the `loss` calls that follow ask, in order, for
-    /// the batches this sampler gives, so a task can prepare them ahead of time.
-    fn begin(&self, _sampler: &Sampler, _batch_size: usize) -> Result<()> {
+    /// position), the (global) micro-batch size and this process's shard of it: the `loss`
+    /// calls that follow ask, in order, for this shard's rows of the batches this sampler
+    /// gives, so a task can prepare them ahead of time.
+    fn begin(&self, _sampler: &Sampler, _shape: BatchShape) -> Result<()> {
         Ok(())
     }
-    /// Scalar loss on the examples `indices`; `rng` drives masking and dropout.
-    fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor>;
+    /// The loss on the examples `indices`, whose masks, dropout and augmentation draw from
+    /// the rows of `draws`.
+    fn loss(&self, indices: &[usize], draws: &Draws) -> Result<Loss>;
     /// Encoder hidden states on the examples `indices` with nothing masked, computed on
     /// detached weights (no gradient graph): the step benchmark's inference pass. `None`
     /// where the task has no such pass.
@@ -45,6 +51,24 @@ pub trait TrainTask {
     /// that no checkpoint exists without what it comes with.
     fn on_checkpoint(&self, _step: usize, _run_dir: &Path) -> Result<()> {
         Ok(())
+    }
+}
+
+/// A micro-batch's loss: a mean over `weight` units (examples, or the masked tokens MLM
+/// predicts). Ranks of a data-parallel step weigh their losses by it, so N ranks take the
+/// step one process takes on the whole batch.
+pub struct Loss {
+    pub value: Tensor,
+    pub weight: f64,
+}
+
+impl Loss {
+    /// A mean over the examples of a batch of `rows`.
+    pub fn per_example(value: Tensor, rows: usize) -> Self {
+        Self {
+            value,
+            weight: rows as f64,
+        }
     }
 }
 
@@ -106,6 +130,8 @@ pub struct Setup<'a> {
     pub lr_scale: Option<&'a dyn Fn(&str) -> f64>,
     /// Starts each progress line (`fine-tune (pretrained), 10 % of labels: `).
     pub label: String,
+    /// The processes training together (data parallel); `None`: this one alone.
+    pub world: Option<Arc<dyn Collective>>,
 }
 
 impl Setup<'_> {
@@ -117,6 +143,7 @@ impl Setup<'_> {
             epochs: None,
             lr_scale: None,
             label: String::new(),
+            world: None,
         }
     }
 }
@@ -163,6 +190,9 @@ pub struct Trainer<'a> {
     schedule: Schedule,
     order: Order,
     rng: ChaCha8Rng,
+    /// Seeds the examples' own random streams ([`Draws`]).
+    draw_seed: u64,
+    world: Arc<dyn Collective>,
     label: String,
     /// Optimizer steps completed.
     pub step: usize,
@@ -190,6 +220,16 @@ impl<'a> Trainer<'a> {
         }
         let schedule = Schedule::new(&cfg.schedule, cfg.optimizer.lr, cfg.steps);
         let rng_seed = setup.rng_seed.unwrap_or(setup.seed ^ 0x6d61_736b);
+        let world = setup.world.unwrap_or_else(|| Arc::new(Single));
+        if cfg.batch_size < world.size() {
+            return Err(Error::Usage(format!(
+                "train.batch_size = {} is the global batch, split over {} processes: each \
+                 needs at least one example; raise it to {} or more, or start fewer processes",
+                cfg.batch_size,
+                world.size(),
+                world.size()
+            )));
+        }
         let (step, rng, position, saved_order) = match resume {
             Some(ckpt) => {
                 params.load_tensors(&ckpt.model, &ckpt.path)?;
@@ -233,7 +273,13 @@ impl<'a> Trainer<'a> {
             }
             None => {
                 let sampler = Sampler::new(task.num_examples(), setup.seed, position);
-                task.begin(&sampler, cfg.batch_size)?;
+                task.begin(
+                    &sampler,
+                    BatchShape {
+                        size: cfg.batch_size,
+                        shard: shard(&*world),
+                    },
+                )?;
                 Order::Seeded(sampler)
             }
         };
@@ -245,6 +291,8 @@ impl<'a> Trainer<'a> {
             schedule,
             order,
             rng,
+            draw_seed: rng_seed,
+            world,
             label: setup.label,
             step,
         })
@@ -265,34 +313,56 @@ impl<'a> Trainer<'a> {
     }
 
     /// One optimizer step: for each micro-batch, batch → forward → loss → backward →
-    /// accumulate; then clip → AdamW. A non-finite loss is an error naming the step.
+    /// accumulate; then (data parallel) the sum of every rank's gradients; then clip →
+    /// AdamW. A non-finite loss is an error naming the step.
+    ///
+    /// Each rank takes its [`Shard`] of every global micro-batch, its rows drawing from
+    /// the streams of their sample index in the global batch. A rank's loss is weighted by
+    /// its share of the batch's loss units before the backward pass, so the summed
+    /// gradients are those of the whole batch's loss, as one process computes them.
     pub fn step(&mut self) -> Result<StepStats> {
         let cfg = self.cfg;
         let lr = self.schedule.lr(self.step);
+        let shard = shard(&*self.world);
         let mut grads: Vec<Option<Tensor>> = vec![None; self.opt.vars().count()];
-        let mut loss_sum = 0f32;
-        for _ in 0..cfg.grad_accum {
-            let indices = self.order.next_batch(cfg.batch_size, &mut self.rng);
-            let rng = &mut self.rng;
-            let loss = autocast(cfg.precision, || self.task.loss(&indices, rng))?;
-            let value = loss.to_scalar::<f32>()?;
+        let mut loss_sum = 0f64;
+        for micro in 0..cfg.grad_accum {
+            let global = self.order.next_batch(cfg.batch_size, &mut self.rng);
+            let rows = shard.rows(global.len());
+            let draws = Draws::new(
+                self.draw_seed,
+                self.step as u64,
+                (micro * cfg.batch_size + rows.start) as u64,
+                rows.len(),
+            );
+            let loss = autocast(cfg.precision, || {
+                self.task.loss(&global[rows.clone()], &draws)
+            })?;
+            let value = loss.value.to_scalar::<f32>()?;
             if !value.is_finite() {
                 return Err(Error::NonFinite {
                     step: self.step + 1,
                     loss: value,
                 });
             }
-            loss_sum += value;
-            let loss = if cfg.grad_accum > 1 {
-                (loss / cfg.grad_accum as f64)?
+            // This micro-batch's loss units over every rank, and its loss as their mean.
+            let mut sums = [loss.weight, value as f64 * loss.weight];
+            self.world.all_reduce_sum(&mut sums)?;
+            loss_sum += sums[1] / sums[0].max(f64::MIN_POSITIVE);
+            let scale = loss.weight / sums[0].max(f64::MIN_POSITIVE) / cfg.grad_accum as f64;
+            let scaled = if scale != 1.0 {
+                (loss.value * scale)?
             } else {
-                loss
+                loss.value
             };
-            let g = loss.backward()?;
+            let g = scaled.backward()?;
             optim::accumulate(
                 &mut grads,
                 optim::collect_grads(&g, self.opt.vars().map(|(_, v)| v)),
             )?;
+        }
+        if self.world.size() > 1 {
+            grads = self.sum_over_ranks(grads)?;
         }
         let grad_norm = match cfg.clip_grad_norm {
             Some(max) => optim::clip_grad_norm(&mut grads, max)?,
@@ -301,10 +371,29 @@ impl<'a> Trainer<'a> {
         self.opt.step(&grads, lr)?;
         self.step += 1;
         Ok(StepStats {
-            loss: loss_sum / cfg.grad_accum as f32,
+            loss: (loss_sum / cfg.grad_accum as f64) as f32,
             lr,
             grad_norm,
         })
+    }
+
+    /// Every rank's gradients summed, in one all-reduce; a parameter without a gradient
+    /// on this rank takes part as zeros, so every rank reduces the same buffers.
+    fn sum_over_ranks(&self, grads: Vec<Option<Tensor>>) -> Result<Vec<Option<Tensor>>> {
+        let all: Vec<Tensor> = grads
+            .into_iter()
+            .zip(self.opt.vars())
+            .map(|(g, (_, v))| match g {
+                Some(g) => Ok(g),
+                None => v.as_tensor().zeros_like(),
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(self
+            .world
+            .all_reduce_tensors(&all)?
+            .into_iter()
+            .map(Some)
+            .collect())
     }
 
     /// Writes a full-state checkpoint into `dir`, keeping the configured number.
@@ -432,6 +521,14 @@ pub fn train(
     }
     bar.finish();
     Ok(outcome(&trainer, last_loss))
+}
+
+/// This process's shard of every global batch.
+fn shard(world: &dyn Collective) -> Shard {
+    Shard {
+        rank: world.rank(),
+        size: world.size(),
+    }
 }
 
 fn progress_bar(total: usize, at: usize, label: &str) -> ProgressBar {

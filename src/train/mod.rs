@@ -12,4 +12,4 @@ pub mod optim;
 pub mod sampler;
 pub mod schedule;
 
-pub use r#loop::{train, Driver, Setup, StepStats, TrainOutcome, TrainTask, Trainer};
+pub use r#loop::{train, Driver, Loss, Setup, StepStats, TrainOutcome, TrainTask, Trainer};

@@ -15,9 +15,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Device;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
+use crate::draws::Draws;
 use crate::error::{Error, Result};
 use crate::modality::audio::clips::{AudioFeatures, ClipSet};
 pub use crate::modality::audio::config::AudioRunConfig;
@@ -284,7 +283,7 @@ impl Pipeline for Prepared {
     fn pretrain<'a>(
         &'a self,
         r: &'a Recipe,
-        _run_dir: &Path,
+        _log_dir: Option<&Path>,
         _resume_step: Option<usize>,
     ) -> Result<Option<Box<dyn PretrainStage + 'a>>> {
         Ok(Some(Box::new(self.task(r.seed))))
@@ -311,8 +310,7 @@ impl Pipeline for Prepared {
         let t = self.task(r.seed);
         let b = r.train.batch_size.min(self.train.len());
         let idx: Vec<usize> = (0..b).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
-        let (spec, loss, rec) = t.evaluate(&self.train, &idx, &mut rng)?;
+        let (spec, loss, rec) = t.evaluate(&self.train, &idx, &Draws::fixed(r.seed, b))?;
         let loss = loss.to_scalar::<f32>()?;
         if !loss.is_finite() {
             return Err(Error::NonFinite { step: 0, loss });

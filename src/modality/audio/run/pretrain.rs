@@ -5,10 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 use crate::backbone::Mode;
+use crate::draws::Draws;
 use crate::error::{Error, Result};
 use crate::modality::audio::clips::{AudioFeatures, ClipSet, SpectrogramBatches};
 use crate::modality::audio::encoder::{unpatchify, SpectrogramEncoder};
@@ -17,9 +16,10 @@ use crate::objective::mae::AudioMae;
 use crate::objective::{Objective, Reconstruction};
 use crate::params::ParamStore;
 use crate::run::PretrainStage;
+use crate::train::loader::BatchShape;
 use crate::train::loader::TaskLoader;
 use crate::train::sampler::Sampler;
-use crate::train::TrainTask;
+use crate::train::{Loss, TrainTask};
 
 /// Clips shown in the reconstruction pictures.
 const PREVIEW_CLIPS: usize = 8;
@@ -48,16 +48,16 @@ fn picture(x: &Tensor, range: (f32, f32)) -> Result<Tensor> {
 }
 
 impl AudioMaeTask<'_> {
-    /// An evaluation pass on the clips `idx` of `set`, masks drawn from `rng`: the
+    /// An evaluation pass on the clips `idx` of `set`, masks drawn from `draws`: the
     /// spectrograms `[B, F, T]`, the loss and the reconstruction.
     pub fn evaluate(
         &self,
         set: &ClipSet,
         idx: &[usize],
-        rng: &mut ChaCha8Rng,
+        draws: &Draws,
     ) -> Result<(Tensor, Tensor, Reconstruction)> {
         let spec = set.batch(idx, self.features, &self.device)?;
-        let pass = self.mae.evaluate(&spec, rng)?;
+        let pass = self.mae.evaluate(&spec, draws)?;
         let rec = pass
             .reconstruction
             .ok_or_else(|| Error::Usage("Audio-MAE gave no reconstruction".into()))?;
@@ -70,8 +70,8 @@ impl AudioMaeTask<'_> {
         let n = PREVIEW_CLIPS.min(self.preview.len());
         let idx: Vec<usize> = (0..n).collect();
         // The same masks at every checkpoint, so pictures are comparable over training.
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x6175_6469);
-        let (spec, _, rec) = self.evaluate(self.preview, &idx, &mut rng)?;
+        let draws = Draws::fixed(self.seed ^ 0x6175_6469, n);
+        let (spec, _, rec) = self.evaluate(self.preview, &idx, &draws)?;
         let g = &self.mae.config().geometry;
         let pred = unpatchify(&rec.patches, g)?;
         let mask = unpatchify(&rec.mask.unsqueeze(2)?.repeat((1, 1, g.patch_dim()))?, g)?;
@@ -93,20 +93,23 @@ impl TrainTask for AudioMaeTask<'_> {
         self.train.len()
     }
 
-    fn begin(&self, sampler: &Sampler, batch_size: usize) -> Result<()> {
+    fn begin(&self, sampler: &Sampler, shape: BatchShape) -> Result<()> {
         let maker = SpectrogramBatches {
             clips: self.train.clone(),
             features: self.features.clone(),
         };
-        self.loader.start(maker, sampler, batch_size)
+        self.loader.start(maker, sampler, shape)
     }
 
-    fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
+    fn loss(&self, indices: &[usize], draws: &Draws) -> Result<Loss> {
         let values = self.loader.next(indices)?;
         let spec = self
             .features
             .values_to_tensor(values, indices.len(), &self.device)?;
-        self.mae.loss(&spec, rng)
+        Ok(Loss::per_example(
+            self.mae.loss(&spec, draws)?,
+            indices.len(),
+        ))
     }
 
     fn infer(&self, params: &ParamStore, indices: &[usize]) -> Result<Option<Tensor>> {

@@ -7,9 +7,8 @@ pub mod task;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
+use crate::draws::Draws;
 use crate::error::{Error, Result};
 use crate::modality::image::dataset::ImageDataset;
 use crate::objective::Objective;
@@ -115,7 +114,7 @@ impl Pipeline for Prepared {
     fn pretrain<'a>(
         &'a self,
         r: &'a Recipe,
-        _run_dir: &Path,
+        _log_dir: Option<&Path>,
         _resume_step: Option<usize>,
     ) -> Result<Option<Box<dyn PretrainStage + 'a>>> {
         let preview = self.test.as_ref().unwrap_or(&self.train);
@@ -182,8 +181,7 @@ impl Pipeline for Prepared {
         );
         let values = task.batch_maker().make(&idx, &vec![0; b])?;
         let imgs = self.train.to_tensor(values, b, &self.model.device)?;
-        let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
-        let pass = self.objective.evaluate(&imgs, &mut rng)?;
+        let pass = self.objective.evaluate(&imgs, &Draws::fixed(r.seed, b))?;
         let loss = pass.loss.to_scalar::<f32>()?;
         if !loss.is_finite() {
             return Err(Error::NonFinite { step: 0, loss });

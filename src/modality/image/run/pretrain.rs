@@ -6,10 +6,9 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 use crate::backbone::{Activation, EncoderConfig, Mode, NormPosition};
+use crate::draws::Draws;
 use crate::error::{Error, Result};
 use crate::modality::image::augment::{Augment, RandomResizedCrop};
 use crate::modality::image::batch::BatchMaker;
@@ -23,9 +22,10 @@ use crate::objective::simmim::{SimMim, SimMimConfig};
 use crate::objective::{Objective, Pass, Reconstruction};
 use crate::params::ParamStore;
 use crate::recipe::{DataSection, ImageSection, ObjectiveKind, Recipe};
+use crate::train::loader::BatchShape;
 use crate::train::loader::TaskLoader;
 use crate::train::sampler::Sampler;
-use crate::train::TrainTask;
+use crate::train::{Loss, TrainTask};
 
 /// The encoder's input and patch sizes.
 pub fn geometry(img: &ImageSection) -> ImageGeometry {
@@ -184,8 +184,8 @@ impl<'a> PretrainTask<'a> {
             .preview
             .batch(&idx, &self.image.mean, &self.image.std, &self.device)?;
         // The same masks at every checkpoint, so pictures are comparable over training.
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x7069_6373);
-        let out = reconstruction(self.objective.evaluate(&imgs, &mut rng)?)?;
+        let draws = Draws::fixed(self.seed ^ 0x7069_6373, n);
+        let out = reconstruction(self.objective.evaluate(&imgs, &draws)?)?;
         let p = self.image.patch;
         let c = self.image.channels;
         let pred = unpatchify(&out.patches, p, c)?;
@@ -210,14 +210,17 @@ impl TrainTask for PretrainTask<'_> {
         self.train.len
     }
 
-    fn begin(&self, sampler: &Sampler, batch_size: usize) -> Result<()> {
-        self.loader.start(self.batch_maker(), sampler, batch_size)
+    fn begin(&self, sampler: &Sampler, shape: BatchShape) -> Result<()> {
+        self.loader.start(self.batch_maker(), sampler, shape)
     }
 
-    fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
+    fn loss(&self, indices: &[usize], draws: &Draws) -> Result<Loss> {
         let values = self.loader.next(indices)?;
         let imgs = self.train.to_tensor(values, indices.len(), &self.device)?;
-        self.objective.loss(&imgs, rng)
+        Ok(Loss::per_example(
+            self.objective.loss(&imgs, draws)?,
+            indices.len(),
+        ))
     }
 
     fn infer(&self, params: &ParamStore, indices: &[usize]) -> Result<Option<Tensor>> {

@@ -7,9 +7,9 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use rand::Rng;
-use rand_chacha::ChaCha8Rng;
 
 use crate::backbone::{pool, EncoderConfig, Mode, Tokens};
+use crate::draws::{Draws, Purpose};
 use crate::error::Result;
 use crate::modality::image::augment::{Augment, RandomResizedCrop};
 use crate::modality::image::classifier::{ClassifierSpec, ImageClassifier};
@@ -101,13 +101,14 @@ impl Labelled for ImageSplits<'_> {
             .batch(idx, &self.image.mean, &self.image.std, device)
     }
 
-    /// With `section.augment`, each batch draws one key from `rng`; example `i`'s crop and
-    /// flip are then a function of (key, i), as pretraining's are of (seed, epoch, i).
+    /// With `section.augment`, each batch draws one key from its first row's augmentation
+    /// stream; example `i`'s crop and flip are then a function of (key, i), as
+    /// pretraining's are of (seed, epoch, i).
     fn train_inputs(
         &self,
         section: &DownstreamSection,
         idx: &[usize],
-        rng: &mut ChaCha8Rng,
+        draws: &Draws,
         device: &Device,
     ) -> Result<Tensor> {
         let Some(a) = &section.augment else {
@@ -119,7 +120,7 @@ impl Labelled for ImageSplits<'_> {
                 ratio: c.ratio,
             }),
             hflip: a.hflip,
-            seed: rng.gen(),
+            seed: draws.rng(0, Purpose::Augment).gen(),
         };
         let epochs = vec![0; idx.len()];
         let values = self.train.normalised(

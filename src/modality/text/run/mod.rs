@@ -14,10 +14,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 use crate::backbone::Mode;
+use crate::draws::Draws;
 use crate::error::{Error, Result};
 use crate::modality::text::corpus::{self, Document, JsonlFields, TextSplit};
 use crate::modality::text::encoder::{TextConfig, TextPositions};
@@ -329,19 +328,19 @@ impl Pipeline for Prepared {
     fn pretrain<'a>(
         &'a self,
         r: &'a Recipe,
-        run_dir: &Path,
+        log_dir: Option<&Path>,
         resume_step: Option<usize>,
     ) -> Result<Option<Box<dyn PretrainStage + 'a>>> {
+        let eval_log = log_dir
+            .map(|d| MetricsLog::open(&d.join(EVAL_FILE), Some(resume_step.unwrap_or(0))))
+            .transpose()?;
         Ok(Some(Box::new(MlmTask {
             mlm: &self.mlm,
             blocks: self.train.clone(),
             held_out: self.test.as_ref(),
             device: self.model.device.clone(),
             seed: r.seed,
-            eval_log: std::sync::Mutex::new(Some(MetricsLog::open(
-                &run_dir.join(EVAL_FILE),
-                Some(resume_step.unwrap_or(0)),
-            )?)),
+            eval_log: std::sync::Mutex::new(eval_log),
             loader: Default::default(),
         })))
     }
@@ -367,8 +366,9 @@ impl Pipeline for Prepared {
     fn dry_run(&self, r: &Recipe) -> Result<String> {
         let b = r.train.batch_size.min(self.train.len());
         let idx: Vec<usize> = (0..b).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(r.seed);
-        let batch = self.mlm.mask(&self.train.gather(&idx), &mut rng)?;
+        let batch = self
+            .mlm
+            .mask(&self.train.gather(&idx), &Draws::fixed(r.seed, b))?;
         let out = self.mlm.forward(&batch, &mut Mode::Eval)?;
         let loss = out.loss.to_scalar::<f32>()?;
         if !loss.is_finite() {

@@ -5,22 +5,21 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::backbone::Mode;
+use crate::draws::Draws;
 use crate::error::{Error, Result};
 use crate::modality::text::encoder::TextEncoder;
 use crate::modality::text::pack::{BlockBatches, TokenBlocks};
 use crate::objective::mlm::{Mlm, MlmEval};
-use crate::objective::Objective;
 use crate::params::ParamStore;
 use crate::run::PretrainStage;
+use crate::train::loader::BatchShape;
 use crate::train::loader::TaskLoader;
 use crate::train::metrics::MetricsLog;
 use crate::train::sampler::Sampler;
-use crate::train::TrainTask;
+use crate::train::{Loss, TrainTask};
 
 /// Held-out blocks evaluated at each checkpoint (the first ones, same masks every time).
 const EVAL_BLOCKS: usize = 256;
@@ -52,12 +51,12 @@ impl MlmTask<'_> {
         let Some(held_out) = self.held_out else {
             return Ok(None);
         };
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x6d6c_6d65);
         let n = held_out.len().min(EVAL_BLOCKS);
         let all: Vec<usize> = (0..n).collect();
         let (mut loss, mut hits, mut count) = (0.0, 0, 0);
-        for chunk in all.chunks(32) {
-            let b = self.mlm.mask(&held_out.gather(chunk), &mut rng)?;
+        for (i, chunk) in all.chunks(32).enumerate() {
+            let draws = Draws::new(self.seed ^ 0x6d6c_6d65, 0, (i * 32) as u64, chunk.len());
+            let b = self.mlm.mask(&held_out.gather(chunk), &draws)?;
             let (l, h, c) = self.mlm.score(&b)?;
             loss += l;
             hits += h;
@@ -118,14 +117,21 @@ impl TrainTask for MlmTask<'_> {
         )?))
     }
 
-    fn begin(&self, sampler: &Sampler, batch_size: usize) -> Result<()> {
+    fn begin(&self, sampler: &Sampler, shape: BatchShape) -> Result<()> {
         let maker = BlockBatches(self.blocks.clone());
-        self.loader.start(maker, sampler, batch_size)
+        self.loader.start(maker, sampler, shape)
     }
 
-    fn loss(&self, indices: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
+    /// The mean over the masked tokens, weighted by their number: ranks whose blocks
+    /// hold different numbers of masked tokens still average over the whole batch's.
+    fn loss(&self, indices: &[usize], draws: &Draws) -> Result<Loss> {
         let blocks = self.loader.next(indices)?;
-        self.mlm.loss(&blocks, rng)
+        let batch = self.mlm.mask(&blocks, draws)?;
+        let value = self.mlm.forward(&batch, &mut Mode::train(*draws))?.loss;
+        Ok(Loss {
+            value,
+            weight: batch.num_predicted() as f64,
+        })
     }
 
     fn on_checkpoint(&self, step: usize, _run_dir: &Path) -> Result<()> {

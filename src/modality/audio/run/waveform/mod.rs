@@ -141,7 +141,7 @@ impl Pipeline for Prepared {
     fn pretrain<'a>(
         &'a self,
         _r: &'a Recipe,
-        _run_dir: &Path,
+        _log_dir: Option<&Path>,
         _resume_step: Option<usize>,
     ) -> Result<Option<Box<dyn PretrainStage + 'a>>> {
         Ok(None)
