@@ -8,7 +8,9 @@
 #
 #     scripts/build-cuda.sh            # release bins + `cargo test --no-run`
 #     scripts/build-cuda.sh --bins     # release bins only
-# Environment: CUDA_COMPUTE_CAP (default 90), PRETEXT_CUDA_DIR (see install-cuda.sh).
+# Environment: CUDA_COMPUTE_CAP (default 90), PRETEXT_CUDA_DIR (see install-cuda.sh),
+# PRETEXT_CUDA_FEATURES (default `cuda`; `nccl` adds data-parallel training between GPUs, and
+# needs MPI: Debian `libopenmpi-dev openmpi-bin libclang-dev`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,11 +18,12 @@ eval "$(scripts/install-cuda.sh)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/cuda}"
 
 t0=$SECONDS
-cargo build --release --features cuda --bins
+features=${PRETEXT_CUDA_FEATURES:-cuda}
+cargo build --release --features "$features" --bins
 echo "build-cuda: release bins in $((SECONDS - t0)) s" >&2
 
 if [[ "${1:-}" != --bins ]]; then
     t0=$SECONDS
-    cargo test --release --features cuda --no-run
+    cargo test --release --features "$features" --no-run
     echo "build-cuda: test executables in $((SECONDS - t0)) s" >&2
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the pieces of the CUDA toolkit that `cargo build --features cuda` needs, from PyPI
-# (NVIDIA's `cuda-toolkit` wheels: nvcc, headers, cudart, nvrtc, cuBLAS, cuRAND), into one fixed
+# (NVIDIA's `cuda-toolkit` wheels: nvcc, headers, cudart, nvrtc, cuBLAS, cuRAND; and NCCL for
+# `--features nccl`), into one fixed
 # folder, then prints the `export` lines that point the build at it:
 #
 #     eval "$(scripts/install-cuda.sh)"
@@ -60,6 +61,21 @@ if [[ ! -f "$STAMP" ]]; then
     mv "$tmp" "$DEST"
     trap - EXIT
     log "installed ($(du -sh "$DEST" | cut -f1))"
+fi
+
+# NCCL (`--features nccl`, data-parallel training between GPUs) comes in a wheel of its own,
+# laid out as nvidia/nccl/{include,lib}; its library is linked into the toolkit's lib/.
+NCCL_VERSION=2.28.9
+if [[ ! -f "$DEST/.installed-nccl-$NCCL_VERSION" ]]; then
+    log "installing nvidia-nccl-cu13==$NCCL_VERSION into $DEST/nccl"
+    rm -rf "$DEST/nccl"
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+        --target "$DEST/nccl" "nvidia-nccl-cu13==$NCCL_VERSION" >&2
+    lib="$(echo "$DEST"/nccl/nvidia/nccl/lib/libnccl.so.*)"
+    [[ -f "$lib" ]] || { log "the NCCL wheel did not lay out nvidia/nccl/lib/libnccl.so.*"; exit 1; }
+    ln -sf "$lib" "$ROOT/lib/libnccl.so"
+    ln -sf "$lib" "$ROOT/lib/$(basename "$lib")"
+    touch "$DEST/.installed-nccl-$NCCL_VERSION"
 fi
 
 cat <<EOF

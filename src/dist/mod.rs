@@ -177,6 +177,14 @@ fn count_cpus(list: &str) -> Option<usize> {
     Some(n)
 }
 
+/// This process's place among the job's processes on its machine (`0..local_size`), from
+/// the launcher's variables: which GPU it takes.
+pub fn local_rank() -> Option<usize> {
+    ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
 /// Joins the job this process was launched in (MPI under `mpirun`), once; a process
 /// started alone trains alone. Later calls return the same world.
 pub fn init() -> Result<Arc<dyn Collective>> {

@@ -5,7 +5,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Layout, Shape, Tensor};
-use cudarc::nccl::safe::{Comm, Id, ReduceOp};
+use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, ReduceOp};
 
 use crate::error::{Error, Result};
 

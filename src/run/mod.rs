@@ -130,7 +130,15 @@ pub trait PretrainStage: TrainTask {
 /// wins over the recipe's.
 fn prepare(r: &Recipe, file: &Path, run_dir: Option<&Path>) -> Result<Box<dyn Pipeline>> {
     recipe::check_paths(r, file)?;
-    let device = crate::device::open(crate::device::parse(&r.device).map_err(Error::Usage)?)?;
+    let mut spec = crate::device::parse(&r.device).map_err(Error::Usage)?;
+    // Data parallel on GPUs: one device per rank, the rank's place on its machine.
+    if let Some(local) = dist::local_rank().filter(|_| dist::world().size() > 1) {
+        if matches!(r.device.as_str(), "auto" | "cuda") && candle_core::utils::cuda_is_available()
+        {
+            spec = crate::device::DeviceSpec::Cuda(local);
+        }
+    }
+    let device = crate::device::open(spec)?;
     Ok(match r.data.modality {
         Modality::Image => Box::new(image::run::prepare(r, file, device)?),
         Modality::Text => Box::new(text::run::prepare(r, file, run_dir, device)?),
@@ -153,6 +161,7 @@ pub fn dry_run(loaded: &Loaded) -> Result<String> {
 /// so every rank trains on exactly what rank 0 prepared.
 pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
     let world = dist::world();
+    check_world(&*world, &loaded.recipe, &loaded.file)?;
     if world.rank() == 0 {
         // Data and model first: a recipe that cannot run leaves no run directory behind.
         let p = prepare(&loaded.recipe, &loaded.file, None)?;
@@ -178,6 +187,7 @@ pub fn resume(run_dir: &Path, overrides: &[Override], opts: &RunOptions) -> Resu
     let file = run_dir.join(dir::RECIPE_FILE);
     if world.rank() == 0 {
         let loaded = recipe::load(&file, overrides)?;
+        check_world(&*world, &loaded.recipe, &file)?;
         // Before anything is written: a refused resume leaves the run as it was.
         settings::verify(run_dir, &loaded.recipe, &opts.allow_changed)?;
         dir::remove_stale_temps(run_dir)?;
@@ -196,6 +206,25 @@ pub fn resume(run_dir: &Path, overrides: &[Override], opts: &RunOptions) -> Resu
     let loaded = recipe::load(&file, overrides)?;
     let p = prepare(&loaded.recipe, &file, Some(run_dir))?;
     execute(&*p, &loaded.recipe, run_dir, &file, opts)
+}
+
+/// Data parallel, each rank needs at least one example of every batch: checked before
+/// anything is written.
+fn check_world(world: &dyn dist::Collective, r: &Recipe, file: &Path) -> Result<()> {
+    if r.train.steps > 0 && r.train.batch_size < world.size() {
+        return Err(invalid(
+            file,
+            "train.batch_size",
+            format!(
+                "{} is the global batch, split over {} processes: each needs at least one \
+                 example; raise it to {} or more, or start fewer processes",
+                r.train.batch_size,
+                world.size(),
+                world.size()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Creates the run directory of a new run, complete with its resolved recipe, or nothing.
