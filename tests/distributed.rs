@@ -165,6 +165,19 @@ fn two_ranks_train_the_quickstart_as_one_process_does_and_resume_under_either() 
         assert!((la - lb).abs() <= 1e-5 * la.abs(), "{a} vs {b}");
     }
     assert_same_weights(&ckpt(Path::new(&one), 30), &ckpt(Path::new(&two), 30), 1e-4);
+    // One rank under mpirun goes through the all-reduce and stays bitwise equal.
+    let alone = dir("alone");
+    run(
+        Some(1),
+        &with(IMAGE, &["--out"])
+            .into_iter()
+            .chain([alone.as_str()])
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        weights(&ckpt(Path::new(&one), 30)),
+        weights(&ckpt(Path::new(&alone), 30))
+    );
 
     // Started on one process, resumed on two; started on two, resumed on one.
     let (a, b) = (dir("one-then-two"), dir("two-then-one"));

@@ -180,9 +180,13 @@ fn count_cpus(list: &str) -> Option<usize> {
 /// This process's place among the job's processes on its machine (`0..local_size`), from
 /// the launcher's variables: which GPU it takes.
 pub fn local_rank() -> Option<usize> {
-    ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
 /// Joins the job this process was launched in (MPI under `mpirun`), once; a process

@@ -133,8 +133,7 @@ fn prepare(r: &Recipe, file: &Path, run_dir: Option<&Path>) -> Result<Box<dyn Pi
     let mut spec = crate::device::parse(&r.device).map_err(Error::Usage)?;
     // Data parallel on GPUs: one device per rank, the rank's place on its machine.
     if let Some(local) = dist::local_rank().filter(|_| dist::world().size() > 1) {
-        if matches!(r.device.as_str(), "auto" | "cuda") && candle_core::utils::cuda_is_available()
-        {
+        if matches!(r.device.as_str(), "auto" | "cuda") && candle_core::utils::cuda_is_available() {
             spec = crate::device::DeviceSpec::Cuda(local);
         }
     }
@@ -283,7 +282,7 @@ fn pretrain(p: &dyn Pipeline, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> 
         stage.before_training(resume_step.is_some())?;
     }
     let mut setup = train::Setup::pretraining(r.seed);
-    if world.size() > 1 {
+    if dist::launched_size().is_some() {
         eprintln!(
             "data parallel: rank {} of {} ({}), {} of each batch of {}",
             world.rank(),

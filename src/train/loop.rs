@@ -130,7 +130,9 @@ pub struct Setup<'a> {
     pub lr_scale: Option<&'a dyn Fn(&str) -> f64>,
     /// Starts each progress line (`fine-tune (pretrained), 10 % of labels: `).
     pub label: String,
-    /// The processes training together (data parallel); `None`: this one alone.
+    /// The processes training together (data parallel), whose gradients are summed every
+    /// step (even a world of one: launched alone under `mpirun`, the all-reduce still runs);
+    /// `None`: this one alone, no all-reduce.
     pub world: Option<Arc<dyn Collective>>,
 }
 
@@ -193,6 +195,8 @@ pub struct Trainer<'a> {
     /// Seeds the examples' own random streams ([`Draws`]).
     draw_seed: u64,
     world: Arc<dyn Collective>,
+    /// Whether gradients go through the world's all-reduce.
+    reduce: bool,
     label: String,
     /// Optimizer steps completed.
     pub step: usize,
@@ -220,6 +224,7 @@ impl<'a> Trainer<'a> {
         }
         let schedule = Schedule::new(&cfg.schedule, cfg.optimizer.lr, cfg.steps);
         let rng_seed = setup.rng_seed.unwrap_or(setup.seed ^ 0x6d61_736b);
+        let reduce = setup.world.is_some();
         let world = setup.world.unwrap_or_else(|| Arc::new(Single));
         if cfg.batch_size < world.size() {
             return Err(Error::Usage(format!(
@@ -293,6 +298,7 @@ impl<'a> Trainer<'a> {
             rng,
             draw_seed: rng_seed,
             world,
+            reduce,
             label: setup.label,
             step,
         })
@@ -361,7 +367,7 @@ impl<'a> Trainer<'a> {
                 optim::collect_grads(&g, self.opt.vars().map(|(_, v)| v)),
             )?;
         }
-        if self.world.size() > 1 {
+        if self.reduce {
             grads = self.sum_over_ranks(grads)?;
         }
         let grad_norm = match cfg.clip_grad_norm {
