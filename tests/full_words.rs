@@ -94,7 +94,7 @@ fn every_clip_is_16k_mono_speech_and_featurises() {
     let mel = MelConfig::default();
     let set = ClipSet::load(&test, &mel, 96, &classes).unwrap();
     assert_eq!(set.len(), 2560);
-    assert!(set.values.iter().all(|v| v.is_finite()));
+    assert!(set.values().iter().all(|v| v.is_finite()));
     let (mean, std) = set.stats();
     assert!(std > 1.0, "log-mel std {std} (mean {mean})");
     let first_frames: f32 = (0..set.len())
