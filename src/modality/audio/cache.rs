@@ -29,7 +29,7 @@
 //! silently recomputed: a damaged cache file means something else is wrong with the disk).
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -77,6 +77,31 @@ impl Mapped {
             "spectrogram cache map is not 4-byte aligned"
         );
         &values[..self.clips * self.clip_size]
+    }
+
+    /// Calls `f` on every value in order, a block at a time, read from the file rather than
+    /// through the map: a pass over everything (normalisation statistics) then leaves the
+    /// process's resident memory as it was (pages of the map, once touched, count in it).
+    pub fn for_each_block(&self, mut f: impl FnMut(&[f32])) -> Result<()> {
+        let io = |e| Error::io(&self.path, e);
+        let mut file = File::open(&self.path).map_err(io)?;
+        file.seek(SeekFrom::Start(HEADER as u64)).map_err(io)?;
+        let mut left = self.clips * self.clip_size * 4;
+        let mut bytes = vec![0u8; left.min(1 << 22)];
+        let mut values = Vec::with_capacity(bytes.len() / 4);
+        while left > 0 {
+            let block = &mut bytes[..left.min(1 << 22)];
+            file.read_exact(block).map_err(io)?;
+            values.clear();
+            values.extend(
+                block
+                    .chunks_exact(4)
+                    .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+            );
+            f(&values);
+            left -= block.len();
+        }
+        Ok(())
     }
 
     /// Keeps the first `n` clips (the file is untouched).

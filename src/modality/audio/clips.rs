@@ -315,21 +315,29 @@ impl ClipSet {
     }
 
     /// Mean and standard deviation of every log-mel value (the normalisation Audio-MAE and
-    /// AST compute over their training sets), in one pass over the values in f64, each
-    /// shifted by the first value so that the sum of squares does not cancel.
-    pub fn stats(&self) -> (f32, f32) {
-        let values = self.values();
-        let shift = values.first().copied().unwrap_or_default() as f64;
-        let (mut sum, mut squares) = (0f64, 0f64);
-        for &v in values {
-            let d = v as f64 - shift;
-            sum += d;
-            squares += d * d;
+    /// AST compute over their training sets), in one streaming pass in f64 (a mapped set is
+    /// read from its file, an error naming it), each value shifted by the first so that the
+    /// sum of squares does not cancel.
+    pub fn stats(&self) -> Result<(f32, f32)> {
+        let (mut shift, mut n, mut sum, mut squares) = (None, 0usize, 0f64, 0f64);
+        let mut add = |block: &[f32]| {
+            let k = *shift.get_or_insert(block.first().copied().unwrap_or_default() as f64);
+            for &v in block {
+                let d = v as f64 - k;
+                sum += d;
+                squares += d * d;
+            }
+            n += block.len();
+        };
+        match &self.values {
+            Values::Memory(v) => add(v),
+            Values::Mapped(m) => m.for_each_block(&mut add)?,
         }
-        let n = values.len().max(1) as f64;
+        let n = n.max(1) as f64;
         let mean = sum / n;
         let var = (squares / n - mean * mean).max(0.0);
-        ((shift + mean) as f32, var.sqrt().max(1e-6) as f32)
+        let mean = shift.unwrap_or_default() + mean;
+        Ok((mean as f32, var.sqrt().max(1e-6) as f32))
     }
 
     /// Normalised spectrograms `[B, n_mels, frames]` of the clips `idx`.
@@ -530,8 +538,8 @@ mod cache_tests {
             assert_eq!(bits(mapped.get(i)), bits(memory.get(i)));
         }
         // Statistics and batches agree too.
-        let (m0, s0) = memory.stats();
-        let (m1, s1) = mapped.stats();
+        let (m0, s0) = memory.stats().unwrap();
+        let (m1, s1) = mapped.stats().unwrap();
         assert_eq!((m0.to_bits(), s0.to_bits()), (m1.to_bits(), s1.to_bits()));
         let f = AudioFeatures {
             mel: mel.clone(),
@@ -623,7 +631,7 @@ mod cache_tests {
             .map(|&v| (v as f64 - mean).powi(2))
             .sum::<f64>()
             / n;
-        let (m, s) = set.stats();
+        let (m, s) = set.stats().unwrap();
         assert!((m as f64 - mean).abs() < 1e-6, "{m} vs {mean}");
         assert!(
             (s as f64 - var.sqrt()).abs() < 1e-6,
