@@ -60,17 +60,18 @@ fn prefetched_token_blocks_equal_synchronous_ones() {
 #[test]
 fn prefetched_spectrograms_equal_synchronous_ones_and_the_clip_batches() {
     let (n, mels, frames) = (9, 4, 5);
-    let clips = ClipSet {
-        kind: ClipKind::Spectrogram {
+    let clips = ClipSet::from_values(
+        ClipKind::Spectrogram {
             n_mels: mels,
             frames,
         },
-        values: (0..n * mels * frames)
+        (0..n * mels * frames)
             .map(|i| (i as f32 * 0.37).sin())
             .collect(),
-        labels: None,
-        paths: (0..n).map(|i| PathBuf::from(format!("{i}.wav"))).collect(),
-    };
+        None,
+        (0..n).map(|i| PathBuf::from(format!("{i}.wav"))).collect(),
+    )
+    .unwrap();
     let features = AudioFeatures {
         mel: MelConfig {
             n_mels: mels,

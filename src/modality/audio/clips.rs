@@ -1,16 +1,18 @@
 //! Clips as model inputs: each WAV read, mixed down, resampled, cut or padded to a fixed
-//! length and turned into a log-mel spectrogram once, up front (a spoken-word clip is a few
-//! kilobytes of features); batches are normalised `[B, n_mels, frames]` tensors. For
-//! waveform models (wav2vec 2.0, HuBERT, data2vec-audio) a [`ClipSet`] holds the fitted raw
-//! samples instead ([`ClipSet::load_waveforms`]), batched as `[B, samples]`.
+//! length and turned into a log-mel spectrogram once, up front, into an on-disk cache that is
+//! memory-mapped ([`super::cache`]), so memory does not grow with the data set; batches are
+//! normalised `[B, n_mels, frames]` tensors. For waveform models (wav2vec 2.0, HuBERT,
+//! data2vec-audio) a [`ClipSet`] holds the fitted raw samples in memory instead
+//! ([`ClipSet::load_waveforms`]), batched as `[B, samples]`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::cache::{self, Mapped};
 use super::dataset::AudioItem;
 use super::mel::{MelConfig, MelSpectrogram};
 use super::resample::load_clip;
@@ -132,35 +134,99 @@ impl ClipKind {
     }
 }
 
+/// Where a [`ClipSet`]'s values live.
+#[derive(Debug, Clone)]
+enum Values {
+    /// `[N * kind.size()]` on the heap: waveforms, and sets built in memory.
+    Memory(Vec<f32>),
+    /// A memory-mapped spectrogram cache file.
+    Mapped(Mapped),
+}
+
 /// A split of clips as log-mel spectrograms (not normalised) or fitted waveforms, with labels
 /// when they have them.
 #[derive(Debug, Clone)]
 pub struct ClipSet {
     pub kind: ClipKind,
-    /// `[N, kind.size()]`, row-major.
-    pub values: Vec<f32>,
+    /// `[N, kind.size()]`, row-major; see [`ClipSet::values`].
+    values: Values,
     pub labels: Option<Vec<u32>>,
     pub paths: Vec<PathBuf>,
 }
 
 impl ClipSet {
-    /// Reads and featurises `items` (in parallel). Labels are indices into `classes`; an item
-    /// whose label is not there is an error naming the file. `labels` are kept only when
-    /// every item has one.
+    /// A set from values in memory, `[paths.len() * kind.size()]` row-major (an error
+    /// otherwise, as are labels that are not one per clip).
+    pub fn from_values(
+        kind: ClipKind,
+        values: Vec<f32>,
+        labels: Option<Vec<u32>>,
+        paths: Vec<PathBuf>,
+    ) -> Result<Self> {
+        let want = paths.len() * kind.size();
+        if values.len() != want {
+            return Err(Error::shape("clip values", want, values.len()));
+        }
+        if let Some(l) = &labels {
+            if l.len() != paths.len() {
+                return Err(Error::shape("clip labels", paths.len(), l.len()));
+            }
+        }
+        Ok(Self {
+            kind,
+            values: Values::Memory(values),
+            labels,
+            paths,
+        })
+    }
+
+    /// Reads and featurises `items` through the spectrogram cache in
+    /// [`cache::default_dir`]: computed (in parallel, [`cache::CHUNK`] clips at a time) and
+    /// written there the first time, mapped from there afterwards. Labels are indices into
+    /// `classes`; an item whose label is not there is an error naming the file. `labels`
+    /// are kept only when every item has one.
     pub fn load(
         items: &[AudioItem],
         mel_config: &MelConfig,
         frames: usize,
         classes: &[String],
     ) -> Result<Self> {
-        let mel = MelSpectrogram::new(mel_config)
-            .map_err(|m| Error::Usage(format!("data.audio.mel: {m}")))?;
-        let f = AudioFeatures {
-            mel: mel_config.clone(),
-            frames,
-            mean: 0.0,
-            std: 1.0,
-        };
+        Self::load_cached(items, mel_config, frames, classes, &cache::default_dir())
+    }
+
+    /// [`ClipSet::load`] with the cache in `cache_dir`.
+    pub fn load_cached(
+        items: &[AudioItem],
+        mel_config: &MelConfig,
+        frames: usize,
+        classes: &[String],
+        cache_dir: &Path,
+    ) -> Result<Self> {
+        let (mel, f) = spectrogram_features(mel_config, frames)?;
+        let labels = labels(items, classes)?;
+        let mapped = cache::load_or_build(cache_dir, items, mel_config, frames, |item| {
+            Ok(f.spectrogram(&mel, &load_clip(&item.path, mel_config.sample_rate)?))
+        })?;
+        Ok(Self {
+            kind: ClipKind::Spectrogram {
+                n_mels: mel_config.n_mels,
+                frames,
+            },
+            values: Values::Mapped(mapped),
+            labels,
+            paths: items.iter().map(|i| i.path.clone()).collect(),
+        })
+    }
+
+    /// [`ClipSet::load`] without the cache: every spectrogram computed (in parallel) and held
+    /// in memory.
+    pub fn load_in_memory(
+        items: &[AudioItem],
+        mel_config: &MelConfig,
+        frames: usize,
+        classes: &[String],
+    ) -> Result<Self> {
+        let (mel, f) = spectrogram_features(mel_config, frames)?;
         let specs: Vec<Vec<f32>> = items
             .par_iter()
             .map(|item| {
@@ -181,7 +247,8 @@ impl ClipSet {
 
     /// Reads `items` (in parallel) as waveforms at `sample_rate`, each cut or padded to
     /// `samples` ([`fit_length`]) and, with `normalize`, brought to zero mean and unit
-    /// variance (`Wav2Vec2FeatureExtractor`'s `do_normalize`). Labels as in [`ClipSet::load`].
+    /// variance (`Wav2Vec2FeatureExtractor`'s `do_normalize`); held in memory. Labels as in
+    /// [`ClipSet::load`].
     pub fn load_waveforms(
         items: &[AudioItem],
         sample_rate: u32,
@@ -208,36 +275,29 @@ impl ClipSet {
         clips: Vec<Vec<f32>>,
         classes: &[String],
     ) -> Result<Self> {
-        let labels = if !classes.is_empty() && items.iter().all(|i| i.label.is_some()) {
-            let labels = items
-                .iter()
-                .map(|i| {
-                    let l = i.label.as_deref().unwrap_or_default();
-                    classes
-                        .iter()
-                        .position(|c| c == l)
-                        .map(|p| p as u32)
-                        .ok_or_else(|| {
-                            Error::data(
-                                &i.path,
-                                format!(
-                                    "label `{l}` is not among the training split's classes ({})",
-                                    classes.join(", ")
-                                ),
-                            )
-                        })
-                })
-                .collect::<Result<Vec<u32>>>()?;
-            Some(labels)
-        } else {
-            None
-        };
         Ok(Self {
             kind,
-            values: clips.concat(),
-            labels,
+            values: Values::Memory(clips.concat()),
+            labels: labels(items, classes)?,
             paths: items.iter().map(|i| i.path.clone()).collect(),
         })
+    }
+
+    /// The cache file the values are mapped from, and whether it was reused (`None`: the
+    /// values are in memory).
+    pub fn cache_file(&self) -> Option<(&Path, bool)> {
+        match &self.values {
+            Values::Memory(_) => None,
+            Values::Mapped(m) => Some((&m.path, m.reused)),
+        }
+    }
+
+    /// Every clip's values, `[N * kind.size()]` row-major.
+    pub fn values(&self) -> &[f32] {
+        match &self.values {
+            Values::Memory(v) => v,
+            Values::Mapped(m) => m.values(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -251,21 +311,33 @@ impl ClipSet {
     /// One clip's values: a spectrogram `[n_mels * frames]` or samples `[samples]`.
     pub fn get(&self, i: usize) -> &[f32] {
         let n = self.kind.size();
-        &self.values[i * n..(i + 1) * n]
+        &self.values()[i * n..(i + 1) * n]
     }
 
     /// Mean and standard deviation of every log-mel value (the normalisation Audio-MAE and
-    /// AST compute over their training sets).
-    pub fn stats(&self) -> (f32, f32) {
-        let n = self.values.len().max(1) as f64;
-        let mean = self.values.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = self
-            .values
-            .iter()
-            .map(|&v| (v as f64 - mean).powi(2))
-            .sum::<f64>()
-            / n;
-        (mean as f32, var.sqrt().max(1e-6) as f32)
+    /// AST compute over their training sets), in one streaming pass in f64 (a mapped set is
+    /// read from its file, an error naming it), each value shifted by the first so that the
+    /// sum of squares does not cancel.
+    pub fn stats(&self) -> Result<(f32, f32)> {
+        let (mut shift, mut n, mut sum, mut squares) = (None, 0usize, 0f64, 0f64);
+        let mut add = |block: &[f32]| {
+            let k = *shift.get_or_insert(block.first().copied().unwrap_or_default() as f64);
+            for &v in block {
+                let d = v as f64 - k;
+                sum += d;
+                squares += d * d;
+            }
+            n += block.len();
+        };
+        match &self.values {
+            Values::Memory(v) => add(v),
+            Values::Mapped(m) => m.for_each_block(&mut add)?,
+        }
+        let n = n.max(1) as f64;
+        let mean = sum / n;
+        let var = (squares / n - mean * mean).max(0.0);
+        let mean = shift.unwrap_or_default() + mean;
+        Ok((mean as f32, var.sqrt().max(1e-6) as f32))
     }
 
     /// Normalised spectrograms `[B, n_mels, frames]` of the clips `idx`.
@@ -318,13 +390,60 @@ impl ClipSet {
     /// The first `n` clips.
     pub fn truncate(&mut self, n: usize) {
         if n < self.len() {
-            self.values.truncate(n * self.kind.size());
+            match &mut self.values {
+                Values::Memory(v) => v.truncate(n * self.kind.size()),
+                Values::Mapped(m) => m.truncate(n),
+            }
             self.paths.truncate(n);
             if let Some(l) = &mut self.labels {
                 l.truncate(n);
             }
         }
     }
+}
+
+/// The mel front end and unnormalised features of `mel_config` and `frames`.
+fn spectrogram_features(
+    mel_config: &MelConfig,
+    frames: usize,
+) -> Result<(MelSpectrogram, AudioFeatures)> {
+    let mel = MelSpectrogram::new(mel_config)
+        .map_err(|m| Error::Usage(format!("data.audio.mel: {m}")))?;
+    let f = AudioFeatures {
+        mel: mel_config.clone(),
+        frames,
+        mean: 0.0,
+        std: 1.0,
+    };
+    Ok((mel, f))
+}
+
+/// The items' labels as indices into `classes` when every item has one (an unknown label is
+/// an error naming the file), else `None`.
+fn labels(items: &[AudioItem], classes: &[String]) -> Result<Option<Vec<u32>>> {
+    if classes.is_empty() || !items.iter().all(|i| i.label.is_some()) {
+        return Ok(None);
+    }
+    let labels = items
+        .iter()
+        .map(|i| {
+            let l = i.label.as_deref().unwrap_or_default();
+            classes
+                .iter()
+                .position(|c| c == l)
+                .map(|p| p as u32)
+                .ok_or_else(|| {
+                    Error::data(
+                        &i.path,
+                        format!(
+                            "label `{l}` is not among the training split's classes ({})",
+                            classes.join(", ")
+                        ),
+                    )
+                })
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    Ok(Some(labels))
 }
 
 /// Pretraining batches of spectrograms: the normalised values of the sampled clips, made on
@@ -379,5 +498,146 @@ mod tests {
         };
         let mel = MelSpectrogram::new(&f.mel).unwrap();
         assert_eq!(mel.frames(f.clip_len()), 96);
+    }
+}
+
+/// The mapped spectrogram cache against in-memory featurisation, on the committed sample.
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+    use crate::modality::audio::dataset::{class_names, scan_folder};
+
+    fn sample(split: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("data/words-sample")
+            .join(split)
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn mapped_clips_equal_in_memory_ones_and_a_second_load_reuses_the_cache() {
+        let items = scan_folder(&sample("test")).unwrap();
+        let classes = class_names(&items);
+        let mel = MelConfig::default();
+        let cache = tempfile::tempdir().unwrap();
+        let memory = ClipSet::load_in_memory(&items, &mel, 96, &classes).unwrap();
+        let mapped = ClipSet::load_cached(&items, &mel, 96, &classes, cache.path()).unwrap();
+        assert_eq!(memory.cache_file(), None);
+        let (file, reused) = mapped.cache_file().unwrap();
+        assert!(!reused);
+        assert!(file.starts_with(cache.path()));
+        assert_eq!(mapped.len(), items.len());
+        assert_eq!(mapped.kind, memory.kind);
+        assert_eq!(mapped.labels, memory.labels);
+        assert_eq!(mapped.paths, memory.paths);
+        assert_eq!(bits(mapped.values()), bits(memory.values()));
+        for i in [0, 7, items.len() - 1] {
+            assert_eq!(bits(mapped.get(i)), bits(memory.get(i)));
+        }
+        // Statistics and batches agree too.
+        let (m0, s0) = memory.stats().unwrap();
+        let (m1, s1) = mapped.stats().unwrap();
+        assert_eq!((m0.to_bits(), s0.to_bits()), (m1.to_bits(), s1.to_bits()));
+        let f = AudioFeatures {
+            mel: mel.clone(),
+            frames: 96,
+            mean: m0,
+            std: s0,
+        };
+        let idx = [3, 1, 4, 1, 5];
+        assert_eq!(
+            bits(&mapped.normalised(&idx, &f).unwrap()),
+            bits(&memory.normalised(&idx, &f).unwrap())
+        );
+
+        // Unchanged files and settings: the same file, reused, nothing rewritten.
+        let modified = std::fs::metadata(file).unwrap().modified().unwrap();
+        let again = ClipSet::load_cached(&items, &mel, 96, &classes, cache.path()).unwrap();
+        assert_eq!(again.cache_file(), Some((file, true)));
+        assert_eq!(
+            std::fs::metadata(file).unwrap().modified().unwrap(),
+            modified
+        );
+        assert_eq!(bits(again.values()), bits(memory.values()));
+
+        // Other settings: another cache.
+        let other = ClipSet::load_cached(&items, &mel, 48, &classes, cache.path()).unwrap();
+        assert_ne!(other.cache_file().unwrap().0, file);
+
+        // Truncation keeps the first clips of the map.
+        let mut short = again.clone();
+        short.truncate(3);
+        assert_eq!(short.len(), 3);
+        assert_eq!(bits(short.values()), bits(&memory.values()[..3 * 64 * 96]));
+    }
+
+    #[test]
+    fn a_changed_file_makes_a_new_cache() {
+        let data = tempfile::tempdir().unwrap();
+        for word in ["down", "five"] {
+            let to = data.path().join(word);
+            std::fs::create_dir_all(&to).unwrap();
+            for e in std::fs::read_dir(sample("test").join(word)).unwrap() {
+                let p = e.unwrap().path();
+                std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        let items = scan_folder(data.path()).unwrap();
+        let classes = class_names(&items);
+        let mel = MelConfig::default();
+        let cache = tempfile::tempdir().unwrap();
+        let first = ClipSet::load_cached(&items, &mel, 96, &classes, cache.path()).unwrap();
+        let first_file = first.cache_file().unwrap().0.to_path_buf();
+        // Another word's recording under the first file's name: new content, size, mtime.
+        let replacement = std::fs::read_dir(sample("test").join("eight"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::copy(&replacement, &items[0].path).unwrap();
+        let second = ClipSet::load_cached(&items, &mel, 96, &classes, cache.path()).unwrap();
+        let (second_file, reused) = second.cache_file().unwrap();
+        assert!(!reused);
+        assert_ne!(second_file, first_file);
+        // The first cache is still intact; the new one holds the new clip.
+        assert_eq!(bits(first.get(1)), bits(second.get(1)));
+        assert_ne!(bits(first.get(0)), bits(second.get(0)));
+        let memory = ClipSet::load_in_memory(&items, &mel, 96, &classes).unwrap();
+        assert_eq!(bits(second.values()), bits(memory.values()));
+    }
+
+    #[test]
+    fn one_pass_stats_match_the_two_pass_ones() {
+        let values: Vec<f32> = (0..50_000)
+            .map(|i| -4.0 + (i as f32 * 0.013).sin() * 3.0)
+            .collect();
+        let set = ClipSet::from_values(
+            ClipKind::Waveform { samples: 500 },
+            values.clone(),
+            None,
+            (0..100)
+                .map(|i| PathBuf::from(format!("{i}.wav")))
+                .collect(),
+        )
+        .unwrap();
+        let n = values.len() as f64;
+        let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = values
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let (m, s) = set.stats().unwrap();
+        assert!((m as f64 - mean).abs() < 1e-6, "{m} vs {mean}");
+        assert!(
+            (s as f64 - var.sqrt()).abs() < 1e-6,
+            "{s} vs {}",
+            var.sqrt()
+        );
+        assert!(ClipSet::from_values(set.kind, vec![0.0; 3], None, set.paths.clone()).is_err());
     }
 }

@@ -9,6 +9,7 @@
 //! Everything works on mono `f32` samples in [-1, 1]; the parity tests against torchaudio are
 //! in `tests/audio_features.rs` (fixture made by `scripts/make_mel_fixture.py`).
 
+pub mod cache;
 pub mod classifier;
 pub mod clips;
 pub mod config;

@@ -209,7 +209,7 @@ pub fn prepare_spectrogram(
     };
     let (mean, std) = match (a.mean, a.std) {
         (Some(m), Some(s)) => (m, s),
-        _ => train.stats(),
+        _ => train.stats()?,
     };
     let mut features = AudioFeatures {
         mel: a.mel.clone(),
