@@ -9,6 +9,8 @@ pub mod mask;
 pub mod pack;
 pub mod recipe;
 pub mod run;
+pub mod shards;
+pub mod stream;
 pub mod tokenizer;
 
 pub use encoder::{MlmHead, TextConfig, TextEncoder, TextPositions};
