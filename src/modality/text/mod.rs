@@ -5,6 +5,7 @@
 pub mod classifier;
 pub mod corpus;
 pub mod encoder;
+pub mod mapped;
 pub mod mask;
 pub mod pack;
 pub mod recipe;
