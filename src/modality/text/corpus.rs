@@ -83,22 +83,25 @@ impl Default for JsonlFields {
 pub fn read_utf8(path: &Path) -> Result<String> {
     let bytes = crate::input::read(path)?;
     let mut text = String::from_utf8(bytes).map_err(|e| {
-        let u = e.utf8_error();
-        let at = u.valid_up_to();
-        let byte = e.as_bytes()[at];
+        let at = e.utf8_error().valid_up_to();
         let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-        Error::data(
-            path,
-            format!(
-                "not UTF-8: invalid byte 0x{byte:02x} at byte offset {at} (line {line}); \
-                 convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
-            ),
-        )
+        not_utf8(path, e.as_bytes()[at], at as u64, line)
     })?;
     if text.starts_with('\u{feff}') {
         text.drain(..'\u{feff}'.len_utf8());
     }
     Ok(text)
+}
+
+/// The error for a file that is not UTF-8: the first invalid byte, its offset and line.
+pub fn not_utf8(path: &Path, byte: u8, offset: u64, line: usize) -> Error {
+    Error::data(
+        path,
+        format!(
+            "not UTF-8: invalid byte 0x{byte:02x} at byte offset {offset} (line {line}); \
+             convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ),
+    )
 }
 
 /// Documents of one plain text file.
@@ -180,50 +183,60 @@ pub fn read_jsonl(path: impl AsRef<Path>, fields: &JsonlFields) -> Result<Vec<Do
     let text = read_utf8(path)?;
     let mut docs = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = |msg: String| Error::data(path, format!("line {n}: {msg}"));
-        let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| at(format!("not valid JSON: {e}")))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| at("expected a JSON object".into()))?;
-        let text = match obj.get(&fields.text) {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(other) => {
-                return Err(at(format!(
-                    "`{}` must be a string, found {other}",
-                    fields.text
-                )))
-            }
-            None => return Err(at(format!("no `{}` field", fields.text))),
-        };
-        let label = match obj.get(&fields.label) {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(serde_json::Value::Number(x)) if x.is_i64() || x.is_u64() => Some(x.to_string()),
-            Some(other) => {
-                return Err(at(format!(
-                    "`{}` must be a string or an integer, found {other}",
-                    fields.label
-                )))
-            }
-        };
-        if text.trim().is_empty() {
-            continue;
-        }
-        docs.push(Document {
-            text,
-            label,
-            origin: Origin {
-                path: path.to_path_buf(),
-                line: Some(n),
-            },
-        });
+        docs.extend(jsonl_document(path, i + 1, line, fields)?);
     }
     Ok(docs)
+}
+
+/// The document on line `n` (1-based) of a JSON-lines file; `None` for a blank line or an
+/// empty text.
+pub fn jsonl_document(
+    path: &Path,
+    n: usize,
+    line: &str,
+    fields: &JsonlFields,
+) -> Result<Option<Document>> {
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let at = |msg: String| Error::data(path, format!("line {n}: {msg}"));
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| at(format!("not valid JSON: {e}")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| at("expected a JSON object".into()))?;
+    let text = match obj.get(&fields.text) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(at(format!(
+                "`{}` must be a string, found {other}",
+                fields.text
+            )))
+        }
+        None => return Err(at(format!("no `{}` field", fields.text))),
+    };
+    let label = match obj.get(&fields.label) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(serde_json::Value::Number(x)) if x.is_i64() || x.is_u64() => Some(x.to_string()),
+        Some(other) => {
+            return Err(at(format!(
+                "`{}` must be a string or an integer, found {other}",
+                fields.label
+            )))
+        }
+    };
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Document {
+        text,
+        label,
+        origin: Origin {
+            path: path.to_path_buf(),
+            line: Some(n),
+        },
+    }))
 }
 
 /// The label names of a labelled set, sorted and deduplicated: class `i` is `names[i]`.

@@ -5,10 +5,13 @@
 pub mod classifier;
 pub mod corpus;
 pub mod encoder;
+pub mod mapped;
 pub mod mask;
 pub mod pack;
 pub mod recipe;
 pub mod run;
+pub mod shards;
+pub mod stream;
 pub mod tokenizer;
 
 pub use encoder::{MlmHead, TextConfig, TextEncoder, TextPositions};

@@ -82,18 +82,83 @@ impl TokenBlocks {
     }
 }
 
+/// Where pretraining batches come from: blocks in memory ([`TokenBlocks`]) or packed on
+/// demand from the token cache ([`super::shards::MappedBlocks`]).
+pub trait BlockSource: Send + Sync + 'static {
+    /// The blocks `indices`, in that order, in memory: a batch's rows. An index past the
+    /// end is an error.
+    fn gather_blocks(&self, indices: &[usize]) -> Result<TokenBlocks>;
+}
+
+impl BlockSource for TokenBlocks {
+    fn gather_blocks(&self, indices: &[usize]) -> Result<TokenBlocks> {
+        if let Some(&i) = indices.iter().find(|&&i| i >= self.len()) {
+            return Err(Error::Usage(format!(
+                "block {i} requested from {} blocks",
+                self.len()
+            )));
+        }
+        Ok(self.gather(indices))
+    }
+}
+
 /// Pretraining batches of blocks: the sampled blocks gathered, made on the training
 /// loader's thread ([`crate::train::loader`]). They are not masked here: masking draws from
 /// the training loop's RNG, on its thread.
-#[derive(Debug, Clone)]
-pub struct BlockBatches(pub Arc<TokenBlocks>);
+#[derive(Debug)]
+pub struct BlockBatches<B: BlockSource = TokenBlocks>(pub Arc<B>);
 
-impl MakeBatch for BlockBatches {
+impl<B: BlockSource> Clone for BlockBatches<B> {
+    fn clone(&self) -> Self {
+        BlockBatches(self.0.clone())
+    }
+}
+
+impl<B: BlockSource> MakeBatch for BlockBatches<B> {
     type Batch = TokenBlocks;
 
     fn make(&self, indices: &[usize], _epochs: &[usize]) -> Result<TokenBlocks> {
-        Ok(self.0.gather(indices))
+        self.0.gather_blocks(indices)
     }
+}
+
+/// Checks `max_len` for packing; the stream tokens a block holds.
+pub fn chunk_len(max_len: usize) -> Result<usize> {
+    if max_len < 3 {
+        return Err(Error::Usage(format!(
+            "max_len must be at least 3 (two specials and one token), found {max_len}"
+        )));
+    }
+    Ok(max_len - 2)
+}
+
+/// How many blocks a stream of `tokens` tokens packs into, `chunk` stream tokens a block
+/// (see the module doc for the rule).
+pub fn block_count(tokens: usize, chunk: usize) -> usize {
+    let full = tokens / chunk;
+    let rest = tokens % chunk;
+    let keep_rest = rest > 0 && (rest * 2 >= chunk || full == 0);
+    full + usize::from(keep_rest)
+}
+
+/// Appends one block to `out`: `[CLS] ids [SEP]`, padded to `out.seq_len`; `ids` and
+/// `words` are the block's share of the stream (at most `seq_len - 2` tokens).
+pub fn push_block(out: &mut TokenBlocks, tok: &TextTokenizer, ids: &[u32], words: &[Option<u32>]) {
+    let max_len = out.seq_len;
+    let real = ids.len() + 2;
+    out.ids.push(tok.cls_id());
+    out.ids.extend_from_slice(ids);
+    out.ids.push(tok.sep_id());
+    out.ids.resize(out.ids.len() + max_len - real, tok.pad_id());
+    out.word_ids.push(None);
+    out.word_ids.extend_from_slice(words);
+    out.word_ids.push(None);
+    out.word_ids
+        .resize(out.word_ids.len() + max_len - real, None);
+    out.attention_mask
+        .resize(out.attention_mask.len() + real, 1);
+    out.attention_mask
+        .resize(out.attention_mask.len() + max_len - real, 0);
 }
 
 /// Packs `docs` into blocks of exactly `max_len` tokens (see the module doc for the rule).
@@ -102,12 +167,7 @@ pub fn pack_blocks<S: AsRef<str>>(
     tok: &TextTokenizer,
     max_len: usize,
 ) -> Result<TokenBlocks> {
-    if max_len < 3 {
-        return Err(Error::Usage(format!(
-            "max_len must be at least 3 (two specials and one token), found {max_len}"
-        )));
-    }
-    let chunk = max_len - 2;
+    let chunk = chunk_len(max_len)?;
     let encoded = tok.encode_batch(docs, false)?;
 
     // The stream: documents separated by the separator, words numbered globally.
@@ -128,10 +188,7 @@ pub fn pack_blocks<S: AsRef<str>>(
         next_word += max_word.map_or(0, |m| m + 1);
     }
 
-    let full = ids.len() / chunk;
-    let rest = ids.len() % chunk;
-    let keep_rest = rest > 0 && (rest * 2 >= chunk || full == 0);
-    let n = full + usize::from(keep_rest);
+    let n = block_count(ids.len(), chunk);
     let mut out = TokenBlocks {
         seq_len: max_len,
         ids: Vec::with_capacity(n * max_len),
@@ -140,20 +197,7 @@ pub fn pack_blocks<S: AsRef<str>>(
     };
     for b in 0..n {
         let r = b * chunk..((b + 1) * chunk).min(ids.len());
-        let real = r.len() + 2;
-        out.ids.push(tok.cls_id());
-        out.ids.extend_from_slice(&ids[r.clone()]);
-        out.ids.push(tok.sep_id());
-        out.ids.resize(out.ids.len() + max_len - real, tok.pad_id());
-        out.word_ids.push(None);
-        out.word_ids.extend_from_slice(&words[r]);
-        out.word_ids.push(None);
-        out.word_ids
-            .resize(out.word_ids.len() + max_len - real, None);
-        out.attention_mask
-            .resize(out.attention_mask.len() + real, 1);
-        out.attention_mask
-            .resize(out.attention_mask.len() + max_len - real, 0);
+        push_block(&mut out, tok, &ids[r.clone()], &words[r]);
     }
     Ok(out)
 }

@@ -22,6 +22,8 @@ use crate::modality::text::corpus::{self, Document, JsonlFields, TextSplit};
 use crate::modality::text::encoder::{TextConfig, TextPositions};
 use crate::modality::text::mask::MlmMasker;
 use crate::modality::text::pack::{self, TokenBlocks};
+use crate::modality::text::shards::{self, MappedBlocks, TokenStream};
+use crate::modality::text::stream::Corpus;
 use crate::modality::text::tokenizer::TextTokenizer;
 use crate::objective::mlm::Mlm;
 use crate::objective::Objective;
@@ -48,8 +50,9 @@ pub struct Prepared {
     pub tokenizer: TextTokenizer,
     pub config: TextConfig,
     pub mlm: Mlm,
-    /// Shared with the training loader's thread.
-    pub train: Arc<TokenBlocks>,
+    /// The training corpus's blocks, packed on demand from its token cache; shared with the
+    /// training loader's thread.
+    pub train: Arc<MappedBlocks>,
     pub test: Option<TokenBlocks>,
     /// Downstream splits and class names, when the recipe has heads.
     pub labelled: Option<(Examples, Examples, Vec<String>)>,
@@ -95,6 +98,34 @@ fn documents(src: &DataSource, key: &str, file: &Path) -> Result<Vec<Document>> 
     Ok(docs)
 }
 
+/// The training corpus of a source, to be read one document at a time.
+fn train_corpus(src: &DataSource, key: &str, file: &Path) -> Result<Corpus> {
+    match src {
+        DataSource::Jsonl {
+            path,
+            text_field,
+            label_field,
+            limit,
+        } => {
+            let mut fields = JsonlFields::default();
+            if let Some(t) = text_field {
+                fields.text = t.clone();
+            }
+            if let Some(l) = label_field {
+                fields.label = l.clone();
+            }
+            Ok(Corpus::jsonl(path, fields, *limit))
+        }
+        DataSource::Text { path, limit } => Corpus::text(path, *limit),
+        _ => Err(crate::recipe::source::wrong_format(
+            file,
+            key,
+            src,
+            "text recipes read format = \"text\" or \"jsonl\"",
+        )),
+    }
+}
+
 /// The tokenizer a recipe asks for: the run's own (resuming), a file, the model source's,
 /// or one trained on the training documents.
 fn tokenizer(
@@ -103,7 +134,7 @@ fn tokenizer(
     file: &Path,
     run_dir: Option<&Path>,
     source_tokenizer: Option<&Path>,
-    train_docs: &[Document],
+    train: &Corpus,
 ) -> Result<TextTokenizer> {
     if let Some(saved) = run_dir
         .map(|d| d.join(TOKENIZER_FILE))
@@ -116,16 +147,10 @@ fn tokenizer(
             (Some(path), _) => TextTokenizer::from_file(path),
             (None, Some(kind)) => {
                 let started = Instant::now();
-                let tok = TextTokenizer::train(
-                    kind,
-                    t.vocab_size,
-                    t.lowercase,
-                    train_docs.iter().map(|d| d.text.as_str()),
-                )?;
+                let (tok, docs) = train.train_tokenizer(kind, t.vocab_size, t.lowercase)?;
                 eprintln!(
-                    "trained a {kind:?} tokenizer of {} tokens on {} documents in {:.1} s",
+                    "trained a {kind:?} tokenizer of {} tokens on {docs} documents in {:.1} s",
                     tok.vocab_size(),
-                    train_docs.len(),
                     started.elapsed().as_secs_f64()
                 );
                 Ok(tok)
@@ -148,6 +173,24 @@ fn tokenizer(
             )),
         },
     }
+}
+
+/// The training corpus tokenised: its token cache, reused or built.
+fn tokens(train: &Corpus, tok: &TextTokenizer, file: &Path) -> Result<TokenStream> {
+    let started = Instant::now();
+    let stream = TokenStream::open_or_build(&shards::cache_root(), train, tok)?;
+    if stream.documents() == 0 {
+        return Err(invalid(file, "data.train", "has no documents with text"));
+    }
+    eprintln!(
+        "{} the token cache {}: {} tokens from {} documents in {:.1} s",
+        if stream.reused() { "read" } else { "built" },
+        stream.dir().display(),
+        stream.len(),
+        stream.documents(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(stream)
 }
 
 /// The encoder a fresh run trains: the recipe's shape (post-norm, BERT's embeddings), the
@@ -192,14 +235,14 @@ pub fn prepare(
         },
         None => None,
     };
-    let train_docs = documents(&r.data.train, "data.train", file)?;
+    let train_corpus = train_corpus(&r.data.train, "data.train", file)?;
     let tok = tokenizer(
         r,
         text,
         file,
         run_dir,
         source.as_ref().and_then(|s| s.tokenizer.as_deref()),
-        &train_docs,
+        &train_corpus,
     )?;
     let config = match &source {
         Some(s) => {
@@ -258,7 +301,11 @@ pub fn prepare(
         }
         params.load_partial(&ours, Path::new(&s.origin))?;
     }
-    let train = Arc::new(pack::pack_blocks(&train_docs, &tok, max_len)?);
+    let train = Arc::new(MappedBlocks::new(
+        tokens(&train_corpus, &tok, file)?,
+        &tok,
+        max_len,
+    )?);
     let test = match &r.data.test {
         Some(t) => Some(pack::pack_blocks(
             &documents(t, "data.test", file)?,
@@ -368,7 +415,7 @@ impl Pipeline for Prepared {
         let idx: Vec<usize> = (0..b).collect();
         let batch = self
             .mlm
-            .mask(&self.train.gather(&idx), &Draws::fixed(r.seed, b))?;
+            .mask(&self.train.gather(&idx)?, &Draws::fixed(r.seed, b))?;
         let out = self.mlm.forward(&batch, &mut Mode::Eval)?;
         let loss = out.loss.to_scalar::<f32>()?;
         if !loss.is_finite() {

@@ -12,6 +12,7 @@ use crate::draws::Draws;
 use crate::error::{Error, Result};
 use crate::modality::text::encoder::TextEncoder;
 use crate::modality::text::pack::{BlockBatches, TokenBlocks};
+use crate::modality::text::shards::MappedBlocks;
 use crate::objective::mlm::{Mlm, MlmEval};
 use crate::params::ParamStore;
 use crate::run::PretrainStage;
@@ -27,7 +28,7 @@ const EVAL_BLOCKS: usize = 256;
 /// Masked language modelling on packed blocks.
 pub struct MlmTask<'a> {
     pub mlm: &'a Mlm,
-    pub blocks: Arc<TokenBlocks>,
+    pub blocks: Arc<MappedBlocks>,
     pub held_out: Option<&'a TokenBlocks>,
     pub device: Device,
     pub seed: u64,
@@ -96,13 +97,9 @@ impl TrainTask for MlmTask<'_> {
 
     fn infer(&self, params: &ParamStore, indices: &[usize]) -> Result<Option<Tensor>> {
         let t = self.blocks.seq_len;
-        let mut ids = Vec::with_capacity(indices.len() * t);
-        let mut mask = Vec::with_capacity(indices.len() * t);
-        for &i in indices {
-            let block = self.blocks.get(i);
-            ids.extend_from_slice(block.ids);
-            mask.extend(block.attention_mask.iter().map(|&a| a as f32));
-        }
+        let blocks = self.blocks.gather(indices)?;
+        let ids = blocks.ids;
+        let mask: Vec<f32> = blocks.attention_mask.iter().map(|&a| a as f32).collect();
         let ids = Tensor::from_vec(ids, (indices.len(), t), &self.device)?;
         let mask = Tensor::from_vec(mask, (indices.len(), t), &self.device)?;
         let text = TextEncoder::new(
