@@ -4,7 +4,7 @@
 //! costs page cache, not heap, whatever its size.
 //!
 //! # Where and under what name
-//! `$PRETEXT_CACHE/audio`, else `$XDG_CACHE_HOME/pretext/audio`, else
+//! `audio/` in the data cache: `$PRETEXT_CACHE_DIR/audio`, else `$XDG_CACHE_HOME/pretext/audio`, else
 //! `~/.cache/pretext/audio`, else `<temp dir>/pretext-cache/audio` ([`default_dir`]). A file
 //! is named `spec-<key>.f32`, the key hashing [`FORMAT_VERSION`], the crate version, the mel
 //! settings, the frame count and every input file's absolute path, size and modification
@@ -36,6 +36,7 @@ use std::time::{Duration, SystemTime};
 
 use memmap2::Mmap;
 use rayon::prelude::*;
+use sha2::{Digest, Sha256};
 
 use super::dataset::AudioItem;
 use super::mel::MelConfig;
@@ -110,56 +111,39 @@ impl Mapped {
     }
 }
 
-/// The folder caches go in when the caller names none (see the module documentation).
+/// The folder caches go in when the caller names none: `audio/` in the data cache
+/// ([`crate::modality::files::cache_root`]).
 pub fn default_dir() -> PathBuf {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    if let Some(p) = var("PRETEXT_CACHE") {
-        return p.join("audio");
-    }
-    if let Some(p) = var("XDG_CACHE_HOME") {
-        return p.join("pretext").join("audio");
-    }
-    if let Some(p) = var("HOME") {
-        return p.join(".cache").join("pretext").join("audio");
-    }
-    std::env::temp_dir().join("pretext-cache").join("audio")
+    crate::modality::files::cache_root().join("audio")
 }
 
-/// 128-bit FNV-1a (two 64-bit lanes with different offsets), as 32 hex digits: stable across
-/// Rust releases and platforms, unlike `DefaultHasher`.
-struct Fnv([u64; 2]);
+/// A key hasher: SHA-256, each field length-prefixed so that ("ab", "c") and ("a", "bc")
+/// differ; the first 16 bytes, as 32 hex digits.
+struct KeyHash(Sha256);
 
-impl Fnv {
+impl KeyHash {
     fn new() -> Self {
-        Fnv([0xcbf2_9ce4_8422_2325, 0x6c62_272e_07bb_0142])
+        KeyHash(Sha256::new())
     }
     fn bytes(&mut self, b: &[u8]) {
-        for lane in &mut self.0 {
-            for &x in b {
-                *lane ^= x as u64;
-                *lane = lane.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        }
-        // A separator, so ("ab", "c") and ("a", "bc") differ.
-        self.0[0] = self.0[0].wrapping_mul(31).wrapping_add(b.len() as u64);
-        self.0[1] = self.0[1].wrapping_mul(37).wrapping_add(b.len() as u64);
+        self.0.update((b.len() as u64).to_le_bytes());
+        self.0.update(b);
     }
     fn u64(&mut self, v: u64) {
         self.bytes(&v.to_le_bytes());
     }
-    fn hex(&self) -> String {
-        format!("{:016x}{:016x}", self.0[0], self.0[1])
+    fn hex(self) -> String {
+        self.0.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
 /// The cache key of `items` featurised with `mel` into `frames` frames: reads each file's
 /// metadata (an error names a file that cannot be read), not its contents.
 pub fn key(mel: &MelConfig, frames: usize, items: &[AudioItem]) -> Result<String> {
-    let mut h = Fnv::new();
+    let mut h = KeyHash::new();
     h.u64(FORMAT_VERSION as u64);
     h.bytes(env!("CARGO_PKG_VERSION").as_bytes());
     let mel_json = serde_json::to_string(mel)
@@ -211,7 +195,7 @@ where
         Error::data(
             dir,
             format!(
-                "cannot create the spectrogram cache folder ({e}); set PRETEXT_CACHE to a \
+                "cannot create the spectrogram cache folder ({e}); set PRETEXT_CACHE_DIR to a \
                  writable folder"
             ),
         )

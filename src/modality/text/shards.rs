@@ -20,8 +20,8 @@
 //! leaves a cache that looks complete; staging folders of processes no longer running are
 //! removed by the next build.
 //!
-//! The cache root is `$PRETEXT_CACHE_DIR`, else `$XDG_CACHE_HOME/pretext`, else
-//! `~/.cache/pretext` (with `text-tokens/` below it).
+//! The cache root is `text-tokens/` in the data cache (`$PRETEXT_CACHE_DIR`, else
+//! `$XDG_CACHE_HOME/pretext`, else `~/.cache/pretext`).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -108,18 +108,10 @@ fn shard_file(dir: &Path, i: usize, ext: &str) -> PathBuf {
     dir.join(format!("shard-{i:05}.{ext}"))
 }
 
-/// The default cache root (see the module doc).
+/// The default cache root: `text-tokens/` in the data cache
+/// ([`crate::modality::files::cache_root`]).
 pub fn cache_root() -> PathBuf {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    let base = var("PRETEXT_CACHE_DIR")
-        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("pretext")))
-        .or_else(|| var("HOME").map(|d| d.join(".cache").join("pretext")))
-        .unwrap_or_else(|| std::env::temp_dir().join("pretext-cache"));
-    base.join("text-tokens")
+    crate::modality::files::cache_root().join("text-tokens")
 }
 
 /// A tokenised corpus, mapped: the stream of [`pack::pack_blocks`] before it is cut.
