@@ -59,6 +59,21 @@ pub fn files_under(
     Ok(out)
 }
 
+/// Where prepared training data is cached (text token shards, spectrograms), each kind in a
+/// folder of its own below it: `$PRETEXT_CACHE_DIR`, else `$XDG_CACHE_HOME/pretext`, else
+/// `~/.cache/pretext`, else `pretext-cache` in the temporary folder.
+pub fn cache_root() -> PathBuf {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("PRETEXT_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("pretext")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache").join("pretext")))
+        .unwrap_or_else(|| std::env::temp_dir().join("pretext-cache"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,19 +92,4 @@ mod tests {
         assert!(err.contains("cls/up") && err.contains("loop"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
-}
-
-/// Where prepared training data is cached (text token shards, spectrograms), each kind in a
-/// folder of its own below it: `$PRETEXT_CACHE_DIR`, else `$XDG_CACHE_HOME/pretext`, else
-/// `~/.cache/pretext`, else `pretext-cache` in the temporary folder.
-pub fn cache_root() -> PathBuf {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    var("PRETEXT_CACHE_DIR")
-        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("pretext")))
-        .or_else(|| var("HOME").map(|d| d.join(".cache").join("pretext")))
-        .unwrap_or_else(|| std::env::temp_dir().join("pretext-cache"))
 }
