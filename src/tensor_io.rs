@@ -110,6 +110,27 @@ pub fn remove_stale_temps(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Removes the staging directories `.NAME{marker}PID` in `parent` whose process is no
+/// longer running (a process killed while filling one leaves it), saying on stderr what was
+/// removed and that it was `left by` what.
+pub fn remove_stale_dirs(parent: &Path, marker: &str, left_by: &str) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| owner_pid(n, marker)) else {
+            continue;
+        };
+        if entry.file_type().is_ok_and(|t| t.is_dir()) && !process_running(pid) {
+            let path = entry.path();
+            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+            eprintln!("removed {} (left by {left_by})", path.display());
+        }
+    }
+    Ok(())
+}
+
 /// Whether a process `pid` is running (this one is). Where that cannot be told (no
 /// `/proc`), only this process counts as running.
 pub fn process_running(pid: u32) -> bool {

@@ -94,25 +94,7 @@ const STAGING: &str = ".pretext-new";
 
 /// Removes staging directories in `parent` whose process is no longer running.
 fn remove_stale_staging(parent: &Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| crate::tensor_io::owner_pid(n, STAGING))
-        else {
-            continue;
-        };
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir && !crate::tensor_io::process_running(pid) {
-            let path = entry.path();
-            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
-            eprintln!("removed {} (left by an interrupted start)", path.display());
-        }
-    }
-    Ok(())
+    crate::tensor_io::remove_stale_dirs(parent, STAGING, "an interrupted start")
 }
 
 /// Removes the temporary files interrupted writes left anywhere in a run directory (its

@@ -327,27 +327,7 @@ fn map_exact(path: &Path, bytes: u64) -> Result<Mmap> {
 
 /// Removes the staging folders of builds whose process is no longer running.
 fn remove_stale_staging(root: &Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| crate::tensor_io::owner_pid(n, STAGING))
-        else {
-            continue;
-        };
-        if entry.file_type().is_ok_and(|t| t.is_dir()) && !crate::tensor_io::process_running(pid) {
-            let path = entry.path();
-            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
-            eprintln!(
-                "removed {} (left by an interrupted tokenisation)",
-                path.display()
-            );
-        }
-    }
-    Ok(())
+    crate::tensor_io::remove_stale_dirs(root, STAGING, "an interrupted tokenisation")
 }
 
 /// Tokenises `corpus` into shards in `dir` (created), manifest last.

@@ -58,6 +58,18 @@ pub struct Prepared {
     pub labelled: Option<(Examples, Examples, Vec<String>)>,
 }
 
+/// A JSON-lines source's field names: the recipe's, else the defaults.
+fn jsonl_fields(text: &Option<String>, label: &Option<String>) -> JsonlFields {
+    let mut fields = JsonlFields::default();
+    if let Some(t) = text {
+        fields.text = t.clone();
+    }
+    if let Some(l) = label {
+        fields.label = l.clone();
+    }
+    fields
+}
+
 /// The documents of a source (`limit` applied).
 fn documents(src: &DataSource, key: &str, file: &Path) -> Result<Vec<Document>> {
     let (mut docs, path) = match src {
@@ -66,16 +78,10 @@ fn documents(src: &DataSource, key: &str, file: &Path) -> Result<Vec<Document>> 
             text_field,
             label_field,
             ..
-        } => {
-            let mut fields = JsonlFields::default();
-            if let Some(t) = text_field {
-                fields.text = t.clone();
-            }
-            if let Some(l) = label_field {
-                fields.label = l.clone();
-            }
-            (corpus::read_jsonl(path, &fields)?, path)
-        }
+        } => (
+            corpus::read_jsonl(path, &jsonl_fields(text_field, label_field))?,
+            path,
+        ),
         DataSource::Text { path, .. } if path.is_dir() => {
             (corpus::read_text_dir(path, TextSplit::File)?, path)
         }
@@ -106,16 +112,11 @@ fn train_corpus(src: &DataSource, key: &str, file: &Path) -> Result<Corpus> {
             text_field,
             label_field,
             limit,
-        } => {
-            let mut fields = JsonlFields::default();
-            if let Some(t) = text_field {
-                fields.text = t.clone();
-            }
-            if let Some(l) = label_field {
-                fields.label = l.clone();
-            }
-            Ok(Corpus::jsonl(path, fields, *limit))
-        }
+        } => Ok(Corpus::jsonl(
+            path,
+            jsonl_fields(text_field, label_field),
+            *limit,
+        )),
         DataSource::Text { path, limit } => Corpus::text(path, *limit),
         _ => Err(crate::recipe::source::wrong_format(
             file,
