@@ -177,9 +177,12 @@ impl TokenStream {
             )
         })?;
         remove_stale_staging(root)?;
+        // Unique per build, also between threads of one process (tests run in parallel).
+        static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let staging = root.join(format!(
-            ".{}{STAGING}{}",
+            ".{}-{}{STAGING}{}",
             key.folder_name(),
+            BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             std::process::id()
         ));
         let built = build(&staging, corpus, tok, &key, shard_tokens).and_then(|()| {
