@@ -13,15 +13,15 @@
 # without the cache tokenises again). Each run is timed by `/usr/bin/time -v`; "first step" is
 # the time from its start to the first line of RUN/metrics.jsonl (step 1).
 #
-# Environment: BIN (default target/release/pretext), WORK (default /tmp/pretext-text-memory;
-# its runs/, cache/ and recipes are replaced, its corpus copies reused), TIMEOUT (seconds a
-# run may take, default 1800), MEM_LIMIT_KB (a `ulimit -v` for the runs; default none),
+# Environment: BIN (default target/release/pretext), WORK (default pretext-text-memory in the
+# temporary folder; its runs/, cache/ and recipes are replaced, its corpus copies reused),
+# TIMEOUT (seconds a run may take, default 1800), MEM_LIMIT_KB (a `ulimit -v` for the runs; default none),
 # RUNS (default "cold warm"). The token cache goes to $WORK/cache (PRETEXT_CACHE_DIR).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${BIN:-$ROOT/target/release/pretext}"
-WORK="${WORK:-/tmp/pretext-text-memory}"
+WORK="${WORK:-$(dirname "$(mktemp -u)")/pretext-text-memory}"
 TIMEOUT="${TIMEOUT:-1800}"
 RUNS="${RUNS:-cold warm}"
 FACTORS=("$@")

@@ -87,6 +87,25 @@ impl Shard {
     /// The whole batch, for a process training alone.
     pub const ALL: Shard = Shard { rank: 0, size: 1 };
 
+    /// This process's shard in `world`.
+    pub fn of(world: &dyn Collective) -> Self {
+        Shard {
+            rank: world.rank(),
+            size: world.size(),
+        }
+    }
+
+    /// Why a global batch of `batch` cannot be split over `size` ranks (each needs at least
+    /// one example), or `None` when it can.
+    pub fn too_small(batch: usize, size: usize) -> Option<String> {
+        (batch < size).then(|| {
+            format!(
+                "{batch} is the global batch, split over {size} processes: each needs at least \
+                 one example; raise it to {size} or more, or start fewer processes"
+            )
+        })
+    }
+
     /// This rank's rows of a global batch of `n`.
     pub fn rows(&self, n: usize) -> Range<usize> {
         (self.rank * n / self.size)..((self.rank + 1) * n / self.size)

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use serde::Serialize;
 
-use crate::dist;
+use crate::dist::{self, Shard};
 use crate::error::{Error, Result};
 use crate::modality::{audio, image, text};
 use crate::objective::mlm::MlmEval;
@@ -210,20 +210,10 @@ pub fn resume(run_dir: &Path, overrides: &[Override], opts: &RunOptions) -> Resu
 /// Data parallel, each rank needs at least one example of every batch: checked before
 /// anything is written.
 fn check_world(world: &dyn dist::Collective, r: &Recipe, file: &Path) -> Result<()> {
-    if r.train.steps > 0 && r.train.batch_size < world.size() {
-        return Err(invalid(
-            file,
-            "train.batch_size",
-            format!(
-                "{} is the global batch, split over {} processes: each needs at least one \
-                 example; raise it to {} or more, or start fewer processes",
-                r.train.batch_size,
-                world.size(),
-                world.size()
-            ),
-        ));
+    match Shard::too_small(r.train.batch_size, world.size()) {
+        Some(why) if r.train.steps > 0 => Err(invalid(file, "train.batch_size", why)),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Creates the run directory of a new run, complete with its resolved recipe, or nothing.
@@ -288,12 +278,7 @@ fn pretrain(p: &dyn Pipeline, r: &Recipe, run_dir: &Path, opts: &RunOptions) -> 
             world.rank(),
             world.size(),
             world.engine(),
-            dist::Shard {
-                rank: world.rank(),
-                size: world.size()
-            }
-            .rows(r.train.batch_size)
-            .len(),
+            Shard::of(&*world).rows(r.train.batch_size).len(),
             r.train.batch_size
         );
         setup.world = Some(world.clone());

@@ -226,14 +226,8 @@ impl<'a> Trainer<'a> {
         let rng_seed = setup.rng_seed.unwrap_or(setup.seed ^ 0x6d61_736b);
         let reduce = setup.world.is_some();
         let world = setup.world.unwrap_or_else(|| Arc::new(Single));
-        if cfg.batch_size < world.size() {
-            return Err(Error::Usage(format!(
-                "train.batch_size = {} is the global batch, split over {} processes: each \
-                 needs at least one example; raise it to {} or more, or start fewer processes",
-                cfg.batch_size,
-                world.size(),
-                world.size()
-            )));
+        if let Some(why) = Shard::too_small(cfg.batch_size, world.size()) {
+            return Err(Error::Usage(format!("train.batch_size = {why}")));
         }
         let (step, rng, position, saved_order) = match resume {
             Some(ckpt) => {
@@ -282,7 +276,7 @@ impl<'a> Trainer<'a> {
                     &sampler,
                     BatchShape {
                         size: cfg.batch_size,
-                        shard: shard(&*world),
+                        shard: Shard::of(&*world),
                     },
                 )?;
                 Order::Seeded(sampler)
@@ -329,7 +323,7 @@ impl<'a> Trainer<'a> {
     pub fn step(&mut self) -> Result<StepStats> {
         let cfg = self.cfg;
         let lr = self.schedule.lr(self.step);
-        let shard = shard(&*self.world);
+        let shard = Shard::of(&*self.world);
         let mut grads: Vec<Option<Tensor>> = vec![None; self.opt.vars().count()];
         let mut loss_sum = 0f64;
         for micro in 0..cfg.grad_accum {
@@ -527,14 +521,6 @@ pub fn train(
     }
     bar.finish();
     Ok(outcome(&trainer, last_loss))
-}
-
-/// This process's shard of every global batch.
-fn shard(world: &dyn Collective) -> Shard {
-    Shard {
-        rank: world.rank(),
-        size: world.size(),
-    }
 }
 
 fn progress_bar(total: usize, at: usize, label: &str) -> ProgressBar {

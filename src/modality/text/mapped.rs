@@ -52,13 +52,7 @@ impl MappedBlocks {
 
     /// The blocks `indices`, in that order, in memory.
     pub fn gather(&self, indices: &[usize]) -> Result<TokenBlocks> {
-        let n = indices.len() * self.seq_len;
-        let mut out = TokenBlocks {
-            seq_len: self.seq_len,
-            ids: Vec::with_capacity(n),
-            attention_mask: Vec::with_capacity(n),
-            word_ids: Vec::with_capacity(n),
-        };
+        let mut out = TokenBlocks::with_capacity(self.seq_len, indices.len());
         let (mut ids, mut words) = (
             Vec::with_capacity(self.chunk),
             Vec::with_capacity(self.chunk),

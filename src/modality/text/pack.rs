@@ -58,15 +58,20 @@ impl TokenBlocks {
         }
     }
 
-    /// The blocks `indices`, in that order: a batch's rows.
-    pub fn gather(&self, indices: &[usize]) -> TokenBlocks {
-        let n = indices.len() * self.seq_len;
-        let mut out = TokenBlocks {
-            seq_len: self.seq_len,
+    /// No blocks yet, with room for `rows` blocks of `seq_len` tokens.
+    pub fn with_capacity(seq_len: usize, rows: usize) -> Self {
+        let n = rows * seq_len;
+        TokenBlocks {
+            seq_len,
             ids: Vec::with_capacity(n),
             attention_mask: Vec::with_capacity(n),
             word_ids: Vec::with_capacity(n),
-        };
+        }
+    }
+
+    /// The blocks `indices`, in that order: a batch's rows.
+    pub fn gather(&self, indices: &[usize]) -> TokenBlocks {
+        let mut out = TokenBlocks::with_capacity(self.seq_len, indices.len());
         for &i in indices {
             let b = self.get(i);
             out.ids.extend_from_slice(b.ids);
@@ -189,12 +194,7 @@ pub fn pack_blocks<S: AsRef<str>>(
     }
 
     let n = block_count(ids.len(), chunk);
-    let mut out = TokenBlocks {
-        seq_len: max_len,
-        ids: Vec::with_capacity(n * max_len),
-        attention_mask: Vec::with_capacity(n * max_len),
-        word_ids: Vec::with_capacity(n * max_len),
-    };
+    let mut out = TokenBlocks::with_capacity(max_len, n);
     for b in 0..n {
         let r = b * chunk..((b + 1) * chunk).min(ids.len());
         push_block(&mut out, tok, &ids[r.clone()], &words[r]);
