@@ -25,6 +25,9 @@ pub struct ParamStore {
 struct Inner {
     seed: u64,
     vars: Mutex<BTreeMap<String, Var>>,
+    /// Prefixes of parameters the optimizer leaves alone (an EMA teacher's): saved and
+    /// restored with the rest, updated by their owner.
+    frozen: Mutex<Vec<String>>,
 }
 
 /// 64-bit FNV-1a: a stable hash of the parameter name (std's hasher is not stable).
@@ -74,6 +77,7 @@ impl ParamStore {
             inner: Arc::new(Inner {
                 seed,
                 vars: Mutex::new(BTreeMap::new()),
+                frozen: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -100,6 +104,25 @@ impl ParamStore {
     pub fn vars(&self) -> Vec<(String, Var)> {
         let vars = self.inner.vars.lock().expect("param store lock");
         vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Marks the parameters named `prefix*` as not trained by the optimizer: they are
+    /// checkpointed and restored like every other, and their owner sets them (a data2vec
+    /// teacher, an exponential moving average of the student).
+    pub fn freeze_prefix(&self, prefix: &str) {
+        let mut frozen = self.inner.frozen.lock().expect("param store lock");
+        if !frozen.iter().any(|p| p == prefix) {
+            frozen.push(prefix.to_string());
+        }
+    }
+
+    /// The parameters the optimizer trains: all but the frozen ones, sorted by name.
+    pub fn trainable_vars(&self) -> Vec<(String, Var)> {
+        let frozen = self.inner.frozen.lock().expect("param store lock").clone();
+        self.vars()
+            .into_iter()
+            .filter(|(k, _)| !frozen.iter().any(|p| k.starts_with(p.as_str())))
+            .collect()
     }
 
     /// Parameters whose name starts with `prefix`.

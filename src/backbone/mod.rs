@@ -485,6 +485,9 @@ impl Encoder {
         let mut h = x.to_dtype(compute)?;
         for layer in &self.layers {
             h = layer.forward(&h, bias.as_ref(), mode)?;
+            if let Mode::Layers(outputs) = mode {
+                outputs.push(h.to_dtype(x.dtype())?);
+            }
         }
         let h = h.to_dtype(x.dtype())?;
         match &self.norm {

@@ -145,6 +145,12 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 /// dropout masks are the same whichever batch, or process, it is computed in.
 pub enum Mode {
     Eval,
+    /// Evaluation that also records the output of every block an [`Encoder`] runs, in
+    /// order (what a data2vec teacher regresses to). Only the blocks of encoder stacks
+    /// record: run one stack per pass to read them as that stack's.
+    ///
+    /// [`Encoder`]: crate::backbone::Encoder
+    Layers(Vec<Tensor>),
     Train {
         draws: Draws,
         /// Dropout layers passed so far in this forward pass.
@@ -172,7 +178,7 @@ pub fn dropout(x: &Tensor, p: f64, mode: &mut Mode) -> Result<Tensor> {
             *site += 1;
             (*draws, *site - 1)
         }
-        Mode::Eval => return Ok(x.clone()),
+        Mode::Eval | Mode::Layers(_) => return Ok(x.clone()),
     };
     if p <= 0.0 {
         return Ok(x.clone());

@@ -116,23 +116,10 @@ impl Mlm {
     /// Masks every block of `blocks`, block `i` drawing from row `i`'s mask stream of
     /// `draws`: the model's input.
     pub fn mask(&self, blocks: &TokenBlocks, draws: &Draws) -> Result<MlmBatch> {
-        let (n, t) = (blocks.len(), blocks.seq_len);
-        let mut ids = Vec::with_capacity(n * t);
-        let mut mask = Vec::with_capacity(n * t);
-        let mut labels = Vec::with_capacity(n * t);
-        for i in 0..n {
-            let block = blocks.get(i);
-            let rng = &mut draws.rng(i, Purpose::Mask);
-            let (masked, l) = self.masker.apply(block.ids, block.word_ids, rng);
-            ids.extend(masked);
-            labels.extend(l);
-            mask.extend(block.attention_mask.iter().map(|&a| a as f32));
-        }
-        MlmBatch::new(
-            ids,
-            mask,
-            &labels,
-            (n, t),
+        mask_blocks(
+            &self.masker,
+            blocks,
+            draws,
             self.text.word_embeddings().device(),
         )
     }
@@ -168,6 +155,29 @@ impl Mlm {
             .to_scalar::<f32>()? as usize;
         Ok((loss, hits, n))
     }
+}
+
+/// Masks every block of `blocks` with `masker`, block `i` drawing from row `i`'s mask
+/// stream of `draws` (MLM's input, and data2vec's student's over text).
+pub fn mask_blocks(
+    masker: &MlmMasker,
+    blocks: &TokenBlocks,
+    draws: &Draws,
+    device: &Device,
+) -> Result<MlmBatch> {
+    let (n, t) = (blocks.len(), blocks.seq_len);
+    let mut ids = Vec::with_capacity(n * t);
+    let mut mask = Vec::with_capacity(n * t);
+    let mut labels = Vec::with_capacity(n * t);
+    for i in 0..n {
+        let block = blocks.get(i);
+        let rng = &mut draws.rng(i, Purpose::Mask);
+        let (masked, l) = masker.apply(block.ids, block.word_ids, rng);
+        ids.extend(masked);
+        labels.extend(l);
+        mask.extend(block.attention_mask.iter().map(|&a| a as f32));
+    }
+    MlmBatch::new(ids, mask, &labels, (n, t), device)
 }
 
 impl MlmEval {

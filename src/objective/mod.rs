@@ -6,6 +6,7 @@
 //! Every objective is an [`Objective`]: the training loop asks it for the loss of a batch
 //! and the pipeline for an evaluation pass (dry runs, reconstruction pictures).
 
+pub mod data2vec;
 pub mod mae;
 pub mod masking;
 pub mod mlm;
@@ -30,6 +31,15 @@ pub trait Objective {
     fn loss(&self, batch: &Self::Batch, draws: &Draws) -> Result<Tensor>;
     /// One pass in evaluation mode (masks drawn from `draws`, no dropout).
     fn evaluate(&self, batch: &Self::Batch, draws: &Draws) -> Result<Pass>;
+    /// Before the first training step, once the parameters hold their starting values
+    /// (`resumed`: a checkpoint's). See [`crate::train::TrainTask::start`].
+    fn start(&self, _resumed: bool) -> Result<()> {
+        Ok(())
+    }
+    /// After each optimizer step, `step` the steps now completed.
+    fn after_step(&self, _step: usize) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What an evaluation pass gives.

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::path::Path;
 
-use super::types::{ObjectiveSection, Recipe};
+use super::types::Recipe;
 use crate::backbone::EncoderConfig;
 use crate::error::{Error, Result};
 use crate::limits;
@@ -77,16 +77,17 @@ pub fn estimate(r: &Recipe) -> Option<Estimate> {
     }
     let fp = (r.data.modality.recipe().footprint)(r)?;
     let enc = r.model.encoder_config();
-    let decoder = match &r.objective {
-        Some(ObjectiveSection::Mae(m)) => Some(EncoderConfig {
-            dim: m.decoder.dim,
-            depth: m.decoder.depth,
-            heads: m.decoder.heads,
-            mlp_dim: m.decoder.mlp_dim.unwrap_or(m.decoder.dim.saturating_mul(4)),
+    let decoder = r
+        .objective
+        .as_ref()
+        .and_then(|o| o.decoder())
+        .map(|d| EncoderConfig {
+            dim: d.dim,
+            depth: d.depth,
+            heads: d.heads,
+            mlp_dim: d.mlp_dim.unwrap_or(d.dim.saturating_mul(4)),
             ..enc
-        }),
-        _ => None,
-    };
+        });
     // Saturating sums and products: every size here may come from a hostile recipe.
     let (add, mul) = (u128::saturating_add, u128::saturating_mul);
     let dec_params = decoder.as_ref().map_or(0, |d| {

@@ -131,6 +131,9 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
         "objective.mask_ratio",
         || format!("must be in (0, 1), found {}", o.mask_ratio()),
     )?;
+    if let super::ObjectiveSection::Data2vec(d) = o {
+        validate_data2vec(r, d, file)?;
+    }
     if let Some(d) = o.decoder() {
         check(
             d.mlp_dim != Some(0),
@@ -158,6 +161,44 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
     }
 
     validate_rest(r, file)
+}
+
+/// data2vec's own keys: the teacher's layers and decay, and masking keys of the modality.
+fn validate_data2vec(r: &Recipe, d: &super::objective::Data2vecSection, file: &Path) -> Result<()> {
+    let depth = r.model.depth;
+    check(
+        d.top_k
+            .is_none_or(|k| k >= 1 && (r.model.source.is_some() || k <= depth)),
+        file,
+        "objective.top_k",
+        || {
+            format!(
+                "{} must be between 1 and the model's depth ({depth})",
+                d.top_k.unwrap_or(0)
+            )
+        },
+    )?;
+    for (key, v) in [
+        ("objective.ema.start", d.ema.start),
+        ("objective.ema.end", d.ema.end),
+    ] {
+        check((0.0..=1.0).contains(&v), file, key, || {
+            format!("a decay must be in [0, 1], found {v}")
+        })?;
+    }
+    let text = r.data.modality == Modality::Text;
+    check(text || !d.whole_word, file, "objective.whole_word", || {
+        "only text masks words; patch grids take `masking`".into()
+    })?;
+    check(text || d.span.is_none(), file, "objective.span", || {
+        "only text masks spans of words; patch grids take `masking`".into()
+    })?;
+    check(
+        !text || d.masking == crate::objective::masking::Masking::Random,
+        file,
+        "objective.masking",
+        || "text masks tokens (`whole_word`, `span`), not patches: remove `masking`".into(),
+    )
 }
 
 /// `[train]` and the downstream heads.

@@ -159,8 +159,9 @@ fn recipe_normalize(run: &Path) -> Result<Option<Normalize>> {
     }))
 }
 
-/// A pretext run at one of its checkpoints: an MAE whole; for SimMIM, whose prediction head
-/// has no `transformers` counterpart here, the encoder alone (a `ViTModel` without pooler).
+/// A pretext run at one of its checkpoints: an MAE whole; for SimMIM and data2vec, whose
+/// heads have no `transformers` counterpart here, the encoder alone (a `ViTModel` without
+/// pooler).
 fn load_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<LoadedModel> {
     let recipe_path = run.join(dir::RECIPE_FILE);
     let loaded = crate::recipe::load(&recipe_path, &[])?;
@@ -183,6 +184,17 @@ fn load_run(run: &Path, checkpoint: &Path, device: &Device) -> Result<LoadedMode
                     mask_ratio: cfg.mask_ratio,
                     norm_pix_loss: cfg.norm_pix_loss,
                 },
+            }
+        }
+        ObjectiveKind::Data2vec => {
+            // The student's encoder: neither the teacher nor the decoder has a
+            // `transformers` counterpart.
+            model.retain(|name, _| name.starts_with("vit."));
+            ModelSpec {
+                geometry: crate::modality::image::run::pretrain::geometry(&image),
+                encoder: r.model.encoder_config(),
+                positions: Positions::Sincos,
+                kind: Kind::Encoder { pooler: None },
             }
         }
         ObjectiveKind::Simmim => {

@@ -52,6 +52,17 @@ pub trait TrainTask {
     fn on_checkpoint(&self, _step: usize, _run_dir: &Path) -> Result<()> {
         Ok(())
     }
+    /// Runs once when the trainer is made, after a checkpoint's state is loaded
+    /// (`resumed`), on every rank: a task sets up state derived from the parameters (a
+    /// data2vec teacher starts as a copy of the student).
+    fn start(&self, _resumed: bool) -> Result<()> {
+        Ok(())
+    }
+    /// Runs after each optimizer step, `step` the steps now completed (a data2vec teacher
+    /// moves towards the student).
+    fn after_step(&self, _step: usize) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A micro-batch's loss: a mean over `weight` units (examples, or the masked tokens MLM
@@ -218,7 +229,7 @@ impl<'a> Trainer<'a> {
                  kernels, about 20x slower than fp32 here; it is meant for GPUs"
             );
         }
-        let mut opt = AdamW::new(params.vars(), &cfg.optimizer)?;
+        let mut opt = AdamW::new(params.trainable_vars(), &cfg.optimizer)?;
         if let Some(scale) = setup.lr_scale {
             opt.set_lr_scales(scale);
         }
@@ -229,6 +240,7 @@ impl<'a> Trainer<'a> {
         if let Some(why) = Shard::too_small(cfg.batch_size, world.size()) {
             return Err(Error::Usage(format!("train.batch_size = {why}")));
         }
+        let resumed = resume.is_some();
         let (step, rng, position, saved_order) = match resume {
             Some(ckpt) => {
                 params.load_tensors(&ckpt.model, &ckpt.path)?;
@@ -282,6 +294,7 @@ impl<'a> Trainer<'a> {
                 Order::Seeded(sampler)
             }
         };
+        task.start(resumed)?;
         Ok(Self {
             task,
             params,
@@ -370,6 +383,7 @@ impl<'a> Trainer<'a> {
         };
         self.opt.step(&grads, lr)?;
         self.step += 1;
+        self.task.after_step(self.step)?;
         Ok(StepStats {
             loss: (loss_sum / cfg.grad_accum as f64) as f32,
             lr,

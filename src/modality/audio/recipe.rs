@@ -12,10 +12,11 @@ use crate::recipe::memory::Footprint;
 use crate::recipe::source::{sources, DataSource};
 use crate::recipe::{check, ModalityRecipe, ObjectiveKind, Recipe};
 
-/// Audio pretrains with Audio-MAE on spectrograms (nothing with a waveform `model.source`).
+/// Audio pretrains with Audio-MAE or data2vec on spectrograms (nothing with a waveform
+/// `model.source`).
 pub const RECIPE: ModalityRecipe = ModalityRecipe {
     name: "audio",
-    objectives: &[ObjectiveKind::Mae],
+    objectives: &[ObjectiveKind::Mae, ObjectiveKind::Data2vec],
     validate,
     footprint,
 };

@@ -11,10 +11,14 @@ use crate::recipe::memory::Footprint;
 use crate::recipe::source::{sources, DataSource};
 use crate::recipe::{check, ModalityRecipe, ObjectiveKind, Recipe};
 
-/// Images pretrain with MAE or SimMIM.
+/// Images pretrain with MAE, SimMIM or data2vec.
 pub const RECIPE: ModalityRecipe = ModalityRecipe {
     name: "image",
-    objectives: &[ObjectiveKind::Mae, ObjectiveKind::Simmim],
+    objectives: &[
+        ObjectiveKind::Mae,
+        ObjectiveKind::Simmim,
+        ObjectiveKind::Data2vec,
+    ],
     validate,
     footprint,
 };

@@ -11,10 +11,10 @@ use crate::recipe::memory::Footprint;
 use crate::recipe::source::{sources, DataSource};
 use crate::recipe::{check, ModalityRecipe, ObjectiveKind, Recipe};
 
-/// Text pretrains with masked-language modelling.
+/// Text pretrains with masked-language modelling or data2vec.
 pub const RECIPE: ModalityRecipe = ModalityRecipe {
     name: "text",
-    objectives: &[ObjectiveKind::Mlm],
+    objectives: &[ObjectiveKind::Mlm, ObjectiveKind::Data2vec],
     validate,
     footprint,
 };

@@ -22,10 +22,12 @@ use crate::modality::audio::clips::{AudioFeatures, ClipSet};
 pub use crate::modality::audio::config::AudioRunConfig;
 use crate::modality::audio::dataset::{self, AudioItem};
 use crate::modality::audio::encoder::SpectrogramGeometry;
+use crate::objective::data2vec::patch::{AudioData2vec, AudioData2vecConfig};
 use crate::objective::mae::{AudioMae, AudioMaeConfig};
+use crate::objective::masking::GridMasker;
 use crate::objective::Objective;
 use crate::params::ParamStore;
-use crate::recipe::{AudioSection, DataSource, Recipe};
+use crate::recipe::{AudioSection, DataSource, ObjectiveSection, Recipe};
 use crate::run::classify::Task;
 use crate::run::downstream::DownstreamTask;
 use crate::run::{invalid, Model, Pipeline, PretrainStage};
@@ -39,7 +41,10 @@ pub const CONFIG_FILE: &str = "audio-config.json";
 pub struct Prepared {
     pub model: Model,
     pub config: AudioRunConfig,
-    pub mae: AudioMae,
+    /// Audio-MAE or data2vec over the spectrogram encoder (`audio.`).
+    pub objective: Box<dyn Objective<Batch = candle_core::Tensor>>,
+    /// The masker the objective draws with.
+    pub masker: GridMasker,
     /// Shared with the training loader's thread.
     pub train: Arc<ClipSet>,
     pub test: Option<ClipSet>,
@@ -165,6 +170,43 @@ pub fn mae_config(r: &Recipe, a: &AudioSection) -> Result<AudioMaeConfig> {
     })
 }
 
+/// The data2vec configuration a recipe describes.
+pub fn data2vec_config(r: &Recipe, a: &AudioSection) -> Result<AudioData2vecConfig> {
+    let ObjectiveSection::Data2vec(d) = r.objective()? else {
+        return Err(Error::Usage("objective.kind: not \"data2vec\"".into()));
+    };
+    Ok(AudioData2vecConfig {
+        geometry: geometry(a),
+        decoder: crate::modality::image::run::pretrain::decoder_config(r)?,
+        encoder: r.model.encoder_config(),
+        mask_ratio: d.mask_ratio_for(false),
+        masking: d.masking,
+        top_k: d.top_k_for(r.model.depth),
+        ema: d.ema_schedule(r.train.steps),
+    })
+}
+
+/// The recipe's objective over spectrograms, its parameters in `params`, and its masker.
+fn objective(
+    r: &Recipe,
+    a: &AudioSection,
+    params: &ParamStore,
+    device: &Device,
+) -> Result<(Box<dyn Objective<Batch = candle_core::Tensor>>, GridMasker)> {
+    Ok(match r.objective()? {
+        ObjectiveSection::Data2vec(_) => {
+            let d = AudioData2vec::new(&data2vec_config(r, a)?, params, device)?;
+            let masker = *d.masker();
+            (Box::new(d), masker)
+        }
+        _ => {
+            let mae = AudioMae::new(&mae_config(r, a)?, params.var_builder(device))?;
+            let masker = *mae.masker();
+            (Box::new(mae), masker)
+        }
+    })
+}
+
 /// An audio recipe's pipeline: the downstream heads on a waveform model when
 /// `model.source` is one, Audio-MAE on spectrograms otherwise.
 pub fn prepare(
@@ -228,7 +270,7 @@ pub fn prepare_spectrogram(
         encoder: r.model.encoder_config(),
     };
     let params = ParamStore::new(r.seed);
-    let mae = AudioMae::new(&mae_config(r, a)?, params.var_builder(&device))?;
+    let (objective, masker) = objective(r, a, &params, &device)?;
     let labelled = match labelled_items {
         Some((tr, te)) => Some((load(&tr)?, load(&te)?)),
         None => None,
@@ -237,10 +279,11 @@ pub fn prepare_spectrogram(
         model: Model {
             device,
             params,
-            encoder_prefix: mae.encoder_prefix(),
+            encoder_prefix: objective.encoder_prefix(),
         },
         config,
-        mae,
+        objective,
+        masker,
         train,
         test,
         labelled,
@@ -260,7 +303,9 @@ pub fn prepare_spectrogram(
 impl Prepared {
     fn task(&self, seed: u64) -> AudioMaeTask<'_> {
         AudioMaeTask {
-            mae: &self.mae,
+            objective: &*self.objective,
+            geometry: self.config.geometry,
+            encoder: self.config.encoder.clone(),
             train: self.train.clone(),
             preview: self.test.as_ref().unwrap_or(&*self.train),
             features: &self.config.features,
@@ -318,7 +363,7 @@ impl Pipeline for Prepared {
         let g = &self.config.geometry;
         let f = &self.config.features;
         let mut report = format!(
-            "recipe `{}` is valid\n  train: {} clips{}\n  features: {} log-mel bands x {} frames ({:.2} s at {} Hz), normalised with mean {:.3}, std {:.3}\n  model: audio-mae, {} parameters ({} in the encoder)\n  batch: spectrograms {:?} -> {} of {} patches ({} time x {} frequency) removed ({:?}) -> prediction {:?}\n  initial loss: {loss:.4}\n",
+            "recipe `{}` is valid\n  train: {} clips{}\n  features: {} log-mel bands x {} frames ({:.2} s at {} Hz), normalised with mean {:.3}, std {:.3}\n  model: {}, {} parameters ({} in the encoder)\n  batch: spectrograms {:?} -> {} of {} patches ({} time x {} frequency) removed ({:?}) -> {}\n  initial loss: {loss:.4}\n",
             r.name,
             self.train.len(),
             self.test
@@ -330,15 +375,22 @@ impl Pipeline for Prepared {
             f.mel.sample_rate,
             f.mean,
             f.std,
+            match r.objective()? {
+                ObjectiveSection::Data2vec(_) => "data2vec",
+                _ => "audio-mae",
+            },
             self.model.params.num_params(),
             self.model.params.num_params_with_prefix(self.model.encoder_prefix),
             spec.dims(),
-            self.mae.masker().num_masked(),
+            self.masker.num_masked(),
             g.num_patches(),
             g.time_patches(),
             g.freq_patches(),
-            self.mae.config().masking,
-            rec.patches.dims(),
+            r.objective()?.masking(),
+            match &rec {
+                Some(rec) => format!("prediction {:?}", rec.patches.dims()),
+                None => "the teacher's targets at the removed patches".to_string(),
+            },
         );
         if let Some((train, test)) = self.heads_data(r) {
             let names = &self.classes;

@@ -1,18 +1,18 @@
-//! Audio-MAE pretraining on the training clips, with reconstruction pictures (original,
-//! masked, reconstructed spectrograms) at every checkpoint.
+//! Audio-MAE or data2vec pretraining on the training clips, with reconstruction pictures
+//! (original, masked, reconstructed spectrograms) at every checkpoint where the objective
+//! reconstructs.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 
-use crate::backbone::Mode;
+use crate::backbone::{EncoderConfig, Mode};
 use crate::draws::Draws;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::modality::audio::clips::{AudioFeatures, ClipSet, SpectrogramBatches};
-use crate::modality::audio::encoder::{unpatchify, SpectrogramEncoder};
+use crate::modality::audio::encoder::{unpatchify, SpectrogramEncoder, SpectrogramGeometry};
 use crate::modality::image::grid::save_grid;
-use crate::objective::mae::AudioMae;
 use crate::objective::{Objective, Reconstruction};
 use crate::params::ParamStore;
 use crate::run::PretrainStage;
@@ -24,9 +24,12 @@ use crate::train::{Loss, TrainTask};
 /// Clips shown in the reconstruction pictures.
 const PREVIEW_CLIPS: usize = 8;
 
-/// Audio-MAE on the training clips.
+/// Audio-MAE or data2vec on the training clips.
 pub struct AudioMaeTask<'a> {
-    pub mae: &'a AudioMae,
+    /// Audio-MAE or data2vec.
+    pub objective: &'a dyn Objective<Batch = Tensor>,
+    pub geometry: SpectrogramGeometry,
+    pub encoder: EncoderConfig,
     pub train: Arc<ClipSet>,
     /// Clips shown in the reconstruction pictures.
     pub preview: &'a ClipSet,
@@ -55,24 +58,25 @@ impl AudioMaeTask<'_> {
         set: &ClipSet,
         idx: &[usize],
         draws: &Draws,
-    ) -> Result<(Tensor, Tensor, Reconstruction)> {
+    ) -> Result<(Tensor, Tensor, Option<Reconstruction>)> {
         let spec = set.batch(idx, self.features, &self.device)?;
-        let pass = self.mae.evaluate(&spec, draws)?;
-        let rec = pass
-            .reconstruction
-            .ok_or_else(|| Error::Usage("Audio-MAE gave no reconstruction".into()))?;
-        Ok((spec, pass.loss, rec))
+        let pass = self.objective.evaluate(&spec, draws)?;
+        Ok((spec, pass.loss, pass.reconstruction))
     }
 
     /// Original, masked (removed patches blank) and reconstructed spectrograms (kept patches
-    /// as they were, removed ones predicted), one row each.
-    pub fn reconstruction_rows(&self) -> Result<Vec<Tensor>> {
+    /// as they were, removed ones predicted), one row each; `None` for an objective that
+    /// reconstructs nothing (data2vec).
+    pub fn reconstruction_rows(&self) -> Result<Option<Vec<Tensor>>> {
         let n = PREVIEW_CLIPS.min(self.preview.len());
         let idx: Vec<usize> = (0..n).collect();
         // The same masks at every checkpoint, so pictures are comparable over training.
         let draws = Draws::fixed(self.seed ^ 0x6175_6469, n);
         let (spec, _, rec) = self.evaluate(self.preview, &idx, &draws)?;
-        let g = &self.mae.config().geometry;
+        let Some(rec) = rec else {
+            return Ok(None);
+        };
+        let g = &self.geometry;
         let pred = unpatchify(&rec.patches, g)?;
         let mask = unpatchify(&rec.mask.unsqueeze(2)?.repeat((1, 1, g.patch_dim()))?, g)?;
         let keep = (1.0 - &mask)?;
@@ -84,7 +88,8 @@ impl AudioMaeTask<'_> {
         [spec, masked, recon]
             .iter()
             .map(|x| picture(x, (lo, hi)))
-            .collect()
+            .collect::<Result<_>>()
+            .map(Some)
     }
 }
 
@@ -107,25 +112,35 @@ impl TrainTask for AudioMaeTask<'_> {
             .features
             .values_to_tensor(values, indices.len(), &self.device)?;
         Ok(Loss::per_example(
-            self.mae.loss(&spec, draws)?,
+            self.objective.loss(&spec, draws)?,
             indices.len(),
         ))
     }
 
     fn infer(&self, params: &ParamStore, indices: &[usize]) -> Result<Option<Tensor>> {
         let spec = self.train.batch(indices, self.features, &self.device)?;
-        let cfg = self.mae.config();
         let enc = SpectrogramEncoder::new(
-            cfg.geometry,
-            &cfg.encoder,
+            self.geometry,
+            &self.encoder,
             params.frozen_var_builder(&self.device).pp("audio"),
         )?;
         Ok(Some(enc.forward(&spec, &mut Mode::Eval)?))
     }
 
+    fn start(&self, resumed: bool) -> Result<()> {
+        self.objective.start(resumed)
+    }
+
+    fn after_step(&self, step: usize) -> Result<()> {
+        self.objective.after_step(step)
+    }
+
     fn on_checkpoint(&self, step: usize, run_dir: &Path) -> Result<()> {
+        let Some(rows) = self.reconstruction_rows()? else {
+            return Ok(());
+        };
         save_grid(
-            &self.reconstruction_rows()?,
+            &rows,
             3,
             &run_dir
                 .join("pictures")

@@ -92,7 +92,7 @@ pub fn prepare(r: &Recipe, file: &Path, device: Device) -> Result<Prepared> {
         .map(|t| load_images(t, "data.test", &image, file))
         .transpose()?;
     let params = ParamStore::new(r.seed);
-    let objective = pretrain::objective(r, &image, params.var_builder(&device))?;
+    let objective = pretrain::objective(r, &image, &params, &device)?;
     Ok(Prepared {
         model: Model {
             device,
@@ -191,7 +191,7 @@ impl Pipeline for Prepared {
             .params
             .num_params_with_prefix(self.model.encoder_prefix);
         let mut report = format!(
-            "recipe `{}` is valid\n  train: {} images{}\n  model: {:?}, {} parameters ({} in the encoder)\n  batch: images {:?} -> {} of {} patches removed ({:?}) -> prediction {:?}\n  initial loss: {loss:.4}\n",
+            "recipe `{}` is valid\n  train: {} images{}\n  model: {:?}, {} parameters ({} in the encoder)\n  batch: images {:?} -> {} of {} patches removed ({:?}) -> {}\n  initial loss: {loss:.4}\n",
             r.name,
             self.train.len,
             self.test.as_ref().map_or(String::new(), |t| format!(", test: {} images", t.len)),
@@ -202,7 +202,10 @@ impl Pipeline for Prepared {
             pretrain::masker(r, &self.image)?.num_masked(),
             self.image.size / self.image.patch * (self.image.size / self.image.patch),
             r.objective()?.masking(),
-            pretrain::reconstruction(pass)?.patches.dims(),
+            match &pass.reconstruction {
+                Some(rec) => format!("prediction {:?}", rec.patches.dims()),
+                None => "the teacher's targets at the removed patches".to_string(),
+            },
         );
         let encoder = pretrain::frozen_encoder(
             &self.model.params,

@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use candle_nn::VarBuilder;
 
 use crate::backbone::{Activation, EncoderConfig, Mode, NormPosition};
 use crate::draws::Draws;
@@ -16,12 +15,13 @@ use crate::modality::image::dataset::ImageDataset;
 use crate::modality::image::grid::save_grid;
 use crate::modality::image::patch::unpatchify;
 use crate::modality::image::{ImageEncoder, ImageGeometry};
+use crate::objective::data2vec::patch::{ImageData2vec, ImageData2vecConfig};
 use crate::objective::mae::{ImageMae, ImageMaeConfig};
 use crate::objective::masking::GridMasker;
 use crate::objective::simmim::{SimMim, SimMimConfig};
-use crate::objective::{Objective, Pass, Reconstruction};
+use crate::objective::Objective;
 use crate::params::ParamStore;
-use crate::recipe::{DataSection, ImageSection, ObjectiveKind, Recipe};
+use crate::recipe::{DataSection, ImageSection, ObjectiveKind, ObjectiveSection, Recipe};
 use crate::train::loader::BatchShape;
 use crate::train::loader::TaskLoader;
 use crate::train::sampler::Sampler;
@@ -80,6 +80,22 @@ pub fn simmim_config(r: &Recipe, img: &ImageSection) -> Result<SimMimConfig> {
     })
 }
 
+/// The data2vec configuration a recipe describes.
+pub fn data2vec_config(r: &Recipe, img: &ImageSection) -> Result<ImageData2vecConfig> {
+    let ObjectiveSection::Data2vec(d) = r.objective()? else {
+        return Err(Error::Usage("objective.kind: not \"data2vec\"".into()));
+    };
+    Ok(ImageData2vecConfig {
+        geometry: geometry(img),
+        encoder: r.model.encoder_config(),
+        decoder: decoder_config(r)?,
+        mask_ratio: d.mask_ratio_for(false),
+        masking: d.masking,
+        top_k: d.top_k_for(r.model.depth),
+        ema: d.ema_schedule(r.train.steps),
+    })
+}
+
 /// The recipe's masker (the one its objective draws with).
 pub fn masker(r: &Recipe, img: &ImageSection) -> Result<GridMasker> {
     Ok(GridMasker::image(
@@ -104,18 +120,25 @@ pub fn augment(data: &DataSection, seed: u64) -> Option<Augment> {
 }
 
 /// The recipe's pretraining objective, over images `[B, C, H, W]`, with the shared image
-/// encoder under `vit.`.
+/// encoder under `vit.`, its parameters in `params`.
 pub fn objective(
     r: &Recipe,
     img: &ImageSection,
-    vb: VarBuilder,
+    params: &ParamStore,
+    device: &Device,
 ) -> Result<Box<dyn Objective<Batch = Tensor>>> {
+    let vb = params.var_builder(device);
     Ok(match r.objective()?.kind() {
         ObjectiveKind::Mae => Box::new(ImageMae::new(&mae_config(r, img)?, vb)?),
         ObjectiveKind::Simmim => Box::new(SimMim::new(&simmim_config(r, img)?, vb)?),
+        ObjectiveKind::Data2vec => Box::new(ImageData2vec::new(
+            &data2vec_config(r, img)?,
+            params,
+            device,
+        )?),
         ObjectiveKind::Mlm => {
             return Err(Error::Usage(
-                "`mlm` is a text objective; images use `mae` or `simmim`".into(),
+                "`mlm` is a text objective; images use `mae`, `simmim` or `data2vec`".into(),
             ))
         }
     })
@@ -176,8 +199,9 @@ impl<'a> PretrainTask<'a> {
     }
 
     /// Rows: original, masked (removed patches grey), reconstruction (visible patches
-    /// kept, removed ones predicted) — `[N, C, H, W]` each, in [0, 1].
-    pub fn reconstruction_rows(&self, n: usize) -> Result<Vec<Tensor>> {
+    /// kept, removed ones predicted) — `[N, C, H, W]` each, in [0, 1]; `None` for an
+    /// objective that reconstructs no pixels (data2vec).
+    pub fn reconstruction_rows(&self, n: usize) -> Result<Option<Vec<Tensor>>> {
         let n = n.min(self.preview.len);
         let idx: Vec<usize> = (0..n).collect();
         let imgs = self
@@ -185,7 +209,9 @@ impl<'a> PretrainTask<'a> {
             .batch(&idx, &self.image.mean, &self.image.std, &self.device)?;
         // The same masks at every checkpoint, so pictures are comparable over training.
         let draws = Draws::fixed(self.seed ^ 0x7069_6373, n);
-        let out = reconstruction(self.objective.evaluate(&imgs, &draws)?)?;
+        let Some(out) = self.objective.evaluate(&imgs, &draws)?.reconstruction else {
+            return Ok(None);
+        };
         let p = self.image.patch;
         let c = self.image.channels;
         let pred = unpatchify(&out.patches, p, c)?;
@@ -195,14 +221,8 @@ impl<'a> PretrainTask<'a> {
         let original = self.denormalise(&imgs)?;
         let masked = ((&original * &keep)? + (&mask * 0.5)?)?;
         let recon = ((&original * &keep)? + (self.denormalise(&pred)? * &mask)?)?;
-        Ok(vec![original, masked, recon])
+        Ok(Some(vec![original, masked, recon]))
     }
-}
-
-/// The reconstruction of a pass of an image objective (MAE and SimMIM reconstruct).
-pub fn reconstruction(pass: Pass) -> Result<Reconstruction> {
-    pass.reconstruction
-        .ok_or_else(|| Error::Usage("this objective does not reconstruct images".into()))
 }
 
 impl TrainTask for PretrainTask<'_> {
@@ -212,6 +232,14 @@ impl TrainTask for PretrainTask<'_> {
 
     fn begin(&self, sampler: &Sampler, shape: BatchShape) -> Result<()> {
         self.loader.start(self.batch_maker(), sampler, shape)
+    }
+
+    fn start(&self, resumed: bool) -> Result<()> {
+        self.objective.start(resumed)
+    }
+
+    fn after_step(&self, step: usize) -> Result<()> {
+        self.objective.after_step(step)
     }
 
     fn loss(&self, indices: &[usize], draws: &Draws) -> Result<Loss> {
@@ -232,7 +260,9 @@ impl TrainTask for PretrainTask<'_> {
     }
 
     fn on_checkpoint(&self, step: usize, run_dir: &Path) -> Result<()> {
-        let rows = self.reconstruction_rows(8)?;
+        let Some(rows) = self.reconstruction_rows(8)? else {
+            return Ok(());
+        };
         save_grid(
             &rows,
             4,

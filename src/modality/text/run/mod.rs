@@ -6,6 +6,7 @@
 //! A run directory holds everything needed to resume or export it: the resolved recipe,
 //! `tokenizer.json`, checkpoints, `metrics.jsonl`, `eval.jsonl`, `summary.json`.
 
+pub mod objective;
 pub mod pretrain;
 pub mod task;
 
@@ -20,20 +21,18 @@ use crate::draws::Draws;
 use crate::error::{Error, Result};
 use crate::modality::text::corpus::{self, Document, JsonlFields, TextSplit};
 use crate::modality::text::encoder::{TextConfig, TextPositions};
-use crate::modality::text::mask::MlmMasker;
 use crate::modality::text::pack::{self, TokenBlocks};
 use crate::modality::text::shards::{self, MappedBlocks, TokenStream};
 use crate::modality::text::stream::Corpus;
 use crate::modality::text::tokenizer::TextTokenizer;
-use crate::objective::mlm::Mlm;
-use crate::objective::Objective;
 use crate::params::ParamStore;
-use crate::recipe::{DataSource, ObjectiveSection, Recipe, TextSection};
+use crate::recipe::{DataSource, Recipe, TextSection};
 use crate::run::classify::Task;
 use crate::run::downstream::DownstreamTask;
 use crate::run::source::AnyModel;
 use crate::run::{invalid, Model, Pipeline, PretrainStage};
 use crate::train::metrics::MetricsLog;
+use objective::TextObjective;
 use pretrain::MlmTask;
 use task::{Examples, TextSplits};
 
@@ -49,7 +48,8 @@ pub struct Prepared {
     pub model: Model,
     pub tokenizer: TextTokenizer,
     pub config: TextConfig,
-    pub mlm: Mlm,
+    /// MLM or data2vec.
+    pub objective: TextObjective,
     /// The training corpus's blocks, packed on demand from its token cache; shared with the
     /// training loader's thread.
     pub train: Arc<MappedBlocks>,
@@ -263,26 +263,16 @@ pub fn prepare(
         None => fresh_config(r, text, &tok),
     };
     let max_len = text.max_len.min(config.max_len());
-    let mut masker = MlmMasker::new(&tok);
-    let ObjectiveSection::Mlm(o) = r.objective()? else {
-        return Err(invalid(
-            file,
-            "objective.kind",
-            "text pretraining uses kind = \"mlm\"",
-        ));
-    };
-    masker.rate = r.objective()?.mask_ratio();
-    masker.whole_word = o.whole_word;
-    masker.span = o.span;
     let params = ParamStore::new(r.seed);
-    let mlm = Mlm::new(&config, masker, params.var_builder(&device))?;
+    let objective = TextObjective::new(r, file, &config, &tok, &params, &device)?;
     if let Some(s) = &source {
-        // The source's encoder (and MLM head, when it has one); the rest keeps its seeded
-        // initialisation.
+        // The source's encoder (and MLM head, when it has one and the objective is MLM);
+        // the rest keeps its seeded initialisation.
+        let prefixes = objective.source_prefixes();
         let ours: std::collections::BTreeMap<_, _> = s
             .tensors
             .iter()
-            .filter(|(k, _)| k.starts_with("text.") || k.starts_with("mlm."))
+            .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let missing: Vec<String> = params
@@ -350,11 +340,11 @@ pub fn prepare(
         model: Model {
             device,
             params,
-            encoder_prefix: mlm.encoder_prefix(),
+            encoder_prefix: "text.",
         },
         tokenizer: tok,
         config,
-        mlm,
+        objective,
         train,
         test,
         labelled,
@@ -383,7 +373,7 @@ impl Pipeline for Prepared {
             .map(|d| MetricsLog::open(&d.join(EVAL_FILE), Some(resume_step.unwrap_or(0))))
             .transpose()?;
         Ok(Some(Box::new(MlmTask {
-            mlm: &self.mlm,
+            objective: &self.objective,
             blocks: self.train.clone(),
             held_out: self.test.as_ref(),
             device: self.model.device.clone(),
@@ -414,16 +404,22 @@ impl Pipeline for Prepared {
     fn dry_run(&self, r: &Recipe) -> Result<String> {
         let b = r.train.batch_size.min(self.train.len());
         let idx: Vec<usize> = (0..b).collect();
-        let batch = self
-            .mlm
-            .mask(&self.train.gather(&idx)?, &Draws::fixed(r.seed, b))?;
-        let out = self.mlm.forward(&batch, &mut Mode::Eval)?;
-        let loss = out.loss.to_scalar::<f32>()?;
+        let blocks = self.train.gather(&idx)?;
+        let batch = self.objective.mask(&blocks, &Draws::fixed(r.seed, b))?;
+        let out = self.objective.loss(&blocks, &batch, &mut Mode::Eval)?;
+        let loss = out.to_scalar::<f32>()?;
         if !loss.is_finite() {
             return Err(Error::NonFinite { step: 0, loss });
         }
+        let target = match &self.objective {
+            TextObjective::Mlm(_) => format!(
+                "token logits (uniform guess: {:.4})",
+                (self.config.vocab_size as f64).ln()
+            ),
+            TextObjective::Data2vec(_) => "the teacher's targets".to_string(),
+        };
         let mut report = format!(
-            "recipe `{}` is valid\n  tokenizer: {} tokens\n  train: {} blocks of {} tokens{}\n  model: mlm, {} parameters ({} in the encoder)\n  batch: {:?} ids -> {} masked tokens -> logits {:?}\n  initial loss: {loss:.4} (uniform guess: {:.4})\n",
+            "recipe `{}` is valid\n  tokenizer: {} tokens\n  train: {} blocks of {} tokens{}\n  model: {}, {} parameters ({} in the encoder)\n  batch: {:?} ids -> {} masked tokens -> {target}\n  initial loss: {loss:.4}\n",
             r.name,
             self.tokenizer.vocab_size(),
             self.train.len(),
@@ -431,12 +427,11 @@ impl Pipeline for Prepared {
             self.test
                 .as_ref()
                 .map_or(String::new(), |t| format!(", test: {} blocks", t.len())),
+            self.objective.name(),
             self.model.params.num_params(),
             self.model.params.num_params_with_prefix(self.model.encoder_prefix),
             batch.input_ids.dims(),
             batch.num_predicted(),
-            out.logits.dims(),
-            (self.config.vocab_size as f64).ln(),
         );
         if let Some((train, test, names)) = &self.labelled {
             report.push_str(&format!(

@@ -1,5 +1,5 @@
-//! Masked language modelling on packed blocks of the training corpus, with held-out
-//! masked-token accuracy and perplexity at every checkpoint (`eval.jsonl`).
+//! Masked language modelling (or data2vec) on packed blocks of the training corpus, with
+//! MLM's held-out masked-token accuracy and perplexity at every checkpoint (`eval.jsonl`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,13 +7,14 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
+use super::objective::TextObjective;
 use crate::backbone::Mode;
 use crate::draws::Draws;
 use crate::error::{Error, Result};
 use crate::modality::text::encoder::TextEncoder;
 use crate::modality::text::pack::{BlockBatches, TokenBlocks};
 use crate::modality::text::shards::MappedBlocks;
-use crate::objective::mlm::{Mlm, MlmEval};
+use crate::objective::mlm::MlmEval;
 use crate::params::ParamStore;
 use crate::run::PretrainStage;
 use crate::train::loader::BatchShape;
@@ -25,9 +26,9 @@ use crate::train::{Loss, TrainTask};
 /// Held-out blocks evaluated at each checkpoint (the first ones, same masks every time).
 const EVAL_BLOCKS: usize = 256;
 
-/// Masked language modelling on packed blocks.
+/// Masked language modelling (or data2vec) on packed blocks.
 pub struct MlmTask<'a> {
-    pub mlm: &'a Mlm,
+    pub objective: &'a TextObjective,
     pub blocks: Arc<MappedBlocks>,
     pub held_out: Option<&'a TokenBlocks>,
     pub device: Device,
@@ -49,7 +50,7 @@ impl MlmTask<'_> {
     /// Masked-token accuracy and perplexity on the first held-out blocks, with the same
     /// masks every time (a fixed seed), so evaluations are comparable across checkpoints.
     pub fn evaluate(&self) -> Result<Option<MlmEval>> {
-        let Some(held_out) = self.held_out else {
+        let (Some(held_out), Some(mlm)) = (self.held_out, self.objective.mlm()) else {
             return Ok(None);
         };
         let n = held_out.len().min(EVAL_BLOCKS);
@@ -57,8 +58,8 @@ impl MlmTask<'_> {
         let (mut loss, mut hits, mut count) = (0.0, 0, 0);
         for (i, chunk) in all.chunks(32).enumerate() {
             let draws = Draws::new(self.seed ^ 0x6d6c_6d65, 0, (i * 32) as u64, chunk.len());
-            let b = self.mlm.mask(&held_out.gather(chunk), &draws)?;
-            let (l, h, c) = self.mlm.score(&b)?;
+            let b = mlm.mask(&held_out.gather(chunk), &draws)?;
+            let (l, h, c) = mlm.score(&b)?;
             loss += l;
             hits += h;
             count += c;
@@ -103,7 +104,7 @@ impl TrainTask for MlmTask<'_> {
         let ids = Tensor::from_vec(ids, (indices.len(), t), &self.device)?;
         let mask = Tensor::from_vec(mask, (indices.len(), t), &self.device)?;
         let text = TextEncoder::new(
-            self.mlm.text.config(),
+            self.objective.text().config(),
             params.frozen_var_builder(&self.device).pp("text"),
         )?;
         Ok(Some(text.forward(
@@ -123,8 +124,10 @@ impl TrainTask for MlmTask<'_> {
     /// hold different numbers of masked tokens still average over the whole batch's.
     fn loss(&self, indices: &[usize], draws: &Draws) -> Result<Loss> {
         let blocks = self.loader.next(indices)?;
-        let batch = self.mlm.mask(&blocks, draws)?;
-        let value = self.mlm.forward(&batch, &mut Mode::train(*draws))?.loss;
+        let batch = self.objective.mask(&blocks, draws)?;
+        let value = self
+            .objective
+            .loss(&blocks, &batch, &mut Mode::train(*draws))?;
         Ok(Loss {
             value,
             weight: batch.num_predicted() as f64,
@@ -133,6 +136,14 @@ impl TrainTask for MlmTask<'_> {
 
     fn on_checkpoint(&self, step: usize, _run_dir: &Path) -> Result<()> {
         self.log_eval(step).map(|_| ())
+    }
+
+    fn start(&self, resumed: bool) -> Result<()> {
+        self.objective.start(resumed)
+    }
+
+    fn after_step(&self, step: usize) -> Result<()> {
+        self.objective.after_step(step)
     }
 }
 
