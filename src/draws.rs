@@ -21,6 +21,9 @@ pub enum Purpose {
     Augment,
     /// The `n`-th dropout layer of the forward pass.
     Dropout(u32),
+    /// Stochastic depth: residual branch `n` of the encoder (block `n / 2`, attention when
+    /// `n` is even, MLP when odd).
+    DropPath(u32),
 }
 
 impl Purpose {
@@ -29,6 +32,7 @@ impl Purpose {
             Purpose::Mask => 1,
             Purpose::Augment => 2,
             Purpose::Dropout(site) => (1 << 32) | site as u64,
+            Purpose::DropPath(branch) => (2 << 32) | branch as u64,
         }
     }
 }

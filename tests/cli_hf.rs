@@ -493,6 +493,7 @@ fn saved_classifier(dir: &Path, pooling: Pooling, norm: NormPosition) {
             qkv_bias: true,
             dropout: 0.0,
             attention_dropout: 0.0,
+            drop_path: 0.0,
         },
         4,
         pooling,

@@ -7,7 +7,9 @@ mod common;
 use candle_core::Device;
 use pretext::backbone::Mode;
 use pretext::head::linear_probe::accuracy;
-use pretext::modality::image::classifier::{ClassifierSpec, ImageClassifier, WEIGHTS_FILE};
+use pretext::modality::image::classifier::{
+    ClassifierSpec, ImageClassifier, SPEC_FILE, WEIGHTS_FILE,
+};
 use pretext::modality::image::dataset::ImageDataset;
 use pretext::params::ParamStore;
 use pretext::recipe::{self, Override};
@@ -183,4 +185,55 @@ fn a_fine_tuned_head_on_pixels_is_refused_naming_the_key() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("downstream[0].input"), "{err}");
+}
+
+/// Stochastic depth changes what fine-tuning learns (two blocks: the first block's rate is
+/// 0, the last's the recipe's), and stays out of the classifier's saved spec.
+#[test]
+fn fine_tuning_with_drop_path_trains_another_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = run_tiny(
+        tmp.path(),
+        &[
+            set("model.depth", "2"),
+            set(
+                "downstream",
+                r#"[{head = "fine-tune", label_fractions = [0.5], epochs = 2, batch_size = 16},
+                    {head = "fine-tune", label_fractions = [0.5], epochs = 2, batch_size = 16, drop_path = 0.5}]"#,
+            ),
+        ],
+    );
+    let dir = |i: usize| s.downstream[i].model_dir.clone().unwrap();
+    let load = |i: usize| {
+        pretext::tensor_io::read(&dir(i).join(WEIGHTS_FILE), &Device::Cpu)
+            .unwrap()
+            .tensors
+    };
+    let (a, b) = (load(0), load(1));
+    let name = "vit.encoder.layers.1.mlp.fc2.weight";
+    let diff = (&a[name] - &b[name])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        diff > 0.0,
+        "drop_path = 0.5 trained the same weights as none"
+    );
+    let spec = |i: usize| {
+        let text = std::fs::read_to_string(dir(i).join(SPEC_FILE)).unwrap();
+        assert!(!text.contains("drop_path"), "{text}");
+        text
+    };
+    assert_eq!(spec(0), spec(1));
+    let file = common::write_recipe(tmp.path(), &common::tiny_recipe(2, 2));
+    let bad = set(
+        "downstream",
+        r#"[{head = "fine-tune", label_fractions = [0.5], drop_path = 1.5}]"#,
+    );
+    let err = recipe::load(&file, &[bad]).err().unwrap().to_string();
+    assert!(err.contains("downstream[0].drop_path"), "{err}");
 }

@@ -58,6 +58,7 @@ fn spec() -> ClassifierSpec {
             // Dropout on: resumption must restore the RNG as well as the data order.
             dropout: 0.1,
             attention_dropout: 0.0,
+            drop_path: 0.0,
         },
         10,
         Pooling::Cls,

@@ -25,6 +25,7 @@ fn encoder_cfg(dim: usize, depth: usize, heads: usize, mlp_dim: usize) -> Encode
         qkv_bias: true,
         dropout: 0.0,
         attention_dropout: 0.0,
+        drop_path: 0.0,
     }
 }
 

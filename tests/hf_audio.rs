@@ -440,6 +440,7 @@ fn tiny_config() -> WaveformConfig {
             qkv_bias: true,
             dropout: 0.1,
             attention_dropout: 0.1,
+            drop_path: 0.0,
         },
     }
 }

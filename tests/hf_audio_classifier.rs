@@ -228,6 +228,7 @@ fn tiny_config() -> WaveformConfig {
             qkv_bias: true,
             dropout: 0.0,
             attention_dropout: 0.0,
+            drop_path: 0.0,
         },
     }
 }

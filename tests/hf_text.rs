@@ -446,6 +446,7 @@ fn tiny_config(positions: TextPositions) -> TextConfig {
             qkv_bias: true,
             dropout: 0.0,
             attention_dropout: 0.0,
+            drop_path: 0.0,
         },
     }
 }

@@ -33,6 +33,7 @@ fn encoder(dim: usize) -> EncoderConfig {
         qkv_bias: true,
         dropout: 0.0,
         attention_dropout: 0.0,
+        drop_path: 0.0,
     }
 }
 

@@ -111,6 +111,14 @@ pub struct EncoderConfig {
     pub dropout: f64,
     /// Dropout on the attention probabilities.
     pub attention_dropout: f64,
+    /// Stochastic depth: the rate of the last block's residual branches, rising linearly
+    /// from 0 at the first block (timm's `drop_path_rate`). Training only; 0 = off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drop_path: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl EncoderConfig {
@@ -313,6 +321,10 @@ pub struct Block {
     norm2: LayerNorm,
     mlp: Mlp,
     position: NormPosition,
+    /// Stochastic depth of this block's two residual branches.
+    drop_path: f64,
+    /// Index of the block in its stack (its branches' random streams).
+    index: u32,
 }
 
 impl Block {
@@ -323,7 +335,22 @@ impl Block {
             norm2: LayerNorm::new(cfg.dim, cfg.norm_eps, vb.pp("norm2"))?,
             mlp: Mlp::new(cfg, vb.pp("mlp"))?,
             position: cfg.norm,
+            drop_path: 0.0,
+            index: 0,
         })
+    }
+
+    /// Block `index` of its stack, whose residual branches are dropped at rate `rate` in
+    /// training.
+    pub fn with_drop_path(mut self, index: usize, rate: f64) -> Self {
+        self.index = index as u32;
+        self.drop_path = rate;
+        self
+    }
+
+    /// Residual branch `branch` (0 attention, 1 MLP) of this block under stochastic depth.
+    fn branch(&self, y: Tensor, branch: u32, mode: &Mode) -> Result<Tensor> {
+        ops::drop_path(&y, self.drop_path, 2 * self.index + branch, mode)
     }
 
     pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>, mode: &mut Mode) -> Result<Tensor> {
@@ -337,14 +364,16 @@ impl Block {
     fn layers(&self, x: &Tensor, bias: Option<&Tensor>, mode: &mut Mode) -> Result<Tensor> {
         match self.position {
             NormPosition::Pre => {
-                let x = (x + self.attn.forward(&self.norm1.forward(x)?, bias, mode)?)?;
-                &x + self.mlp.forward(&self.norm2.forward(&x)?, mode)?
+                let a = self.attn.forward(&self.norm1.forward(x)?, bias, mode)?;
+                let x = (x + self.branch(a, 0, mode)?)?;
+                let m = self.mlp.forward(&self.norm2.forward(&x)?, mode)?;
+                &x + self.branch(m, 1, mode)?
             }
             NormPosition::Post => {
-                let x = self
-                    .norm1
-                    .forward(&(x + self.attn.forward(x, bias, mode)?)?)?;
-                self.norm2.forward(&(&x + self.mlp.forward(&x, mode)?)?)
+                let a = self.attn.forward(x, bias, mode)?;
+                let x = self.norm1.forward(&(x + self.branch(a, 0, mode)?)?)?;
+                let m = self.mlp.forward(&x, mode)?;
+                self.norm2.forward(&(&x + self.branch(m, 1, mode)?)?)
             }
         }
     }
@@ -358,7 +387,7 @@ impl Block {
         let dropout =
             self.attn.dropout > 0.0 || self.attn.attention_dropout > 0.0 || self.mlp.dropout > 0.0;
         if !storage::applies(x)
-            || (dropout && mode.is_train())
+            || ((dropout || self.drop_path > 0.0) && mode.is_train())
             || self.mlp.activation != Activation::Gelu
         {
             return Ok(None);
@@ -428,8 +457,15 @@ impl Encoder {
         if let Err(msg) = cfg.validate() {
             candle_core::bail!("invalid encoder config: {msg}");
         }
+        // timm's `linspace(0, drop_path, depth)`.
+        let rate = |i: usize| match cfg.depth {
+            0 | 1 => 0.0,
+            d => cfg.drop_path * i as f64 / (d - 1) as f64,
+        };
         let layers = (0..cfg.depth)
-            .map(|i| Block::new(cfg, vb.pp(format!("layers.{i}"))))
+            .map(|i| {
+                Block::new(cfg, vb.pp(format!("layers.{i}"))).map(|b| b.with_drop_path(i, rate(i)))
+            })
             .collect::<Result<Vec<_>>>()?;
         let norm = match cfg.norm {
             NormPosition::Pre => Some(LayerNorm::new(cfg.dim, cfg.norm_eps, vb.pp("norm"))?),

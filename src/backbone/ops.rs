@@ -205,6 +205,42 @@ pub fn dropout(x: &Tensor, p: f64, mode: &mut Mode) -> Result<Tensor> {
     x.mul(&mask)
 }
 
+/// Stochastic depth (Huang et al. 2016; timm's `drop_path`): in training, each example's
+/// residual branch `x` (`[B, …]`, batch-major) is dropped whole with probability `p` and kept
+/// scaled by `1 / (1 - p)` otherwise; identity in evaluation. Row `r` draws from its
+/// stream for `branch`.
+pub fn drop_path(x: &Tensor, p: f64, branch: u32, mode: &Mode) -> Result<Tensor> {
+    let Mode::Train { draws, .. } = mode else {
+        return Ok(x.clone());
+    };
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let rows = x.dim(0)?;
+    if rows != draws.rows() {
+        candle_core::bail!(
+            "drop path on a tensor of shape {:?}: the batch has {} rows",
+            x.dims(),
+            draws.rows()
+        );
+    }
+    let scale = if p >= 1.0 { 0.0 } else { 1.0 / (1.0 - p) };
+    let keep: Vec<f32> = (0..rows)
+        .map(|r| {
+            let mut rng = draws.rng(r, Purpose::DropPath(branch));
+            if rng.gen::<f64>() < p {
+                0.0
+            } else {
+                scale as f32
+            }
+        })
+        .collect();
+    let mut shape = vec![1; x.rank()];
+    shape[0] = rows;
+    let keep = Tensor::from_vec(keep, shape, x.device())?.to_dtype(x.dtype())?;
+    x.broadcast_mul(&keep)
+}
+
 /// Cross-entropy from logits `[N, C]` and integer targets `[N]` (u32), mean over rows.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     cross_entropy_smoothed(logits, targets, 0.0)

@@ -95,6 +95,7 @@ mod tests {
                 qkv_bias: true,
                 dropout: 0.0,
                 attention_dropout: 0.0,
+                drop_path: 0.0,
             };
             let vm = VarMap::new();
             let enc = Encoder::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();

@@ -331,6 +331,7 @@ pub fn parse_config(map: &Map<String, Value>, path: &Path) -> Result<TextSpec> {
         qkv_bias: true,
         dropout: f.f64_or("hidden_dropout_prob", 0.1)?,
         attention_dropout: f.f64_or("attention_probs_dropout_prob", 0.1)?,
+        drop_path: 0.0,
         ..f.transformer_shape()?
     };
     let default_pad = match family {

@@ -147,6 +147,7 @@ impl Fields<'_> {
             qkv_bias: true,
             dropout: 0.0,
             attention_dropout: 0.0,
+            drop_path: 0.0,
         })
     }
 

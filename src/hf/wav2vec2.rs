@@ -435,6 +435,7 @@ pub fn parse_config(map: &Map<String, Value>, path: &Path) -> Result<AudioSpec> 
         qkv_bias: true,
         dropout: f.f64_or("hidden_dropout", 0.1)?,
         attention_dropout: f.f64_or("attention_dropout", 0.1)?,
+        drop_path: 0.0,
         ..f.transformer_shape()?
     };
     let config = WaveformConfig {

@@ -69,6 +69,9 @@ pub struct DownstreamSection {
     pub layer_decay: f64,
     /// Fine-tune: label smoothing of the cross-entropy.
     pub label_smoothing: f64,
+    /// Fine-tune: stochastic depth of the encoder's blocks, the last block's rate (rising
+    /// linearly from 0 at the first, as timm's `drop_path_rate`); 0 (default) = off.
+    pub drop_path: f64,
     /// Fine-tune: write a full-state checkpoint every N steps (default 500), so an
     /// interrupted fine-tuning continues from the last one.
     pub checkpoint_every: Option<usize>,
@@ -214,6 +217,8 @@ struct FineTuneKeys {
     layer_decay: f64,
     #[serde(default)]
     label_smoothing: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    drop_path: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     checkpoint_every: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -253,6 +258,7 @@ fn defaults(head: HeadKind) -> DownstreamSection {
         warmup_fraction: default_warmup_fraction(),
         layer_decay: default_one(),
         label_smoothing: 0.0,
+        drop_path: 0.0,
         checkpoint_every: None,
         augment: None,
         projector: None,
@@ -287,6 +293,7 @@ impl From<HeadSection> for DownstreamSection {
                 warmup_fraction: f.warmup_fraction,
                 layer_decay: f.layer_decay,
                 label_smoothing: f.label_smoothing,
+                drop_path: f.drop_path,
                 checkpoint_every: f.checkpoint_every,
                 augment: f.augment,
                 projector: f.projector,
@@ -329,6 +336,7 @@ impl From<DownstreamSection> for HeadSection {
                 warmup_fraction: d.warmup_fraction,
                 layer_decay: d.layer_decay,
                 label_smoothing: d.label_smoothing,
+                drop_path: d.drop_path,
                 checkpoint_every: d.checkpoint_every,
                 augment: d.augment,
                 projector: d.projector,
@@ -398,6 +406,9 @@ fn default_warmup_fraction() -> f64 {
 }
 fn default_one() -> f64 {
     1.0
+}
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 fn default_k() -> usize {
     20

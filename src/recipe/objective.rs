@@ -1,6 +1,6 @@
 //! The `[objective]` section: the pretext task, tagged by `kind`. Each kind takes only its
-//! own keys (`decoder` belongs to `mae`, `whole_word` to `mlm`), so a key of another kind is
-//! an unknown-key error naming the keys this one takes.
+//! own keys (`norm_pix_loss` belongs to `mae` and `simmim`, `top_k` to `data2vec`), so a key
+//! of another kind is an unknown-key error naming the keys this one takes.
 
 use serde::{Deserialize, Serialize};
 

@@ -95,6 +95,7 @@ impl ModelSection {
             qkv_bias: self.qkv_bias,
             dropout: self.dropout,
             attention_dropout: self.attention_dropout,
+            drop_path: 0.0,
         }
     }
 }

@@ -307,6 +307,12 @@ fn validate_rest(r: &Recipe, file: &Path) -> Result<()> {
             &key("label_smoothing"),
             || format!("must be in [0, 1), found {}", d.label_smoothing),
         )?;
+        check(
+            (0.0..1.0).contains(&d.drop_path),
+            file,
+            &key("drop_path"),
+            || format!("must be in [0, 1), found {}", d.drop_path),
+        )?;
         check(d.k > 0, file, &key("k"), || "must be at least 1".into())?;
         check(
             d.checkpoint_every() > 0,

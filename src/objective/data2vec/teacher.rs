@@ -128,8 +128,11 @@ mod tests {
     fn teacher_follows_the_student_and_is_not_trained() {
         let params = ParamStore::new(0);
         let vb = params.var_builder(&Device::Cpu);
-        let s = vb.get((2, 3), "enc.w").unwrap();
-        vb.pp("teacher").get((2, 3), "enc.w").unwrap();
+        let init = candle_nn::init::DEFAULT_KAIMING_NORMAL;
+        let s = vb.get_with_hints((2, 3), "enc.w", init).unwrap();
+        vb.pp("teacher")
+            .get_with_hints((2, 3), "enc.w", init)
+            .unwrap();
         vb.get(4, "head.b").unwrap();
         let schedule = EmaSchedule {
             start: 0.5,

@@ -54,6 +54,7 @@ pub fn decoder_config(r: &Recipe) -> Result<EncoderConfig> {
         qkv_bias: true,
         dropout: 0.0,
         attention_dropout: 0.0,
+        drop_path: 0.0,
     })
 }
 

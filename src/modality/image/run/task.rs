@@ -141,7 +141,10 @@ impl Labelled for ImageSplits<'_> {
     }
 
     fn classifier(&self, head: &DownstreamSection, vb: VarBuilder) -> Result<ImageClassifier> {
-        Ok(ImageClassifier::new(&self.spec(head.pooling), vb)?)
+        // Stochastic depth trains this classifier only: the written spec leaves it out.
+        let mut spec = self.spec(head.pooling);
+        spec.encoder.drop_path = head.drop_path;
+        Ok(ImageClassifier::new(&spec, vb)?)
     }
 
     fn write_spec(&self, head: &DownstreamSection, dir: &Path) -> Result<()> {

@@ -121,7 +121,10 @@ impl Labelled for TextSplits<'_> {
     }
 
     fn classifier(&self, head: &DownstreamSection, vb: VarBuilder) -> Result<TextClassifier> {
-        TextClassifier::new(&self.spec(head), vb)
+        // Stochastic depth trains this classifier only: the written spec leaves it out.
+        let mut spec = self.spec(head);
+        spec.text.encoder.drop_path = head.drop_path;
+        TextClassifier::new(&spec, vb)
     }
 
     fn write_spec(&self, head: &DownstreamSection, dir: &Path) -> Result<()> {

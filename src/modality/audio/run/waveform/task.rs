@@ -70,6 +70,11 @@ impl Labelled for WaveformSplits<'_> {
 
     fn classifier(&self, head: &DownstreamSection, vb: VarBuilder) -> Result<WaveformClassifier> {
         mean_only(head.pooling)?;
+        if head.drop_path > 0.0 {
+            return Err(Error::Usage(
+                "downstream drop_path: waveform models (model.source) take no stochastic depth; remove it".into(),
+            ));
+        }
         Ok(WaveformClassifier::new(&self.head_spec(head), vb)?)
     }
 
