@@ -15,6 +15,8 @@ pub mod attention_op;
 mod block_op;
 mod buffer;
 pub mod classifier;
+#[cfg(test)]
+mod drop_path_tests;
 pub mod fused;
 pub mod gemm;
 pub mod linear_op;

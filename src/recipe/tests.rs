@@ -284,7 +284,9 @@ fn an_objective_of_another_modality_names_the_ones_that_fit() {
     let err = load(&text, &[]).unwrap_err().to_string();
     assert!(err.contains("objective.kind"), "{err}");
     assert!(
-        err.contains("image recipes pretrain with kind = \"mae\" or \"simmim\", not \"mlm\""),
+        err.contains(
+            "image recipes pretrain with kind = \"mae\", \"simmim\" or \"data2vec\", not \"mlm\""
+        ),
         "{err}"
     );
 }

@@ -141,13 +141,17 @@ impl Modality {
             return Ok(());
         }
         let names: Vec<String> = kinds.iter().map(|k| format!("\"{}\"", k.name())).collect();
+        let names = match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => names.join(""),
+        };
         Err(crate::error::Error::InvalidValue {
             file: file.to_path_buf(),
             key: "objective.kind".into(),
             message: format!(
                 "{} recipes pretrain with kind = {}, not \"{}\"",
                 self.recipe().name,
-                names.join(" or "),
+                names,
                 kind.name()
             ),
         })
