@@ -237,3 +237,158 @@ fn fine_tuning_with_drop_path_trains_another_model() {
     let err = recipe::load(&file, &[bad]).err().unwrap().to_string();
     assert!(err.contains("downstream[0].drop_path"), "{err}");
 }
+
+/// The sample's labelled training split as an inline IDX source, first `limit` images.
+fn sample_train(limit: usize) -> String {
+    format!(
+        r#"{{ format = "idx", images = "data/fashion-mnist-sample/train-images-idx3-ubyte.gz", labels = "data/fashion-mnist-sample/train-labels-idx1-ubyte.gz", limit = {limit} }}"#
+    )
+}
+
+#[test]
+fn image_heads_train_and_test_on_data_labelled_after_unlabelled_pretraining() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Pretraining on images without a labels file (the sample's test images); the heads on
+    // `data.labelled`, whose test split here is 100 of its own 300 training images, so
+    // 1-NN on the pixels finds each one itself: 100 %, which `data.test` (held-out
+    // images) would not give.
+    let s = run_tiny(
+        tmp.path(),
+        &[
+            set(
+                "data.train",
+                r#"{ format = "idx", images = "data/fashion-mnist-sample/t10k-images-idx3-ubyte.gz", limit = 64 }"#,
+            ),
+            set(
+                "data.labelled",
+                &format!(
+                    "{{ train = {}, test = {} }}",
+                    sample_train(300),
+                    sample_train(100)
+                ),
+            ),
+            set(
+                "downstream",
+                r#"[{head = "knn", input = "pixels", k = 1, label_fractions = [1.0]},
+                    {head = "linear-probe", label_fractions = [1.0], epochs = 5}]"#,
+            ),
+        ],
+    );
+    assert_eq!(s.downstream[0].train_examples, 300);
+    assert_eq!(s.downstream[0].test_accuracy, 1.0);
+    assert_eq!(s.downstream[1].train_examples, 300);
+}
+
+#[test]
+fn unlabelled_images_cannot_train_a_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = common::write_recipe(tmp.path(), &common::tiny_recipe(2, 2));
+    let unlabelled =
+        r#"{ format = "idx", images = "data/fashion-mnist-sample/t10k-images-idx3-ubyte.gz" }"#;
+    // Without `data.labelled` the heads would need labels on `data.train` ...
+    let err = recipe::load(&file, &[set("data.train", unlabelled)])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("data.train.labels"), "{err}");
+    // ... and `data.labelled` has to be labelled.
+    let labelled = format!("{{ train = {unlabelled}, test = {} }}", sample_train(10));
+    let err = recipe::load(&file, &[set("data.labelled", &labelled)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("data.labelled.train") && err.contains("IDX with `labels`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn label_draws_train_each_draw_apart_and_the_report_averages_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = run_tiny(
+        tmp.path(),
+        &[
+            set("data.train.limit", "400"),
+            set("data.test.limit", "200"),
+            set(
+                "downstream",
+                r#"[{head = "knn", input = "pixels", k = 5, label_fractions = [0.05, 1.0], draws = 3},
+                    {head = "knn", input = "pixels", k = 5, label_fractions = [0.05]},
+                    {head = "fine-tune", input = "scratch", label_fractions = [0.05], epochs = 1, batch_size = 8, draws = 2}]"#,
+            ),
+        ],
+    );
+    // The two k-NN sections are told apart by their index: `… #0` and `… #1`.
+    let knn: Vec<_> = (s.downstream.iter())
+        .filter(|r| r.method.ends_with("#0") && r.label_fraction < 1.0)
+        .collect();
+    let draws: Vec<_> = knn.iter().map(|r| r.draw).collect();
+    assert_eq!(draws, [Some(1), Some(2), Some(3)]);
+    // Each draw is its own stratified set of 20 labels: on 200 test images, three draws
+    // giving one accuracy would mean one draw used three times.
+    let acc: Vec<f64> = knn.iter().map(|r| r.test_accuracy).collect();
+    assert!(acc[0] != acc[1] || acc[1] != acc[2], "{acc:?}");
+    // The first draw is the single-draw section's (same seed, same labels, same result),
+    // which keeps the directory a single draw has.
+    let single = s
+        .downstream
+        .iter()
+        .find(|r| r.method.ends_with("#1"))
+        .unwrap();
+    assert_eq!(single.draw, None);
+    assert_eq!(single.test_accuracy, acc[0]);
+    // All the labels are drawn once: three draws would be the same 400 examples.
+    let all: Vec<_> = (s.downstream.iter())
+        .filter(|r| r.method.ends_with("#0") && r.label_fraction == 1.0)
+        .collect();
+    assert_eq!(all.len(), 1);
+    assert_eq!((all[0].draw, all[0].train_examples), (None, 400));
+    let dirs = tmp.path().join("run/downstream");
+    for d in [
+        "00-knn-pixels-5pct-draw1",
+        "00-knn-pixels-5pct-draw3",
+        "00-knn-pixels-100pct",
+        "01-knn-pixels-5pct",
+        "02-fine-tune-scratch-5pct-draw2",
+    ] {
+        assert!(dirs.join(d).join("result.json").exists(), "{d}");
+    }
+    // Two fine-tuned classifiers, one per draw.
+    let tuned: Vec<_> = s
+        .downstream
+        .iter()
+        .filter(|r| r.head == recipe::HeadKind::FineTune)
+        .collect();
+    assert_eq!(tuned.len(), 2);
+    assert_ne!(tuned[0].model_dir, tuned[1].model_dir);
+
+    // The report: the mean of the draws, their spread, and a line saying so.
+    let report = std::fs::read_to_string(tmp.path().join("run/report.md")).unwrap();
+    let mean = acc.iter().sum::<f64>() / 3.0;
+    let row = report.lines().find(|l| l.contains("#0 |")).unwrap();
+    assert!(row.contains(&format!("{:.1} ±", mean * 100.0)), "{report}");
+    assert!(
+        report.contains("over 3 or 2 label draws") || report.contains("over 2 or 3 label draws"),
+        "{report}"
+    );
+}
+
+#[test]
+fn label_draws_must_be_between_one_and_a_hundred() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = common::write_recipe(tmp.path(), &common::tiny_recipe(2, 2));
+    for n in ["0", "101"] {
+        let err = recipe::load(
+            &file,
+            &[set(
+                "downstream",
+                &format!(r#"[{{head = "knn", draws = {n}}}]"#),
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("downstream[0].draws") && err.contains(n),
+            "{err}"
+        );
+    }
+}

@@ -52,6 +52,11 @@ pub struct DownstreamSection {
     pub pooler: Option<Pooler>,
     /// Fractions of the labelled training split to train on (stratified, seeded draws).
     pub label_fractions: Vec<f64>,
+    /// Independent label draws per fraction (seeds `seed`, `seed + 1`, …, wrapping), each trained and
+    /// tested on its own; the report gives their mean and standard deviation. Few labels
+    /// make one draw's accuracy noisy. A fraction of 1 is drawn once (every draw would be
+    /// the whole split). Default 1.
+    pub draws: usize,
     /// Passes over the chosen examples (linear probe: 100, fine-tune: 10).
     pub epochs: Option<usize>,
     /// Fine-tune: at least this many optimizer steps, whatever the fraction (small label
@@ -180,6 +185,8 @@ struct ProbeKeys {
     pooling: Pooling,
     #[serde(default = "default_fractions")]
     label_fractions: Vec<f64>,
+    #[serde(default = "default_draws", skip_serializing_if = "is_one_draw")]
+    draws: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     epochs: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -201,6 +208,8 @@ struct FineTuneKeys {
     pooler: Option<Pooler>,
     #[serde(default = "default_fractions")]
     label_fractions: Vec<f64>,
+    #[serde(default = "default_draws", skip_serializing_if = "is_one_draw")]
+    draws: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     epochs: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -236,6 +245,8 @@ struct KnnKeys {
     pooling: Pooling,
     #[serde(default = "default_fractions")]
     label_fractions: Vec<f64>,
+    #[serde(default = "default_draws", skip_serializing_if = "is_one_draw")]
+    draws: usize,
     #[serde(default = "default_k")]
     k: usize,
     #[serde(default = "default_temperature")]
@@ -250,6 +261,7 @@ fn defaults(head: HeadKind) -> DownstreamSection {
         pooling: default_pooling(),
         pooler: None,
         label_fractions: default_fractions(),
+        draws: default_draws(),
         epochs: None,
         min_steps: None,
         lr: None,
@@ -274,6 +286,7 @@ impl From<HeadSection> for DownstreamSection {
                 input: p.input,
                 pooling: p.pooling,
                 label_fractions: p.label_fractions,
+                draws: p.draws,
                 epochs: p.epochs,
                 lr: p.lr,
                 weight_decay: p.weight_decay,
@@ -285,6 +298,7 @@ impl From<HeadSection> for DownstreamSection {
                 pooling: f.pooling,
                 pooler: f.pooler,
                 label_fractions: f.label_fractions,
+                draws: f.draws,
                 epochs: f.epochs,
                 min_steps: f.min_steps,
                 lr: f.lr,
@@ -303,6 +317,7 @@ impl From<HeadSection> for DownstreamSection {
                 input: k.input,
                 pooling: k.pooling,
                 label_fractions: k.label_fractions,
+                draws: k.draws,
                 k: k.k,
                 temperature: k.temperature,
                 ..defaults(HeadKind::Knn)
@@ -318,6 +333,7 @@ impl From<DownstreamSection> for HeadSection {
                 input: d.input,
                 pooling: d.pooling,
                 label_fractions: d.label_fractions,
+                draws: d.draws,
                 epochs: d.epochs,
                 lr: d.lr,
                 weight_decay: d.weight_decay,
@@ -328,6 +344,7 @@ impl From<DownstreamSection> for HeadSection {
                 pooling: d.pooling,
                 pooler: d.pooler,
                 label_fractions: d.label_fractions,
+                draws: d.draws,
                 epochs: d.epochs,
                 min_steps: d.min_steps,
                 lr: d.lr,
@@ -345,6 +362,7 @@ impl From<DownstreamSection> for HeadSection {
                 input: d.input,
                 pooling: d.pooling,
                 label_fractions: d.label_fractions,
+                draws: d.draws,
                 k: d.k,
                 temperature: d.temperature,
             }),
@@ -409,6 +427,12 @@ fn default_one() -> f64 {
 }
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
+}
+fn default_draws() -> usize {
+    1
+}
+fn is_one_draw(n: &usize) -> bool {
+    *n == 1
 }
 fn default_k() -> usize {
     20

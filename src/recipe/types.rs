@@ -181,8 +181,8 @@ pub struct DataSection {
     /// Required when `modality = "audio"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio: Option<AudioSection>,
-    /// Labelled splits for the downstream heads when they are not `train` / `test` (text:
-    /// pretrain on one corpus, classify another).
+    /// Labelled splits for the downstream heads when they are not `train` / `test`: pretrain
+    /// on one corpus and classify another (text), or on unlabelled images or clips.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labelled: Option<LabelledSection>,
     /// Class names in label order, for IDX label files, which hold numbers only (folders,

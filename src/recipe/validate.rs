@@ -285,6 +285,17 @@ fn validate_rest(r: &Recipe, file: &Path) -> Result<()> {
             &key("label_fractions"),
             || format!("each must be in (0, 1], found {:?}", d.label_fractions),
         )?;
+        check(
+            (1..=MAX_DRAWS).contains(&d.draws),
+            file,
+            &key("draws"),
+            || {
+                format!(
+                    "must be 1 to {MAX_DRAWS} (label draws per fraction), found {}",
+                    d.draws
+                )
+            },
+        )?;
         check(d.epochs() > 0, file, &key("epochs"), || {
             "must be positive".into()
         })?;
@@ -386,10 +397,10 @@ fn validate_rest(r: &Recipe, file: &Path) -> Result<()> {
                     l.train.may_have_labels(),
                     file,
                     "data.labelled.train",
-                    || "must be a labelled format (jsonl with a label field)".into(),
+                    || LABELLED_SOURCE.into(),
                 )?;
                 check(l.test.may_have_labels(), file, "data.labelled.test", || {
-                    "must be a labelled format (jsonl with a label field)".into()
+                    LABELLED_SOURCE.into()
                 })?;
             }
             None => {
@@ -413,6 +424,12 @@ fn validate_rest(r: &Recipe, file: &Path) -> Result<()> {
     }
     super::memory::check(r, file)
 }
+
+/// Label draws per fraction a head may ask for: each trains the head again.
+const MAX_DRAWS: usize = 100;
+
+const LABELLED_SOURCE: &str = "must be a labelled source (IDX with `labels`, a folder of class \
+     directories, JSONL with a label field, or a manifest)";
 
 /// `data.classes`: names for IDX labels, each given once.
 fn validate_classes(r: &Recipe, classes: &[String], file: &Path) -> Result<()> {

@@ -41,6 +41,10 @@ pub struct DownstreamResult {
     pub test_accuracy: f64,
     /// Optimizer steps (fine-tuning).
     pub steps: Option<usize>,
+    /// Which label draw, 1-based, when the section asks for several (`draws`); the report
+    /// averages a method's draws at each fraction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draw: Option<usize>,
     pub seconds: f64,
     /// The fine-tuned classifier, loadable by `pretext forward` / `export`.
     pub model_dir: Option<PathBuf>,
@@ -144,17 +148,28 @@ impl Downstream<'_> {
         let mut results = Vec::new();
         let names = crate::recipe::head::method_names(sections);
         for (i, section) in sections.iter().enumerate() {
-            for &fraction in &section.label_fractions {
+            for (fraction, draw) in section
+                .label_fractions
+                .iter()
+                .flat_map(|&f| (0..draws_at(section, f)).map(move |d| (f, d)))
+            {
+                // Draw d is seeded `seed + d`: the first is the draw of a single-draw
+                // section, in the directory a single draw has.
+                let seed = self.seed.wrapping_add(draw as u64);
+                let draws = draws_at(section, fraction);
+                let numbered = (draws > 1).then_some(draw + 1);
                 let dir = self.run_dir.join(DIR).join(format!(
-                    "{i:02}-{}-{}",
+                    "{i:02}-{}-{}{}",
                     slug(section),
-                    percent(fraction)
+                    percent(fraction),
+                    numbered.map_or(String::new(), |n| format!("-draw{n}"))
                 ));
+                let of_draws = numbered.map_or(String::new(), |n| format!(", draw {n} of {draws}"));
                 let settings = serde_json::json!({
                     "section": section,
                     "label_fraction": fraction,
                     "pretrain_steps": self.pretrain_steps,
-                    "seed": self.seed,
+                    "seed": seed,
                 });
                 let cached_file = dir.join("result.json");
                 if let Some(c) = crate::input::read_to_string(&cached_file)
@@ -165,7 +180,7 @@ impl Downstream<'_> {
                     let mut c = c;
                     c.result.method = names[i].clone();
                     eprintln!(
-                        "{}, {:.0} % of labels: {:.2} % (from {})",
+                        "{}, {:.0} % of labels{of_draws}: {:.2} % (from {})",
                         c.result.method,
                         fraction * 100.0,
                         c.result.test_accuracy * 100.0,
@@ -174,11 +189,11 @@ impl Downstream<'_> {
                     results.push(c.result);
                     continue;
                 }
-                let chosen = split::stratified(labels, fraction, self.seed);
+                let chosen = split::stratified(labels, fraction, seed);
                 let started = Instant::now();
                 let mut r = match section.head {
                     HeadKind::FineTune => {
-                        self.fine_tune(section, fraction, &chosen, &dir, &settings)?
+                        self.fine_tune(section, fraction, &chosen, seed, &dir, &settings)?
                     }
                     HeadKind::LinearProbe | HeadKind::Knn => {
                         let (train_x, test_x) =
@@ -205,7 +220,7 @@ impl Downstream<'_> {
                                     lr: section.lr(),
                                     weight_decay: section.weight_decay,
                                     batch_size: section.batch_size,
-                                    seed: self.seed,
+                                    seed,
                                 },
                             )?;
                             self.result(section, fraction, p.train_examples, p.test_accuracy)
@@ -215,8 +230,9 @@ impl Downstream<'_> {
                 };
                 r.seconds = started.elapsed().as_secs_f64();
                 r.method = names[i].clone();
+                r.draw = numbered;
                 eprintln!(
-                    "{}, {:.0} % of labels ({} examples): test accuracy {:.2} % ({:.0} s)",
+                    "{}, {:.0} % of labels{of_draws} ({} examples): test accuracy {:.2} % ({:.0} s)",
                     r.method,
                     fraction * 100.0,
                     r.train_examples,
@@ -252,6 +268,7 @@ impl Downstream<'_> {
             train_accuracy: None,
             test_accuracy,
             steps: None,
+            draw: None,
             seconds: 0.0,
             model_dir: None,
         }
@@ -288,6 +305,7 @@ impl Downstream<'_> {
         section: &DownstreamSection,
         fraction: f64,
         chosen: &[usize],
+        seed: u64,
         dir: &Path,
         settings: &serde_json::Value,
     ) -> Result<DownstreamResult> {
@@ -300,7 +318,7 @@ impl Downstream<'_> {
             warmup_fraction: section.warmup_fraction,
             layer_decay: section.layer_decay,
             label_smoothing: section.label_smoothing,
-            seed: self.seed,
+            seed,
             lengths: None,
             checkpoint_every: section.checkpoint_every(),
             label: format!(
@@ -336,6 +354,16 @@ impl Downstream<'_> {
         r.steps = Some(done.steps);
         r.model_dir = Some(dir.to_path_buf());
         Ok(r)
+    }
+}
+
+/// Label draws of `section` at `fraction`: one at a fraction of 1, where every draw would
+/// be the whole training split.
+fn draws_at(section: &DownstreamSection, fraction: f64) -> usize {
+    if fraction >= 1.0 {
+        1
+    } else {
+        section.draws
     }
 }
 

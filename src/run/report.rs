@@ -1,5 +1,6 @@
 //! The label-efficiency table: one row per downstream method, one column per label
-//! fraction, test accuracy in each cell. Written into `summary.json` and as `report.md`.
+//! fraction, test accuracy in each cell (the mean over the label draws, when a head makes
+//! several). Written into `summary.json` and as `report.md`.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,8 +16,20 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReportRow {
     pub method: String,
-    /// Test accuracy per label fraction (`None` where the method was not run at it).
+    /// Test accuracy per label fraction (`None` where the method was not run at it): the
+    /// mean over the label draws.
     pub test_accuracy: Vec<Option<f64>>,
+    /// Per label fraction, the sample standard deviation of the test accuracy over the label
+    /// draws, and their number (`None` with a single draw). Empty when no cell has several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spread: Vec<Option<Spread>>,
+}
+
+/// How a cell's label draws spread.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub std: f64,
+    pub draws: usize,
 }
 
 impl Report {
@@ -31,24 +44,40 @@ impl Report {
             }
         }
         fractions.sort_by(f64::total_cmp);
-        let mut rows: Vec<ReportRow> = Vec::new();
+        // Each method's accuracies per fraction, one per label draw.
+        let mut cells: Vec<(String, Vec<Vec<f64>>)> = Vec::new();
         for r in results {
             let col = fractions
                 .iter()
                 .position(|f| (f - r.label_fraction).abs() < 1e-12)
                 .expect("every fraction is a column");
-            let row = match rows.iter_mut().position(|row| row.method == r.method) {
-                Some(i) => &mut rows[i],
+            let row = match cells.iter().position(|(method, _)| *method == r.method) {
+                Some(i) => i,
                 None => {
-                    rows.push(ReportRow {
-                        method: r.method.clone(),
-                        test_accuracy: vec![None; fractions.len()],
-                    });
-                    rows.last_mut().expect("just pushed")
+                    cells.push((r.method.clone(), vec![Vec::new(); fractions.len()]));
+                    cells.len() - 1
                 }
             };
-            row.test_accuracy[col] = Some(r.test_accuracy);
+            cells[row].1[col].push(r.test_accuracy);
         }
+        let rows = cells
+            .into_iter()
+            .map(|(method, accs)| {
+                let spread: Vec<Option<Spread>> = accs.iter().map(|a| spread(a)).collect();
+                ReportRow {
+                    method,
+                    test_accuracy: accs
+                        .iter()
+                        .map(|a| (!a.is_empty()).then(|| a.iter().sum::<f64>() / a.len() as f64))
+                        .collect(),
+                    spread: if spread.iter().any(Option::is_some) {
+                        spread
+                    } else {
+                        Vec::new()
+                    },
+                }
+            })
+            .collect();
         Self {
             label_fractions: fractions,
             rows,
@@ -64,18 +93,46 @@ impl Report {
         s.push_str("\n|---|");
         s.push_str(&"---:|".repeat(self.label_fractions.len()));
         s.push('\n');
+        let mut draws = Vec::new();
         for row in &self.rows {
             s.push_str(&format!("| {} |", row.method));
-            for a in &row.test_accuracy {
-                match a {
-                    Some(a) => s.push_str(&format!(" {:.1} |", a * 100.0)),
-                    None => s.push_str(" – |"),
+            for (col, a) in row.test_accuracy.iter().enumerate() {
+                match (a, row.spread.get(col).copied().flatten()) {
+                    (Some(a), Some(d)) => {
+                        s.push_str(&format!(" {:.1} ± {:.1} |", a * 100.0, d.std * 100.0));
+                        if !draws.contains(&d.draws) {
+                            draws.push(d.draws);
+                        }
+                    }
+                    (Some(a), None) => s.push_str(&format!(" {:.1} |", a * 100.0)),
+                    (None, _) => s.push_str(" – |"),
                 }
             }
             s.push('\n');
         }
+        if !draws.is_empty() {
+            let n: Vec<String> = draws.iter().map(|n| n.to_string()).collect();
+            s.push_str(&format!(
+                "\nMean ± standard deviation over {} label draws.\n",
+                n.join(" or ")
+            ));
+        }
         s
     }
+}
+
+/// Sample standard deviation of several draws' accuracies; `None` for fewer than two.
+fn spread(accs: &[f64]) -> Option<Spread> {
+    let n = accs.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = accs.iter().sum::<f64>() / n as f64;
+    let var = accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    Some(Spread {
+        std: var.sqrt(),
+        draws: n,
+    })
 }
 
 /// The label-efficiency table of `results` (none when empty), printed and written to
@@ -142,6 +199,7 @@ mod tests {
             train_accuracy: None,
             test_accuracy: acc,
             steps: None,
+            draw: None,
             seconds: 0.0,
             model_dir: None,
         }
@@ -161,5 +219,29 @@ mod tests {
         let md = r.markdown();
         assert!(md.contains("| a | 80.0 | 90.0 |"), "{md}");
         assert!(md.contains("| b | 70.0 | – |"), "{md}");
+        assert!(r.rows.iter().all(|row| row.spread.is_empty()));
+        assert!(!md.contains('±'), "{md}");
+    }
+
+    #[test]
+    fn label_draws_are_averaged_with_their_spread() {
+        let r = Report::new(&[
+            result("a", 0.1, 0.6),
+            result("a", 0.1, 0.7),
+            result("a", 0.1, 0.8),
+            result("a", 1.0, 0.9),
+            result("b", 0.1, 0.5),
+        ]);
+        let a = &r.rows[0];
+        assert!((a.test_accuracy[0].unwrap() - 0.7).abs() < 1e-12);
+        let d = a.spread[0].unwrap();
+        assert_eq!(d.draws, 3);
+        assert!((d.std - 0.1).abs() < 1e-12, "{d:?}");
+        assert_eq!(a.spread[1], None);
+        assert!(r.rows[1].spread.is_empty());
+        let md = r.markdown();
+        assert!(md.contains("| a | 70.0 ± 10.0 | 90.0 |"), "{md}");
+        assert!(md.contains("| b | 50.0 | – |"), "{md}");
+        assert!(md.contains("over 3 label draws"), "{md}");
     }
 }

@@ -26,7 +26,26 @@ pub struct Prepared {
     image: ImageSection,
     train: ImageDataset,
     test: Option<ImageDataset>,
+    /// `data.labelled`'s splits, when the recipe names them: pretraining then uses `train`
+    /// (which may be unlabelled) and the heads these (see [`Prepared::heads_data`]).
+    labelled: Option<(ImageDataset, ImageDataset)>,
     objective: Box<dyn Objective<Batch = Tensor>>,
+}
+
+impl Prepared {
+    /// The labelled train and test splits the downstream heads use: `data.labelled`, or
+    /// else `data.train` and `data.test`.
+    fn heads_data(&self, file: &Path) -> Result<(&ImageDataset, &ImageDataset)> {
+        if let Some((train, test)) = &self.labelled {
+            return Ok((train, test));
+        }
+        let test = self.test.as_ref().ok_or_else(|| Error::InvalidValue {
+            file: file.to_path_buf(),
+            key: "data.test".into(),
+            message: "downstream evaluation needs a test split".into(),
+        })?;
+        Ok((&self.train, test))
+    }
 }
 
 fn load_images(
@@ -91,6 +110,13 @@ pub fn prepare(r: &Recipe, file: &Path, device: Device) -> Result<Prepared> {
         .as_ref()
         .map(|t| load_images(t, "data.test", &image, file))
         .transpose()?;
+    let labelled = match &r.data.labelled {
+        Some(l) => Some((
+            load_images(&l.train, "data.labelled.train", &image, file)?,
+            load_images(&l.test, "data.labelled.test", &image, file)?,
+        )),
+        None => None,
+    };
     let params = ParamStore::new(r.seed);
     let objective = pretrain::objective(r, &image, &params, &device)?;
     Ok(Prepared {
@@ -102,6 +128,7 @@ pub fn prepare(r: &Recipe, file: &Path, device: Device) -> Result<Prepared> {
         image,
         train,
         test,
+        labelled,
         objective,
     })
 }
@@ -117,7 +144,9 @@ impl Pipeline for Prepared {
         _log_dir: Option<&Path>,
         _resume_step: Option<usize>,
     ) -> Result<Option<Box<dyn PretrainStage + 'a>>> {
-        let preview = self.test.as_ref().unwrap_or(&self.train);
+        let preview = (self.test.as_ref())
+            .or(self.labelled.as_ref().map(|(_, test)| test))
+            .unwrap_or(&self.train);
         Ok(Some(Box::new(PretrainTask::new(
             r,
             self.objective.as_ref(),
@@ -133,14 +162,10 @@ impl Pipeline for Prepared {
         r: &'a Recipe,
         file: &Path,
     ) -> Result<Box<dyn DownstreamTask + 'a>> {
-        let test = self.test.as_ref().ok_or_else(|| Error::InvalidValue {
-            file: file.to_path_buf(),
-            key: "data.test".into(),
-            message: "downstream evaluation needs a test split".into(),
-        })?;
+        let (train, test) = self.heads_data(file)?;
         let classes = match &r.data.classes {
             Some(names) => {
-                let n = self.train.num_classes().max(test.num_classes());
+                let n = train.num_classes().max(test.num_classes());
                 if names.len() < n {
                     return Err(Error::InvalidValue {
                         file: file.to_path_buf(),
@@ -154,10 +179,10 @@ impl Pipeline for Prepared {
                 }
                 names.clone()
             }
-            None => self.train.classes.clone(),
+            None => train.classes.clone(),
         };
         let splits = task::ImageSplits {
-            train: &self.train,
+            train,
             test,
             image: &self.image,
             geometry: pretrain::geometry(&self.image),
@@ -191,10 +216,14 @@ impl Pipeline for Prepared {
             .params
             .num_params_with_prefix(self.model.encoder_prefix);
         let mut report = format!(
-            "recipe `{}` is valid\n  train: {} images{}\n  model: {:?}, {} parameters ({} in the encoder)\n  batch: images {:?} -> {} of {} patches removed ({:?}) -> {}\n  initial loss: {loss:.4}\n",
+            "recipe `{}` is valid\n  train: {} images{}{}\n  model: {:?}, {} parameters ({} in the encoder)\n  batch: images {:?} -> {} of {} patches removed ({:?}) -> {}\n  initial loss: {loss:.4}\n",
             r.name,
             self.train.len,
             self.test.as_ref().map_or(String::new(), |t| format!(", test: {} images", t.len)),
+            self.labelled.as_ref().map_or(String::new(), |(train, test)| format!(
+                "\n  labelled: train {} images, test {} images",
+                train.len, test.len
+            )),
             r.objective()?.kind(),
             self.model.params.num_params(),
             encoder_params,
@@ -213,8 +242,13 @@ impl Pipeline for Prepared {
             &task.encoder,
             &self.model.device,
         )?;
+        let heads_train = self
+            .labelled
+            .as_ref()
+            .map_or(&self.train, |(train, _)| train);
         for (i, d) in r.downstream.iter().enumerate() {
-            let sample = self.train.subset(&idx[..b.min(4)]);
+            let n = heads_train.len.min(4);
+            let sample = heads_train.subset(&(0..n).collect::<Vec<_>>());
             let f = match d.input {
                 recipe::DownstreamInput::Pixels => {
                     task::pixel_features(&sample, &self.image, &self.model.device)?
