@@ -85,6 +85,26 @@ fn fine_tuning_learns_and_saves_a_classifier_that_reloads() {
     );
 }
 
+/// The largest difference in the tensor `name` between the classifiers the run's first two
+/// heads fine-tuned.
+fn max_weight_difference(s: &run::Summary, name: &str) -> f32 {
+    let load = |i: usize| {
+        let dir = s.downstream[i].model_dir.as_ref().unwrap();
+        pretext::tensor_io::read(&dir.join(WEIGHTS_FILE), &Device::Cpu)
+            .unwrap()
+            .tensors
+    };
+    let (a, b) = (load(0), load(1));
+    (&a[name] - &b[name])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 #[test]
 fn pretrained_and_scratch_fine_tuning_start_from_different_weights() {
     let tmp = tempfile::tempdir().unwrap();
@@ -96,21 +116,7 @@ fn pretrained_and_scratch_fine_tuning_start_from_different_weights() {
                 {head = "fine-tune", input = "scratch", label_fractions = [0.5], epochs = 1, batch_size = 32}]"#,
         )],
     );
-    let load = |i: usize| {
-        let dir = s.downstream[i].model_dir.as_ref().unwrap();
-        pretext::tensor_io::read(&dir.join(WEIGHTS_FILE), &Device::Cpu)
-            .unwrap()
-            .tensors
-    };
-    let (a, b) = (load(0), load(1));
-    let diff = (&a["vit.patch_embed.weight"] - &b["vit.patch_embed.weight"])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_weight_difference(&s, "vit.patch_embed.weight");
     assert!(diff > 0.0);
     assert_eq!(s.downstream[1].method, "fine-tune (from scratch)");
     // Two steps each (32 of 64 examples → one batch per epoch, no floor): same budget.
@@ -204,21 +210,7 @@ fn fine_tuning_with_drop_path_trains_another_model() {
         ],
     );
     let dir = |i: usize| s.downstream[i].model_dir.clone().unwrap();
-    let load = |i: usize| {
-        pretext::tensor_io::read(&dir(i).join(WEIGHTS_FILE), &Device::Cpu)
-            .unwrap()
-            .tensors
-    };
-    let (a, b) = (load(0), load(1));
-    let name = "vit.encoder.layers.1.mlp.fc2.weight";
-    let diff = (&a[name] - &b[name])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_weight_difference(&s, "vit.encoder.layers.1.mlp.fc2.weight");
     assert!(
         diff > 0.0,
         "drop_path = 0.5 trained the same weights as none"
