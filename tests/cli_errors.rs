@@ -141,11 +141,11 @@ fn recipe_show_resolved_applies_preset_and_overrides() {
         "recipes/quickstart.toml",
         "--resolved",
         "--set",
-        "train.steps=70",
+        "train.steps=700",
     ]);
     assert!(ok, "{err}");
     let v: toml::Table = toml::from_str(&out).unwrap();
-    assert_eq!(v["train"]["steps"].as_integer(), Some(70));
+    assert_eq!(v["train"]["steps"].as_integer(), Some(700));
     assert_eq!(
         v["model"]["dim"].as_integer(),
         Some(128),
