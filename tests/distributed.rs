@@ -262,6 +262,8 @@ fn a_killed_rank_stops_the_job_and_the_run_resumes() {
         "--set",
         "train.steps=60",
         "--set",
+        "train.schedule.warmup_steps=10",
+        "--set",
         "train.checkpoint_every=10",
         "--out",
     ];
