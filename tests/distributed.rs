@@ -262,7 +262,7 @@ fn a_killed_rank_stops_the_job_and_the_run_resumes() {
         "--set",
         "train.steps=60",
         "--set",
-        "train.schedule.warmup_steps=10",
+        "train.schedule.warmup_steps=50",
         "--set",
         "train.checkpoint_every=10",
         "--out",
