@@ -115,6 +115,15 @@ pub fn final_weights(run_dir: &Path) -> std::collections::BTreeMap<String, Vec<u
         .collect()
 }
 
+/// Asserts that the latest checkpoints of two runs hold the same tensors, bit for bit.
+pub fn assert_same_final_weights(straight: &Path, resumed: &Path) {
+    let (a, b) = (final_weights(straight), final_weights(resumed));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, v) in &a {
+        assert!(v == &b[k], "tensor `{k}` differs after resumption");
+    }
+}
+
 /// `--set` overrides that shrink `recipes/audio-mae-words-sample.toml` to a two-step run on
 /// the CPU (heads still to be chosen with a `downstream=` override).
 pub const TINY_AUDIO: [&str; 11] = [

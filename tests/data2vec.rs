@@ -93,14 +93,7 @@ fn resumes_bitwise(loaded: &recipe::Loaded, tmp: &Path, prefix: &str) {
     )
     .unwrap();
     assert_eq!(r.steps, 6);
-    let (a, b) = (
-        common::final_weights(&straight),
-        common::final_weights(&resumed),
-    );
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    for (k, v) in &a {
-        assert!(v == &b[k], "tensor `{k}` differs after resumption");
-    }
+    common::assert_same_final_weights(&straight, &resumed);
     let m = model(&straight);
     let p = pairs(&m, prefix);
     assert!(

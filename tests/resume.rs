@@ -45,14 +45,7 @@ fn stopped_and_resumed_run_is_bitwise_equal_to_uninterrupted() {
     let r = run::resume(&resumed, &[], &RunOptions::default()).unwrap();
     assert_eq!(r.steps, 6);
 
-    let (a, b) = (
-        common::final_weights(&straight),
-        common::final_weights(&resumed),
-    );
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    for (k, v) in &a {
-        assert!(v == &b[k], "tensor `{k}` differs after resumption");
-    }
+    common::assert_same_final_weights(&straight, &resumed);
     // Downstream numbers agree too, and the metrics log has one line per step.
     assert_eq!(s.downstream.len(), 2);
     for (x, y) in s.downstream.iter().zip(&r.downstream) {
