@@ -177,6 +177,32 @@ fn finished_results_are_reused_and_changed_settings_are_rerun() {
     assert_ne!(std::fs::read_to_string(&result).unwrap(), before);
 }
 
+/// Heads rerun on a run whose head data changed are trained and tested again: a result
+/// cached for the old split is not reported for the new one.
+#[test]
+fn changed_head_data_is_not_served_from_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    run_tiny(tmp.path(), &[]);
+    let run_dir = tmp.path().join("run");
+    let result = run_dir.join("downstream/00-linear-probe-pretrained-50pct/result.json");
+    let before = std::fs::read_to_string(&result).unwrap();
+    let again = run::resume(
+        &run_dir,
+        &[set("data.test.limit", "20")],
+        &RunOptions {
+            allow_changed: vec!["data.test".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let after = std::fs::read_to_string(&result).unwrap();
+    assert_ne!(after, before);
+    assert!(after.contains("\"limit\": 20"), "{after}");
+    // Tested on 20 images now, not 40.
+    let acc = again.downstream[0].test_accuracy * 20.0;
+    assert!((acc - acc.round()).abs() < 1e-6, "{acc}");
+}
+
 #[test]
 fn a_fine_tuned_head_on_pixels_is_refused_naming_the_key() {
     let tmp = tempfile::tempdir().unwrap();

@@ -85,6 +85,10 @@ pub struct Downstream<'a> {
     pub task: &'a dyn DownstreamTask,
     /// Pretraining steps behind the pretrained encoder (part of the cache key).
     pub pretrain_steps: usize,
+    /// The recipe's `data` section, serialised: the examples the heads train and test on and
+    /// how they are read (part of the cache key, so a run whose `data.labelled` changed
+    /// trains its heads again instead of reporting the old split's results).
+    pub data: serde_json::Value,
     pub seed: u64,
     pub device: &'a Device,
 }
@@ -169,6 +173,7 @@ impl Downstream<'_> {
                     "section": section,
                     "label_fraction": fraction,
                     "pretrain_steps": self.pretrain_steps,
+                    "data": self.data,
                     "seed": seed,
                 });
                 let cached_file = dir.join("result.json");

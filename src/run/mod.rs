@@ -353,6 +353,11 @@ fn execute(
             run_dir,
             task: &*task,
             pretrain_steps: done.step,
+            data: serde_json::to_value(&r.data).map_err(|e| Error::InvalidValue {
+                file: file.to_path_buf(),
+                key: "data".into(),
+                message: format!("cannot serialise the section: {e}"),
+            })?,
             seed: r.seed,
             device: &p.model().device,
         }
