@@ -1,12 +1,13 @@
 //! What a recipe will allocate, estimated from its sizes before anything is built: the
-//! model's weights, their gradients and AdamW's two moments, and one training batch's
-//! activations. `recipe check` reports it; a recipe over [`crate::limits::max_alloc`] is
+//! model's weights, their gradients and AdamW's two moments, data2vec's EMA teacher, and one
+//! training batch's activations. `recipe check` reports it; a recipe over [`crate::limits::max_alloc`] is
 //! refused naming the key that makes it so.
 
 use std::fmt;
 use std::path::Path;
 
 use super::types::Recipe;
+use super::ObjectiveSection;
 use crate::backbone::EncoderConfig;
 use crate::error::{Error, Result};
 use crate::limits;
@@ -38,6 +39,10 @@ pub struct Estimate {
     pub positions: u128,
     /// Gradients and AdamW's two moments: three times the weights.
     pub optimizer: u128,
+    /// data2vec's EMA teacher: a copy of the encoder, its embeddings and position table (no
+    /// gradients, no optimizer state), and per example its top-K block outputs and their
+    /// average, which the targets are made of. 0 for the other objectives.
+    pub teacher: u128,
     pub per_example: u128,
     pub batch: u128,
 }
@@ -49,7 +54,7 @@ impl Estimate {
             .fold(0, u128::saturating_add)
     }
     pub fn total(&self) -> u128 {
-        [self.weights(), self.optimizer, self.batch]
+        [self.weights(), self.optimizer, self.teacher, self.batch]
             .into_iter()
             .fold(0, u128::saturating_add)
     }
@@ -59,10 +64,17 @@ impl fmt::Display for Estimate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "about {} in all: weights {}, gradients and optimizer state {}, one batch {} (limit {})",
+            "about {} in all: weights {}, gradients and optimizer state {}",
             limits::human(self.total()),
             limits::human(self.weights()),
             limits::human(self.optimizer),
+        )?;
+        if self.teacher > 0 {
+            write!(f, ", EMA teacher {}", limits::human(self.teacher))?;
+        }
+        write!(
+            f,
+            ", one batch {} (limit {})",
             limits::human(self.batch),
             limits::human(limits::max_alloc() as u128),
         )
@@ -115,12 +127,30 @@ pub fn estimate(r: &Recipe) -> Option<Estimate> {
         mul(4, add(fp.input_values, mul(2, fp.output_values))),
     );
     let weights = add(add(encoder, decoder_bytes), add(embeddings, positions));
+    let teacher = match &r.objective {
+        Some(ObjectiveSection::Data2vec(d)) => {
+            let encoder_positions = mul(4, mul(fp.tokens, enc.dim as u128));
+            let targets = mul(
+                4,
+                mul(
+                    (d.top_k_for(enc.depth) as u128).saturating_add(1),
+                    mul(fp.tokens, enc.dim as u128),
+                ),
+            );
+            add(
+                add(encoder, add(embeddings, encoder_positions)),
+                mul(targets, r.train.batch_size as u128),
+            )
+        }
+        _ => 0,
+    };
     Some(Estimate {
         encoder,
         decoder: decoder_bytes,
         embeddings,
         positions,
         optimizer: mul(3, weights),
+        teacher,
         per_example,
         batch: mul(per_example, r.train.batch_size as u128),
     })
@@ -146,6 +176,7 @@ pub fn check(r: &Recipe, file: &Path) -> Result<()> {
         (four(e.decoder), "objective.decoder"),
         (four(e.embeddings), fp.embed_key),
         (four(e.positions), fp.tokens_key),
+        (e.teacher, "model"),
         (e.per_example, fp.tokens_key),
         (e.batch, batch_key),
     ];

@@ -353,3 +353,28 @@ fn heads_sharing_a_label_get_rows_of_their_own() {
         ]
     );
 }
+
+#[test]
+fn the_memory_estimate_counts_the_data2vec_teacher() {
+    let mae = load(MINIMAL, &[]).unwrap().recipe;
+    let d2v = load(&MINIMAL.replace("kind = \"mae\"", "kind = \"data2vec\""), &[])
+        .unwrap()
+        .recipe;
+    let m = memory::estimate(&mae).unwrap();
+    let d = memory::estimate(&d2v).unwrap();
+    assert_eq!(m.teacher, 0);
+    assert!(!m.to_string().contains("teacher"), "{m}");
+    // The teacher: encoder, embeddings and encoder position table, then per example the
+    // top-K block outputs and their average (K = 2 of vit-mini's blocks by default).
+    let enc = d2v.model.encoder_config();
+    let tokens = (d2v.data.modality.recipe().footprint)(&d2v).unwrap().tokens;
+    let k = (2 * enc.depth).div_ceil(3) as u128;
+    let per_example = 4 * (k + 1) * tokens * enc.dim as u128;
+    assert_eq!(
+        d.teacher,
+        d.encoder + d.embeddings + 4 * tokens * enc.dim as u128 + 4 * per_example
+    );
+    assert_eq!(d.total(), d.weights() + d.optimizer + d.teacher + d.batch);
+    assert!(d.to_string().contains("EMA teacher"), "{d}");
+    assert_eq!(d.encoder, m.encoder);
+}
