@@ -357,9 +357,12 @@ fn heads_sharing_a_label_get_rows_of_their_own() {
 #[test]
 fn the_memory_estimate_counts_the_data2vec_teacher() {
     let mae = load(MINIMAL, &[]).unwrap().recipe;
-    let d2v = load(&MINIMAL.replace("kind = \"mae\"", "kind = \"data2vec\""), &[])
-        .unwrap()
-        .recipe;
+    let d2v = load(
+        &MINIMAL.replace("kind = \"mae\"", "kind = \"data2vec\""),
+        &[],
+    )
+    .unwrap()
+    .recipe;
     let m = memory::estimate(&mae).unwrap();
     let d = memory::estimate(&d2v).unwrap();
     assert_eq!(m.teacher, 0);
