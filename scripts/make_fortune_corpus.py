@@ -32,21 +32,11 @@ import random
 import re
 import sys
 
+from make_fortunes import parse  # fortunes split on `%` lines, stripped, empty ones dropped
+
 FORTUNES = "/usr/share/games/fortunes"
 EXTRA = ["anarchism", "bofh-excuses", "debian-hints"]
 TFORTUNES = "/usr/share/games/tfortunes/epigrams/en.tfortunes"
-
-
-def split_percent(raw):
-    out, cur = [], []
-    for line in raw.split("\n"):
-        if line.strip() == "%":
-            out.append("\n".join(cur))
-            cur = []
-        else:
-            cur.append(line)
-    out.append("\n".join(cur))
-    return [s.strip() for s in out if s.strip()]
 
 
 def read(path):
@@ -123,13 +113,13 @@ def main():
 
     texts = []
     for name in fortune_files(FORTUNES):
-        texts += split_percent(read(os.path.join(FORTUNES, name)))
+        texts += parse(os.path.join(FORTUNES, name))
     for name in EXTRA:
         p = os.path.join(FORTUNES, name)
         if not os.path.isfile(p):
             sys.exit(f"make_fortune_corpus: {p} is missing (install fortune-anarchism, "
                      "fortunes-bofh-excuses, fortunes-debian-hints)")
-        texts += split_percent(read(p))
+        texts += parse(p)
     if not os.path.isfile(TFORTUNES):
         sys.exit(f"make_fortune_corpus: {TFORTUNES} is missing (install tfortunes)")
     texts += tfortunes(TFORTUNES)
