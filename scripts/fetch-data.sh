@@ -226,21 +226,29 @@ PY
 WORDS_CLIPS=9600
 fetch_words() {
     local dest="$DATA/words" n
-    if [ -f "$dest/manifest.csv" ]; then
-        n=$(($(wc -l <"$dest/manifest.csv") - 1))
-        if [ "$n" -eq "$WORDS_CLIPS" ]; then
-            log "$dest already holds $n clips (manifest.csv)"
-            return 0
-        fi
-        log "$dest/manifest.csv lists $n clips, expected $WORDS_CLIPS: synthesising again"
+    n=$(manifest_rows "$dest/manifest.csv")
+    if [ "$n" -eq "$WORDS_CLIPS" ]; then
+        log "$dest already holds $n clips (manifest.csv)"
+        return 0
     fi
+    [ "$n" -eq 0 ] || log "$dest/manifest.csv lists $n clips, expected $WORDS_CLIPS: synthesising again"
+    need_espeak
+    python3 "$ROOT/scripts/make_words.py" --out "$dest"
+    n=$(manifest_rows "$dest/manifest.csv")
+    [ "$n" -eq "$WORDS_CLIPS" ] || log "warning: $dest holds $n clips, expected $WORDS_CLIPS (voices excluded? see $dest/voices.json)"
+    log "words ready in $dest"
+}
+
+# Rows of a clip manifest (its lines less the header); 0 when it does not exist.
+manifest_rows() {
+    if [ -f "$1" ]; then echo $(($(wc -l <"$1") - 1)); else echo 0; fi
+}
+
+# espeak-ng and python3 with numpy, for synthesising spoken words.
+need_espeak() {
     command -v espeak-ng >/dev/null 2>&1 || apt_install espeak-ng
     command -v python3 >/dev/null 2>&1 || apt_install python3
     need_numpy
-    python3 "$ROOT/scripts/make_words.py" --out "$dest"
-    n=$(($(wc -l <"$dest/manifest.csv") - 1))
-    [ "$n" -eq "$WORDS_CLIPS" ] || log "warning: $dest holds $n clips, expected $WORDS_CLIPS (voices excluded? see $dest/voices.json)"
-    log "words ready in $dest"
 }
 
 # Harder spoken words (espeak-ng as above): the same 20 words said by 784 voices (8 accents x 98
@@ -253,20 +261,16 @@ WORDS_HARD_CLIPS=15680
 WORDS_HARD_VAL_CLIPS=12320
 fetch_words_hard() {
     local dest="$DATA/words-hard" val="$DATA/words-hard-val" n v
-    if [ -f "$dest/manifest.csv" ] && [ -f "$val/manifest.csv" ]; then
-        n=$(($(wc -l <"$dest/manifest.csv") - 1))
-        v=$(($(wc -l <"$val/manifest.csv") - 1))
-        if [ "$n" -eq "$WORDS_HARD_CLIPS" ] && [ "$v" -eq "$WORDS_HARD_VAL_CLIPS" ]; then
-            log "$dest already holds $n clips, $val lists $v (manifest.csv)"
-            return 0
-        fi
-        log "$dest lists $n clips and $val $v, expected $WORDS_HARD_CLIPS and $WORDS_HARD_VAL_CLIPS: synthesising again"
+    n=$(manifest_rows "$dest/manifest.csv")
+    v=$(manifest_rows "$val/manifest.csv")
+    if [ "$n" -eq "$WORDS_HARD_CLIPS" ] && [ "$v" -eq "$WORDS_HARD_VAL_CLIPS" ]; then
+        log "$dest already holds $n clips, $val lists $v (manifest.csv)"
+        return 0
     fi
-    command -v espeak-ng >/dev/null 2>&1 || apt_install espeak-ng
-    command -v python3 >/dev/null 2>&1 || apt_install python3
-    need_numpy
+    [ "$n" -eq 0 ] || log "$dest lists $n clips and $val $v, expected $WORDS_HARD_CLIPS and $WORDS_HARD_VAL_CLIPS: synthesising again"
+    need_espeak
     python3 "$ROOT/scripts/make_words_hard.py" --out "$dest" --val-out "$val"
-    n=$(($(wc -l <"$dest/manifest.csv") - 1))
+    n=$(manifest_rows "$dest/manifest.csv")
     [ "$n" -eq "$WORDS_HARD_CLIPS" ] || log "warning: $dest holds $n clips, expected $WORDS_HARD_CLIPS (voices excluded? see $dest/voices.json)"
     log "words-hard ready in $dest (validation split in $val)"
 }
