@@ -12,6 +12,18 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+/// The stream of one example in one epoch of a data pipeline (its augmentation): a pure
+/// function of `(seed, epoch, index)` and a `tag` naming the pipeline (the four are the
+/// ChaCha key, so streams never collide), whichever thread draws it and in whichever order.
+pub fn example_rng(seed: u64, epoch: usize, index: usize, tag: &[u8; 8]) -> ChaCha8Rng {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&(epoch as u64).to_le_bytes());
+    key[16..24].copy_from_slice(&(index as u64).to_le_bytes());
+    key[24..].copy_from_slice(tag);
+    ChaCha8Rng::from_seed(key)
+}
+
 /// What a stream is drawn for; each gives an independent stream of the same example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {

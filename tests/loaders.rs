@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use pretext::modality::audio::augment::{AudioAugment, AugmentSettings, Masks};
 use pretext::modality::audio::clips::{AudioFeatures, ClipKind, ClipSet, SpectrogramBatches};
 use pretext::modality::audio::MelConfig;
 use pretext::modality::text::pack::{BlockBatches, TokenBlocks};
@@ -28,7 +29,7 @@ where
         assert_eq!(a, b);
         let (indices, epochs) = own.next_batch_with_epochs(batch);
         assert_eq!((&a.indices, &a.epochs), (&indices, &epochs));
-        assert_eq!(a.data, maker.make(&indices, &[]).unwrap());
+        assert_eq!(a.data, maker.make(&indices, &epochs).unwrap());
         out.push(a.data);
     }
     assert!(own.position().epoch >= 3, "{:?}", own.position());
@@ -85,8 +86,18 @@ fn prefetched_spectrograms_equal_synchronous_ones_and_the_clip_batches() {
     let maker = SpectrogramBatches {
         clips: clips.clone(),
         features: features.clone(),
+        augment: None,
     };
-    let batches = assert_modes_agree(maker, n, 4);
+    let batches = assert_modes_agree(maker.clone(), n, 4);
+    // Augmented: the same batches whichever loader makes them, and not the plain ones.
+    let settings = AugmentSettings {
+        gain_db: 6.0,
+        time_masks: Some(Masks { count: 1, width: 4 }),
+        ..Default::default()
+    };
+    let augment = AudioAugment::new(&settings, &features.mel, 3).unwrap();
+    let augmented = assert_modes_agree(SpectrogramBatches { augment, ..maker }, n, 4);
+    assert_ne!(augmented, batches);
     // The same values as the batches of the evaluation path.
     let dev = candle_core::Device::Cpu;
     let sampler_first = Sampler::new(n, 4, Position { epoch: 1, index: 3 }).next_batch(4);

@@ -80,8 +80,9 @@ pub struct DownstreamSection {
     /// Fine-tune: write a full-state checkpoint every N steps (default 500), so an
     /// interrupted fine-tuning continues from the last one.
     pub checkpoint_every: Option<usize>,
-    /// Fine-tune (images): augment the training batches as `[data.augment]` augments
-    /// pretraining's (`random_resized_crop`, `hflip`); absent = none.
+    /// Fine-tune (images, audio): augment the training batches as `[data.augment]` augments
+    /// pretraining's (images: `random_resized_crop`, `hflip`; audio: `time_shift`, `gain_db`,
+    /// `noise`, `time_masks`, `freq_masks`); absent = none.
     pub augment: Option<AugmentSection>,
     /// Fine-tune (waveform models): a projector Linear(hidden → P) on the frames before the
     /// classifier, which makes the classifier exactly `Wav2Vec2ForSequenceClassification`
@@ -154,11 +155,31 @@ pub fn method_names(sections: &[DownstreamSection]) -> Vec<String> {
             format!("{}, {pooling} pooling{pooler})", name.trim_end_matches(')'))
         })
         .collect();
-    detailed
+    // Still alike: what fine-tuning does besides (augmentation, stochastic depth).
+    let training: Vec<String> = sections
+        .iter()
+        .zip(&detailed)
+        .map(|(s, name)| {
+            let mut extra = String::new();
+            if count(&detailed, name) > 1 {
+                if s.augment.is_some() {
+                    extra.push_str(", augmented");
+                }
+                if s.drop_path > 0.0 {
+                    extra.push_str(&format!(", drop path {}", s.drop_path));
+                }
+            }
+            match extra.is_empty() {
+                true => name.clone(),
+                false => format!("{}{extra})", name.trim_end_matches(')')),
+            }
+        })
+        .collect();
+    training
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            if count(&detailed, name) == 1 {
+            if count(&training, name) == 1 {
                 name.clone()
             } else {
                 format!("{name} #{i}")
@@ -172,7 +193,7 @@ pub fn method_names(sections: &[DownstreamSection]) -> Vec<String> {
 #[serde(tag = "head", rename_all = "kebab-case")]
 enum HeadSection {
     LinearProbe(ProbeKeys),
-    FineTune(FineTuneKeys),
+    FineTune(Box<FineTuneKeys>),
     Knn(KnnKeys),
 }
 
@@ -293,26 +314,29 @@ impl From<HeadSection> for DownstreamSection {
                 batch_size: p.batch_size,
                 ..defaults(HeadKind::LinearProbe)
             },
-            HeadSection::FineTune(f) => DownstreamSection {
-                input: f.input,
-                pooling: f.pooling,
-                pooler: f.pooler,
-                label_fractions: f.label_fractions,
-                draws: f.draws,
-                epochs: f.epochs,
-                min_steps: f.min_steps,
-                lr: f.lr,
-                weight_decay: f.weight_decay,
-                batch_size: f.batch_size,
-                warmup_fraction: f.warmup_fraction,
-                layer_decay: f.layer_decay,
-                label_smoothing: f.label_smoothing,
-                drop_path: f.drop_path,
-                checkpoint_every: f.checkpoint_every,
-                augment: f.augment,
-                projector: f.projector,
-                ..defaults(HeadKind::FineTune)
-            },
+            HeadSection::FineTune(f) => {
+                let f = *f;
+                DownstreamSection {
+                    input: f.input,
+                    pooling: f.pooling,
+                    pooler: f.pooler,
+                    label_fractions: f.label_fractions,
+                    draws: f.draws,
+                    epochs: f.epochs,
+                    min_steps: f.min_steps,
+                    lr: f.lr,
+                    weight_decay: f.weight_decay,
+                    batch_size: f.batch_size,
+                    warmup_fraction: f.warmup_fraction,
+                    layer_decay: f.layer_decay,
+                    label_smoothing: f.label_smoothing,
+                    drop_path: f.drop_path,
+                    checkpoint_every: f.checkpoint_every,
+                    augment: f.augment,
+                    projector: f.projector,
+                    ..defaults(HeadKind::FineTune)
+                }
+            }
             HeadSection::Knn(k) => DownstreamSection {
                 input: k.input,
                 pooling: k.pooling,
@@ -339,7 +363,7 @@ impl From<DownstreamSection> for HeadSection {
                 weight_decay: d.weight_decay,
                 batch_size: d.batch_size,
             }),
-            HeadKind::FineTune => HeadSection::FineTune(FineTuneKeys {
+            HeadKind::FineTune => HeadSection::FineTune(Box::new(FineTuneKeys {
                 input: d.input,
                 pooling: d.pooling,
                 pooler: d.pooler,
@@ -357,7 +381,7 @@ impl From<DownstreamSection> for HeadSection {
                 checkpoint_every: d.checkpoint_every,
                 augment: d.augment,
                 projector: d.projector,
-            }),
+            })),
             HeadKind::Knn => HeadSection::Knn(KnnKeys {
                 input: d.input,
                 pooling: d.pooling,

@@ -2,6 +2,7 @@
 //! overrides, and validation that names the file and key of anything wrong — all before
 //! a device or a data set is touched.
 
+mod augment;
 pub mod head;
 mod load;
 pub mod memory;

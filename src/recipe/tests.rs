@@ -337,7 +337,7 @@ fn heads_sharing_a_label_get_rows_of_their_own() {
             set(r#"data.train={ format = "idx", images = "a.gz", labels = "b.gz" }"#),
             set(r#"data.test={ format = "idx", images = "c.gz", labels = "d.gz" }"#),
             set(
-            r#"downstream=[{ head = "fine-tune", pooling = "cls" }, { head = "fine-tune", pooling = "mean" }, { head = "fine-tune", pooling = "mean", lr = 1e-4 }, { head = "linear-probe" }]"#,
+            r#"downstream=[{ head = "fine-tune", pooling = "cls" }, { head = "fine-tune", pooling = "mean" }, { head = "fine-tune", pooling = "mean", lr = 1e-4 }, { head = "linear-probe" }, { head = "fine-tune", pooling = "mean", drop_path = 0.1, augment = { hflip = 0.5 } }, { head = "fine-tune", pooling = "mean", drop_path = 0.1 }]"#,
             ),
         ],
     )
@@ -350,6 +350,8 @@ fn heads_sharing_a_label_get_rows_of_their_own() {
             "fine-tune (pretrained, mean pooling) #1",
             "fine-tune (pretrained, mean pooling) #2",
             "linear probe (pretrained)",
+            "fine-tune (pretrained, mean pooling, augmented, drop path 0.1)",
+            "fine-tune (pretrained, mean pooling, drop path 0.1)",
         ]
     );
 }

@@ -200,8 +200,11 @@ pub struct LabelledSection {
     pub test: DataSource,
 }
 
-/// Pretraining augmentations, applied in this order with torchvision's semantics; each
-/// example's randomness is a function of (seed, epoch, example index) only.
+/// Augmentations (`[data.augment]` of pretraining batches, `downstream[i].augment` of
+/// fine-tuning batches), applied in the order listed; each example's randomness is a function
+/// of (seed, epoch, example index) only. Images take `random_resized_crop` and `hflip`
+/// (torchvision's semantics); audio takes the rest, on the log-mel spectrogram
+/// ([`crate::modality::audio::augment`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AugmentSection {
@@ -211,6 +214,78 @@ pub struct AugmentSection {
     /// Probability of `RandomHorizontalFlip`; default 0.
     #[serde(default)]
     pub hflip: f64,
+    /// Audio: the largest time shift, in seconds, either way (uniform; the frames it uncovers
+    /// hold each band's quietest value in the clip); default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub time_shift: f64,
+    /// Audio: the largest change of level, in dB, either way (uniform); default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gain_db: f64,
+    /// Audio: white noise added at a random signal-to-noise ratio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<NoiseSection>,
+    /// Audio: SpecAugment's time masks (torchaudio's `TimeMasking`), after normalisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_masks: Option<SpecMaskSection>,
+    /// Audio: SpecAugment's frequency masks (torchaudio's `FrequencyMasking`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freq_masks: Option<SpecMaskSection>,
+}
+
+impl AugmentSection {
+    /// The keys of this table that augment audio and are set, by name.
+    pub fn audio_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        for (set, key) in [
+            (self.time_shift != 0.0, "time_shift"),
+            (self.gain_db != 0.0, "gain_db"),
+            (self.noise.is_some(), "noise"),
+            (self.time_masks.is_some(), "time_masks"),
+            (self.freq_masks.is_some(), "freq_masks"),
+        ] {
+            if set {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+
+    /// The keys of this table that augment images and are set, by name.
+    pub fn image_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.random_resized_crop.is_some() {
+            keys.push("random_resized_crop");
+        }
+        if self.hflip != 0.0 {
+            keys.push("hflip");
+        }
+        keys
+    }
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+/// Additive white noise (audio augmentation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoiseSection {
+    /// Range of the signal-to-noise ratio in dB (uniform), over the whole clip's power.
+    pub snr_db: [f64; 2],
+    /// Probability that a clip gets noise at all; default 1.
+    #[serde(default = "defaults::one")]
+    pub probability: f64,
+}
+
+/// SpecAugment masks along one axis (audio augmentation): `count` masks, each of a width
+/// drawn uniformly from `[0, width)` frames or mel bands, at a uniform position, set to the
+/// normalised mean (0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecMaskSection {
+    pub count: usize,
+    pub width: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -241,6 +316,9 @@ mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn one() -> f64 {
+        1.0
     }
     pub fn crop_scale() -> [f64; 2] {
         [0.08, 1.0]

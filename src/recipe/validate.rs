@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::augment::validate_augment;
 use super::types::*;
 use crate::error::{Error, Result};
 
@@ -107,16 +108,16 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
     }
     (r.data.modality.recipe().validate)(r, file)?;
 
+    let waveform = r.data.modality == Modality::Audio && r.model.source.is_some();
     if let Some(a) = &r.data.augment {
-        validate_augment(a, "data.augment", file)?;
+        validate_augment(a, "data.augment", r.data.modality, waveform, file)?;
     }
 
     // An audio recipe starting from a waveform model pretrains nothing and takes no
     // objective (src/modality/audio/recipe.rs); every other recipe needs one.
-    let waveform_source = r.data.modality == Modality::Audio && r.model.source.is_some();
     let o = match &r.objective {
         Some(o) => o,
-        None if waveform_source => return validate_rest(r, file),
+        None if waveform => return validate_rest(r, file),
         None => {
             return Err(Error::InvalidValue {
                 file: file.to_path_buf(),
@@ -335,13 +336,8 @@ fn validate_rest(r: &Recipe, file: &Path) -> Result<()> {
             "must be positive".into()
         })?;
         if let Some(a) = &d.augment {
-            check(
-                r.data.modality == Modality::Image,
-                file,
-                &key("augment"),
-                || "augments images; text and audio fine-tuning take none".into(),
-            )?;
-            validate_augment(a, &key("augment"), file)?;
+            let waveform = r.data.modality == Modality::Audio && r.model.source.is_some();
+            validate_augment(a, &key("augment"), r.data.modality, waveform, file)?;
         }
         if d.pooler.is_some() {
             check(
@@ -454,31 +450,6 @@ fn validate_classes(r: &Recipe, classes: &[String], file: &Path) -> Result<()> {
                 format!("`{c}` is also data.classes[{j}]")
             })?;
         }
-    }
-    Ok(())
-}
-
-/// An augmentation table at `at` (`data.augment`, `downstream[i].augment`).
-fn validate_augment(a: &AugmentSection, at: &str, file: &Path) -> Result<()> {
-    check(
-        (0.0..=1.0).contains(&a.hflip),
-        file,
-        &format!("{at}.hflip"),
-        || format!("a probability in [0, 1], found {}", a.hflip),
-    )?;
-    if let Some(c) = &a.random_resized_crop {
-        check(
-            c.scale[0] > 0.0 && c.scale[0] <= c.scale[1] && c.scale[1] <= 1.0,
-            file,
-            &format!("{at}.random_resized_crop.scale"),
-            || format!("needs 0 < min <= max <= 1, found {:?}", c.scale),
-        )?;
-        check(
-            c.ratio[0] > 0.0 && c.ratio[0] <= c.ratio[1] && c.ratio[1].is_finite(),
-            file,
-            &format!("{at}.random_resized_crop.ratio"),
-            || format!("needs 0 < min <= max, found {:?}", c.ratio),
-        )?;
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::augment::AudioAugment;
 use super::cache::{self, Mapped};
 use super::dataset::AudioItem;
 use super::mel::{MelConfig, MelSpectrogram};
@@ -357,6 +358,32 @@ impl ClipSet {
         Ok(f.normalised(&specs))
     }
 
+    /// [`Self::normalised`] with clip `idx[k]` augmented by `augment`, drawing from its
+    /// stream for `(epochs[k], idx[k])` (clips in parallel; the result does not depend on
+    /// which thread ran which).
+    pub fn augmented(
+        &self,
+        idx: &[usize],
+        f: &AudioFeatures,
+        augment: &AudioAugment,
+        epochs: &[usize],
+    ) -> Result<Vec<f32>> {
+        if let ClipKind::Waveform { .. } = self.kind {
+            return Err(Error::Usage(
+                "these clips are waveforms, not spectrograms".into(),
+            ));
+        }
+        if epochs.len() != idx.len() {
+            return Err(Error::shape("augmentation epochs", idx.len(), epochs.len()));
+        }
+        let clips: Vec<Vec<f32>> = idx
+            .par_iter()
+            .zip(epochs)
+            .map(|(&i, &e)| augment.apply(self.get(i), f, &mut augment.rng(e, i)))
+            .collect();
+        Ok(clips.concat())
+    }
+
     /// Waveforms `[B, samples]` of the clips `idx` (a spectrogram set is an error).
     pub fn waveform_batch(&self, idx: &[usize], device: &Device) -> Result<Tensor> {
         let ClipKind::Waveform { samples } = self.kind else {
@@ -452,14 +479,19 @@ fn labels(items: &[AudioItem], classes: &[String]) -> Result<Option<Vec<u32>>> {
 pub struct SpectrogramBatches {
     pub clips: Arc<ClipSet>,
     pub features: AudioFeatures,
+    /// `[data.augment]`: each clip augmented with its stream for (epoch, index).
+    pub augment: Option<AudioAugment>,
 }
 
 impl MakeBatch for SpectrogramBatches {
     /// `[B, n_mels, frames]` (see [`AudioFeatures::values_to_tensor`]).
     type Batch = Vec<f32>;
 
-    fn make(&self, indices: &[usize], _epochs: &[usize]) -> Result<Vec<f32>> {
-        self.clips.normalised(indices, &self.features)
+    fn make(&self, indices: &[usize], epochs: &[usize]) -> Result<Vec<f32>> {
+        match &self.augment {
+            Some(a) => self.clips.augmented(indices, &self.features, a, epochs),
+            None => self.clips.normalised(indices, &self.features),
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 
 use image::imageops::{self, FilterType};
 use image::{ImageBuffer, Pixel};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 /// torchvision's `RandomResizedCrop(size, scale, ratio)`: a crop covering a random fraction
@@ -106,12 +106,7 @@ impl Augment {
     /// The random stream of one example in one epoch: a pure function of
     /// `(seed, epoch, index)` (the three are the ChaCha key, so streams never collide).
     pub fn rng(&self, epoch: usize, index: usize) -> ChaCha8Rng {
-        let mut key = [0u8; 32];
-        key[..8].copy_from_slice(&self.seed.to_le_bytes());
-        key[8..16].copy_from_slice(&(epoch as u64).to_le_bytes());
-        key[16..24].copy_from_slice(&(index as u64).to_le_bytes());
-        key[24..].copy_from_slice(b"augment\0");
-        ChaCha8Rng::from_seed(key)
+        crate::draws::example_rng(self.seed, epoch, index, b"augment\0")
     }
 
     /// Crops (if configured) and resizes `img` to `size x size`, then flips it with

@@ -18,16 +18,20 @@ use candle_core::Device;
 
 use crate::draws::Draws;
 use crate::error::{Error, Result};
+use crate::modality::audio::augment::{AudioAugment, AugmentSettings, Masks};
 use crate::modality::audio::clips::{AudioFeatures, ClipSet};
 pub use crate::modality::audio::config::AudioRunConfig;
 use crate::modality::audio::dataset::{self, AudioItem};
 use crate::modality::audio::encoder::SpectrogramGeometry;
+use crate::modality::audio::MelConfig;
 use crate::objective::data2vec::patch::{AudioData2vec, AudioData2vecConfig};
 use crate::objective::mae::{AudioMae, AudioMaeConfig};
 use crate::objective::masking::GridMasker;
 use crate::objective::Objective;
 use crate::params::ParamStore;
-use crate::recipe::{AudioSection, DataSource, ObjectiveSection, Recipe};
+use crate::recipe::{
+    AudioSection, AugmentSection, DataSource, ObjectiveSection, Recipe, SpecMaskSection,
+};
 use crate::run::classify::Task;
 use crate::run::downstream::DownstreamTask;
 use crate::run::{invalid, Model, Pipeline, PretrainStage};
@@ -53,6 +57,8 @@ pub struct Prepared {
     pub labelled: Option<(ClipSet, ClipSet)>,
     /// Class names (from the heads' training split), in label order.
     pub classes: Vec<String>,
+    /// `[data.augment]`, for the pretraining batches.
+    pub augment: Option<AudioAugment>,
 }
 
 impl Prepared {
@@ -147,6 +153,32 @@ pub(crate) fn items(src: &DataSource, key: &str, file: &Path) -> Result<Vec<Audi
         return Err(invalid(file, key, "has no clips"));
     }
     Ok(items)
+}
+
+/// The audio augmentation an augmentation table asks for (`None`: none), its streams keyed
+/// by `seed`.
+pub fn augment(
+    a: Option<&AugmentSection>,
+    mel: &MelConfig,
+    seed: u64,
+) -> Result<Option<AudioAugment>> {
+    let Some(a) = a else {
+        return Ok(None);
+    };
+    let masks = |m: &Option<SpecMaskSection>| {
+        m.as_ref().map(|m| Masks {
+            count: m.count,
+            width: m.width,
+        })
+    };
+    let settings = AugmentSettings {
+        time_shift: a.time_shift,
+        gain_db: a.gain_db,
+        noise: a.noise.as_ref().map(|n| (n.snr_db, n.probability)),
+        time_masks: masks(&a.time_masks),
+        freq_masks: masks(&a.freq_masks),
+    };
+    AudioAugment::new(&settings, mel, seed)
 }
 
 fn geometry(a: &AudioSection) -> SpectrogramGeometry {
@@ -275,6 +307,7 @@ pub fn prepare_spectrogram(
         Some((tr, te)) => Some((load(&tr)?, load(&te)?)),
         None => None,
     };
+    let augment = augment(r.data.augment.as_ref(), &a.mel, r.seed)?;
     let p = Prepared {
         model: Model {
             device,
@@ -288,6 +321,7 @@ pub fn prepare_spectrogram(
         test,
         labelled,
         classes,
+        augment,
     };
     if !r.downstream.is_empty() {
         let [(_, train_key), (_, test_key)] = heads_sources(r, file)?;
@@ -311,6 +345,7 @@ impl Prepared {
             features: &self.config.features,
             device: self.model.device.clone(),
             seed,
+            augment: self.augment.clone(),
             loader: Default::default(),
         }
     }

@@ -10,6 +10,7 @@ use candle_core::{Device, Tensor};
 use crate::backbone::{EncoderConfig, Mode};
 use crate::draws::Draws;
 use crate::error::Result;
+use crate::modality::audio::augment::AudioAugment;
 use crate::modality::audio::clips::{AudioFeatures, ClipSet, SpectrogramBatches};
 use crate::modality::audio::encoder::{unpatchify, SpectrogramEncoder, SpectrogramGeometry};
 use crate::modality::image::grid::save_grid;
@@ -36,6 +37,8 @@ pub struct AudioMaeTask<'a> {
     pub features: &'a AudioFeatures,
     pub device: Device,
     pub seed: u64,
+    /// `[data.augment]` of the training batches (not of pictures or held-out passes).
+    pub augment: Option<AudioAugment>,
     /// Normalised spectrograms of the training batches, made ahead on a worker thread.
     pub loader: TaskLoader<Vec<f32>>,
 }
@@ -102,6 +105,7 @@ impl TrainTask for AudioMaeTask<'_> {
         let maker = SpectrogramBatches {
             clips: self.train.clone(),
             features: self.features.clone(),
+            augment: self.augment.clone(),
         };
         self.loader.start(maker, sampler, shape)
     }

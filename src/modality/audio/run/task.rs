@@ -5,8 +5,11 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
+use rand::Rng;
 
 use super::AudioRunConfig;
+
+use crate::draws::{Draws, Purpose};
 use crate::error::Result;
 use crate::modality::audio::classifier::{AudioClassifier, AudioClassifierSpec};
 use crate::modality::audio::clips::ClipSet;
@@ -54,6 +57,27 @@ impl Labelled for AudioSplits<'_> {
 
     fn inputs(&self, split: Split, idx: &[usize], device: &Device) -> Result<Tensor> {
         self.split(split).batch(idx, &self.config.features, device)
+    }
+
+    /// With `section.augment`, each batch draws one key from its first row's augmentation
+    /// stream; clip `i`'s augmentation is then a function of (key, i), as pretraining's is of
+    /// (seed, epoch, i).
+    fn train_inputs(
+        &self,
+        section: &DownstreamSection,
+        idx: &[usize],
+        draws: &Draws,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let f = &self.config.features;
+        let seed = draws.rng(0, Purpose::Augment).gen();
+        let Some(augment) = super::augment(section.augment.as_ref(), &f.mel, seed)? else {
+            return self.inputs(Split::Train, idx, device);
+        };
+        let values = self
+            .train
+            .augmented(idx, f, &augment, &vec![0; idx.len()])?;
+        f.values_to_tensor(values, idx.len(), device)
     }
 
     fn depth(&self) -> usize {

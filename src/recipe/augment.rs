@@ -1,0 +1,113 @@
+//! Checks of an augmentation table (`data.augment`, `downstream[i].augment`): which keys the
+//! recipe's modality takes, and their ranges.
+
+use std::path::Path;
+
+use super::types::{AugmentSection, Modality, SpecMaskSection};
+use super::validate::check;
+use crate::error::Result;
+
+/// Checks the table at `at` for a recipe of `modality`; `waveform` is an audio recipe whose
+/// heads read raw waveforms (a `model.source`), which nothing augments.
+pub(crate) fn validate_augment(
+    a: &AugmentSection,
+    at: &str,
+    modality: Modality,
+    waveform: bool,
+    file: &Path,
+) -> Result<()> {
+    let (image, audio) = (a.image_keys(), a.audio_keys());
+    match modality {
+        Modality::Image => check(
+            audio.is_empty(),
+            file,
+            &format!("{at}.{}", audio.first().copied().unwrap_or_default()),
+            || "is an audio augmentation; images take random_resized_crop and hflip".into(),
+        )?,
+        Modality::Audio => {
+            check(
+                image.is_empty(),
+                file,
+                &format!("{at}.{}", image.first().copied().unwrap_or_default()),
+                || {
+                    "is an image augmentation; audio takes time_shift, gain_db, noise, time_masks and freq_masks".into()
+                },
+            )?;
+            check(!waveform, file, at, || {
+                "augments spectrograms; a waveform model.source reads raw waveforms: remove it"
+                    .into()
+            })?;
+        }
+        Modality::Text => check(false, file, at, || {
+            "text takes no augmentation (its masking is the objective's): remove it".into()
+        })?,
+    }
+    check(
+        (0.0..=1.0).contains(&a.hflip),
+        file,
+        &format!("{at}.hflip"),
+        || format!("a probability in [0, 1], found {}", a.hflip),
+    )?;
+    if let Some(c) = &a.random_resized_crop {
+        check(
+            c.scale[0] > 0.0 && c.scale[0] <= c.scale[1] && c.scale[1] <= 1.0,
+            file,
+            &format!("{at}.random_resized_crop.scale"),
+            || format!("needs 0 < min <= max <= 1, found {:?}", c.scale),
+        )?;
+        check(
+            c.ratio[0] > 0.0 && c.ratio[0] <= c.ratio[1] && c.ratio[1].is_finite(),
+            file,
+            &format!("{at}.random_resized_crop.ratio"),
+            || format!("needs 0 < min <= max, found {:?}", c.ratio),
+        )?;
+    }
+    check(
+        a.time_shift.is_finite() && (0.0..=60.0).contains(&a.time_shift),
+        file,
+        &format!("{at}.time_shift"),
+        || format!("seconds in [0, 60], found {}", a.time_shift),
+    )?;
+    check(
+        a.gain_db.is_finite() && (0.0..=60.0).contains(&a.gain_db),
+        file,
+        &format!("{at}.gain_db"),
+        || {
+            format!(
+                "dB in [0, 60] (the largest change either way), found {}",
+                a.gain_db
+            )
+        },
+    )?;
+    if let Some(n) = &a.noise {
+        check(
+            n.snr_db.iter().all(|s| s.is_finite() && s.abs() <= 100.0)
+                && n.snr_db[0] <= n.snr_db[1],
+            file,
+            &format!("{at}.noise.snr_db"),
+            || {
+                format!(
+                    "needs [min, max] in dB, min <= max, within ±100, found {:?}",
+                    n.snr_db
+                )
+            },
+        )?;
+        check(
+            (0.0..=1.0).contains(&n.probability),
+            file,
+            &format!("{at}.noise.probability"),
+            || format!("a probability in [0, 1], found {}", n.probability),
+        )?;
+    }
+    for (m, key) in [(&a.time_masks, "time_masks"), (&a.freq_masks, "freq_masks")] {
+        if let Some(SpecMaskSection { count, width }) = m {
+            check(*count <= 64, file, &format!("{at}.{key}.count"), || {
+                format!("at most 64 masks, found {count}")
+            })?;
+            check(*width >= 1, file, &format!("{at}.{key}.width"), || {
+                "the largest width must be at least 1 (masks are [0, width) wide)".into()
+            })?;
+        }
+    }
+    Ok(())
+}
