@@ -4,6 +4,8 @@
 //! fine-tuning trains on other batches than plain fine-tuning, and augmentation keys that do
 //! not fit the recipe are errors naming the key.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -58,13 +60,7 @@ fn largest_difference(a: &Path, b: &Path, keep: impl Fn(&str) -> bool) -> f32 {
     let (a, b) = (load(a), load(b));
     let mut worst = 0f32;
     for (name, t) in a.model.iter().filter(|(n, _)| keep(n)) {
-        let d = (t - &b.model[name])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        worst = worst.max(d.to_scalar::<f32>().unwrap());
+        worst = worst.max(common::max_abs_diff(t, &b.model[name]));
     }
     worst
 }
@@ -101,7 +97,7 @@ fn augmented_fine_tuning_trains_on_other_batches() {
         let text = std::fs::read_to_string(dir.join("summary.json")).unwrap();
         let s: serde_json::Value = serde_json::from_str(&text).unwrap();
         let model = PathBuf::from(s["downstream"][0]["model_dir"].as_str().unwrap());
-        candle_core::safetensors::load(model.join("model.safetensors"), &Device::Cpu).unwrap()
+        common::read(&model.join("model.safetensors"))
     };
     let d = |n: &str| tmp.path().join(n);
     start(2, &[&with], d("aug"), None);
@@ -112,19 +108,10 @@ fn augmented_fine_tuning_trains_on_other_batches() {
         weights(&d("plain")),
         weights(&d("again")),
     );
-    let diff = |x: &std::collections::HashMap<String, candle_core::Tensor>,
-                y: &std::collections::HashMap<String, candle_core::Tensor>| {
+    type Weights = std::collections::BTreeMap<String, candle_core::Tensor>;
+    let diff = |x: &Weights, y: &Weights| {
         x.iter()
-            .map(|(n, t)| {
-                (t - &y[n])
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            })
+            .map(|(n, t)| common::max_abs_diff(t, &y[n]))
             .fold(0f32, f32::max)
     };
     // Fine-tuning is deterministic; with augmentation only the batches differ.

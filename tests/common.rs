@@ -215,6 +215,20 @@ pub fn read(path: &Path) -> std::collections::BTreeMap<String, candle_core::Tens
         .tensors
 }
 
+/// max|a - b| (tensors of the same shape, in f32).
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    let d = (a.to_dtype(candle_core::DType::F32).unwrap()
+        - b.to_dtype(candle_core::DType::F32).unwrap())
+    .unwrap();
+    d.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 /// max|actual - expected| / max|expected|.
 pub fn rel_err(actual: &candle_core::Tensor, expected: &candle_core::Tensor) -> f32 {
     assert_eq!(actual.dims(), expected.dims(), "shapes differ");
