@@ -76,14 +76,9 @@ impl AugmentSettings {
 /// The audio augmentations of a recipe's `[data.augment]` or `downstream[i].augment`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AudioAugment {
-    /// Largest shift, in frames, either way.
+    pub settings: AugmentSettings,
+    /// `settings.time_shift` in frames.
     pub shift_frames: usize,
-    /// Largest change of level, in dB, either way.
-    pub gain_db: f64,
-    /// SNR range in dB and the probability of any noise.
-    pub noise: Option<([f64; 2], f64)>,
-    pub time_masks: Option<Masks>,
-    pub freq_masks: Option<Masks>,
     /// Keys every example's stream.
     pub seed: u64,
     log_offset: f64,
@@ -120,10 +115,7 @@ impl AudioAugment {
         Ok(Some(Self {
             shift_frames: (a.time_shift * mel.sample_rate as f64 / mel.hop_length as f64).round()
                 as usize,
-            gain_db: a.gain_db,
-            noise: a.noise,
-            time_masks: a.time_masks,
-            freq_masks: a.freq_masks,
+            settings: a.clone(),
             seed,
             log_offset: mel.log_offset as f64,
             power: mel.power as f64,
@@ -148,10 +140,11 @@ impl AudioAugment {
             let s = self.shift_frames as i64;
             shift(&mut x, shape, rng.gen_range(-s..=s));
         }
-        if self.gain_db > 0.0 {
-            self.gain(&mut x, rng.gen_range(-self.gain_db..=self.gain_db));
+        let a = &self.settings;
+        if a.gain_db > 0.0 {
+            self.gain(&mut x, rng.gen_range(-a.gain_db..=a.gain_db));
         }
-        if let Some((snr, p)) = self.noise {
+        if let Some((snr, p)) = a.noise {
             if rng.gen::<f64>() < p {
                 let db = snr[0] + (snr[1] - snr[0]) * rng.gen::<f64>();
                 self.add_noise(&mut x, shape, db, rng);
@@ -160,10 +153,10 @@ impl AudioAugment {
         for v in &mut x {
             *v = (*v - f.mean) / f.std;
         }
-        if let Some(m) = self.time_masks {
+        if let Some(m) = a.time_masks {
             mask(&mut x, shape, m, Axis::Time, rng);
         }
-        if let Some(m) = self.freq_masks {
+        if let Some(m) = a.freq_masks {
             mask(&mut x, shape, m, Axis::Frequency, rng);
         }
         x

@@ -8,7 +8,6 @@ use candle_nn::VarBuilder;
 use rand::Rng;
 
 use super::AudioRunConfig;
-
 use crate::draws::{Draws, Purpose};
 use crate::error::Result;
 use crate::modality::audio::classifier::{AudioClassifier, AudioClassifierSpec};
