@@ -66,6 +66,21 @@ def log_mel(features, wave):
     return (spec - features["mean"]) / features["std"]
 
 
+def held_frames(features, length):
+    """Frames of a clip of `length` samples that hold it (the rest is padding)."""
+    m = features["mel"]
+    reach = length + (m["n_fft"] // 2 if m["center"] else 0)
+    return min(max(-(-reach // m["hop_length"]), 1), features["frames"])
+
+
+def token_mask(features, g, length):
+    """[1 + L] bool: the class token, then each patch (time-major) that holds the clip."""
+    gf, gt = g["n_mels"] // g["patch_freq"], g["frames"] // g["patch_time"]
+    steps = -(-held_frames(features, length) // g["patch_time"])
+    patches = (torch.arange(gt) < steps).repeat_interleave(gf)
+    return torch.cat([torch.ones(1, dtype=torch.bool), patches])
+
+
 def patchify(spec, g):
     """[B, n_mels, frames] -> [B, L, pf*pt]: time-major patches, each frequency-major."""
     b = spec.shape[0]
@@ -95,7 +110,8 @@ def linear(x, w, p):
     return torch.nn.functional.linear(x, w[p + ".weight"], w.get(p + ".bias"))
 
 
-def encoder(spec, w, cfg, g):
+def encoder(spec, w, cfg, g, keep):
+    """`keep`: [1 + L] bool, the tokens attention may attend to."""
     dim, heads, eps = cfg["dim"], cfg["heads"], cfg["norm_eps"]
     assert cfg["norm"] == "pre", "the exported Audio-MAE encoder is pre-norm"
     act = {
@@ -118,7 +134,8 @@ def encoder(spec, w, cfg, g):
             linear(h, w, f"{p}.attn.{n}").reshape(b, t, heads, hd).transpose(1, 2)
             for n in "qkv"
         )
-        probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd), dim=-1)
+        bias = torch.where(keep, 0.0, torch.finfo(torch.float32).min).to(DT)
+        probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd) + bias, dim=-1)
         ctx = (probs @ v).transpose(1, 2).reshape(b, t, dim)
         x = x + linear(ctx, w, p + ".attn.o")
         h = layer_norm(x, w, p + ".norm2", eps)
@@ -135,8 +152,10 @@ def load(model_dir):
 
 
 def forward(config, weights, input_values):
-    spec = log_mel(config["features"], input_values)
-    return encoder(spec, weights, config["encoder"], config["geometry"]), spec
+    features, g = config["features"], config["geometry"]
+    spec = log_mel(features, input_values)
+    keep = token_mask(features, g, input_values.shape[-1])
+    return encoder(spec, weights, config["encoder"], g, keep), spec
 
 
 def max_rel(a, e):

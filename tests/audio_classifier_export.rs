@@ -1,8 +1,8 @@
 //! `pretext export` of an Audio-MAE classifier a run fine-tunes: the encoder in pretext's
 //! documented layout (docs/audio-mae-export.md) plus `classifier.safetensors`, with the
 //! run's class names as `id2label`. The documented computation — the exported encoder's
-//! `last_hidden_state`, pooled as `pretext_classifier.pooling` says, through the linear
-//! layer — gives the saved classifier's logits.
+//! `last_hidden_state`, pooled as `pretext_classifier.pooling` says (over the patches that
+//! hold the clip), through the linear layer — gives the saved classifier's logits.
 
 mod common;
 
@@ -82,11 +82,20 @@ fn an_audio_mae_classifier_exports_as_its_encoder_and_linear_layer() {
     let inputs = HashMap::from([("input_values", x)]);
     let logits = common::forward(&cls, &inputs, tmp.path())["logits"].clone();
     let h = common::forward(&out, &inputs, tmp.path())["last_hidden_state"].clone();
+    // Both rows are shorter than the window: the mean is over the patches that hold them
+    // (docs/audio-mae-export.md, step 2).
+    let c: pretext::modality::audio::classifier::AudioClassifierSpec =
+        serde_json::from_value(spec.clone()).unwrap();
+    assert!(len < c.features.clip_len(), "{len}");
+    let frames = c.features.frame_masks(&[len as u32; 2]).unwrap();
+    let frames = Tensor::from_vec(frames, (2, c.features.frames), &Device::Cpu).unwrap();
+    let keep = pretext::modality::audio::encoder::token_mask(&frames, &c.geometry).unwrap();
+    let held = keep.sum(1).unwrap().to_vec1::<f32>().unwrap();
+    assert!(held[0] > 0.0 && held[0] < c.geometry.num_patches() as f32);
     let patches = h.narrow(1, 1, h.dim(1).unwrap() - 1).unwrap();
     let head =
         candle_core::safetensors::load(out.join("classifier.safetensors"), &Device::Cpu).unwrap();
-    let theirs = patches
-        .mean(1)
+    let theirs = pretext::backbone::masked_mean(&patches, Some(&keep))
         .unwrap()
         .matmul(&head["weight"].t().unwrap())
         .unwrap()

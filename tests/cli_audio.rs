@@ -220,14 +220,16 @@ fn export_writes_the_layout_and_loads_back_equal() {
             let d = max_abs(&a[k], &b[k]);
             assert!(d <= 1e-6, "{k}: run vs export differ by {d}");
         }
-        // The spectrogram it reports, given back as input, gives the same hidden states.
+        // The spectrogram it reports (and the frame mask of padded rows), given back as
+        // input, gives the same hidden states.
+        assert_eq!(a.contains_key("frame_mask"), len < 15200, "{len}");
         let spec = tmp.path().join("spec.safetensors");
-        pretext::tensor_io::write(
-            &spec,
-            &[("spectrogram".into(), a["spectrogram"].clone())],
-            Default::default(),
-        )
-        .unwrap();
+        let mut given = vec![("spectrogram".to_string(), a["spectrogram"].clone())];
+        if let Some(m) = a.get("frame_mask") {
+            assert_eq!(m.dims(), &[2, 96]);
+            given.push(("frame_mask".to_string(), m.clone()));
+        }
+        pretext::tensor_io::write(&spec, &given, Default::default()).unwrap();
         let c = tmp.path().join("c.safetensors");
         pretext(&[
             "forward",

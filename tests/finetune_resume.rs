@@ -98,19 +98,17 @@ fn fine_tune_into(dir: &Path, stop_after: Option<usize>) -> (ParamStore, usize) 
     let store = ParamStore::new(11);
     let model = ImageClassifier::new(&spec, store.var_builder(&dev)).unwrap();
     let chosen: Vec<usize> = (0..100).map(|i| i * 3).collect();
-    let batch = |idx: &[usize],
-                 _draws: &pretext::draws::Draws|
+    let logits = |idx: &[usize],
+                  _draws: &pretext::draws::Draws,
+                  mode: &mut pretext::backbone::Mode|
      -> pretext::error::Result<(Tensor, Tensor)> {
-        Ok((
-            data.batch(idx, &[0.2860], &[0.3530], &dev)?,
-            data.label_batch(idx, &dev)?,
-        ))
+        let x = data.batch(idx, &[0.2860], &[0.3530], &dev)?;
+        Ok((model.forward(&x, mode)?, data.label_batch(idx, &dev)?))
     };
     let done = fine_tune(
         &store,
         spec.encoder.depth,
-        &|x, mode| model.forward(x, mode),
-        &batch,
+        &logits,
         &chosen,
         &config(stop_after),
         dir,

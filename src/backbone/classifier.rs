@@ -26,10 +26,18 @@ pub fn write_spec(spec: &impl Serialize, dir: &Path) -> Result<()> {
 
 /// An encoder a classifier can sit on: inputs → pooled features `[B, D]`.
 pub trait PooledEncoder {
+    /// A batch of inputs: a tensor (images, token ids, waveforms), or spectrograms with
+    /// their padding.
+    type Input;
     /// Width `D` of the pooled features.
     fn width(&self) -> usize;
     /// The final hidden states of `x`, pooled as `pooling` says.
-    fn pooled(&self, x: &Tensor, pooling: Pooling, mode: &mut Mode) -> candle_core::Result<Tensor>;
+    fn pooled(
+        &self,
+        x: &Self::Input,
+        pooling: Pooling,
+        mode: &mut Mode,
+    ) -> candle_core::Result<Tensor>;
 }
 
 /// An encoder and a linear layer on its pooled output.
@@ -75,7 +83,7 @@ impl<E: PooledEncoder> Classifier<E> {
     }
 
     /// The features the linear layer reads `[B, D]`: `x` pooled, through the pooler if any.
-    pub fn features(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
+    pub fn features(&self, x: &E::Input, mode: &mut Mode) -> candle_core::Result<Tensor> {
         let pooled = self.encoder.pooled(x, self.pooling, mode)?;
         match &self.pooler {
             Some(dense) => dense.forward(&pooled)?.tanh(),
@@ -84,7 +92,7 @@ impl<E: PooledEncoder> Classifier<E> {
     }
 
     /// Logits `[B, num_labels]` of `x`.
-    pub fn forward(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
+    pub fn forward(&self, x: &E::Input, mode: &mut Mode) -> candle_core::Result<Tensor> {
         self.classifier.forward(&self.features(x, mode)?)
     }
 }

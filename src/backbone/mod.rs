@@ -59,6 +59,14 @@ pub fn cls_token(vb: &VarBuilder, dim: usize) -> Result<Tensor> {
     learned(vb, (1, 1, dim), "cls_token")
 }
 
+/// A padding mask over tokens `[B, T]` (1 = token, 0 = padding) with an attended class
+/// token in front: `[B, 1 + T]` (f32).
+pub fn with_cls(mask: &Tensor) -> Result<Tensor> {
+    let b = mask.dim(0)?;
+    let one = Tensor::ones((b, 1), DType::F32, mask.device())?;
+    Tensor::cat(&[&one, &mask.to_dtype(DType::F32)?], 1)
+}
+
 /// Where LayerNorm sits relative to the residual connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -30,6 +30,10 @@ pub enum Pooler {
 pub enum Tokens<'a> {
     /// A class token, then patches (ViT, Audio-MAE): `mean` averages the patches only.
     ClsThenPatches,
+    /// A class token, then patches with a padding mask `[B, L]` over the patches (1 = holds
+    /// input; spectrograms of clips shorter than the encoder's window): `mean` averages the
+    /// patches that hold input.
+    ClsThenMaskedPatches(&'a Tensor),
     /// Frames with no class token (wav2vec 2.0 family): `mean` averages every frame; `cls`
     /// is an error.
     Frames,
@@ -46,6 +50,9 @@ pub fn pool(hidden: &Tensor, pooling: Pooling, tokens: Tokens) -> Result<Tensor>
         ),
         (Pooling::Cls, _) => hidden.narrow(1, 0, 1)?.squeeze(1),
         (Pooling::Mean, Tokens::ClsThenPatches) => hidden.narrow(1, 1, hidden.dim(1)? - 1)?.mean(1),
+        (Pooling::Mean, Tokens::ClsThenMaskedPatches(mask)) => {
+            masked_mean(&hidden.narrow(1, 1, hidden.dim(1)? - 1)?, Some(mask))
+        }
         (Pooling::Mean, Tokens::Frames) => hidden.mean(1),
         (Pooling::Mean, Tokens::Masked(mask)) => masked_mean(hidden, Some(mask)),
     }
@@ -89,6 +96,11 @@ mod tests {
             v(pool(&h, Pooling::Mean, Tokens::Masked(&mask))?)?,
             [1.5, 2.5]
         );
+        // Over the patches only: the second patch is padding.
+        let patches = Tensor::new(&[[1f32, 0.]], &Device::Cpu)?;
+        let m = Tokens::ClsThenMaskedPatches(&patches);
+        assert_eq!(v(pool(&h, Pooling::Mean, m)?)?, [2., 4.]);
+        assert_eq!(v(pool(&h, Pooling::Cls, m)?)?, [1., 1.]);
         assert!(pool(&h, Pooling::Cls, Tokens::Frames).is_err());
         Ok(())
     }

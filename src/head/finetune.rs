@@ -83,10 +83,10 @@ impl FineTuneConfig {
     }
 }
 
-/// Makes a training batch `(inputs, labels u32)` from example indices.
-/// `batch(indices, draws)`: the inputs and labels of training examples; `draws` are the
-/// examples' own random streams, for whatever the batch draws, such as augmentation.
-pub type BatchFn<'a> = dyn Fn(&[usize], &Draws) -> Result<(Tensor, Tensor)> + 'a;
+/// The classifier on a training batch: `logits(indices, draws, mode)` gives the logits of
+/// the training examples `indices` and their labels (u32); `draws` are the examples' own
+/// random streams, for whatever the batch draws, such as augmentation.
+pub type LogitsFn<'a> = dyn Fn(&[usize], &Draws, &mut Mode) -> Result<(Tensor, Tensor)> + 'a;
 
 /// Which "layer" a parameter belongs to for layer-wise decay, `0..=depth + 1`: embeddings
 /// (anything before the first block, e.g. `vit.patch_embed.*`, `vit.cls_token`, a waveform
@@ -117,8 +117,7 @@ pub fn layer_scale(name: &str, depth: usize, decay: f64) -> f64 {
 
 /// A classifier's cross-entropy on training batches, for the loop.
 struct FineTuneTask<'a> {
-    forward: &'a dyn Fn(&Tensor, &mut Mode) -> candle_core::Result<Tensor>,
-    batch: &'a BatchFn<'a>,
+    logits: &'a LogitsFn<'a>,
     label_smoothing: f64,
     examples: usize,
 }
@@ -129,8 +128,7 @@ impl TrainTask for FineTuneTask<'_> {
     }
 
     fn loss(&self, indices: &[usize], draws: &Draws) -> Result<Loss> {
-        let (x, y) = (self.batch)(indices, draws)?;
-        let logits = (self.forward)(&x, &mut Mode::train(*draws))?;
+        let (logits, y) = (self.logits)(indices, draws, &mut Mode::train(*draws))?;
         let value = cross_entropy_smoothed(&logits, &y, self.label_smoothing)?;
         Ok(Loss::per_example(value, indices.len()))
     }
@@ -146,15 +144,14 @@ pub struct FineTuneOutcome {
     pub resumed_from: Option<usize>,
 }
 
-/// Trains `params` (all of them) on the examples `chosen`, through `forward(inputs, mode)`
-/// → logits; `batch(indices)` gives `(inputs, labels u32)`. Writes `metrics.jsonl` and
+/// Trains `params` (all of them) on the examples `chosen`, through `logits` (see
+/// [`LogitsFn`]). Writes `metrics.jsonl` and
 /// full-state checkpoints into `dir`, and continues from the newest checkpoint there when
 /// there is one (the caller removes checkpoints of other settings).
 pub fn fine_tune(
     params: &ParamStore,
     depth: usize,
-    forward: &dyn Fn(&Tensor, &mut Mode) -> candle_core::Result<Tensor>,
-    batch: &BatchFn,
+    logits: &LogitsFn,
     chosen: &[usize],
     cfg: &FineTuneConfig,
     dir: &Path,
@@ -183,8 +180,7 @@ pub fn fine_tune(
         world: None,
     };
     let task = FineTuneTask {
-        forward,
-        batch,
+        logits,
         label_smoothing: cfg.label_smoothing,
         examples: chosen.len(),
     };

@@ -165,10 +165,10 @@ impl Model {
                         n
                     }
                 };
-                let (latent, mask, ids_restore) =
-                    mae.forward_encoder(&pixels, &noise, &mut Mode::Eval)?;
-                let pred = mae.forward_decoder(&latent, &ids_restore, &mut Mode::Eval)?;
-                let loss = mae.forward_loss(&pixels, &pred, &mask)?;
+                let (latent, m) = mae.forward_encoder(&pixels, &noise, &mut Mode::Eval)?;
+                let pred = mae.forward_decoder(&latent, &m.ids_restore, None, &mut Mode::Eval)?;
+                let loss = mae.forward_loss(&pixels, &pred, &m.loss_mask)?;
+                let (mask, ids_restore) = (m.mask, m.ids_restore);
                 out.insert("last_hidden_state".into(), latent);
                 out.insert("logits".into(), pred);
                 out.insert("loss".into(), loss);

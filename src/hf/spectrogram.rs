@@ -20,11 +20,12 @@ use serde_json::{json, Map, Value};
 
 use super::checkpoint::{weights_file, CONFIG_FILE, WEIGHTS_FILE};
 
-use crate::backbone::{pool, Mode, Pooling, Tokens};
+use crate::backbone::PooledEncoder;
+use crate::backbone::{Mode, Pooling};
 use crate::error::{Error, Result};
 use crate::modality::audio::clips::AudioFeatures;
 use crate::modality::audio::config::AudioRunConfig;
-use crate::modality::audio::encoder::SpectrogramEncoder;
+use crate::modality::audio::encoder::{SpectrogramEncoder, Spectrograms};
 use crate::modality::audio::mel::MelSpectrogram;
 use crate::tensor_io;
 
@@ -228,28 +229,22 @@ impl SpectrogramModel {
     }
 
     /// Normalised spectrograms `[B, n_mels, frames]` of waveform windows (each cut or padded
-    /// to [`Self::window`] samples).
-    pub fn spectrograms(&self, windows: &[&[f32]], device: &Device) -> Result<Tensor> {
-        let specs: Vec<Vec<f32>> = windows
-            .iter()
-            .map(|w| self.features.spectrogram(&self.mel, w))
-            .collect();
-        let refs: Vec<&[f32]> = specs.iter().map(Vec::as_slice).collect();
-        self.features.to_tensor(&refs, device)
+    /// to [`Self::window`] samples), with the frame masks of padded ones.
+    pub fn spectrograms(&self, windows: &[&[f32]], device: &Device) -> Result<Spectrograms> {
+        self.features.windows_input(&self.mel, windows, device)
     }
 
-    /// Pooled embeddings `[B, D]` of waveform windows.
+    /// Pooled embeddings `[B, D]` of waveform windows (padding left out of the mean).
     pub fn embed(&self, windows: &[&[f32]], pooling: Pooling, device: &Device) -> Result<Tensor> {
-        let h = self
-            .encoder
-            .forward(&self.spectrograms(windows, device)?, &mut Mode::Eval)?;
-        Ok(pool(&h, pooling, Tokens::ClsThenPatches)?)
+        let x = self.spectrograms(windows, device)?;
+        Ok(self.encoder.pooled(&x, pooling, &mut Mode::Eval)?)
     }
 
     /// `pretext forward`: `input_values` `[B, S]` (waveforms at the model's rate; each row
     /// cut or padded to the window) or `spectrogram` `[B, n_mels, frames]` (already
-    /// normalised) → `last_hidden_state` `[B, 1 + L, D]` (and `spectrogram`, the input it
-    /// computed).
+    /// normalised; with `frame_mask` `[B, frames]` when padded) → `last_hidden_state`
+    /// `[B, 1 + L, D]` (and `spectrogram`, the input it computed, and `frame_mask` when
+    /// the rows were padded).
     pub fn forward(&self, inputs: &BTreeMap<String, Tensor>) -> Result<BTreeMap<String, Tensor>> {
         let spec = match (inputs.get("input_values"), inputs.get("spectrogram")) {
             (Some(x), None) => {
@@ -257,7 +252,13 @@ impl SpectrogramModel {
                 let refs: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
                 self.spectrograms(&refs, x.device())?
             }
-            (None, Some(s)) => s.to_dtype(DType::F32)?,
+            (None, Some(s)) => Spectrograms {
+                values: s.to_dtype(DType::F32)?,
+                frames: inputs
+                    .get("frame_mask")
+                    .map(|m| m.to_dtype(DType::F32))
+                    .transpose()?,
+            },
             _ => {
                 return Err(Error::Usage(
                     "inputs: give exactly one of `input_values` [B, samples] and `spectrogram` [B, n_mels, frames]".into(),
@@ -265,18 +266,31 @@ impl SpectrogramModel {
             }
         };
         let g = self.encoder.geometry;
-        if spec.dims().len() != 3 || spec.dims()[1..] != [g.n_mels, g.frames] {
+        let dims = spec.values.dims();
+        if dims.len() != 3 || dims[1..] != [g.n_mels, g.frames] {
             return Err(Error::Usage(format!(
-                "inputs: `spectrogram` must be [B, {}, {}], found {:?}",
-                g.n_mels,
-                g.frames,
-                spec.dims()
+                "inputs: `spectrogram` must be [B, {}, {}], found {dims:?}",
+                g.n_mels, g.frames,
             )));
         }
+        if let Some(m) = &spec.frames {
+            if m.dims() != [dims[0], g.frames] {
+                return Err(Error::Usage(format!(
+                    "inputs: `frame_mask` must be [{}, {}] (1 = the frame holds the clip), found {:?}",
+                    dims[0],
+                    g.frames,
+                    m.dims()
+                )));
+            }
+        }
         let h = self.encoder.forward(&spec, &mut Mode::Eval)?;
-        Ok(BTreeMap::from([
+        let mut out = BTreeMap::from([
             ("last_hidden_state".to_string(), h),
-            ("spectrogram".to_string(), spec),
-        ]))
+            ("spectrogram".to_string(), spec.values),
+        ]);
+        if let Some(m) = spec.frames {
+            out.insert("frame_mask".to_string(), m);
+        }
+        Ok(out)
     }
 }

@@ -98,11 +98,13 @@ impl MaeDecoder {
         &self.pos_embed
     }
 
-    /// latent `[B, 1 + keep, D]` → predicted patches `[B, L, out_dim]`.
+    /// latent `[B, 1 + keep, D]` → predicted patches `[B, L, out_dim]`; `valid: [B, L]`
+    /// (1 = the patch holds input) keeps attention off padded patches.
     pub fn forward(
         &self,
         latent: &Tensor,
         ids_restore: &Tensor,
+        valid: Option<&Tensor>,
         mode: &mut Mode,
     ) -> Result<Tensor> {
         let x = self.embed.forward(latent)?;
@@ -115,7 +117,8 @@ impl MaeDecoder {
             Some(x) => x,
             None => unshuffle_composed(&x, &self.mask_token, ids_restore, &self.pos_embed)?,
         };
-        let x = self.blocks.forward(&x, None, mode)?;
+        let valid = valid.map(crate::backbone::with_cls).transpose()?;
+        let x = self.blocks.forward(&x, valid.as_ref(), mode)?;
         let x = self.pred.forward(&x)?;
         x.narrow(1, 1, ids_restore.dim(1)?)
     }
@@ -162,6 +165,57 @@ pub fn random_masking(x: &Tensor, noise: &Tensor, keep: usize) -> Result<(Tensor
     Ok((x_masked, mask, ids_restore))
 }
 
+/// Noise added to padded patches: above any masker's (`< 2`), so they are removed first.
+const PADDING_NOISE: f64 = 4.0;
+
+/// [`random_masking`] of a batch that may hold padding.
+pub struct Masked {
+    /// `[B, keep, D]`: the kept tokens.
+    pub kept: Tensor,
+    /// `[B, keep]`, 1 where a kept token holds input (`None`: no padding).
+    pub kept_valid: Option<Tensor>,
+    /// `[B, L]`, 1 = removed.
+    pub mask: Tensor,
+    /// `[B, L]` (u32): the permutation that restores the original patch order.
+    pub ids_restore: Tensor,
+    /// `[B, L]`: where the loss is taken, the removed patches that hold input.
+    pub loss_mask: Tensor,
+}
+
+/// Keeps the `keep` tokens of `x: [B, L, D]` with the lowest `noise`, padded patches
+/// (`valid: [B, L]`, 0 = padding) last: they are removed before any patch that holds input
+/// is, and an example with fewer than `keep` such patches keeps some padding, which
+/// `kept_valid` marks for attention to leave out.
+pub fn padded_masking(
+    x: &Tensor,
+    noise: &Tensor,
+    keep: usize,
+    valid: Option<&Tensor>,
+) -> Result<Masked> {
+    let Some(valid) = valid else {
+        let (kept, mask, ids_restore) = random_masking(x, noise, keep)?;
+        return Ok(Masked {
+            kept,
+            kept_valid: None,
+            loss_mask: mask.clone(),
+            mask,
+            ids_restore,
+        });
+    };
+    let valid = valid.to_dtype(DType::F32)?;
+    let noise = (noise.to_dtype(DType::F32)? + ((1.0 - &valid)? * PADDING_NOISE)?)?;
+    let (kept, mask, ids_restore) = random_masking(x, &noise, keep)?;
+    let (kept_valid, _, _) = random_masking(&valid.unsqueeze(2)?, &noise, keep)?;
+    let loss_mask = (&mask * valid.to_dtype(mask.dtype())?)?;
+    Ok(Masked {
+        kept,
+        kept_valid: Some(kept_valid.squeeze(2)?),
+        mask,
+        ids_restore,
+        loss_mask,
+    })
+}
+
 /// Per-patch mean and standard deviation of `patches` (`[B, L, P]` → `[B, L, 1]` each),
 /// with the unbiased variance and eps 1e-6 of MAE's `norm_pix_loss`.
 pub fn patch_stats(patches: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -177,10 +231,12 @@ pub fn normalize_patches(patches: &Tensor) -> Result<Tensor> {
     patches.broadcast_sub(&mean)?.broadcast_div(&std)
 }
 
-/// Mean over removed patches of the per-patch mean squared error (`mask`: 1 = removed).
+/// Mean over removed patches of the per-patch mean squared error (`mask`: 1 = removed; a
+/// batch with none gives 0).
 pub fn masked_mse(pred: &Tensor, target: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let per_patch = (pred - target)?.sqr()?.mean(2)?; // [B, L]
-    (per_patch * mask)?.sum_all()? / mask.sum_all()?.to_scalar::<f32>()? as f64
+    let count = mask.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+    (per_patch * mask)?.sum_all()? / count.max(1.0) as f64
 }
 
 /// Undoes [`normalize_patches`] with the statistics of `original` patches.
@@ -274,30 +330,32 @@ impl<E: PatchEncoder> Mae<E> {
         random_masking(x, noise, self.len_keep())
     }
 
-    /// input → latent `[B, 1 + keep, D]`, mask, ids_restore.
+    /// input → latent `[B, 1 + keep, D]` and the masking (padded patches removed first).
     pub fn forward_encoder(
         &self,
-        x: &Tensor,
+        x: &E::Input,
         noise: &Tensor,
         mode: &mut Mode,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
-        let tokens = self.encoder.embed_patches(x)?;
-        let (tokens, mask, ids_restore) = self.random_masking(&tokens, noise)?;
-        Ok((
-            self.encoder.encode_tokens(&tokens, mode)?,
-            mask,
-            ids_restore,
-        ))
+    ) -> Result<(Tensor, Masked)> {
+        let tokens = self.encoder.embed_patches(E::values(x))?;
+        let valid = self.encoder.patch_mask(x)?;
+        let m = padded_masking(&tokens, noise, self.len_keep(), valid.as_ref())?;
+        let latent = self
+            .encoder
+            .encode_tokens(&m.kept, m.kept_valid.as_ref(), mode)?;
+        Ok((latent, m))
     }
 
-    /// latent `[B, 1 + keep, D]` → predicted patches `[B, L, P]`.
+    /// latent `[B, 1 + keep, D]` → predicted patches `[B, L, P]`; `valid: [B, L]` (1 = the
+    /// patch holds input).
     pub fn forward_decoder(
         &self,
         latent: &Tensor,
         ids_restore: &Tensor,
+        valid: Option<&Tensor>,
         mode: &mut Mode,
     ) -> Result<Tensor> {
-        self.decoder.forward(latent, ids_restore, mode)
+        self.decoder.forward(latent, ids_restore, valid, mode)
     }
 
     /// The reconstruction target `[B, L, P]`: patches, per-patch normalised when
@@ -310,20 +368,22 @@ impl<E: PatchEncoder> Mae<E> {
         normalize_patches(&target)
     }
 
-    /// Mean over removed patches of the per-patch mean squared error.
+    /// Mean over `mask`ed patches (1 = in the loss) of the per-patch mean squared error.
     pub fn forward_loss(&self, x: &Tensor, pred: &Tensor, mask: &Tensor) -> Result<Tensor> {
         masked_mse(pred, &self.target(x)?, mask)
     }
 
-    pub fn forward(&self, x: &Tensor, noise: &Tensor, mode: &mut Mode) -> Result<MaeOutput> {
-        let (latent, mask, ids_restore) = self.forward_encoder(x, noise, mode)?;
-        let pred = self.forward_decoder(&latent, &ids_restore, mode)?;
-        let loss = self.forward_loss(x, &pred, &mask)?;
+    /// The loss is taken at the removed patches that hold input.
+    pub fn forward(&self, x: &E::Input, noise: &Tensor, mode: &mut Mode) -> Result<MaeOutput> {
+        let valid = self.encoder.patch_mask(x)?;
+        let (latent, m) = self.forward_encoder(x, noise, mode)?;
+        let pred = self.forward_decoder(&latent, &m.ids_restore, valid.as_ref(), mode)?;
+        let loss = self.forward_loss(E::values(x), &pred, &m.loss_mask)?;
         Ok(MaeOutput {
             loss,
             pred,
-            mask,
-            ids_restore,
+            mask: m.mask,
+            ids_restore: m.ids_restore,
         })
     }
 
@@ -356,23 +416,23 @@ impl ImageMae {
     }
 }
 
-/// MAE over images or spectrograms: a batch is the encoder's input tensor.
+/// MAE over images or spectrograms: a batch is the encoder's input.
 impl<E: PatchEncoder> Objective for Mae<E> {
-    type Batch = Tensor;
+    type Batch = E::Input;
 
     fn encoder_prefix(&self) -> &'static str {
         E::PREFIX
     }
 
-    fn loss(&self, x: &Tensor, draws: &Draws) -> crate::Result<Tensor> {
-        let noise = self.sample_noise(draws, x.device())?;
+    fn loss(&self, x: &E::Input, draws: &Draws) -> crate::Result<Tensor> {
+        let noise = self.sample_noise(draws, E::values(x).device())?;
         Ok(self.forward(x, &noise, &mut Mode::train(*draws))?.loss)
     }
 
-    fn evaluate(&self, x: &Tensor, draws: &Draws) -> crate::Result<Pass> {
-        let noise = self.sample_noise(draws, x.device())?;
+    fn evaluate(&self, x: &E::Input, draws: &Draws) -> crate::Result<Pass> {
+        let noise = self.sample_noise(draws, E::values(x).device())?;
         let out = self.forward(x, &noise, &mut Mode::Eval)?;
-        let patches = self.pred_to_pixels(x, &out.pred)?;
+        let patches = self.pred_to_pixels(E::values(x), &out.pred)?;
         Ok(Pass::reconstructed(out.loss, patches, out.mask))
     }
 }
@@ -389,5 +449,33 @@ mod tests {
         assert_eq!(m.mask, vec![1.0, 0.0, 1.0, 0.0]);
         // ids_shuffle = [1, 3, 2, 0]; ids_restore = argsort(ids_shuffle) = [3, 0, 2, 1]
         assert_eq!(m.ids_restore, vec![3, 0, 2, 1]);
+    }
+
+    #[test]
+    fn padded_patches_are_removed_first_and_left_out_of_the_loss() -> Result<()> {
+        let dev = Device::Cpu;
+        // Six patches, the last two padding, which the noise alone would keep first.
+        let x = Tensor::arange(0f32, 6.0, &dev)?.reshape((1, 6, 1))?;
+        let noise = Tensor::new(&[[0.5f32, 0.4, 0.3, 0.2, 0.1, 0.0]], &dev)?;
+        let valid = Tensor::new(&[[1f32, 1., 1., 1., 0., 0.]], &dev)?;
+        let v2 = |t: &Tensor| t.squeeze(0)?.flatten_all()?.to_vec1::<f32>();
+        let m = padded_masking(&x, &noise, 2, Some(&valid))?;
+        assert_eq!(v2(&m.kept)?, [3., 2.]);
+        assert_eq!(v2(m.kept_valid.as_ref().unwrap())?, [1., 1.]);
+        assert_eq!(v2(&m.mask)?, [1., 1., 0., 0., 1., 1.]);
+        assert_eq!(v2(&m.loss_mask)?, [1., 1., 0., 0., 0., 0.]);
+        // More kept than real patches: a padded one is kept, and marked.
+        let m = padded_masking(&x, &noise, 5, Some(&valid))?;
+        assert_eq!(v2(m.kept_valid.as_ref().unwrap())?, [1., 1., 1., 1., 0.]);
+        assert_eq!(v2(&m.loss_mask)?, [0.; 6]);
+        // Nothing to score: a zero loss, not a NaN.
+        let loss = masked_mse(&x, &x.ones_like()?, &m.loss_mask)?;
+        assert_eq!(loss.to_scalar::<f32>()?, 0.0);
+        // Without padding it is MAE's masking.
+        let m = padded_masking(&x, &noise, 2, None)?;
+        assert!(m.kept_valid.is_none());
+        assert_eq!(v2(&m.kept)?, [5., 4.]);
+        assert_eq!(v2(&m.loss_mask)?, v2(&m.mask)?);
+        Ok(())
     }
 }

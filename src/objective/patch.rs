@@ -12,8 +12,8 @@ use candle_nn::VarBuilder;
 
 use super::masking::{GridMasker, Masking};
 use crate::backbone::{EncoderConfig, Mode};
-use crate::modality::audio::encoder::SpectrogramGeometry;
 use crate::modality::audio::encoder::{self as spectrogram, SpectrogramEncoder};
+use crate::modality::audio::encoder::{SpectrogramGeometry, Spectrograms};
 use crate::modality::image::encoder::sincos_with_cls;
 use crate::modality::image::{patch, ImageEncoder, ImageGeometry};
 
@@ -26,6 +26,8 @@ use crate::modality::image::{patch, ImageEncoder, ImageGeometry};
 pub trait PatchEncoder: Sized {
     /// What the encoder is built for: input and patch sizes.
     type Geometry: Copy + std::fmt::Debug + PartialEq;
+    /// A batch of inputs: an image tensor, or spectrograms with their padding.
+    type Input;
     /// The prefix of its parameters (`vit.`, `audio.`): the attribute a task wrapper holds
     /// it under, so checkpoints, Hugging Face tables and heads find it there.
     const PREFIX: &'static str;
@@ -37,11 +39,20 @@ pub trait PatchEncoder: Sized {
     fn num_patches(&self) -> usize;
     /// `P`, values per patch.
     fn patch_dim(&self) -> usize;
+    /// The input tensor of a batch (`[B, C, H, W]`, `[B, F, T]`).
+    fn values(x: &Self::Input) -> &Tensor;
+    /// Which patches of `x` hold input, `[B, L]` (1 = holds input), or `None` when all do.
+    fn patch_mask(&self, x: &Self::Input) -> Result<Option<Tensor>>;
     /// Patch tokens with their positions, no class token: `x` → `[B, L, D]`.
     fn embed_patches(&self, x: &Tensor) -> Result<Tensor>;
     /// Prepends the class token (with its position) and runs the backbone:
-    /// `[B, T, D]` → `[B, 1 + T, D]`.
-    fn encode_tokens(&self, tokens: &Tensor, mode: &mut Mode) -> Result<Tensor>;
+    /// `[B, T, D]` → `[B, 1 + T, D]`; `mask: [B, T]` keeps attention off padded tokens.
+    fn encode_tokens(
+        &self,
+        tokens: &Tensor,
+        mask: Option<&Tensor>,
+        mode: &mut Mode,
+    ) -> Result<Tensor>;
     /// The input as patches `[B, L, P]`, the reconstruction target.
     fn patchify(&self, x: &Tensor) -> Result<Tensor>;
     /// Fixed sin-cos positions of width `dim` over the grid, `[1, 1 + L, dim]` (a zero row
@@ -71,8 +82,13 @@ macro_rules! delegate_to_inherent {
         fn embed_patches(&self, x: &Tensor) -> Result<Tensor> {
             <$encoder>::embed_patches(self, x)
         }
-        fn encode_tokens(&self, tokens: &Tensor, mode: &mut Mode) -> Result<Tensor> {
-            <$encoder>::encode_tokens(self, tokens, mode)
+        fn encode_tokens(
+            &self,
+            tokens: &Tensor,
+            mask: Option<&Tensor>,
+            mode: &mut Mode,
+        ) -> Result<Tensor> {
+            <$encoder>::encode_tokens(self, tokens, mask, mode)
         }
     };
 }
@@ -80,7 +96,15 @@ macro_rules! delegate_to_inherent {
 impl PatchEncoder for ImageEncoder {
     const PREFIX: &'static str = "vit.";
     delegate_to_inherent!(ImageEncoder, ImageGeometry);
+    type Input = Tensor;
 
+    fn values(x: &Tensor) -> &Tensor {
+        x
+    }
+    /// Images have no padding.
+    fn patch_mask(&self, _x: &Tensor) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
     fn patchify(&self, x: &Tensor) -> Result<Tensor> {
         patch::patchify(x, self.geometry.patch)
     }
@@ -95,7 +119,14 @@ impl PatchEncoder for ImageEncoder {
 impl PatchEncoder for SpectrogramEncoder {
     const PREFIX: &'static str = "audio.";
     delegate_to_inherent!(SpectrogramEncoder, SpectrogramGeometry);
+    type Input = Spectrograms;
 
+    fn values(x: &Spectrograms) -> &Tensor {
+        &x.values
+    }
+    fn patch_mask(&self, x: &Spectrograms) -> Result<Option<Tensor>> {
+        SpectrogramEncoder::patch_mask(self, x)
+    }
     /// Time-major patches, each frequency-major (see [`spectrogram::patchify`]).
     fn patchify(&self, x: &Tensor) -> Result<Tensor> {
         spectrogram::patchify(x, &self.geometry)

@@ -102,7 +102,7 @@ impl SimMim {
         let w = mask.to_dtype(x.dtype())?.unsqueeze(2)?; // [B, L, 1]
         let x = (x.broadcast_mul(&(1.0 - &w)?)? + w.broadcast_mul(&self.mask_token)?)?;
         let x = x.broadcast_add(&self.vit.pos_embed.narrow(1, 1, l)?)?;
-        self.vit.encode_tokens(&x, mode)
+        self.vit.encode_tokens(&x, None, mode)
     }
 
     /// The reconstruction target `[B, L, p*p*C]`: patches, per-patch normalised when

@@ -42,6 +42,9 @@ impl Split {
     }
 }
 
+/// A batch of `L`'s model inputs: what its encoder takes.
+pub type Input<L> = <<L as Labelled>::Encoder as PooledEncoder>::Input;
+
 /// A modality's labelled splits, encoder and classifier: all the downstream stage needs to
 /// know of a modality.
 pub trait Labelled {
@@ -57,7 +60,7 @@ pub trait Labelled {
     fn labels(&self, split: Split) -> Result<&[u32]>;
     fn num_classes(&self) -> usize;
     /// Model inputs `[B, …]` of the examples `idx` of `split`.
-    fn inputs(&self, split: Split, idx: &[usize], device: &Device) -> Result<Tensor>;
+    fn inputs(&self, split: Split, idx: &[usize], device: &Device) -> Result<Input<Self>>;
     /// The inputs of the training examples `idx` as fine-tuning with `section` sees them:
     /// [`Labelled::inputs`], unless the modality augments them (drawing from the examples'
     /// augmentation streams in `draws`, so that a resumed fine-tuning draws the same).
@@ -67,7 +70,7 @@ pub trait Labelled {
         idx: &[usize],
         _draws: &Draws,
         device: &Device,
-    ) -> Result<Tensor> {
+    ) -> Result<Input<Self>> {
         self.inputs(Split::Train, idx, device)
     }
     /// Runs `f` on the inputs of `idx` in pieces of about `chunk` examples and concatenates
@@ -78,7 +81,7 @@ pub trait Labelled {
         idx: &[usize],
         chunk: usize,
         device: &Device,
-        f: &dyn Fn(&Tensor) -> Result<Tensor>,
+        f: &dyn Fn(&Input<Self>) -> Result<Tensor>,
     ) -> Result<Tensor> {
         map_chunks(idx, chunk, &|c| self.inputs(split, c, device), f)
     }
@@ -113,11 +116,11 @@ pub trait Labelled {
 
 /// Runs `f` on the batches `make` gives for `chunk`-sized pieces of `idx`, detached, and
 /// concatenates the results in the order of `idx`.
-pub fn map_chunks(
+pub fn map_chunks<X>(
     idx: &[usize],
     chunk: usize,
-    make: &dyn Fn(&[usize]) -> Result<Tensor>,
-    f: &dyn Fn(&Tensor) -> Result<Tensor>,
+    make: &dyn Fn(&[usize]) -> Result<X>,
+    f: &dyn Fn(&X) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let mut out = Vec::new();
     for c in idx.chunks(chunk.max(1)) {
@@ -268,9 +271,10 @@ impl<L: Labelled> DownstreamTask for Task<'_, L> {
         if section.input == DownstreamInput::Pretrained {
             store.copy_prefix_from(self.pretrained, &format!("{}.", L::PREFIX))?;
         }
-        let batch = |idx: &[usize], draws: &Draws| -> Result<(Tensor, Tensor)> {
+        let logits = |idx: &[usize], draws: &Draws, mode: &mut Mode| -> Result<(Tensor, Tensor)> {
+            let x = data.train_inputs(section, idx, draws, device)?;
             Ok((
-                data.train_inputs(section, idx, draws, device)?,
+                model.forward(&x, mode)?,
                 label_tensor(&self.train_labels, idx, device)?,
             ))
         };
@@ -278,15 +282,7 @@ impl<L: Labelled> DownstreamTask for Task<'_, L> {
         if let Some(lengths) = data.lengths() {
             cfg.lengths = Some(lengths);
         }
-        let done = finetune::fine_tune(
-            &store,
-            data.depth(),
-            &|x, mode| model.forward(x, mode),
-            &batch,
-            chosen,
-            &cfg,
-            dir,
-        )?;
+        let done = finetune::fine_tune(&store, data.depth(), &logits, chosen, &cfg, dir)?;
         if !done.complete {
             return Err(Error::Usage(format!(
                 "fine-tuning in {} stopped after step {}; run it again to continue",

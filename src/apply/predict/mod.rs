@@ -402,12 +402,7 @@ pub(crate) fn window_logits(
 ) -> Result<Tensor> {
     match p {
         Predictor::Spectrogram { model, spec, mel } => {
-            let specs: Vec<Vec<f32>> = parts
-                .iter()
-                .map(|w| spec.features.spectrogram(mel, w))
-                .collect();
-            let refs: Vec<&[f32]> = specs.iter().map(Vec::as_slice).collect();
-            let x = spec.features.to_tensor(&refs, dev)?;
+            let x = spec.features.windows_input(mel, parts, dev)?;
             Ok(model.forward(&x, &mut Mode::Eval)?)
         }
         Predictor::Waveform {

@@ -130,7 +130,15 @@ impl AudioAugment {
 
     /// `spec` (un-normalised log-mel, `[n_mels, frames]`) augmented and normalised with `f`,
     /// drawing from `rng`: shift, gain, noise, normalisation, time masks, frequency masks.
-    pub fn apply(&self, spec: &[f32], f: &AudioFeatures, rng: &mut impl Rng) -> Vec<f32> {
+    /// `frames` (the clip's frame mask, [`AudioFeatures::frame_mask`]) moves with the
+    /// shift; the frames it uncovers are padding.
+    pub fn apply(
+        &self,
+        spec: &[f32],
+        f: &AudioFeatures,
+        frames: &mut [f32],
+        rng: &mut impl Rng,
+    ) -> Vec<f32> {
         let shape = Shape {
             n_mels: f.mel.n_mels,
             frames: f.frames,
@@ -138,7 +146,9 @@ impl AudioAugment {
         let mut x = spec.to_vec();
         if self.shift_frames > 0 {
             let s = self.shift_frames as i64;
-            shift(&mut x, shape, rng.gen_range(-s..=s));
+            let by = rng.gen_range(-s..=s);
+            shift(&mut x, shape, by);
+            shift_mask(frames, by);
         }
         let a = &self.settings;
         if a.gain_db > 0.0 {
@@ -214,6 +224,23 @@ pub fn shift(x: &mut [f32], shape: Shape, by: i64) {
                 floor
             };
         }
+    }
+}
+
+/// Shifts a frame mask by `by` frames (later when positive); uncovered frames are 0.
+pub fn shift_mask(frames: &mut [f32], by: i64) {
+    if by == 0 {
+        return;
+    }
+    let old = frames.to_vec();
+    let t = old.len() as i64;
+    for (j, v) in frames.iter_mut().enumerate() {
+        let src = j as i64 - by;
+        *v = if (0..t).contains(&src) {
+            old[src as usize]
+        } else {
+            0.0
+        };
     }
 }
 

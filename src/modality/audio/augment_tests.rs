@@ -230,7 +230,11 @@ fn streams_are_per_example_and_the_pipeline_composes() {
     };
     let a = augment(section, &f);
     assert_eq!(a.shift_frames, 10);
-    let run = |epoch, index| a.apply(&spec, &f, &mut a.rng(epoch, index));
+    let run = |epoch, index| {
+        let mut frames = vec![1.0; f.frames];
+        let x = a.apply(&spec, &f, &mut frames, &mut a.rng(epoch, index));
+        (x, frames)
+    };
     assert_eq!(run(0, 3), run(0, 3));
     assert_ne!(run(0, 3), run(1, 3));
     assert_ne!(run(0, 3), run(0, 4));
@@ -249,8 +253,21 @@ fn streams_are_per_example_and_the_pipeline_composes() {
         &f,
     );
     let plain = f.normalised(&[&spec]);
-    let got = masks_only.apply(&spec, &f, &mut masks_only.rng(0, 0));
+    let mut frames = vec![1.0; f.frames];
+    let got = masks_only.apply(&spec, &f, &mut frames, &mut masks_only.rng(0, 0));
+    assert!(frames.iter().all(|&v| v == 1.0), "no shift: no padding");
     for (g, p) in got.iter().zip(&plain) {
         assert!(*g == 0.0 || g == p);
     }
+}
+
+#[test]
+fn a_shift_moves_the_frame_mask_and_uncovers_padding() {
+    let mut m = vec![1.0, 1.0, 1.0, 0.0, 0.0];
+    shift_mask(&mut m, 1);
+    assert_eq!(m, [0.0, 1.0, 1.0, 1.0, 0.0]);
+    shift_mask(&mut m, -2);
+    assert_eq!(m, [1.0, 1.0, 0.0, 0.0, 0.0]);
+    shift_mask(&mut m, 0);
+    assert_eq!(m, [1.0, 1.0, 0.0, 0.0, 0.0]);
 }

@@ -23,6 +23,10 @@
 //! | 16..40 | N, n_mels, frames (u64 LE each)                            |
 //! | 40..64 | zero                                                       |
 //!
+//! After the values, `N` u32 (little-endian): each clip's length in samples, at most the
+//! clip length the spectrograms were cut to. Frames past it are padding, which the
+//! encoder's padding mask leaves out ([`super::clips::AudioFeatures::frame_mask`]).
+//!
 //! A cache is written to a temporary file in the same folder and renamed into place once
 //! complete, so a killed run never leaves a file that looks complete. A file whose header
 //! or length does not match is an error naming it and saying to delete it (it is not
@@ -44,7 +48,7 @@ use crate::error::{Error, Result};
 
 /// Bump when the file layout or the spectrogram computation changes: old caches are then
 /// ignored (a new key), not misread.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"PXSPEC\0\0";
 const HEADER: usize = 64;
 const BYTE_ORDER: u32 = 0x0102_0304;
@@ -53,7 +57,8 @@ pub const CHUNK: usize = 256;
 /// Temporary files older than this are left over from killed runs and removed.
 const STALE: Duration = Duration::from_secs(3600);
 
-/// A memory-mapped cache file: `clips` spectrograms of `clip_size` values each.
+/// A memory-mapped cache file: `clips` spectrograms of `clip_size` values each, and their
+/// lengths.
 #[derive(Debug, Clone)]
 pub struct Mapped {
     map: Arc<Mmap>,
@@ -62,6 +67,8 @@ pub struct Mapped {
     /// Whether the file was already there (nothing was computed).
     pub reused: bool,
     clips: usize,
+    /// Clips in the file (`clips` until [`Mapped::truncate`]).
+    stored: usize,
     clip_size: usize,
 }
 
@@ -78,6 +85,15 @@ impl Mapped {
             "spectrogram cache map is not 4-byte aligned"
         );
         &values[..self.clips * self.clip_size]
+    }
+
+    /// Each clip's length in samples (what of it is not padding).
+    pub fn lengths(&self) -> Vec<u32> {
+        let start = HEADER + 4 * self.stored * self.clip_size;
+        self.map[start..start + 4 * self.clips]
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
     }
 
     /// Calls `f` on every value in order, a block at a time, read from the file rather than
@@ -167,8 +183,9 @@ pub fn key(mel: &MelConfig, frames: usize, items: &[AudioItem]) -> Result<String
     Ok(h.hex())
 }
 
-/// The spectrograms of `items` (`n_mels * frames` values each, made by `compute`) from the
-/// cache in `dir`, computed and written there first when missing. Says on stderr which.
+/// The spectrograms of `items` (`n_mels * frames` values each, and the clip's length in
+/// samples, made by `compute`) from the cache in `dir`, computed and written there first
+/// when missing. Says on stderr which.
 pub fn load_or_build<F>(
     dir: &Path,
     items: &[AudioItem],
@@ -177,7 +194,7 @@ pub fn load_or_build<F>(
     compute: F,
 ) -> Result<Mapped>
 where
-    F: Fn(&AudioItem) -> Result<Vec<f32>> + Sync,
+    F: Fn(&AudioItem) -> Result<(Vec<f32>, u32)> + Sync,
 {
     let shape = [items.len(), mel.n_mels, frames];
     let name = format!("spec-{}.f32", key(mel, frames, items)?);
@@ -229,7 +246,7 @@ where
 /// Writes the header and every clip's values to `tmp`, `CHUNK` clips at a time.
 fn write<F>(tmp: &Path, items: &[AudioItem], shape: [usize; 3], compute: &F) -> Result<()>
 where
-    F: Fn(&AudioItem) -> Result<Vec<f32>> + Sync,
+    F: Fn(&AudioItem) -> Result<(Vec<f32>, u32)> + Sync,
 {
     let io = |e| Error::io(tmp, e);
     let file = File::create(tmp).map_err(io)?;
@@ -237,9 +254,11 @@ where
     w.write_all(&header(shape)).map_err(io)?;
     let size = shape[1] * shape[2];
     let mut bytes = Vec::with_capacity(size * 4);
+    let mut lengths = Vec::with_capacity(items.len() * 4);
     for chunk in items.chunks(CHUNK) {
-        let specs: Vec<Vec<f32>> = chunk.par_iter().map(compute).collect::<Result<_>>()?;
-        for (spec, item) in specs.iter().zip(chunk) {
+        let specs: Vec<(Vec<f32>, u32)> = chunk.par_iter().map(compute).collect::<Result<_>>()?;
+        for ((spec, len), item) in specs.iter().zip(chunk) {
+            lengths.extend(len.to_le_bytes());
             if spec.len() != size {
                 return Err(Error::data(
                     &item.path,
@@ -254,6 +273,7 @@ where
             w.write_all(&bytes).map_err(io)?;
         }
     }
+    w.write_all(&lengths).map_err(io)?;
     let file = w.into_inner().map_err(|e| Error::io(tmp, e.into_error()))?;
     file.sync_all().map_err(io)
 }
@@ -309,7 +329,7 @@ fn open(path: &Path, shape: [usize; 3], reused: bool) -> Result<Mapped> {
     let want = shape
         .iter()
         .try_fold(4u64, |a, &v| a.checked_mul(v as u64))
-        .and_then(|v| v.checked_add(HEADER as u64));
+        .and_then(|v| v.checked_add(HEADER as u64 + 4 * shape[0] as u64));
     if want != Some(map.len() as u64) {
         return Err(bad(format!(
             "{} bytes, the header's shape {shape:?} needs {}",
@@ -322,6 +342,7 @@ fn open(path: &Path, shape: [usize; 3], reused: bool) -> Result<Mapped> {
         path: path.to_path_buf(),
         reused,
         clips: shape[0],
+        stored: shape[0],
         clip_size: shape[1] * shape[2],
     };
     // The alignment `values` relies on, checked once here rather than found there.
@@ -377,7 +398,7 @@ mod tests {
                 item(&p)
             })
             .collect();
-        let value = |it: &AudioItem| -> Result<Vec<f32>> {
+        let value = |it: &AudioItem| -> Result<(Vec<f32>, u32)> {
             let i: f32 = it
                 .path
                 .file_stem()
@@ -386,14 +407,17 @@ mod tests {
                 .unwrap()
                 .parse()
                 .unwrap();
-            Ok((0..6).map(|j| (i * 7.0 + j as f32).sin() * 1e3).collect())
+            let v = (0..6).map(|j| (i * 7.0 + j as f32).sin() * 1e3).collect();
+            Ok((v, i as u32 * 3))
         };
-        let want: Vec<f32> = items.iter().flat_map(|i| value(i).unwrap()).collect();
+        let want: Vec<f32> = items.iter().flat_map(|i| value(i).unwrap().0).collect();
         let cache = dir.path().join("cache");
         let m = load_or_build(&cache, &items, &mel, 2, value).unwrap();
         assert!(!m.reused);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(m.values()), bits(&want));
+        let lengths: Vec<u32> = (0..items.len() as u32).map(|i| i * 3).collect();
+        assert_eq!(m.lengths(), lengths);
         let again = load_or_build(&cache, &items, &mel, 2, |_| panic!("recomputed")).unwrap();
         assert!(again.reused);
         assert_eq!(again.path, m.path);

@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::clips::AudioFeatures;
-use super::encoder::{SpectrogramEncoder, SpectrogramGeometry};
+use super::encoder::{SpectrogramEncoder, SpectrogramGeometry, Spectrograms};
 use super::waveform::{WaveformConfig, WaveformEncoder};
 use crate::backbone::{
     pool, Classifier, EncoderConfig, Linear, Mode, PooledEncoder, Pooling, Tokens,
@@ -46,18 +46,25 @@ impl AudioClassifierSpec {
 pub type AudioClassifier = Classifier<SpectrogramEncoder>;
 
 impl PooledEncoder for SpectrogramEncoder {
+    type Input = Spectrograms;
+
     fn width(&self) -> usize {
         self.dim()
     }
 
-    /// `[B, n_mels, frames]` → the class token, or the mean of the patch tokens.
+    /// `[B, n_mels, frames]` → the class token, or the mean of the patch tokens that hold
+    /// the clip (padding left out).
     fn pooled(
         &self,
-        spec: &Tensor,
+        spec: &Spectrograms,
         pooling: Pooling,
         mode: &mut Mode,
     ) -> candle_core::Result<Tensor> {
-        pool(&self.forward(spec, mode)?, pooling, Tokens::ClsThenPatches)
+        let (h, mask) = self.forward_masked(spec, mode)?;
+        match &mask {
+            Some(m) => pool(&h, pooling, Tokens::ClsThenMaskedPatches(m)),
+            None => pool(&h, pooling, Tokens::ClsThenPatches),
+        }
     }
 }
 
@@ -136,6 +143,8 @@ impl ProjectedEncoder {
 pub type WaveformClassifier = Classifier<ProjectedEncoder>;
 
 impl PooledEncoder for ProjectedEncoder {
+    type Input = Tensor;
+
     fn width(&self) -> usize {
         match &self.projector {
             Some(p) => p.weight().dim(0).unwrap_or(0),

@@ -10,110 +10,17 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use super::augment::AudioAugment;
 use super::cache::{self, Mapped};
 use super::dataset::AudioItem;
+use super::encoder::Spectrograms;
 use super::mel::{MelConfig, MelSpectrogram};
 use super::resample::load_clip;
 use crate::error::{Error, Result};
 use crate::train::loader::MakeBatch;
 
-/// Everything that turns a waveform into an encoder input; saved with a run
-/// (`audio-config.json`, with the encoder's shape) so that its checkpoints can be used on
-/// their own.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AudioFeatures {
-    pub mel: MelConfig,
-    /// Spectrogram frames per clip.
-    pub frames: usize,
-    /// Normalisation of the log-mel values: `(x - mean) / std`.
-    pub mean: f32,
-    pub std: f32,
-}
-
-impl AudioFeatures {
-    /// Samples per clip: the length whose spectrogram has exactly `frames` frames.
-    pub fn clip_len(&self) -> usize {
-        let hop = self.mel.hop_length;
-        if self.mel.center {
-            (self.frames - 1) * hop
-        } else {
-            (self.frames - 1) * hop + self.mel.n_fft
-        }
-    }
-
-    /// Seconds per clip.
-    pub fn clip_seconds(&self) -> f64 {
-        self.clip_len() as f64 / self.mel.sample_rate as f64
-    }
-
-    /// The log-mel spectrogram (not normalised) of one clip's samples at
-    /// `mel.sample_rate`, cut or padded first: row-major `[n_mels, frames]`.
-    pub fn spectrogram(&self, mel: &MelSpectrogram, samples: &[f32]) -> Vec<f32> {
-        let fitted = fit_length(samples, self.clip_len());
-        let spec = mel.log_mel(&fitted);
-        debug_assert_eq!(spec.len(), self.mel.n_mels * self.frames);
-        spec
-    }
-
-    /// Normalised spectrograms `[B, n_mels, frames]` from row-major `[n_mels, frames]` each.
-    pub fn to_tensor(&self, specs: &[&[f32]], device: &Device) -> Result<Tensor> {
-        self.values_to_tensor(self.normalised(specs), specs.len(), device)
-    }
-
-    /// The normalised values of row-major `[n_mels, frames]` spectrograms, concatenated.
-    pub fn normalised(&self, specs: &[&[f32]]) -> Vec<f32> {
-        let mut values = Vec::with_capacity(specs.len() * self.mel.n_mels * self.frames);
-        for s in specs {
-            values.extend(s.iter().map(|v| (v - self.mean) / self.std));
-        }
-        values
-    }
-
-    /// Values from [`Self::normalised`] as `[B, n_mels, frames]`.
-    pub fn values_to_tensor(
-        &self,
-        values: Vec<f32>,
-        batch: usize,
-        device: &Device,
-    ) -> Result<Tensor> {
-        Ok(Tensor::from_vec(
-            values,
-            (batch, self.mel.n_mels, self.frames),
-            device,
-        )?)
-    }
-}
-
-/// `samples` centre-cropped to `n`, or padded with silence at the end.
-pub fn fit_length(samples: &[f32], n: usize) -> Vec<f32> {
-    if samples.len() >= n {
-        let start = (samples.len() - n) / 2;
-        samples[start..start + n].to_vec()
-    } else {
-        let mut v = samples.to_vec();
-        v.resize(n, 0.0);
-        v
-    }
-}
-
-/// `samples` as consecutive windows of `len`, one window when it fits. Every window is
-/// full length: the last one ends at the end of `samples`, overlapping the one before when
-/// the length is not a multiple of `len` (a short remainder, a few samples, say, would be
-/// too short for a model to encode).
-pub fn windows(samples: &[f32], len: usize) -> Vec<&[f32]> {
-    if samples.len() <= len || len == 0 {
-        return vec![samples];
-    }
-    let mut parts: Vec<&[f32]> = samples.chunks_exact(len).collect();
-    if !samples.len().is_multiple_of(len) {
-        parts.push(&samples[samples.len() - len..]);
-    }
-    parts
-}
+pub use super::features::{fit_length, windows, AudioFeatures};
 
 /// What each clip of a [`ClipSet`] holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +60,9 @@ pub struct ClipSet {
     values: Values,
     pub labels: Option<Vec<u32>>,
     pub paths: Vec<PathBuf>,
+    /// Each clip's length in samples as it was cut (`u32::MAX`: not known, taken as full):
+    /// frames past it are padding.
+    lengths: Vec<u32>,
 }
 
 impl ClipSet {
@@ -177,8 +87,18 @@ impl ClipSet {
             kind,
             values: Values::Memory(values),
             labels,
+            lengths: vec![u32::MAX; paths.len()],
             paths,
         })
+    }
+
+    /// The same clips, clip `i` `lengths[i]` samples long (frames past it are padding).
+    pub fn with_lengths(mut self, lengths: Vec<u32>) -> Result<Self> {
+        if lengths.len() != self.len() {
+            return Err(Error::shape("clip lengths", self.len(), lengths.len()));
+        }
+        self.lengths = lengths;
+        Ok(self)
     }
 
     /// Reads and featurises `items` through the spectrogram cache in
@@ -206,13 +126,15 @@ impl ClipSet {
         let (mel, f) = spectrogram_features(mel_config, frames)?;
         let labels = labels(items, classes)?;
         let mapped = cache::load_or_build(cache_dir, items, mel_config, frames, |item| {
-            Ok(f.spectrogram(&mel, &load_clip(&item.path, mel_config.sample_rate)?))
+            let samples = load_clip(&item.path, mel_config.sample_rate)?;
+            Ok(f.spectrogram_and_length(&mel, &samples))
         })?;
         Ok(Self {
             kind: ClipKind::Spectrogram {
                 n_mels: mel_config.n_mels,
                 frames,
             },
+            lengths: mapped.lengths(),
             values: Values::Mapped(mapped),
             labels,
             paths: items.iter().map(|i| i.path.clone()).collect(),
@@ -228,13 +150,14 @@ impl ClipSet {
         classes: &[String],
     ) -> Result<Self> {
         let (mel, f) = spectrogram_features(mel_config, frames)?;
-        let specs: Vec<Vec<f32>> = items
+        let specs: Vec<(Vec<f32>, u32)> = items
             .par_iter()
             .map(|item| {
                 let samples = load_clip(&item.path, mel_config.sample_rate)?;
-                Ok(f.spectrogram(&mel, &samples))
+                Ok(f.spectrogram_and_length(&mel, &samples))
             })
             .collect::<Result<_>>()?;
+        let (specs, lengths) = specs.into_iter().unzip();
         Self::assemble(
             items,
             ClipKind::Spectrogram {
@@ -243,7 +166,8 @@ impl ClipSet {
             },
             specs,
             classes,
-        )
+        )?
+        .with_lengths(lengths)
     }
 
     /// Reads `items` (in parallel) as waveforms at `sample_rate`, each cut or padded to
@@ -257,17 +181,20 @@ impl ClipSet {
         normalize: bool,
         classes: &[String],
     ) -> Result<Self> {
-        let clips: Vec<Vec<f32>> = items
+        let clips: Vec<(Vec<f32>, u32)> = items
             .par_iter()
             .map(|item| {
-                let mut x = fit_length(&load_clip(&item.path, sample_rate)?, samples);
+                let clip = load_clip(&item.path, sample_rate)?;
+                let len = clip.len().min(samples).min(u32::MAX as usize) as u32;
+                let mut x = fit_length(&clip, samples);
                 if normalize {
                     super::waveform::zero_mean_unit_var(&mut x);
                 }
-                Ok(x)
+                Ok((x, len))
             })
             .collect::<Result<_>>()?;
-        Self::assemble(items, ClipKind::Waveform { samples }, clips, classes)
+        let (clips, lengths) = clips.into_iter().unzip();
+        Self::assemble(items, ClipKind::Waveform { samples }, clips, classes)?.with_lengths(lengths)
     }
 
     fn assemble(
@@ -280,6 +207,7 @@ impl ClipSet {
             kind,
             values: Values::Memory(clips.concat()),
             labels: labels(items, classes)?,
+            lengths: vec![u32::MAX; items.len()],
             paths: items.iter().map(|i| i.path.clone()).collect(),
         })
     }
@@ -307,6 +235,11 @@ impl ClipSet {
 
     pub fn is_empty(&self) -> bool {
         self.paths.is_empty()
+    }
+
+    /// Clip `i`'s length in samples as it was cut (`u32::MAX` when not known: full).
+    pub fn length(&self, i: usize) -> u32 {
+        self.lengths[i]
     }
 
     /// One clip's values: a spectrogram `[n_mels * frames]` or samples `[samples]`.
@@ -341,9 +274,17 @@ impl ClipSet {
         Ok((mean as f32, var.sqrt().max(1e-6) as f32))
     }
 
-    /// Normalised spectrograms `[B, n_mels, frames]` of the clips `idx`.
-    pub fn batch(&self, idx: &[usize], f: &AudioFeatures, device: &Device) -> Result<Tensor> {
-        f.values_to_tensor(self.normalised(idx, f)?, idx.len(), device)
+    /// Normalised spectrograms `[B, n_mels, frames]` of the clips `idx`, with their frame
+    /// masks when any is padded.
+    pub fn batch(&self, idx: &[usize], f: &AudioFeatures, device: &Device) -> Result<Spectrograms> {
+        let frames = self.frame_masks(idx, f);
+        f.to_input(self.normalised(idx, f)?, frames, idx.len(), device)
+    }
+
+    /// The frame masks `[B, frames]` of the clips `idx`, `None` when none is padded.
+    pub fn frame_masks(&self, idx: &[usize], f: &AudioFeatures) -> Option<Vec<f32>> {
+        let lengths: Vec<u32> = idx.iter().map(|&i| self.lengths[i]).collect();
+        f.frame_masks(&lengths)
     }
 
     /// The normalised spectrogram values of the clips `idx`, `[B, n_mels, frames]`
@@ -360,14 +301,15 @@ impl ClipSet {
 
     /// [`Self::normalised`] with clip `idx[k]` augmented by `augment`, drawing from its
     /// stream for `(epochs[k], idx[k])` (clips in parallel; the result does not depend on
-    /// which thread ran which).
+    /// which thread ran which), and the frame masks (a shift moves them; `None` when no
+    /// frame is padding).
     pub fn augmented(
         &self,
         idx: &[usize],
         f: &AudioFeatures,
         augment: &AudioAugment,
         epochs: &[usize],
-    ) -> Result<Vec<f32>> {
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         if let ClipKind::Waveform { .. } = self.kind {
             return Err(Error::Usage(
                 "these clips are waveforms, not spectrograms".into(),
@@ -376,12 +318,19 @@ impl ClipSet {
         if epochs.len() != idx.len() {
             return Err(Error::shape("augmentation epochs", idx.len(), epochs.len()));
         }
-        let clips: Vec<Vec<f32>> = idx
+        let clips: Vec<(Vec<f32>, Vec<f32>)> = idx
             .par_iter()
             .zip(epochs)
-            .map(|(&i, &e)| augment.apply(self.get(i), f, &mut augment.rng(e, i)))
+            .map(|(&i, &e)| {
+                let mut frames = f.frame_mask(self.lengths[i] as usize);
+                let x = augment.apply(self.get(i), f, &mut frames, &mut augment.rng(e, i));
+                (x, frames)
+            })
             .collect();
-        Ok(clips.concat())
+        let (values, frames): (Vec<_>, Vec<_>) = clips.into_iter().unzip();
+        let frames = frames.concat();
+        let padded = frames.contains(&0.0);
+        Ok((values.concat(), padded.then_some(frames)))
     }
 
     /// Waveforms `[B, samples]` of the clips `idx` (a spectrogram set is an error).
@@ -422,6 +371,7 @@ impl ClipSet {
                 Values::Mapped(m) => m.truncate(n),
             }
             self.paths.truncate(n);
+            self.lengths.truncate(n);
             if let Some(l) = &mut self.labels {
                 l.truncate(n);
             }
@@ -484,52 +434,18 @@ pub struct SpectrogramBatches {
 }
 
 impl MakeBatch for SpectrogramBatches {
-    /// `[B, n_mels, frames]` (see [`AudioFeatures::values_to_tensor`]).
-    type Batch = Vec<f32>;
+    /// `[B, n_mels, frames]` values and `[B, frames]` frame masks (see
+    /// [`AudioFeatures::to_input`]).
+    type Batch = (Vec<f32>, Option<Vec<f32>>);
 
-    fn make(&self, indices: &[usize], epochs: &[usize]) -> Result<Vec<f32>> {
+    fn make(&self, indices: &[usize], epochs: &[usize]) -> Result<Self::Batch> {
         match &self.augment {
             Some(a) => self.clips.augmented(indices, &self.features, a, epochs),
-            None => self.clips.normalised(indices, &self.features),
+            None => Ok((
+                self.clips.normalised(indices, &self.features)?,
+                self.clips.frame_masks(indices, &self.features),
+            )),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn windows_are_all_full_length_the_last_ending_at_the_end() {
-        let x: Vec<f32> = (0..25).map(|i| i as f32).collect();
-        let w = windows(&x, 10);
-        assert_eq!(w.len(), 3);
-        assert!(w.iter().all(|p| p.len() == 10));
-        assert_eq!(w[2][9], 24.0);
-        assert_eq!(w[2][0], 15.0);
-        assert_eq!(windows(&x[..20], 10).len(), 2);
-        assert_eq!(windows(&x[..7], 10), vec![&x[..7]]);
-    }
-
-    use super::*;
-
-    #[test]
-    fn fit_length_crops_centre_and_pads_end() {
-        assert_eq!(
-            fit_length(&[1.0, 2.0, 3.0, 4.0, 5.0], 3),
-            vec![2.0, 3.0, 4.0]
-        );
-        assert_eq!(fit_length(&[1.0, 2.0], 4), vec![1.0, 2.0, 0.0, 0.0]);
-    }
-
-    #[test]
-    fn clip_len_gives_exactly_frames() {
-        let f = AudioFeatures {
-            mel: MelConfig::default(),
-            frames: 96,
-            mean: 0.0,
-            std: 1.0,
-        };
-        let mel = MelSpectrogram::new(&f.mel).unwrap();
-        assert_eq!(mel.frames(f.clip_len()), 96);
     }
 }
 

@@ -6,6 +6,11 @@
 //!
 //! Patches are ordered time-major (`index = t * freq_patches + f`), as Audio-MAE orders
 //! them (its input is the time × frequency image).
+//!
+//! A clip shorter than the encoder's window is padded; its [`Spectrograms::frames`] mask
+//! says which frames hold it. A time step of patches holding any such frame is a token;
+//! the others are padding, which attention does not attend to ([`token_mask`]) and
+//! pooling, Audio-MAE's loss and data2vec's targets leave out.
 
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -85,6 +90,48 @@ pub fn unpatchify(p: &Tensor, g: &SpectrogramGeometry) -> Result<Tensor> {
         .reshape((b, g.n_mels, g.frames))
 }
 
+/// Normalised spectrograms and which of their frames hold a clip: an encoder's input.
+#[derive(Debug, Clone)]
+pub struct Spectrograms {
+    /// `[B, n_mels, frames]`.
+    pub values: Tensor,
+    /// `[B, frames]` (f32), 1 where a frame holds the clip, 0 where it is padding; `None`:
+    /// every frame holds it.
+    pub frames: Option<Tensor>,
+}
+
+impl Spectrograms {
+    /// Spectrograms with no padding.
+    pub fn full(values: Tensor) -> Self {
+        Self {
+            values,
+            frames: None,
+        }
+    }
+}
+
+/// Which patch tokens hold input, from which frames do: `frames: [B, frames]` →
+/// `[B, L]` (f32, 1 = holds input), time-major like the patches. A time step is kept when
+/// any of its frames is.
+pub fn token_mask(frames: &Tensor, g: &SpectrogramGeometry) -> Result<Tensor> {
+    let (b, t) = frames.dims2()?;
+    if t != g.frames {
+        candle_core::bail!(
+            "frame mask: expected [B, {}], found {:?}",
+            g.frames,
+            frames.dims()
+        );
+    }
+    let (gf, gt) = (g.freq_patches(), g.time_patches());
+    frames
+        .to_dtype(candle_core::DType::F32)?
+        .reshape((b, gt, g.patch_time))?
+        .max(2)?
+        .unsqueeze(2)?
+        .broadcast_as((b, gt, gf))?
+        .reshape((b, gt * gf))
+}
+
 /// Fixed positions `[1, 1 + L, dim]` (zero row for the class token) over the time × frequency
 /// grid, time-major like the patches.
 pub fn positions(dim: usize, g: &SpectrogramGeometry, device: &Device) -> Result<Tensor> {
@@ -134,18 +181,44 @@ impl SpectrogramEncoder {
     }
 
     /// Prepends the class token (with its position) and runs the backbone:
-    /// `[B, T, D]` → `[B, 1 + T, D]`.
-    pub fn encode_tokens(&self, tokens: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+    /// `[B, T, D]` → `[B, 1 + T, D]`. `mask: [B, T]` (1 = a token, 0 = padding) keeps
+    /// attention off the padding; the class token is always attended to.
+    pub fn encode_tokens(
+        &self,
+        tokens: &Tensor,
+        mask: Option<&Tensor>,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
         let b = tokens.dim(0)?;
         let cls = (&self.cls_token + self.pos_embed.narrow(1, 0, 1)?)?;
         let cls = cls.broadcast_as((b, 1, self.dim()))?;
+        let mask = mask.map(crate::backbone::with_cls).transpose()?;
         self.encoder
-            .forward(&Tensor::cat(&[&cls, tokens], 1)?, None, mode)
+            .forward(&Tensor::cat(&[&cls, tokens], 1)?, mask.as_ref(), mode)
+    }
+
+    /// The patch tokens' padding mask `[B, L]` of `x`, `None` when it has no padding.
+    pub fn patch_mask(&self, x: &Spectrograms) -> Result<Option<Tensor>> {
+        x.frames
+            .as_ref()
+            .map(|f| token_mask(f, &self.geometry))
+            .transpose()
+    }
+
+    /// All patches visible: hidden states `[B, 1 + L, D]` and the patches' padding mask.
+    pub fn forward_masked(
+        &self,
+        x: &Spectrograms,
+        mode: &mut Mode,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let mask = self.patch_mask(x)?;
+        let h = self.encode_tokens(&self.embed_patches(&x.values)?, mask.as_ref(), mode)?;
+        Ok((h, mask))
     }
 
     /// All patches visible: `[B, F, T]` → hidden states `[B, 1 + L, D]`.
-    pub fn forward(&self, spec: &Tensor, mode: &mut Mode) -> Result<Tensor> {
-        self.encode_tokens(&self.embed_patches(spec)?, mode)
+    pub fn forward(&self, x: &Spectrograms, mode: &mut Mode) -> Result<Tensor> {
+        Ok(self.forward_masked(x, mode)?.0)
     }
 }
 

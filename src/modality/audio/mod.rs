@@ -17,6 +17,7 @@ pub mod config;
 pub mod dataset;
 pub mod encoder;
 pub mod fbank;
+pub mod features;
 pub mod mel;
 pub mod recipe;
 pub mod resample;

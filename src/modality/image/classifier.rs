@@ -113,6 +113,8 @@ impl ClassifierSpec {
 pub type ImageClassifier = Classifier<ImageEncoder>;
 
 impl PooledEncoder for ImageEncoder {
+    type Input = Tensor;
+
     fn width(&self) -> usize {
         self.encoder.dim()
     }

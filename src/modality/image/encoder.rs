@@ -161,17 +161,23 @@ impl ImageEncoder {
     }
 
     /// Prepends the class token (with its position) and runs the backbone:
-    /// `[B, T, D]` → `[B, 1 + T, D]`.
-    pub fn encode_tokens(&self, tokens: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+    /// `[B, T, D]` → `[B, 1 + T, D]`; `mask: [B, T]` (1 = token) keeps attention off padding.
+    pub fn encode_tokens(
+        &self,
+        tokens: &Tensor,
+        mask: Option<&Tensor>,
+        mode: &mut Mode,
+    ) -> Result<Tensor> {
         let b = tokens.dim(0)?;
         let cls = (&self.cls_token + self.pos_embed.narrow(1, 0, 1)?)?;
         let cls = cls.broadcast_as((b, 1, self.encoder.dim()))?;
         let x = Tensor::cat(&[&cls, tokens], 1)?;
-        self.encoder.forward(&x, None, mode)
+        let mask = mask.map(crate::backbone::with_cls).transpose()?;
+        self.encoder.forward(&x, mask.as_ref(), mode)
     }
 
     /// All tokens visible: `[B, C, H, W]` → hidden states `[B, 1 + L, D]`.
     pub fn forward(&self, imgs: &Tensor, mode: &mut Mode) -> Result<Tensor> {
-        self.encode_tokens(&self.embed_patches(imgs)?, mode)
+        self.encode_tokens(&self.embed_patches(imgs)?, None, mode)
     }
 }

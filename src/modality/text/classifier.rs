@@ -62,6 +62,8 @@ impl TextClassifierSpec {
 pub type TextClassifier = Classifier<TextEncoder>;
 
 impl PooledEncoder for TextEncoder {
+    type Input = Tensor;
+
     fn width(&self) -> usize {
         self.config().encoder.dim
     }

@@ -1,7 +1,9 @@
 //! data2vec over a patch grid (images, spectrograms), as data2vec 2.0 runs it: the student
 //! encodes only the patches its mask keeps (MAE's gather), a light decoder puts mask tokens
 //! in the removed places and predicts the teacher's targets at every patch, and the loss
-//! is taken at the removed ones. The teacher encodes every patch.
+//! is taken at the removed ones. The teacher encodes every patch. Padded patches
+//! (spectrograms of short clips) are removed first, left out of attention, of the targets'
+//! statistics and of the loss.
 
 use candle_core::{Device, Result, Tensor};
 
@@ -11,7 +13,7 @@ use crate::backbone::Mode;
 use crate::draws::Draws;
 use crate::modality::audio::encoder::{SpectrogramEncoder, SpectrogramGeometry};
 use crate::modality::image::{ImageEncoder, ImageGeometry};
-use crate::objective::mae::{masked_mse, random_masking, MaeDecoder};
+use crate::objective::mae::{masked_mse, padded_masking, MaeDecoder};
 use crate::objective::masking::GridMasker;
 use crate::objective::patch::PatchEncoder;
 use crate::objective::{Objective, Pass};
@@ -105,46 +107,54 @@ impl<E: PatchEncoder> PatchData2vec<E> {
         &self.masker
     }
 
-    /// The teacher's targets on the whole input: `[B, L, D]`.
-    pub fn targets(&self, x: &Tensor) -> Result<Tensor> {
+    /// The teacher's targets on the whole input: `[B, L, D]`; `valid: [B, L]` (1 = the
+    /// patch holds input).
+    pub fn targets(&self, x: &Tensor, valid: Option<&Tensor>) -> Result<Tensor> {
         let mut mode = Mode::Layers(Vec::new());
         let tokens = self.teacher_encoder.embed_patches(x)?;
-        self.teacher_encoder.encode_tokens(&tokens, &mut mode)?;
-        targets(&recorded(mode)?, self.cfg.top_k, 1, None)
+        self.teacher_encoder
+            .encode_tokens(&tokens, valid, &mut mode)?;
+        targets(&recorded(mode)?, self.cfg.top_k, 1, valid)
     }
 
     /// The student on the patches `noise` keeps, the decoder's predictions and the loss.
-    pub fn forward(&self, x: &Tensor, noise: &Tensor, mode: &mut Mode) -> Result<Data2vecOutput> {
-        let tokens = self.encoder.embed_patches(x)?;
-        let (kept, mask, ids_restore) = random_masking(&tokens, noise, self.masker.len_keep())?;
-        let latent = self.encoder.encode_tokens(&kept, mode)?;
-        let pred = self.decoder.forward(&latent, &ids_restore, mode)?;
-        let target = self.targets(x)?;
-        let loss = masked_mse(&pred, &target, &mask)?;
+    pub fn forward(&self, x: &E::Input, noise: &Tensor, mode: &mut Mode) -> Result<Data2vecOutput> {
+        let values = E::values(x);
+        let valid = self.encoder.patch_mask(x)?;
+        let tokens = self.encoder.embed_patches(values)?;
+        let m = padded_masking(&tokens, noise, self.masker.len_keep(), valid.as_ref())?;
+        let latent = self
+            .encoder
+            .encode_tokens(&m.kept, m.kept_valid.as_ref(), mode)?;
+        let pred = self
+            .decoder
+            .forward(&latent, &m.ids_restore, valid.as_ref(), mode)?;
+        let target = self.targets(values, valid.as_ref())?;
+        let loss = masked_mse(&pred, &target, &m.loss_mask)?;
         Ok(Data2vecOutput {
             loss,
             pred,
             target,
-            mask,
+            mask: m.mask,
         })
     }
 }
 
 impl<E: PatchEncoder> Objective for PatchData2vec<E> {
-    type Batch = Tensor;
+    type Batch = E::Input;
 
     fn encoder_prefix(&self) -> &'static str {
         E::PREFIX
     }
 
-    fn loss(&self, x: &Tensor, draws: &Draws) -> crate::Result<Tensor> {
-        let noise = self.masker.noise(draws, x.device())?;
+    fn loss(&self, x: &E::Input, draws: &Draws) -> crate::Result<Tensor> {
+        let noise = self.masker.noise(draws, E::values(x).device())?;
         Ok(self.forward(x, &noise, &mut Mode::train(*draws))?.loss)
     }
 
     /// The loss only: data2vec reconstructs no input to picture.
-    fn evaluate(&self, x: &Tensor, draws: &Draws) -> crate::Result<Pass> {
-        let noise = self.masker.noise(draws, x.device())?;
+    fn evaluate(&self, x: &E::Input, draws: &Draws) -> crate::Result<Pass> {
+        let noise = self.masker.noise(draws, E::values(x).device())?;
         Ok(Pass {
             loss: self.forward(x, &noise, &mut Mode::Eval)?.loss,
             reconstruction: None,

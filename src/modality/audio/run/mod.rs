@@ -22,7 +22,7 @@ use crate::modality::audio::augment::{AudioAugment, AugmentSettings, Masks};
 use crate::modality::audio::clips::{AudioFeatures, ClipSet};
 pub use crate::modality::audio::config::AudioRunConfig;
 use crate::modality::audio::dataset::{self, AudioItem};
-use crate::modality::audio::encoder::SpectrogramGeometry;
+use crate::modality::audio::encoder::{SpectrogramGeometry, Spectrograms};
 use crate::modality::audio::MelConfig;
 use crate::objective::data2vec::patch::{AudioData2vec, AudioData2vecConfig};
 use crate::objective::mae::{AudioMae, AudioMaeConfig};
@@ -46,7 +46,7 @@ pub struct Prepared {
     pub model: Model,
     pub config: AudioRunConfig,
     /// Audio-MAE or data2vec over the spectrogram encoder (`audio.`).
-    pub objective: Box<dyn Objective<Batch = candle_core::Tensor>>,
+    pub objective: Box<dyn Objective<Batch = Spectrograms>>,
     /// The masker the objective draws with.
     pub masker: GridMasker,
     /// Shared with the training loader's thread.
@@ -224,7 +224,7 @@ fn objective(
     a: &AudioSection,
     params: &ParamStore,
     device: &Device,
-) -> Result<(Box<dyn Objective<Batch = candle_core::Tensor>>, GridMasker)> {
+) -> Result<(Box<dyn Objective<Batch = Spectrograms>>, GridMasker)> {
     Ok(match r.objective()? {
         ObjectiveSection::Data2vec(_) => {
             let d = AudioData2vec::new(&data2vec_config(r, a)?, params, device)?;

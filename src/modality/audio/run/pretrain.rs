@@ -12,7 +12,9 @@ use crate::draws::Draws;
 use crate::error::Result;
 use crate::modality::audio::augment::AudioAugment;
 use crate::modality::audio::clips::{AudioFeatures, ClipSet, SpectrogramBatches};
-use crate::modality::audio::encoder::{unpatchify, SpectrogramEncoder, SpectrogramGeometry};
+use crate::modality::audio::encoder::{
+    unpatchify, SpectrogramEncoder, SpectrogramGeometry, Spectrograms,
+};
 use crate::modality::image::grid::save_grid;
 use crate::objective::{Objective, Reconstruction};
 use crate::params::ParamStore;
@@ -28,7 +30,7 @@ const PREVIEW_CLIPS: usize = 8;
 /// Audio-MAE or data2vec on the training clips.
 pub struct AudioMaeTask<'a> {
     /// Audio-MAE or data2vec.
-    pub objective: &'a dyn Objective<Batch = Tensor>,
+    pub objective: &'a dyn Objective<Batch = Spectrograms>,
     pub geometry: SpectrogramGeometry,
     pub encoder: EncoderConfig,
     pub train: Arc<ClipSet>,
@@ -39,8 +41,9 @@ pub struct AudioMaeTask<'a> {
     pub seed: u64,
     /// `[data.augment]` of the training batches (not of pictures or held-out passes).
     pub augment: Option<AudioAugment>,
-    /// Normalised spectrograms of the training batches, made ahead on a worker thread.
-    pub loader: TaskLoader<Vec<f32>>,
+    /// Normalised spectrograms (and frame masks) of the training batches, made ahead on a
+    /// worker thread.
+    pub loader: TaskLoader<(Vec<f32>, Option<Vec<f32>>)>,
 }
 
 /// Rows of spectrograms `[N, F, T]` as grey pictures `[N, 1, F, T]` in [0, 1], low
@@ -64,7 +67,7 @@ impl AudioMaeTask<'_> {
     ) -> Result<(Tensor, Tensor, Option<Reconstruction>)> {
         let spec = set.batch(idx, self.features, &self.device)?;
         let pass = self.objective.evaluate(&spec, draws)?;
-        Ok((spec, pass.loss, pass.reconstruction))
+        Ok((spec.values, pass.loss, pass.reconstruction))
     }
 
     /// Original, masked (removed patches blank) and reconstructed spectrograms (kept patches
@@ -111,10 +114,10 @@ impl TrainTask for AudioMaeTask<'_> {
     }
 
     fn loss(&self, indices: &[usize], draws: &Draws) -> Result<Loss> {
-        let values = self.loader.next(indices)?;
+        let (values, frames) = self.loader.next(indices)?;
         let spec = self
             .features
-            .values_to_tensor(values, indices.len(), &self.device)?;
+            .to_input(values, frames, indices.len(), &self.device)?;
         Ok(Loss::per_example(
             self.objective.loss(&spec, draws)?,
             indices.len(),

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use candle_nn::VarBuilder;
 use rand::Rng;
 
@@ -12,7 +12,7 @@ use crate::draws::{Draws, Purpose};
 use crate::error::Result;
 use crate::modality::audio::classifier::{AudioClassifier, AudioClassifierSpec};
 use crate::modality::audio::clips::ClipSet;
-use crate::modality::audio::encoder::SpectrogramEncoder;
+use crate::modality::audio::encoder::{SpectrogramEncoder, Spectrograms};
 use crate::recipe::{DownstreamSection, Pooling};
 use crate::run::classify::{require_labels, Labelled, Split};
 
@@ -54,7 +54,7 @@ impl Labelled for AudioSplits<'_> {
         self.classes.len()
     }
 
-    fn inputs(&self, split: Split, idx: &[usize], device: &Device) -> Result<Tensor> {
+    fn inputs(&self, split: Split, idx: &[usize], device: &Device) -> Result<Spectrograms> {
         self.split(split).batch(idx, &self.config.features, device)
     }
 
@@ -67,16 +67,16 @@ impl Labelled for AudioSplits<'_> {
         idx: &[usize],
         draws: &Draws,
         device: &Device,
-    ) -> Result<Tensor> {
+    ) -> Result<Spectrograms> {
         let f = &self.config.features;
         let seed = draws.rng(0, Purpose::Augment).gen();
         let Some(augment) = super::augment(section.augment.as_ref(), &f.mel, seed)? else {
             return self.inputs(Split::Train, idx, device);
         };
-        let values = self
+        let (values, frames) = self
             .train
             .augmented(idx, f, &augment, &vec![0; idx.len()])?;
-        f.values_to_tensor(values, idx.len(), device)
+        f.to_input(values, frames, idx.len(), device)
     }
 
     fn depth(&self) -> usize {
