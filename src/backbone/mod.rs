@@ -67,6 +67,22 @@ pub fn with_cls(mask: &Tensor) -> Result<Tensor> {
     Tensor::cat(&[&one, &mask.to_dtype(DType::F32)?], 1)
 }
 
+/// Prepends `cls` (`[1, 1, D]`, the class token with its position) to `tokens` `[B, T, D]`
+/// and runs `encoder`: `[B, 1 + T, D]`. `mask: [B, T]` (1 = token, 0 = padding) keeps
+/// attention off padding; the class token is always attended to.
+pub fn encode_with_cls(
+    encoder: &Encoder,
+    cls: &Tensor,
+    tokens: &Tensor,
+    mask: Option<&Tensor>,
+    mode: &mut Mode,
+) -> Result<Tensor> {
+    let (b, _, d) = tokens.dims3()?;
+    let x = Tensor::cat(&[&cls.broadcast_as((b, 1, d))?, tokens], 1)?;
+    let mask = mask.map(with_cls).transpose()?;
+    encoder.forward(&x, mask.as_ref(), mode)
+}
+
 /// Where LayerNorm sits relative to the residual connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

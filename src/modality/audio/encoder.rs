@@ -189,12 +189,8 @@ impl SpectrogramEncoder {
         mask: Option<&Tensor>,
         mode: &mut Mode,
     ) -> Result<Tensor> {
-        let b = tokens.dim(0)?;
         let cls = (&self.cls_token + self.pos_embed.narrow(1, 0, 1)?)?;
-        let cls = cls.broadcast_as((b, 1, self.dim()))?;
-        let mask = mask.map(crate::backbone::with_cls).transpose()?;
-        self.encoder
-            .forward(&Tensor::cat(&[&cls, tokens], 1)?, mask.as_ref(), mode)
+        crate::backbone::encode_with_cls(&self.encoder, &cls, tokens, mask, mode)
     }
 
     /// The patch tokens' padding mask `[B, L]` of `x`, `None` when it has no padding.

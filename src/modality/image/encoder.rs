@@ -168,12 +168,8 @@ impl ImageEncoder {
         mask: Option<&Tensor>,
         mode: &mut Mode,
     ) -> Result<Tensor> {
-        let b = tokens.dim(0)?;
         let cls = (&self.cls_token + self.pos_embed.narrow(1, 0, 1)?)?;
-        let cls = cls.broadcast_as((b, 1, self.encoder.dim()))?;
-        let x = Tensor::cat(&[&cls, tokens], 1)?;
-        let mask = mask.map(crate::backbone::with_cls).transpose()?;
-        self.encoder.forward(&x, mask.as_ref(), mode)
+        crate::backbone::encode_with_cls(&self.encoder, &cls, tokens, mask, mode)
     }
 
     /// All tokens visible: `[B, C, H, W]` → hidden states `[B, 1 + L, D]`.
