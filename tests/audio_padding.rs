@@ -35,13 +35,15 @@ fn recipe(sets: &[&str]) -> Recipe {
 fn clips(r: &Recipe) -> (ClipSet, AudioFeatures) {
     let a = r.data.audio.as_ref().unwrap();
     let items = scan_folder(&root().join("data/words-sample/test")).unwrap();
-    let set = ClipSet::load_in_memory(&items, &a.mel, a.frames, &class_names(&items)).unwrap();
+    let set =
+        ClipSet::load_in_memory(&items, &a.mel, a.frames, a.trim_db, &class_names(&items)).unwrap();
     let (mean, std) = set.stats().unwrap();
     let f = AudioFeatures {
         mel: a.mel.clone(),
         frames: a.frames,
         mean,
         std,
+        trim_db: a.trim_db,
     };
     (set, f)
 }
@@ -186,4 +188,40 @@ fn padding_changes_no_pretraining_loss() {
         let (ux, uy) = (unmasked(&x), unmasked(&with_pad));
         assert!((ux - uy).abs() > 1e-3 * ux.abs(), "{kind}: {ux} vs {uy}");
     }
+}
+
+#[test]
+fn trimmed_clips_do_not_depend_on_the_silence_around_them() {
+    let r = recipe(&["data.audio.trim_db=40.0"]);
+    let (_, f) = clips(&r);
+    assert_eq!(f.trim_db, Some(40.0));
+    let mel = pretext::modality::audio::mel::MelSpectrogram::new(&f.mel).unwrap();
+    let path = root().join("data/words-sample/test/go/en-us+anika_s175_p50.wav");
+    let clip = pretext::modality::audio::resample::load_clip(&path, 16_000).unwrap();
+    // The same word after 0.2 s and before 0.1 s of digital silence (whole hops).
+    let mut padded = vec![0f32; 3200];
+    padded.extend(&clip);
+    padded.extend(vec![0f32; 1600]);
+    let trimmed = f.trim(&padded);
+    assert!(
+        trimmed.len() < clip.len(),
+        "{} of {}",
+        trimmed.len(),
+        clip.len()
+    );
+    assert_eq!(trimmed, f.trim(&clip));
+    let dev = Device::Cpu;
+    let a = f.windows_input(&mel, &[trimmed], &dev).unwrap();
+    let b = f.windows_input(&mel, &[f.trim(&clip)], &dev).unwrap();
+    assert_eq!(max_diff(&a.values, &b.values), 0.0);
+    // Shorter than the window: padded, and the mask ends with the word.
+    let frames: Vec<f32> = a.frames.unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let held = frames.iter().filter(|&&v| v == 1.0).count();
+    assert!(held < f.frames, "{held}");
+    // Untrimmed, the silence is part of the clip.
+    let whole = AudioFeatures {
+        trim_db: None,
+        ..f.clone()
+    };
+    assert_eq!(whole.trim(&padded).len(), padded.len());
 }

@@ -185,6 +185,7 @@ fn manifest_splits_and_structured_masking() {
 fn bad_audio_recipes_name_the_key() {
     let cases = [
         ("data.audio.patch_time=7", "data.audio.patch_time"),
+        ("data.audio.trim_db=-3.0", "data.audio.trim_db"),
         ("objective.masking=\"block\"", "objective.masking"),
         ("downstream[0].input=\"pixels\"", "downstream[0].input"),
         ("data.audio.mel.n_mels=0", "data.audio.mel"),

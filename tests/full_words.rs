@@ -92,7 +92,7 @@ fn every_clip_is_16k_mono_speech_and_featurises() {
         .collect();
     let classes = dataset::class_names(&test);
     let mel = MelConfig::default();
-    let set = ClipSet::load(&test, &mel, 96, &classes).unwrap();
+    let set = ClipSet::load(&test, &mel, 96, None, &classes).unwrap();
     assert_eq!(set.len(), 2560);
     assert!(set.values().iter().all(|v| v.is_finite()));
     let (mean, std) = set.stats().unwrap();

@@ -81,6 +81,7 @@ fn prefetched_spectrograms_equal_synchronous_ones_and_the_clip_batches() {
         frames,
         mean: 0.1,
         std: 0.7,
+        trim_db: None,
     };
     let clips = Arc::new(clips);
     let maker = SpectrogramBatches {

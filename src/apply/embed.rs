@@ -206,7 +206,7 @@ pub fn embed_audio(
             return Err(Error::data(path, "no audio samples in this file"));
         }
         let seconds = wav.samples.len() as f64 / rate as f64;
-        let parts = windows(&wav.samples, window);
+        let parts = windows(embedder.trim(&wav.samples), window);
         if parts.len() > 1 {
             eprintln!(
                 "{}: {seconds:.2} s is longer than the model's {:.2} s window: embedded as {} consecutive windows (the last one ending at the end of the file), averaged",
@@ -261,6 +261,15 @@ impl AudioEmbedder {
         match self {
             AudioEmbedder::Waveform(..) => (16_000, WAVEFORM_WINDOW_SECONDS * 16_000),
             AudioEmbedder::Spectrogram(m) => (m.features.mel.sample_rate, m.window()),
+        }
+    }
+
+    /// A file's samples as the model's clips were featurised: without leading and trailing
+    /// silence when its features trim it.
+    fn trim<'a>(&self, samples: &'a [f32]) -> &'a [f32] {
+        match self {
+            AudioEmbedder::Spectrogram(m) => m.features.trim(samples),
+            AudioEmbedder::Waveform(..) => samples,
         }
     }
 

@@ -368,8 +368,13 @@ fn clips(
         if samples.is_empty() {
             return Err(Error::data(path, "no audio samples in this file"));
         }
-        // A clip up to the window is padded with silence, as the fine-tuning did.
-        let parts = windows(&samples, window);
+        // Trimmed of silence when the classifier's features say so, then, as in the
+        // fine-tuning, a clip up to the window is padded (and its padding masked).
+        let samples = match p {
+            Predictor::Spectrogram { spec, .. } => spec.features.trim(&samples),
+            _ => &samples,
+        };
+        let parts = windows(samples, window);
         let mut rows = Vec::with_capacity(parts.len());
         for chunk in parts.chunks(batch) {
             let logits = window_logits(p, chunk, window, dev)

@@ -27,6 +27,7 @@ fn setup() -> (Vec<f32>, AudioFeatures, MelSpectrogram) {
         frames: 101,
         mean: -6.0,
         std: 4.0,
+        trim_db: None,
     };
     let mel = MelSpectrogram::new(&f.mel).unwrap();
     (clip("train/zero/en-gb-scotland+robosoft2.wav"), f, mel)

@@ -158,7 +158,12 @@ impl KeyHash {
 
 /// The cache key of `items` featurised with `mel` into `frames` frames: reads each file's
 /// metadata (an error names a file that cannot be read), not its contents.
-pub fn key(mel: &MelConfig, frames: usize, items: &[AudioItem]) -> Result<String> {
+pub fn key(
+    mel: &MelConfig,
+    frames: usize,
+    trim_db: Option<f64>,
+    items: &[AudioItem],
+) -> Result<String> {
     let mut h = KeyHash::new();
     h.u64(FORMAT_VERSION as u64);
     h.bytes(env!("CARGO_PKG_VERSION").as_bytes());
@@ -166,6 +171,10 @@ pub fn key(mel: &MelConfig, frames: usize, items: &[AudioItem]) -> Result<String
         .map_err(|e| Error::Usage(format!("data.audio.mel: cannot serialise: {e}")))?;
     h.bytes(mel_json.as_bytes());
     h.u64(frames as u64);
+    if let Some(db) = trim_db {
+        h.bytes(b"trim");
+        h.u64(db.to_bits());
+    }
     h.u64(items.len() as u64);
     for item in items {
         let meta = fs::metadata(&item.path).map_err(|e| Error::io(&item.path, e))?;
@@ -191,13 +200,14 @@ pub fn load_or_build<F>(
     items: &[AudioItem],
     mel: &MelConfig,
     frames: usize,
+    trim_db: Option<f64>,
     compute: F,
 ) -> Result<Mapped>
 where
     F: Fn(&AudioItem) -> Result<(Vec<f32>, u32)> + Sync,
 {
     let shape = [items.len(), mel.n_mels, frames];
-    let name = format!("spec-{}.f32", key(mel, frames, items)?);
+    let name = format!("spec-{}.f32", key(mel, frames, trim_db, items)?);
     let path = dir.join(&name);
     if path.is_file() {
         let m = open(&path, shape, true)?;
@@ -412,13 +422,13 @@ mod tests {
         };
         let want: Vec<f32> = items.iter().flat_map(|i| value(i).unwrap().0).collect();
         let cache = dir.path().join("cache");
-        let m = load_or_build(&cache, &items, &mel, 2, value).unwrap();
+        let m = load_or_build(&cache, &items, &mel, 2, None, value).unwrap();
         assert!(!m.reused);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(m.values()), bits(&want));
         let lengths: Vec<u32> = (0..items.len() as u32).map(|i| i * 3).collect();
         assert_eq!(m.lengths(), lengths);
-        let again = load_or_build(&cache, &items, &mel, 2, |_| panic!("recomputed")).unwrap();
+        let again = load_or_build(&cache, &items, &mel, 2, None, |_| panic!("recomputed")).unwrap();
         assert!(again.reused);
         assert_eq!(again.path, m.path);
         // Nothing but the cache is left in the folder.
@@ -437,7 +447,7 @@ mod tests {
         let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 4).unwrap();
         drop(f);
-        let e = load_or_build(&cache, &items, &mel, 2, value)
+        let e = load_or_build(&cache, &items, &mel, 2, None, value)
             .unwrap_err()
             .to_string();
         assert!(e.contains(&path.display().to_string()), "{e}");
@@ -450,7 +460,7 @@ mod tests {
         let p = dir.path().join("a.wav");
         fs::write(&p, b"x").unwrap();
         let cache = dir.path().join("cache");
-        let e = load_or_build(&cache, &[item(&p)], &MelConfig::default(), 2, |it| {
+        let e = load_or_build(&cache, &[item(&p)], &MelConfig::default(), 2, None, |it| {
             Err(Error::data(&it.path, "not a WAV file"))
         })
         .unwrap_err();
@@ -465,18 +475,18 @@ mod tests {
         fs::write(&p, b"x").unwrap();
         let items = [item(&p)];
         let mel = MelConfig::default();
-        let k = key(&mel, 96, &items).unwrap();
+        let k = key(&mel, 96, None, &items).unwrap();
         assert_eq!(k.len(), 32);
-        assert_eq!(key(&mel, 96, &items).unwrap(), k);
-        assert_ne!(key(&mel, 97, &items).unwrap(), k);
+        assert_eq!(key(&mel, 96, None, &items).unwrap(), k);
+        assert_ne!(key(&mel, 97, None, &items).unwrap(), k);
         let other = MelConfig {
             n_mels: mel.n_mels + 1,
             ..mel.clone()
         };
-        assert_ne!(key(&other, 96, &items).unwrap(), k);
+        assert_ne!(key(&other, 96, None, &items).unwrap(), k);
         fs::write(&p, b"xy").unwrap();
-        assert_ne!(key(&mel, 96, &items).unwrap(), k);
-        let missing = key(&mel, 96, &[item(&dir.path().join("gone.wav"))]).unwrap_err();
+        assert_ne!(key(&mel, 96, None, &items).unwrap(), k);
+        let missing = key(&mel, 96, None, &[item(&dir.path().join("gone.wav"))]).unwrap_err();
         assert!(missing.to_string().contains("gone.wav"), "{missing}");
     }
 }

@@ -110,9 +110,17 @@ impl ClipSet {
         items: &[AudioItem],
         mel_config: &MelConfig,
         frames: usize,
+        trim_db: Option<f64>,
         classes: &[String],
     ) -> Result<Self> {
-        Self::load_cached(items, mel_config, frames, classes, &cache::default_dir())
+        Self::load_cached(
+            items,
+            mel_config,
+            frames,
+            trim_db,
+            classes,
+            &cache::default_dir(),
+        )
     }
 
     /// [`ClipSet::load`] with the cache in `cache_dir`.
@@ -120,14 +128,15 @@ impl ClipSet {
         items: &[AudioItem],
         mel_config: &MelConfig,
         frames: usize,
+        trim_db: Option<f64>,
         classes: &[String],
         cache_dir: &Path,
     ) -> Result<Self> {
-        let (mel, f) = spectrogram_features(mel_config, frames)?;
+        let (mel, f) = spectrogram_features(mel_config, frames, trim_db)?;
         let labels = labels(items, classes)?;
-        let mapped = cache::load_or_build(cache_dir, items, mel_config, frames, |item| {
+        let mapped = cache::load_or_build(cache_dir, items, mel_config, frames, trim_db, |item| {
             let samples = load_clip(&item.path, mel_config.sample_rate)?;
-            Ok(f.spectrogram_and_length(&mel, &samples))
+            Ok(f.spectrogram_and_length(&mel, f.trim(&samples)))
         })?;
         Ok(Self {
             kind: ClipKind::Spectrogram {
@@ -147,14 +156,15 @@ impl ClipSet {
         items: &[AudioItem],
         mel_config: &MelConfig,
         frames: usize,
+        trim_db: Option<f64>,
         classes: &[String],
     ) -> Result<Self> {
-        let (mel, f) = spectrogram_features(mel_config, frames)?;
+        let (mel, f) = spectrogram_features(mel_config, frames, trim_db)?;
         let specs: Vec<(Vec<f32>, u32)> = items
             .par_iter()
             .map(|item| {
                 let samples = load_clip(&item.path, mel_config.sample_rate)?;
-                Ok(f.spectrogram_and_length(&mel, &samples))
+                Ok(f.spectrogram_and_length(&mel, f.trim(&samples)))
             })
             .collect::<Result<_>>()?;
         let (specs, lengths) = specs.into_iter().unzip();
@@ -383,6 +393,7 @@ impl ClipSet {
 fn spectrogram_features(
     mel_config: &MelConfig,
     frames: usize,
+    trim_db: Option<f64>,
 ) -> Result<(MelSpectrogram, AudioFeatures)> {
     let mel = MelSpectrogram::new(mel_config)
         .map_err(|m| Error::Usage(format!("data.audio.mel: {m}")))?;
@@ -391,6 +402,7 @@ fn spectrogram_features(
         frames,
         mean: 0.0,
         std: 1.0,
+        trim_db,
     };
     Ok((mel, f))
 }

@@ -20,8 +20,8 @@ fn mapped_clips_equal_in_memory_ones_and_a_second_load_reuses_the_cache() {
     let classes = class_names(&items);
     let mel = MelConfig::default();
     let cache = tempfile::tempdir().unwrap();
-    let memory = ClipSet::load_in_memory(&items, &mel, 96, &classes).unwrap();
-    let mapped = ClipSet::load_cached(&items, &mel, 96, &classes, cache.path()).unwrap();
+    let memory = ClipSet::load_in_memory(&items, &mel, 96, None, &classes).unwrap();
+    let mapped = ClipSet::load_cached(&items, &mel, 96, None, &classes, cache.path()).unwrap();
     assert_eq!(memory.cache_file(), None);
     let (file, reused) = mapped.cache_file().unwrap();
     assert!(!reused);
@@ -43,6 +43,7 @@ fn mapped_clips_equal_in_memory_ones_and_a_second_load_reuses_the_cache() {
         frames: 96,
         mean: m0,
         std: s0,
+        trim_db: None,
     };
     let idx = [3, 1, 4, 1, 5];
     assert_eq!(
@@ -52,7 +53,7 @@ fn mapped_clips_equal_in_memory_ones_and_a_second_load_reuses_the_cache() {
 
     // Unchanged files and settings: the same file, reused, nothing rewritten.
     let modified = std::fs::metadata(file).unwrap().modified().unwrap();
-    let again = ClipSet::load_cached(&items, &mel, 96, &classes, cache.path()).unwrap();
+    let again = ClipSet::load_cached(&items, &mel, 96, None, &classes, cache.path()).unwrap();
     assert_eq!(again.cache_file(), Some((file, true)));
     assert_eq!(
         std::fs::metadata(file).unwrap().modified().unwrap(),
@@ -61,7 +62,7 @@ fn mapped_clips_equal_in_memory_ones_and_a_second_load_reuses_the_cache() {
     assert_eq!(bits(again.values()), bits(memory.values()));
 
     // Other settings: another cache.
-    let other = ClipSet::load_cached(&items, &mel, 48, &classes, cache.path()).unwrap();
+    let other = ClipSet::load_cached(&items, &mel, 48, None, &classes, cache.path()).unwrap();
     assert_ne!(other.cache_file().unwrap().0, file);
 
     // Truncation keeps the first clips of the map.
@@ -86,7 +87,7 @@ fn a_changed_file_makes_a_new_cache() {
     let classes = class_names(&items);
     let mel = MelConfig::default();
     let cache = tempfile::tempdir().unwrap();
-    let first = ClipSet::load_cached(&items, &mel, 96, &classes, cache.path()).unwrap();
+    let first = ClipSet::load_cached(&items, &mel, 96, None, &classes, cache.path()).unwrap();
     let first_file = first.cache_file().unwrap().0.to_path_buf();
     // Another word's recording under the first file's name: new content, size, mtime.
     let replacement = std::fs::read_dir(sample("test").join("eight"))
@@ -96,14 +97,14 @@ fn a_changed_file_makes_a_new_cache() {
         .unwrap()
         .path();
     std::fs::copy(&replacement, &items[0].path).unwrap();
-    let second = ClipSet::load_cached(&items, &mel, 96, &classes, cache.path()).unwrap();
+    let second = ClipSet::load_cached(&items, &mel, 96, None, &classes, cache.path()).unwrap();
     let (second_file, reused) = second.cache_file().unwrap();
     assert!(!reused);
     assert_ne!(second_file, first_file);
     // The first cache is still intact; the new one holds the new clip.
     assert_eq!(bits(first.get(1)), bits(second.get(1)));
     assert_ne!(bits(first.get(0)), bits(second.get(0)));
-    let memory = ClipSet::load_in_memory(&items, &mel, 96, &classes).unwrap();
+    let memory = ClipSet::load_in_memory(&items, &mel, 96, None, &classes).unwrap();
     assert_eq!(bits(second.values()), bits(memory.values()));
 }
 

@@ -22,6 +22,10 @@ pub struct AudioFeatures {
     /// Normalisation of the log-mel values: `(x - mean) / std`.
     pub mean: f32,
     pub std: f32,
+    /// Leading and trailing audio more than this many dB below the clip's loudest frame is
+    /// cut off before the clip is fitted to the window ([`trim_silence`]); `None` keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trim_db: Option<f64>,
 }
 
 impl AudioFeatures {
@@ -32,6 +36,15 @@ impl AudioFeatures {
             (self.frames - 1) * hop
         } else {
             (self.frames - 1) * hop + self.mel.n_fft
+        }
+    }
+
+    /// `samples` as a clip is featurised: without its leading and trailing silence when
+    /// [`Self::trim_db`] says so (frames of `hop_length` samples), else whole.
+    pub fn trim<'a>(&self, samples: &'a [f32]) -> &'a [f32] {
+        match self.trim_db {
+            Some(db) => trim_silence(samples, db, self.mel.hop_length),
+            None => samples,
         }
     }
 
@@ -152,6 +165,28 @@ impl AudioFeatures {
     }
 }
 
+/// `samples` without the leading and trailing stretches more than `top_db` below their
+/// loudest frame: the RMS of non-overlapping frames of `frame` samples, in dB against the
+/// loudest one (librosa's `effects.trim`, with its `ref = max`), keeping everything from
+/// the first frame within `top_db` to the end of the last. Silence throughout is kept
+/// whole.
+pub fn trim_silence(samples: &[f32], top_db: f64, frame: usize) -> &[f32] {
+    let frame = frame.max(1);
+    let power: Vec<f64> = samples
+        .chunks(frame)
+        .map(|c| c.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / c.len() as f64)
+        .collect();
+    let loudest = power.iter().copied().fold(0.0, f64::max);
+    if loudest <= 0.0 {
+        return samples;
+    }
+    let floor = loudest * 10f64.powf(-top_db / 10.0);
+    let loud = |p: &&f64| **p >= floor;
+    let first = power.iter().position(|p| loud(&p)).unwrap_or(0);
+    let last = power.iter().rposition(|p| loud(&p)).unwrap_or(0);
+    &samples[first * frame..((last + 1) * frame).min(samples.len())]
+}
+
 /// `samples` centre-cropped to `n`, or padded with silence at the end.
 pub fn fit_length(samples: &[f32], n: usize) -> Vec<f32> {
     if samples.len() >= n {
@@ -211,8 +246,24 @@ mod tests {
             frames: 96,
             mean: 0.0,
             std: 1.0,
+            trim_db: None,
         };
         let mel = MelSpectrogram::new(&f.mel).unwrap();
         assert_eq!(mel.frames(f.clip_len()), 96);
+    }
+
+    #[test]
+    fn trimming_keeps_the_loud_part_whole_frames_at_a_time() {
+        // 10 frames of 4: silence, a quiet frame 30 dB down, two loud frames, silence.
+        let mut x = vec![0f32; 40];
+        x[8..12].fill(0.01);
+        x[12..20].fill(0.3);
+        x[20..22].fill(0.3);
+        assert_eq!(trim_silence(&x, 20.0, 4), &x[12..24]);
+        assert_eq!(trim_silence(&x, 40.0, 4), &x[8..24]);
+        // A partial last frame, loud: kept to the end.
+        assert_eq!(trim_silence(&x[..22], 20.0, 4), &x[12..22]);
+        let silent = vec![0f32; 10];
+        assert_eq!(trim_silence(&silent, 20.0, 4), &silent[..]);
     }
 }

@@ -64,6 +64,11 @@ pub struct AudioSection {
     pub mean: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub std: Option<f32>,
+    /// Cut each clip's leading and trailing audio more than this many dB below its loudest
+    /// 10 ms (one hop) before fitting it to the window, in training, evaluation, `embed`
+    /// and `predict` alike (librosa's `effects.trim`); absent keeps clips whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trim_db: Option<f64>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -87,6 +92,9 @@ fn validate_waveform_source(r: &Recipe, a: &AudioSection, file: &Path) -> Result
                 .into()
         },
     )?;
+    check(a.trim_db.is_none(), file, "data.audio.trim_db", || {
+        "silence trimming is for spectrogram recipes; a waveform model.source reads clips whole: remove trim_db".into()
+    })?;
     check(r.train.steps == 0, file, "train.steps", || {
         format!(
             "must be 0 with model.source in an audio recipe (found {}): there is no Audio-MAE pretraining of a waveform model; its downstream heads run on the source's weights",
@@ -143,6 +151,12 @@ pub fn validate(r: &Recipe, file: &Path) -> Result<()> {
             },
         )?;
     }
+    check(
+        a.trim_db.is_none_or(|d| d > 0.0 && d.is_finite()),
+        file,
+        "data.audio.trim_db",
+        || "must be a positive number of dB (e.g. 40)".into(),
+    )?;
     if r.model.source.is_some() {
         // Patch sizes, normalisation and the objective are Audio-MAE's.
         return validate_waveform_source(r, a, file);

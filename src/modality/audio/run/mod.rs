@@ -275,7 +275,7 @@ pub fn prepare_spectrogram(
         _ => None,
     };
     let classes = dataset::class_names(labelled_items.as_ref().map_or(&train_items, |l| &l.0));
-    let load = |items: &[AudioItem]| ClipSet::load(items, &a.mel, a.frames, &classes);
+    let load = |items: &[AudioItem]| ClipSet::load(items, &a.mel, a.frames, a.trim_db, &classes);
     let train = Arc::new(load(&train_items)?);
     let test = match &r.data.test {
         Some(t) => Some(load(&items(t, "data.test", file)?)?),
@@ -290,6 +290,7 @@ pub fn prepare_spectrogram(
         frames: a.frames,
         mean,
         std,
+        trim_db: a.trim_db,
     };
     // Resuming: the normalisation the run started with (the training split may have
     // changed since).

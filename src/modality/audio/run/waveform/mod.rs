@@ -79,6 +79,7 @@ pub fn prepare(r: &Recipe, file: &Path, device: Device) -> Result<Prepared> {
         frames: a.frames,
         mean: 0.0,
         std: 1.0,
+        trim_db: None,
     };
     let samples = features.clip_len();
     if source.spec.config.frames(samples) == 0 {
