@@ -337,9 +337,20 @@ impl<E: PatchEncoder> Mae<E> {
         noise: &Tensor,
         mode: &mut Mode,
     ) -> Result<(Tensor, Masked)> {
-        let tokens = self.encoder.embed_patches(E::values(x))?;
         let valid = self.encoder.patch_mask(x)?;
-        let m = padded_masking(&tokens, noise, self.len_keep(), valid.as_ref())?;
+        self.encode_masked(E::values(x), valid.as_ref(), noise, mode)
+    }
+
+    /// [`Self::forward_encoder`] with the patches' padding mask `valid: [B, L]` given.
+    fn encode_masked(
+        &self,
+        x: &Tensor,
+        valid: Option<&Tensor>,
+        noise: &Tensor,
+        mode: &mut Mode,
+    ) -> Result<(Tensor, Masked)> {
+        let tokens = self.encoder.embed_patches(x)?;
+        let m = padded_masking(&tokens, noise, self.len_keep(), valid)?;
         let latent = self
             .encoder
             .encode_tokens(&m.kept, m.kept_valid.as_ref(), mode)?;
@@ -376,7 +387,7 @@ impl<E: PatchEncoder> Mae<E> {
     /// The loss is taken at the removed patches that hold input.
     pub fn forward(&self, x: &E::Input, noise: &Tensor, mode: &mut Mode) -> Result<MaeOutput> {
         let valid = self.encoder.patch_mask(x)?;
-        let (latent, m) = self.forward_encoder(x, noise, mode)?;
+        let (latent, m) = self.encode_masked(E::values(x), valid.as_ref(), noise, mode)?;
         let pred = self.forward_decoder(&latent, &m.ids_restore, valid.as_ref(), mode)?;
         let loss = self.forward_loss(E::values(x), &pred, &m.loss_mask)?;
         Ok(MaeOutput {

@@ -136,11 +136,6 @@ impl AudioFeatures {
         })
     }
 
-    /// Normalised spectrograms `[B, n_mels, frames]` from row-major `[n_mels, frames]` each.
-    pub fn to_tensor(&self, specs: &[&[f32]], device: &Device) -> Result<Tensor> {
-        self.values_to_tensor(self.normalised(specs), specs.len(), device)
-    }
-
     /// The normalised values of row-major `[n_mels, frames]` spectrograms, concatenated.
     pub fn normalised(&self, specs: &[&[f32]]) -> Vec<f32> {
         let mut values = Vec::with_capacity(specs.len() * self.mel.n_mels * self.frames);
