@@ -216,6 +216,23 @@ pub fn padded_masking(
     })
 }
 
+/// The student side of MAE and data2vec: `x`'s patches embedded, the `keep` with the
+/// lowest `noise` kept (padding, `valid: [B, L]`, removed first: [`padded_masking`]) and
+/// encoded with the class token: latent `[B, 1 + keep, D]` and the masking.
+pub fn encode_kept<E: PatchEncoder>(
+    encoder: &E,
+    x: &Tensor,
+    valid: Option<&Tensor>,
+    noise: &Tensor,
+    keep: usize,
+    mode: &mut Mode,
+) -> Result<(Tensor, Masked)> {
+    let tokens = encoder.embed_patches(x)?;
+    let m = padded_masking(&tokens, noise, keep, valid)?;
+    let latent = encoder.encode_tokens(&m.kept, m.kept_valid.as_ref(), mode)?;
+    Ok((latent, m))
+}
+
 /// Per-patch mean and standard deviation of `patches` (`[B, L, P]` → `[B, L, 1]` each),
 /// with the unbiased variance and eps 1e-6 of MAE's `norm_pix_loss`.
 pub fn patch_stats(patches: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -349,12 +366,7 @@ impl<E: PatchEncoder> Mae<E> {
         noise: &Tensor,
         mode: &mut Mode,
     ) -> Result<(Tensor, Masked)> {
-        let tokens = self.encoder.embed_patches(x)?;
-        let m = padded_masking(&tokens, noise, self.len_keep(), valid)?;
-        let latent = self
-            .encoder
-            .encode_tokens(&m.kept, m.kept_valid.as_ref(), mode)?;
-        Ok((latent, m))
+        encode_kept(&self.encoder, x, valid, noise, self.len_keep(), mode)
     }
 
     /// latent `[B, 1 + keep, D]` → predicted patches `[B, L, P]`; `valid: [B, L]` (1 = the

@@ -191,20 +191,17 @@ impl ClipSet {
         normalize: bool,
         classes: &[String],
     ) -> Result<Self> {
-        let clips: Vec<(Vec<f32>, u32)> = items
+        let clips: Vec<Vec<f32>> = items
             .par_iter()
             .map(|item| {
-                let clip = load_clip(&item.path, sample_rate)?;
-                let len = clip.len().min(samples).min(u32::MAX as usize) as u32;
-                let mut x = fit_length(&clip, samples);
+                let mut x = fit_length(&load_clip(&item.path, sample_rate)?, samples);
                 if normalize {
                     super::waveform::zero_mean_unit_var(&mut x);
                 }
-                Ok((x, len))
+                Ok(x)
             })
             .collect::<Result<_>>()?;
-        let (clips, lengths) = clips.into_iter().unzip();
-        Self::assemble(items, ClipKind::Waveform { samples }, clips, classes)?.with_lengths(lengths)
+        Self::assemble(items, ClipKind::Waveform { samples }, clips, classes)
     }
 
     fn assemble(

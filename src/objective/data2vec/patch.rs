@@ -13,7 +13,7 @@ use crate::backbone::Mode;
 use crate::draws::Draws;
 use crate::modality::audio::encoder::{SpectrogramEncoder, SpectrogramGeometry};
 use crate::modality::image::{ImageEncoder, ImageGeometry};
-use crate::objective::mae::{masked_mse, padded_masking, MaeDecoder};
+use crate::objective::mae::{encode_kept, masked_mse, MaeDecoder};
 use crate::objective::masking::GridMasker;
 use crate::objective::patch::PatchEncoder;
 use crate::objective::{Objective, Pass};
@@ -121,11 +121,8 @@ impl<E: PatchEncoder> PatchData2vec<E> {
     pub fn forward(&self, x: &E::Input, noise: &Tensor, mode: &mut Mode) -> Result<Data2vecOutput> {
         let values = E::values(x);
         let valid = self.encoder.patch_mask(x)?;
-        let tokens = self.encoder.embed_patches(values)?;
-        let m = padded_masking(&tokens, noise, self.masker.len_keep(), valid.as_ref())?;
-        let latent = self
-            .encoder
-            .encode_tokens(&m.kept, m.kept_valid.as_ref(), mode)?;
+        let keep = self.masker.len_keep();
+        let (latent, m) = encode_kept(&self.encoder, values, valid.as_ref(), noise, keep, mode)?;
         let pred = self
             .decoder
             .forward(&latent, &m.ids_restore, valid.as_ref(), mode)?;
