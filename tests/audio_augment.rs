@@ -132,6 +132,14 @@ fn augmentation_keys_that_do_not_fit_are_errors_naming_the_key() {
         ),
         ("data.augment={ gain_db = -3.0 }", "data.augment.gain_db"),
         (
+            "data.augment={ time_shift_within = \"padding\" }",
+            "data.augment.time_shift_within",
+        ),
+        (
+            "data.augment={ time_shift = 0.1, time_shift_within = \"edges\" }",
+            "time_shift_within",
+        ),
+        (
             "data.augment={ time_masks = { count = 1, width = 0 } }",
             "data.augment.time_masks.width",
         ),

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::types::{AugmentSection, Modality, SpecMaskSection};
+use super::types::{AugmentSection, Modality, ShiftWithin, SpecMaskSection};
 use super::validate::check;
 use crate::error::Result;
 
@@ -30,7 +30,7 @@ pub(crate) fn validate_augment(
                 file,
                 &format!("{at}.{}", image.first().copied().unwrap_or_default()),
                 || {
-                    "is an image augmentation; audio takes time_shift, gain_db, noise, time_masks and freq_masks".into()
+                    "is an image augmentation; audio takes time_shift (and time_shift_within), gain_db, noise, time_masks and freq_masks".into()
                 },
             )?;
             check(!waveform, file, at, || {
@@ -67,6 +67,14 @@ pub(crate) fn validate_augment(
         file,
         &format!("{at}.time_shift"),
         || format!("seconds in [0, 60], found {}", a.time_shift),
+    )?;
+    check(
+        a.time_shift_within == ShiftWithin::Window || a.time_shift > 0.0,
+        file,
+        &format!("{at}.time_shift_within"),
+        || {
+            "says where a time shift may move a clip, but time_shift is 0: set time_shift (seconds) or remove it".into()
+        },
     )?;
     check(
         a.gain_db.is_finite() && (0.0..=60.0).contains(&a.gain_db),

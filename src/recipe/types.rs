@@ -218,6 +218,12 @@ pub struct AugmentSection {
     /// hold each band's quietest value in the clip); default 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub time_shift: f64,
+    /// Audio: where the shift may move a clip: anywhere in the window (`"window"`, the
+    /// default; frames shifted past either end are lost) or only within its padding
+    /// (`"padding"`: the frame mask's zeros at either end, so no frame of the clip leaves
+    /// the window; a clip that fills the window does not move).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub time_shift_within: ShiftWithin,
     /// Audio: the largest change of level, in dB, either way (uniform); default 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub gain_db: f64,
@@ -232,12 +238,27 @@ pub struct AugmentSection {
     pub freq_masks: Option<SpecMaskSection>,
 }
 
+/// Where an audio time shift may move a clip (`time_shift_within`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ShiftWithin {
+    /// Anywhere in the window.
+    #[default]
+    Window,
+    /// Only within the clip's padding.
+    Padding,
+}
+
 impl AugmentSection {
     /// The keys of this table that augment audio and are set, by name.
     pub fn audio_keys(&self) -> Vec<&'static str> {
         let mut keys = Vec::new();
         for (set, key) in [
             (self.time_shift != 0.0, "time_shift"),
+            (
+                self.time_shift_within != ShiftWithin::Window,
+                "time_shift_within",
+            ),
             (self.gain_db != 0.0, "gain_db"),
             (self.noise.is_some(), "noise"),
             (self.time_masks.is_some(), "time_masks"),
@@ -265,6 +286,10 @@ impl AugmentSection {
 
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
+}
+
+fn is_default<T: Default + PartialEq>(x: &T) -> bool {
+    *x == T::default()
 }
 
 /// Additive white noise (audio augmentation).

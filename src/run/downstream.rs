@@ -198,7 +198,19 @@ impl Downstream<'_> {
                 let started = Instant::now();
                 let mut r = match section.head {
                     HeadKind::FineTune => {
-                        self.fine_tune(section, fraction, &chosen, seed, &dir, &settings)?
+                        let label = format!(
+                            "  {}, {:.0} % of labels{of_draws}: ",
+                            section.label(),
+                            fraction * 100.0
+                        );
+                        let done =
+                            self.fine_tune(section, label, &chosen, seed, &dir, &settings)?;
+                        let mut r =
+                            self.result(section, fraction, chosen.len(), done.test_accuracy);
+                        r.train_accuracy = done.train_accuracy;
+                        r.steps = Some(done.steps);
+                        r.model_dir = Some(dir.clone());
+                        r
                     }
                     HeadKind::LinearProbe | HeadKind::Knn => {
                         let (train_x, test_x) =
@@ -304,16 +316,16 @@ impl Downstream<'_> {
 
     /// Fine-tunes into `dir`, continuing an interrupted fine-tuning of the same `settings`
     /// from its newest checkpoint (those of other settings are removed first), and removes
-    /// the checkpoints once the classifier is saved.
+    /// the checkpoints once the classifier is saved; `label` starts its progress lines.
     fn fine_tune(
         &self,
         section: &DownstreamSection,
-        fraction: f64,
+        label: String,
         chosen: &[usize],
         seed: u64,
         dir: &Path,
         settings: &serde_json::Value,
-    ) -> Result<DownstreamResult> {
+    ) -> Result<FineTuned> {
         let cfg = FineTuneConfig {
             epochs: section.epochs(),
             min_steps: section.min_steps.unwrap_or(0),
@@ -326,11 +338,7 @@ impl Downstream<'_> {
             seed,
             lengths: None,
             checkpoint_every: section.checkpoint_every(),
-            label: format!(
-                "  {}, {:.0} % of labels: ",
-                section.label(),
-                fraction * 100.0
-            ),
+            label,
             stop_after: None,
         };
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -354,11 +362,7 @@ impl Downstream<'_> {
         if checkpoints.exists() {
             std::fs::remove_dir_all(&checkpoints).map_err(|e| Error::io(&checkpoints, e))?;
         }
-        let mut r = self.result(section, fraction, chosen.len(), done.test_accuracy);
-        r.train_accuracy = done.train_accuracy;
-        r.steps = Some(done.steps);
-        r.model_dir = Some(dir.to_path_buf());
-        Ok(r)
+        Ok(done)
     }
 }
 

@@ -54,6 +54,9 @@ struct Band {
 pub struct AugmentSettings {
     /// Largest shift, in seconds, either way.
     pub time_shift: f64,
+    /// Draw the shift only within the clip's padding (its frame mask's zeros at either
+    /// end), so that no frame of the clip leaves the window.
+    pub shift_in_padding: bool,
     /// Largest change of level, in dB, either way.
     pub gain_db: f64,
     /// SNR range in dB and the probability of any noise.
@@ -146,7 +149,12 @@ impl AudioAugment {
         let mut x = spec.to_vec();
         if self.shift_frames > 0 {
             let s = self.shift_frames as i64;
-            let by = rng.gen_range(-s..=s);
+            let (lo, hi) = if self.settings.shift_in_padding {
+                padding_room(frames, s)
+            } else {
+                (-s, s)
+            };
+            let by = rng.gen_range(lo..=hi);
             shift(&mut x, shape, by);
             shift_mask(frames, by);
         }
@@ -225,6 +233,18 @@ pub fn shift(x: &mut [f32], shape: Shape, by: i64) {
             };
         }
     }
+}
+
+/// How far a clip with frame mask `frames` moves, at most `s` frames either way, without
+/// any of its frames leaving the window: `(-leading padding, trailing padding)`, each
+/// capped at `s` (a clip with no frame at all does not move).
+pub fn padding_room(frames: &[f32], s: i64) -> (i64, i64) {
+    let lead = frames.iter().take_while(|&&v| v == 0.0).count();
+    if lead == frames.len() {
+        return (0, 0);
+    }
+    let trail = frames.iter().rev().take_while(|&&v| v == 0.0).count();
+    (-(lead as i64).min(s), (trail as i64).min(s))
 }
 
 /// Shifts a frame mask by `by` frames (later when positive); uncovered frames are 0.

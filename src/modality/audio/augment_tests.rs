@@ -221,6 +221,7 @@ fn streams_are_per_example_and_the_pipeline_composes() {
     let spec = f.spectrogram(&mel, &wave);
     let section = AugmentSettings {
         time_shift: 0.1,
+        shift_in_padding: false,
         gain_db: 6.0,
         noise: Some(([5.0, 30.0], 0.5)),
         time_masks: Some(Masks {
@@ -271,4 +272,45 @@ fn a_shift_moves_the_frame_mask_and_uncovers_padding() {
     assert_eq!(m, [1.0, 1.0, 0.0, 0.0, 0.0]);
     shift_mask(&mut m, 0);
     assert_eq!(m, [1.0, 1.0, 0.0, 0.0, 0.0]);
+}
+
+#[test]
+fn a_shift_within_the_padding_never_moves_the_clip_out_of_the_window() {
+    assert_eq!(padding_room(&[0.0, 0.0, 1.0, 1.0, 0.0], 5), (-2, 1));
+    assert_eq!(padding_room(&[0.0, 0.0, 1.0, 1.0, 0.0], 1), (-1, 1));
+    assert_eq!(padding_room(&[1.0, 1.0, 1.0], 4), (0, 0));
+    assert_eq!(padding_room(&[0.0, 0.0], 4), (0, 0));
+    assert_eq!(padding_room(&[], 4), (0, 0));
+    let (wave, f, mel) = setup();
+    let spec = f.spectrogram(&mel, &wave);
+    let settings = |inside| AugmentSettings {
+        time_shift: 0.3,
+        shift_in_padding: inside,
+        ..Default::default()
+    };
+    let (anywhere, inside) = (augment(settings(false), &f), augment(settings(true), &f));
+    // A clip held in frames 4..20 of the window: within the padding it moves at most 4
+    // frames earlier and keeps every frame; anywhere, some draws cut it.
+    let held = |m: &[f32]| m.iter().filter(|&&v| v == 1.0).count();
+    let mut cut = 0;
+    let mut moved = [false; 2];
+    for index in 0..200 {
+        let start: Vec<f32> = (0..f.frames)
+            .map(|j| if (4..20).contains(&j) { 1.0 } else { 0.0 })
+            .collect();
+        let mut m = start.clone();
+        inside.apply(&spec, &f, &mut m, &mut inside.rng(0, index));
+        assert_eq!(held(&m), 16, "draw {index}: {m:?}");
+        let first = m.iter().position(|&v| v == 1.0).unwrap();
+        assert!(first <= 4 + anywhere.shift_frames, "{first}");
+        moved[(first < 4) as usize] = true;
+        let mut m = start;
+        anywhere.apply(&spec, &f, &mut m, &mut anywhere.rng(0, index));
+        cut += (held(&m) < 16) as usize;
+    }
+    assert_eq!(moved, [true, true], "moves both ways");
+    assert!(
+        cut > 0,
+        "an unrestricted shift of 0.3 s cuts a clip 4 frames from the edge"
+    );
 }

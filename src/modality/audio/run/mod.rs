@@ -30,7 +30,8 @@ use crate::objective::masking::GridMasker;
 use crate::objective::Objective;
 use crate::params::ParamStore;
 use crate::recipe::{
-    AudioSection, AugmentSection, DataSource, ObjectiveSection, Recipe, SpecMaskSection,
+    AudioSection, AugmentSection, DataSource, ObjectiveSection, Recipe, ShiftWithin,
+    SpecMaskSection,
 };
 use crate::run::classify::Task;
 use crate::run::downstream::DownstreamTask;
@@ -173,6 +174,7 @@ pub fn augment(
     };
     let settings = AugmentSettings {
         time_shift: a.time_shift,
+        shift_in_padding: a.time_shift_within == ShiftWithin::Padding,
         gain_db: a.gain_db,
         noise: a.noise.as_ref().map(|n| (n.snr_db, n.probability)),
         time_masks: masks(&a.time_masks),
