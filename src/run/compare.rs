@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::report::Report;
+use super::report::{self, Report, Spread};
 use crate::error::{Error, Result};
 use crate::plot::{Chart, Series};
 
@@ -64,10 +64,14 @@ pub fn compare(runs: &[PathBuf], picture: &Path) -> Result<String> {
 /// Rows: (method, label fraction) in order of first appearance; columns: runs.
 fn table(runs: &[Run]) -> String {
     let same = |a: f64, b: f64| (a - b).abs() < 1e-12;
-    let cell = |run: &Run, method: &str, fraction: f64| -> Option<f64> {
+    let cell = |run: &Run, method: &str, fraction: f64| -> Option<(f64, Option<Spread>)> {
         let t = run.table.as_ref()?;
         let col = t.label_fractions.iter().position(|&f| same(f, fraction))?;
-        t.rows.iter().find(|r| r.method == method)?.test_accuracy[col]
+        let row = t.rows.iter().find(|r| r.method == method)?;
+        Some((
+            row.test_accuracy[col]?,
+            row.spread.get(col).copied().flatten(),
+        ))
     };
     let mut rows: Vec<(String, f64)> = Vec::new();
     for t in runs.iter().filter_map(|r| r.table.as_ref()) {
@@ -89,15 +93,62 @@ fn table(runs: &[Run]) -> String {
     for (method, fraction) in &rows {
         s.push_str(&format!("| {method} | {} % |", fraction * 100.0));
         for run in runs {
-            match cell(run, method, *fraction) {
-                Some(a) => s.push_str(&format!(" {:.1} |", a * 100.0)),
-                None => s.push_str(" – |"),
-            }
+            let (a, spread) = cell(run, method, *fraction).unzip();
+            s.push_str(&format!(" {} |", report::cell(a, spread.flatten())));
         }
         s.push('\n');
     }
     if rows.is_empty() {
         s.push_str("(no run has downstream results yet)\n");
+    } else if runs
+        .iter()
+        .filter_map(|r| r.table.as_ref())
+        .any(|t| t.rows.iter().any(|r| r.spread.iter().any(Option::is_some)))
+    {
+        s.push_str("\nMean ± standard deviation over the label draws of each cell.\n");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::report::ReportRow;
+
+    #[test]
+    fn cells_of_several_draws_carry_their_spread() {
+        let run = |name: &str, acc: f64, spread: Option<Spread>| Run {
+            name: name.into(),
+            table: Some(Report {
+                label_fractions: vec![0.1, 1.0],
+                rows: vec![ReportRow {
+                    method: "fine-tune (pretrained)".into(),
+                    test_accuracy: vec![Some(acc), None],
+                    spread: vec![spread, None],
+                }],
+            }),
+        };
+        let t = table(&[
+            run(
+                "a",
+                0.484,
+                Some(Spread {
+                    std: 0.014,
+                    draws: 5,
+                }),
+            ),
+            run("b", 0.5, None),
+        ]);
+        assert!(
+            t.contains("| fine-tune (pretrained) | 10 % | 48.4 ± 1.4 | 50.0 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| fine-tune (pretrained) | 100 % | – | – |"),
+            "{t}"
+        );
+        assert!(t.contains("Mean ± standard deviation"), "{t}");
+        let t = table(&[run("b", 0.5, None)]);
+        assert!(!t.contains('±'), "{t}");
+    }
 }

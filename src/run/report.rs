@@ -97,16 +97,13 @@ impl Report {
         for row in &self.rows {
             s.push_str(&format!("| {} |", row.method));
             for (col, a) in row.test_accuracy.iter().enumerate() {
-                match (a, row.spread.get(col).copied().flatten()) {
-                    (Some(a), Some(d)) => {
-                        s.push_str(&format!(" {:.1} ± {:.1} |", a * 100.0, d.std * 100.0));
-                        if !draws.contains(&d.draws) {
-                            draws.push(d.draws);
-                        }
+                let spread = row.spread.get(col).copied().flatten();
+                if let (Some(_), Some(d)) = (a, spread) {
+                    if !draws.contains(&d.draws) {
+                        draws.push(d.draws);
                     }
-                    (Some(a), None) => s.push_str(&format!(" {:.1} |", a * 100.0)),
-                    (None, _) => s.push_str(" – |"),
                 }
+                s.push_str(&format!(" {} |", cell(*a, spread)));
             }
             s.push('\n');
         }
@@ -118,6 +115,16 @@ impl Report {
             ));
         }
         s
+    }
+}
+
+/// A table cell: the accuracy in %, with ± the draws' standard deviation when there are
+/// several, or `–` where the method was not run.
+pub fn cell(accuracy: Option<f64>, spread: Option<Spread>) -> String {
+    match (accuracy, spread) {
+        (Some(a), Some(d)) => format!("{:.1} ± {:.1}", a * 100.0, d.std * 100.0),
+        (Some(a), None) => format!("{:.1}", a * 100.0),
+        (None, _) => "–".into(),
     }
 }
 
