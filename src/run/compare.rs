@@ -90,21 +90,20 @@ fn table(runs: &[Run]) -> String {
     s.push_str("\n|---|---:|");
     s.push_str(&"---:|".repeat(runs.len()));
     s.push('\n');
+    let mut spread_shown = false;
     for (method, fraction) in &rows {
         s.push_str(&format!("| {method} | {} % |", fraction * 100.0));
         for run in runs {
             let (a, spread) = cell(run, method, *fraction).unzip();
-            s.push_str(&format!(" {} |", report::cell(a, spread.flatten())));
+            let spread = spread.flatten();
+            spread_shown |= spread.is_some();
+            s.push_str(&format!(" {} |", report::cell(a, spread)));
         }
         s.push('\n');
     }
     if rows.is_empty() {
         s.push_str("(no run has downstream results yet)\n");
-    } else if runs
-        .iter()
-        .filter_map(|r| r.table.as_ref())
-        .any(|t| t.rows.iter().any(|r| r.spread.iter().any(Option::is_some)))
-    {
+    } else if spread_shown {
         s.push_str("\nMean ± standard deviation over the label draws of each cell.\n");
     }
     s
