@@ -31,6 +31,8 @@ pub enum Purpose {
     Mask,
     /// Crops, flips and other input augmentation.
     Augment,
+    /// Mixup / CutMix of a fine-tuning batch (drawn once per batch, from its first row).
+    Mix,
     /// The `n`-th dropout layer of the forward pass.
     Dropout(u32),
     /// Stochastic depth: residual branch `n` of the encoder (block `n / 2`, attention when
@@ -43,6 +45,7 @@ impl Purpose {
         match self {
             Purpose::Mask => 1,
             Purpose::Augment => 2,
+            Purpose::Mix => 3,
             Purpose::Dropout(site) => (1 << 32) | site as u64,
             Purpose::DropPath(branch) => (2 << 32) | branch as u64,
         }
@@ -131,6 +134,7 @@ mod tests {
         let base = first_draw(&d, 0, Purpose::Mask);
         assert_ne!(base, first_draw(&d, 1, Purpose::Mask));
         assert_ne!(base, first_draw(&d, 0, Purpose::Augment));
+        assert_ne!(first_draw(&d, 0, Purpose::Augment), first_draw(&d, 0, Purpose::Mix));
         assert_ne!(base, first_draw(&d, 0, Purpose::Dropout(0)));
         assert_ne!(
             first_draw(&d, 0, Purpose::Dropout(0)),

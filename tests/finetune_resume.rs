@@ -1,7 +1,7 @@
 //! Fine-tuning runs in the training loop pretraining uses, so it checkpoints and resumes the
 //! same way: stopped part-way and continued, it ends bitwise equal to an uninterrupted
 //! fine-tuning; `kill -9` during a run's (augmented) fine-tuning is recovered by
-//! `pretext run RUN_DIR`; augmentation is deterministic and takes effect.
+//! `pretext run RUN_DIR`; augmentation and mixup are deterministic and take effect.
 //! All on the committed Fashion-MNIST sample.
 
 mod common;
@@ -12,7 +12,7 @@ use std::process::Command;
 
 use candle_core::{Device, Tensor};
 use pretext::backbone::{Activation, EncoderConfig, NormPosition, Pooling};
-use pretext::head::finetune::{fine_tune, FineTuneConfig};
+use pretext::head::finetune::{fine_tune, FineTuneConfig, Scored};
 use pretext::modality::image::classifier::{ClassifierSpec, ImageClassifier, WEIGHTS_FILE};
 use pretext::modality::image::dataset::ImageDataset;
 use pretext::modality::image::ImageGeometry;
@@ -101,9 +101,12 @@ fn fine_tune_into(dir: &Path, stop_after: Option<usize>) -> (ParamStore, usize) 
     let logits = |idx: &[usize],
                   _draws: &pretext::draws::Draws,
                   mode: &mut pretext::backbone::Mode|
-     -> pretext::error::Result<(Tensor, Tensor)> {
+     -> pretext::error::Result<Scored> {
         let x = data.batch(idx, &[0.2860], &[0.3530], &dev)?;
-        Ok((model.forward(&x, mode)?, data.label_batch(idx, &dev)?))
+        Ok(Scored::plain(
+            model.forward(&x, mode)?,
+            data.label_batch(idx, &dev)?,
+        ))
     };
     let done = fine_tune(
         &store,
@@ -257,7 +260,15 @@ fn augmented_fine_tuning_is_deterministic_and_changes_what_is_learnt() {
     let augment = ", augment = { random_resized_crop = { scale = [0.3, 1.0] }, hflip = 0.5 }";
     let a = run("a", augment);
     assert!(a == run("b", augment), "the same recipe, the same weights");
-    assert!(a != run("plain", ""), "augmentation changed nothing");
+    let plain = run("plain", "");
+    assert!(a != plain, "augmentation changed nothing");
+    // Mixup and CutMix: the same, and each changes what is learnt.
+    let mixup = ", mixup = { alpha = 0.8, cutmix_alpha = 1.0 }";
+    let m = run("mixup", mixup);
+    assert!(m == run("mixup-again", mixup), "mixup: the same recipe, the same weights");
+    assert!(m != plain, "mixup changed nothing");
+    let cutmix = run("cutmix", ", mixup = { alpha = 0.0, cutmix_alpha = 1.0 }");
+    assert!(cutmix != plain && cutmix != m, "CutMix alone is its own training");
 
     // Only image fine-tuning augments; a probe has no such key.
     let check = |set: &str| -> String {
@@ -272,6 +283,16 @@ fn augmented_fine_tuning_is_deterministic_and_changes_what_is_learnt() {
     assert!(e.contains("augment"), "{e}");
     let e = check("downstream=[{ head = \"fine-tune\", augment = { hflip = 1.5 } }]");
     assert!(e.contains("downstream[0].augment.hflip"), "{e}");
+    let e = check("downstream=[{ head = \"linear-probe\", mixup = { alpha = 0.8 } }]");
+    assert!(e.contains("mixup"), "{e}");
+    let e = check("downstream=[{ head = \"fine-tune\", mixup = { alpha = 0.0, cutmix_alpha = 0.0 } }]");
+    assert!(e.contains("downstream[0].mixup") && e.contains("both 0"), "{e}");
+    let e = check("downstream=[{ head = \"fine-tune\", mixup = { alpha = -1.0 } }]");
+    assert!(e.contains("downstream[0].mixup.alpha"), "{e}");
+    let e = check("downstream=[{ head = \"fine-tune\", mixup = { switch_prob = 2.0 } }]");
+    assert!(e.contains("downstream[0].mixup.switch_prob"), "{e}");
+    let e = check("downstream=[{ head = \"fine-tune\", mixup = { beta = 1.0 } }]");
+    assert!(e.contains("beta"), "{e}");
     let text = Command::new(env!("CARGO_BIN_EXE_pretext"))
         .args([
             "recipe",
@@ -285,6 +306,21 @@ fn augmented_fine_tuning_is_deterministic_and_changes_what_is_learnt() {
     let e = String::from_utf8_lossy(&text.stderr);
     assert!(
         e.contains("downstream[0].augment") && e.contains("text takes no augmentation"),
+        "{e}"
+    );
+    let audio = Command::new(env!("CARGO_BIN_EXE_pretext"))
+        .args([
+            "recipe",
+            "check",
+            "recipes/audio-mae-words-sample.toml",
+            "--set",
+            "downstream=[{ head = \"fine-tune\", mixup = { alpha = 0.8 } }]",
+        ])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&audio.stderr);
+    assert!(
+        e.contains("downstream[0].mixup") && e.contains("audio head takes neither"),
         "{e}"
     );
 }

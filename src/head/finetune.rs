@@ -1,6 +1,7 @@
 //! Full fine-tuning: every parameter of an encoder plus a linear classifier trained end to
 //! end with AdamW, linear warm-up then cosine decay, optional layer-wise learning-rate decay
-//! and label smoothing (the recipe of MAE's `main_finetune.py`, without mixup / drop path).
+//! label smoothing, and the targets of mixed batches (the recipe of MAE's `main_finetune.py`;
+//! the mixing itself is [`super::mix`]'s, stochastic depth the encoder's).
 //! It runs in the training loop pretraining uses, so it logs metrics, writes full-state
 //! checkpoints and resumes part-way the same way.
 //!
@@ -83,10 +84,31 @@ impl FineTuneConfig {
     }
 }
 
+/// A training batch's logits and what they should predict.
+pub struct Scored {
+    pub logits: Tensor,
+    /// The examples' labels (u32).
+    pub labels: Tensor,
+    /// A mixed batch (mixup, CutMix): the labels of the rows each example was mixed with,
+    /// and the weight `λ` of its own; the targets are `λ·labels + (1 - λ)·partners`.
+    pub mixed: Option<(Tensor, f64)>,
+}
+
+impl Scored {
+    /// Logits against the examples' own labels.
+    pub fn plain(logits: Tensor, labels: Tensor) -> Self {
+        Self {
+            logits,
+            labels,
+            mixed: None,
+        }
+    }
+}
+
 /// The classifier on a training batch: `logits(indices, draws, mode)` gives the logits of
-/// the training examples `indices` and their labels (u32); `draws` are the examples' own
-/// random streams, for whatever the batch draws, such as augmentation.
-pub type LogitsFn<'a> = dyn Fn(&[usize], &Draws, &mut Mode) -> Result<(Tensor, Tensor)> + 'a;
+/// the training examples `indices` and their targets; `draws` are the examples' own random
+/// streams, for whatever the batch draws, such as augmentation.
+pub type LogitsFn<'a> = dyn Fn(&[usize], &Draws, &mut Mode) -> Result<Scored> + 'a;
 
 /// Which "layer" a parameter belongs to for layer-wise decay, `0..=depth + 1`: embeddings
 /// (anything before the first block, e.g. `vit.patch_embed.*`, `vit.cls_token`, a waveform
@@ -128,8 +150,14 @@ impl TrainTask for FineTuneTask<'_> {
     }
 
     fn loss(&self, indices: &[usize], draws: &Draws) -> Result<Loss> {
-        let (logits, y) = (self.logits)(indices, draws, &mut Mode::train(*draws))?;
-        let value = cross_entropy_smoothed(&logits, &y, self.label_smoothing)?;
+        let s = (self.logits)(indices, draws, &mut Mode::train(*draws))?;
+        let mut value = cross_entropy_smoothed(&s.logits, &s.labels, self.label_smoothing)?;
+        // Cross-entropy is linear in the target, so the mixed target's loss is the mix of
+        // the two labels' losses (timm's `mixup_target` with `SoftTargetCrossEntropy`).
+        if let Some((partners, lam)) = &s.mixed {
+            let theirs = cross_entropy_smoothed(&s.logits, partners, self.label_smoothing)?;
+            value = ((value * *lam)? + (theirs * (1.0 - lam))?)?;
+        }
         Ok(Loss::per_example(value, indices.len()))
     }
 }
@@ -223,6 +251,40 @@ mod tests {
         assert!((layer_scale("classifier.weight", d, 0.75) - 1.0).abs() < 1e-12);
         assert!((layer_scale("vit.patch_embed.bias", d, 0.5) - 0.5f64.powi(5)).abs() < 1e-12);
         assert!((layer_scale("vit.encoder.layers.3.attn.o.weight", d, 0.5) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_mixed_batch_is_scored_against_the_mixed_soft_targets() {
+        // timm's `mixup_target` + `SoftTargetCrossEntropy`: t = λ·smooth(y) + (1-λ)·smooth(y'),
+        // smooth(y) = (1 - ε + ε/C) on y and ε/C elsewhere; loss = mean_i -Σ_c t_ic log p_ic.
+        let dev = candle_core::Device::Cpu;
+        let rows = [[2.0f32, -1.0, 0.5], [0.1, 0.3, -0.7]];
+        let logits = Tensor::new(&rows, &dev).unwrap();
+        let (y, partners, lam, eps) = ([0u32, 2], [2u32, 0], 0.7, 0.1);
+        let f = |_: &[usize], _: &Draws, _: &mut Mode| -> Result<Scored> {
+            Ok(Scored {
+                logits: logits.clone(),
+                labels: Tensor::new(&y, &dev)?,
+                mixed: Some((Tensor::new(&partners, &dev)?, lam)),
+            })
+        };
+        let task = FineTuneTask {
+            logits: &f,
+            label_smoothing: eps,
+            examples: 2,
+        };
+        let got = task.loss(&[0, 1], &Draws::fixed(0, 2)).unwrap();
+        let got = got.value.to_scalar::<f32>().unwrap() as f64;
+        let mut want = 0.0;
+        for (i, row) in rows.iter().enumerate() {
+            let lse = row.iter().map(|v| (*v as f64).exp()).sum::<f64>().ln();
+            for (c, v) in row.iter().enumerate() {
+                let smooth = |label: u32| (1.0 - eps) * (label as usize == c) as u8 as f64 + eps / 3.0;
+                let t = lam * smooth(y[i]) + (1.0 - lam) * smooth(partners[i]);
+                want -= t * (*v as f64 - lse) / 2.0;
+            }
+        }
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod finetune;
 pub mod knn;
 pub mod linear_probe;
+pub mod mix;
 pub mod split;
 
 pub use linear_probe::{LinearProbe, ProbeConfig, ProbeResult};

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::types::{AugmentSection, Modality, ShiftWithin, SpecMaskSection};
+use super::types::{AugmentSection, MixupSection, Modality, ShiftWithin, SpecMaskSection};
 use super::validate::check;
 use crate::error::Result;
 
@@ -116,6 +116,39 @@ pub(crate) fn validate_augment(
                 "the largest width must be at least 1 (masks are [0, width) wide)".into()
             })?;
         }
+    }
+    Ok(())
+}
+
+/// Checks a fine-tuning head's `mixup` table at `at`: images only, and sane ranges.
+pub(crate) fn validate_mixup(
+    m: &MixupSection,
+    at: &str,
+    modality: Modality,
+    file: &Path,
+) -> Result<()> {
+    check(modality == Modality::Image, file, at, || {
+        format!(
+            "mixup and CutMix mix images; a {} head takes neither: remove it",
+            match modality {
+                Modality::Audio => "audio",
+                _ => "text",
+            }
+        )
+    })?;
+    for (value, name) in [(m.alpha, "alpha"), (m.cutmix_alpha, "cutmix_alpha")] {
+        check(value.is_finite() && value >= 0.0, file, &format!("{at}.{name}"), || {
+            format!("a Beta distribution's α, 0 (off) or more, found {value}")
+        })?;
+    }
+    check(m.alpha > 0.0 || m.cutmix_alpha > 0.0, file, at, || {
+        "alpha and cutmix_alpha are both 0, so nothing would be mixed: set one or remove the table"
+            .into()
+    })?;
+    for (value, name) in [(m.prob, "prob"), (m.switch_prob, "switch_prob")] {
+        check((0.0..=1.0).contains(&value), file, &format!("{at}.{name}"), || {
+            format!("a probability in [0, 1], found {value}")
+        })?;
     }
     Ok(())
 }

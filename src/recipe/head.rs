@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::types::AugmentSection;
+use super::types::{AugmentSection, MixupSection};
 use crate::backbone::{Pooler, Pooling};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +84,9 @@ pub struct DownstreamSection {
     /// pretraining's (images: `random_resized_crop`, `hflip`; audio: `time_shift`, `gain_db`,
     /// `noise`, `time_masks`, `freq_masks`); absent = none.
     pub augment: Option<AugmentSection>,
+    /// Fine-tune (images): mixup and CutMix of the training batches and their targets
+    /// (timm's `Mixup`, as MAE's fine-tuning uses it); absent = none.
+    pub mixup: Option<MixupSection>,
     /// Fine-tune (waveform models): a projector Linear(hidden → P) on the frames before the
     /// classifier, which makes the classifier exactly `Wav2Vec2ForSequenceClassification`
     /// with `classifier_proj_size = P` (transformers' default: 256); absent = none.
@@ -164,6 +167,9 @@ pub fn method_names(sections: &[DownstreamSection]) -> Vec<String> {
             if count(&detailed, name) > 1 {
                 if s.augment.is_some() {
                     extra.push_str(", augmented");
+                }
+                if s.mixup.is_some() {
+                    extra.push_str(", mixup");
                 }
                 if s.drop_path > 0.0 {
                     extra.push_str(&format!(", drop path {}", s.drop_path));
@@ -254,6 +260,8 @@ struct FineTuneKeys {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     augment: Option<AugmentSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    mixup: Option<MixupSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     projector: Option<usize>,
 }
 
@@ -294,6 +302,7 @@ fn defaults(head: HeadKind) -> DownstreamSection {
         drop_path: 0.0,
         checkpoint_every: None,
         augment: None,
+        mixup: None,
         projector: None,
         k: default_k(),
         temperature: default_temperature(),
@@ -333,6 +342,7 @@ impl From<HeadSection> for DownstreamSection {
                     drop_path: f.drop_path,
                     checkpoint_every: f.checkpoint_every,
                     augment: f.augment,
+                    mixup: f.mixup,
                     projector: f.projector,
                     ..defaults(HeadKind::FineTune)
                 }
@@ -380,6 +390,7 @@ impl From<DownstreamSection> for HeadSection {
                 drop_path: d.drop_path,
                 checkpoint_every: d.checkpoint_every,
                 augment: d.augment,
+                mixup: d.mixup,
                 projector: d.projector,
             })),
             HeadKind::Knn => HeadSection::Knn(KnnKeys {

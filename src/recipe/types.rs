@@ -292,6 +292,28 @@ fn is_default<T: Default + PartialEq>(x: &T) -> bool {
     *x == T::default()
 }
 
+/// Mixup and CutMix of fine-tuning batches (`downstream[i].mixup`, images), as timm's
+/// `Mixup` in MAE's fine-tuning recipe, batch mode: each batch draws one weight `λ` and
+/// mixes every image with the batch's image in the mirrored row (row `i` with row
+/// `B - 1 - i`), the targets in the same proportion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixupSection {
+    /// Mixup's `λ ~ Beta(α, α)`: `λ·x + (1 - λ)·x'`; 0 = no mixup. Default 0.8 (MAE's).
+    #[serde(default = "defaults::mixup_alpha")]
+    pub alpha: f64,
+    /// CutMix's `λ ~ Beta(α, α)`: a box of `1 - λ` of the image (clipped at the edges, `λ`
+    /// then recomputed from its area) pasted from the partner; 0 = no CutMix. Default 1.0.
+    #[serde(default = "defaults::one")]
+    pub cutmix_alpha: f64,
+    /// Probability that a batch is mixed at all; default 1.
+    #[serde(default = "defaults::one")]
+    pub prob: f64,
+    /// With both on, the probability that a batch takes CutMix rather than mixup; default 0.5.
+    #[serde(default = "defaults::half")]
+    pub switch_prob: f64,
+}
+
 /// Additive white noise (audio augmentation).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -344,6 +366,12 @@ mod defaults {
     }
     pub fn one() -> f64 {
         1.0
+    }
+    pub fn half() -> f64 {
+        0.5
+    }
+    pub fn mixup_alpha() -> f64 {
+        0.8
     }
     pub fn crop_scale() -> [f64; 2] {
         [0.08, 1.0]

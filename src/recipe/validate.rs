@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::augment::validate_augment;
+use super::augment::{validate_augment, validate_mixup};
 use super::types::*;
 use crate::error::{Error, Result};
 
@@ -338,6 +338,9 @@ fn validate_rest(r: &Recipe, file: &Path) -> Result<()> {
         if let Some(a) = &d.augment {
             let waveform = r.data.modality == Modality::Audio && r.model.source.is_some();
             validate_augment(a, &key("augment"), r.data.modality, waveform, file)?;
+        }
+        if let Some(m) = &d.mixup {
+            validate_mixup(m, &key("mixup"), r.data.modality, file)?;
         }
         if d.pooler.is_some() {
             check(

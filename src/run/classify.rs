@@ -8,15 +8,17 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
+use rand_chacha::ChaCha8Rng;
 
 use super::downstream::DownstreamTask;
 use crate::backbone::{Classifier, Mode, PooledEncoder};
-use crate::draws::Draws;
+use crate::draws::{Draws, Purpose};
 use crate::error::{Error, Result};
-use crate::head::finetune::{self, FineTuneConfig};
+use crate::head::finetune::{self, FineTuneConfig, Scored};
+use crate::head::mix;
 use crate::head::linear_probe::accuracy;
 use crate::params::ParamStore;
-use crate::recipe::{DownstreamInput, DownstreamSection, Pooling};
+use crate::recipe::{DownstreamInput, DownstreamSection, MixupSection, Pooling};
 
 /// One of the two labelled splits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +74,21 @@ pub trait Labelled {
         device: &Device,
     ) -> Result<Input<Self>> {
         self.inputs(Split::Train, idx, device)
+    }
+    /// A training batch mixed as `mixup` says, drawing from `rng` ([`mix::draw`]): the
+    /// mixed inputs and the weight of each example's own, or `None` when this batch stays
+    /// as it is. Modalities that mix nothing (recipe validation keeps `mixup` to images)
+    /// say so.
+    fn mix_inputs(
+        &self,
+        _x: &Input<Self>,
+        _mixup: &MixupSection,
+        _rng: &mut ChaCha8Rng,
+    ) -> Result<Option<(Input<Self>, f64)>> {
+        Err(Error::Usage(format!(
+            "mixup mixes images; the `{}` encoder's inputs cannot be mixed",
+            Self::PREFIX
+        )))
     }
     /// Runs `f` on the inputs of `idx` in pieces of about `chunk` examples and concatenates
     /// its outputs in the order of `idx`. Text overrides it to batch similar lengths.
@@ -271,12 +288,21 @@ impl<L: Labelled> DownstreamTask for Task<'_, L> {
         if section.input == DownstreamInput::Pretrained {
             store.copy_prefix_from(self.pretrained, &format!("{}.", L::PREFIX))?;
         }
-        let logits = |idx: &[usize], draws: &Draws, mode: &mut Mode| -> Result<(Tensor, Tensor)> {
+        let logits = |idx: &[usize], draws: &Draws, mode: &mut Mode| -> Result<Scored> {
             let x = data.train_inputs(section, idx, draws, device)?;
-            Ok((
-                model.forward(&x, mode)?,
-                label_tensor(&self.train_labels, idx, device)?,
-            ))
+            let labels = label_tensor(&self.train_labels, idx, device)?;
+            let mixed = match &section.mixup {
+                Some(m) => data.mix_inputs(&x, m, &mut draws.rng(0, Purpose::Mix))?,
+                None => None,
+            };
+            let Some((x, lam)) = mixed else {
+                return Ok(Scored::plain(model.forward(&x, mode)?, labels));
+            };
+            Ok(Scored {
+                logits: model.forward(&x, mode)?,
+                mixed: Some((mix::partner_labels(&labels)?, lam)),
+                labels,
+            })
         };
         let mut cfg = cfg.clone();
         if let Some(lengths) = data.lengths() {

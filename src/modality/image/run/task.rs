@@ -7,6 +7,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 
 use crate::backbone::{pool, EncoderConfig, Mode, Tokens};
 use crate::draws::{Draws, Purpose};
@@ -15,7 +16,8 @@ use crate::modality::image::augment::{Augment, RandomResizedCrop};
 use crate::modality::image::classifier::{ClassifierSpec, ImageClassifier};
 use crate::modality::image::dataset::ImageDataset;
 use crate::modality::image::{ImageEncoder, ImageGeometry};
-use crate::recipe::{DownstreamSection, ImageSection, Pooling};
+use crate::head::mix;
+use crate::recipe::{DownstreamSection, ImageSection, MixupSection, Pooling};
 use crate::run::classify::{require_labels, Labelled, Split};
 
 /// Pooled encoder features `[N, D]` for a whole data set, computed without a gradient graph.
@@ -130,6 +132,19 @@ impl Labelled for ImageSplits<'_> {
             &self.image.std,
         )?;
         self.train.to_tensor(values, idx.len(), device)
+    }
+
+    fn mix_inputs(
+        &self,
+        x: &Tensor,
+        mixup: &MixupSection,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Option<(Tensor, f64)>> {
+        let size = self.image.size;
+        let Some(drawn) = mix::draw(mixup, size, size, rng)? else {
+            return Ok(None);
+        };
+        Ok(Some((mix::mix_images(x, &drawn)?, drawn.lam)))
     }
 
     fn depth(&self) -> usize {
