@@ -134,7 +134,10 @@ mod tests {
         let base = first_draw(&d, 0, Purpose::Mask);
         assert_ne!(base, first_draw(&d, 1, Purpose::Mask));
         assert_ne!(base, first_draw(&d, 0, Purpose::Augment));
-        assert_ne!(first_draw(&d, 0, Purpose::Augment), first_draw(&d, 0, Purpose::Mix));
+        assert_ne!(
+            first_draw(&d, 0, Purpose::Augment),
+            first_draw(&d, 0, Purpose::Mix)
+        );
         assert_ne!(base, first_draw(&d, 0, Purpose::Dropout(0)));
         assert_ne!(
             first_draw(&d, 0, Purpose::Dropout(0)),

@@ -265,60 +265,57 @@ fn augmented_fine_tuning_is_deterministic_and_changes_what_is_learnt() {
     // Mixup and CutMix: the same, and each changes what is learnt.
     let mixup = ", mixup = { alpha = 0.8, cutmix_alpha = 1.0 }";
     let m = run("mixup", mixup);
-    assert!(m == run("mixup-again", mixup), "mixup: the same recipe, the same weights");
+    assert!(
+        m == run("mixup-again", mixup),
+        "mixup: the same recipe, the same weights"
+    );
     assert!(m != plain, "mixup changed nothing");
     let cutmix = run("cutmix", ", mixup = { alpha = 0.0, cutmix_alpha = 1.0 }");
-    assert!(cutmix != plain && cutmix != m, "CutMix alone is its own training");
+    assert!(
+        cutmix != plain && cutmix != m,
+        "CutMix alone is its own training"
+    );
 
-    // Only image fine-tuning augments; a probe has no such key.
-    let check = |set: &str| -> String {
+    // Only image fine-tuning augments and mixes; a probe has no such key.
+    let check_in = |recipe: &str, set: &str| -> String {
         let o = Command::new(env!("CARGO_BIN_EXE_pretext"))
-            .args(["recipe", "check", file.to_str().unwrap(), "--set", set])
+            .args(["recipe", "check", recipe, "--set", set])
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(1));
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
+    let check = |set: &str| check_in(file.to_str().unwrap(), set);
     let e = check("downstream=[{ head = \"linear-probe\", augment = { hflip = 0.5 } }]");
     assert!(e.contains("augment"), "{e}");
     let e = check("downstream=[{ head = \"fine-tune\", augment = { hflip = 1.5 } }]");
     assert!(e.contains("downstream[0].augment.hflip"), "{e}");
     let e = check("downstream=[{ head = \"linear-probe\", mixup = { alpha = 0.8 } }]");
     assert!(e.contains("mixup"), "{e}");
-    let e = check("downstream=[{ head = \"fine-tune\", mixup = { alpha = 0.0, cutmix_alpha = 0.0 } }]");
-    assert!(e.contains("downstream[0].mixup") && e.contains("both 0"), "{e}");
+    let e =
+        check("downstream=[{ head = \"fine-tune\", mixup = { alpha = 0.0, cutmix_alpha = 0.0 } }]");
+    assert!(
+        e.contains("downstream[0].mixup") && e.contains("both 0"),
+        "{e}"
+    );
     let e = check("downstream=[{ head = \"fine-tune\", mixup = { alpha = -1.0 } }]");
     assert!(e.contains("downstream[0].mixup.alpha"), "{e}");
     let e = check("downstream=[{ head = \"fine-tune\", mixup = { switch_prob = 2.0 } }]");
     assert!(e.contains("downstream[0].mixup.switch_prob"), "{e}");
     let e = check("downstream=[{ head = \"fine-tune\", mixup = { beta = 1.0 } }]");
     assert!(e.contains("beta"), "{e}");
-    let text = Command::new(env!("CARGO_BIN_EXE_pretext"))
-        .args([
-            "recipe",
-            "check",
-            "recipes/mlm-shakespeare-sample.toml",
-            "--set",
-            "downstream=[{ head = \"fine-tune\", augment = { hflip = 0.5 } }]",
-        ])
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&text.stderr);
+    let e = check_in(
+        "recipes/mlm-shakespeare-sample.toml",
+        "downstream=[{ head = \"fine-tune\", augment = { hflip = 0.5 } }]",
+    );
     assert!(
         e.contains("downstream[0].augment") && e.contains("text takes no augmentation"),
         "{e}"
     );
-    let audio = Command::new(env!("CARGO_BIN_EXE_pretext"))
-        .args([
-            "recipe",
-            "check",
-            "recipes/audio-mae-words-sample.toml",
-            "--set",
-            "downstream=[{ head = \"fine-tune\", mixup = { alpha = 0.8 } }]",
-        ])
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&audio.stderr);
+    let e = check_in(
+        "recipes/audio-mae-words-sample.toml",
+        "downstream=[{ head = \"fine-tune\", mixup = { alpha = 0.8 } }]",
+    );
     assert!(
         e.contains("downstream[0].mixup") && e.contains("audio head takes neither"),
         "{e}"

@@ -279,7 +279,8 @@ mod tests {
         for (i, row) in rows.iter().enumerate() {
             let lse = row.iter().map(|v| (*v as f64).exp()).sum::<f64>().ln();
             for (c, v) in row.iter().enumerate() {
-                let smooth = |label: u32| (1.0 - eps) * (label as usize == c) as u8 as f64 + eps / 3.0;
+                let smooth =
+                    |label: u32| (1.0 - eps) * (label as usize == c) as u8 as f64 + eps / 3.0;
                 let t = lam * smooth(y[i]) + (1.0 - lam) * smooth(partners[i]);
                 want -= t * (*v as f64 - lse) / 2.0;
             }

@@ -187,7 +187,11 @@ mod tests {
         assert!((800..1200).contains(&cut), "{cut}");
         assert!((800..1200).contains(&blend), "{blend}");
         // Beta(α, α) is symmetric about 1/2.
-        assert!((sum / blend as f64 - 0.5).abs() < 0.03, "{}", sum / blend as f64);
+        assert!(
+            (sum / blend as f64 - 0.5).abs() < 0.03,
+            "{}",
+            sum / blend as f64
+        );
         let off = MixupSection {
             prob: 0.0,
             ..section(0.8, 1.0)

@@ -137,18 +137,24 @@ pub(crate) fn validate_mixup(
         )
     })?;
     for (value, name) in [(m.alpha, "alpha"), (m.cutmix_alpha, "cutmix_alpha")] {
-        check(value.is_finite() && value >= 0.0, file, &format!("{at}.{name}"), || {
-            format!("a Beta distribution's α, 0 (off) or more, found {value}")
-        })?;
+        check(
+            value.is_finite() && value >= 0.0,
+            file,
+            &format!("{at}.{name}"),
+            || format!("a Beta distribution's α, 0 (off) or more, found {value}"),
+        )?;
     }
     check(m.alpha > 0.0 || m.cutmix_alpha > 0.0, file, at, || {
         "alpha and cutmix_alpha are both 0, so nothing would be mixed: set one or remove the table"
             .into()
     })?;
     for (value, name) in [(m.prob, "prob"), (m.switch_prob, "switch_prob")] {
-        check((0.0..=1.0).contains(&value), file, &format!("{at}.{name}"), || {
-            format!("a probability in [0, 1], found {value}")
-        })?;
+        check(
+            (0.0..=1.0).contains(&value),
+            file,
+            &format!("{at}.{name}"),
+            || format!("a probability in [0, 1], found {value}"),
+        )?;
     }
     Ok(())
 }

@@ -15,8 +15,8 @@ use crate::backbone::{Classifier, Mode, PooledEncoder};
 use crate::draws::{Draws, Purpose};
 use crate::error::{Error, Result};
 use crate::head::finetune::{self, FineTuneConfig, Scored};
-use crate::head::mix;
 use crate::head::linear_probe::accuracy;
+use crate::head::mix;
 use crate::params::ParamStore;
 use crate::recipe::{DownstreamInput, DownstreamSection, MixupSection, Pooling};
 

@@ -12,11 +12,11 @@ use rand_chacha::ChaCha8Rng;
 use crate::backbone::{pool, EncoderConfig, Mode, Tokens};
 use crate::draws::{Draws, Purpose};
 use crate::error::Result;
+use crate::head::mix;
 use crate::modality::image::augment::{Augment, RandomResizedCrop};
 use crate::modality::image::classifier::{ClassifierSpec, ImageClassifier};
 use crate::modality::image::dataset::ImageDataset;
 use crate::modality::image::{ImageEncoder, ImageGeometry};
-use crate::head::mix;
 use crate::recipe::{DownstreamSection, ImageSection, MixupSection, Pooling};
 use crate::run::classify::{require_labels, Labelled, Split};
 
