@@ -149,12 +149,12 @@ mod tests {
             let y = mix_images(&x, &mix).unwrap().squeeze(1).unwrap();
             let y: Vec<Vec<Vec<f32>>> = y.to_vec3().unwrap();
             let mut pasted = 0;
-            for r in 0..28 {
-                for c in 0..28 {
+            for (r, row) in y[0].iter().enumerate() {
+                for (c, &v) in row.iter().enumerate() {
                     let own = (r * 28 + c) as f32;
                     let other = own + 784.0;
                     let inside = rows.contains(&r) && cols.contains(&c);
-                    assert_eq!(y[0][r][c], if inside { other } else { own });
+                    assert_eq!(v, if inside { other } else { own });
                     pasted += inside as usize;
                 }
             }
