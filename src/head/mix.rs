@@ -16,7 +16,19 @@ use rand::Rng;
 use rand_distr::{Beta, Distribution};
 
 use crate::error::{Error, Result};
-use crate::recipe::MixupSection;
+
+/// How batches are mixed (a recipe's `downstream[i].mixup`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mixup {
+    /// Mixup's `λ ~ Beta(α, α)`; 0 = no mixup.
+    pub alpha: f64,
+    /// CutMix's `λ ~ Beta(α, α)`; 0 = no CutMix.
+    pub cutmix_alpha: f64,
+    /// Probability that a batch is mixed at all.
+    pub prob: f64,
+    /// With both on, the probability of CutMix rather than mixup.
+    pub switch_prob: f64,
+}
 
 /// What one batch draws.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,7 +40,7 @@ pub struct Mix {
 }
 
 /// Draws a batch's mix for images of `h × w`, or `None` when the batch stays as it is.
-pub fn draw(m: &MixupSection, h: usize, w: usize, rng: &mut impl Rng) -> Result<Option<Mix>> {
+pub fn draw(m: &Mixup, h: usize, w: usize, rng: &mut impl Rng) -> Result<Option<Mix>> {
     if m.prob <= 0.0 || rng.gen::<f64>() >= m.prob {
         return Ok(None);
     }
@@ -99,8 +111,8 @@ mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
-    fn section(alpha: f64, cutmix_alpha: f64) -> MixupSection {
-        MixupSection {
+    fn section(alpha: f64, cutmix_alpha: f64) -> Mixup {
+        Mixup {
             alpha,
             cutmix_alpha,
             prob: 1.0,
@@ -168,7 +180,7 @@ mod tests {
     fn draws_follow_prob_switch_prob_and_alpha() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let (mut none, mut cut, mut blend, mut sum) = (0, 0, 0, 0.0);
-        let half = MixupSection {
+        let half = Mixup {
             prob: 0.5,
             ..section(0.8, 1.0)
         };
@@ -192,7 +204,7 @@ mod tests {
             "{}",
             sum / blend as f64
         );
-        let off = MixupSection {
+        let off = Mixup {
             prob: 0.0,
             ..section(0.8, 1.0)
         };

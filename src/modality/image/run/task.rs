@@ -141,7 +141,13 @@ impl Labelled for ImageSplits<'_> {
         rng: &mut ChaCha8Rng,
     ) -> Result<Option<(Tensor, f64)>> {
         let size = self.image.size;
-        let Some(drawn) = mix::draw(mixup, size, size, rng)? else {
+        let m = mix::Mixup {
+            alpha: mixup.alpha,
+            cutmix_alpha: mixup.cutmix_alpha,
+            prob: mixup.prob,
+            switch_prob: mixup.switch_prob,
+        };
+        let Some(drawn) = mix::draw(&m, size, size, rng)? else {
             return Ok(None);
         };
         Ok(Some((mix::mix_images(x, &drawn)?, drawn.lam)))
