@@ -18,7 +18,7 @@ use crate::head::finetune::{self, FineTuneConfig, Scored};
 use crate::head::linear_probe::accuracy;
 use crate::head::mix;
 use crate::params::ParamStore;
-use crate::recipe::{DownstreamInput, DownstreamSection, MixupSection, Pooling};
+use crate::recipe::{DownstreamInput, DownstreamSection, Pooling};
 
 /// One of the two labelled splits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +82,7 @@ pub trait Labelled {
     fn mix_inputs(
         &self,
         _x: &Input<Self>,
-        _mixup: &MixupSection,
+        _mixup: &mix::Mixup,
         _rng: &mut ChaCha8Rng,
     ) -> Result<Option<(Input<Self>, f64)>> {
         Err(Error::Usage(format!(
@@ -288,10 +288,17 @@ impl<L: Labelled> DownstreamTask for Task<'_, L> {
         if section.input == DownstreamInput::Pretrained {
             store.copy_prefix_from(self.pretrained, &format!("{}.", L::PREFIX))?;
         }
+        // The recipe's mixing as the head takes it, once for the whole fine-tuning.
+        let mixup = section.mixup.as_ref().map(|m| mix::Mixup {
+            alpha: m.alpha,
+            cutmix_alpha: m.cutmix_alpha,
+            prob: m.prob,
+            switch_prob: m.switch_prob,
+        });
         let logits = |idx: &[usize], draws: &Draws, mode: &mut Mode| -> Result<Scored> {
             let x = data.train_inputs(section, idx, draws, device)?;
             let labels = label_tensor(&self.train_labels, idx, device)?;
-            let mixed = match &section.mixup {
+            let mixed = match &mixup {
                 Some(m) => data.mix_inputs(&x, m, &mut draws.rng(0, Purpose::Mix))?,
                 None => None,
             };

@@ -17,7 +17,7 @@ use crate::modality::image::augment::{Augment, RandomResizedCrop};
 use crate::modality::image::classifier::{ClassifierSpec, ImageClassifier};
 use crate::modality::image::dataset::ImageDataset;
 use crate::modality::image::{ImageEncoder, ImageGeometry};
-use crate::recipe::{DownstreamSection, ImageSection, MixupSection, Pooling};
+use crate::recipe::{DownstreamSection, ImageSection, Pooling};
 use crate::run::classify::{require_labels, Labelled, Split};
 
 /// Pooled encoder features `[N, D]` for a whole data set, computed without a gradient graph.
@@ -137,17 +137,11 @@ impl Labelled for ImageSplits<'_> {
     fn mix_inputs(
         &self,
         x: &Tensor,
-        mixup: &MixupSection,
+        mixup: &mix::Mixup,
         rng: &mut ChaCha8Rng,
     ) -> Result<Option<(Tensor, f64)>> {
         let size = self.image.size;
-        let m = mix::Mixup {
-            alpha: mixup.alpha,
-            cutmix_alpha: mixup.cutmix_alpha,
-            prob: mixup.prob,
-            switch_prob: mixup.switch_prob,
-        };
-        let Some(drawn) = mix::draw(&m, size, size, rng)? else {
+        let Some(drawn) = mix::draw(mixup, size, size, rng)? else {
             return Ok(None);
         };
         Ok(Some((mix::mix_images(x, &drawn)?, drawn.lam)))
