@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use pretext::modality::image::augment::{Augment, RandomResizedCrop};
+use pretext::modality::image::augment::{Augment, RandomErasing, RandomResizedCrop};
 use pretext::modality::image::batch::BatchMaker;
 use pretext::modality::image::dataset::ImageDataset;
 use pretext::recipe;
@@ -21,6 +21,7 @@ fn augment() -> Augment {
             ratio: [0.75, 4.0 / 3.0],
         }),
         hflip: 0.5,
+        erase: None,
         seed: 7,
     }
 }
@@ -163,6 +164,79 @@ fn augmentation_is_a_function_of_seed_epoch_and_index_only() {
 }
 
 #[test]
+fn random_erasing_puts_noise_in_one_box_per_erased_image_repeatably() {
+    let d = ImageDataset::from_idx(Path::new(SAMPLE), None).unwrap();
+    let (mean, std) = ([0.2860f32], [0.3530f32]);
+    let erase_only = Augment {
+        erase: Some(RandomErasing {
+            prob: 0.5,
+            ..Default::default()
+        }),
+        seed: 7, // augment()'s, so the erasing streams below are the same
+        ..Default::default()
+    };
+    let n = 200;
+    let idx: Vec<usize> = (0..n).collect();
+    let epochs = vec![0; n];
+    let plain = d.normalised(&idx, None, &mean, &std).unwrap();
+    let erased = d
+        .normalised(&idx, Some((&erase_only, &epochs)), &mean, &std)
+        .unwrap();
+    assert_eq!(
+        erased,
+        d.normalised(&idx, Some((&erase_only, &epochs)), &mean, &std)
+            .unwrap()
+    );
+    let per = 28 * 28;
+    let mut touched = 0;
+    for k in 0..n {
+        let (p, e) = (
+            &plain[k * per..(k + 1) * per],
+            &erased[k * per..(k + 1) * per],
+        );
+        let changed: Vec<usize> = (0..per).filter(|&j| p[j] != e[j]).collect();
+        if changed.is_empty() {
+            continue;
+        }
+        touched += 1;
+        // The changed pixels lie in one box smaller than the image (noise can, rarely, equal
+        // the pixel, so the box is the changed pixels' bounding box or larger).
+        let (rows, cols): (Vec<usize>, Vec<usize>) =
+            changed.iter().map(|j| (j / 28, j % 28)).unzip();
+        let h = rows.iter().max().unwrap() - rows.iter().min().unwrap() + 1;
+        let w = cols.iter().max().unwrap() - cols.iter().min().unwrap() + 1;
+        assert!(h < 28 && w < 28, "image {k}: a {h} x {w} box");
+        assert!(
+            changed.len() * 10 >= h * w * 9,
+            "image {k}: {} of {h} x {w}",
+            changed.len()
+        );
+    }
+    // About half the images (some draws of large boxes fail their ten tries).
+    assert!((70..=115).contains(&touched), "{touched} of {n} erased");
+    // Erasing comes after the crop and flip, from its own stream: the crop is unchanged.
+    let crop_only = augment();
+    let both = Augment {
+        erase: erase_only.erase,
+        ..crop_only
+    };
+    let a = d
+        .normalised(&idx, Some((&crop_only, &epochs)), &mean, &std)
+        .unwrap();
+    let b = d
+        .normalised(&idx, Some((&both, &epochs)), &mean, &std)
+        .unwrap();
+    let same = (0..n)
+        .filter(|&k| a[k * per..(k + 1) * per] == b[k * per..(k + 1) * per])
+        .count();
+    assert_eq!(
+        same,
+        n - touched,
+        "the same images are erased with or without a crop"
+    );
+}
+
+#[test]
 fn prefetched_batches_equal_synchronous_ones_from_any_position() {
     let d = ImageDataset::from_folder(Path::new(TRAIN), 3, 32).unwrap();
     let start = Position {
@@ -216,6 +290,26 @@ fn folder_and_augment_keys_are_checked_with_suggestions() {
     assert!(err.contains("did you mean `data.augment.hflip`"), "{err}");
     let err = load(&text.replace("hflip = 0.5", "hflip = 1.5"));
     assert!(err.contains("data.augment.hflip"), "{err}");
+    let erasing = "hflip = 0.5\nrandom_erasing = { prob = 0.25 }";
+    assert_eq!(load(&text.replace("hflip = 0.5", erasing)), "");
+    for (bad, key) in [
+        ("{ prob = 1.5 }", "random_erasing.prob"),
+        (
+            "{ prob = 0.25, scale = [0.5, 1.0] }",
+            "random_erasing.scale",
+        ),
+        (
+            "{ prob = 0.25, ratio = [0.0, 1.0] }",
+            "random_erasing.ratio",
+        ),
+        ("{ prob = 0.25, mode = \"pixel\" }", "random_erasing.mode"),
+    ] {
+        let err = load(&text.replace(
+            "hflip = 0.5",
+            &format!("hflip = 0.5\nrandom_erasing = {bad}"),
+        ));
+        assert!(err.contains(key), "{bad}: {err}");
+    }
     let err = load(&text.replace("scale = [0.2, 1.0]", "scale = [0.9, 0.2]"));
     assert!(err.contains("random_resized_crop.scale"), "{err}");
     let err = load(&text.replace(

@@ -22,7 +22,9 @@ pub(crate) fn validate_augment(
             audio.is_empty(),
             file,
             &format!("{at}.{}", audio.first().copied().unwrap_or_default()),
-            || "is an audio augmentation; images take random_resized_crop and hflip".into(),
+            || {
+                "is an audio augmentation; images take random_resized_crop, hflip and random_erasing".into()
+            },
         )?,
         Modality::Audio => {
             check(
@@ -60,6 +62,31 @@ pub(crate) fn validate_augment(
             file,
             &format!("{at}.random_resized_crop.ratio"),
             || format!("needs 0 < min <= max, found {:?}", c.ratio),
+        )?;
+    }
+    if let Some(e) = &a.random_erasing {
+        check(
+            (0.0..=1.0).contains(&e.prob),
+            file,
+            &format!("{at}.random_erasing.prob"),
+            || format!("a probability in [0, 1], found {}", e.prob),
+        )?;
+        check(
+            e.scale[0] > 0.0 && e.scale[0] <= e.scale[1] && e.scale[1] < 1.0,
+            file,
+            &format!("{at}.random_erasing.scale"),
+            || {
+                format!(
+                    "needs 0 < min <= max < 1 (a fraction of the image), found {:?}",
+                    e.scale
+                )
+            },
+        )?;
+        check(
+            e.ratio[0] > 0.0 && e.ratio[0] <= e.ratio[1] && e.ratio[1].is_finite(),
+            file,
+            &format!("{at}.random_erasing.ratio"),
+            || format!("needs 0 < min <= max, found {:?}", e.ratio),
         )?;
     }
     check(

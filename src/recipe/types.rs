@@ -214,6 +214,9 @@ pub struct AugmentSection {
     /// Probability of `RandomHorizontalFlip`; default 0.
     #[serde(default)]
     pub hflip: f64,
+    /// Random erasing (timm's `RandomErasing`, per-pixel noise) after normalisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub random_erasing: Option<ErasingSection>,
     /// Audio: the largest time shift, in seconds, either way (uniform; the frames it uncovers
     /// hold each band's quietest value in the clip); default 0.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -279,6 +282,9 @@ impl AugmentSection {
         }
         if self.hflip != 0.0 {
             keys.push("hflip");
+        }
+        if self.random_erasing.is_some() {
+            keys.push("random_erasing");
         }
         keys
     }
@@ -347,8 +353,29 @@ pub struct CropSection {
     pub ratio: [f64; 2],
 }
 
+/// `random_erasing = { prob = 0.25 }`: timm's `RandomErasing` in `"pixel"` mode, one box.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErasingSection {
+    /// Probability that an image gets a box of noise (MAE's fine-tuning: 0.25).
+    pub prob: f64,
+    /// Range of the box's area as a fraction of the image's; default [0.02, 1/3].
+    #[serde(default = "defaults::erase_scale")]
+    pub scale: [f64; 2],
+    /// Range of the box's aspect ratio (height / width), sampled log-uniformly;
+    /// default [0.3, 1/0.3].
+    #[serde(default = "defaults::erase_ratio")]
+    pub ratio: [f64; 2],
+}
+
 mod defaults {
     use super::*;
+    pub fn erase_scale() -> [f64; 2] {
+        [0.02, 1.0 / 3.0]
+    }
+    pub fn erase_ratio() -> [f64; 2] {
+        [0.3, 1.0 / 0.3]
+    }
     pub fn device() -> String {
         "auto".into()
     }

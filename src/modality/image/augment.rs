@@ -1,5 +1,6 @@
 //! Seeded pretraining augmentations with torchvision's semantics: `RandomResizedCrop`
-//! (bilinear) then `RandomHorizontalFlip`, the pipeline of MAE's `main_pretrain.py`.
+//! (bilinear) then `RandomHorizontalFlip`, the pipeline of MAE's `main_pretrain.py`, and for
+//! fine-tuning [random erasing](super::erase) of the normalised image.
 //!
 //! Each example's randomness comes from its own ChaCha8 stream keyed by
 //! `(seed, epoch, example index)` ([`Augment::rng`]), never from a shared generator: the
@@ -10,6 +11,8 @@ use image::imageops::{self, FilterType};
 use image::{ImageBuffer, Pixel};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+
+pub use super::erase::RandomErasing;
 
 /// torchvision's `RandomResizedCrop(size, scale, ratio)`: a crop covering a random fraction
 /// `scale` of the area, with aspect ratio (width / height) log-uniform in `ratio`, resized
@@ -88,25 +91,44 @@ fn uniform(rng: &mut impl Rng, lo: f64, hi: f64) -> f64 {
     lo + (hi - lo) * rng.gen::<f64>()
 }
 
-/// The pretraining augmentations of a recipe (`[data.augment]`); the default does nothing.
+/// The augmentations of a recipe's `augment` table; the default does nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Augment {
     pub crop: Option<RandomResizedCrop>,
     /// Probability of a horizontal flip.
     pub hflip: f64,
+    /// Random erasing of the normalised image, after the crop and flip.
+    pub erase: Option<RandomErasing>,
     /// The run's seed.
     pub seed: u64,
 }
 
 impl Augment {
     pub fn is_identity(&self) -> bool {
-        self.crop.is_none() && self.hflip <= 0.0
+        self.crop.is_none() && self.hflip <= 0.0 && self.erase.is_none()
+    }
+
+    /// Whether [`Self::apply`] changes pixels (erasing comes later, on normalised values).
+    pub fn moves_pixels(&self) -> bool {
+        self.crop.is_some() || self.hflip > 0.0
     }
 
     /// The random stream of one example in one epoch: a pure function of
     /// `(seed, epoch, index)` (the three are the ChaCha key, so streams never collide).
     pub fn rng(&self, epoch: usize, index: usize) -> ChaCha8Rng {
         crate::draws::example_rng(self.seed, epoch, index, b"augment\0")
+    }
+
+    /// Random erasing's stream for one example in one epoch, independent of [`Self::rng`].
+    pub fn erase_rng(&self, epoch: usize, index: usize) -> ChaCha8Rng {
+        crate::draws::example_rng(self.seed, epoch, index, b"erasing\0")
+    }
+
+    /// Erases (if configured) one normalised `[C, H, W]` example in place.
+    pub fn erase(&self, chw: &mut [f32], channels: usize, size: usize, epoch: usize, index: usize) {
+        if let Some(e) = &self.erase {
+            e.apply(chw, channels, size, &mut self.erase_rng(epoch, index));
+        }
     }
 
     /// Crops (if configured) and resizes `img` to `size x size`, then flips it with

@@ -205,7 +205,7 @@ impl ImageDataset {
                 self.len
             )));
         }
-        let augment = augment.filter(|(a, _)| !a.is_identity());
+        let augment = augment.filter(|(a, _)| a.moves_pixels());
         if let (Storage::Memory(pixels), None) = (&self.storage, augment) {
             let per = self.channels * self.size * self.size;
             return Ok(pixels[i * per..(i + 1) * per].to_vec());
@@ -261,14 +261,18 @@ impl ImageDataset {
         let plane = self.size * self.size;
         let one = |k: usize| -> Result<Vec<f32>> {
             let px = self.example(indices[k], augment.map(|(a, e)| (a, e[k])))?;
-            Ok(px
+            let mut v: Vec<f32> = px
                 .iter()
                 .enumerate()
                 .map(|(j, &p)| {
                     let c = j / plane;
                     (p as f32 / 255.0 - mean[c]) / std[c]
                 })
-                .collect())
+                .collect();
+            if let Some((a, epochs)) = augment {
+                a.erase(&mut v, self.channels, self.size, epochs[k], indices[k]);
+            }
+            Ok(v)
         };
         let in_memory = matches!(self.storage, Storage::Memory(_));
         let parts: Vec<Vec<f32>> = if in_memory && augment.is_none() {

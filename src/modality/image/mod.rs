@@ -8,6 +8,7 @@ pub mod classifier;
 pub mod dataset;
 pub mod embed;
 pub mod encoder;
+pub mod erase;
 pub mod folder;
 pub mod grid;
 pub mod idx;

@@ -13,7 +13,6 @@ use crate::backbone::{pool, EncoderConfig, Mode, Tokens};
 use crate::draws::{Draws, Purpose};
 use crate::error::Result;
 use crate::head::mix;
-use crate::modality::image::augment::{Augment, RandomResizedCrop};
 use crate::modality::image::classifier::{ClassifierSpec, ImageClassifier};
 use crate::modality::image::dataset::ImageDataset;
 use crate::modality::image::{ImageEncoder, ImageGeometry};
@@ -116,14 +115,7 @@ impl Labelled for ImageSplits<'_> {
         let Some(a) = &section.augment else {
             return self.inputs(Split::Train, idx, device);
         };
-        let augment = Augment {
-            crop: a.random_resized_crop.as_ref().map(|c| RandomResizedCrop {
-                scale: c.scale,
-                ratio: c.ratio,
-            }),
-            hflip: a.hflip,
-            seed: draws.rng(0, Purpose::Augment).gen(),
-        };
+        let augment = super::pretrain::augment_of(a, draws.rng(0, Purpose::Augment).gen());
         let epochs = vec![0; idx.len()];
         let values = self.train.normalised(
             idx,
