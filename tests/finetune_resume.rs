@@ -262,6 +262,14 @@ fn augmented_fine_tuning_is_deterministic_and_changes_what_is_learnt() {
     assert!(a == run("b", augment), "the same recipe, the same weights");
     let plain = run("plain", "");
     assert!(a != plain, "augmentation changed nothing");
+    // Random erasing: the same, and it changes what is learnt.
+    let erasing = ", augment = { random_erasing = { prob = 0.5 } }";
+    let e = run("erasing", erasing);
+    assert!(
+        e == run("erasing-again", erasing),
+        "random erasing: the same recipe, the same weights"
+    );
+    assert!(e != plain, "random erasing changed nothing");
     // Mixup and CutMix: the same, and each changes what is learnt.
     let mixup = ", mixup = { alpha = 0.8, cutmix_alpha = 1.0 }";
     let m = run("mixup", mixup);
@@ -310,6 +318,21 @@ fn augmented_fine_tuning_is_deterministic_and_changes_what_is_learnt() {
     );
     assert!(
         e.contains("downstream[0].augment") && e.contains("text takes no augmentation"),
+        "{e}"
+    );
+    let e = check_in(
+        "recipes/audio-mae-words-sample.toml",
+        "downstream=[{ head = \"fine-tune\", augment = { random_erasing = { prob = 0.25 } } }]",
+    );
+    assert!(
+        e.contains("downstream[0].augment.random_erasing") && e.contains("image augmentation"),
+        "{e}"
+    );
+    let e = check(
+        "downstream=[{ head = \"fine-tune\", augment = { random_erasing = { prob = -0.1 } } }]",
+    );
+    assert!(
+        e.contains("downstream[0].augment.random_erasing.prob"),
         "{e}"
     );
     let e = check_in(
