@@ -144,6 +144,7 @@ fn main() {
                 ratio: [0.75, 4.0 / 3.0],
             }),
             hflip: 0.5,
+            erase: None,
             seed: 0,
         }),
         mean: vec![0.5; 3],

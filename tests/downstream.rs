@@ -174,7 +174,24 @@ fn finished_results_are_reused_and_changed_settings_are_rerun() {
         &RunOptions::default(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_ne!(std::fs::read_to_string(&result).unwrap(), before);
+    let seven = std::fs::read_to_string(&result).unwrap();
+    assert_ne!(seven, before);
+    // The earlier result is kept, not overwritten, and comes back with its settings.
+    let kept = run_dir.join("downstream/replaced/00-linear-probe-pretrained-50pct-1/result.json");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), before);
+    // (The override persists in the run's recipe: going back takes the old value again.)
+    let back = run::resume(
+        &run_dir,
+        &[set("downstream[0].epochs", "5")],
+        &RunOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(std::fs::read_to_string(&result).unwrap(), before);
+    assert_eq!(
+        back.downstream[0].test_accuracy,
+        s.downstream[0].test_accuracy
+    );
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), seven);
 }
 
 /// Heads rerun on a run whose head data changed are trained and tested again: a result

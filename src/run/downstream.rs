@@ -9,7 +9,8 @@
 //!
 //! Each (section, fraction) writes `downstream/<NN>-<head>-<input>-<pct>/result.json`
 //! (fine-tuned classifiers also their weights there); a resumed run reuses results whose
-//! settings have not changed, so an interrupted downstream stage picks up where it stopped.
+//! settings have not changed, so an interrupted downstream stage picks up where it stopped;
+//! a finished result whose place other settings take is kept ([`super::kept`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -176,6 +177,7 @@ impl Downstream<'_> {
                     "data": self.data,
                     "seed": seed,
                 });
+                super::kept::prepare(&dir, &settings)?;
                 let cached_file = dir.join("result.json");
                 if let Some(c) = crate::input::read_to_string(&cached_file)
                     .ok()

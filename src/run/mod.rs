@@ -11,6 +11,7 @@ pub mod classify;
 pub mod compare;
 pub mod dir;
 pub mod downstream;
+pub mod kept;
 pub mod report;
 pub mod settings;
 pub mod source;
