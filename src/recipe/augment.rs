@@ -44,12 +44,7 @@ pub(crate) fn validate_augment(
             "text takes no augmentation (its masking is the objective's): remove it".into()
         })?,
     }
-    check(
-        (0.0..=1.0).contains(&a.hflip),
-        file,
-        &format!("{at}.hflip"),
-        || format!("a probability in [0, 1], found {}", a.hflip),
-    )?;
+    check_probability(a.hflip, &format!("{at}.hflip"), file)?;
     if let Some(c) = &a.random_resized_crop {
         check(
             c.scale[0] > 0.0 && c.scale[0] <= c.scale[1] && c.scale[1] <= 1.0,
@@ -57,20 +52,10 @@ pub(crate) fn validate_augment(
             &format!("{at}.random_resized_crop.scale"),
             || format!("needs 0 < min <= max <= 1, found {:?}", c.scale),
         )?;
-        check(
-            c.ratio[0] > 0.0 && c.ratio[0] <= c.ratio[1] && c.ratio[1].is_finite(),
-            file,
-            &format!("{at}.random_resized_crop.ratio"),
-            || format!("needs 0 < min <= max, found {:?}", c.ratio),
-        )?;
+        check_ratio(c.ratio, &format!("{at}.random_resized_crop.ratio"), file)?;
     }
     if let Some(e) = &a.random_erasing {
-        check(
-            (0.0..=1.0).contains(&e.prob),
-            file,
-            &format!("{at}.random_erasing.prob"),
-            || format!("a probability in [0, 1], found {}", e.prob),
-        )?;
+        check_probability(e.prob, &format!("{at}.random_erasing.prob"), file)?;
         check(
             e.scale[0] > 0.0 && e.scale[0] <= e.scale[1] && e.scale[1] < 1.0,
             file,
@@ -82,12 +67,7 @@ pub(crate) fn validate_augment(
                 )
             },
         )?;
-        check(
-            e.ratio[0] > 0.0 && e.ratio[0] <= e.ratio[1] && e.ratio[1].is_finite(),
-            file,
-            &format!("{at}.random_erasing.ratio"),
-            || format!("needs 0 < min <= max, found {:?}", e.ratio),
-        )?;
+        check_ratio(e.ratio, &format!("{at}.random_erasing.ratio"), file)?;
     }
     check(
         a.time_shift.is_finite() && (0.0..=60.0).contains(&a.time_shift),
@@ -127,12 +107,7 @@ pub(crate) fn validate_augment(
                 )
             },
         )?;
-        check(
-            (0.0..=1.0).contains(&n.probability),
-            file,
-            &format!("{at}.noise.probability"),
-            || format!("a probability in [0, 1], found {}", n.probability),
-        )?;
+        check_probability(n.probability, &format!("{at}.noise.probability"), file)?;
     }
     for (m, key) in [(&a.time_masks, "time_masks"), (&a.freq_masks, "freq_masks")] {
         if let Some(SpecMaskSection { count, width }) = m {
@@ -176,12 +151,24 @@ pub(crate) fn validate_mixup(
             .into()
     })?;
     for (value, name) in [(m.prob, "prob"), (m.switch_prob, "switch_prob")] {
-        check(
-            (0.0..=1.0).contains(&value),
-            file,
-            &format!("{at}.{name}"),
-            || format!("a probability in [0, 1], found {value}"),
-        )?;
+        check_probability(value, &format!("{at}.{name}"), file)?;
     }
     Ok(())
+}
+
+/// `key` holds a probability.
+fn check_probability(value: f64, key: &str, file: &Path) -> Result<()> {
+    check((0.0..=1.0).contains(&value), file, key, || {
+        format!("a probability in [0, 1], found {value}")
+    })
+}
+
+/// `key` holds a range of aspect ratios.
+fn check_ratio(ratio: [f64; 2], key: &str, file: &Path) -> Result<()> {
+    check(
+        ratio[0] > 0.0 && ratio[0] <= ratio[1] && ratio[1].is_finite(),
+        file,
+        key,
+        || format!("needs 0 < min <= max, found {ratio:?}"),
+    )
 }

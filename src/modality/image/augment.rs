@@ -86,8 +86,9 @@ impl RandomResizedCrop {
     }
 }
 
-/// `torch.empty(1).uniform_(lo, hi)`; also correct when `lo == hi`.
-fn uniform(rng: &mut impl Rng, lo: f64, hi: f64) -> f64 {
+/// `torch.empty(1).uniform_(lo, hi)` (and Python's `random.uniform`); also correct when
+/// `lo == hi`.
+pub(super) fn uniform(rng: &mut impl Rng, lo: f64, hi: f64) -> f64 {
     lo + (hi - lo) * rng.gen::<f64>()
 }
 
@@ -120,7 +121,7 @@ impl Augment {
     }
 
     /// Random erasing's stream for one example in one epoch, independent of [`Self::rng`].
-    pub fn erase_rng(&self, epoch: usize, index: usize) -> ChaCha8Rng {
+    fn erase_rng(&self, epoch: usize, index: usize) -> ChaCha8Rng {
         crate::draws::example_rng(self.seed, epoch, index, b"erasing\0")
     }
 

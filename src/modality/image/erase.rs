@@ -7,6 +7,8 @@
 use rand::Rng;
 use rand_distr::StandardNormal;
 
+use super::augment::uniform;
+
 /// timm's `RandomErasing(probability, min_area, max_area, min_aspect, max_aspect,
 /// mode="pixel", max_count=1)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,11 +82,6 @@ impl RandomErasing {
             }
         }
     }
-}
-
-/// `random.uniform(lo, hi)`.
-fn uniform(rng: &mut impl Rng, lo: f64, hi: f64) -> f64 {
-    lo + (hi - lo) * rng.gen::<f64>()
 }
 
 #[cfg(test)]

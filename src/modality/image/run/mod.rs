@@ -10,10 +10,11 @@ use candle_core::{Device, Tensor};
 
 use crate::draws::Draws;
 use crate::error::{Error, Result};
+use crate::modality::image::augment::{Augment, RandomErasing, RandomResizedCrop};
 use crate::modality::image::dataset::ImageDataset;
 use crate::objective::Objective;
 use crate::params::ParamStore;
-use crate::recipe::{self, DataSource, ImageSection, Recipe};
+use crate::recipe::{self, AugmentSection, DataSource, ImageSection, Recipe};
 use crate::run::classify::Task;
 use crate::run::downstream::DownstreamTask;
 use crate::run::{Model, Pipeline, PretrainStage};
@@ -273,5 +274,22 @@ impl Pipeline for Prepared {
             ));
         }
         Ok(report)
+    }
+}
+
+/// An `augment` table (the recipe's or a downstream section's) with its stream's seed.
+pub fn augment_of(a: &AugmentSection, seed: u64) -> Augment {
+    Augment {
+        crop: a.random_resized_crop.as_ref().map(|c| RandomResizedCrop {
+            scale: c.scale,
+            ratio: c.ratio,
+        }),
+        hflip: a.hflip,
+        erase: a.random_erasing.as_ref().map(|e| RandomErasing {
+            prob: e.prob,
+            scale: e.scale,
+            ratio: e.ratio,
+        }),
+        seed,
     }
 }

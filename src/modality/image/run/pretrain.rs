@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use crate::backbone::{Activation, EncoderConfig, Mode, NormPosition};
 use crate::draws::Draws;
 use crate::error::{Error, Result};
-use crate::modality::image::augment::{Augment, RandomErasing, RandomResizedCrop};
+use crate::modality::image::augment::Augment;
 use crate::modality::image::batch::BatchMaker;
 use crate::modality::image::dataset::ImageDataset;
 use crate::modality::image::grid::save_grid;
@@ -21,9 +21,7 @@ use crate::objective::masking::GridMasker;
 use crate::objective::simmim::{SimMim, SimMimConfig};
 use crate::objective::Objective;
 use crate::params::ParamStore;
-use crate::recipe::{
-    AugmentSection, DataSection, ImageSection, ObjectiveKind, ObjectiveSection, Recipe,
-};
+use crate::recipe::{DataSection, ImageSection, ObjectiveKind, ObjectiveSection, Recipe};
 use crate::train::loader::BatchShape;
 use crate::train::loader::TaskLoader;
 use crate::train::sampler::Sampler;
@@ -110,25 +108,8 @@ pub fn masker(r: &Recipe, img: &ImageSection) -> Result<GridMasker> {
 
 /// The recipe's pretraining augmentations, if any.
 pub fn augment(data: &DataSection, seed: u64) -> Option<Augment> {
-    let aug = augment_of(data.augment.as_ref()?, seed);
+    let aug = super::augment_of(data.augment.as_ref()?, seed);
     (!aug.is_identity()).then_some(aug)
-}
-
-/// An `augment` table (the recipe's or a downstream section's) with its stream's seed.
-pub fn augment_of(a: &AugmentSection, seed: u64) -> Augment {
-    Augment {
-        crop: a.random_resized_crop.as_ref().map(|c| RandomResizedCrop {
-            scale: c.scale,
-            ratio: c.ratio,
-        }),
-        hflip: a.hflip,
-        erase: a.random_erasing.as_ref().map(|e| RandomErasing {
-            prob: e.prob,
-            scale: e.scale,
-            ratio: e.ratio,
-        }),
-        seed,
-    }
 }
 
 /// The recipe's pretraining objective, over images `[B, C, H, W]`, with the shared image

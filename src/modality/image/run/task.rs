@@ -115,7 +115,7 @@ impl Labelled for ImageSplits<'_> {
         let Some(a) = &section.augment else {
             return self.inputs(Split::Train, idx, device);
         };
-        let augment = super::pretrain::augment_of(a, draws.rng(0, Purpose::Augment).gen());
+        let augment = super::augment_of(a, draws.rng(0, Purpose::Augment).gen());
         let epochs = vec![0; idx.len()];
         let values = self.train.normalised(
             idx,
