@@ -1,7 +1,7 @@
 //! Audio augmentation end to end on the committed sample of the harder spoken-word set
 //! (`data/words-hard-sample`: words at random positions, levels, speeds and pitches): an
-//! augmented pretraining run differs from a plain one and resumes bitwise, augmented
-//! fine-tuning trains on other batches than plain fine-tuning, and augmentation keys that do
+//! augmented pretraining run differs from a plain one and resumes bitwise, augmented and
+//! mixed (mixup, CutMix) fine-tuning trains on other batches than plain fine-tuning, and augmentation keys that do
 //! not fit the recipe are errors naming the key.
 
 mod common;
@@ -82,7 +82,7 @@ fn augmented_pretraining_differs_from_plain_and_resumes_bitwise() {
 }
 
 #[test]
-fn augmented_fine_tuning_trains_on_other_batches() {
+fn augmented_and_mixed_fine_tuning_trains_on_other_batches() {
     let tmp = tempfile::tempdir().unwrap();
     let head = |augment: &str| {
         format!(
@@ -119,6 +119,32 @@ fn augmented_fine_tuning_trains_on_other_batches() {
     assert!(
         diff(&a, &p) > 1e-5,
         "augmentation did not reach fine-tuning"
+    );
+    // Mixup (Audio-MAE's: mixup alone) and CutMix of the spectrograms: repeatable, and each
+    // trains on other batches and targets.
+    let mixup = head(", mixup = { alpha = 0.5, cutmix_alpha = 0.0 }");
+    start(2, &[&mixup], d("mixup"), None);
+    start(2, &[&mixup], d("mixup-again"), None);
+    start(
+        2,
+        &[&head(", mixup = { alpha = 0.0, cutmix_alpha = 1.0 }")],
+        d("cutmix"),
+        None,
+    );
+    let (m, m2, c) = (
+        weights(&d("mixup")),
+        weights(&d("mixup-again")),
+        weights(&d("cutmix")),
+    );
+    assert_eq!(
+        diff(&m, &m2),
+        0.0,
+        "mixup: the same recipe, the same weights"
+    );
+    assert!(diff(&m, &p) > 1e-5, "mixup did not reach fine-tuning");
+    assert!(
+        diff(&c, &p) > 1e-5 && diff(&c, &m) > 1e-5,
+        "CutMix of spectrograms is its own training"
     );
 }
 

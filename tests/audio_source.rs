@@ -166,6 +166,52 @@ fn the_recipe_probes_and_fine_tunes_the_source() {
     assert!(source.keys().any(|k| k.contains(".layers.1.")));
 }
 
+#[test]
+fn mixup_of_waveforms_is_repeatable_and_reaches_fine_tuning() {
+    let tmp = tempfile::tempdir().unwrap();
+    // One fine-tuning epoch of the source; its classifier's weights.
+    let fine_tune = |name: &str, mixup: &str| {
+        let head = format!(
+            "downstream=[{{ head = \"fine-tune\", pooling = \"mean\", label_fractions = [1.0], \
+             epochs = 1, batch_size = 16{mixup} }}]"
+        );
+        let loaded = load(&["device=\"cpu\"", &head]).unwrap();
+        let s = run::start(
+            &loaded,
+            &RunOptions {
+                out: Some(tmp.path().join(name)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let dir = s.downstream[0].model_dir.clone().unwrap();
+        pretext::tensor_io::read(&dir.join("model.safetensors"), &Device::Cpu)
+            .unwrap()
+            .tensors
+    };
+    let largest = |a: &std::collections::BTreeMap<String, Tensor>,
+                   b: &std::collections::BTreeMap<String, Tensor>| {
+        a.iter()
+            .map(|(n, t)| max_abs_diff(t, &b[n]))
+            .fold(0f32, f32::max)
+    };
+    let mixup = ", mixup = { alpha = 0.5, cutmix_alpha = 0.0 }";
+    let (m, again, plain) = (
+        fine_tune("mixup", mixup),
+        fine_tune("again", mixup),
+        fine_tune("plain", ""),
+    );
+    assert_eq!(
+        largest(&m, &again),
+        0.0,
+        "the same recipe, the same weights"
+    );
+    assert!(
+        largest(&m, &plain) > 1e-6,
+        "mixup did not reach fine-tuning"
+    );
+}
+
 fn error_of(extra: &[&str]) -> String {
     match load(extra) {
         Err(e) => e.to_string(),

@@ -335,12 +335,32 @@ fn augmented_fine_tuning_is_deterministic_and_changes_what_is_learnt() {
         e.contains("downstream[0].augment.random_erasing.prob"),
         "{e}"
     );
+    // Audio mixes spectrograms (mixup and CutMix) and waveforms (mixup only); text neither.
+    let o = Command::new(env!("CARGO_BIN_EXE_pretext"))
+        .args([
+            "recipe",
+            "check",
+            "recipes/audio-mae-words-sample.toml",
+            "--set",
+        ])
+        .arg("downstream=[{ head = \"fine-tune\", mixup = { alpha = 0.5 } }]")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let e = check_in(
-        "recipes/audio-mae-words-sample.toml",
+        "recipes/mlm-shakespeare-sample.toml",
         "downstream=[{ head = \"fine-tune\", mixup = { alpha = 0.8 } }]",
     );
     assert!(
-        e.contains("downstream[0].mixup") && e.contains("audio head takes neither"),
+        e.contains("downstream[0].mixup") && e.contains("text head takes neither"),
+        "{e}"
+    );
+    let e = check_in(
+        "recipes/wav2vec2-words-sample.toml",
+        "downstream=[{ head = \"fine-tune\", pooling = \"mean\", mixup = { alpha = 0.5 } }]",
+    );
+    assert!(
+        e.contains("downstream[0].mixup.cutmix_alpha") && e.contains("mixup only"),
         "{e}"
     );
 }

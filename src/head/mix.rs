@@ -1,7 +1,8 @@
 //! Mixup and CutMix of a fine-tuning batch, as timm's `Mixup` in batch mode (the one MAE's
-//! fine-tuning uses): a batch draws one weight `λ` and either blends every image with the
-//! image in the mirrored row (mixup: `λ·x + (1 - λ)·x'`, row `i` with row `B - 1 - i`) or
-//! pastes a box of the partner into it (CutMix). The targets mix in the same proportion
+//! and Audio-MAE's fine-tuning use): a batch draws one weight `λ` and either blends every
+//! input with the input in the mirrored row (mixup: `λ·x + (1 - λ)·x'`, row `i` with row
+//! `B - 1 - i`) or pastes a box of the partner into it (CutMix; for a spectrogram the box
+//! spans mel bands and frames). The targets mix in the same proportion
 //! ([`super::finetune::Scored::mixed`]).
 //!
 //! The draws follow timm's order: whether to mix (`prob`), then mixup or CutMix
@@ -69,8 +70,9 @@ pub fn draw(m: &Mixup, h: usize, w: usize, rng: &mut impl Rng) -> Result<Option<
     }))
 }
 
-/// The rows each row is mixed with: the batch reversed.
-fn mirrored(t: &Tensor) -> Result<Tensor> {
+/// The rows each row is mixed with: the batch reversed (for whatever travels with the
+/// inputs, such as a padding mask).
+pub fn partner_rows(t: &Tensor) -> Result<Tensor> {
     let b = t.dim(0)?;
     let rev: Vec<u32> = (0..b as u32).rev().collect();
     let rev = Tensor::from_vec(rev, b, t.device())?;
@@ -79,7 +81,7 @@ fn mirrored(t: &Tensor) -> Result<Tensor> {
 
 /// The batch `x` `[B, …, H, W]` mixed as `mix` says.
 pub fn mix_images(x: &Tensor, mix: &Mix) -> Result<Tensor> {
-    let partner = mirrored(x)?;
+    let partner = partner_rows(x)?;
     let Some((rows, cols)) = &mix.cut else {
         return Ok(((x * mix.lam)? + (partner * (1.0 - mix.lam))?)?);
     };
@@ -101,7 +103,7 @@ pub fn mix_images(x: &Tensor, mix: &Mix) -> Result<Tensor> {
 
 /// The labels of the rows each example of the batch is mixed with.
 pub fn partner_labels(labels: &Tensor) -> Result<Tensor> {
-    mirrored(&labels.to_dtype(DType::U32)?)
+    partner_rows(&labels.to_dtype(DType::U32)?)
 }
 
 #[cfg(test)]

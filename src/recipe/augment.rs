@@ -122,21 +122,17 @@ pub(crate) fn validate_augment(
     Ok(())
 }
 
-/// Checks a fine-tuning head's `mixup` table at `at`: images only, and sane ranges.
+/// Checks a fine-tuning head's `mixup` table at `at`: images and audio only (a waveform
+/// model, `waveform`, mixup only), and sane ranges.
 pub(crate) fn validate_mixup(
     m: &MixupSection,
     at: &str,
     modality: Modality,
+    waveform: bool,
     file: &Path,
 ) -> Result<()> {
-    check(modality == Modality::Image, file, at, || {
-        format!(
-            "mixup and CutMix mix images; a {} head takes neither: remove it",
-            match modality {
-                Modality::Audio => "audio",
-                _ => "text",
-            }
-        )
+    check(modality != Modality::Text, file, at, || {
+        "mixup and CutMix mix images and audio; token ids cannot be blended, so a text head takes neither: remove it".into()
     })?;
     for (value, name) in [(m.alpha, "alpha"), (m.cutmix_alpha, "cutmix_alpha")] {
         check(
@@ -146,6 +142,16 @@ pub(crate) fn validate_mixup(
             || format!("a Beta distribution's α, 0 (off) or more, found {value}"),
         )?;
     }
+    check(
+        !waveform || m.cutmix_alpha == 0.0,
+        file,
+        &format!("{at}.cutmix_alpha"),
+        || {
+            "CutMix cuts a box out of a spectrogram or an image; a waveform model (model.source) \
+         takes mixup only: set cutmix_alpha = 0"
+                .into()
+        },
+    )?;
     check(m.alpha > 0.0 || m.cutmix_alpha > 0.0, file, at, || {
         "alpha and cutmix_alpha are both 0, so nothing would be mixed: set one or remove the table"
             .into()

@@ -84,8 +84,9 @@ pub struct DownstreamSection {
     /// pretraining's (images: `random_resized_crop`, `hflip`; audio: `time_shift`, `gain_db`,
     /// `noise`, `time_masks`, `freq_masks`); absent = none.
     pub augment: Option<AugmentSection>,
-    /// Fine-tune (images): mixup and CutMix of the training batches and their targets
-    /// (timm's `Mixup`, as MAE's fine-tuning uses it); absent = none.
+    /// Fine-tune (images, audio): mixup and CutMix of the training batches and their targets
+    /// (timm's `Mixup`, as MAE's and Audio-MAE's fine-tuning use it; waveform models mixup
+    /// only); absent = none.
     pub mixup: Option<MixupSection>,
     /// Fine-tune (waveform models): a projector Linear(hidden → P) on the frames before the
     /// classifier, which makes the classifier exactly `Wav2Vec2ForSequenceClassification`

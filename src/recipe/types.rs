@@ -298,10 +298,11 @@ fn is_default<T: Default + PartialEq>(x: &T) -> bool {
     *x == T::default()
 }
 
-/// Mixup and CutMix of fine-tuning batches (`downstream[i].mixup`, images), as timm's
-/// `Mixup` in MAE's fine-tuning recipe, batch mode: each batch draws one weight `λ` and
-/// mixes every image with the batch's image in the mirrored row (row `i` with row
-/// `B - 1 - i`), the targets in the same proportion.
+/// Mixup and CutMix of fine-tuning batches (`downstream[i].mixup`, images and audio), as
+/// timm's `Mixup` in MAE's and Audio-MAE's fine-tuning recipes, batch mode: each batch draws
+/// one weight `λ` and mixes every input with the batch's input in the mirrored row (row `i`
+/// with row `B - 1 - i`), the targets in the same proportion. Spectrograms mix as images
+/// (a CutMix box spans mel bands and frames); waveform models take mixup only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MixupSection {

@@ -335,12 +335,12 @@ fn validate_rest(r: &Recipe, file: &Path) -> Result<()> {
         check(d.temperature > 0.0, file, &key("temperature"), || {
             "must be positive".into()
         })?;
+        let waveform = r.data.modality == Modality::Audio && r.model.source.is_some();
         if let Some(a) = &d.augment {
-            let waveform = r.data.modality == Modality::Audio && r.model.source.is_some();
             validate_augment(a, &key("augment"), r.data.modality, waveform, file)?;
         }
         if let Some(m) = &d.mixup {
-            validate_mixup(m, &key("mixup"), r.data.modality, file)?;
+            validate_mixup(m, &key("mixup"), r.data.modality, waveform, file)?;
         }
         if d.pooler.is_some() {
             check(

@@ -77,8 +77,8 @@ pub trait Labelled {
     }
     /// A training batch mixed as `mixup` says, drawing from `rng` ([`mix::draw`]): the
     /// mixed inputs and the weight of each example's own, or `None` when this batch stays
-    /// as it is. Modalities that mix nothing (recipe validation keeps `mixup` to images)
-    /// say so.
+    /// as it is. Modalities that mix nothing (recipe validation keeps `mixup` to images and
+    /// audio) say so.
     fn mix_inputs(
         &self,
         _x: &Input<Self>,
@@ -86,7 +86,7 @@ pub trait Labelled {
         _rng: &mut ChaCha8Rng,
     ) -> Result<Option<(Input<Self>, f64)>> {
         Err(Error::Usage(format!(
-            "mixup mixes images; the `{}` encoder's inputs cannot be mixed",
+            "mixup mixes images and audio; the `{}` encoder's inputs cannot be mixed",
             Self::PREFIX
         )))
     }

@@ -6,10 +6,12 @@ use std::path::Path;
 use candle_core::Device;
 use candle_nn::VarBuilder;
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 
 use super::AudioRunConfig;
 use crate::draws::{Draws, Purpose};
 use crate::error::Result;
+use crate::head::mix;
 use crate::modality::audio::classifier::{AudioClassifier, AudioClassifierSpec};
 use crate::modality::audio::clips::ClipSet;
 use crate::modality::audio::encoder::{SpectrogramEncoder, Spectrograms};
@@ -79,6 +81,21 @@ impl Labelled for AudioSplits<'_> {
         f.to_input(values, frames, idx.len(), device)
     }
 
+    /// timm's batch mixup and CutMix on the normalised log-mels (a CutMix box spans mel
+    /// bands and frames); a mixed clip holds input wherever either of its two clips does.
+    fn mix_inputs(
+        &self,
+        x: &Spectrograms,
+        mixup: &mix::Mixup,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Option<(Spectrograms, f64)>> {
+        let g = &self.config.geometry;
+        let Some(drawn) = mix::draw(mixup, g.n_mels, g.frames, rng)? else {
+            return Ok(None);
+        };
+        Ok(Some((mix_spectrograms(x, &drawn)?, drawn.lam)))
+    }
+
     fn depth(&self) -> usize {
         self.config.encoder.depth
     }
@@ -96,5 +113,61 @@ impl Labelled for AudioSplits<'_> {
 
     fn write_spec(&self, head: &DownstreamSection, dir: &Path) -> Result<()> {
         self.spec(head.pooling).write(dir)
+    }
+}
+
+/// The batch `x` mixed as `drawn` says: its values as images of mel bands × frames, and its
+/// padding mask the union of each clip's and its partner's.
+fn mix_spectrograms(x: &Spectrograms, drawn: &mix::Mix) -> Result<Spectrograms> {
+    let frames = match &x.frames {
+        Some(f) => Some(f.maximum(&mix::partner_rows(f)?)?),
+        None => None,
+    };
+    Ok(Spectrograms {
+        values: mix::mix_images(&x.values, drawn)?,
+        frames,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Tensor;
+
+    #[test]
+    fn a_mixed_clip_blends_values_and_holds_input_where_either_clip_does() {
+        let dev = Device::Cpu;
+        // Two clips of 2 mel bands x 4 frames; the first holds 2 frames, the second 3.
+        let values = Tensor::arange(0f32, 16.0, &dev)
+            .unwrap()
+            .reshape((2, 2, 4))
+            .unwrap();
+        let frames = Tensor::new(&[[1f32, 1., 0., 0.], [1., 1., 1., 0.]], &dev).unwrap();
+        let x = Spectrograms {
+            values,
+            frames: Some(frames),
+        };
+        let blend = mix::Mix {
+            lam: 0.75,
+            cut: None,
+        };
+        let y = mix_spectrograms(&x, &blend).unwrap();
+        let v: Vec<Vec<Vec<f32>>> = y.values.to_vec3().unwrap();
+        assert_eq!(v[0][0][0], 0.75 * 0.0 + 0.25 * 8.0);
+        assert_eq!(v[1][1][3], 0.75 * 15.0 + 0.25 * 7.0);
+        let f: Vec<Vec<f32>> = y.frames.unwrap().to_vec2().unwrap();
+        assert_eq!(f, vec![vec![1., 1., 1., 0.], vec![1., 1., 1., 0.]]);
+        // CutMix: a box of bands x frames from the partner; the mask is the union too.
+        let cut = mix::Mix {
+            lam: 0.75,
+            cut: Some((1..2, 0..2)),
+        };
+        let y = mix_spectrograms(&x, &cut).unwrap();
+        let v: Vec<Vec<Vec<f32>>> = y.values.to_vec3().unwrap();
+        assert_eq!(v[0][0], vec![0., 1., 2., 3.]);
+        assert_eq!(v[0][1], vec![12., 13., 6., 7.]);
+        // Unpadded batches stay unpadded.
+        let full = Spectrograms::full(x.values.clone());
+        assert!(mix_spectrograms(&full, &blend).unwrap().frames.is_none());
     }
 }

@@ -7,8 +7,10 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
+use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
+use crate::head::mix;
 use crate::modality::audio::classifier::{
     ProjectedEncoder, WaveformClassifier, WaveformClassifierSpec,
 };
@@ -55,6 +57,27 @@ impl Labelled for WaveformSplits<'_> {
 
     fn inputs(&self, split: Split, idx: &[usize], device: &Device) -> Result<Tensor> {
         self.split(split).waveform_batch(idx, device)
+    }
+
+    /// Mixup of the raw waveforms (a CutMix box has no meaning on a waveform: recipe
+    /// validation refuses `cutmix_alpha` for waveform models).
+    fn mix_inputs(
+        &self,
+        x: &Tensor,
+        mixup: &mix::Mixup,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Option<(Tensor, f64)>> {
+        let Some(drawn) = mix::draw(mixup, 1, x.dim(1)?, rng)? else {
+            return Ok(None);
+        };
+        if drawn.cut.is_some() {
+            return Err(Error::Usage(
+                "mixup: CutMix cuts boxes out of spectrograms and images; a waveform model \
+                 (model.source) takes mixup only: set cutmix_alpha = 0"
+                    .into(),
+            ));
+        }
+        Ok(Some((mix::mix_images(x, &drawn)?, drawn.lam)))
     }
 
     fn depth(&self) -> usize {
