@@ -240,3 +240,47 @@ fn a_resume_with_changed_training_settings_is_refused_unless_allowed() {
         "the restarted run rewrote its log: {log}"
     );
 }
+
+#[test]
+fn extending_a_finished_run_says_what_it_does_to_the_learning_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = common::write_recipe(tmp.path(), &common::tiny_recipe(6, 2));
+    let run_dir = tmp.path().join("run");
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_pretext"))
+            .arg("run")
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{stderr}");
+        stderr
+    };
+    let first = run(&[file.to_str().unwrap(), "--out", run_dir.to_str().unwrap()]);
+    assert!(!first.contains("note: train.steps"), "{first}");
+    // The cosine schedule ended at 0 after 6 steps; over 12 it is back near its top at step 6.
+    let extended = run(&[run_dir.to_str().unwrap(), "--set", "train.steps=12"]);
+    assert!(
+        extended.contains("note: train.steps is now 12 where the checkpoint's schedule spanned 6")
+            && extended.contains("learning rate at step 6 is")
+            && extended.contains("instead of 0.000e0, a jump up without warm-up"),
+        "{extended}"
+    );
+    let lr_at = |step: u64| -> f64 {
+        std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["step"] == step)
+            .unwrap_or_else(|| panic!("step {step} is logged"))["lr"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        lr_at(7) > 0.5 * lr_at(3),
+        "the extension trains at a real rate"
+    );
+    // Resumed again under the same count: nothing to say.
+    let again = run(&[run_dir.to_str().unwrap()]);
+    assert!(!again.contains("note: train.steps"), "{again}");
+}

@@ -25,6 +25,11 @@ pub struct TrainingState {
     /// [`EpochOrder`](super::epochs::EpochOrder)); pretraining's seeded sampler needs none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<Vec<usize>>,
+    /// The steps the learning-rate schedule spanned when this was written (`train.steps`),
+    /// so that a resume under another count can say what that does to the learning rate;
+    /// absent in checkpoints written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_steps: Option<usize>,
 }
 
 const STATE_KEY: &str = "pretext.training_state";

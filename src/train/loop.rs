@@ -20,7 +20,7 @@ use super::loader::BatchShape;
 use super::metrics::MetricsLog;
 use super::optim::{self, AdamW};
 use super::sampler::{Position, Sampler};
-use super::schedule::Schedule;
+use super::schedule::{self, Schedule};
 use crate::backbone::{autocast, Precision};
 use crate::dist::{Collective, Shard, Single};
 use crate::draws::Draws;
@@ -246,6 +246,11 @@ impl<'a> Trainer<'a> {
                 params.load_tensors(&ckpt.model, &ckpt.path)?;
                 opt.load_state(&ckpt.optim, ckpt.state.step, &ckpt.path)?;
                 let s = ckpt.state;
+                if let Some(saved) = s.schedule_steps {
+                    if let Some(msg) = schedule::span_change(&schedule, saved, s.step) {
+                        eprintln!("{}note: {msg}", setup.label);
+                    }
+                }
                 let order = match (&setup.epochs, s.order) {
                     (Some(_), None) => {
                         return Err(Error::Checkpoint {
@@ -418,6 +423,7 @@ impl<'a> Trainer<'a> {
             data,
             rng: self.rng.clone(),
             order,
+            schedule_steps: Some(self.schedule.total_steps),
         };
         let model: Vec<(String, Tensor)> = self
             .params
