@@ -20,14 +20,19 @@
 //!   `mlp.fc1.{weight,bias}`, `mlp.fc2.{weight,bias}`
 //! - `bias`: `[B, T]` additive key bias (0 to attend, a large negative for padding)
 //! - output: `[B, T, D]`
+//!
+//! Stochastic depth enters as two per-example factors, one per residual branch (0 where the
+//! branch is dropped, `1 / (1 - p)` where kept: [`super::ops::drop_path_keep`]), each
+//! multiplying its branch's output before the residual sum, as the layers do.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Tensor};
 
 use super::attention_op::{self, Dims};
-use super::buffer::{residual, sum as add};
+use super::buffer::{residual, residual_scaled, scale_rows, sum as add};
 use super::linear_op::{self, bias_grad};
 use super::norm_op;
 use super::storage::{cpu_f32, with_f32};
@@ -121,9 +126,32 @@ struct BlockOp {
     /// Whether a backward pass can follow (an input is tracked); if not, nothing is kept.
     keep: bool,
     saved: Mutex<Option<Arc<Saved>>>,
+    /// Stochastic depth: each example's factor on the attention and on the MLP branch.
+    drop_path: Option<[Vec<f32>; 2]>,
 }
 
 impl BlockOp {
+    /// `x + (y + bias)`, the branch `y` scaled per example under stochastic depth.
+    fn residual(&self, x: &[f32], y: &[f32], bias: &[f32], branch: usize) -> Vec<f32> {
+        match &self.drop_path {
+            Some(keep) => residual_scaled(x, y, bias, &keep[branch], self.row()),
+            None => residual(x, y, bias),
+        }
+    }
+
+    /// The gradient at branch `branch`'s output from the gradient `g` at its residual sum.
+    fn to_branch<'g>(&self, g: &'g [f32], branch: usize) -> Cow<'g, [f32]> {
+        match &self.drop_path {
+            Some(keep) => Cow::Owned(scale_rows(g, &keep[branch], self.row())),
+            None => Cow::Borrowed(g),
+        }
+    }
+
+    /// Elements per example.
+    fn row(&self) -> usize {
+        self.tokens * self.shape.dim
+    }
+
     fn dims(&self) -> Dims {
         Dims {
             b: self.batch,
@@ -183,10 +211,10 @@ impl BlockOp {
         if s.pre_norm {
             let (a, stats1) = norm_op::forward(x, &p[o.n1w.clone()], &p[o.n1b.clone()], eps);
             let (qkv, probs, ctx, attn) = attention(&a)?;
-            let sum1 = residual(x, &attn, bo);
+            let sum1 = self.residual(x, &attn, bo, 0);
             let (m, stats2) = norm_op::forward(&sum1, &p[o.n2w.clone()], &p[o.n2b.clone()], eps);
             let (pre, h, f) = mlp(&m)?;
-            let y = residual(&sum1, &f, b2);
+            let y = self.residual(&sum1, &f, b2, 1);
             let saved = Saved {
                 attn_in: Some(a),
                 qkv,
@@ -203,10 +231,10 @@ impl BlockOp {
             Ok((y, saved))
         } else {
             let (qkv, probs, ctx, attn) = attention(x)?;
-            let sum1 = residual(x, &attn, bo);
+            let sum1 = self.residual(x, &attn, bo, 0);
             let (r1, stats1) = norm_op::forward(&sum1, &p[o.n1w.clone()], &p[o.n1b.clone()], eps);
             let (pre, h, f) = mlp(&r1)?;
-            let sum2 = residual(&r1, &f, b2);
+            let sum2 = self.residual(&r1, &f, b2, 1);
             let (y, stats2) = norm_op::forward(&sum2, &p[o.n2w.clone()], &p[o.n2b.clone()], eps);
             let saved = Saved {
                 attn_in: None,
@@ -254,7 +282,7 @@ impl BlockOp {
         let mut grads = Vec::new();
         let dsum1 = if s.pre_norm {
             // y = sum1 + mlp(norm2(sum1))
-            let dm = mlp_back(g)?;
+            let dm = mlp_back(&self.to_branch(g, 1))?;
             let (dn, dn2w, dn2b) = norm_op::backward(&sv.sum1, &p[o.n2w.clone()], &dm, &sv.stats2);
             grads.push((o.n2w.clone(), dn2w));
             grads.push((o.n2b.clone(), dn2b));
@@ -265,7 +293,7 @@ impl BlockOp {
             let (dsum2, dn2w, dn2b) = norm_op::backward(sum2, &p[o.n2w.clone()], g, &sv.stats2);
             grads.push((o.n2w.clone(), dn2w));
             grads.push((o.n2b.clone(), dn2b));
-            let dr1_mlp = mlp_back(&dsum2)?;
+            let dr1_mlp = mlp_back(&self.to_branch(&dsum2, 1))?;
             let dr1 = add(&dsum2, &dr1_mlp);
             let (ds, dn1w, dn1b) = norm_op::backward(&sv.sum1, &p[o.n1w.clone()], &dr1, &sv.stats1);
             grads.push((o.n1w.clone(), dn1w));
@@ -273,9 +301,10 @@ impl BlockOp {
             ds
         };
         // sum1 = x + attn(attn_in): the attention, from dsum1 to the gradient at attn_in.
-        let (dctx, dwo) = linear_op::backward_slices(&sv.ctx, &p[o.wo.clone()], &dsum1, d)?;
+        let dattn = self.to_branch(&dsum1, 0);
+        let (dctx, dwo) = linear_op::backward_slices(&sv.ctx, &p[o.wo.clone()], &dattn, d)?;
         grads.push((o.wo.clone(), dwo));
-        grads.push((o.bo.clone(), bias_grad(&dsum1, d)));
+        grads.push((o.bo.clone(), bias_grad(&dattn, d)));
         let dqkv = attention_op::backward(&sv.qkv, &sv.probs, &dctx, self.dims())?;
         let attn_in = sv.attn_in.as_deref().unwrap_or(x);
         let (dattn_in, dwqkv) =
@@ -413,16 +442,29 @@ impl CustomOp3 for BlockOp {
     }
 }
 
-/// The block on `x [B, T, D]` with packed `params` and an optional key bias `[B, T]`. The
-/// caller checks that the fused path applies (CPU, f32, no dropout, exact GELU).
-pub fn block(x: &Tensor, params: &Tensor, bias: Option<&Tensor>, shape: Shape) -> Result<Tensor> {
+/// The block on `x [B, T, D]` with packed `params`, an optional key bias `[B, T]` and
+/// optional stochastic-depth factors (`[B]` per branch). The caller checks that the fused
+/// path applies (CPU, f32, no dropout, exact GELU).
+pub fn block(
+    x: &Tensor,
+    params: &Tensor,
+    bias: Option<&Tensor>,
+    shape: Shape,
+    drop_path: Option<[Vec<f32>; 2]>,
+) -> Result<Tensor> {
     let (b, t, _) = x.dims3()?;
+    if let Some(keep) = &drop_path {
+        if keep.iter().any(|k| k.len() != b) {
+            bail!("transformer block: drop-path factors must have {b} rows");
+        }
+    }
     let op = BlockOp {
         shape,
         batch: b,
         tokens: t,
         keep: x.track_op() || params.track_op(),
         saved: Mutex::new(None),
+        drop_path,
     };
     let x = x.contiguous()?;
     let params = params.contiguous()?;
@@ -523,6 +565,75 @@ mod tests {
         }
     }
 
+    /// Stochastic depth inside the op equals the layers' `drop_path` to the bit, output and
+    /// gradients, pre- and post-norm: the same draws, the same products, the same sums.
+    #[test]
+    fn the_fused_block_with_drop_path_equals_the_layers_bit_for_bit() {
+        let dev = Device::Cpu;
+        for (norm, masked) in [(NormPosition::Pre, true), (NormPosition::Post, false)] {
+            let vm = VarMap::new();
+            let block = Block::new(
+                &config(norm, true),
+                VarBuilder::from_varmap(&vm, DType::F32, &dev),
+            )
+            .unwrap()
+            .with_drop_path(1, 0.5);
+            let (b, t) = (8, 7);
+            let x = Var::randn(0f32, 1.0, (b, t, 24), &dev).unwrap();
+            let bias = masked.then(|| {
+                let mut m = vec![0f32; b * t];
+                m[t - 3..t].fill(f32::MIN);
+                Tensor::from_vec(m, (b, 1, 1, t), &dev).unwrap()
+            });
+            let train = || Mode::train(crate::draws::Draws::new(5, 3, 0, b));
+            let keep = |branch: u32| {
+                super::super::ops::drop_path_keep(
+                    b,
+                    0.5,
+                    2 + branch,
+                    &crate::draws::Draws::new(5, 3, 0, b),
+                )
+            };
+            let (k0, k1) = (keep(0), keep(1));
+            assert!(
+                k0.iter().chain(&k1).any(|&k| k == 0.0) && k0.iter().chain(&k1).any(|&k| k == 2.0),
+                "these draws drop some branches and keep others: {k0:?} {k1:?}"
+            );
+            let fused = block
+                .fused(x.as_tensor(), bias.as_ref(), &train())
+                .unwrap()
+                .expect("the fused path applies with drop path");
+            let layers = block
+                .layers(x.as_tensor(), bias.as_ref(), &mut train())
+                .unwrap();
+            let bits = |t: &Tensor| -> Vec<u32> {
+                t.flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            };
+            assert_eq!(bits(&fused), bits(&layers), "{norm:?} output");
+            let probe = Tensor::randn(0f32, 1.0, fused.shape(), &dev).unwrap();
+            let grads = |y: &Tensor| (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let (gf, gl) = (grads(&fused), grads(&layers));
+            for v in vm.all_vars().iter().chain([&x]) {
+                let (a, c) = (
+                    gf.get(v.as_tensor()).expect("a fused gradient"),
+                    gl.get(v.as_tensor()).expect("a gradient"),
+                );
+                assert_eq!(
+                    bits(a),
+                    bits(c),
+                    "{norm:?}: gradient of a {:?} tensor",
+                    v.dims()
+                );
+            }
+        }
+    }
+
     /// With dropout in training the layers run (the op has no dropout); in evaluation, or
     /// with no dropout, the op does.
     #[test]
@@ -551,11 +662,16 @@ mod tests {
         };
         let x = Tensor::zeros((2, 3, 8), DType::F32, &dev).unwrap();
         let short = Tensor::zeros(10, DType::F32, &dev).unwrap();
-        assert!(super::block(&x, &short, None, shape).is_err());
+        assert!(super::block(&x, &short, None, shape, None).is_err());
         let len = shape.offsets().len;
         let p = Tensor::zeros(len, DType::F32, &dev).unwrap();
         let bad_bias = Tensor::zeros((2, 4), DType::F32, &dev).unwrap();
-        assert!(super::block(&x, &p, Some(&bad_bias), shape).is_err());
-        assert_eq!(super::block(&x, &p, None, shape).unwrap().dims(), [2, 3, 8]);
+        assert!(super::block(&x, &p, Some(&bad_bias), shape, None).is_err());
+        assert_eq!(
+            super::block(&x, &p, None, shape, None).unwrap().dims(),
+            [2, 3, 8]
+        );
+        let short_keep = Some([vec![1.0f32], vec![1.0f32]]);
+        assert!(super::block(&x, &p, None, shape, short_keep).is_err());
     }
 }

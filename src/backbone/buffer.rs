@@ -85,6 +85,30 @@ pub fn residual(x: &[f32], y: &[f32], bias: &[f32]) -> Vec<f32> {
     })
 }
 
+/// [`residual`] with the branch scaled per row: `x + ((y + bias) · scale[r])` where `r` is
+/// the row (`row` elements) the element lies in (stochastic depth's keep factors).
+pub fn residual_scaled(x: &[f32], y: &[f32], bias: &[f32], scale: &[f32], row: usize) -> Vec<f32> {
+    let d = bias.len();
+    let len = x.len().min(y.len());
+    build(len, |start, c| {
+        for (k, o) in c.iter_mut().enumerate() {
+            let i = start + k;
+            let b = if d == 0 { 0.0 } else { bias[i % d] };
+            let v = if d == 0 { y[i] } else { y[i] + b };
+            o.write(x[i] + v * scale[i / row]);
+        }
+    })
+}
+
+/// `g · scale[r]` elementwise, `r` the row (`row` elements) of each element.
+pub fn scale_rows(g: &[f32], scale: &[f32], row: usize) -> Vec<f32> {
+    build(g.len(), |start, c| {
+        for (k, o) in c.iter_mut().enumerate() {
+            o.write(g[start + k] * scale[(start + k) / row]);
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -224,8 +224,19 @@ pub fn drop_path(x: &Tensor, p: f64, branch: u32, mode: &Mode) -> Result<Tensor>
             draws.rows()
         );
     }
+    let keep = drop_path_keep(rows, p, branch, draws);
+    let mut shape = vec![1; x.rank()];
+    shape[0] = rows;
+    let keep = Tensor::from_vec(keep, shape, x.device())?.to_dtype(x.dtype())?;
+    x.broadcast_mul(&keep)
+}
+
+/// Each row's factor on residual branch `branch` under stochastic depth at rate `p`: 0 when
+/// the row's stream drops it, `1 / (1 - p)` otherwise ([`drop_path`]'s draws, which the
+/// fused CPU block takes as they are).
+pub fn drop_path_keep(rows: usize, p: f64, branch: u32, draws: &Draws) -> Vec<f32> {
     let scale = if p >= 1.0 { 0.0 } else { 1.0 / (1.0 - p) };
-    let keep: Vec<f32> = (0..rows)
+    (0..rows)
         .map(|r| {
             let mut rng = draws.rng(r, Purpose::DropPath(branch));
             if rng.gen::<f64>() < p {
@@ -234,11 +245,7 @@ pub fn drop_path(x: &Tensor, p: f64, branch: u32, mode: &Mode) -> Result<Tensor>
                 scale as f32
             }
         })
-        .collect();
-    let mut shape = vec![1; x.rank()];
-    shape[0] = rows;
-    let keep = Tensor::from_vec(keep, shape, x.device())?.to_dtype(x.dtype())?;
-    x.broadcast_mul(&keep)
+        .collect()
 }
 
 /// Cross-entropy from logits `[N, C]` and integer targets `[N]` (u32), mean over rows.
