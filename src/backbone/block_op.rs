@@ -21,9 +21,10 @@
 //! - `bias`: `[B, T]` additive key bias (0 to attend, a large negative for padding)
 //! - output: `[B, T, D]`
 //!
-//! Stochastic depth enters as two per-example factors, one per residual branch (0 where the
-//! branch is dropped, `1 / (1 - p)` where kept: [`super::ops::drop_path_keep`]), each
-//! multiplying its branch's output before the residual sum, as the layers do.
+//! In training, hidden dropout and stochastic depth enter as [`BranchFactors`]: per element
+//! (dropout, [`super::ops::dropout_mask`]) and per example (drop path,
+//! [`super::ops::drop_path_keep`]), each multiplying its branch's output before the residual
+//! sum, as the layers do.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -32,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Tensor};
 
 use super::attention_op::{self, Dims};
-use super::buffer::{residual, residual_scaled, scale_rows, sum as add};
+use super::buffer::{branch_grad, residual, residual_masked, sum as add};
 use super::linear_op::{self, bias_grad};
 use super::norm_op;
 use super::storage::{cpu_f32, with_f32};
@@ -48,6 +49,21 @@ pub struct Shape {
     pub eps: f32,
     /// Pre-norm (`x + attn(norm1(x))`, ViT) or post-norm (`norm1(x + attn(x))`, BERT).
     pub pre_norm: bool,
+}
+
+/// What multiplies each residual branch's output (0 attention, 1 MLP) in training: hidden
+/// dropout's per-element factors (`[B·T·D]`) and stochastic depth's per-example ones
+/// (`[B]`); `None` where off.
+#[derive(Debug, Clone, Default)]
+pub struct BranchFactors {
+    pub dropout: [Option<Vec<f32>>; 2],
+    pub drop_path: [Option<Vec<f32>>; 2],
+}
+
+impl BranchFactors {
+    fn is_off(&self, branch: usize) -> bool {
+        self.dropout[branch].is_none() && self.drop_path[branch].is_none()
+    }
 }
 
 /// Where each parameter lies in the packed vector.
@@ -126,25 +142,29 @@ struct BlockOp {
     /// Whether a backward pass can follow (an input is tracked); if not, nothing is kept.
     keep: bool,
     saved: Mutex<Option<Arc<Saved>>>,
-    /// Stochastic depth: each example's factor on the attention and on the MLP branch.
-    drop_path: Option<[Vec<f32>; 2]>,
+    /// Dropout and stochastic depth on the two residual branches.
+    factors: BranchFactors,
 }
 
 impl BlockOp {
-    /// `x + (y + bias)`, the branch `y` scaled per example under stochastic depth.
+    /// `x + (y + bias)`, the branch `y` multiplied by its dropout and drop-path factors.
     fn residual(&self, x: &[f32], y: &[f32], bias: &[f32], branch: usize) -> Vec<f32> {
-        match &self.drop_path {
-            Some(keep) => residual_scaled(x, y, bias, &keep[branch], self.row()),
-            None => residual(x, y, bias),
+        let f = &self.factors;
+        if f.is_off(branch) {
+            return residual(x, y, bias);
         }
+        let (mask, keep) = (f.dropout[branch].as_deref(), f.drop_path[branch].as_deref());
+        residual_masked(x, y, bias, mask, keep, self.row())
     }
 
     /// The gradient at branch `branch`'s output from the gradient `g` at its residual sum.
     fn to_branch<'g>(&self, g: &'g [f32], branch: usize) -> Cow<'g, [f32]> {
-        match &self.drop_path {
-            Some(keep) => Cow::Owned(scale_rows(g, &keep[branch], self.row())),
-            None => Cow::Borrowed(g),
+        let f = &self.factors;
+        if f.is_off(branch) {
+            return Cow::Borrowed(g);
         }
+        let (mask, keep) = (f.dropout[branch].as_deref(), f.drop_path[branch].as_deref());
+        Cow::Owned(branch_grad(g, mask, keep, self.row()))
     }
 
     /// Elements per example.
@@ -442,21 +462,30 @@ impl CustomOp3 for BlockOp {
     }
 }
 
-/// The block on `x [B, T, D]` with packed `params`, an optional key bias `[B, T]` and
-/// optional stochastic-depth factors (`[B]` per branch). The caller checks that the fused
-/// path applies (CPU, f32, no dropout, exact GELU).
+/// The block on `x [B, T, D]` with packed `params`, an optional key bias `[B, T]` and the
+/// branches' training factors. The caller checks that the fused path applies (CPU, f32, no
+/// attention dropout in training, exact GELU).
 pub fn block(
     x: &Tensor,
     params: &Tensor,
     bias: Option<&Tensor>,
     shape: Shape,
-    drop_path: Option<[Vec<f32>; 2]>,
+    factors: BranchFactors,
 ) -> Result<Tensor> {
-    let (b, t, _) = x.dims3()?;
-    if let Some(keep) = &drop_path {
-        if keep.iter().any(|k| k.len() != b) {
-            bail!("transformer block: drop-path factors must have {b} rows");
-        }
+    let (b, t, d) = x.dims3()?;
+    if factors.drop_path.iter().flatten().any(|k| k.len() != b) {
+        bail!("transformer block: drop-path factors must have {b} rows");
+    }
+    if factors
+        .dropout
+        .iter()
+        .flatten()
+        .any(|m| m.len() != b * t * d)
+    {
+        bail!(
+            "transformer block: dropout factors must have {} elements",
+            b * t * d
+        );
     }
     let op = BlockOp {
         shape,
@@ -464,7 +493,7 @@ pub fn block(
         tokens: t,
         keep: x.track_op() || params.track_op(),
         saved: Mutex::new(None),
-        drop_path,
+        factors,
     };
     let x = x.contiguous()?;
     let params = params.contiguous()?;
@@ -474,204 +503,47 @@ pub fn block(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::{Activation, Block, EncoderConfig, Mode, NormPosition};
-    use candle_core::{DType, Device, Tensor, Var};
-    use candle_nn::{VarBuilder, VarMap};
-
-    fn config(norm: NormPosition, qkv_bias: bool) -> EncoderConfig {
-        EncoderConfig {
-            dim: 24,
-            depth: 1,
-            heads: 3,
-            mlp_dim: 40,
-            norm,
-            activation: Activation::Gelu,
-            norm_eps: 1e-6,
-            qkv_bias,
-            dropout: 0.0,
-            attention_dropout: 0.0,
-            drop_path: 0.0,
-        }
-    }
-
-    /// The block as one op equals the block layer by layer to the bit, in its output and in
-    /// the gradients of its input and of every parameter, pre- and post-norm, with and
-    /// without a padding mask and q/k/v biases.
-    #[test]
-    fn the_fused_block_equals_the_layers_bit_for_bit() {
-        let dev = Device::Cpu;
-        for (norm, qkv_bias, masked) in [
-            (NormPosition::Pre, true, false),
-            (NormPosition::Pre, false, true),
-            (NormPosition::Post, true, true),
-            (NormPosition::Post, false, false),
-        ] {
-            let vm = VarMap::new();
-            let block = Block::new(
-                &config(norm, qkv_bias),
-                VarBuilder::from_varmap(&vm, DType::F32, &dev),
-            )
-            .unwrap();
-            // Layer norms start at 1 and 0: move them so their gradients are tested too.
-            for (name, v) in vm.data().lock().unwrap().iter() {
-                if name.contains("norm") {
-                    let noise = Tensor::randn(0f32, 0.3, v.shape(), &dev).unwrap();
-                    v.set(&(v.as_tensor() + noise).unwrap()).unwrap();
-                }
-            }
-            let (b, t) = (3, 11);
-            let x = Var::randn(0f32, 1.0, (b, t, 24), &dev).unwrap();
-            let bias = masked.then(|| {
-                let mut m = vec![0f32; b * t];
-                m[t + t - 4..2 * t].fill(f32::MIN);
-                Tensor::from_vec(m, (b, 1, 1, t), &dev).unwrap()
-            });
-            let fused = block
-                .fused(x.as_tensor(), bias.as_ref(), &Mode::Eval)
-                .unwrap()
-                .expect("the fused path applies");
-            let layers = block
-                .layers(x.as_tensor(), bias.as_ref(), &mut Mode::Eval)
-                .unwrap();
-            let bits = |t: &Tensor| -> Vec<u32> {
-                t.flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.to_bits())
-                    .collect()
-            };
-            assert_eq!(bits(&fused), bits(&layers), "{norm:?} output");
-            let probe = Tensor::randn(0f32, 1.0, fused.shape(), &dev).unwrap();
-            let grads = |y: &Tensor| (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-            let (gf, gl) = (grads(&fused), grads(&layers));
-            let vars = vm.all_vars();
-            assert_eq!(vars.len(), if qkv_bias { 16 } else { 13 });
-            for v in vars.iter().chain([&x]) {
-                let (a, c) = (
-                    gf.get(v.as_tensor()).expect("a fused gradient"),
-                    gl.get(v.as_tensor()).expect("a gradient"),
-                );
-                assert_eq!(
-                    bits(a),
-                    bits(c),
-                    "{norm:?}: gradient of a {:?} tensor",
-                    v.dims()
-                );
-            }
-        }
-    }
-
-    /// Stochastic depth inside the op equals the layers' `drop_path` to the bit, output and
-    /// gradients, pre- and post-norm: the same draws, the same products, the same sums.
-    #[test]
-    fn the_fused_block_with_drop_path_equals_the_layers_bit_for_bit() {
-        let dev = Device::Cpu;
-        for (norm, masked) in [(NormPosition::Pre, true), (NormPosition::Post, false)] {
-            let vm = VarMap::new();
-            let block = Block::new(
-                &config(norm, true),
-                VarBuilder::from_varmap(&vm, DType::F32, &dev),
-            )
-            .unwrap()
-            .with_drop_path(1, 0.5);
-            let (b, t) = (8, 7);
-            let x = Var::randn(0f32, 1.0, (b, t, 24), &dev).unwrap();
-            let bias = masked.then(|| {
-                let mut m = vec![0f32; b * t];
-                m[t - 3..t].fill(f32::MIN);
-                Tensor::from_vec(m, (b, 1, 1, t), &dev).unwrap()
-            });
-            let train = || Mode::train(crate::draws::Draws::new(5, 3, 0, b));
-            let keep = |branch: u32| {
-                super::super::ops::drop_path_keep(
-                    b,
-                    0.5,
-                    2 + branch,
-                    &crate::draws::Draws::new(5, 3, 0, b),
-                )
-            };
-            let (k0, k1) = (keep(0), keep(1));
-            assert!(
-                k0.iter().chain(&k1).any(|&k| k == 0.0) && k0.iter().chain(&k1).any(|&k| k == 2.0),
-                "these draws drop some branches and keep others: {k0:?} {k1:?}"
-            );
-            let fused = block
-                .fused(x.as_tensor(), bias.as_ref(), &train())
-                .unwrap()
-                .expect("the fused path applies with drop path");
-            let layers = block
-                .layers(x.as_tensor(), bias.as_ref(), &mut train())
-                .unwrap();
-            let bits = |t: &Tensor| -> Vec<u32> {
-                t.flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.to_bits())
-                    .collect()
-            };
-            assert_eq!(bits(&fused), bits(&layers), "{norm:?} output");
-            let probe = Tensor::randn(0f32, 1.0, fused.shape(), &dev).unwrap();
-            let grads = |y: &Tensor| (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-            let (gf, gl) = (grads(&fused), grads(&layers));
-            for v in vm.all_vars().iter().chain([&x]) {
-                let (a, c) = (
-                    gf.get(v.as_tensor()).expect("a fused gradient"),
-                    gl.get(v.as_tensor()).expect("a gradient"),
-                );
-                assert_eq!(
-                    bits(a),
-                    bits(c),
-                    "{norm:?}: gradient of a {:?} tensor",
-                    v.dims()
-                );
-            }
-        }
-    }
-
-    /// With dropout in training the layers run (the op has no dropout); in evaluation, or
-    /// with no dropout, the op does.
-    #[test]
-    fn dropout_in_training_takes_the_layers() {
-        let dev = Device::Cpu;
-        let mut cfg = config(NormPosition::Pre, true);
-        cfg.dropout = 0.1;
-        let vm = VarMap::new();
-        let block = Block::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (2, 5, 24), &dev).unwrap();
-        let train = Mode::train(crate::draws::Draws::new(0, 0, 0, 2));
-        assert!(block.fused(&x, None, &train).unwrap().is_none());
-        assert!(block.fused(&x, None, &Mode::Eval).unwrap().is_some());
-    }
-
-    #[test]
-    fn mismatched_inputs_are_errors() {
-        let dev = Device::Cpu;
-        let shape = super::Shape {
-            dim: 8,
-            heads: 2,
-            mlp_dim: 16,
-            qkv_bias: true,
-            eps: 1e-5,
-            pre_norm: true,
+impl super::Block {
+    /// In training, what multiplies each residual branch: the draws the layers' dropout (two
+    /// dropout layers, so `mode`'s site moves on by two, as they move it) and drop path make
+    /// for a batch of `b` examples of `per_row` elements.
+    pub(super) fn branch_factors(
+        &self,
+        b: usize,
+        per_row: usize,
+        mode: &mut super::Mode,
+    ) -> Result<BranchFactors> {
+        let super::Mode::Train { draws, site } = mode else {
+            return Ok(Default::default());
         };
-        let x = Tensor::zeros((2, 3, 8), DType::F32, &dev).unwrap();
-        let short = Tensor::zeros(10, DType::F32, &dev).unwrap();
-        assert!(super::block(&x, &short, None, shape, None).is_err());
-        let len = shape.offsets().len;
-        let p = Tensor::zeros(len, DType::F32, &dev).unwrap();
-        let bad_bias = Tensor::zeros((2, 4), DType::F32, &dev).unwrap();
-        assert!(super::block(&x, &p, Some(&bad_bias), shape, None).is_err());
-        assert_eq!(
-            super::block(&x, &p, None, shape, None).unwrap().dims(),
-            [2, 3, 8]
-        );
-        let short_keep = Some([vec![1.0f32], vec![1.0f32]]);
-        assert!(super::block(&x, &p, None, shape, short_keep).is_err());
+        if draws.rows() != b {
+            candle_core::bail!(
+                "a block on a batch of {b}: the batch has {} rows of draws",
+                draws.rows()
+            );
+        }
+        let dropout = |p: f64, at: u32| match p {
+            p if p <= 0.0 => None,
+            p if p >= 1.0 => Some(vec![0.0; b * per_row]),
+            p => Some(super::ops::dropout_mask(b, per_row, p, draws, at)),
+        };
+        let rate = self.drop_path;
+        let keep = |branch| {
+            (rate > 0.0)
+                .then(|| super::ops::drop_path_keep(b, rate, 2 * self.index + branch, draws))
+        };
+        let factors = BranchFactors {
+            dropout: [
+                dropout(self.attn.dropout, *site),
+                dropout(self.mlp.dropout, *site + 1),
+            ],
+            drop_path: [keep(0), keep(1)],
+        };
+        *site += 2;
+        Ok(factors)
     }
 }
+
+#[cfg(test)]
+#[path = "block_op_tests.rs"]
+mod tests;

@@ -85,26 +85,49 @@ pub fn residual(x: &[f32], y: &[f32], bias: &[f32]) -> Vec<f32> {
     })
 }
 
-/// [`residual`] with the branch scaled per row: `x + ((y + bias) · scale[r])` where `r` is
-/// the row (`row` elements) the element lies in (stochastic depth's keep factors).
-pub fn residual_scaled(x: &[f32], y: &[f32], bias: &[f32], scale: &[f32], row: usize) -> Vec<f32> {
+/// [`residual`] with the branch multiplied in training: `x + (((y + bias) · mask[i]) ·
+/// keep[r])`, `mask` per element (dropout), `keep` per row of `row` elements (stochastic
+/// depth), in the order the layers apply them.
+pub fn residual_masked(
+    x: &[f32],
+    y: &[f32],
+    bias: &[f32],
+    mask: Option<&[f32]>,
+    keep: Option<&[f32]>,
+    row: usize,
+) -> Vec<f32> {
     let d = bias.len();
     let len = x.len().min(y.len());
     build(len, |start, c| {
         for (k, o) in c.iter_mut().enumerate() {
             let i = start + k;
-            let b = if d == 0 { 0.0 } else { bias[i % d] };
-            let v = if d == 0 { y[i] } else { y[i] + b };
-            o.write(x[i] + v * scale[i / row]);
+            let mut v = if d == 0 { y[i] } else { y[i] + bias[i % d] };
+            if let Some(m) = mask {
+                v *= m[i];
+            }
+            if let Some(s) = keep {
+                v *= s[i / row];
+            }
+            o.write(x[i] + v);
         }
     })
 }
 
-/// `g · scale[r]` elementwise, `r` the row (`row` elements) of each element.
-pub fn scale_rows(g: &[f32], scale: &[f32], row: usize) -> Vec<f32> {
+/// The gradient at a branch's output from the gradient `g` at its residual sum, through
+/// [`residual_masked`]'s factors: `(g · keep[r]) · mask[i]`, the order of the layers'
+/// backward pass.
+pub fn branch_grad(g: &[f32], mask: Option<&[f32]>, keep: Option<&[f32]>, row: usize) -> Vec<f32> {
     build(g.len(), |start, c| {
         for (k, o) in c.iter_mut().enumerate() {
-            o.write(g[start + k] * scale[(start + k) / row]);
+            let i = start + k;
+            let mut v = g[i];
+            if let Some(s) = keep {
+                v *= s[i / row];
+            }
+            if let Some(m) = mask {
+                v *= m[i];
+            }
+            o.write(v);
         }
     })
 }

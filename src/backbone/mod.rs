@@ -407,36 +407,20 @@ impl Block {
 
 impl Block {
     /// The CPU path: the whole block as one op (`block_op.rs`) on its parameters packed in
-    /// the op's order, stochastic depth included; `None` where that op does not apply
-    /// (another device or dtype, dropout in training, an activation other than exact GELU,
-    /// no tokens).
-    fn fused(&self, x: &Tensor, bias: Option<&Tensor>, mode: &Mode) -> Result<Option<Tensor>> {
-        let dropout =
-            self.attn.dropout > 0.0 || self.attn.attention_dropout > 0.0 || self.mlp.dropout > 0.0;
+    /// the op's order, hidden dropout and stochastic depth included; `None` where that op
+    /// does not apply (another device or dtype, attention dropout in training, an
+    /// activation other than exact GELU, no tokens).
+    fn fused(&self, x: &Tensor, bias: Option<&Tensor>, mode: &mut Mode) -> Result<Option<Tensor>> {
         if !storage::applies(x)
-            || (dropout && mode.is_train())
+            || (self.attn.attention_dropout > 0.0 && mode.is_train())
             || self.mlp.activation != Activation::Gelu
         {
             return Ok(None);
         }
-        let (b, t, _) = x.dims3()?;
+        let (b, t, d) = x.dims3()?;
         if b * t == 0 {
             return Ok(None);
         }
-        let drop_path = match mode {
-            Mode::Train { draws, .. } if self.drop_path > 0.0 => {
-                if draws.rows() != b {
-                    candle_core::bail!(
-                        "drop path on a batch of {b}: the batch has {} rows of draws",
-                        draws.rows()
-                    );
-                }
-                let keep =
-                    |branch| ops::drop_path_keep(b, self.drop_path, 2 * self.index + branch, draws);
-                Some([keep(0), keep(1)])
-            }
-            _ => None,
-        };
         let (a, m) = (&self.attn, &self.mlp);
         let qkv_bias = match (a.q.bias(), a.k.bias(), a.v.bias()) {
             (Some(q), Some(k), Some(v)) => Some([q, k, v]),
@@ -481,7 +465,8 @@ impl Block {
             pre_norm: self.position == NormPosition::Pre,
         };
         let key_bias = bias.map(|m| m.reshape((b, t))).transpose()?;
-        block_op::block(x, &packed, key_bias.as_ref(), shape, drop_path).map(Some)
+        let factors = self.branch_factors(b, t * d, mode)?;
+        block_op::block(x, &packed, key_bias.as_ref(), shape, factors).map(Some)
     }
 }
 

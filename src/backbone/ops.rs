@@ -194,15 +194,22 @@ pub fn dropout(x: &Tensor, p: f64, mode: &mut Mode) -> Result<Tensor> {
             x.dims()
         );
     }
-    let per_row = n / rows;
+    let mask = dropout_mask(rows, n / rows, p, &draws, site);
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    x.mul(&mask)
+}
+
+/// The factors inverted dropout at rate `p` (below 1) multiplies `rows × per_row` elements
+/// by: 0 where row `r`'s stream for dropout layer `site` drops one, `1 / (1 - p)` elsewhere
+/// ([`dropout`]'s draws, which the fused CPU block takes as they are).
+pub fn dropout_mask(rows: usize, per_row: usize, p: f64, draws: &Draws, site: u32) -> Vec<f32> {
     let scale = (1.0 / (1.0 - p)) as f32;
-    let mut mask: Vec<f32> = Vec::with_capacity(n);
+    let mut mask: Vec<f32> = Vec::with_capacity(rows * per_row);
     for r in 0..rows {
         let mut rng = draws.rng(r, Purpose::Dropout(site));
         mask.extend((0..per_row).map(|_| if rng.gen::<f64>() < p { 0.0 } else { scale }));
     }
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-    x.mul(&mask)
+    mask
 }
 
 /// Stochastic depth (Huang et al. 2016; timm's `drop_path`): in training, each example's
