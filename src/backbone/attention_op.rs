@@ -81,7 +81,7 @@ impl AttentionOp {
         l: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dm = self.dims(l)?;
-        let (probs, out) = forward(qkv, bias, dm)?;
+        let (probs, out) = forward(qkv, bias, dm, None)?;
         if self.keep {
             if let Ok(mut slot) = self.probs.lock() {
                 *slot = Some(Arc::new(probs));
@@ -103,20 +103,27 @@ impl AttentionOp {
                     let bias = bias
                         .map(|b| b.flatten_all()?.to_vec1::<f32>())
                         .transpose()?;
-                    Arc::new(forward(qkv, bias.as_deref(), dm)?.0)
+                    Arc::new(forward(qkv, bias.as_deref(), dm, None)?.0)
                 }
             };
             with_f32(grad, |g| {
-                let dqkv = backward(qkv, &probs, g, dm)?;
+                let dqkv = backward(qkv, &probs, g, dm, None)?;
                 Tensor::from_vec(dqkv, qkv_t.shape(), qkv_t.device())
             })?
         })?
     }
 }
 
-/// Probabilities `[B, H, T, T]` and the output `[B, T, D]` from packed `qkv [B, T, 3D]`
-/// and an optional key bias `[B, T]`.
-pub(super) fn forward(qkv: &[f32], bias: Option<&[f32]>, dm: Dims) -> Result<(Vec<f32>, Vec<f32>)> {
+/// Probabilities `[B, H, T, T]` and the output `[B, T, D]` from packed `qkv [B, T, 3D]`,
+/// an optional key bias `[B, T]` and optional dropout factors on the probabilities
+/// (`[B, H, T, T]`, [`super::ops::dropout_mask`]'s; the probabilities returned are those
+/// before dropout, which the backward pass needs).
+pub(super) fn forward(
+    qkv: &[f32],
+    bias: Option<&[f32]>,
+    dm: Dims,
+    drop: Option<&[f32]>,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let (t, hd) = (dm.t, dm.hd());
     if dm.b * t * dm.d == 0 {
         return Ok((Vec::new(), Vec::new()));
@@ -132,6 +139,7 @@ pub(super) fn forward(qkv: &[f32], bias: Option<&[f32]>, dm: Dims) -> Result<(Ve
         .enumerate()
         .try_for_each(|(bi, (pb, ob))| -> Result<()> {
             let key_bias = bias.map(|bias| &bias[bi * t..(bi + 1) * t]);
+            let mut dropped = vec![0f32; if drop.is_some() { t * t } else { 0 }];
             for (h, p) in pb.chunks_exact_mut(t * t).enumerate() {
                 let (q, k, v) = (
                     dm.head(qkv, bi, h, 0),
@@ -153,10 +161,20 @@ pub(super) fn forward(qkv: &[f32], bias: Option<&[f32]>, dm: Dims) -> Result<(Ve
                     row.iter_mut().for_each(|s| *s *= inv);
                 }
                 // Head h's context into columns h·hd.. of the [T, D] rows.
+                let weights = match drop {
+                    Some(m) => {
+                        let m = &m[(bi * dm.heads + h) * t * t..][..t * t];
+                        for ((o, pv), mv) in dropped.iter_mut().zip(p.iter()).zip(m) {
+                            *o = pv * mv;
+                        }
+                        &dropped[..]
+                    }
+                    None => &p[..],
+                };
                 matmul(
                     &mut ob[h * hd..],
                     dm.d,
-                    Mat::rows(p, t, t),
+                    Mat::rows(weights, t, t),
                     v,
                     false,
                     Threads::One,
@@ -167,9 +185,15 @@ pub(super) fn forward(qkv: &[f32], bias: Option<&[f32]>, dm: Dims) -> Result<(Ve
     Ok((probs, out))
 }
 
-/// `dqkv [B, T, 3D]` from the upstream gradient `g [B, T, D]` and the forward pass's
-/// probabilities.
-pub(super) fn backward(qkv: &[f32], probs: &[f32], g: &[f32], dm: Dims) -> Result<Vec<f32>> {
+/// `dqkv [B, T, 3D]` from the upstream gradient `g [B, T, D]`, the forward pass's
+/// probabilities (before dropout) and its dropout factors.
+pub(super) fn backward(
+    qkv: &[f32],
+    probs: &[f32],
+    g: &[f32],
+    dm: Dims,
+    drop: Option<&[f32]>,
+) -> Result<Vec<f32>> {
     let (t, hd) = (dm.t, dm.hd());
     if dm.b * t * dm.d == 0 {
         return Ok(vec![0f32; dm.b * t * 3 * dm.d]);
@@ -182,9 +206,21 @@ pub(super) fn backward(qkv: &[f32], probs: &[f32], g: &[f32], dm: Dims) -> Resul
         .enumerate()
         .try_for_each(|(bi, ob)| -> Result<()> {
             let mut ds = vec![0f32; t * t];
+            let mut dropped = vec![0f32; if drop.is_some() { t * t } else { 0 }];
             for h in 0..dm.heads {
                 let i = bi * dm.heads + h;
                 let p = Mat::rows(&probs[i * t * t..][..t * t], t, t);
+                let mask = drop.map(|m| &m[i * t * t..][..t * t]);
+                // The weights the context was made with: the probabilities after dropout.
+                let weights = match mask {
+                    Some(m) => {
+                        for ((o, pv), mv) in dropped.iter_mut().zip(p.data).zip(m) {
+                            *o = pv * mv;
+                        }
+                        Mat::rows(&dropped, t, t)
+                    }
+                    None => p,
+                };
                 let dctx = Mat::strided(&g[bi * t * dm.d + h * hd..], t, hd, dm.d, 1);
                 let (q, k, v) = (
                     dm.head(qkv, bi, h, 0),
@@ -195,12 +231,15 @@ pub(super) fn backward(qkv: &[f32], probs: &[f32], g: &[f32], dm: Dims) -> Resul
                 matmul(
                     &mut ob[2 * dm.d + h * hd..],
                     rs,
-                    p.t(),
+                    weights.t(),
                     dctx,
                     false,
                     Threads::One,
                 )?;
                 matmul(&mut ds, t, dctx, v.t(), false, Threads::One)?;
+                if let Some(m) = mask {
+                    ds.iter_mut().zip(m).for_each(|(x, mv)| *x *= mv);
+                }
                 // dS = P ⊙ (dP − rowsum(dP ⊙ P)), times the score scale.
                 for (dr, pr) in ds.chunks_exact_mut(t).zip(p.data.chunks_exact(t)) {
                     let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();

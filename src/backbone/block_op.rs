@@ -58,6 +58,8 @@ pub struct Shape {
 pub struct BranchFactors {
     pub dropout: [Option<Vec<f32>>; 2],
     pub drop_path: [Option<Vec<f32>>; 2],
+    /// Attention dropout's factors on the attention probabilities (`[B·H·T·T]`).
+    pub attention: Option<Vec<f32>>,
 }
 
 impl BranchFactors {
@@ -218,7 +220,8 @@ impl BlockOp {
         let (bo, b1, b2) = (&p[o.bo.clone()], &p[o.b1.clone()], &p[o.b2.clone()]);
         let attention = |attn_in: &[f32]| -> Result<_> {
             let qkv = linear_op::forward(attn_in, &p[o.wqkv.clone()], bqkv, 3 * d)?;
-            let (probs, ctx) = attention_op::forward(&qkv, bias, self.dims())?;
+            let drop = self.factors.attention.as_deref();
+            let (probs, ctx) = attention_op::forward(&qkv, bias, self.dims(), drop)?;
             let out = linear_op::product_t(&ctx, &p[o.wo.clone()], d)?;
             Ok((qkv, probs, ctx, out))
         };
@@ -325,7 +328,8 @@ impl BlockOp {
         let (dctx, dwo) = linear_op::backward_slices(&sv.ctx, &p[o.wo.clone()], &dattn, d)?;
         grads.push((o.wo.clone(), dwo));
         grads.push((o.bo.clone(), bias_grad(&dattn, d)));
-        let dqkv = attention_op::backward(&sv.qkv, &sv.probs, &dctx, self.dims())?;
+        let drop = self.factors.attention.as_deref();
+        let dqkv = attention_op::backward(&sv.qkv, &sv.probs, &dctx, self.dims(), drop)?;
         let attn_in = sv.attn_in.as_deref().unwrap_or(x);
         let (dattn_in, dwqkv) =
             linear_op::backward_slices(attn_in, &p[o.wqkv.clone()], &dqkv, 3 * d)?;
@@ -487,6 +491,10 @@ pub fn block(
             b * t * d
         );
     }
+    let probs = b * shape.heads * t * t;
+    if factors.attention.as_ref().is_some_and(|m| m.len() != probs) {
+        bail!("transformer block: attention dropout factors must have {probs} elements");
+    }
     let op = BlockOp {
         shape,
         batch: b,
@@ -504,13 +512,13 @@ pub fn block(
 }
 
 impl super::Block {
-    /// In training, what multiplies each residual branch: the draws the layers' dropout (two
-    /// dropout layers, so `mode`'s site moves on by two, as they move it) and drop path make
-    /// for a batch of `b` examples of `per_row` elements.
+    /// In training, what multiplies the attention probabilities and each residual branch:
+    /// the draws the layers' dropout and drop path make for a batch of `b` examples of `t`
+    /// tokens, `d` wide. The layers pass two dropout layers, three with attention dropout,
+    /// and `mode`'s site moves on as they move it.
     pub(super) fn branch_factors(
         &self,
-        b: usize,
-        per_row: usize,
+        (b, t, d): (usize, usize, usize),
         mode: &mut super::Mode,
     ) -> Result<BranchFactors> {
         let super::Mode::Train { draws, site } = mode else {
@@ -522,11 +530,13 @@ impl super::Block {
                 draws.rows()
             );
         }
-        let dropout = |p: f64, at: u32| match p {
+        let dropout = |p: f64, per_row: usize, at: u32| match p {
             p if p <= 0.0 => None,
             p if p >= 1.0 => Some(vec![0.0; b * per_row]),
             p => Some(super::ops::dropout_mask(b, per_row, p, draws, at)),
         };
+        let attention = dropout(self.attn.attention_dropout, self.attn.heads * t * t, *site);
+        let hidden = *site + attention.is_some() as u32;
         let rate = self.drop_path;
         let keep = |branch| {
             (rate > 0.0)
@@ -534,12 +544,13 @@ impl super::Block {
         };
         let factors = BranchFactors {
             dropout: [
-                dropout(self.attn.dropout, *site),
-                dropout(self.mlp.dropout, *site + 1),
+                dropout(self.attn.dropout, t * d, hidden),
+                dropout(self.mlp.dropout, t * d, hidden + 1),
             ],
             drop_path: [keep(0), keep(1)],
+            attention,
         };
-        *site += 2;
+        *site = hidden + 2;
         Ok(factors)
     }
 }

@@ -1,4 +1,5 @@
 //! The fused block against the block layer by layer.
+use super::super::op_tests::assert_same_with_gradients;
 use super::super::{Activation, Block, EncoderConfig, Mode, NormPosition};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -171,23 +172,67 @@ fn the_fused_block_with_dropout_and_drop_path_equals_the_layers_bit_for_bit() {
     }
 }
 
-/// With attention dropout in training the layers run (the op drops no attention
-/// weights); in evaluation, or with hidden dropout only, the op does.
+/// Attention dropout inside the op matches the layers, whose attention with dropout is
+/// composed of candle ops (other kernels, so to rounding rather than to the bit): values and
+/// gradients, pre- and post-norm, with hidden dropout, drop path and a padding mask; the
+/// dropout sites move on by three, as the layers move them.
 #[test]
-fn attention_dropout_in_training_takes_the_layers() {
+fn the_fused_block_with_attention_dropout_matches_the_layers() {
     let dev = Device::Cpu;
-    let mut cfg = config(NormPosition::Pre, true);
-    cfg.attention_dropout = 0.1;
-    let vm = VarMap::new();
-    let block = Block::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
-    let x = Tensor::randn(0f32, 1.0, (2, 5, 24), &dev).unwrap();
-    let train = || Mode::train(crate::draws::Draws::new(0, 0, 0, 2));
-    assert!(block.fused(&x, None, &mut train()).unwrap().is_none());
-    assert!(block.fused(&x, None, &mut Mode::Eval).unwrap().is_some());
-    cfg.attention_dropout = 0.0;
-    cfg.dropout = 0.1;
-    let block = Block::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
-    assert!(block.fused(&x, None, &mut train()).unwrap().is_some());
+    for (norm, masked) in [(NormPosition::Pre, true), (NormPosition::Post, false)] {
+        let vm = VarMap::new();
+        let mut cfg = config(norm, true);
+        cfg.attention_dropout = 0.3;
+        cfg.dropout = 0.1;
+        let block = Block::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev))
+            .unwrap()
+            .with_drop_path(1, 0.2);
+        let (b, t) = (4, 9);
+        let x = Var::randn(0f32, 1.0, (b, t, 24), &dev).unwrap();
+        let bias = masked.then(|| {
+            let mut m = vec![0f32; b * t];
+            m[t - 3..t].fill(f32::MIN);
+            Tensor::from_vec(m, (b, 1, 1, t), &dev).unwrap()
+        });
+        let train = || Mode::train(crate::draws::Draws::new(2, 7, 0, b));
+        let (mut fused_mode, mut layers_mode) = (train(), train());
+        let fused = block
+            .fused(x.as_tensor(), bias.as_ref(), &mut fused_mode)
+            .unwrap()
+            .expect("the fused path applies with attention dropout");
+        let layers = block
+            .layers(x.as_tensor(), bias.as_ref(), &mut layers_mode)
+            .unwrap();
+        let site = |m: &Mode| match m {
+            Mode::Train { site, .. } => *site,
+            _ => unreachable!(),
+        };
+        assert_eq!(site(&fused_mode), 3, "three dropout layers passed");
+        assert_eq!(site(&layers_mode), 3);
+        let mut vars: Vec<&Var> = vec![&x];
+        let all = vm.all_vars();
+        vars.extend(all.iter());
+        assert_same_with_gradients(&fused, &layers, &vars, 1e-5, 1e-4);
+        // The probabilities' dropout is in effect: alone, it changes the output.
+        let only = |p: f64| {
+            let mut c = config(norm, true);
+            c.attention_dropout = p;
+            Block::new(&c, VarBuilder::from_varmap(&vm, DType::F32, &dev))
+                .unwrap()
+                .fused(x.as_tensor(), bias.as_ref(), &mut train())
+                .unwrap()
+                .unwrap()
+        };
+        let moved = (only(0.3) - only(0.0))
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(moved > 1e-3, "attention dropout changed nothing ({moved})");
+    }
 }
 
 #[test]

@@ -407,14 +407,10 @@ impl Block {
 
 impl Block {
     /// The CPU path: the whole block as one op (`block_op.rs`) on its parameters packed in
-    /// the op's order, hidden dropout and stochastic depth included; `None` where that op
-    /// does not apply (another device or dtype, attention dropout in training, an
-    /// activation other than exact GELU, no tokens).
+    /// the op's order, dropout and stochastic depth included; `None` where that op does not
+    /// apply (another device or dtype, an activation other than exact GELU, no tokens).
     fn fused(&self, x: &Tensor, bias: Option<&Tensor>, mode: &mut Mode) -> Result<Option<Tensor>> {
-        if !storage::applies(x)
-            || (self.attn.attention_dropout > 0.0 && mode.is_train())
-            || self.mlp.activation != Activation::Gelu
-        {
+        if !storage::applies(x) || self.mlp.activation != Activation::Gelu {
             return Ok(None);
         }
         let (b, t, d) = x.dims3()?;
@@ -465,7 +461,7 @@ impl Block {
             pre_norm: self.position == NormPosition::Pre,
         };
         let key_bias = bias.map(|m| m.reshape((b, t))).transpose()?;
-        let factors = self.branch_factors(b, t * d, mode)?;
+        let factors = self.branch_factors((b, t, d), mode)?;
         block_op::block(x, &packed, key_bias.as_ref(), shape, factors).map(Some)
     }
 }
