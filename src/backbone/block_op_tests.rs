@@ -1,5 +1,5 @@
 //! The fused block against the block layer by layer.
-use super::super::op_tests::assert_same_with_gradients;
+use super::super::op_tests::{assert_same_with_gradients, max_diff};
 use super::super::{Activation, Block, EncoderConfig, Mode, NormPosition};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -17,6 +17,31 @@ fn config(norm: NormPosition, qkv_bias: bool) -> EncoderConfig {
         dropout: 0.0,
         attention_dropout: 0.0,
         drop_path: 0.0,
+    }
+}
+
+/// The same output, and the same gradients of `x` and of every parameter in `vars` under
+/// one random probe, to the bit.
+fn assert_same_bits(fused: &Tensor, layers: &Tensor, vars: &[Var], x: &Var, what: &str) {
+    let bits = |t: &Tensor| -> Vec<u32> {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.iter().map(|v| v.to_bits()).collect()
+    };
+    assert_eq!(bits(fused), bits(layers), "{what}: output");
+    let probe = Tensor::randn(0f32, 1.0, fused.shape(), fused.device()).unwrap();
+    let grads = |y: &Tensor| (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+    let (gf, gl) = (grads(fused), grads(layers));
+    for v in vars.iter().chain([x]) {
+        let (a, c) = (
+            gf.get(v.as_tensor()).expect("a fused gradient"),
+            gl.get(v.as_tensor()).expect("a gradient"),
+        );
+        assert_eq!(
+            bits(a),
+            bits(c),
+            "{what}: gradient of a {:?} tensor",
+            v.dims()
+        );
     }
 }
 
@@ -59,33 +84,9 @@ fn the_fused_block_equals_the_layers_bit_for_bit() {
         let layers = block
             .layers(x.as_tensor(), bias.as_ref(), &mut Mode::Eval)
             .unwrap();
-        let bits = |t: &Tensor| -> Vec<u32> {
-            t.flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits())
-                .collect()
-        };
-        assert_eq!(bits(&fused), bits(&layers), "{norm:?} output");
-        let probe = Tensor::randn(0f32, 1.0, fused.shape(), &dev).unwrap();
-        let grads = |y: &Tensor| (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-        let (gf, gl) = (grads(&fused), grads(&layers));
         let vars = vm.all_vars();
         assert_eq!(vars.len(), if qkv_bias { 16 } else { 13 });
-        for v in vars.iter().chain([&x]) {
-            let (a, c) = (
-                gf.get(v.as_tensor()).expect("a fused gradient"),
-                gl.get(v.as_tensor()).expect("a gradient"),
-            );
-            assert_eq!(
-                bits(a),
-                bits(c),
-                "{norm:?}: gradient of a {:?} tensor",
-                v.dims()
-            );
-        }
+        assert_same_bits(&fused, &layers, &vars, &x, &format!("{norm:?}"));
     }
 }
 
@@ -144,31 +145,7 @@ fn the_fused_block_with_dropout_and_drop_path_equals_the_layers_bit_for_bit() {
         };
         assert_eq!(site(&fused_mode), 2, "two dropout layers passed");
         assert_eq!(site(&fused_mode), site(&layers_mode));
-        let bits = |t: &Tensor| -> Vec<u32> {
-            t.flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits())
-                .collect()
-        };
-        assert_eq!(bits(&fused), bits(&layers), "{norm:?} output");
-        let probe = Tensor::randn(0f32, 1.0, fused.shape(), &dev).unwrap();
-        let grads = |y: &Tensor| (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-        let (gf, gl) = (grads(&fused), grads(&layers));
-        for v in vm.all_vars().iter().chain([&x]) {
-            let (a, c) = (
-                gf.get(v.as_tensor()).expect("a fused gradient"),
-                gl.get(v.as_tensor()).expect("a gradient"),
-            );
-            assert_eq!(
-                bits(a),
-                bits(c),
-                "{norm:?}: gradient of a {:?} tensor",
-                v.dims()
-            );
-        }
+        assert_same_bits(&fused, &layers, &vm.all_vars(), &x, &format!("{norm:?}"));
     }
 }
 
@@ -223,14 +200,7 @@ fn the_fused_block_with_attention_dropout_matches_the_layers() {
                 .unwrap()
                 .unwrap()
         };
-        let moved = (only(0.3) - only(0.0))
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let moved = max_diff(&only(0.3), &only(0.0));
         assert!(moved > 1e-3, "attention dropout changed nothing ({moved})");
     }
 }
