@@ -164,10 +164,7 @@ pub(super) fn forward(
                 let weights = match drop {
                     Some(m) => {
                         let m = &m[(bi * dm.heads + h) * t * t..][..t * t];
-                        for ((o, pv), mv) in dropped.iter_mut().zip(p.iter()).zip(m) {
-                            *o = pv * mv;
-                        }
-                        &dropped[..]
+                        times(&mut dropped, p, m)
                     }
                     None => &p[..],
                 };
@@ -183,6 +180,14 @@ pub(super) fn forward(
             Ok(())
         })?;
     Ok((probs, out))
+}
+
+/// `out = p ⊙ m`: attention weights after dropout.
+fn times<'o>(out: &'o mut [f32], p: &[f32], m: &[f32]) -> &'o [f32] {
+    for ((o, pv), mv) in out.iter_mut().zip(p).zip(m) {
+        *o = pv * mv;
+    }
+    out
 }
 
 /// `dqkv [B, T, 3D]` from the upstream gradient `g [B, T, D]`, the forward pass's
@@ -213,12 +218,7 @@ pub(super) fn backward(
                 let mask = drop.map(|m| &m[i * t * t..][..t * t]);
                 // The weights the context was made with: the probabilities after dropout.
                 let weights = match mask {
-                    Some(m) => {
-                        for ((o, pv), mv) in dropped.iter_mut().zip(p.data).zip(m) {
-                            *o = pv * mv;
-                        }
-                        Mat::rows(&dropped, t, t)
-                    }
+                    Some(m) => Mat::rows(times(&mut dropped, p.data, m), t, t),
                     None => p,
                 };
                 let dctx = Mat::strided(&g[bi * t * dm.d + h * hd..], t, hd, dm.d, 1);

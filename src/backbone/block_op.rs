@@ -21,10 +21,11 @@
 //! - `bias`: `[B, T]` additive key bias (0 to attend, a large negative for padding)
 //! - output: `[B, T, D]`
 //!
-//! In training, hidden dropout and stochastic depth enter as [`BranchFactors`]: per element
-//! (dropout, [`super::ops::dropout_mask`]) and per example (drop path,
-//! [`super::ops::drop_path_keep`]), each multiplying its branch's output before the residual
-//! sum, as the layers do.
+//! In training, dropout and stochastic depth enter as [`BranchFactors`], drawn as the layers
+//! draw them: per element (hidden dropout, [`super::ops::dropout_mask`]) and per example
+//! (drop path, [`super::ops::drop_path_keep`]), each multiplying its branch's output before
+//! the residual sum, and per attention weight (attention dropout, applied inside the
+//! attention kernels).
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -467,8 +468,8 @@ impl CustomOp3 for BlockOp {
 }
 
 /// The block on `x [B, T, D]` with packed `params`, an optional key bias `[B, T]` and the
-/// branches' training factors. The caller checks that the fused path applies (CPU, f32, no
-/// attention dropout in training, exact GELU).
+/// branches' training factors. The caller checks that the fused path applies (CPU, f32,
+/// exact GELU).
 pub fn block(
     x: &Tensor,
     params: &Tensor,
@@ -530,10 +531,8 @@ impl super::Block {
                 draws.rows()
             );
         }
-        let dropout = |p: f64, per_row: usize, at: u32| match p {
-            p if p <= 0.0 => None,
-            p if p >= 1.0 => Some(vec![0.0; b * per_row]),
-            p => Some(super::ops::dropout_mask(b, per_row, p, draws, at)),
+        let dropout = |p: f64, per_row: usize, at: u32| {
+            (p > 0.0).then(|| super::ops::dropout_mask(b, per_row, p, draws, at))
         };
         let attention = dropout(self.attn.attention_dropout, self.attn.heads * t * t, *site);
         let hidden = *site + attention.is_some() as u32;

@@ -199,9 +199,10 @@ pub fn dropout(x: &Tensor, p: f64, mode: &mut Mode) -> Result<Tensor> {
     x.mul(&mask)
 }
 
-/// The factors inverted dropout at rate `p` (below 1) multiplies `rows × per_row` elements
-/// by: 0 where row `r`'s stream for dropout layer `site` drops one, `1 / (1 - p)` elsewhere
-/// ([`dropout`]'s draws, which the fused CPU block takes as they are).
+/// The factors inverted dropout at rate `p` multiplies `rows × per_row` elements by: 0
+/// where row `r`'s stream for dropout layer `site` drops one (every one at `p ≥ 1`),
+/// `1 / (1 - p)` elsewhere ([`dropout`]'s draws, which the fused CPU block takes as they
+/// are).
 pub fn dropout_mask(rows: usize, per_row: usize, p: f64, draws: &Draws, site: u32) -> Vec<f32> {
     let scale = (1.0 / (1.0 - p)) as f32;
     let mut mask: Vec<f32> = Vec::with_capacity(rows * per_row);
