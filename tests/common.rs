@@ -73,13 +73,15 @@ pub fn spawn_run(recipe: &Path, run_dir: &Path) -> std::process::Child {
         .unwrap()
 }
 
-/// Waits (at most 2 minutes) for the first checkpoint in `ckpts`, then kills `child` with
-/// SIGKILL (no chance to clean up) and returns the step of the latest checkpoint left.
-pub fn kill_after_first_checkpoint(mut child: std::process::Child, ckpts: &Path) -> usize {
-    use pretext::train::checkpoint;
+/// Waits (at most 2 minutes) for the first checkpoint in `ckpts`.
+pub fn wait_for_first_checkpoint(ckpts: &Path) {
     use std::time::{Duration, Instant};
     let start = Instant::now();
-    while checkpoint::list(ckpts).map(|l| l.len()).unwrap_or(0) < 1 {
+    while pretext::train::checkpoint::list(ckpts)
+        .map(|l| l.len())
+        .unwrap_or(0)
+        < 1
+    {
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "no checkpoint within 2 minutes in {}",
@@ -87,9 +89,19 @@ pub fn kill_after_first_checkpoint(mut child: std::process::Child, ckpts: &Path)
         );
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Waits (at most 2 minutes) for the first checkpoint in `ckpts`, then kills `child` with
+/// SIGKILL (no chance to clean up) and returns the step of the latest checkpoint left.
+pub fn kill_after_first_checkpoint(mut child: std::process::Child, ckpts: &Path) -> usize {
+    wait_for_first_checkpoint(ckpts);
     child.kill().unwrap();
     child.wait().unwrap();
-    checkpoint::list(ckpts).unwrap().last().unwrap().0
+    pretext::train::checkpoint::list(ckpts)
+        .unwrap()
+        .last()
+        .unwrap()
+        .0
 }
 
 /// Every tensor (model and optimizer state) of the latest checkpoint in `run_dir`, as bits.

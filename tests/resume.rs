@@ -165,6 +165,41 @@ fn kill_dash_nine_then_resume_finishes() {
 }
 
 #[test]
+fn a_run_in_training_is_refused_to_a_second_process_and_released_when_it_dies() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Far more steps than the test lets it take: the run is killed below.
+    let file = common::write_recipe(tmp.path(), &common::tiny_recipe(100_000, 5));
+    let run_dir = tmp.path().join("run");
+    let mut child = common::spawn_run(&file, &run_dir);
+    common::wait_for_first_checkpoint(&run_dir.join("checkpoints"));
+    let recipe_before = std::fs::read(run_dir.join("recipe.toml")).unwrap();
+
+    let second = Command::new(env!("CARGO_BIN_EXE_pretext"))
+        .args(["run", run_dir.to_str().unwrap(), "--set", "train.steps=7"])
+        .args(["--allow-changed", "train"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is in use") && stderr.contains(&format!("process {}", child.id())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("resuming from"), "{stderr}");
+    // Refused before writing: the running run's recipe is as it was, and it trains on.
+    assert_eq!(
+        std::fs::read(run_dir.join("recipe.toml")).unwrap(),
+        recipe_before
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the first run stopped");
+
+    // A run killed with SIGKILL leaves no stale lock.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(run::dir::lock(&run_dir).is_ok());
+}
+
+#[test]
 fn a_resume_with_changed_training_settings_is_refused_unless_allowed() {
     let tmp = tempfile::tempdir().unwrap();
     let file = common::write_recipe(tmp.path(), &common::tiny_recipe(6, 2));

@@ -112,6 +112,68 @@ pub fn remove_stale_temps(run_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The file a running `pretext run` holds locked inside its run directory.
+pub const LOCK_FILE: &str = ".pretext-run.lock";
+
+/// A run directory held by this process: while it lives, no other `pretext run` starts
+/// or resumes the run (two processes training into one directory would interleave its
+/// metrics log and overwrite each other's checkpoints). The operating system releases
+/// the lock when the process ends, however it ends, so a killed run leaves nothing stale.
+#[derive(Debug)]
+pub struct Lock {
+    _file: Option<std::fs::File>,
+}
+
+/// Locks `run_dir` for this process, or says which process holds it.
+pub fn lock(run_dir: &Path) -> Result<Lock> {
+    use std::io::{Read, Seek, Write};
+    let path = run_dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let who = match holder.trim().parse::<u32>() {
+                Ok(pid) => format!("process {pid}"),
+                Err(_) => "another process".to_string(),
+            };
+            return Err(Error::data(
+                run_dir,
+                format!(
+                    "is in use: {who} is running it (it holds {LOCK_FILE}); wait for that run \
+                     to finish or stop it, then resume with `pretext run {}`",
+                    run_dir.display()
+                ),
+            ));
+        }
+        // A file system without locks (some network mounts): run, but say what is not
+        // guarded.
+        Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+            eprintln!(
+                "note: {} cannot be locked ({e}); nothing stops a second `pretext run` \
+                 of this directory while this one runs",
+                path.display()
+            );
+            return Ok(Lock { _file: None });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+    }
+    // The holder's process id, for the message another process prints.
+    let pid = std::process::id().to_string();
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(pid.as_bytes()))
+        .map_err(|e| Error::io(&path, e))?;
+    Ok(Lock { _file: Some(file) })
+}
+
 /// Writes the resolved recipe into the run directory.
 pub fn write_recipe(dir: &Path, r: &Recipe, source: &Path) -> Result<()> {
     write_recipe_as(dir, dir, r, source)
@@ -143,6 +205,26 @@ mod tests {
         crate::recipe::load_str(&text, Path::new("recipes/quickstart.toml"), &[])
             .unwrap()
             .recipe
+    }
+
+    #[test]
+    fn a_run_directory_is_held_by_one_process_at_a_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let held = lock(tmp.path()).unwrap();
+        let pid = std::fs::read_to_string(tmp.path().join(LOCK_FILE)).unwrap();
+        assert_eq!(pid, std::process::id().to_string());
+        // A second holder (here another open file of this process, as another process
+        // would be) is refused, with who holds it and what to do.
+        let refused = lock(tmp.path()).unwrap_err().to_string();
+        assert!(
+            refused.contains("is in use")
+                && refused.contains(&format!("process {pid}"))
+                && refused.contains(&tmp.path().display().to_string()),
+            "{refused}"
+        );
+        drop(held);
+        let again = lock(tmp.path()).unwrap();
+        drop(again);
     }
 
     #[test]

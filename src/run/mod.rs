@@ -165,7 +165,14 @@ pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
     if world.rank() == 0 {
         // Data and model first: a recipe that cannot run leaves no run directory behind.
         let p = prepare(&loaded.recipe, &loaded.file, None)?;
-        let run_dir = new_run_dir(loaded, opts, |dir| p.write_run_files(dir, true))?;
+        // Locked while it is still being staged, so it is never in place unheld.
+        let lock = std::cell::OnceCell::new();
+        let run_dir = new_run_dir(loaded, opts, |dir| {
+            if lock.get().is_none() {
+                let _ = lock.set(dir::lock(dir)?);
+            }
+            p.write_run_files(dir, true)
+        })?;
         if world.size() > 1 {
             world.broadcast(0, run_dir.clone().into_os_string().into_encoded_bytes())?;
         }
@@ -179,7 +186,8 @@ pub fn start(loaded: &Loaded, opts: &RunOptions) -> Result<Summary> {
 }
 
 /// Resumes (or finishes) the run in `run_dir` from its latest checkpoint. Overrides (for
-/// example a larger `train.steps`) are applied to its recipe and saved.
+/// example a larger `train.steps`) are applied to its recipe and saved. A run another
+/// `pretext run` is running is refused before anything is written ([`dir::lock`]).
 /// Data parallel, rank 0 checks and updates the run directory first; the other ranks
 /// read it once it has.
 pub fn resume(run_dir: &Path, overrides: &[Override], opts: &RunOptions) -> Result<Summary> {
@@ -188,6 +196,8 @@ pub fn resume(run_dir: &Path, overrides: &[Override], opts: &RunOptions) -> Resu
     if world.rank() == 0 {
         let loaded = recipe::load(&file, overrides)?;
         check_world(&*world, &loaded.recipe, &file)?;
+        // Held until the run returns: a second `pretext run` of it is refused.
+        let _lock = dir::lock(run_dir)?;
         // Before anything is written: a refused resume leaves the run as it was.
         settings::verify(run_dir, &loaded.recipe, &opts.allow_changed)?;
         dir::remove_stale_temps(run_dir)?;
