@@ -2,6 +2,7 @@
 //! sample. (Included with `mod common;`.)
 #![allow(dead_code)]
 
+use pretext::train::checkpoint;
 use std::path::{Path, PathBuf};
 
 /// A recipe small enough to train in seconds: 64 sample images, a 1-block encoder,
@@ -77,11 +78,7 @@ pub fn spawn_run(recipe: &Path, run_dir: &Path) -> std::process::Child {
 pub fn wait_for_first_checkpoint(ckpts: &Path) {
     use std::time::{Duration, Instant};
     let start = Instant::now();
-    while pretext::train::checkpoint::list(ckpts)
-        .map(|l| l.len())
-        .unwrap_or(0)
-        < 1
-    {
+    while checkpoint::list(ckpts).map(|l| l.len()).unwrap_or(0) < 1 {
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "no checkpoint within 2 minutes in {}",
@@ -97,11 +94,7 @@ pub fn kill_after_first_checkpoint(mut child: std::process::Child, ckpts: &Path)
     wait_for_first_checkpoint(ckpts);
     child.kill().unwrap();
     child.wait().unwrap();
-    pretext::train::checkpoint::list(ckpts)
-        .unwrap()
-        .last()
-        .unwrap()
-        .0
+    checkpoint::list(ckpts).unwrap().last().unwrap().0
 }
 
 /// Every tensor (model and optimizer state) of the latest checkpoint in `run_dir`, as bits.
